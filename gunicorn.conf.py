@@ -1,0 +1,30 @@
+"""gunicorn settings for gw. Thin on purpose: it never imports gw.app (the master would
+cache the config and HUP would stop reloading it). Everything comes from the environment.
+
+GW_BIND          address to listen on (default 127.0.0.1:8080; unix:/run/gw/gw.sock behind nginx)
+GW_WORKER_CLASS  gw.worker.BalancedThreadWorker (default), gthread or sync
+GW_WORKERS       worker processes (default: 2 x CPU cores)
+GW_THREADS       threads per worker for threaded workers (default 4)
+GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
+"""
+
+import os
+
+_cores = os.cpu_count() or 1
+
+bind = os.environ.get("GW_BIND", "127.0.0.1:8080").split(",")
+worker_class = os.environ.get("GW_WORKER_CLASS", "gw.worker.BalancedThreadWorker")
+workers = int(os.environ.get("GW_WORKERS", str(2 * _cores)))
+threads = int(os.environ.get("GW_THREADS", "4"))
+# Nesting: every upstream timeout <= server.deadline (25 s) < timeout < nginx proxy_read_timeout.
+timeout = int(os.environ.get("GW_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GW_GRACEFUL_TIMEOUT", "30"))
+# Longer than the drop-in's upstream keepalive_timeout (4 s), so nginx closes idle first.
+keepalive = int(os.environ.get("GW_KEEPALIVE", "5"))
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = None  # gw writes its own JSON access line per request
+errorlog = "-"
+loglevel = os.environ.get("GW_LOG_LEVEL", "info")
+proc_name = "gw"
+# gunicorn's own X-Forwarded-* handling is not used: gw resolves clients itself.
+forwarded_allow_ips = ""

@@ -1,0 +1,69 @@
+"""Falcon glue: the WSGI application that gunicorn serves (``gunicorn gw.app:app``).
+
+The only module that knows Falcon. Every request goes to one sink that hands the WSGI
+environ to the pipeline and writes its outcome back; Falcon's own router is not used, because
+routing must run on the gateway's canonical path (see ``gw.paths``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import falcon
+
+from gw import accesslog
+from gw.config import load_config
+from gw.errors import ConfigError
+from gw.pipeline import Gateway
+
+log = logging.getLogger("gw")
+
+
+class _ProxySink:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+        outcome = self.gateway.handle(req.env)
+        resp.status = outcome.status
+        append = resp.append_header
+        for name, value in outcome.headers:
+            append(name, value)
+        resp.stream = outcome.body  # type: ignore[assignment]
+
+
+def create_app(gateway: Gateway) -> falcon.App:
+    """Return the Falcon app serving ``gateway``."""
+    # media_type=None: never invent a Content-Type for an upstream response that had none.
+    app = falcon.App(media_type=None, request_type=falcon.Request, response_type=falcon.Response)
+    app.req_options.auto_parse_qs_csv = False
+    app.add_sink(_ProxySink(gateway), prefix="/")
+    return app
+
+
+def load_app(path: str | None = None) -> falcon.App:
+    """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
+    path = path or os.environ.get("GW_CONFIG")
+    if not path:
+        raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
+    config = load_config(path)
+    accesslog.configure(config.server.access_log)
+    return create_app(Gateway(config))
+
+
+def __getattr__(name: str) -> Any:
+    # PERF/ops: `app` is built on first access, in the worker, so that importing gw.app
+    # (tests, the CLI) never needs a config file.
+    if name == "app":
+        try:
+            application = load_app()
+        except ConfigError as ex:
+            for problem in ex.problems:
+                print(f"gw: config error: {os.environ.get('GW_CONFIG')}: {problem}", file=sys.stderr)
+            raise
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

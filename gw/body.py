@@ -1,0 +1,41 @@
+"""Request bodies streamed to the upstream with the size limit enforced as they flow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO
+
+from gw.errors import BodyTooLarge, ClientError
+
+CHUNK = 64 * 1024
+
+
+class ClientBodyIncomplete(ClientError):
+    code = "client_body_incomplete"
+
+
+class LimitedBody:
+    """A file-like view of the client's body that refuses to pass more than ``limit`` bytes.
+
+    Used for both Content-Length bodies (``read``) and chunked uploads (iteration), so the
+    limit holds even when the client announced no length.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.received = 0
+
+    def read(self, size: int = CHUNK) -> bytes:
+        try:
+            data = self._stream.read(size if size and size > 0 else CHUNK)
+        except Exception as ex:  # the server's own input errors (client went away)
+            raise ClientBodyIncomplete(f"the client stopped sending its body ({ex})") from None
+        self.received += len(data)
+        if self.received > self._limit:
+            raise BodyTooLarge(f"request body exceeds the limit of {self._limit} bytes")
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while data := self.read(CHUNK):
+            yield data

@@ -1,0 +1,125 @@
+"""The ``gw`` command: check a config, list routes, explain a request, print the schema.
+
+Exit status: 0 on success, 1 when the config is invalid or the request matches nothing,
+2 on usage errors. ``gw check`` is what the systemd unit's ExecReload runs before HUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from gw.config import Config, RouteSpec, load_config
+from gw.errors import ConfigError, GatewayError
+from gw.paths import canonicalize, encode_path, split_target
+from gw.routing import RouteTable
+from gw.settings import GatewaySettings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(GatewaySettings.model_json_schema(), indent=2))
+        return 0
+    path = args.config or os.environ.get("GW_CONFIG")
+    if not path:
+        print("gw: no config file: pass -c FILE or set GW_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigError as ex:
+        for problem in ex.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        print(
+            f"gw: {path} is invalid ({len(ex.problems)} problem(s)); nothing was changed",
+            file=sys.stderr,
+        )
+        return 1
+    handler = {"check": _check, "routes": _routes, "explain": _explain}[args.command]
+    return handler(config, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gw", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("check", "validate a config file (exit 1 and name every problem if invalid)"),
+        ("routes", "list the routes in precedence order"),
+        ("explain", "show which route a request matches, why, and where it goes"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("-c", "--config", help="config file (default: $GW_CONFIG)")
+        if name == "explain":
+            cmd.add_argument("method", help="HTTP method, e.g. GET")
+            cmd.add_argument("target", help="request target, e.g. /api/orders/42?x=1")
+            cmd.add_argument("--host", help="Host header of the request")
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    return parser
+
+
+def _check(config: Config, _: argparse.Namespace) -> int:
+    routes = len(config.table.ordered())
+    print(f"{config.source}: ok ({routes} routes, {len(config.upstreams)} upstreams)")
+    return 0
+
+
+def _routes(config: Config, _: argparse.Namespace) -> int:
+    for rank, route in enumerate(config.table.ordered(), 1):
+        methods = ",".join(sorted(route.methods)) if route.methods else "ANY"
+        host = f" host={route.host}" if route.host else ""
+        spec = route.payload
+        print(
+            f"{rank:3d}. {methods:<12} {route.pattern}{host} -> {spec.upstream}  [{spec.source}, {route.name}]"
+        )
+    return 0
+
+
+def _explain(config: Config, args: argparse.Namespace) -> int:
+    method = args.method.upper()
+    try:
+        raw_path, query = split_target(args.target)
+        path = canonicalize(raw_path)
+    except GatewayError as ex:
+        print(f"rejected with {ex.status} {ex.code}: {ex.message}")
+        return 1
+    print(f"canonical path: {path}" + (f"  (query passed as is: {query})" if query else ""))
+    if path in (config.server.health_path, config.server.ready_path):
+        print("answered by the gateway itself (server.health_path / server.ready_path)")
+        return 0
+    host = args.host.lower().split(":")[0] if args.host else None
+    candidates = config.table.candidates(method, path, host)
+    if not candidates:
+        try:
+            config.table.match(method, path, host)
+        except GatewayError as ex:
+            print(f"no route: {ex.status} {ex.code}: {ex.message}")
+        return 1
+    winner = candidates[0]
+    _print_winner(config, winner.route, winner.params, path, query)
+    for other in candidates[1:]:
+        print(f"  also matches, ranks lower: {other.route.pattern} [{other.route.payload.source}]")
+    return 0
+
+
+def _print_winner(config: Config, route: object, params: object, path: str, query: str) -> None:
+    from gw.routing import Route
+
+    assert isinstance(route, Route)
+    spec: RouteSpec = route.payload
+    print(f"route: {route.name} [{spec.source}] pattern {route.pattern}")
+    print(f"why: {RouteTable.explain_rank(route)}")
+    if params:
+        print(f"params: {params}")
+    upstream = config.upstreams[spec.upstream]
+    upstream_path = encode_path(spec.rewrite.apply(path)) + (f"?{query}" if query else "")
+    for target in upstream.targets:
+        origin = f"{target.scheme}://{target.netloc}"
+        print(f"upstream: {spec.upstream} -> {origin}{upstream_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

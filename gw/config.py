@@ -1,0 +1,332 @@
+"""Load, check and normalize the configuration file.
+
+Build once, serve many: everything here runs at start-up (or in ``gw check``); the request
+path only ever sees the frozen ``Config`` this module returns. Every problem is reported with
+its exact location (``routes[3].upstream: no upstream named 'orderz' (known: orders, users)``)
+and any problem refuses the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import ValidationError
+
+from gw.errors import ConfigError
+from gw.rewrite import Rewrite, validate_prefix
+from gw.routing import Route, RouteTable, parse_pattern
+from gw.settings import (
+    NOT_YET_SUPPORTED,
+    GatewaySettings,
+    RouteSettings,
+    ServerSettings,
+    UpstreamSettings,
+)
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One upstream instance: where the connection pool points."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+
+    @property
+    def netloc(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}{self.base_path}"
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    name: str
+    targets: tuple[Target, ...]
+    connect_timeout: float
+    read_timeout: float
+    pool_size: int
+    preserve_host: bool
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """A validated route; the payload of the route table."""
+
+    name: str
+    source: str
+    upstream: str
+    rewrite: Rewrite
+    read_timeout: float | None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings
+    upstreams: Mapping[str, UpstreamSpec]
+    table: RouteTable[RouteSpec]
+    source: str
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute, validate and compile the file at ``path``.
+
+    Raises:
+        ConfigError: listing every problem with its location.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as ex:
+        raise ConfigError([f"cannot read the file ({ex.strerror})"]) from None
+    return parse_config(_parse_yaml(text, path), os.environ if environ is None else environ, path)
+
+
+def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>") -> Config:
+    """Validate already-parsed YAML/JSON data and compile it."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of settings"])
+    problems: list[str] = []
+    data = _substitute(data, environ, "", problems)
+    problems += [
+        f"{key}: {what} is not supported by this version of gw; refusing to start rather "
+        "than serve without it"
+        for key, what in NOT_YET_SUPPORTED.items()
+        if key in data
+    ]
+    if problems:
+        raise ConfigError(problems)
+    settings = _validate(data)
+    return _compile(settings, source)
+
+
+def _parse_yaml(text: str, path: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as ex:
+        raise ConfigError([f"not valid YAML/JSON: {ex}"]) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _substitute(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, environ, _join(where, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{where}: environment variable {name} is not set (and has no default)")
+        return ""
+
+    return _ENV_REF.sub(replace, value)
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _validate(data: dict[str, Any]) -> GatewaySettings:
+    try:
+        return GatewaySettings.model_validate(data)
+    except ValidationError as ex:
+        raise ConfigError([_describe(err) for err in ex.errors()]) from None
+
+
+def _describe(err: Any) -> str:
+    where = ""
+    for part in err["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _compile(settings: GatewaySettings, source: str) -> Config:
+    problems: list[str] = []
+    upstreams = _compile_upstreams(settings, problems)
+    routes = _compile_routes(settings, upstreams, problems)
+    if problems:
+        raise ConfigError(problems)
+    if not routes:
+        raise ConfigError([f"{source}: no routes (add a 'routes' list)"])
+    table = RouteTable(routes)
+    return Config(settings.server, upstreams, table, source)
+
+
+def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[str, UpstreamSpec]:
+    named: dict[str, tuple[str, UpstreamSettings]] = {
+        name: (f"upstreams.{name}", up) for name, up in settings.upstreams.items()
+    }
+    for i, server in enumerate(settings.servers):
+        if server.alias in named:
+            problems.append(f"servers[{i}].alias: upstream {server.alias!r} is defined twice")
+        named[server.alias] = (f"servers[{i}].url", UpstreamSettings(targets=[server.url]))
+    for i, route in enumerate(settings.routes):
+        if "://" in route.upstream and route.upstream not in named:
+            named[route.upstream] = (
+                f"routes[{i}].upstream",
+                UpstreamSettings(targets=[route.upstream]),
+            )
+    return {
+        name: spec
+        for name, (where, up) in named.items()
+        if (spec := _upstream_spec(name, where, up, problems)) is not None
+    }
+
+
+def _upstream_spec(
+    name: str, where: str, up: UpstreamSettings, problems: list[str]
+) -> UpstreamSpec | None:
+    targets = []
+    for i, url in enumerate(up.targets):
+        location = where if where.endswith((".url", ".upstream")) else f"{where}.targets[{i}]"
+        try:
+            targets.append(parse_target(url))
+        except ValueError as ex:
+            problems.append(f"{location}: {ex}")
+    if len(targets) != len(up.targets):
+        return None
+    if len({t.base_path for t in targets}) > 1:
+        problems.append(f"{where}.targets: every target must have the same base path")
+        return None
+    return UpstreamSpec(
+        name, tuple(targets), up.connect_timeout, up.read_timeout, up.pool_size, up.preserve_host
+    )
+
+
+def parse_target(url: str) -> Target:
+    """Parse an upstream base URL (``http://host:port/base``) or raise ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} must be an http:// or https:// URL")
+    if not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{url!r} must name a host (and no user:password)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must not have a query or fragment")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    base = parts.path.rstrip("/")
+    if base:
+        validate_prefix(base)
+    return Target(parts.scheme, parts.hostname, port, base)
+
+
+def _compile_routes(
+    settings: GatewaySettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
+) -> list[Route[RouteSpec]]:
+    entries = [(f"routes[{i}]", r) for i, r in enumerate(settings.routes)]
+    entries += [
+        (
+            f"paths[{i}]",
+            RouteSettings(path=p.path, methods=[p.method], upstream=p.integration.server),
+        )
+        for i, p in enumerate(settings.paths)
+    ]
+    routes = []
+    names: dict[str, str] = {}
+    for where, route in entries:
+        compiled = _route(where, route, upstreams, problems)
+        if compiled is None:
+            continue
+        if compiled.name in names:
+            problems.append(
+                f"{where}.name: {compiled.name!r} is already the name of {names[compiled.name]}"
+            )
+        names[compiled.name] = where
+        routes.append(compiled)
+    return routes
+
+
+def _route(
+    where: str, route: RouteSettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
+) -> Route[RouteSpec] | None:
+    count = len(problems)
+    seed_000 = where.startswith("paths")
+    try:
+        parse_pattern(route.path)
+    except ValueError as ex:
+        problems.append(f"{where}.path: {ex}")
+    upstream = upstreams.get(route.upstream)
+    if upstream is None and "://" not in route.upstream:
+        known = ", ".join(sorted(upstreams)) or "none defined"
+        field = "integration.server" if seed_000 else "upstream"
+        problems.append(f"{where}.{field}: no upstream named {route.upstream!r} (known: {known})")
+    rewrite = _rewrite(where, route, upstream, problems)
+    if len(problems) > count or upstream is None or rewrite is None:
+        return None
+    methods = frozenset(route.methods) if route.methods else None
+    name = route.name or _default_name(route)
+    spec = RouteSpec(name, where, upstream.name, rewrite, route.read_timeout)
+    host = route.host.lower() if route.host else None
+    return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
+
+
+def _rewrite(
+    where: str, route: RouteSettings, upstream: UpstreamSpec | None, problems: list[str]
+) -> Rewrite | None:
+    try:
+        strip = validate_prefix(route.strip_prefix) if route.strip_prefix else None
+    except ValueError as ex:
+        problems.append(f"{where}.strip_prefix: {ex}")
+        return None
+    replace = None
+    if route.rewrite is not None:
+        try:
+            prefix = validate_prefix(route.rewrite.prefix)
+            to = "" if route.rewrite.to == "/" else validate_prefix(route.rewrite.to)
+        except ValueError as ex:
+            problems.append(f"{where}.rewrite: {ex}")
+            return None
+        strip, replace = (None, (prefix, to)) if to else (prefix, None)
+        if route.strip_prefix:
+            problems.append(f"{where}: use either strip_prefix or rewrite, not both")
+            return None
+    base = upstream.targets[0].base_path if upstream else ""
+    return Rewrite(strip_prefix=strip, replace_prefix=replace, target_prefix=base)
+
+
+def _default_name(route: RouteSettings) -> str:
+    methods = ",".join(route.methods) if route.methods else "ANY"
+    return f"{methods} {route.path}"

@@ -1,0 +1,97 @@
+"""Header hygiene: what crosses the gateway in each direction, and what never does.
+
+Pure module. WSGI gives request headers as ``HTTP_*`` environ keys (gunicorn joins repeated
+headers with commas and, by default, drops names that contain ``_``); the response side gets
+upstream headers as a list of pairs so that repeated ``Set-Cookie`` headers stay apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+# APPSEC: headers whose meaning upstreams take on trust because only the gateway sets them.
+# Every client-sent copy is dropped, in every spelling (`X_User_Id`, `x.user.id`), on every
+# route, before the gateway adds its own.
+GATEWAY_OWNED = frozenset(
+    {
+        "x-user-id",
+        "x-user-role",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "forwarded",
+        "host",
+        "expect",  # never forwarded: the gateway, not the upstream, answers 100-continue
+    }
+)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+_CGI_HEADERS = (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length"))
+
+
+def canonical_name(name: str) -> str:
+    """Return the comparison form of a header name: lower case, ``_`` and ``.`` as ``-``."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return the client's headers as ``(Name-As-Sent-Case, value)`` pairs from a WSGI environ."""
+    headers = [
+        (key[5:].replace("_", "-").title(), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    headers += [(name, environ[key]) for key, name in _CGI_HEADERS if environ.get(key)]
+    return headers
+
+
+def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers, the ones the client's ``Connection`` lists, and gateway-owned ones."""
+    headers = list(headers)
+    dropped = set(HOP_BY_HOP | GATEWAY_OWNED)
+    for name, value in headers:
+        if name.lower() == "connection":
+            # APPSEC: a client may name any header in Connection to make a proxy drop it
+            # (the "hop-by-hop abuse" class); names of headers we add ourselves lose nothing,
+            # because we add ours after filtering.
+            dropped.update(canonical_name(token.strip()) for token in value.split(","))
+    return [(n, v) for n, v in headers if canonical_name(n) not in dropped]
+
+
+def response_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the upstream's response headers minus hop-by-hop ones (``Set-Cookie`` kept apart)."""
+    pairs = list(pairs)
+    dropped = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name.lower() == "connection":
+            dropped.update(token.strip().lower() for token in value.split(","))
+    return [(n, v) for n, v in pairs if n.lower() not in dropped]
+
+
+def request_id(incoming: str | None) -> str:
+    """Honour a well-formed incoming request id, or mint a new one."""
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    # PERF: os.urandom + hex is ~5x cheaper than uuid4() and as unguessable.
+    return "req_" + os.urandom(10).hex()

@@ -1,0 +1,248 @@
+"""The request pipeline: named stages in a fixed order, readable in one method.
+
+``Gateway.handle`` is the whole flow. Each stage may stop the request by raising a
+``GatewayError``, which becomes the one JSON error shape. The pipeline knows WSGI environ
+keys but nothing of Falcon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from gw import __version__, accesslog
+from gw.body import LimitedBody
+from gw.config import Config, RouteSpec
+from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
+from gw.exchange import ClosingBody, Exchange, Outcome
+from gw.forwarding import TrustedProxies
+from gw.headers import forwardable, request_headers, request_id, response_headers
+from gw.paths import canonicalize, encode_path, split_target
+from gw.routing import RouteMatch
+from gw.upstream import UpstreamClient, UpstreamResponse, default_headers
+
+log = logging.getLogger("gw")
+
+_BODILESS = frozenset({204, 304})
+_JSON = "application/json"
+
+
+class InvalidQuery(ClientError):
+    code = "invalid_query"
+
+
+class Gateway:
+    """Everything compiled from one config, serving requests until the next reload."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server = config.server
+        self.proxies = TrustedProxies(config.server.trusted_proxies)
+        self.clients = {name: UpstreamClient(spec) for name, spec in config.upstreams.items()}
+        self.builtins: dict[str, Callable[[Exchange], Outcome]] = {
+            config.server.health_path: self._health,
+            config.server.ready_path: self._ready,
+        }
+
+    def handle(self, environ: Mapping[str, Any]) -> Outcome:
+        """Serve one request: ingress, route, forward, respond; egress when the body closes."""
+        exchange = self._ingress(environ)
+        try:
+            self._canonicalize(exchange, environ)
+            builtin = self.builtins.get(exchange.path)
+            if builtin is not None:
+                return self._finish(exchange, builtin(exchange))
+            match = self._route(exchange, environ)
+            upstream = self._forward(exchange, match, environ)
+            return self._respond(exchange, upstream)
+        except GatewayError as ex:
+            return self._finish(exchange, self.error_outcome(exchange, ex))
+        except Exception:
+            log.exception("unexpected error serving %s", exchange.request_id)
+            ex = GatewayError("the gateway failed to handle this request")
+            return self._finish(exchange, self.error_outcome(exchange, ex))
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _ingress(self, environ: Mapping[str, Any]) -> Exchange:
+        """Mint or honour the request id, start the clock, resolve who the client is."""
+        raw_target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or _rebuild(environ)
+        exchange = Exchange(
+            request_id=request_id(environ.get("HTTP_X_REQUEST_ID")),
+            method=environ["REQUEST_METHOD"],
+            raw_target=raw_target,
+        )
+        exchange.client = self.proxies.resolve(
+            environ.get("REMOTE_ADDR") or "",
+            environ.get("HTTP_X_FORWARDED_FOR"),
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            environ.get("wsgi.url_scheme", "http"),
+        )
+        return exchange
+
+    def _canonicalize(self, exchange: Exchange, environ: Mapping[str, Any]) -> None:
+        """Decode once, canonicalize once: the one path used from here on."""
+        raw_path, query = split_target(exchange.raw_target)
+        # APPSEC: the query passes byte for byte, so it must be a legal request-target
+        # query; anything else could be read differently by the upstream.
+        if query and not (
+            query.isascii() and query.isprintable() and " " not in query and "#" not in query
+        ):
+            raise InvalidQuery("the query string has characters that must be percent-encoded")
+        exchange.path = canonicalize(raw_path)
+        exchange.query = query
+
+    def _route(self, exchange: Exchange, environ: Mapping[str, Any]) -> RouteMatch[RouteSpec]:
+        host = _host_without_port(environ.get("HTTP_HOST"))
+        match = self.config.table.match(exchange.method, exchange.path, host)
+        exchange.route = match.route.name
+        return match
+
+    def _forward(
+        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
+    ) -> UpstreamResponse:
+        """Rewrite the path, build the upstream headers and body, send through the pool."""
+        spec = match.route.payload
+        client = self.clients[spec.upstream]
+        exchange.upstream = spec.upstream
+        path = encode_path(spec.rewrite.apply(exchange.path))
+        if exchange.query:
+            path = f"{path}?{exchange.query}"
+        body, chunked = self._request_body(environ)
+        headers = self._upstream_headers(exchange, environ, client)
+        response = client.send(exchange.method, path, headers, body, chunked, spec.read_timeout)
+        exchange.upstream_target = str(response.target)
+        return response
+
+    def _respond(self, exchange: Exchange, upstream: UpstreamResponse) -> Outcome:
+        """Pass the upstream's status, headers and streamed body on to the client."""
+        headers = response_headers(upstream.headers)
+        headers.append(("X-Request-Id", exchange.request_id))
+        exchange.status = upstream.status
+        if exchange.method == "HEAD" or upstream.status in _BODILESS or upstream.status < 200:
+            for _ in upstream.body():
+                pass
+            return self._finish(exchange, Outcome(upstream.status, headers, []))
+        body = ClosingBody(upstream.body(), exchange, lambda: self._egress(exchange, upstream))
+        return Outcome(upstream.status, headers, body)
+
+    def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
+        """Log the exchange; release an upstream connection the client did not read to the end."""
+        if upstream is not None and not upstream.raw.isclosed():
+            upstream.abandon()
+        accesslog.write(exchange)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _request_body(self, environ: Mapping[str, Any]) -> tuple[LimitedBody | None, bool]:
+        limit = self.server.max_body_bytes
+        stream = environ["wsgi.input"]
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return LimitedBody(stream, limit), True
+        length = _content_length(environ.get("CONTENT_LENGTH"))
+        if length == 0:
+            return None, False
+        if length > limit:
+            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+        return LimitedBody(stream, limit), False
+
+    def _upstream_headers(
+        self, exchange: Exchange, environ: Mapping[str, Any], client: UpstreamClient
+    ) -> dict[str, str]:
+        """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
+        headers = dict(forwardable(request_headers(environ)))
+        info = exchange.client
+        assert info is not None
+        host = environ.get("HTTP_HOST", "")
+        target = client.spec.targets[0]
+        headers["Host"] = host if client.spec.preserve_host and host else target.netloc
+        headers["X-Forwarded-For"] = info.forwarded_for
+        headers["X-Forwarded-Proto"] = info.proto
+        if host:
+            headers["X-Forwarded-Host"] = host
+        headers["X-Real-IP"] = info.ip
+        headers["X-Request-Id"] = exchange.request_id
+        return default_headers(headers)
+
+    def error_outcome(self, exchange: Exchange, ex: GatewayError) -> Outcome:
+        """Render a gateway error as the one JSON error shape."""
+        exchange.status = ex.status
+        exchange.error = ex.code
+        body = json.dumps(ex.to_dict(exchange.request_id)).encode()
+        headers = [
+            ("Content-Type", _JSON),
+            ("Content-Length", str(len(body))),
+            ("X-Request-Id", exchange.request_id),
+            *ex.headers.items(),
+        ]
+        return Outcome(ex.status, headers, [body])
+
+    def _finish(self, exchange: Exchange, outcome: Outcome) -> Outcome:
+        """Log a response the gateway produced itself (no upstream body to wait for)."""
+        exchange.status = outcome.status
+        exchange.bytes_sent = sum(len(b) for b in outcome.body)  # type: ignore[arg-type]
+        if exchange.method == "HEAD":
+            outcome.body = []
+        self._egress(exchange)
+        return outcome
+
+    def _health(self, exchange: Exchange) -> Outcome:
+        return _json_outcome(
+            200,
+            {
+                "status": "healthy",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "version": __version__,
+            },
+            exchange,
+        )
+
+    def _ready(self, exchange: Exchange) -> Outcome:
+        return _json_outcome(
+            200, {"status": "ready", "routes": len(self.config.table.ordered())}, exchange
+        )
+
+
+def _json_outcome(status: int, payload: dict[str, Any], exchange: Exchange) -> Outcome:
+    body = json.dumps(payload).encode()
+    headers = [
+        ("Content-Type", _JSON),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        ("X-Request-Id", exchange.request_id),
+    ]
+    return Outcome(status, headers, [body])
+
+
+def _content_length(value: str | None) -> int:
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise InvalidHeader("Content-Length must be a non-negative integer")
+    return int(value)
+
+
+def _host_without_port(host: str | None) -> str | None:
+    if not host:
+        return None
+    if host.startswith("["):
+        return host[: host.find("]") + 1].lower()
+    return host.rsplit(":", 1)[0].lower()
+
+
+def _rebuild(environ: Mapping[str, Any]) -> str:
+    """Servers without a raw target: best effort from the decoded PATH_INFO.
+
+    Warning:
+        Without RAW_URI an encoded ``/`` cannot be told from a real one; gunicorn provides
+        RAW_URI, which is what gw is deployed with.
+    """
+    path = quote(
+        environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/"), safe="/!$&'()*+,;=:@"
+    )
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine, then run all of it:
+# lint (ruff), types (mypy --strict gw), and pytest (unit, property, contract, integration with
+# real gunicorn, nginx and redis-server on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for bin in nginx redis-server; do
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$bin")
+done
+if ((${#need[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test,lint,redis]'
+
+echo "== ruff"
+.venv/bin/ruff check gw tests
+echo "== mypy --strict gw"
+.venv/bin/mypy --strict gw
+echo "== pytest"
+.venv/bin/pytest -q "$@"

@@ -1,0 +1,126 @@
+"""Run the real gateway: ``gunicorn -c gunicorn.conf.py gw.app:app`` on an ephemeral port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    config_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def access_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    pass
+        return lines
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_gateway(
+    config: dict[str, Any] | str,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    worker_class: str | None = None,
+    bind: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> GatewayProcess:
+    """Write ``config`` to a temp file and start gunicorn on it; wait until /health answers."""
+    tmp = Path(tempfile.mkdtemp(prefix="gw-test-"))
+    config_path = tmp / "gw.yaml"
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    config_path.write_text(text)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GW_CONFIG": str(config_path),
+        "GW_BIND": bind or f"127.0.0.1:{port}",
+        "GW_WORKERS": str(workers),
+        "GW_THREADS": str(threads),
+        "GW_TIMEOUT": "20",
+        "GW_GRACEFUL_TIMEOUT": "5",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    if worker_class:
+        env["GW_WORKER_CLASS"] = worker_class
+    log_path = tmp / "gw.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "gw.app:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    gateway = GatewayProcess(proc, port, log_path, config_path, env)
+    if wait and not bind:
+        _wait_healthy(gateway)
+    return gateway
+
+
+def _wait_healthy(gateway: GatewayProcess, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gateway.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited:\n{gateway.log_text()}")
+        try:
+            if requests.get(f"{gateway.url}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    gateway.stop()
+    raise RuntimeError(f"gateway did not become healthy:\n{gateway.log_text()}")

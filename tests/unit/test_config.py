@@ -1,0 +1,140 @@
+"""Config loading: the seed examples load unchanged; every mistake names its location."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gw.config import load_config, parse_config
+from gw.errors import ConfigError
+from tests.data.seeds import SEED_000, SEED_003_AUTH, SEED_003_ROUTES
+
+
+def problems_of(data: object, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env or {})
+    return info.value.problems
+
+
+def test_seed_000_loads_unchanged_and_routes_users() -> None:
+    config = parse_config(yaml.safe_load(SEED_000), {})
+    match = config.table.match("GET", "/api/users/42")
+    assert match.route.payload.upstream == "users"
+    assert str(config.upstreams["users"].targets[0]) == "https://users.example.com"
+
+
+def test_seed_003_routes_load_unchanged_and_strip_prefix() -> None:
+    config = parse_config(json.loads(SEED_003_ROUTES), {})
+    match = config.table.match("GET", "/api/orders/ord_x7k9")
+    spec = match.route.payload
+    assert config.upstreams[spec.upstream].targets[0].netloc == "orders-service:3002"
+    assert spec.rewrite.apply("/api/orders/ord_x7k9") == "/orders/ord_x7k9"
+
+
+def test_seed_003_auth_block_is_refused_not_ignored() -> None:
+    data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    [problem] = problems_of(data)
+    assert problem.startswith("auth: authentication is not supported")
+
+
+def test_unknown_upstream_names_location_and_known_names() -> None:
+    data = {
+        "upstreams": {"orders": {"targets": ["http://127.0.0.1:1"]}, "users": {"targets": ["http://127.0.0.1:2"]}},
+        "routes": [{"path": "/a", "upstream": "orders"}] * 0
+        + [{"path": f"/r{i}", "upstream": "orders"} for i in range(3)]
+        + [{"path": "/x", "upstream": "orderz"}],
+    }
+    assert problems_of(data) == ["routes[3].upstream: no upstream named 'orderz' (known: orders, users)"]
+
+
+def test_seed_000_unknown_server_points_at_integration_server() -> None:
+    data = yaml.safe_load(SEED_000)
+    data["paths"][1]["integration"]["server"] = "ordrs"
+    assert problems_of(data) == [
+        "paths[1].integration.server: no upstream named 'ordrs' (known: orders, users)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ({"path": "/a", "upstream": "u", "strip_prefix": "api"}, "routes[0].strip_prefix:"),
+        ({"path": "/a", "upstream": "u", "methods": ["GRAB"]}, "routes[0].methods: unknown HTTP method"),
+        ({"path": "/a", "upstream": "u", "stripprefix": "/x"}, "routes[0].stripprefix: unknown key"),
+        ({"path": "a/b", "upstream": "u"}, "routes[0].path:"),
+        ({"path": "/a", "upstream": "ftp://x"}, "routes[0].upstream:"),
+        ({"upstream": "u"}, "routes[0].path: Field required"),
+    ],
+)
+def test_route_mistakes_name_their_location(route: dict[str, object], expected: str) -> None:
+    data = {"upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}}, "routes": [route]}
+    problems = problems_of(data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9", "nope"]}},
+        "routes": [{"path": "/a", "upstream": "x"}, {"path": "/b", "upstream": "y"}],
+    }
+    problems = problems_of(data)
+    assert "upstreams.u.targets[1]: 'nope' must be an http:// or https:// URL" in problems
+    assert any(p.startswith("routes[0].upstream") for p in problems)
+    assert any(p.startswith("routes[1].upstream") for p in problems)
+
+
+def test_environment_substitution_with_defaults() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://${HOST}:${PORT:-8081}"]}},
+        "routes": [{"path": "/cost-$$5", "upstream": "u"}],
+    }
+    config = parse_config(data, {"HOST": "10.0.0.5"})
+    assert str(config.upstreams["u"].targets[0]) == "http://10.0.0.5:8081"
+    assert config.table.ordered()[0].pattern == "/cost-$5"
+
+
+def test_missing_environment_variable_names_location() -> None:
+    data = {"upstreams": {"u": {"targets": ["http://${ORDERS_HOST}"]}}, "routes": []}
+    assert problems_of(data) == [
+        "upstreams.u.targets[0]: environment variable ORDERS_HOST is not set (and has no default)"
+    ]
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("upstreams:\n  u: {targets: ['http://a']}\n  u: {targets: ['http://b']}\nroutes: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert "duplicate key 'u' (line 3)" in info.value.problems[0]
+
+
+def test_routes_matching_the_same_requests_are_an_error() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"path": "/a/{x}", "upstream": "u", "methods": ["GET"]},
+            {"path": "/a/*", "upstream": "u", "methods": ["GET", "POST"]},
+        ],
+    }
+    problems = problems_of(data)
+    assert len(problems) == 1 and "routes[0]" in problems[0] and "routes[1]" in problems[0]
+
+
+def test_rewrite_and_strip_prefix_together_are_refused() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"path": "/a/**", "upstream": "u", "strip_prefix": "/a", "rewrite": {"prefix": "/a", "to": "/b"}}],
+    }
+    assert problems_of(data) == ["routes[0]: use either strip_prefix or rewrite, not both"]
+
+
+def test_upstream_base_path_is_prefixed() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9/base"]}},
+        "routes": [{"path": "/api/**", "upstream": "u", "strip_prefix": "/api"}],
+    }
+    spec = parse_config(data, {}).table.match("GET", "/api/x").route.payload
+    assert spec.rewrite.apply("/api/x") == "/base/x"
