@@ -62,7 +62,9 @@ def __getattr__(name: str) -> Any:
             application = load_app()
         except ConfigError as ex:
             for problem in ex.problems:
-                print(f"gw: config error: {os.environ.get('GW_CONFIG')}: {problem}", file=sys.stderr)
+                print(
+                    f"gw: config error: {os.environ.get('GW_CONFIG')}: {problem}", file=sys.stderr
+                )
             raise
         globals()["app"] = application
         return application

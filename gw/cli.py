@@ -73,7 +73,8 @@ def _routes(config: Config, _: argparse.Namespace) -> int:
         host = f" host={route.host}" if route.host else ""
         spec = route.payload
         print(
-            f"{rank:3d}. {methods:<12} {route.pattern}{host} -> {spec.upstream}  [{spec.source}, {route.name}]"
+            f"{rank:3d}. {methods:<12} {route.pattern}{host} -> {spec.upstream}"
+            f"  [{spec.source}, {route.name}]"
         )
     return 0
 

@@ -52,7 +52,7 @@ class ClosingBody:
     away; either way the exchange is logged exactly once and upstream resources are released.
     """
 
-    __slots__ = ("_chunks", "_exchange", "_on_close", "_closed")
+    __slots__ = ("_chunks", "_closed", "_exchange", "_on_close")
 
     def __init__(
         self, chunks: Iterable[bytes], exchange: Exchange, on_close: Callable[[], None]

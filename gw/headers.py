@@ -67,7 +67,7 @@ def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers, the ones the client's ``Connection`` lists, and gateway-owned ones."""
+    """Drop hop-by-hop headers, those the client's ``Connection`` names, and gateway-owned ones."""
     headers = list(headers)
     dropped = set(HOP_BY_HOP | GATEWAY_OWNED)
     for name, value in headers:

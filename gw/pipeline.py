@@ -132,7 +132,7 @@ class Gateway:
 
     def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
         """Log the exchange; release an upstream connection the client did not read to the end."""
-        if upstream is not None and not upstream.raw.isclosed():
+        if upstream is not None and not upstream.finished:
             upstream.abandon()
         accesslog.write(exchange)
 

@@ -126,9 +126,7 @@ class SeedPath(BaseModel):
     path: str
     integration: SeedIntegration
 
-    _method = field_validator("method")(
-        lambda cls, v: (_upper_methods([v]) or [v])[0]  # noqa: ARG005
-    )
+    _method = field_validator("method")(lambda cls, v: (_upper_methods([v]) or [v])[0])
 
 
 class GatewaySettings(BaseModel):

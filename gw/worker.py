@@ -14,10 +14,14 @@ drop in a quarter of runs). Two changes fix it:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
+
+from gw.headers import request_id
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
 
@@ -27,6 +31,9 @@ class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def init_process(self) -> None:
         self._busy = 0
+        # Requests gunicorn's parser refuses (bad request line, too many or too large headers)
+        # never reach the app; answer them in gw's JSON error shape too.
+        util.write_error = write_json_error
         super().init_process()
 
     def set_accept_enabled(self, enabled: bool) -> None:
@@ -52,3 +59,31 @@ class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _refresh_accepting(self) -> None:
         if self.alive:
             self.set_accept_enabled(self.nr_conns < self.worker_connections)
+
+
+_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Write gunicorn's own parse errors as gw's JSON error body."""
+    rid = request_id(None)
+    payload = {
+        "error": _CODES.get(status_int, "bad_request"),
+        "message": mesg or reason,
+        "request_id": rid,
+    }
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: {rid}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)

@@ -25,9 +25,24 @@ USERS = {
     }
 }
 ORDERS = [
-    {"order_id": "ord_x7k9", "status": "shipped", "total": 49.98, "created_at": "2026-04-10T14:32:00Z"},
-    {"order_id": "ord_w2m1", "status": "delivered", "total": 129.00, "created_at": "2026-04-05T09:15:00Z"},
-    {"order_id": "ord_p4n8", "status": "delivered", "total": 34.50, "created_at": "2026-03-28T18:42:00Z"},
+    {
+        "order_id": "ord_x7k9",
+        "status": "shipped",
+        "total": 49.98,
+        "created_at": "2026-04-10T14:32:00Z",
+    },
+    {
+        "order_id": "ord_w2m1",
+        "status": "delivered",
+        "total": 129.00,
+        "created_at": "2026-04-05T09:15:00Z",
+    },
+    {
+        "order_id": "ord_p4n8",
+        "status": "delivered",
+        "total": 34.50,
+        "created_at": "2026-03-28T18:42:00Z",
+    },
 ]
 PRODUCTS = [
     {"product_id": "prod_k3j7", "name": "Wireless Keyboard Pro", "price": 79.99, "score": 0.94},
@@ -51,7 +66,9 @@ def orders(path: str) -> tuple[int, Any]:
         return 200, ORDERS
     if len(parts) == 2 and parts[0] == "orders":
         found = [o for o in ORDERS if o["order_id"] == parts[1]]
-        return (200, found[0]) if found else (404, {"error": "not_found", "message": "no such order"})
+        return (
+            (200, found[0]) if found else (404, {"error": "not_found", "message": "no such order"})
+        )
     return 404, {"error": "not_found", "message": path}
 
 
@@ -65,7 +82,7 @@ def _handler(name: str, app: Any) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _serve(self) -> None:
@@ -73,7 +90,11 @@ def _handler(name: str, app: Any) -> type[BaseHTTPRequestHandler]:
             if length:
                 self.rfile.read(length)
             status, payload = app(self.path.split("?")[0])
-            seen = {h: self.headers[h] for h in ("X-User-Id", "X-User-Role", "X-Request-Id") if self.headers[h]}
+            seen = {
+                h: self.headers[h]
+                for h in ("X-User-Id", "X-User-Role", "X-Request-Id")
+                if self.headers[h]
+            }
             body = json.dumps({"service": name, "data": payload, "gateway_headers": seen}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -92,11 +113,20 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=3002)
     parser.add_argument("--products", type=int, default=3003)
     args = parser.parse_args()
-    services = [("users", args.users, users), ("orders", args.orders, orders), ("products", args.products, products)]
-    servers = [ThreadingHTTPServer(("127.0.0.1", port), _handler(name, app)) for name, port, app in services]
+    services = [
+        ("users", args.users, users),
+        ("orders", args.orders, orders),
+        ("products", args.products, products),
+    ]
+    servers = [
+        ThreadingHTTPServer(("127.0.0.1", port), _handler(name, app))
+        for name, port, app in services
+    ]
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    print("demo upstreams: " + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p, _ in services), flush=True)
+    print(
+        "demo upstreams: " + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p, _ in services), flush=True
+    )
     servers[0].serve_forever()
 
 

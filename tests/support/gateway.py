@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,10 +43,8 @@ class GatewayProcess:
         lines = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):
                     lines.append(json.loads(line))
-                except ValueError:
-                    pass
         return lines
 
     def log_text(self) -> str:

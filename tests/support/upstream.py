@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream: Upstream
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _hash_body(self) -> tuple[int, str]:
@@ -135,7 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if "__truncate_chunked" in path:
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"
+            )
             self.wfile.flush()
             self.close_connection = True
             return
@@ -158,7 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "__gzip" in path:
             body = gzip.compress(b'{"compressed": true}' * 50)
-            self._send(200, body, [("Content-Encoding", "gzip"), ("Content-Type", "application/json")])
+            self._send(
+                200, body, [("Content-Encoding", "gzip"), ("Content-Type", "application/json")]
+            )
             return
         echo = {
             "method": record.method,

@@ -42,12 +42,17 @@ def test_seed_003_auth_block_is_refused_not_ignored() -> None:
 
 def test_unknown_upstream_names_location_and_known_names() -> None:
     data = {
-        "upstreams": {"orders": {"targets": ["http://127.0.0.1:1"]}, "users": {"targets": ["http://127.0.0.1:2"]}},
+        "upstreams": {
+            "orders": {"targets": ["http://127.0.0.1:1"]},
+            "users": {"targets": ["http://127.0.0.1:2"]},
+        },
         "routes": [{"path": "/a", "upstream": "orders"}] * 0
         + [{"path": f"/r{i}", "upstream": "orders"} for i in range(3)]
         + [{"path": "/x", "upstream": "orderz"}],
     }
-    assert problems_of(data) == ["routes[3].upstream: no upstream named 'orderz' (known: orders, users)"]
+    assert problems_of(data) == [
+        "routes[3].upstream: no upstream named 'orderz' (known: orders, users)"
+    ]
 
 
 def test_seed_000_unknown_server_points_at_integration_server() -> None:
@@ -62,8 +67,14 @@ def test_seed_000_unknown_server_points_at_integration_server() -> None:
     ("route", "expected"),
     [
         ({"path": "/a", "upstream": "u", "strip_prefix": "api"}, "routes[0].strip_prefix:"),
-        ({"path": "/a", "upstream": "u", "methods": ["GRAB"]}, "routes[0].methods: unknown HTTP method"),
-        ({"path": "/a", "upstream": "u", "stripprefix": "/x"}, "routes[0].stripprefix: unknown key"),
+        (
+            {"path": "/a", "upstream": "u", "methods": ["GRAB"]},
+            "routes[0].methods: unknown HTTP method",
+        ),
+        (
+            {"path": "/a", "upstream": "u", "stripprefix": "/x"},
+            "routes[0].stripprefix: unknown key",
+        ),
         ({"path": "a/b", "upstream": "u"}, "routes[0].path:"),
         ({"path": "/a", "upstream": "ftp://x"}, "routes[0].upstream:"),
         ({"upstream": "u"}, "routes[0].path: Field required"),
@@ -105,7 +116,9 @@ def test_missing_environment_variable_names_location() -> None:
 
 def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
-    path.write_text("upstreams:\n  u: {targets: ['http://a']}\n  u: {targets: ['http://b']}\nroutes: []\n")
+    path.write_text(
+        "upstreams:\n  u: {targets: ['http://a']}\n  u: {targets: ['http://b']}\nroutes: []\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
     assert "duplicate key 'u' (line 3)" in info.value.problems[0]
@@ -126,7 +139,14 @@ def test_routes_matching_the_same_requests_are_an_error() -> None:
 def test_rewrite_and_strip_prefix_together_are_refused() -> None:
     data = {
         "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
-        "routes": [{"path": "/a/**", "upstream": "u", "strip_prefix": "/a", "rewrite": {"prefix": "/a", "to": "/b"}}],
+        "routes": [
+            {
+                "path": "/a/**",
+                "upstream": "u",
+                "strip_prefix": "/a",
+                "rewrite": {"prefix": "/a", "to": "/b"},
+            }
+        ],
     }
     assert problems_of(data) == ["routes[0]: use either strip_prefix or rewrite, not both"]
 
