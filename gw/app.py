@@ -32,19 +32,19 @@ class _ProxySink:
         append = resp.append_header
         for name, value in outcome.headers:
             append(name, value)
-        resp.stream = outcome.body  # type: ignore[assignment]
+        resp.stream = outcome.body
 
 
-def create_app(gateway: Gateway) -> falcon.App:
+def create_app(gateway: Gateway) -> falcon.App[falcon.Request, falcon.Response]:
     """Return the Falcon app serving ``gateway``."""
-    # media_type=None: never invent a Content-Type for an upstream response that had none.
-    app = falcon.App(media_type=None, request_type=falcon.Request, response_type=falcon.Response)
-    app.req_options.auto_parse_qs_csv = False
+    app = falcon.App()
+    # Never invent a Content-Type for an upstream response that had none.
+    app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.add_sink(_ProxySink(gateway), prefix="/")
     return app
 
 
-def load_app(path: str | None = None) -> falcon.App:
+def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
     path = path or os.environ.get("GW_CONFIG")
     if not path:

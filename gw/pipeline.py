@@ -63,8 +63,8 @@ class Gateway:
             return self._finish(exchange, self.error_outcome(exchange, ex))
         except Exception:
             log.exception("unexpected error serving %s", exchange.request_id)
-            ex = GatewayError("the gateway failed to handle this request")
-            return self._finish(exchange, self.error_outcome(exchange, ex))
+            failure = GatewayError("the gateway failed to handle this request")
+            return self._finish(exchange, self.error_outcome(exchange, failure))
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class Gateway:
     def _finish(self, exchange: Exchange, outcome: Outcome) -> Outcome:
         """Log a response the gateway produced itself (no upstream body to wait for)."""
         exchange.status = outcome.status
-        exchange.bytes_sent = sum(len(b) for b in outcome.body)  # type: ignore[arg-type]
+        exchange.bytes_sent = sum(len(b) for b in outcome.body)
         if exchange.method == "HEAD":
             outcome.body = []
         self._egress(exchange)
