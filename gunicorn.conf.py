@@ -28,3 +28,6 @@ loglevel = os.environ.get("GW_LOG_LEVEL", "info")
 proc_name = "gw"
 # gunicorn's own X-Forwarded-* handling is not used: gw resolves clients itself.
 forwarded_allow_ips = ""
+# gunicorn's runtime control socket is not used by gw (systemd does process control), and a
+# shared default path would collide between instances on one host.
+control_socket_disable = True
