@@ -31,3 +31,19 @@ forwarded_allow_ips = ""
 # gunicorn's runtime control socket is not used by gw (systemd does process control), and a
 # shared default path would collide between instances on one host.
 control_socket_disable = True
+
+_created_runtime = None
+
+
+def on_starting(server):
+    """Before forking: create the host's shared rate-limit table (see gw/runtime.py)."""
+    global _created_runtime
+    from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
+
+    _created_runtime = runtime.prepare()
+
+
+def on_exit(server):
+    from gw import runtime
+
+    runtime.cleanup(_created_runtime)

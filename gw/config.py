@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,12 +18,16 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
+from gw import runtime
+from gw.admission import Admission
 from gw.errors import ConfigError
+from gw.limits import Limiter
 from gw.rewrite import Rewrite, validate_prefix
 from gw.routing import Route, RouteTable, parse_pattern
 from gw.settings import (
     NOT_YET_SUPPORTED,
     GatewaySettings,
+    RateLimitingSettings,
     RouteSettings,
     ServerSettings,
     UpstreamSettings,
@@ -78,6 +82,7 @@ class Config:
     upstreams: Mapping[str, UpstreamSpec]
     table: RouteTable[RouteSpec]
     source: str
+    admission: Admission | None = None
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -185,12 +190,47 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     problems: list[str] = []
     upstreams = _compile_upstreams(settings, problems)
     routes = _compile_routes(settings, upstreams, problems)
+    admission = _admission(settings.rate_limiting, problems)
     if problems:
         raise ConfigError(problems)
     if not routes:
-        raise ConfigError([f"{source}: no routes (add a 'routes' list)"])
+        raise ConfigError(["routes: no routes (add a 'routes' list)"])
     table = RouteTable(routes)
-    return Config(settings.server, upstreams, table, source)
+    return Config(settings.server, upstreams, table, source, admission)
+
+
+def _admission(settings: RateLimitingSettings | None, problems: list[str]) -> Admission | None:
+    if settings is None:
+        return None
+    opener = _limiter_opener(settings)
+    if opener is None:
+        problems.append(
+            f"rate_limiting.backend: {settings.backend!r} is neither 'shared' nor a "
+            "redis://, rediss:// or unix:// URL"
+        )
+        return None
+    try:
+        return Admission(settings, opener)
+    except ConfigError as ex:
+        problems.extend(ex.problems)
+        return None
+
+
+def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | None:
+    backend = settings.backend
+    if backend == "shared":
+        deadline = (settings.decision_timeout_ms or 50.0) / 1000
+        return lambda: runtime.open_shared_table(deadline)
+    if backend.startswith(("redis://", "rediss://", "unix://")):
+        timeout = (settings.decision_timeout_ms or 5.0) / 1000
+
+        def open_redis() -> Limiter:
+            from gw.limits.redis_backend import RedisLimiter
+
+            return RedisLimiter(backend, timeout=timeout)
+
+        return open_redis
+    return None
 
 
 def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[str, UpstreamSpec]:

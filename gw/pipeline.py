@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gw import __version__, accesslog
+from gw.admission import Requester
 from gw.body import LimitedBody
 from gw.config import Config, RouteSpec
 from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
@@ -57,8 +58,10 @@ class Gateway:
             if builtin is not None:
                 return self._finish(exchange, builtin(exchange))
             match = self._route(exchange, environ)
-            upstream = self._forward(exchange, match, environ)
-            return self._respond(exchange, upstream)
+            headers = self._upstream_headers(exchange, environ, match.route.payload)
+            quota = self._admit(exchange, match, headers)
+            upstream = self._forward(exchange, match, environ, headers)
+            return self._respond(exchange, upstream, quota)
         except GatewayError as ex:
             return self._finish(exchange, self.error_outcome(exchange, ex))
         except Exception:
@@ -102,10 +105,32 @@ class Gateway:
         exchange.route = match.route.name
         return match
 
+    def _admit(
+        self, exchange: Exchange, match: RouteMatch[RouteSpec], headers: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
+        admission = self.config.admission
+        if admission is None:
+            return []
+        limits = admission.limits_for(exchange.method, exchange.path)
+        if not limits:
+            return []
+        assert exchange.client is not None
+        who = Requester(
+            client_ip=exchange.client.ip,
+            route=match.route.name,
+            headers={k.lower(): v for k, v in headers.items()},
+        )
+        return admission.admit(limits, who)
+
     def _forward(
-        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
+        self,
+        exchange: Exchange,
+        match: RouteMatch[RouteSpec],
+        environ: Mapping[str, Any],
+        headers: dict[str, str],
     ) -> UpstreamResponse:
-        """Rewrite the path, build the upstream headers and body, send through the pool."""
+        """Rewrite the path, stream the body, send through the upstream's pool."""
         spec = match.route.payload
         client = self.clients[spec.upstream]
         exchange.upstream = spec.upstream
@@ -113,14 +138,16 @@ class Gateway:
         if exchange.query:
             path = f"{path}?{exchange.query}"
         body, chunked = self._request_body(environ)
-        headers = self._upstream_headers(exchange, environ, client)
         response = client.send(exchange.method, path, headers, body, chunked, spec.read_timeout)
         exchange.upstream_target = str(response.target)
         return response
 
-    def _respond(self, exchange: Exchange, upstream: UpstreamResponse) -> Outcome:
+    def _respond(
+        self, exchange: Exchange, upstream: UpstreamResponse, quota: list[tuple[str, str]]
+    ) -> Outcome:
         """Pass the upstream's status, headers and streamed body on to the client."""
         headers = response_headers(upstream.headers)
+        headers += quota
         headers.append(("X-Request-Id", exchange.request_id))
         exchange.status = upstream.status
         if exchange.method == "HEAD" or upstream.status in _BODILESS or upstream.status < 200:
@@ -151,9 +178,10 @@ class Gateway:
         return LimitedBody(stream, limit), False
 
     def _upstream_headers(
-        self, exchange: Exchange, environ: Mapping[str, Any], client: UpstreamClient
+        self, exchange: Exchange, environ: Mapping[str, Any], spec: RouteSpec
     ) -> dict[str, str]:
         """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
+        client = self.clients[spec.upstream]
         headers = dict(forwardable(request_headers(environ)))
         info = exchange.client
         assert info is not None

@@ -1,0 +1,179 @@
+"""Striped locks that exclude every thread of every process of a host, with a deadline.
+
+One stripe is held through two locks taken in order: a ``threading.Lock`` (record locks
+belong to the process, so without it two threads of a gthread worker would both "hold"
+the stripe) and then an ``fcntl`` record lock on byte ``stripe`` of a lock file. Both are
+taken with a deadline; missing it raises ``LimiterUnavailable``.
+
+Within a process, every ``StripeLocks`` on the same lock file shares one descriptor and one
+set of thread locks (see ``_LockFile``): two handles with their own thread locks would let
+two threads of one process into a stripe at once, since the process already "owns" the
+record lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+
+from gw.limits import LimiterUnavailable
+
+DEFAULT_DEADLINE = 0.05
+_BUSY = (errno.EACCES, errno.EAGAIN)
+# Polling pauses while another process holds a stripe: short first (a holder keeps it for
+# microseconds), growing so that a stuck holder costs little CPU until the deadline.
+_FIRST_PAUSE = 0.00002
+_LONGEST_PAUSE = 0.001
+
+
+class _LockFile:
+    """One process's open descriptor of a lock file, and the thread locks of its stripes.
+
+    APPSEC: the cross-process lock is an ``fcntl`` record lock because the kernel drops it
+    when its holder dies. gunicorn SIGKILLs workers that time out; a POSIX semaphore or a
+    ``multiprocessing.Lock`` held by such a worker stays locked forever and the limiter of
+    the whole host wedges. Record locks have one trap: closing *any* descriptor of the file
+    drops all of the process's locks on it. Hence a separate lock file (never the mmap'd
+    data file, whose descriptor ``mmap`` duplicates and closes on its own), one descriptor
+    per process shared by every handle, closed only when the last handle goes.
+    """
+
+    def __init__(self, fd: int, identity: tuple[int, int], stripes: int) -> None:
+        self.fd = fd
+        self.identity = identity
+        self.stripes = stripes
+        self.threads = [threading.Lock() for _ in range(stripes)]
+        self.users = 0
+
+
+_FILES: dict[tuple[int, int], _LockFile] = {}
+_FILES_LOCK = threading.Lock()
+_PARKED: list[int] = []  # descriptors that must stay open (see _share)
+
+
+class StripeLocks:
+    """A handle on the striped locks of one lock file, with its own deadline."""
+
+    def __init__(self, path: str, stripes: int, deadline: float = DEFAULT_DEADLINE) -> None:
+        if stripes < 1:
+            raise ValueError(f"stripes must be at least 1, got {stripes}")
+        if deadline <= 0:
+            raise ValueError(f"deadline must be positive, got {deadline}")
+        self._file: _LockFile | None = _share(path, stripes)
+        self.fd = self._file.fd
+        self.stripes = stripes
+        self.deadline = deadline
+        self._threads = self._file.threads  # renewed in place after a fork
+
+    def acquire(self, stripe: int) -> None:
+        """Take ``stripe`` for this thread; raise LimiterUnavailable past the deadline."""
+        tlock = self._threads[stripe]
+        # PERF: the uncontended path is one non-blocking attempt per lock, with no clock
+        # read and no deadline arithmetic.
+        if tlock.acquire(False):
+            deadline = 0.0
+        else:
+            deadline = time.monotonic() + self.deadline
+            if not tlock.acquire(timeout=self.deadline):
+                raise LimiterUnavailable("rate-limit lock deadline passed (thread)")
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
+        except OSError as ex:
+            self._wait_for_file(stripe, ex, deadline)
+
+    def release(self, stripe: int) -> None:
+        """Give ``stripe`` back (the caller must hold it)."""
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, stripe)
+        finally:
+            self._threads[stripe].release()
+
+    def close(self) -> None:
+        """Let go of the lock file; the last handle of the process closes it."""
+        if self._file is not None:
+            _unshare(self._file)
+            self._file = None
+            self.fd = -1
+
+    def _wait_for_file(self, stripe: int, first: OSError, deadline: float) -> None:
+        """Poll the record lock until it is ours; on failure give the thread lock back."""
+        try:
+            if first.errno not in _BUSY:
+                raise LimiterUnavailable(f"rate-limit lock failed: {first}") from first
+            self._poll_file(stripe, deadline or time.monotonic() + self.deadline)
+        except BaseException:
+            self._threads[stripe].release()
+            raise
+
+    def _poll_file(self, stripe: int, deadline: float) -> None:
+        """Retry the non-blocking record lock with growing pauses until ``deadline``."""
+        pause = _FIRST_PAUSE
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
+                return
+            except OSError as ex:
+                if ex.errno not in _BUSY:
+                    raise LimiterUnavailable(f"rate-limit lock failed: {ex}") from ex
+            if time.monotonic() >= deadline:
+                raise LimiterUnavailable("rate-limit lock deadline passed (process)")
+            pause = min(pause * 2, _LONGEST_PAUSE)
+
+
+def _share(path: str, stripes: int) -> _LockFile:
+    """Return this process's _LockFile for ``path``, opening it if no handle has yet."""
+    with _FILES_LOCK:
+        lock_file = _registered(path) or _register(path, stripes)
+        if lock_file.stripes != stripes:
+            raise ValueError(f"{path} is in use with {lock_file.stripes} stripes, not {stripes}")
+        lock_file.users += 1
+        return lock_file
+
+
+def _registered(path: str) -> _LockFile | None:
+    """Return the _LockFile already open for the file at ``path``, if any."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return _FILES.get((info.st_dev, info.st_ino))
+
+
+def _register(path: str, stripes: int) -> _LockFile:
+    """Open ``path`` (never through a symlink) and register it for this process."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino)
+    if identity in _FILES:
+        # The path changed between stat and open, to a file already in use here. Closing
+        # this descriptor would drop the record locks other threads hold on it: keep it.
+        _PARKED.append(fd)
+        return _FILES[identity]
+    _FILES[identity] = _LockFile(fd, identity, stripes)
+    return _FILES[identity]
+
+
+def _unshare(lock_file: _LockFile) -> None:
+    """Drop one user of ``lock_file``; close it when none is left."""
+    with _FILES_LOCK:
+        lock_file.users -= 1
+        if lock_file.users == 0:
+            del _FILES[lock_file.identity]
+            os.close(lock_file.fd)
+
+
+def _renew_after_fork() -> None:
+    """Replace every thread lock in a freshly forked child."""
+    global _FILES_LOCK
+    _FILES_LOCK = threading.Lock()
+    for lock_file in _FILES.values():
+        lock_file.threads[:] = [threading.Lock() for _ in range(lock_file.stripes)]
+
+
+# APPSEC: a thread lock copied into a child while another parent thread held it would stay
+# locked forever in the child; record locks are never inherited, so only these need renewal.
+os.register_at_fork(after_in_child=_renew_after_fork)

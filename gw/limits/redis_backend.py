@@ -1,0 +1,170 @@
+"""GCRA buckets in Redis: the same contract as the shared table, exact across hosts.
+
+One Lua script decides atomically inside Redis, on Redis's own clock (``TIME``), so hosts
+with skewed clocks still share one bucket. The TAT lives in the key as integer
+microseconds (Lua numbers are doubles: microseconds since 1970 stay exact, nanoseconds
+would not), and the key expires (``PX``) when its bucket would be full again, so idle keys
+cost no memory. The script is loaded once with ``SCRIPT LOAD`` and run with ``EVALSHA``,
+reloaded if Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``).
+
+Every Redis failure (refused, reset, timed out, error reply) becomes ``LimiterUnavailable``;
+no redis-py exception leaves this module. The ``redis`` package is imported on first use,
+so the rest of gw works without the ``redis`` extra installed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from gw.limits import LimiterUnavailable
+from gw.limits.gcra import Decision, Rate, assess, describe, emission_interval
+
+if TYPE_CHECKING:
+    import redis
+
+US_PER_SECOND = 1_000_000
+SCRIPT_VERSION = 1
+
+# KEYS[1]: the bucket. ARGV: emission interval (us), capacity (tokens), cost (tokens),
+# commit ("1" takes the tokens if they fit, "0" only looks).
+# Returns {allowed (1|0), microseconds the TAT is ahead of now before this request}.
+GCRA_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+local ahead = 0
+if tat and tat > now then ahead = tat - now end
+local emission = tonumber(ARGV[1])
+local after = ahead + tonumber(ARGV[3]) * emission
+if after > tonumber(ARGV[2]) * emission then return {0, ahead} end
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[1], string.format('%d', now + after), 'PX', math.ceil(after / 1000))
+end
+return {1, ahead}
+"""
+
+
+class RedisLimiter:
+    """GCRA buckets in Redis, shared by every process of every host that uses ``url``.
+
+    Thread-safe and fork-safe (redis-py's pool reconnects in a forked child).
+
+    Args:
+        url: a redis-py URL (``redis://host:6379/0``, ``rediss://...``, ``unix://...``).
+        timeout: seconds allowed to connect and for each reply; past it, LimiterUnavailable.
+        prefix: prepended to every key, so that gw's keys stay apart from others.
+    """
+
+    def __init__(self, url: str, timeout: float = 0.005, prefix: str = "gw:rl:") -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.url = url
+        self.timeout = timeout
+        self.prefix = prefix
+        self._client = _connect(url, timeout)
+        self._sha: str | None = None
+        self._load_lock = threading.Lock()
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
+        if cost < 1:
+            raise ValueError(f"cost must be at least 1, got {cost}")
+        emission = emission_interval(rate, US_PER_SECOND)
+        ahead = self._run(key, emission, rate, cost, commit=True)
+        return assess(ahead or None, 0, emission, rate, cost, US_PER_SECOND)[0]
+
+    def peek(self, key: str, rate: Rate) -> Decision | None:
+        """Describe ``key``'s bucket now without taking from it; None when it is full."""
+        emission = emission_interval(rate, US_PER_SECOND)
+        ahead = self._run(key, emission, rate, 1, commit=False)
+        if not ahead:
+            return None
+        return describe(ahead, 0, emission, rate, US_PER_SECOND)
+
+    def reset(self, key: str) -> bool:
+        """Make ``key``'s bucket full again; return whether it held live state."""
+        with _translated("reset"):
+            return bool(self._client.delete(self.prefix + key))
+
+    def stats(self) -> dict[str, Any]:
+        """Return what Redis can tell cheaply: its version and the live keys under the prefix."""
+        with _translated("stats"):
+            info = self._client.info("server")
+            keys = sum(1 for _ in self._client.scan_iter(match=_glob_escape(self.prefix) + "*"))
+        return {
+            "backend": "redis",
+            "layout_version": SCRIPT_VERSION,
+            "prefix": self.prefix,
+            "used": keys,
+            "redis_version": info.get("redis_version"),
+        }
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._client.close()
+
+    def _run(self, key: str, emission: int, rate: Rate, cost: int, commit: bool) -> int:
+        """Run the script on ``key``; return how far (us) its TAT was ahead of Redis's now."""
+        args = (emission, rate.capacity, cost, 1 if commit else 0)
+        with _translated("check"):
+            sha = self._sha or self._load()
+            try:
+                reply = self._client.evalsha(sha, 1, self.prefix + key, *args)
+            except _redis().exceptions.NoScriptError:
+                reply = self._client.evalsha(self._load(), 1, self.prefix + key, *args)
+        return int(reply[1])
+
+    def _load(self) -> str:
+        """Load the script into Redis (again) and remember its digest."""
+        with self._load_lock:
+            self._sha = str(self._client.script_load(GCRA_SCRIPT))
+            return self._sha
+
+
+class _translated:
+    """Turn any redis-py or socket failure inside a ``with`` block into LimiterUnavailable."""
+
+    def __init__(self, operation: str) -> None:
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, ex: BaseException | None, tb: Any) -> None:
+        if ex is not None and isinstance(ex, _redis().RedisError | OSError):
+            raise LimiterUnavailable(f"redis {self._operation} failed: {ex}") from ex
+
+
+def _connect(url: str, timeout: float) -> redis.Redis:
+    """Build a pooled client that never retries and never waits past ``timeout``."""
+    module = _redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: a retry inside the request path would multiply the deadline; the caller
+    # decides what an unavailable limiter means.
+    client: redis.Redis = module.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return client
+
+
+def _redis() -> Any:
+    """Import redis-py on first use, with a clear message when the extra is missing."""
+    try:
+        import redis
+    except ModuleNotFoundError as ex:
+        raise ModuleNotFoundError(
+            "the Redis rate limiter needs the 'redis' package: pip install 'gw[redis]'"
+        ) from ex
+    return redis
+
+
+def _glob_escape(text: str) -> str:
+    """Escape the glob characters Redis's MATCH understands."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

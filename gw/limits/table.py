@@ -1,0 +1,402 @@
+"""The shared-memory GCRA table: one bucket per key, exact across every worker of a host.
+
+Lifecycle: the gunicorn master calls ``SharedTable.create(path)`` once before forking; each
+worker calls ``SharedTable.open(path)`` after the fork and keeps the result for its life.
+The data file ``path`` and the lock file ``path + ".lock"`` belong on a memory file system
+(``/dev/shm`` or the systemd ``RuntimeDirectory``).
+
+Layout of the data file (native byte order and alignment: it never leaves its host)::
+
+    0     header: magic b"GWRLTAB\\0", layout version, slots, stripes, probe bound, salt
+    64    table_full counters: one uint64 per stripe, each written under its stripe's lock
+    ...   slots (64-byte aligned): ``slots`` x 16 bytes = int64 TAT, int64 key hash
+
+A key's hash is a salted blake2b-8 of the key (0 means "empty"; a key hashing to 0 is
+stored as 1). The TAT is int64 nanoseconds on CLOCK_MONOTONIC, which on Linux is one clock
+for every process of the host. Slots are split into ``stripes`` equal runs; a key lives in
+stripe ``hash % stripes``, found by linear probing (wrapping inside the stripe) of at most
+``probe`` slots from ``(hash // stripes) % slots_per_stripe``. A lookup stops at the first
+empty slot, which is sound because a slot, once used, never becomes empty again (``reset``
+makes a bucket full by zeroing its TAT, not its hash).
+
+Reuse: a slot whose TAT has passed holds a full bucket, which is the same state as no bucket
+at all, so a new key may take it over. Two keys whose 64-bit hashes collide share a bucket
+(a 2**-64 chance per pair).
+
+Table full: when a new key finds neither an empty nor a reusable slot within ``probe``
+slots of its stripe, ``check`` raises ``LimiterUnavailable("rate-limit table full")`` and
+adds one to that stripe's ``table_full`` counter (``stats()["table_full"]`` sums them). The
+caller then applies its fail-open or fail-closed rule. Size the table for the number of
+keys that can be live (not yet refilled) at once: a per-minute limit keyed by client IP
+keeps a slot per client for up to a minute after its last request.
+
+Recreating a table replaces both files atomically: workers of an older generation keep
+their own (now unlinked) files, and new workers share the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import mmap
+import os
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+from gw.limits import LimiterUnavailable, TableLayoutError
+from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, describe
+from gw.limits.locks import DEFAULT_DEADLINE, StripeLocks
+
+MAGIC = b"GWRLTAB\x00"
+LOCK_MAGIC = b"GWRLLCK\x00"
+LAYOUT_VERSION = 1
+DEFAULT_SLOTS = 65536
+DEFAULT_STRIPES = 64
+DEFAULT_PROBE = 32
+
+# PERF: every struct is compiled once at import.
+_HEADER = struct.Struct("@8sIIII16s")
+_LOCK_HEADER = struct.Struct("@8s16s")
+_COUNTERS_AT = 64
+_WORD = 8
+_SLOT_WORDS = 2  # TAT, hash
+_PLACE_CACHE_SIZE = 8192
+_OPEN_ATTEMPTS = 5
+
+
+class Geometry:
+    """Where everything lives in a table file of a given shape."""
+
+    def __init__(self, slots: int, stripes: int, probe: int) -> None:
+        self.slots = slots
+        self.stripes = stripes
+        self.probe = probe
+        self.per_stripe = slots // stripes
+        counters_end = _COUNTERS_AT + _WORD * stripes
+        self.slots_at = -(-counters_end // 64) * 64
+        self.size = self.slots_at + _SLOT_WORDS * _WORD * slots
+
+    @classmethod
+    def plan(cls, slots: int, stripes: int, probe: int) -> Geometry:
+        """Validate a requested shape, rounding ``slots`` up to a multiple of ``stripes``."""
+        for name, value in (("slots", slots), ("stripes", stripes), ("probe", probe)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        per_stripe = -(-slots // stripes)
+        return cls(per_stripe * stripes, stripes, min(probe, per_stripe))
+
+
+class SharedTable:
+    """GCRA buckets in a shared mmap'd file, exact across the processes of one host.
+
+    Thread-safe. Open one per worker process, after the fork.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        data: _DataFile,
+        locks: StripeLocks,
+        clock: Callable[[], int],
+    ) -> None:
+        self.path = path
+        self._data = data
+        self._words = data.words
+        self._locks = locks
+        self._clock = clock
+        self._salt = data.salt
+        self._stripes = data.geometry.stripes
+        self._per_stripe = data.geometry.per_stripe
+        self._probe = data.geometry.probe
+        self._first_word = data.geometry.slots_at // _WORD
+        self._places: dict[str, tuple[int, int, int]] = {}
+
+    @staticmethod
+    def create(
+        path: str,
+        slots: int = DEFAULT_SLOTS,
+        stripes: int = DEFAULT_STRIPES,
+        probe: int = DEFAULT_PROBE,
+        *,
+        mode: int = 0o600,
+        owner: tuple[int, int] | None = None,
+    ) -> Geometry:
+        """Create (or replace) an empty table at ``path`` and its lock file; return its shape.
+
+        Call once, in the gunicorn master before it forks. ``owner`` (uid, gid) hands the
+        files to the user the workers run as, when the master runs as another one.
+        """
+        geometry = Geometry.plan(slots, stripes, probe)
+        salt = secrets.token_bytes(16)
+        lock_size = max(_LOCK_HEADER.size, geometry.stripes)
+        _write_atomically(path + ".lock", _lock_header(salt), lock_size, mode, owner)
+        _write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
+        return geometry
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> SharedTable:
+        """Open the table a master created; raise TableLayoutError if it is not one.
+
+        Args:
+            path: the data file given to ``create``.
+            deadline: seconds a check may wait for its stripe lock.
+            clock: nanoseconds on a clock shared by every process (tests inject one).
+        """
+        for _ in range(_OPEN_ATTEMPTS):
+            data = _DataFile(path)
+            locks = _open_locks(path + ".lock", data, deadline)
+            if _lock_salt(locks.fd) == data.salt:
+                return cls(path, data, locks, clock)
+            # The master is replacing the files between our two opens: try again.
+            locks.close()
+            data.close()
+            time.sleep(0.01)
+        raise TableLayoutError(f"{path}.lock does not belong to {path}")
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
+        h, stripe, home = self._places.get(key) or self._place(key)
+        self._locks.acquire(stripe)
+        try:
+            # Read the clock under the lock, so decisions on a bucket see increasing times.
+            now = self._clock()
+            words = self._words
+            # PERF: most keys sit in their home slot: one read, no probing loop.
+            at = home if words[home + 1] == h else self._find(h, stripe, home, now)
+            held = words[at + 1] == h
+            decision, tat = decide(words[at] if held else None, now, rate, cost)
+            if tat is not None:
+                words[at] = tat  # APPSEC: TAT before hash: a writer killed in between
+                if not held:  # leaves the old key a stricter bucket, never a laxer one.
+                    words[at + 1] = h
+        finally:
+            self._locks.release(stripe)
+        return decision
+
+    def peek(self, key: str, rate: Rate) -> Decision | None:
+        """Describe ``key``'s bucket now without taking from it; None when it is full."""
+        h, stripe, home = self._place(key)
+        with _Held(self._locks, stripe):
+            now = self._clock()
+            at = self._lookup(h, stripe, home)
+            if at < 0 or self._words[at] <= now:
+                return None
+            return describe(self._words[at], now, rate.emission_ns, rate, NS_PER_SECOND)
+
+    def reset(self, key: str) -> bool:
+        """Make ``key``'s bucket full again; return whether it held live state."""
+        h, stripe, home = self._place(key)
+        with _Held(self._locks, stripe):
+            at = self._lookup(h, stripe, home)
+            if at < 0 or self._words[at] <= self._clock():
+                return False
+            self._words[at] = 0
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        """Return the table's shape and usage (read without locks: a snapshot, not exact)."""
+        geometry = self._data.geometry
+        now = self._clock()
+        slots = self._words[self._first_word :]
+        used = sum(1 for tat, h in zip(slots[::2], slots[1::2], strict=True) if h and tat > now)
+        return {
+            "backend": "table",
+            "path": self.path,
+            "layout_version": LAYOUT_VERSION,
+            "slots": geometry.slots,
+            "used": used,
+            "stripes": geometry.stripes,
+            "probe": geometry.probe,
+            "size_bytes": geometry.size,
+            "table_full": sum(self._words[_COUNTERS_AT // _WORD : self._first_word]),
+        }
+
+    def close(self) -> None:
+        """Release the mapping and the lock file."""
+        self._words = memoryview(b"").cast("q")
+        self._locks.close()
+        self._data.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _place(self, key: str) -> tuple[int, int, int]:
+        """Return ``key``'s hash, stripe and home slot (word index), caching recent keys."""
+        # APPSEC: keys come from clients (addresses, headers); the per-table random salt
+        # stops anyone from choosing keys that pile into one stripe and fill it.
+        digest = hashlib.blake2b(
+            key.encode("utf-8", "surrogatepass"), digest_size=8, key=self._salt
+        ).digest()
+        h = int.from_bytes(digest, "little", signed=True) or 1
+        stripe = h % self._stripes
+        offset = (h // self._stripes) % self._per_stripe
+        home = self._first_word + _SLOT_WORDS * (self._per_stripe * stripe + offset)
+        # PERF: a hit skips blake2b and the arithmetic; the cache is bounded by dropping it
+        # whole when full (cheaper than LRU bookkeeping on every hit).
+        if len(self._places) >= _PLACE_CACHE_SIZE:
+            self._places = {}
+        self._places[key] = (h, stripe, home)
+        return h, stripe, home
+
+    def _find(self, h: int, stripe: int, home: int, now: int) -> int:
+        """Return the word index of ``h``'s slot, or of a slot it may take; raise when full."""
+        words = self._words
+        free = -1
+        for at in self._window(stripe, home):
+            held = words[at + 1]
+            if held == h:
+                return at
+            if held == 0:
+                return at if free < 0 else free
+            if free < 0 and words[at] <= now:
+                free = at
+        if free < 0:
+            words[_COUNTERS_AT // _WORD + stripe] += 1
+            raise LimiterUnavailable("rate-limit table full")
+        return free
+
+    def _lookup(self, h: int, stripe: int, home: int) -> int:
+        """Return the word index of ``h``'s slot, or -1 when it has none."""
+        for at in self._window(stripe, home):
+            held = self._words[at + 1]
+            if held == h:
+                return at
+            if held == 0:
+                break
+        return -1
+
+    def _window(self, stripe: int, home: int) -> range | itertools.chain[int]:
+        """Return the word indexes of the slots a key may occupy, in probing order."""
+        first = self._first_word + _SLOT_WORDS * self._per_stripe * stripe
+        end = first + _SLOT_WORDS * self._per_stripe
+        stop = home + _SLOT_WORDS * self._probe
+        if stop <= end:
+            return range(home, stop, _SLOT_WORDS)
+        wrapped = range(first, first + stop - end, _SLOT_WORDS)
+        return itertools.chain(range(home, end, _SLOT_WORDS), wrapped)
+
+
+class _Held:
+    """Hold one stripe for a ``with`` block (for the operator paths, not ``check``)."""
+
+    def __init__(self, locks: StripeLocks, stripe: int) -> None:
+        self._locks = locks
+        self._stripe = stripe
+
+    def __enter__(self) -> None:
+        self._locks.acquire(self._stripe)
+
+    def __exit__(self, *exc: object) -> None:
+        self._locks.release(self._stripe)
+
+
+class _DataFile:
+    """The mapped data file of an existing table, its header checked."""
+
+    def __init__(self, path: str) -> None:
+        fd = _open_existing(path)
+        try:
+            size = os.fstat(fd).st_size
+            if size < _HEADER.size:
+                raise TableLayoutError(f"{path} is too short to be a rate-limit table")
+            self.geometry, self.salt = _read_header(path, os.pread(fd, _HEADER.size, 0))
+            if size != self.geometry.size:
+                raise TableLayoutError(
+                    f"{path} is {size} bytes, its header says {self.geometry.size}"
+                )
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        # PERF: one int64 view of the whole file: a field is one index, with no struct
+        # unpacking and no tuple per probe; each store is one aligned 8-byte write.
+        self.words = memoryview(self._map).cast("q")
+
+    def close(self) -> None:
+        """Unmap the file."""
+        self.words.release()
+        self._map.close()
+
+
+def _open_existing(path: str) -> int:
+    """Open a table file for reading and writing, refusing symlinks."""
+    # APPSEC: O_NOFOLLOW, so that a symlink planted in a shared directory such as /dev/shm
+    # cannot point the workers at another file.
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as ex:
+        raise TableLayoutError(f"cannot open rate-limit table {path}: {ex.strerror}") from ex
+
+
+def _open_locks(path: str, data: _DataFile, deadline: float) -> StripeLocks:
+    """Open the lock file paired with ``data``; raise TableLayoutError if it cannot be."""
+    try:
+        return StripeLocks(path, data.geometry.stripes, deadline)
+    except (OSError, ValueError) as ex:
+        data.close()
+        raise TableLayoutError(f"cannot open rate-limit lock file {path}: {ex}") from ex
+
+
+def _read_header(path: str, raw: bytes) -> tuple[Geometry, bytes]:
+    """Check a data file header and return the geometry and salt it describes."""
+    magic, version, slots, stripes, probe, salt = _HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise TableLayoutError(f"{path} is not a gw rate-limit table (bad magic)")
+    if version != LAYOUT_VERSION:
+        raise TableLayoutError(
+            f"{path} has table layout version {version}, this gw reads version "
+            f"{LAYOUT_VERSION}: recreate it (restart the gunicorn master)"
+        )
+    if stripes < 1 or slots < stripes or slots % stripes or not 1 <= probe <= slots // stripes:
+        raise TableLayoutError(f"{path} has an inconsistent header")
+    return Geometry(slots, stripes, probe), salt
+
+
+def _lock_salt(fd: int) -> bytes:
+    """Return the salt written in a lock file, or b"" if it is not one."""
+    magic, salt = _LOCK_HEADER.unpack(os.pread(fd, _LOCK_HEADER.size, 0).ljust(24, b"\0"))
+    return salt if magic == LOCK_MAGIC else b""
+
+
+def _data_header(geometry: Geometry, salt: bytes) -> bytes:
+    """Return the header bytes of a new data file."""
+    return _HEADER.pack(
+        MAGIC, LAYOUT_VERSION, geometry.slots, geometry.stripes, geometry.probe, salt
+    )
+
+
+def _lock_header(salt: bytes) -> bytes:
+    """Return the header bytes of a new lock file (its salt pairs it with its data file)."""
+    return _LOCK_HEADER.pack(LOCK_MAGIC, salt)
+
+
+def _write_atomically(
+    path: str, header: bytes, size: int, mode: int, owner: tuple[int, int] | None
+) -> None:
+    """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it."""
+    temp = f"{path}.{secrets.token_hex(6)}.tmp"
+    # APPSEC: O_EXCL on a random name: nothing planted in a shared directory is followed.
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.ftruncate(fd, size)
+        os.pwrite(fd, header, 0)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    finally:
+        os.close(fd)

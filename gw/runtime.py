@@ -1,0 +1,63 @@
+"""Per-host runtime state shared by the gunicorn master and its workers: the directory that
+holds the rate-limit table (and, later, metrics files), and how each side opens it.
+
+The master calls ``prepare`` once before forking (from ``gunicorn.conf.py``); workers inherit
+``GW_RUNTIME_DIR`` through the environment and open the table after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from gw.limits import Limiter
+from gw.limits.table import SharedTable
+
+log = logging.getLogger("gw")
+
+TABLE_FILE = "ratelimit.table"
+DEFAULT_SLOTS = 65536
+
+
+def prepare() -> str | None:
+    """Create the runtime directory (if not given) and a fresh table; return a dir to clean up.
+
+    ``GW_RUNTIME_DIR`` names the directory (systemd's ``RuntimeDirectory``, ``/run/gw``); when
+    unset, a private one is made under ``/dev/shm`` and returned so the master can remove it
+    on exit.
+    """
+    created = None
+    runtime = os.environ.get("GW_RUNTIME_DIR")
+    if not runtime:
+        # APPSEC: mkdtemp makes a fresh 0700 directory; /dev/shm keeps the table in memory.
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+        runtime = created = tempfile.mkdtemp(prefix="gw-", dir=base)
+        os.environ["GW_RUNTIME_DIR"] = runtime
+    os.makedirs(runtime, mode=0o700, exist_ok=True)
+    slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
+    SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
+    return created
+
+
+def cleanup(created: str | None) -> None:
+    if created:
+        shutil.rmtree(created, ignore_errors=True)
+
+
+def open_shared_table(deadline: float) -> Limiter:
+    """Open the host's table in this worker; without a master-made one, make a private one.
+
+    Warning:
+        A private table is exact only inside one process: run gw through its
+        gunicorn.conf.py so that every worker shares the master's table.
+    """
+    runtime = os.environ.get("GW_RUNTIME_DIR")
+    path = os.path.join(runtime, TABLE_FILE) if runtime else ""
+    if not path or not os.path.exists(path):
+        private = tempfile.mkdtemp(prefix="gw-private-")
+        path = os.path.join(private, TABLE_FILE)
+        SharedTable.create(path, slots=DEFAULT_SLOTS)
+        log.warning("no shared rate-limit table (GW_RUNTIME_DIR); using a per-process one")
+    return SharedTable.open(path, deadline=deadline)
