@@ -110,6 +110,17 @@ class Admission:
                 headers={"Retry-After": "1"},
             ) from None
 
+    def limit_named(self, name: str) -> Limit | None:
+        """Return the compiled limit called ``name`` (for the operator CLI)."""
+        every = list(self.default)
+        if self.overrides is not None:
+            every += [limit for route in self.overrides.ordered() for limit in route.payload]
+        return next((limit for limit in every if limit.name == name), None)
+
+    def open_backend(self) -> Limiter:
+        """Open this process's limiter backend (the workers do it lazily)."""
+        return self._backend()
+
     def _backend(self) -> Limiter:
         if self._pid != os.getpid() or self._limiter is None:
             self._limiter = self._open_limiter()

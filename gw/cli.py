@@ -11,9 +11,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import cast
 
+from gw import runtime
 from gw.config import Config, RouteSpec, load_config
 from gw.errors import ConfigError, GatewayError
+from gw.limits import LimiterAdmin
+from gw.limits.table import SharedTable
 from gw.paths import canonicalize, encode_path, split_target
 from gw.routing import RouteTable
 from gw.settings import GatewaySettings
@@ -25,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(GatewaySettings.model_json_schema(), indent=2))
         return 0
+    if args.command == "limits":
+        return limits_command(args)
     path = args.config or os.environ.get("GW_CONFIG")
     if not path:
         print("gw: no config file: pass -c FILE or set GW_CONFIG", file=sys.stderr)
@@ -58,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("target", help="request target, e.g. /api/orders/42?x=1")
             cmd.add_argument("--host", help="Host header of the request")
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    limits = sub.add_parser("limits", help="read or reset the live rate-limit table")
+    limits.add_argument("action", choices=["stats", "peek", "reset"])
+    limits.add_argument("key", nargs="?", help="bucket key, e.g. 'overrides[0]|ip:203.0.113.9'")
+    limits.add_argument("-c", "--config", help="config file, to find a limit's rate and backend")
+    limits.add_argument("--table", help="table file (default: $GW_RUNTIME_DIR/ratelimit.table)")
     return parser
 
 
@@ -120,6 +131,37 @@ def _print_winner(config: Config, route: object, params: object, path: str, quer
     for target in upstream.targets:
         origin = f"{target.scheme}://{target.netloc}"
         print(f"upstream: {spec.upstream} -> {origin}{upstream_path}")
+
+
+def limits_command(args: argparse.Namespace) -> int:
+    """``gw limits stats|peek|reset``: the live table (or Redis) seen from outside the server."""
+    config = load_config(args.config) if args.config else None
+    admission = config.admission if config else None
+    backend: LimiterAdmin
+    if admission is not None and not args.table:
+        backend = cast(LimiterAdmin, admission.open_backend())
+    else:
+        backend = SharedTable.open(args.table or _default_table())
+    if args.action == "stats":
+        print(json.dumps(backend.stats(), indent=2))
+        return 0
+    if not args.key:
+        print("gw limits: peek and reset need a bucket key", file=sys.stderr)
+        return 2
+    if args.action == "reset":
+        print("reset" if backend.reset(args.key) else "no live state for that key")
+        return 0
+    limit = admission.limit_named(args.key.split("|", 1)[0]) if admission else None
+    if limit is None:
+        print("gw limits: peek needs -c CONFIG naming the limit in the key", file=sys.stderr)
+        return 2
+    decision = backend.peek(args.key, limit.rate)
+    print(json.dumps(decision._asdict() if decision else {"state": "full bucket"}))
+    return 0
+
+
+def _default_table() -> str:
+    return os.path.join(os.environ.get("GW_RUNTIME_DIR", "/run/gw"), runtime.TABLE_FILE)
 
 
 if __name__ == "__main__":
