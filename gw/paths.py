@@ -21,9 +21,10 @@ from gw.errors import InvalidPath
 # unreserved, sub-delims except ';', and ':' '@'.
 _PCHAR = r"A-Za-z0-9\-._~!$&'()*+,=:@"
 
-# PERF: a raw path made only of plain pchars, without '%', '//' or dot segments, is already
-# canonical; one precompiled fullmatch recognises it and skips the segment-by-segment work.
-_ALREADY_CANONICAL = re.compile(rf"/|(?:/(?!\.\.?(?:/|\Z))[{_PCHAR}]+)+/?")
+# PERF: a raw path made only of plain pchars, without '%', '//' or a segment starting with '.'
+# (so no dot segment), is already canonical: one precompiled fullmatch and two substring tests
+# recognise it and skip the segment-by-segment work.
+_PLAIN = re.compile(rf"/[{_PCHAR}/]*")
 
 # APPSEC: raw bytes outside printable ASCII, '\' (a separator on Windows and for some
 # upstreams), '#' (fragment), ';' (path parameters, read differently by Tomcat/Spring and
@@ -80,14 +81,14 @@ def canonicalize(raw_path: str) -> str:
         Pass the raw path (gunicorn's ``RAW_URI`` via ``split_target``), never ``PATH_INFO``:
         that one is already decoded, and decoding twice is what this function guards against.
     """
-    if _ALREADY_CANONICAL.fullmatch(raw_path):
+    if _PLAIN.fullmatch(raw_path) and "//" not in raw_path and "/." not in raw_path:
         return raw_path
     return _canonicalize_slow(raw_path)
 
 
 def encode_path(canonical: str) -> str:
     """Percent-encode a canonical path for an upstream request line (UTF-8, uppercase hex)."""
-    if _ALREADY_CANONICAL.fullmatch(canonical):
+    if _PLAIN.fullmatch(canonical):
         return canonical  # PERF: nothing to encode in the common case
     return quote(canonical, safe=_SAFE_ON_WIRE)
 

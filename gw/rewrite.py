@@ -55,8 +55,8 @@ class Rewrite:
     ``replace_prefix`` swaps one (``("/api/v1", "/v2")``: ``/api/v1/u`` -> ``/v2/u``; a
     replacement of ``""`` or ``/`` strips); set at most one. Prefixes match whole segments only
     (``/api`` does not match ``/apix``), and a path without the prefix is left unchanged.
-    ``target_prefix`` (the base path of the upstream URL,
-    ``""`` for none) is prepended last. Prefixes are normalized by ``validate_prefix``.
+    ``target_prefix`` (the base path of the upstream URL, ``""`` for none) is prepended last.
+    Prefixes are normalized by ``validate_prefix``.
     """
 
     strip_prefix: str | None = None

@@ -20,7 +20,9 @@ exactly and case-sensitively:
 - a literal segment (``orders``, ``v1.2``; percent-encoding in it is decoded once);
 - ``{id}`` or ``*``: exactly one non-empty segment (``{id}`` captures it as ``id``);
 - last segment only: ``**`` matches zero or more segments (``/api/users/**`` matches
-  ``/api/users``, ``/api/users/`` and ``/api/users/42/x``), ``{.+}`` or ``{name:.+}`` one or more;
+  ``/api/users``, ``/api/users/`` and ``/api/users/42/x``); ``{.+}`` or ``{name:.+}`` one or
+  more non-empty segments (``/api/users/{.+}`` matches neither ``/api/users`` nor
+  ``/api/users/``); ``rest`` in the match holds what they matched, without the leading ``/``;
 - a trailing ``/`` is significant: ``/a/`` matches only ``/a/``. A path ending in ``/`` has an
   empty last segment that only a trailing wildcard or a pattern ending in ``/`` matches.
 
@@ -99,13 +101,16 @@ class Pattern:
     @property
     def normalized(self) -> str:
         """Return the pattern with parameter names erased: equal strings match equal paths."""
-        parts = [
-            _NORMAL_FORMS.get(seg.kind) or encode_path("/" + seg.value)[1:] for seg in self.segments
-        ]
+        parts = [_NORMAL_FORMS.get(seg.kind) or _literal_form(seg.value) for seg in self.segments]
         return "/" + "/".join(parts) + ("/" if self.trailing_slash and parts else "")
 
 
 _NORMAL_FORMS = {SegmentKind.PARAM: "*", SegmentKind.PLUS: "{.+}", SegmentKind.STAR: "**"}
+
+
+def _literal_form(value: str) -> str:
+    """Encode a literal for a normalized pattern; a literal '*' must not read as a parameter."""
+    return encode_path("/" + value)[1:].replace("*", "%2A")
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,12 @@ class Route(Generic[T]):
 
 @dataclass(frozen=True)
 class RouteMatch(Generic[T]):
-    """The route chosen for a request, with its decoded parameters."""
+    """The route chosen for a request.
+
+    ``params`` maps parameter names to decoded segment values (a named ``{name:.+}`` maps to
+    the same text as ``rest``). ``rest`` is what a trailing wildcard matched, without the
+    leading ``/`` but with the path's trailing ``/`` (``42/x/``); ``''`` when none.
+    """
 
     route: Route[T]
     params: Mapping[str, str]
@@ -159,13 +169,21 @@ def _parse_segment(raw: str) -> Segment:
     if found := _TAIL.fullmatch(raw):
         return Segment(SegmentKind.PLUS, found.group(1) or "")
     if found := _BRACED.fullmatch(raw):
-        raise ValueError(
-            f"'{{{found.group(1)}}}' is not a parameter: write {{name}} (a letter or '_', then "
-            "letters, digits or '_') for one segment, or {.+} / {name:.+} for the rest"
-        )
+        raise ValueError(_explain_braces(found.group(1)))
     if "{" in raw or "}" in raw or "*" in raw:
         raise ValueError(f"segment {raw!r}: '{{...}}', '*' and '**' must be a whole segment")
     return Segment(SegmentKind.LITERAL, _decode_literal(raw))
+
+
+def _explain_braces(inner: str) -> str:
+    """Say why a braced segment is not a parameter."""
+    name, colon, regex = inner.partition(":")
+    if colon and regex != ".+":
+        return f"'{{{inner}}}': the only regex supported in braces is '.+' ({{{name}:.+}})"
+    return (
+        f"'{{{inner}}}' is not a parameter: write {{name}} (a letter or '_', then letters, "
+        "digits or '_') for one segment, or {.+} / {name:.+} for the rest"
+    )
 
 
 def _decode_literal(raw: str) -> str:
@@ -338,6 +356,13 @@ class RouteTable(Generic[T]):
     def match(self, method: str, path: str, host: str | None = None) -> RouteMatch[T]:
         """Return the most specific route for a method, canonical path and request host.
 
+        ``host`` is the request's host (any case, a port is ignored); None matches only routes
+        without a host.
+
+        Warning:
+            ``path`` must come from ``gw.paths.canonicalize``: routing a raw or PATH_INFO path
+            lets a client choose which route's policies apply.
+
         Raises:
             MethodNotAllowed: some route matches the path, but none allows the method.
             RouteNotFound: no route matches the path.
@@ -399,7 +424,7 @@ _KIND_NAMES = {
 
 def _split(path: str) -> tuple[list[str], bool]:
     """Split a canonical path into its segments and whether it ends with '/'."""
-    if path == "/":
+    if len(path) < 2:  # the root (or, defensively, not a path at all)
         return [], False
     if path[-1] == "/":
         return path[1:-1].split("/"), True
