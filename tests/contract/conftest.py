@@ -1,0 +1,42 @@
+"""The ``limiter`` fixture: every rate-limit backend, so that one suite holds them all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gw.limits.local import LocalLimiter
+from gw.limits.table import SharedTable
+from tests.fixtures.redis_server import RedisServer, session_server
+
+BACKENDS = ["table", "redis", "local"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Start one real redis-server for the session (skip without it, fail when CI=true)."""
+    yield from session_server()
+
+
+@pytest.fixture(params=BACKENDS)
+def limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Yield a fresh, empty limiter of each backend."""
+    if request.param == "table":
+        path = str(tmp_path / "limits.table")
+        SharedTable.create(path, slots=1024, stripes=8)
+        with SharedTable.open(path) as table:
+            yield table
+    elif request.param == "redis":
+        from gw.limits.redis_backend import RedisLimiter
+
+        server: RedisServer = request.getfixturevalue("redis_server")
+        # A generous timeout: these tests are about semantics, not a loaded CI machine.
+        limiter = RedisLimiter(server.url, timeout=2.0, prefix=f"gw:test:{uuid.uuid4().hex}:")
+        yield limiter
+        limiter.close()
+    else:
+        yield LocalLimiter()
