@@ -36,11 +36,32 @@ _created_runtime = None
 
 
 def on_starting(server):
-    """Before forking: create the host's shared rate-limit table (see gw/runtime.py)."""
+    """Before forking: make the shared rate-limit table and publish the checked config."""
     global _created_runtime
     from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
+    from gw.errors import ConfigError
 
     _created_runtime = runtime.prepare()
+    try:
+        runtime.stage_config()
+    except ConfigError as ex:
+        for problem in ex.problems:
+            server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
+        raise SystemExit(1) from None
+
+
+def on_reload(server):
+    """On HUP: publish the new config only if it is valid; otherwise keep serving the old one."""
+    from gw import runtime
+    from gw.errors import ConfigError
+
+    try:
+        runtime.stage_config()
+        server.log.info("reloaded config %s", os.environ.get("GW_CONFIG"))
+    except ConfigError as ex:
+        for problem in ex.problems:
+            server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
+        server.log.error("the new config is invalid; workers keep serving the previous one")
 
 
 def on_exit(server):

@@ -46,7 +46,8 @@ def create_app(gateway: Gateway) -> falcon.App[falcon.Request, falcon.Response]:
 
 def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
-    path = path or os.environ.get("GW_CONFIG")
+    # GW_ACTIVE_CONFIG: the copy the master checked (gw/runtime.py); GW_CONFIG without it.
+    path = path or os.environ.get("GW_ACTIVE_CONFIG") or os.environ.get("GW_CONFIG")
     if not path:
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
     config = load_config(path)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from gw import __version__, accesslog
 from gw.admission import Requester
@@ -100,7 +100,7 @@ class Gateway:
         exchange.query = query
 
     def _route(self, exchange: Exchange, environ: Mapping[str, Any]) -> RouteMatch[RouteSpec]:
-        host = _host_without_port(environ.get("HTTP_HOST"))
+        host = _host_without_port(_authority(exchange.raw_target) or environ.get("HTTP_HOST"))
         match = self.config.table.match(exchange.method, exchange.path, host)
         exchange.route = match.route.name
         return match
@@ -252,6 +252,13 @@ def _content_length(value: str | None) -> int:
     if not value.isdigit():
         raise InvalidHeader("Content-Length must be a non-negative integer")
     return int(value)
+
+
+def _authority(raw_target: str) -> str | None:
+    """The host of an absolute-form target, which wins over Host (RFC 9112 section 3.2.2)."""
+    if raw_target.startswith("/"):
+        return None
+    return urlsplit(raw_target).netloc or None
 
 
 def _host_without_port(host: str | None) -> str | None:

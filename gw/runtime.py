@@ -12,12 +12,14 @@ import os
 import shutil
 import tempfile
 
+from gw.errors import ConfigError
 from gw.limits import Limiter
 from gw.limits.table import SharedTable
 
 log = logging.getLogger("gw")
 
 TABLE_FILE = "ratelimit.table"
+ACTIVE_CONFIG = "active-config.yaml"
 DEFAULT_SLOTS = 65536
 
 
@@ -39,6 +41,32 @@ def prepare() -> str | None:
     slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
     SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
     return created
+
+
+def stage_config() -> None:
+    """Check ``GW_CONFIG`` and publish it as the copy every worker loads (``GW_ACTIVE_CONFIG``).
+
+    gunicorn loads the app again in every worker it starts, after a HUP and also when it
+    replaces a crashed or timed-out worker, and a worker that fails to boot takes the master
+    down. So workers never read the file an operator is editing: they read the last copy
+    that passed validation. Called by the master at start (an invalid file refuses to start)
+    and on every HUP (an invalid file is reported and the previous copy keeps serving).
+
+    Raises:
+        ConfigError: the file is invalid; the published copy, if any, is unchanged.
+    """
+    from gw.config import load_config  # the master checks; it never builds the app
+
+    source = os.environ.get("GW_CONFIG")
+    if not source:
+        raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
+    load_config(source)
+    runtime = os.environ["GW_RUNTIME_DIR"]
+    active = os.path.join(runtime, ACTIVE_CONFIG)
+    staging = active + ".new"
+    shutil.copyfile(source, staging)
+    os.replace(staging, active)
+    os.environ["GW_ACTIVE_CONFIG"] = active
 
 
 def cleanup(created: str | None) -> None:

@@ -39,9 +39,10 @@ class ServerSettings(BaseModel):
     model_config = _STRICT
 
     trusted_proxies: list[str] = Field(
-        default=["127.0.0.1/32", "::1/128", "unix"],
+        default=["unix"],
         description="Peers whose X-Forwarded-For/-Proto are believed: CIDR networks, or "
-        "'unix' for peers on a unix socket (the nginx drop-in).",
+        "'unix' for peers on a unix socket (the nginx drop-in). Only list the address of a "
+        "proxy that overwrites or appends to X-Forwarded-For.",
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0, description="413 above this.")
     health_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")

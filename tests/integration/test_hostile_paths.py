@@ -4,7 +4,7 @@ canonical path (re-encoded). No path can reach a different route or upstream pat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 

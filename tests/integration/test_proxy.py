@@ -198,9 +198,7 @@ def test_request_id_is_honoured_when_well_formed_and_minted_otherwise(
 def test_forwarded_headers_come_from_trusted_information_only(
     gateway: Start, upstream: Upstream
 ) -> None:
-    config = simple_config(upstream)
-    config["server"] = {"trusted_proxies": []}  # the test client is not a proxy
-    gw = gateway(config)
+    gw = gateway(simple_config(upstream))  # by default only unix-socket peers are proxies
     get(
         gw.port,
         "/api/x",
@@ -217,7 +215,9 @@ def test_forwarded_headers_come_from_trusted_information_only(
 def test_forwarded_for_from_a_trusted_proxy_names_the_right_most_untrusted_hop(
     gateway: Start, upstream: Upstream
 ) -> None:
-    gw = gateway(simple_config(upstream))  # 127.0.0.1 is trusted by default
+    config = simple_config(upstream)
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}  # as if the client were a proxy
+    gw = gateway(config)
     get(
         gw.port, "/api/x", {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
     )

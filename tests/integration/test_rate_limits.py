@@ -107,6 +107,7 @@ def test_seed_003_login_override_is_per_client_ip(gateway: Start, upstream: Upst
             {"path": "/api/search/**", "requests_per_second": 20, "key": "header:X-User-Id"},
         ],
     }
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}  # the client plays a proxy
     gw = gateway(config, workers=2)
     statuses = [
         requests.post(

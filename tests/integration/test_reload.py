@@ -1,0 +1,94 @@
+"""HUP reloads the config with no failed request; an invalid file never reaches a worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import yaml
+
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import Upstream, wait_for
+
+Start = Callable[..., GatewayProcess]
+
+
+def config(upstream: Upstream, *paths: str) -> dict[str, Any]:
+    return {
+        "upstreams": {"svc": {"targets": [upstream.url]}},
+        "routes": [{"path": p, "upstream": "svc"} for p in paths],
+    }
+
+
+def answers(gw: GatewayProcess, path: str) -> int:
+    return requests.get(gw.url + path, timeout=5).status_code
+
+
+def test_hup_picks_up_a_valid_config(gateway: Start, upstream: Upstream) -> None:
+    gw = gateway(config(upstream, "/a/**"))
+    assert answers(gw, "/b/x") == 404
+    gw.config_path.write_text(yaml.safe_dump(config(upstream, "/a/**", "/b/**")))
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: answers(gw, "/b/x") == 200, timeout=15)
+
+
+def test_invalid_config_on_hup_keeps_the_old_one_serving_even_after_worker_crashes(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(config(upstream, "/a/**"))
+    broken = config(upstream, "/a/**")
+    broken["routes"][0]["upstream"] = "nope"
+    gw.config_path.write_text(yaml.safe_dump(broken))
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "workers keep serving the previous one" in gw.log_text(), timeout=15)
+    assert "routes[0].upstream: no upstream named 'nope'" in gw.log_text()
+    assert answers(gw, "/a/x") == 200
+    for pid in gw.worker_pids():  # replacement workers must not read the broken file
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert wait_for(lambda: len(gw.worker_pids()) == 2, timeout=15)
+    assert gw.proc.poll() is None
+    assert wait_for(lambda: answers(gw, "/a/x") == 200, timeout=15)
+
+
+def test_three_reloads_under_load_fail_no_request(gateway: Start, upstream: Upstream) -> None:
+    gw = gateway(config(upstream, "/a/**"), workers=2, threads=4)
+    failures: list[str] = []
+    done = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load() -> None:
+        nonlocal done
+        session = requests.Session()
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = session.get(f"{gw.url}/a/x", timeout=10).status_code
+                if status != 200:
+                    failures.append(str(status))
+            except requests.RequestException as ex:
+                failures.append(type(ex).__name__)
+            with lock:
+                done += 1
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.0)
+            gw.proc.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=30)
+    assert gw.log_text().count("reloaded config") == 3
+    assert done > 100
+    assert failures == []
