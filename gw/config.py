@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gw import runtime
 from gw.admission import Admission
+from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.limits import Limiter
 from gw.rewrite import Rewrite, validate_prefix
@@ -74,6 +75,7 @@ class RouteSpec:
     upstream: str
     rewrite: Rewrite
     read_timeout: float | None
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Config:
     table: RouteTable[RouteSpec]
     source: str
     admission: Admission | None = None
+    security_headers: tuple[tuple[str, str], ...] = ()
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -196,7 +199,8 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     if not routes:
         raise ConfigError(["routes: no routes (add a 'routes' list)"])
     table = RouteTable(routes)
-    return Config(settings.server, upstreams, table, source, admission)
+    security = tuple(settings.security_headers.items())
+    return Config(settings.server, upstreams, table, source, admission, security)
 
 
 def _admission(settings: RateLimitingSettings | None, problems: list[str]) -> Admission | None:
@@ -296,6 +300,7 @@ def parse_target(url: str) -> Target:
 def _compile_routes(
     settings: GatewaySettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
 ) -> list[Route[RouteSpec]]:
+    default_cors = CorsPolicy.compile(settings.cors) if settings.cors else None
     entries = [(f"routes[{i}]", r) for i, r in enumerate(settings.routes)]
     entries += [
         (
@@ -307,7 +312,7 @@ def _compile_routes(
     routes = []
     names: dict[str, str] = {}
     for where, route in entries:
-        compiled = _route(where, route, upstreams, problems)
+        compiled = _route(where, route, upstreams, default_cors, problems)
         if compiled is None:
             continue
         if compiled.name in names:
@@ -320,7 +325,11 @@ def _compile_routes(
 
 
 def _route(
-    where: str, route: RouteSettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
+    where: str,
+    route: RouteSettings,
+    upstreams: Mapping[str, UpstreamSpec],
+    default_cors: CorsPolicy | None,
+    problems: list[str],
 ) -> Route[RouteSpec] | None:
     count = len(problems)
     seed_000 = where.startswith("paths")
@@ -338,7 +347,8 @@ def _route(
         return None
     methods = frozenset(route.methods) if route.methods else None
     name = route.name or _default_name(route)
-    spec = RouteSpec(name, where, upstream.name, rewrite, route.read_timeout)
+    cors = CorsPolicy.compile(route.cors) if route.cors else default_cors
+    spec = RouteSpec(name, where, upstream.name, rewrite, route.read_timeout, cors)
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
 

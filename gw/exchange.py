@@ -29,6 +29,8 @@ class Exchange:
     status: int = 0
     error: str | None = None
     bytes_sent: int = 0
+    # Headers the stages want on the response, whatever it turns out to be (errors included).
+    add_headers: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     extra: dict[str, Any] = field(default_factory=dict)
 

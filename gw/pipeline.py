@@ -36,6 +36,11 @@ class InvalidQuery(ClientError):
     code = "invalid_query"
 
 
+class CorsRefused(ClientError):
+    status = 403
+    code = "cors_refused"
+
+
 class Gateway:
     """Everything compiled from one config, serving requests until the next reload."""
 
@@ -58,10 +63,13 @@ class Gateway:
             if builtin is not None:
                 return self._finish(exchange, builtin(exchange))
             match = self._route(exchange, environ)
+            preflight = self._cors(exchange, match, environ)
+            if preflight is not None:
+                return self._finish(exchange, preflight)
             headers = self._upstream_headers(exchange, environ, match.route.payload)
-            quota = self._admit(exchange, match, headers)
+            self._admit(exchange, match, headers)
             upstream = self._forward(exchange, match, environ, headers)
-            return self._respond(exchange, upstream, quota)
+            return self._respond(exchange, upstream)
         except GatewayError as ex:
             return self._finish(exchange, self.error_outcome(exchange, ex))
         except Exception:
@@ -101,27 +109,51 @@ class Gateway:
 
     def _route(self, exchange: Exchange, environ: Mapping[str, Any]) -> RouteMatch[RouteSpec]:
         host = _host_without_port(_authority(exchange.raw_target) or environ.get("HTTP_HOST"))
-        match = self.config.table.match(exchange.method, exchange.path, host)
+        method = exchange.method
+        if method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            # A CORS preflight is about the route the real request will take.
+            method = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper()
+        match = self.config.table.match(method, exchange.path, host)
         exchange.route = match.route.name
         return match
 
+    def _cors(
+        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
+    ) -> Outcome | None:
+        """Answer a preflight here; mark an actual cross-origin response's headers."""
+        policy = match.route.payload.cors
+        if policy is None:
+            return None
+        origin = environ.get("HTTP_ORIGIN")
+        if not policy.is_preflight(exchange.method, environ):
+            exchange.add_headers += policy.response_headers(origin)
+            return None
+        allowed = policy.preflight(
+            origin or "",
+            environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"],
+            environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", ""),
+        )
+        if not allowed:
+            raise CorsRefused("this cross-origin request is not allowed by the route's CORS policy")
+        return Outcome(204, self._decorate(exchange, allowed), [])
+
     def _admit(
         self, exchange: Exchange, match: RouteMatch[RouteSpec], headers: Mapping[str, str]
-    ) -> list[tuple[str, str]]:
+    ) -> None:
         """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
         admission = self.config.admission
         if admission is None:
-            return []
+            return
         limits = admission.limits_for(exchange.method, exchange.path)
         if not limits:
-            return []
+            return
         assert exchange.client is not None
         who = Requester(
             client_ip=exchange.client.ip,
             route=match.route.name,
             headers={k.lower(): v for k, v in headers.items()},
         )
-        return admission.admit(limits, who)
+        exchange.add_headers += admission.admit(limits, who)
 
     def _forward(
         self,
@@ -142,13 +174,9 @@ class Gateway:
         exchange.upstream_target = str(response.target)
         return response
 
-    def _respond(
-        self, exchange: Exchange, upstream: UpstreamResponse, quota: list[tuple[str, str]]
-    ) -> Outcome:
+    def _respond(self, exchange: Exchange, upstream: UpstreamResponse) -> Outcome:
         """Pass the upstream's status, headers and streamed body on to the client."""
-        headers = response_headers(upstream.headers)
-        headers += quota
-        headers.append(("X-Request-Id", exchange.request_id))
+        headers = self._decorate(exchange, response_headers(upstream.headers))
         exchange.status = upstream.status
         if exchange.method == "HEAD" or upstream.status in _BODILESS or upstream.status < 200:
             for _ in upstream.body():
@@ -201,13 +229,19 @@ class Gateway:
         exchange.status = ex.status
         exchange.error = ex.code
         body = json.dumps(ex.to_dict(exchange.request_id)).encode()
-        headers = [
-            ("Content-Type", _JSON),
-            ("Content-Length", str(len(body))),
-            ("X-Request-Id", exchange.request_id),
-            *ex.headers.items(),
-        ]
-        return Outcome(ex.status, headers, [body])
+        headers = [("Content-Type", _JSON), ("Content-Length", str(len(body))), *ex.headers.items()]
+        return Outcome(ex.status, self._decorate(exchange, headers), [body])
+
+    def _decorate(
+        self, exchange: Exchange, headers: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Add the stages' headers, the request id, and security headers the upstream lacks."""
+        present = {name.lower() for name, _ in headers}
+        present.discard("vary")  # several Vary headers combine
+        headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
+        headers.append(("X-Request-Id", exchange.request_id))
+        headers += [(n, v) for n, v in self.config.security_headers if n.lower() not in present]
+        return headers
 
     def _finish(self, exchange: Exchange, outcome: Outcome) -> Outcome:
         """Log a response the gateway produced itself (no upstream body to wait for)."""

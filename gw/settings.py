@@ -9,6 +9,7 @@ a URL. Both are read by the same models; ``gw.config`` turns them into the nativ
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -98,6 +99,7 @@ class RouteSettings(BaseModel):
     strip_prefix: str | None = None
     rewrite: PrefixRewrite | None = None
     read_timeout: Seconds | None = None
+    cors: CorsSettings | None = None
 
     _methods = field_validator("methods")(_upper_methods)
 
@@ -202,6 +204,37 @@ class RateLimitingSettings(BaseModel):
     overrides: list[OverrideSettings] = []
 
 
+class CorsSettings(BaseModel):
+    """``cors:`` globally or on a route (a route's block replaces the global one)."""
+
+    model_config = _STRICT
+
+    allowed_origins: list[str] = Field(description="Exact origins, or ['*'].")
+    allowed_methods: list[str] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    allowed_headers: list[str] = ["Authorization", "Content-Type", "X-API-Key", "X-Request-Id"]
+    expose_headers: list[str] = ["X-Request-Id", "Retry-After", "X-RateLimit-Remaining"]
+    allow_credentials: bool = False
+    max_age: int = Field(default=600, ge=0, le=86400)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+
+# seed 002's security headers (X-XSS-Protection as today's browsers want it: off).
+DEFAULT_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "X-XSS-Protection": "0",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
+
 class GatewaySettings(BaseModel):
     """The whole configuration file."""
 
@@ -211,6 +244,11 @@ class GatewaySettings(BaseModel):
     upstreams: dict[str, UpstreamSettings] = {}
     routes: list[RouteSettings] = []
     rate_limiting: RateLimitingSettings | None = None
+    cors: CorsSettings | None = None
+    security_headers: dict[str, str] = Field(
+        default=DEFAULT_SECURITY_HEADERS,
+        description="Added to every response unless the upstream set them ({} for none).",
+    )
     servers: list[SeedServer] = Field(default=[], description="Seed 000 form of upstreams.")
     paths: list[SeedPath] = Field(default=[], description="Seed 000 form of routes.")
 
@@ -222,5 +260,4 @@ NOT_YET_SUPPORTED = {
     "auth": "authentication",
     "transformations": "response transformations",
     "cache": "response caching",
-    "cors": "CORS",
 }

@@ -10,6 +10,7 @@ prefix rewrites):
 - ``__truncate_chunked``: send one chunk and close without the terminating chunk;
 - ``__cookies``: two separate Set-Cookie headers;
 - ``__redirect``: 302 to /elsewhere;
+- ``__xframe``: answers with its own ``X-Frame-Options: SAMEORIGIN``;
 - ``__gzip``: a gzip body with Content-Encoding: gzip;
 - ``__bytes/N``: N bytes streamed (chunked), N may be large;
 - ``__status/N``: an empty answer with status N;
@@ -154,6 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "__cookies" in path:
             self._send(200, b"ok", [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/")])
+            return
+        if "__xframe" in path:
+            self._send(200, b"framed", [("X-Frame-Options", "SAMEORIGIN")])
             return
         if "__redirect" in path:
             self._send(302, b"", [("Location", "/elsewhere")])
