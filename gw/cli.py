@@ -126,6 +126,13 @@ def _print_winner(config: Config, route: object, params: object, path: str, quer
     print(f"why: {RouteTable.explain_rank(route)}")
     if params:
         print(f"params: {params}")
+    if spec.aggregate is not None or spec.upstream is None:
+        parts = spec.aggregate.parts if spec.aggregate else ()
+        print(f"aggregate: {len(parts)} parts called in parallel, merged in this order:")
+        for part in parts:
+            need = "required" if part.required else "optional"
+            print(f"  {part.key}: {part.upstream} ({need})")
+        return
     upstream = config.upstreams[spec.upstream]
     upstream_path = encode_path(spec.rewrite.apply(path)) + (f"?{query}" if query else "")
     for target in upstream.targets:

@@ -33,6 +33,9 @@ from gw.settings import (
     ServerSettings,
     UpstreamSettings,
 )
+from gw.shaping.compose import AggregateSpec, compile_aggregate
+from gw.shaping.compress import Compressor
+from gw.shaping.transform import Transformer
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -72,10 +75,11 @@ class RouteSpec:
 
     name: str
     source: str
-    upstream: str
+    upstream: str | None  # None for an aggregate route
     rewrite: Rewrite
     read_timeout: float | None
     cors: CorsPolicy | None = None
+    aggregate: AggregateSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class Config:
     source: str
     admission: Admission | None = None
     security_headers: tuple[tuple[str, str], ...] = ()
+    transformer: Transformer | None = None
+    compressor: Compressor | None = None
+    aggregator_threads: int = 16
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -194,13 +201,32 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     upstreams = _compile_upstreams(settings, problems)
     routes = _compile_routes(settings, upstreams, problems)
     admission = _admission(settings.rate_limiting, problems)
+    transformer = _transformer(settings, problems)
     if problems:
         raise ConfigError(problems)
     if not routes:
         raise ConfigError(["routes: no routes (add a 'routes' list)"])
-    table = RouteTable(routes)
-    security = tuple(settings.security_headers.items())
-    return Config(settings.server, upstreams, table, source, admission, security)
+    return Config(
+        server=settings.server,
+        upstreams=upstreams,
+        table=RouteTable(routes),
+        source=source,
+        admission=admission,
+        security_headers=tuple(settings.security_headers.items()),
+        transformer=transformer,
+        compressor=Compressor(settings.compression) if settings.compression else None,
+        aggregator_threads=settings.aggregation.threads,
+    )
+
+
+def _transformer(settings: GatewaySettings, problems: list[str]) -> Transformer | None:
+    if not settings.transformations:
+        return None
+    try:
+        return Transformer.compile(settings.transformations)
+    except ConfigError as ex:
+        problems.extend(ex.problems)
+        return None
 
 
 def _admission(settings: RateLimitingSettings | None, problems: list[str]) -> Admission | None:
@@ -246,7 +272,7 @@ def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[s
             problems.append(f"servers[{i}].alias: upstream {server.alias!r} is defined twice")
         named[server.alias] = (f"servers[{i}].url", UpstreamSettings(targets=[server.url]))
     for i, route in enumerate(settings.routes):
-        if "://" in route.upstream and route.upstream not in named:
+        if route.upstream and "://" in route.upstream and route.upstream not in named:
             named[route.upstream] = (
                 f"routes[{i}].upstream",
                 UpstreamSettings(targets=[route.upstream]),
@@ -337,20 +363,34 @@ def _route(
         parse_pattern(route.path)
     except ValueError as ex:
         problems.append(f"{where}.path: {ex}")
-    upstream = upstreams.get(route.upstream)
-    if upstream is None and "://" not in route.upstream:
+    upstream = upstreams.get(route.upstream) if route.upstream else None
+    if route.upstream and upstream is None and "://" not in route.upstream:
         known = ", ".join(sorted(upstreams)) or "none defined"
         field = "integration.server" if seed_000 else "upstream"
         problems.append(f"{where}.{field}: no upstream named {route.upstream!r} (known: {known})")
+    aggregate = _aggregate(where, route, upstreams, problems)
     rewrite = _rewrite(where, route, upstream, problems)
-    if len(problems) > count or upstream is None or rewrite is None:
+    if len(problems) > count or rewrite is None or (upstream is None and aggregate is None):
         return None
     methods = frozenset(route.methods) if route.methods else None
     name = route.name or _default_name(route)
     cors = CorsPolicy.compile(route.cors) if route.cors else default_cors
-    spec = RouteSpec(name, where, upstream.name, rewrite, route.read_timeout, cors)
+    target = upstream.name if upstream else None
+    spec = RouteSpec(name, where, target, rewrite, route.read_timeout, cors, aggregate)
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
+
+
+def _aggregate(
+    where: str, route: RouteSettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
+) -> AggregateSpec | None:
+    if route.aggregate is None:
+        return None
+    try:
+        return compile_aggregate(route.aggregate, upstreams, route.path, f"{where}.aggregate")
+    except ConfigError as ex:
+        problems.extend(ex.problems)
+        return None
 
 
 def _rewrite(

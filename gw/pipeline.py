@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -24,6 +24,7 @@ from gw.forwarding import TrustedProxies
 from gw.headers import forwardable, request_headers, request_id, response_headers
 from gw.paths import canonicalize, encode_path, split_target
 from gw.routing import RouteMatch
+from gw.shaping.compose import Aggregator
 from gw.upstream import UpstreamClient, UpstreamResponse, default_headers
 
 log = logging.getLogger("gw")
@@ -49,6 +50,7 @@ class Gateway:
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
         self.clients = {name: UpstreamClient(spec) for name, spec in config.upstreams.items()}
+        self._composer: Aggregator | None = None
         self.builtins: dict[str, Callable[[Exchange], Outcome]] = {
             config.server.health_path: self._health,
             config.server.ready_path: self._ready,
@@ -68,8 +70,10 @@ class Gateway:
                 return self._finish(exchange, preflight)
             headers = self._upstream_headers(exchange, environ, match.route.payload)
             self._admit(exchange, match, headers)
+            if match.route.payload.aggregate is not None:
+                return self._compose(exchange, match, environ, headers)
             upstream = self._forward(exchange, match, environ, headers)
-            return self._respond(exchange, upstream)
+            return self._respond(exchange, upstream, environ)
         except GatewayError as ex:
             return self._finish(exchange, self.error_outcome(exchange, ex))
         except Exception:
@@ -164,6 +168,7 @@ class Gateway:
     ) -> UpstreamResponse:
         """Rewrite the path, stream the body, send through the upstream's pool."""
         spec = match.route.payload
+        assert spec.upstream is not None
         client = self.clients[spec.upstream]
         exchange.upstream = spec.upstream
         path = encode_path(spec.rewrite.apply(exchange.path))
@@ -174,16 +179,67 @@ class Gateway:
         exchange.upstream_target = str(response.target)
         return response
 
-    def _respond(self, exchange: Exchange, upstream: UpstreamResponse) -> Outcome:
-        """Pass the upstream's status, headers and streamed body on to the client."""
-        headers = self._decorate(exchange, response_headers(upstream.headers))
-        exchange.status = upstream.status
-        if exchange.method == "HEAD" or upstream.status in _BODILESS or upstream.status < 200:
+    def _compose(
+        self,
+        exchange: Exchange,
+        match: RouteMatch[RouteSpec],
+        environ: Mapping[str, Any],
+        headers: dict[str, str],
+    ) -> Outcome:
+        """Fan out to the aggregate's parts in parallel and answer one merged document."""
+        spec = match.route.payload
+        assert spec.aggregate is not None
+        exchange.upstream = "aggregate"
+        outcome = self._aggregator().run(
+            spec.aggregate, match.params, exchange.query, None, headers, self.clients
+        )
+        body: Iterable[bytes] = outcome.body
+        headers_out, body = self._shape(exchange, environ, outcome.status, outcome.headers, body)
+        outcome = Outcome(outcome.status, self._decorate(exchange, headers_out), body)
+        return self._finish(exchange, outcome)
+
+    def _respond(
+        self, exchange: Exchange, upstream: UpstreamResponse, environ: Mapping[str, Any]
+    ) -> Outcome:
+        """Pass the upstream's status, headers and streamed body on; transform, compress."""
+        status = upstream.status
+        exchange.status = status
+        headers = response_headers(upstream.headers)
+        if exchange.method == "HEAD" or status in _BODILESS or status < 200:
             for _ in upstream.body():
                 pass
-            return self._finish(exchange, Outcome(upstream.status, headers, []))
-        body = ClosingBody(upstream.body(), exchange, lambda: self._egress(exchange, upstream))
-        return Outcome(upstream.status, headers, body)
+            return self._finish(exchange, Outcome(status, self._decorate(exchange, headers), []))
+        headers, body = self._shape(exchange, environ, status, headers, upstream.body())
+        closing = ClosingBody(body, exchange, lambda: self._egress(exchange, upstream))
+        return Outcome(status, self._decorate(exchange, headers), closing)
+
+    def _shape(
+        self,
+        exchange: Exchange,
+        environ: Mapping[str, Any],
+        status: int,
+        headers: list[tuple[str, str]],
+        body: Iterable[bytes],
+    ) -> tuple[list[tuple[str, str]], Iterable[bytes]]:
+        """Apply the path's transformations (JSON within the size limit), then compression."""
+        transformer = self.config.transformer
+        rules = transformer.for_path(exchange.path) if transformer else None
+        if rules is not None:
+            if rules.wants_body(status, headers):
+                headers, data = rules.apply(status, headers, b"".join(body))
+                body = [data]
+            else:
+                headers = rules.response_headers(headers)
+        compressor = self.config.compressor
+        if compressor is not None:
+            accept = environ.get("HTTP_ACCEPT_ENCODING")
+            headers, body = compressor.apply(exchange.method, status, accept, headers, body)
+        return list(headers), body
+
+    def _aggregator(self) -> Aggregator:
+        if self._composer is None:
+            self._composer = Aggregator(self.config.aggregator_threads)
+        return self._composer
 
     def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
         """Log the exchange; release an upstream connection the client did not read to the end."""
@@ -209,19 +265,24 @@ class Gateway:
         self, exchange: Exchange, environ: Mapping[str, Any], spec: RouteSpec
     ) -> dict[str, str]:
         """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
-        client = self.clients[spec.upstream]
         headers = dict(forwardable(request_headers(environ)))
         info = exchange.client
         assert info is not None
         host = environ.get("HTTP_HOST", "")
-        target = client.spec.targets[0]
-        headers["Host"] = host if client.spec.preserve_host and host else target.netloc
+        if spec.upstream is not None:  # aggregate parts get their target's Host from urllib3
+            upstream = self.clients[spec.upstream].spec
+            preserve = upstream.preserve_host and host
+            headers["Host"] = host if preserve else upstream.targets[0].netloc
         headers["X-Forwarded-For"] = info.forwarded_for
         headers["X-Forwarded-Proto"] = info.proto
         if host:
             headers["X-Forwarded-Host"] = host
         headers["X-Real-IP"] = info.ip
         headers["X-Request-Id"] = exchange.request_id
+        transformer = self.config.transformer
+        rules = transformer.for_path(exchange.path) if transformer else None
+        if rules is not None:
+            headers = rules.request_headers(headers)
         return default_headers(headers)
 
     def error_outcome(self, exchange: Exchange, ex: GatewayError) -> Outcome:

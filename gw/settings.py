@@ -12,7 +12,14 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gw.shaping.settings import (
+    AggregateSettings,
+    AggregatorSettings,
+    CompressionSettings,
+    TransformationSettings,
+)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,13 +102,24 @@ class RouteSettings(BaseModel):
     path: str
     methods: list[str] | None = None
     host: str | None = None
-    upstream: str = Field(description="An upstream name, or a URL (seed 003 style).")
+    upstream: str | None = Field(
+        default=None, description="An upstream name, or a URL (seed 003 style)."
+    )
+    aggregate: AggregateSettings | None = Field(
+        default=None, description="Compose one JSON document from several upstreams."
+    )
     strip_prefix: str | None = None
     rewrite: PrefixRewrite | None = None
     read_timeout: Seconds | None = None
     cors: CorsSettings | None = None
 
     _methods = field_validator("methods")(_upper_methods)
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> RouteSettings:
+        if (self.upstream is None) == (self.aggregate is None):
+            raise ValueError("give exactly one of 'upstream' or 'aggregate'")
+        return self
 
 
 class SeedServer(BaseModel):
@@ -245,6 +263,9 @@ class GatewaySettings(BaseModel):
     routes: list[RouteSettings] = []
     rate_limiting: RateLimitingSettings | None = None
     cors: CorsSettings | None = None
+    transformations: list[TransformationSettings] = []
+    compression: CompressionSettings | None = None
+    aggregation: AggregatorSettings = AggregatorSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",
@@ -258,6 +279,5 @@ class GatewaySettings(BaseModel):
 # unauthenticated.
 NOT_YET_SUPPORTED = {
     "auth": "authentication",
-    "transformations": "response transformations",
     "cache": "response caching",
 }

@@ -55,6 +55,28 @@ SEED_003_AUTH = """
 """
 
 
+SEED_003_TRANSFORMATIONS = """
+{
+"transformations": [
+{
+"path": "/api/users/**",
+"response": {
+"remove_fields": [
+"internal_id",
+"db_shard",
+"feature_flags",
+"created_by_admin"
+],
+"rename_fields": {
+"email_address": "email"
+}
+}
+}
+]
+}
+"""
+
+
 def with_upstreams(text: str, mapping: dict[str, str]) -> str:
     """Point a seed's example hosts at real loopback servers (the only change tests make)."""
     for old, new in mapping.items():
