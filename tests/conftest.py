@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.gateway import GatewayProcess, start_gateway  # noqa: E402
-from tests.support.upstream import Upstream, start_upstream  # noqa: E402
+from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.upstream import Upstream, start_upstream
 
 
 @pytest.fixture
