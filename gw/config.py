@@ -23,12 +23,14 @@ from gw.admission import Admission
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.limits import Limiter
+from gw.retry import RetryPolicy
 from gw.rewrite import Rewrite, validate_prefix
 from gw.routing import Route, RouteTable, parse_pattern
 from gw.settings import (
     NOT_YET_SUPPORTED,
     GatewaySettings,
     RateLimitingSettings,
+    RetrySettings,
     RouteSettings,
     ServerSettings,
     UpstreamSettings,
@@ -37,6 +39,7 @@ from gw.shaping.compose import AggregateSpec, compile_aggregate
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
 
+DEFAULT_RETRY = RetryPolicy()
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -67,6 +70,9 @@ class UpstreamSpec:
     read_timeout: float
     pool_size: int
     preserve_host: bool
+    retry: RetryPolicy = DEFAULT_RETRY
+    budget_ratio: float = 0.2
+    budget_min_per_second: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class RouteSpec:
     read_timeout: float | None
     cors: CorsPolicy | None = None
     aggregate: AggregateSpec | None = None
+    retry: RetryPolicy | None = None  # the route's own; None: the upstream's
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,26 @@ def _upstream_spec(
         problems.append(f"{where}.targets: every target must have the same base path")
         return None
     return UpstreamSpec(
-        name, tuple(targets), up.connect_timeout, up.read_timeout, up.pool_size, up.preserve_host
+        name,
+        tuple(targets),
+        up.connect_timeout,
+        up.read_timeout,
+        up.pool_size,
+        up.preserve_host,
+        retry_policy(up.retries),
+        up.retries.budget_ratio,
+        up.retries.budget_min_per_second,
+    )
+
+
+def retry_policy(settings: RetrySettings) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=settings.attempts,
+        retry_on=frozenset(settings.retry_on),
+        statuses=frozenset(settings.statuses),
+        per_try_timeout=settings.per_try_timeout,
+        backoff=settings.backoff,
+        max_retry_after=settings.max_retry_after,
     )
 
 
@@ -376,7 +402,8 @@ def _route(
     name = route.name or _default_name(route)
     cors = CorsPolicy.compile(route.cors) if route.cors else default_cors
     target = upstream.name if upstream else None
-    spec = RouteSpec(name, where, target, rewrite, route.read_timeout, cors, aggregate)
+    retry = retry_policy(route.retries) if route.retries else None
+    spec = RouteSpec(name, where, target, rewrite, route.read_timeout, cors, aggregate, retry)
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
 

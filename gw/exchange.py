@@ -31,11 +31,11 @@ class Exchange:
     bytes_sent: int = 0
     # Headers the stages want on the response, whatever it turns out to be (errors included).
     add_headers: list[tuple[str, str]] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000.0
+        return (time.monotonic() - self.started) * 1000.0
 
 
 @dataclass(slots=True)

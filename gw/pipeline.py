@@ -23,6 +23,7 @@ from gw.exchange import ClosingBody, Exchange, Outcome
 from gw.forwarding import TrustedProxies
 from gw.headers import forwardable, request_headers, request_id, response_headers
 from gw.paths import canonicalize, encode_path, split_target
+from gw.retry import RetryBudget
 from gw.routing import RouteMatch
 from gw.shaping.compose import Aggregator
 from gw.upstream import UpstreamClient, UpstreamResponse, default_headers
@@ -49,7 +50,10 @@ class Gateway:
         self.config = config
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
-        self.clients = {name: UpstreamClient(spec) for name, spec in config.upstreams.items()}
+        self.clients = {
+            name: UpstreamClient(spec, RetryBudget(spec.budget_ratio, spec.budget_min_per_second))
+            for name, spec in config.upstreams.items()
+        }
         self._composer: Aggregator | None = None
         self.builtins: dict[str, Callable[[Exchange], Outcome]] = {
             config.server.health_path: self._health,
@@ -175,7 +179,16 @@ class Gateway:
         if exchange.query:
             path = f"{path}?{exchange.query}"
         body, chunked = self._request_body(environ)
-        response = client.send(exchange.method, path, headers, body, chunked, spec.read_timeout)
+        response = client.send(
+            exchange.method,
+            path,
+            headers,
+            body,
+            chunked,
+            spec.read_timeout,
+            policy=spec.retry or client.spec.retry,
+            deadline=exchange.started + self.server.deadline,
+        )
         exchange.upstream_target = str(response.target)
         return response
 

@@ -70,6 +70,21 @@ class ServerSettings(BaseModel):
         return value
 
 
+class RetrySettings(BaseModel):
+    """When a failed try is repeated (see gw/retry.py for the safety rules)."""
+
+    model_config = _STRICT
+
+    attempts: int = Field(default=2, ge=1, le=5, description="Tries in all, the first included.")
+    retry_on: list[Literal["connect_failure", "timeout", "reset", "status"]] = ["connect_failure"]
+    statuses: list[int] = [502, 503, 504]
+    per_try_timeout: Seconds | None = None
+    backoff: float = Field(default=0.025, ge=0, le=5)
+    max_retry_after: float = Field(default=1.0, ge=0, le=30)
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    budget_min_per_second: float = Field(default=3.0, ge=0, le=1000)
+
+
 class UpstreamSettings(BaseModel):
     """One named upstream service (``upstreams: {name: ...}``)."""
 
@@ -82,6 +97,7 @@ class UpstreamSettings(BaseModel):
     preserve_host: bool = Field(
         default=False, description="Send the client's Host instead of the target's."
     )
+    retries: RetrySettings = RetrySettings()
 
 
 class PrefixRewrite(BaseModel):
@@ -111,6 +127,7 @@ class RouteSettings(BaseModel):
     strip_prefix: str | None = None
     rewrite: PrefixRewrite | None = None
     read_timeout: Seconds | None = None
+    retries: RetrySettings | None = None
     cors: CorsSettings | None = None
 
     _methods = field_validator("methods")(_upper_methods)

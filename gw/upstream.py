@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO
@@ -34,10 +36,21 @@ from urllib3.util import SKIP_HEADER
 
 from gw.config import Target, UpstreamSpec
 from gw.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gw.retry import (
+    CONNECT_FAILURE,
+    IDEMPOTENT,
+    RESET,
+    STATUS,
+    TIMEOUT,
+    RetryBudget,
+    RetryPolicy,
+)
+
+log = logging.getLogger("gw.upstream")
+NO_RETRIES = RetryPolicy(attempts=1)
 
 CHUNK = 64 * 1024
 Body = IO[bytes] | Iterable[bytes] | None
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _TRANSPORT_ERRORS = (HTTPError, OSError, http.client.HTTPException)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -122,11 +135,21 @@ class UpstreamResponse:
             self._conn = None
 
 
-class UpstreamClient:
-    """Send requests to one upstream's targets, round robin, over kept-alive connections."""
+class Attempt(Exception):
+    """One failed try: the gateway error to report and the retry module's failure kind."""
 
-    def __init__(self, spec: UpstreamSpec) -> None:
+    def __init__(self, error: UpstreamError, kind: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.kind = kind
+
+
+class UpstreamClient:
+    """Send requests to one upstream's targets over kept-alive connections, retrying safely."""
+
+    def __init__(self, spec: UpstreamSpec, budget: RetryBudget | None = None) -> None:
         self.spec = spec
+        self.budget = budget or RetryBudget()
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
         self._turn = itertools.count()
@@ -139,20 +162,87 @@ class UpstreamClient:
         body: Body = None,
         chunked: bool = False,
         read_timeout: float | None = None,
+        policy: RetryPolicy = NO_RETRIES,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
-        """Send one request (origin-form ``path``); never follow redirects.
+        """Send one request (origin-form ``path``) and return the final attempt's answer.
+
+        Failed tries are repeated as ``policy`` allows (see ``gw.retry``), on the next target,
+        within the retry budget and before ``deadline`` (``time.monotonic()`` seconds). Never
+        follows redirects.
+
+        Raises:
+            UpstreamError: the last try was refused, reset, timed out or not valid HTTP.
+        """
+        self.budget.record_request()
+        has_body = body is not None
+        attempt = 1
+        while True:
+            timeout = _bounded(
+                policy.per_try_timeout or read_timeout or self.spec.read_timeout, deadline
+            )
+            try:
+                response = self._attempt(
+                    self._next_pool(), method, path, headers, body, chunked, timeout
+                )
+            except Attempt as failed:
+                if not self._retry(policy, attempt, method, has_body, failed.kind, None, deadline):
+                    raise failed.error from None
+            else:
+                if response.status not in policy.statuses or not self._retry(
+                    policy,
+                    attempt,
+                    method,
+                    has_body,
+                    STATUS,
+                    _header(response.headers, "retry-after"),
+                    deadline,
+                ):
+                    return response
+                response.abandon()
+            attempt += 1
+
+    def _retry(
+        self,
+        policy: RetryPolicy,
+        attempt: int,
+        method: str,
+        has_body: bool,
+        kind: str,
+        retry_after: str | None,
+        deadline: float | None,
+    ) -> bool:
+        """Decide on another try; wait its delay when the answer is yes."""
+        if not policy.may_retry(attempt, method, has_body, kind):
+            return False
+        delay = policy.delay(attempt, retry_after)
+        if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
+            return False
+        if not self.budget.try_spend():
+            log.warning("retry budget of upstream %s is used up; not retrying", self.spec.name)
+            return False
+        time.sleep(delay)
+        return True
+
+    def _attempt(
+        self,
+        pool: ConnectionPool,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Body,
+        chunked: bool,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """One try on one target. A stale kept-alive connection is replaced, not counted.
 
         A request that fails on a reused keep-alive connection before any answer (the upstream
         closed it while idle) is sent once more on a new connection, but only when that cannot
         run it twice: an idempotent method with no body.
-
-        Raises:
-            UpstreamError: refused, reset, timed out or answered with something not HTTP.
         """
-        pool = self._next_pool()
-        read_timeout = read_timeout or self.spec.read_timeout
+        connect_timeout = min(self.spec.connect_timeout, read_timeout)
         while True:
-            conn, reused = pool.get(self.spec.connect_timeout)
+            conn, reused = pool.get(connect_timeout)
             try:
                 return self._exchange(
                     conn, pool, method, path, headers, body, chunked, read_timeout
@@ -161,7 +251,7 @@ class UpstreamClient:
                 conn.close()
                 if reused and body is None and method in IDEMPOTENT and _is_stale(ex):
                     continue
-                raise translate(ex, pool.target, reading_body=False) from None
+                raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
 
     @staticmethod
     def _exchange(
@@ -192,6 +282,25 @@ class UpstreamClient:
             self._pools = tuple(ConnectionPool(t, self.spec.pool_size) for t in self.spec.targets)
             self._pid = os.getpid()
         return self._pools[next(self._turn) % len(self._pools)]
+
+
+def _bounded(timeout: float, deadline: float | None) -> float:
+    if deadline is None:
+        return timeout
+    return max(0.001, min(timeout, deadline - time.monotonic()))
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for n, v in headers if n.lower() == name), None)
+
+
+def _kind(ex: Exception) -> str:
+    """Classify a failed try for the retry policy."""
+    if isinstance(ex, ConnectTimeoutError):  # NewConnectionError included: nothing was sent
+        return CONNECT_FAILURE
+    if isinstance(ex, (ReadTimeoutError, TimeoutError)):
+        return TIMEOUT
+    return RESET
 
 
 def default_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -52,6 +52,10 @@ class Upstream:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    # When set, every request is answered with this status and these headers (a failing target).
+    force_status: int | None = None
+    force_headers: list[tuple[str, str]] = field(default_factory=list)
+    delay: float = 0.0  # seconds to wait before answering anything
 
     @property
     def port(self) -> int:
@@ -123,6 +127,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _behave(self, record: Received) -> None:
         path = record.target.split("?")[0]
+        if self.upstream.delay:
+            self.upstream.stop_event.wait(self.upstream.delay)
+        if self.upstream.force_status is not None:
+            self._send(self.upstream.force_status, b"forced", self.upstream.force_headers)
+            return
         if "__hang" in path:
             self.upstream.stop_event.wait(30)
             self.close_connection = True
