@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gw import runtime
 from gw.admission import Admission
+from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.limits import Limiter
@@ -87,6 +88,7 @@ class RouteSpec:
     cors: CorsPolicy | None = None
     aggregate: AggregateSpec | None = None
     retry: RetryPolicy | None = None  # the route's own; None: the upstream's
+    auth: RoutePolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Config:
     transformer: Transformer | None = None
     compressor: Compressor | None = None
     aggregator_threads: int = 16
+    authenticator: Authenticator | None = None
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -209,6 +212,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     routes = _compile_routes(settings, upstreams, problems)
     admission = _admission(settings.rate_limiting, problems)
     transformer = _transformer(settings, problems)
+    authenticator = _authenticator(settings, problems)
     if problems:
         raise ConfigError(problems)
     if not routes:
@@ -223,7 +227,23 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         transformer=transformer,
         compressor=Compressor(settings.compression) if settings.compression else None,
         aggregator_threads=settings.aggregation.threads,
+        authenticator=authenticator,
     )
+
+
+def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authenticator | None:
+    if settings.auth is None:
+        problems += [
+            f"routes[{i}].auth: this route has an auth policy but the gateway has no 'auth' block"
+            for i, route in enumerate(settings.routes)
+            if route.auth is not None and route.auth.effective_mode != "none"
+        ]
+        return None
+    try:
+        return Authenticator(settings.auth)
+    except ConfigError as ex:
+        problems += [f"auth: {p}" for p in ex.problems]
+        return None
 
 
 def _transformer(settings: GatewaySettings, problems: list[str]) -> Transformer | None:
@@ -403,7 +423,10 @@ def _route(
     cors = CorsPolicy.compile(route.cors) if route.cors else default_cors
     target = upstream.name if upstream else None
     retry = retry_policy(route.retries) if route.retries else None
-    spec = RouteSpec(name, where, target, rewrite, route.read_timeout, cors, aggregate, retry)
+    policy = route.auth or DEFAULT_POLICY
+    spec = RouteSpec(
+        name, where, target, rewrite, route.read_timeout, cors, aggregate, retry, policy
+    )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
 

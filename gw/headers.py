@@ -66,10 +66,16 @@ def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
-def forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers, those the client's ``Connection`` names, and gateway-owned ones."""
+def forwardable(
+    headers: Iterable[tuple[str, str]], owned: frozenset[str] = GATEWAY_OWNED
+) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers, those the client's ``Connection`` names, and gateway-owned ones.
+
+    ``owned`` holds canonical names (see ``canonical_name``) of every header the gateway sets
+    itself, the identity headers of the auth configuration included.
+    """
     headers = list(headers)
-    dropped = set(HOP_BY_HOP | GATEWAY_OWNED)
+    dropped = set(HOP_BY_HOP | owned)
     for name, value in headers:
         if name.lower() == "connection":
             # APPSEC: a client may name any header in Connection to make a proxy drop it

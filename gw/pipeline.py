@@ -16,12 +16,19 @@ from urllib.parse import quote, urlsplit
 
 from gw import __version__, accesslog
 from gw.admission import Requester
+from gw.auth import Identity
 from gw.body import LimitedBody
 from gw.config import Config, RouteSpec
 from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
 from gw.exchange import ClosingBody, Exchange, Outcome
 from gw.forwarding import TrustedProxies
-from gw.headers import forwardable, request_headers, request_id, response_headers
+from gw.headers import (
+    GATEWAY_OWNED,
+    forwardable,
+    request_headers,
+    request_id,
+    response_headers,
+)
 from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
 from gw.routing import RouteMatch
@@ -55,6 +62,11 @@ class Gateway:
             for name, spec in config.upstreams.items()
         }
         self._composer: Aggregator | None = None
+        self.authenticator = config.authenticator
+        # APPSEC: every header the gateway sets, identity headers included, is dropped from
+        # every client request in every spelling, on every route, authenticated or not.
+        owned = self.authenticator.header_names() if self.authenticator else frozenset()
+        self.owned = GATEWAY_OWNED | owned
         self.builtins: dict[str, Callable[[Exchange], Outcome]] = {
             config.server.health_path: self._health,
             config.server.ready_path: self._ready,
@@ -72,10 +84,11 @@ class Gateway:
             preflight = self._cors(exchange, match, environ)
             if preflight is not None:
                 return self._finish(exchange, preflight)
-            headers = self._upstream_headers(exchange, environ, match.route.payload)
-            self._admit(exchange, match, headers)
+            identity = self._authenticate(exchange, match, environ)
+            headers = self._upstream_headers(exchange, environ, match.route.payload, identity)
+            self._admit(exchange, match, headers, identity)
             if match.route.payload.aggregate is not None:
-                return self._compose(exchange, match, environ, headers)
+                return self._compose(exchange, match, environ, headers, identity)
             upstream = self._forward(exchange, match, environ, headers)
             return self._respond(exchange, upstream, environ)
         except GatewayError as ex:
@@ -145,8 +158,30 @@ class Gateway:
             raise CorsRefused("this cross-origin request is not allowed by the route's CORS policy")
         return Outcome(204, self._decorate(exchange, allowed), [])
 
+    def _authenticate(
+        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
+    ) -> Identity | None:
+        """Verify the caller once, at the edge, by the route's policy (401/403 otherwise)."""
+        if self.authenticator is None:
+            return None
+        assert exchange.client is not None
+        identity = self.authenticator.authenticate(
+            exchange.path,
+            request_headers(environ),
+            match.route.payload.auth,
+            client=exchange.client.ip,
+            request_id=exchange.request_id,
+        )
+        if identity is not None:
+            exchange.extra["user"] = identity.subject
+        return identity
+
     def _admit(
-        self, exchange: Exchange, match: RouteMatch[RouteSpec], headers: Mapping[str, str]
+        self,
+        exchange: Exchange,
+        match: RouteMatch[RouteSpec],
+        headers: Mapping[str, str],
+        identity: Identity | None,
     ) -> None:
         """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
         admission = self.config.admission
@@ -160,6 +195,8 @@ class Gateway:
             client_ip=exchange.client.ip,
             route=match.route.name,
             headers={k.lower(): v for k, v in headers.items()},
+            subject=identity.subject if identity else None,
+            api_key=identity.key_id if identity and identity.method == "api_key" else None,
         )
         exchange.add_headers += admission.admit(limits, who)
 
@@ -198,13 +235,14 @@ class Gateway:
         match: RouteMatch[RouteSpec],
         environ: Mapping[str, Any],
         headers: dict[str, str],
+        identity: Identity | None,
     ) -> Outcome:
         """Fan out to the aggregate's parts in parallel and answer one merged document."""
         spec = match.route.payload
         assert spec.aggregate is not None
         exchange.upstream = "aggregate"
         outcome = self._aggregator().run(
-            spec.aggregate, match.params, exchange.query, None, headers, self.clients
+            spec.aggregate, match.params, exchange.query, identity, headers, self.clients
         )
         body: Iterable[bytes] = outcome.body
         headers_out, body = self._shape(exchange, environ, outcome.status, outcome.headers, body)
@@ -275,10 +313,14 @@ class Gateway:
         return LimitedBody(stream, limit), False
 
     def _upstream_headers(
-        self, exchange: Exchange, environ: Mapping[str, Any], spec: RouteSpec
+        self,
+        exchange: Exchange,
+        environ: Mapping[str, Any],
+        spec: RouteSpec,
+        identity: Identity | None,
     ) -> dict[str, str]:
         """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
-        headers = dict(forwardable(request_headers(environ)))
+        headers = dict(forwardable(request_headers(environ), self.owned))
         info = exchange.client
         assert info is not None
         host = environ.get("HTTP_HOST", "")
@@ -292,6 +334,8 @@ class Gateway:
             headers["X-Forwarded-Host"] = host
         headers["X-Real-IP"] = info.ip
         headers["X-Request-Id"] = exchange.request_id
+        if identity is not None:
+            headers.update(identity.headers())
         transformer = self.config.transformer
         rules = transformer.for_path(exchange.path) if transformer else None
         if rules is not None:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gw.auth.settings import AuthSettings, RoutePolicy
 from gw.shaping.settings import (
     AggregateSettings,
     AggregatorSettings,
@@ -129,6 +130,9 @@ class RouteSettings(BaseModel):
     read_timeout: Seconds | None = None
     retries: RetrySettings | None = None
     cors: CorsSettings | None = None
+    auth: RoutePolicy | None = Field(
+        default=None, description="required (default with an auth block), optional or none."
+    )
 
     _methods = field_validator("methods")(_upper_methods)
 
@@ -278,6 +282,7 @@ class GatewaySettings(BaseModel):
     server: ServerSettings = ServerSettings()
     upstreams: dict[str, UpstreamSettings] = {}
     routes: list[RouteSettings] = []
+    auth: AuthSettings | None = None
     rate_limiting: RateLimitingSettings | None = None
     cors: CorsSettings | None = None
     transformations: list[TransformationSettings] = []
@@ -295,6 +300,5 @@ class GatewaySettings(BaseModel):
 # ignored: a gateway that silently skipped an `auth` block would serve every route
 # unauthenticated.
 NOT_YET_SUPPORTED = {
-    "auth": "authentication",
     "cache": "response caching",
 }

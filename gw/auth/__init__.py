@@ -1,0 +1,32 @@
+"""Identity at the edge: JWT (keys from a JWKS or a shared secret), API keys, route policies.
+
+The pipeline needs only this package's top level::
+
+    authenticator = Authenticator(settings.auth)           # once per config load
+    identity = authenticator.authenticate(path, headers, route_policy, client=ip)
+    upstream_headers += identity.headers() if identity else []
+
+and strips ``authenticator.header_names()`` from every client request. Errors are
+``Unauthorized`` / ``InvalidToken`` (401), ``Forbidden`` (403) and ``AuthUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+from gw.auth.apikeys import hash_api_key
+from gw.auth.authenticator import DEFAULT_POLICY, Authenticator
+from gw.auth.errors import AuthUnavailable, Forbidden, InvalidToken, Unauthorized
+from gw.auth.identity import Identity
+from gw.auth.settings import AuthSettings, RoutePolicy
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "AuthSettings",
+    "AuthUnavailable",
+    "Authenticator",
+    "Forbidden",
+    "Identity",
+    "InvalidToken",
+    "RoutePolicy",
+    "Unauthorized",
+    "hash_api_key",
+]

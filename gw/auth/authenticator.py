@@ -1,0 +1,223 @@
+"""The authenticate stage: one object per process that turns request credentials into an
+``Identity`` (or an error), following each route's policy.
+
+Build once, serve many: the ``Authenticator`` is built from the settings when the config is
+loaded (no network at construction; keys are fetched on first use) and shared by every thread
+of the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from gw.auth.apikeys import ApiKeyStore
+from gw.auth.errors import AuthUnavailable, Forbidden, InvalidToken, Unauthorized
+from gw.auth.identity import Identity, UnsafeClaim, build_identity, owned_header_names
+from gw.auth.jwks import Fetcher, UrllibFetcher
+from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.auth.tokens import TokenVerifier
+from gw.headers import canonical_name
+
+audit_log = logging.getLogger("gw.audit")
+
+DEFAULT_POLICY = RoutePolicy()
+_AUTHORIZATION = "authorization"
+_CLAIM_MESSAGES = {
+    "missing_claim": "the token lacks a required claim",
+    "unsafe_claim": "the token has a claim that cannot be forwarded",
+}
+
+
+class Authenticator:
+    """Authenticate requests against the ``auth:`` settings."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        fetcher: Fetcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Compile the settings (reads the API key file; never touches the network).
+
+        Raises:
+            ConfigError: when the API key file cannot be read or holds an invalid entry.
+        """
+        self.settings = settings
+        self._verifier = None
+        if settings.all_issuers():
+            self._verifier = TokenVerifier.from_settings(
+                settings, fetcher or UrllibFetcher(), clock
+            )
+        self._api_keys = ApiKeyStore.from_settings(settings.api_keys) if settings.api_keys else None
+        self._key_header = canonical_name(settings.api_keys.header) if settings.api_keys else ""
+        self._claim_headers = MappingProxyType(dict(settings.claim_headers))
+        self._exact = frozenset(p for p in settings.exclude_paths if not p.endswith("/**"))
+        self._prefixes = tuple(p[:-3] for p in settings.exclude_paths if p.endswith("/**"))
+
+    def authenticate(
+        self,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        policy: RoutePolicy = DEFAULT_POLICY,
+        *,
+        client: str | None = None,
+        request_id: str | None = None,
+    ) -> Identity | None:
+        """Return the caller's identity, or None where the route does not need one.
+
+        ``path`` must be the canonical path. Excluded paths and ``mode: none`` return None
+        without looking at credentials; ``optional`` returns None when no credential was sent
+        but still rejects a bad one. ``client`` and ``request_id`` only go to the audit log.
+
+        Raises:
+            Unauthorized: no credential where one is required (``InvalidToken`` for a bad one).
+            Forbidden: the caller lacks a role or scope the policy requires.
+            AuthUnavailable: the identity provider's keys could not be obtained yet.
+        """
+        mode = policy.effective_mode
+        if mode == "none" or self.is_excluded(path):
+            return None
+        try:
+            identity = self._identify(headers)
+            if identity is None:
+                if mode == "optional":
+                    return None
+                raise Unauthorized(self._missing_message())
+            _authorize(identity, policy)
+            return identity
+        except (Unauthorized, Forbidden, AuthUnavailable) as ex:
+            _audit(ex, path, client, request_id)
+            raise
+
+    def is_excluded(self, path: str) -> bool:
+        """Tell whether the canonical ``path`` is listed in ``exclude_paths``."""
+        if path in self._exact:
+            return True
+        return any(path == p or path.startswith(p + "/") for p in self._prefixes)
+
+    def header_names(self) -> frozenset[str]:
+        """Return the identity header names the gateway sets, in comparison form.
+
+        Warning:
+            The pipeline must drop every client-sent copy of these (in every spelling, see
+            ``gw.headers.canonical_name``) on every route, authenticated or not.
+        """
+        return owned_header_names(self._claim_headers)
+
+    # -- credentials ------------------------------------------------------------------------
+
+    def _identify(self, headers: Sequence[tuple[str, str]]) -> Identity | None:
+        token = self._bearer(headers) if self._verifier is not None else None
+        key = self._presented_key(headers) if self._api_keys is not None else None
+        if token is not None and key is not None:
+            # APPSEC: two credentials could name two callers; refuse rather than pick one.
+            raise InvalidToken(
+                "send either a bearer token or an API key, not both",
+                reason="ambiguous_credentials",
+            )
+        if token is not None:
+            return self._from_token(token)
+        if key is not None:
+            return self._from_api_key(key)
+        return None
+
+    def _bearer(self, headers: Sequence[tuple[str, str]]) -> str | None:
+        value = _single(headers, _AUTHORIZATION, "the Authorization header")
+        if value is None:
+            return None
+        scheme, _, token = value.strip(" \t").partition(" ")
+        token = token.strip(" \t")
+        if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
+            raise InvalidToken(
+                "the Authorization header must be 'Bearer <token>'", reason="not_bearer"
+            )
+        return token
+
+    def _presented_key(self, headers: Sequence[tuple[str, str]]) -> str | None:
+        value = _single(headers, self._key_header, "the API key header")
+        return None if value is None else value.strip(" \t")
+
+    def _from_token(self, token: str) -> Identity:
+        assert self._verifier is not None
+        verified = self._verifier.verify(token)
+        detail: dict[str, Any] = {"kid": verified.kid, "iss": verified.issuer, "credential": "jwt"}
+        try:
+            return build_identity(
+                verified.claims,
+                method="jwt",
+                key_id=verified.kid,
+                claim_headers=self._claim_headers,
+                issuer=verified.issuer,
+            )
+        except UnsafeClaim as ex:
+            message = _CLAIM_MESSAGES[ex.reason]
+            detail["claim"] = ex.claim
+            raise InvalidToken(message, reason=ex.reason, detail=detail) from None
+
+    def _from_api_key(self, presented: str) -> Identity:
+        assert self._api_keys is not None
+        key = self._api_keys.lookup(presented)
+        if key is None:
+            detail = {"credential": "api_key"}
+            raise InvalidToken("the API key is not valid", reason="unknown_api_key", detail=detail)
+        claims: dict[str, Any] = {"sub": key.consumer}
+        if key.role is not None:
+            claims["role"] = key.role
+        return build_identity(
+            claims, method="api_key", key_id=key.id, claim_headers=self._claim_headers
+        )
+
+    def _missing_message(self) -> str:
+        if self._verifier is not None and self._api_keys is not None:
+            return "authentication is required: send a bearer token or an API key"
+        if self._api_keys is not None:
+            return "authentication is required: send an API key"
+        return "authentication is required: send a bearer token"
+
+
+def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | None:
+    """Return the one value of header ``name``, None if absent; refuse duplicates."""
+    values = [v for n, v in headers if canonical_name(n) == name]
+    if not values:
+        return None
+    # APPSEC: gunicorn joins repeated headers with ',' and neither a JWT nor our keys contain
+    # one, so a comma means two credentials; which one a server reads is not ours to guess.
+    if len(values) > 1 or "," in values[0]:
+        raise InvalidToken(f"{what} was sent more than once", reason="duplicate_credentials")
+    return values[0]
+
+
+def _authorize(identity: Identity, policy: RoutePolicy) -> None:
+    detail = {"subject": identity.subject, "kid": identity.key_id, "credential": identity.method}
+    if policy.roles and not identity.roles.intersection(policy.roles):
+        message = "this route requires a role the caller does not have"
+        raise Forbidden(message, reason="insufficient_role", detail=detail)
+    if not identity.scopes.issuperset(policy.scopes):
+        message = "the credential lacks a scope this route requires"
+        raise Forbidden(message, reason="insufficient_scope", scopes=policy.scopes, detail=detail)
+
+
+def _audit(
+    ex: Unauthorized | Forbidden | AuthUnavailable,
+    path: str,
+    client: str | None,
+    request_id: str | None,
+) -> None:
+    """Log one JSON line per failure: never the token or the key, only what names them."""
+    line: dict[str, Any] = {
+        "event": "auth_failure",
+        "status": ex.status,
+        "code": ex.code,
+        "reason": ex.reason,
+        "path": path[:512],
+        "client": client,
+        "request_id": request_id,
+    }
+    line.update((k, v) for k, v in ex.detail.items() if v is not None)
+    audit_log.warning(json.dumps(line, separators=(",", ":"), ensure_ascii=True))
