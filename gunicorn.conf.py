@@ -26,6 +26,10 @@ accesslog = None  # gw writes its own JSON access line per request
 errorlog = "-"
 loglevel = os.environ.get("GW_LOG_LEVEL", "info")
 proc_name = "gw"
+# Request limits enforced by gunicorn's parser (answered with gw's JSON errors: 414, 431).
+limit_request_line = int(os.environ.get("GW_LIMIT_REQUEST_LINE", "8190"))
+limit_request_fields = int(os.environ.get("GW_LIMIT_REQUEST_FIELDS", "100"))
+limit_request_field_size = int(os.environ.get("GW_LIMIT_REQUEST_FIELD_SIZE", "8190"))
 # gunicorn's own X-Forwarded-* handling is not used: gw resolves clients itself.
 forwarded_allow_ips = ""
 # gunicorn's runtime control socket is not used by gw (systemd does process control), and a

@@ -23,6 +23,19 @@ def configure(enabled: bool) -> None:
         _logger.addHandler(handler)
 
 
+def configure_diagnostics() -> None:
+    """Send gw's own warnings and errors (gw, gw.audit, gw.ratelimit, ...) to stderr."""
+    logger = logging.getLogger("gw")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def write(exchange: Exchange) -> None:
     """Log ``exchange`` as one JSON line."""
     if not _logger.isEnabledFor(logging.INFO):

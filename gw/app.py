@@ -52,6 +52,7 @@ def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Respo
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
     config = load_config(path)
     accesslog.configure(config.server.access_log)
+    accesslog.configure_diagnostics()
     return create_app(Gateway(config))
 
 

@@ -1,15 +1,17 @@
 """Three small demo services (users, orders, products) with seed 003's data.
 
 Run: python examples/demo/upstreams.py [--users 3001 --orders 3002 --products 3003]
-Each answers JSON and echoes the identity headers the gateway forwarded, so a newcomer can
-see what an upstream receives.
+Each answers JSON, and says in ``X-Service-Saw-User`` which user the gateway told it about.
+The users service returns internal fields the gateway's transformation removes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,7 +24,9 @@ USERS = {
         "email_address": "alice@example.com",
         "internal_id": 91823,
         "db_shard": "users-03",
-    }
+        "feature_flags": ["new-checkout"],
+        "created_by_admin": False,
+    },
 }
 ORDERS = [
     {
@@ -50,7 +54,25 @@ PRODUCTS = [
 ]
 
 
+def login() -> dict[str, Any]:
+    """Play the identity provider: a 15-minute HS256 token for Alice (demo only)."""
+    import jwt  # PyJWT, installed with gw
+
+    now = int(time.time())
+    claims = {
+        "iss": "https://auth.demo.local",
+        "aud": "api.demo.local",
+        "sub": "usr_8a3f",
+        "role": "customer",
+        "iat": now,
+        "exp": now + 900,
+    }
+    return {"token": jwt.encode(claims, os.environ["JWT_SECRET"], algorithm="HS256")}
+
+
 def users(path: str) -> tuple[int, Any]:
+    if path == "/api/auth/login":
+        return 200, login()
     parts = path.strip("/").split("/")
     if parts == ["users"]:
         return 200, list(USERS.values())
@@ -73,7 +95,7 @@ def orders(path: str) -> tuple[int, Any]:
 
 
 def products(path: str) -> tuple[int, Any]:
-    if path.rstrip("/") in ("/products", "/recommendations"):
+    if path.rstrip("/") == "/products" or path.startswith("/recommendations"):
         return 200, PRODUCTS
     return 404, {"error": "not_found", "message": path}
 
@@ -90,15 +112,13 @@ def _handler(name: str, app: Any) -> type[BaseHTTPRequestHandler]:
             if length:
                 self.rfile.read(length)
             status, payload = app(self.path.split("?")[0])
-            seen = {
-                h: self.headers[h]
-                for h in ("X-User-Id", "X-User-Role", "X-Request-Id")
-                if self.headers[h]
-            }
-            body = json.dumps({"service": name, "data": payload, "gateway_headers": seen}).encode()
+            body = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            # Show a newcomer what the gateway told this service about the caller.
+            self.send_header("X-Service", name)
+            self.send_header("X-Service-Saw-User", self.headers.get("X-User-Id") or "-")
             self.end_headers()
             self.wfile.write(body)
 
