@@ -46,6 +46,9 @@ def on_starting(server):
     from gw.errors import ConfigError
 
     _created_runtime = runtime.prepare()
+    from gw import metrics
+
+    metrics.prepare_master()  # before any worker imports prometheus_client
     try:
         runtime.stage_config()
     except ConfigError as ex:
@@ -66,6 +69,13 @@ def on_reload(server):
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
         server.log.error("the new config is invalid; workers keep serving the previous one")
+
+
+def child_exit(server, worker):
+    """A worker is gone (exited, or SIGKILLed): drop its live gauges from the metrics."""
+    from gw import metrics
+
+    metrics.worker_exited(worker.pid)
 
 
 def on_exit(server):

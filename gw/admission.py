@@ -14,9 +14,11 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate
+from gw.limits.table import SharedTable
 from gw.routing import Route, RouteTable
 from gw.settings import LimitSettings, RateLimitingSettings
 
@@ -69,6 +71,8 @@ class Admission:
         self._open_limiter = open_limiter
         self._limiter: Limiter | None = None
         self._pid = -1
+        # Told every decision as (limit name, allowed|rejected|failed_open|failed_closed).
+        self.observe: Callable[[str, str], None] = _ignore
 
     def limits_for(self, method: str, path: str) -> tuple[Limit, ...]:
         """Return the limits for this request: the most specific override's, or the default."""
@@ -91,6 +95,7 @@ class Admission:
             decision = self._check(limit, who)
             if decision is None:
                 continue
+            self.observe(limit.name, "allowed" if decision.allowed else "rejected")
             if not decision.allowed:
                 raise _rejection(limit, decision)
             if tightest is None or decision.remaining < tightest[1].remaining:
@@ -103,8 +108,10 @@ class Admission:
         except LimiterUnavailable as ex:
             if self.fail_open:
                 log.warning("rate limiter could not decide (%s); admitting (fail_open)", ex)
+                self.observe(limit.name, "failed_open")
                 return None
             log.warning("rate limiter could not decide (%s); refusing (fail_closed)", ex)
+            self.observe(limit.name, "failed_closed")
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
                 headers={"Retry-After": "1"},
@@ -121,11 +128,20 @@ class Admission:
         """Open this process's limiter backend (the workers do it lazily)."""
         return self._backend()
 
+    def table_stats(self) -> dict[str, Any]:
+        """The shared table's occupancy (for metrics); empty for other backends."""
+        backend = self._backend()
+        return backend.stats() if isinstance(backend, SharedTable) else {}
+
     def _backend(self) -> Limiter:
         if self._pid != os.getpid() or self._limiter is None:
             self._limiter = self._open_limiter()
             self._pid = os.getpid()
         return self._limiter
+
+
+def _ignore(policy: str, decision: str) -> None:
+    pass
 
 
 def bucket_key(limit: Limit, who: Requester) -> str:

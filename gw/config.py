@@ -24,6 +24,7 @@ from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.limits import Limiter
+from gw.metrics import MetricsSettings
 from gw.retry import RetryPolicy
 from gw.rewrite import Rewrite, validate_prefix
 from gw.routing import Route, RouteTable, parse_pattern
@@ -41,6 +42,7 @@ from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
 
 DEFAULT_RETRY = RetryPolicy()
+DEFAULT_METRICS = MetricsSettings()
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -103,6 +105,7 @@ class Config:
     compressor: Compressor | None = None
     aggregator_threads: int = 16
     authenticator: Authenticator | None = None
+    metrics: MetricsSettings = DEFAULT_METRICS
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -212,6 +215,12 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     routes = _compile_routes(settings, upstreams, problems)
     admission = _admission(settings.rate_limiting, problems)
     transformer = _transformer(settings, problems)
+    server = settings.server
+    if settings.metrics.enabled and settings.metrics.path in (
+        server.health_path,
+        server.ready_path,
+    ):
+        problems.append("metrics.path: must differ from server.health_path and server.ready_path")
     authenticator = _authenticator(settings, problems)
     if problems:
         raise ConfigError(problems)
@@ -228,6 +237,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         compressor=Compressor(settings.compression) if settings.compression else None,
         aggregator_threads=settings.aggregation.threads,
         authenticator=authenticator,
+        metrics=settings.metrics,
     )
 
 

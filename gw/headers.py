@@ -42,6 +42,8 @@ GATEWAY_OWNED = frozenset(
         "x-real-ip",
         "forwarded",
         "host",
+        "traceparent",  # re-issued by the gateway for its own hop (W3C trace context)
+        "tracestate",
         "expect",  # never forwarded: the gateway, not the upstream, answers 100-continue
     }
 )

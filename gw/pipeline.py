@@ -14,12 +14,19 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from gw import __version__, accesslog
+from gw import __version__, accesslog, tracing
 from gw.admission import Requester
 from gw.auth import Identity
 from gw.body import LimitedBody
 from gw.config import Config, RouteSpec
-from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
+from gw.errors import (
+    BodyTooLarge,
+    ClientError,
+    GatewayError,
+    InvalidHeader,
+    RouteNotFound,
+    UpstreamError,
+)
 from gw.exchange import ClosingBody, Exchange, Outcome
 from gw.forwarding import TrustedProxies
 from gw.headers import (
@@ -29,6 +36,7 @@ from gw.headers import (
     request_id,
     response_headers,
 )
+from gw.metrics import worker_metrics
 from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
 from gw.routing import RouteMatch
@@ -57,10 +65,18 @@ class Gateway:
         self.config = config
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
+        self.metrics = worker_metrics() if config.metrics.enabled else None
         self.clients = {
-            name: UpstreamClient(spec, RetryBudget(spec.budget_ratio, spec.budget_min_per_second))
+            name: UpstreamClient(
+                spec,
+                RetryBudget(spec.budget_ratio, spec.budget_min_per_second),
+                self._retry_observer(name),
+            )
             for name, spec in config.upstreams.items()
         }
+        if self.metrics is not None and config.admission is not None:
+            config.admission.observe = self.metrics.ratelimit
+            self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
         self.authenticator = config.authenticator
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
@@ -75,8 +91,12 @@ class Gateway:
     def handle(self, environ: Mapping[str, Any]) -> Outcome:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
         exchange = self._ingress(environ)
+        if self.metrics is not None:
+            self.metrics.inflight(1)
         try:
             self._canonicalize(exchange, environ)
+            if self.metrics is not None and exchange.path == self.config.metrics.path:
+                return self._finish(exchange, self._scrape(exchange, environ))
             builtin = self.builtins.get(exchange.path)
             if builtin is not None:
                 return self._finish(exchange, builtin(exchange))
@@ -216,16 +236,24 @@ class Gateway:
         if exchange.query:
             path = f"{path}?{exchange.query}"
         body, chunked = self._request_body(environ)
-        response = client.send(
-            exchange.method,
-            path,
-            headers,
-            body,
-            chunked,
-            spec.read_timeout,
-            policy=spec.retry or client.spec.retry,
-            deadline=exchange.started + self.server.deadline,
-        )
+        started = time.monotonic()
+        try:
+            response = client.send(
+                exchange.method,
+                path,
+                headers,
+                body,
+                chunked,
+                spec.read_timeout,
+                policy=spec.retry or client.spec.retry,
+                deadline=exchange.started + self.server.deadline,
+            )
+        except UpstreamError as ex:
+            if self.metrics is not None:
+                self.metrics.upstream_error(spec.upstream, ex.code)
+            raise
+        if self.metrics is not None:
+            self.metrics.upstream(spec.upstream, time.monotonic() - started)
         exchange.upstream_target = str(response.target)
         return response
 
@@ -297,6 +325,10 @@ class Gateway:
         if upstream is not None and not upstream.finished:
             upstream.abandon()
         accesslog.write(exchange)
+        if self.metrics is not None:
+            self.metrics.inflight(-1)
+            seconds = time.monotonic() - exchange.started
+            self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -334,6 +366,11 @@ class Gateway:
             headers["X-Forwarded-Host"] = host
         headers["X-Real-IP"] = info.ip
         headers["X-Request-Id"] = exchange.request_id
+        trace = tracing.propagate(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+        headers["traceparent"] = trace.traceparent
+        if trace.tracestate:
+            headers["tracestate"] = trace.tracestate
+        exchange.extra["trace_id"] = trace.trace_id
         if identity is not None:
             headers.update(identity.headers())
         transformer = self.config.transformer
@@ -369,6 +406,28 @@ class Gateway:
             outcome.body = []
         self._egress(exchange)
         return outcome
+
+    def _scrape(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome:
+        """Answer a Prometheus scrape, but only to the peers ``metrics.allow_from`` lists."""
+        assert self.metrics is not None
+        # APPSEC: the direct socket peer decides, never X-Forwarded-For: behind nginx every
+        # public request arrives from nginx, so a forwarded address would prove nothing.
+        if not self.config.metrics.allows(environ.get("REMOTE_ADDR") or ""):
+            raise RouteNotFound("no route matches this path")
+        content_type, body = self.metrics.render(environ)
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Request-Id", exchange.request_id),
+        ]
+        return Outcome(200, headers, [body])
+
+    def _retry_observer(self, upstream: str) -> Callable[[str], None] | None:
+        metrics = self.metrics
+        if metrics is None:
+            return None
+        return lambda outcome: metrics.retry(upstream, outcome)
 
     def _health(self, exchange: Exchange) -> Outcome:
         return _json_outcome(

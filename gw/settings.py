@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
     AggregatorSettings,
@@ -288,6 +289,7 @@ class GatewaySettings(BaseModel):
     transformations: list[TransformationSettings] = []
     compression: CompressionSettings | None = None
     aggregation: AggregatorSettings = AggregatorSettings()
+    metrics: MetricsSettings = MetricsSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",

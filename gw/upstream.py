@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -147,9 +147,15 @@ class Attempt(Exception):
 class UpstreamClient:
     """Send requests to one upstream's targets over kept-alive connections, retrying safely."""
 
-    def __init__(self, spec: UpstreamSpec, budget: RetryBudget | None = None) -> None:
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        budget: RetryBudget | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.budget = budget or RetryBudget()
+        self.on_retry = on_retry or _ignore  # told "attempted" or "budget_exhausted"
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
         self._turn = itertools.count()
@@ -220,7 +226,9 @@ class UpstreamClient:
             return False
         if not self.budget.try_spend():
             log.warning("retry budget of upstream %s is used up; not retrying", self.spec.name)
+            self.on_retry("budget_exhausted")
             return False
+        self.on_retry("attempted")
         time.sleep(delay)
         return True
 
@@ -282,6 +290,10 @@ class UpstreamClient:
             self._pools = tuple(ConnectionPool(t, self.spec.pool_size) for t in self.spec.targets)
             self._pid = os.getpid()
         return self._pools[next(self._turn) % len(self._pools)]
+
+
+def _ignore(outcome: str) -> None:
+    pass
 
 
 def _bounded(timeout: float, deadline: float | None) -> float:

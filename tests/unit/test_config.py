@@ -34,10 +34,27 @@ def test_seed_003_routes_load_unchanged_and_strip_prefix() -> None:
     assert spec.rewrite.apply("/api/orders/ord_x7k9") == "/orders/ord_x7k9"
 
 
-def test_seed_003_auth_block_is_refused_not_ignored() -> None:
+def test_seed_003_auth_block_loads_unchanged_and_protects_every_route() -> None:
     data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    config = parse_config(data, {})
+    assert config.authenticator is not None
+    assert config.authenticator.is_excluded("/api/auth/login")
+    for route in config.table.ordered():
+        assert route.payload.auth.effective_mode == "required"
+
+
+def test_blocks_of_missing_features_are_refused_not_ignored() -> None:
+    data = {**json.loads(SEED_003_ROUTES), "cache": {"ttl": 30}}
     [problem] = problems_of(data)
-    assert problem.startswith("auth: authentication is not supported")
+    assert problem.startswith("cache: response caching is not supported")
+
+
+def test_route_auth_policy_without_auth_block_is_an_error() -> None:
+    data = json.loads(SEED_003_ROUTES)
+    data["routes"][0]["auth"] = {"mode": "required", "roles": ["admin"]}
+    assert problems_of(data) == [
+        "routes[0].auth: this route has an auth policy but the gateway has no 'auth' block"
+    ]
 
 
 def test_unknown_upstream_names_location_and_known_names() -> None:

@@ -1,0 +1,431 @@
+"""Prometheus metrics that add up across gunicorn workers: the one adapter for prometheus_client.
+
+Multiprocess mode is chosen by prometheus_client when it is first imported, from
+``PROMETHEUS_MULTIPROC_DIR``: every metric then writes to a per-process mmap file in that
+directory, and a scrape merges every file, those of dead workers included (counters and
+histograms keep their counts; ``live*`` gauges of a dead worker are removed by
+``worker_exited``). Hence the order, which this module relies on:
+
+1. the gunicorn master calls ``prepare_master()`` in ``on_starting`` (after
+   ``runtime.prepare()``): the directory is made and wiped, and the variable is set in
+   ``os.environ`` before anything imports prometheus_client, so forked workers inherit it;
+2. each worker builds its instruments after the fork (``worker_metrics()``);
+3. the master calls ``worker_exited(pid)`` from ``child_exit``.
+
+This module imports prometheus_client only inside functions, so the master (which imports
+``gw.metrics`` for ``MetricsSettings`` when it checks the config) owns no metric files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import ipaddress
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger("gw")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LEGACY_ENV = "prometheus_multiproc_dir"  # the name prometheus_client < 0.10 read
+SUBDIR = "metrics"
+# prometheus_client names its files <type>[_<gauge mode>]_<pid>.db; nothing else is wiped.
+_FILE_PATTERNS = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+# 1 ms .. 30 s: a fast hop is a few ms, and 30 s is past every timeout a route may set.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+NO_ROUTE = "(none)"  # route label when nothing matched: no route name can be spelled this way
+BREAKER_STATES = ("closed", "open", "half_open")
+RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
+RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+_STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class MetricsSettings(BaseModel):
+    """The ``metrics:`` block: whether and where the gateway answers scrapes, and to whom."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    # APPSEC: 'unix' is not in the default. Behind the nginx drop-in every public request
+    # arrives on the unix socket, so a unix peer proves nothing about who is asking.
+    allow_from: list[str] = Field(
+        default=["127.0.0.1/32", "::1/128"],
+        description="Direct peers that may scrape: CIDR networks, or 'unix' for peers on a "
+        "unix socket. Anyone else gets 404. X-Forwarded-For is never consulted. Behind nginx "
+        "on a unix socket, list 'unix' only if nginx refuses the metrics path to the public; "
+        "otherwise scrape a loopback TCP bind (GW_BIND=unix:/run/gw/gw.sock,127.0.0.1:9180).",
+    )
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "unix":
+                ipaddress.ip_network(entry, strict=False)
+        return value
+
+    def allows(self, remote_addr: str) -> bool:
+        """Whether the direct peer (``REMOTE_ADDR``; ``''`` for a unix socket) may scrape.
+
+        Warning:
+            Pass the socket peer, never a client address resolved from X-Forwarded-For:
+            behind nginx every request comes from the proxy, and scrapes must not be
+            reachable through it.
+        """
+        return _peer_allowed(tuple(self.allow_from), remote_addr)
+
+
+# PERF: parsing the networks and the address once per distinct (list, peer) pair.
+@lru_cache(maxsize=256)
+def _peer_allowed(entries: tuple[str, ...], remote_addr: str) -> bool:
+    # APPSEC: trust is decided on the socket peer only; '' is what gunicorn reports for a
+    # unix socket, which only the local proxy (or root) can reach.
+    if remote_addr == "":
+        return "unix" in entries
+    try:
+        ip = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    networks = (ipaddress.ip_network(e, strict=False) for e in entries if e != "unix")
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+# -- the master's side ------------------------------------------------------------------------
+
+
+def prepare_master() -> str:
+    """Make and wipe the metrics directory; export it to the workers about to be forked.
+
+    Call from gunicorn's ``on_starting``, after ``gw.runtime.prepare()``. Returns the directory.
+
+    Warning:
+        The directory must be gw's own: prometheus_client's ``*.db`` files in it are deleted.
+
+    Raises:
+        RuntimeError: no directory can be named, or prometheus_client was already imported in
+            single-process mode (workers would inherit it and count per process).
+    """
+    directory = _configured_directory()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for stale in _metric_files(directory):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    os.environ[ENV] = directory
+    _refuse_single_process_client()
+    return directory
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (in-flight requests, breaker and health states).
+
+    Call from gunicorn's ``child_exit``. Its counters and histograms stay: they are part of
+    the totals.
+    """
+    directory = os.environ.get(ENV)
+    if not directory or not os.path.isdir(directory):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def multiprocess_directory() -> str | None:
+    """The directory workers write their metric files to, or None in single-process mode."""
+    return os.environ.get(ENV) or os.environ.get(_LEGACY_ENV) or None
+
+
+def _configured_directory() -> str:
+    directory = os.environ.get(ENV) or os.environ.get(_LEGACY_ENV)
+    if directory:
+        return directory
+    runtime = os.environ.get("GW_RUNTIME_DIR")
+    if not runtime:
+        raise RuntimeError("GW_RUNTIME_DIR is not set: call gw.runtime.prepare() first")
+    return os.path.join(runtime, SUBDIR)
+
+
+def _metric_files(directory: str) -> Iterator[str]:
+    for pattern in _FILE_PATTERNS:
+        yield from glob.glob(os.path.join(glob.escape(directory), pattern))
+
+
+def _refuse_single_process_client() -> None:
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and values.ValueClass is values.MutexValue:
+        raise RuntimeError(
+            "prometheus_client was imported before prepare_master(): workers would count "
+            "per process. Call prepare_master() first in on_starting."
+        )
+
+
+# -- the worker's side ------------------------------------------------------------------------
+
+TableStats = Callable[[], Mapping[str, Any]]
+
+
+class Metrics:
+    """One worker's instruments: small calls for the pipeline, label children cached.
+
+    Label values are route names, upstream names, status classes and fixed words, never
+    anything a client spelled (an unknown method is counted as ``OTHER``).
+
+    Warning:
+        In multiprocess mode make one per process (``worker_metrics()``): two instances in
+        one process write the same keys of the same file and overwrite each other's counts.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+        # The mode prometheus_client chose when it was imported, whatever the environment
+        # says now: a process that imported it before the variable was set counts alone.
+        shared = values.ValueClass is not values.MutexValue
+        self.directory = multiprocess_directory() if shared else None
+        self._registry = CollectorRegistry()
+        # In multiprocess mode the files are the registry; scrapes read them afresh.
+        reg = None if self.directory else self._registry
+        self._requests = Counter(
+            "gw_requests_total",
+            "Requests answered, by route, method and status class.",
+            ["route", "method", "status_class"],
+            registry=reg,
+        )
+        self._duration = Histogram(
+            "gw_request_duration_seconds",
+            "Time from the request's arrival to the end of its response, by route.",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._upstream = Histogram(
+            "gw_upstream_duration_seconds",
+            "Time until an upstream's response headers arrived, by upstream.",
+            ["upstream"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._upstream_errors = Counter(
+            "gw_upstream_errors_total",
+            "Upstream failures, by upstream and gateway error code.",
+            ["upstream", "kind"],
+            registry=reg,
+        )
+        self._retries = Counter(
+            "gw_upstream_retries_total",
+            "Retries made (attempted) or refused by the retry budget (budget_exhausted).",
+            ["upstream", "outcome"],
+            registry=reg,
+        )
+        # livemax: breakers are per worker, so workers may disagree for a while. A state is 1
+        # when at least one live worker is in it: `{state="open"} == 1` alerts while any
+        # worker still refuses traffic, which mostrecent would hide behind another worker's
+        # later write. The live variant forgets a dead worker's state.
+        self._breaker = Gauge(
+            "gw_circuit_breaker_state",
+            "1 for each state some live worker's circuit breaker for the upstream is in.",
+            ["upstream", "state"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        # livemin: 0 as soon as any live worker has taken the target out of rotation.
+        self._healthy = Gauge(
+            "gw_upstream_target_healthy",
+            "1 when every live worker considers the target healthy, else 0.",
+            ["upstream", "target"],
+            multiprocess_mode="livemin",
+            registry=reg,
+        )
+        self._ratelimit = Counter(
+            "gw_ratelimit_decisions_total",
+            "Rate-limit decisions, by policy and decision.",
+            ["policy", "decision"],
+            registry=reg,
+        )
+        self._inflight = Gauge(
+            "gw_requests_in_flight",
+            "Requests being served by the live workers.",
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._table_stats: TableStats | None = None
+
+    # -- per request ---------------------------------------------------------------------
+
+    def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        if method not in _METHODS:
+            method = "OTHER"  # APPSEC: a client-chosen word must not become a new series
+        key = (route or NO_ROUTE, method, status // 100)
+        # PERF: .labels() hashes and validates its arguments; a dict hit costs ~60 ns.
+        pair = self._request_children.get(key)
+        if pair is None:
+            pair = self._request_pair(*key)
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def inflight(self, delta: int) -> None:
+        """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
+        self._inflight.inc(delta)
+
+    def upstream(self, upstream: str, seconds: float) -> None:
+        """Observe how long ``upstream`` took to send its response headers."""
+        self._child(self._upstream, "u", upstream).observe(seconds)
+
+    def upstream_error(self, upstream: str, kind: str) -> None:
+        """Count a failure of ``upstream``; ``kind`` is the gateway error code."""
+        self._child(self._upstream_errors, "e", upstream, kind).inc()
+
+    def retry(self, upstream: str, outcome: str) -> None:
+        """Count a retry ``attempted``, or one the budget refused (``budget_exhausted``)."""
+        _check(outcome, RETRY_OUTCOMES)
+        self._child(self._retries, "r", upstream, outcome).inc()
+
+    def ratelimit(self, policy: str, decision: str) -> None:
+        """Count a decision: allowed, rejected, failed_open or failed_closed."""
+        _check(decision, RATELIMIT_DECISIONS)
+        self._child(self._ratelimit, "l", policy, decision).inc()
+
+    # -- state changes -------------------------------------------------------------------
+
+    def breaker(self, upstream: str, state: str) -> None:
+        """Record this worker's breaker for ``upstream`` entering ``state``."""
+        _check(state, BREAKER_STATES)
+        for each in BREAKER_STATES:
+            self._child(self._breaker, "b", upstream, each).set(1 if each == state else 0)
+
+    def target_health(self, upstream: str, target: str, healthy: bool) -> None:
+        """Record whether this worker sends traffic to ``target`` of ``upstream``."""
+        self._child(self._healthy, "h", upstream, target).set(1 if healthy else 0)
+
+    def watch_limiter_table(self, stats: TableStats) -> None:
+        """Report the shared rate-limit table's occupancy at each scrape.
+
+        ``stats`` returns a mapping with ``used``, ``slots`` and ``table_full`` (what
+        ``SharedTable.stats`` returns). It is called by ``render``, not per request: the table
+        is shared by the host's workers, so the worker answering the scrape reads it for all.
+        """
+        first = self._table_stats is None
+        self._table_stats = stats
+        if first and not self.directory:
+            self._registry.register(_TableCollector(self))
+
+    # -- scrape --------------------------------------------------------------------------
+
+    def render(self, request: Mapping[str, Any]) -> tuple[str, bytes]:
+        """Return ``(content_type, body)`` for a scrape, every worker's counts merged.
+
+        ``request`` is a WSGI environ (``HTTP_ACCEPT``) or a header mapping (``Accept``);
+        OpenMetrics is answered when the scraper asks for it.
+        """
+        from prometheus_client.exposition import choose_encoder
+
+        accept = request.get("HTTP_ACCEPT") or request.get("Accept") or request.get("accept")
+        encoder, content_type = choose_encoder(str(accept or ""))
+        return content_type, encoder(self._scrape_registry())
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        if not self.directory:
+            return self._registry
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        # The documented way: a fresh registry per scrape that reads every worker's files.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
+        if self._table_stats is not None:
+            registry.register(_TableCollector(self))
+        return registry
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _request_pair(self, route: str, method: str, status_class: int) -> tuple[Any, Any]:
+        cls = _STATUS_CLASSES[status_class] if 0 <= status_class < len(_STATUS_CLASSES) else "other"
+        pair = (
+            self._requests.labels(route, method, cls),
+            self._duration.labels(route),
+        )
+        self._request_children[(route, method, status_class)] = pair
+        return pair
+
+    def _child(self, metric: Any, tag: str, *labels: str) -> Any:
+        """Return ``metric.labels(*labels)``, cached (``tag`` keeps metrics apart)."""
+        key = (tag, *labels)
+        child = self._children.get(key)
+        if child is None:
+            # Two gthread threads may both miss: .labels() is locked and returns one child.
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _table_families(self) -> list[Metric]:
+        """Read the limiter table now and return its gauge and counter families."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if self._table_stats is None:
+            return []
+        try:
+            stats = self._table_stats()
+        except Exception:  # a scrape must not fail because the table could not be read
+            log.exception("could not read the rate-limit table for metrics")
+            return []
+        return [
+            GaugeMetricFamily(
+                "gw_ratelimit_table_slots", "Slots in the shared table.", stats["slots"]
+            ),
+            GaugeMetricFamily(
+                "gw_ratelimit_table_used_slots", "Slots holding a bucket.", stats["used"]
+            ),
+            CounterMetricFamily(
+                "gw_ratelimit_table_full",
+                "New keys refused a slot since the table was made.",
+                stats["table_full"],
+            ),
+        ]
+
+
+class _TableCollector:
+    """A scrape-time collector: the limiter table read by the worker serving the scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self._metrics._table_families()
+
+
+def _check(value: str, allowed: frozenset[str] | tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {sorted(allowed)}")
+
+
+_process_metrics: tuple[int, Metrics] | None = None
+_process_lock = threading.Lock()
+
+
+def worker_metrics() -> Metrics:
+    """Return this process's one ``Metrics``, made on first use (after the fork)."""
+    global _process_metrics
+    pid = os.getpid()
+    with _process_lock:
+        if _process_metrics is None or _process_metrics[0] != pid:
+            _process_metrics = (pid, Metrics())
+        return _process_metrics[1]

@@ -1,0 +1,63 @@
+"""A tiny WSGI app that counts its requests through gw.metrics, for the multi-worker test.
+
+``/orders/...`` and ``/users/...`` answer 200 on routes ``orders`` and ``users``; anything else
+is a 404 on no route. ``/metrics`` is the scrape (not counted). ``/hang`` holds a request in
+flight with the ``orders`` breaker open, writing its pid to ``$METRICS_TEST_HANG_FILE``, until
+the worker is killed (or 20 s pass). Every answer names its worker in ``X-Worker``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gw import metrics
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+ROUTES = {"orders": "200 OK", "users": "200 OK"}
+
+
+def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    instruments = metrics.worker_metrics()
+    path = environ["PATH_INFO"]
+    if path == "/metrics":
+        content_type, body = instruments.render(environ)
+        return _answer(start_response, "200 OK", content_type, body)
+    if path == "/hang":
+        return _hang(instruments, start_response)
+    started = time.monotonic()
+    instruments.inflight(1)
+    route = path.split("/")[1] if path.count("/") >= 2 else ""
+    status = ROUTES.get(route, "404 Not Found")
+    instruments.inflight(-1)
+    name = route if route in ROUTES else None
+    instruments.request(
+        name, environ["REQUEST_METHOD"], int(status[:3]), time.monotonic() - started
+    )
+    return _answer(start_response, status, "text/plain", b"ok\n")
+
+
+def _hang(instruments: metrics.Metrics, start_response: StartResponse) -> Iterable[bytes]:
+    instruments.inflight(1)
+    instruments.breaker("orders", "open")
+    with open(os.environ["METRICS_TEST_HANG_FILE"], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(20)  # bounded: the test kills this worker long before
+    instruments.inflight(-1)
+    return _answer(start_response, "200 OK", "text/plain", b"woke\n")
+
+
+def _answer(
+    start_response: StartResponse, status: str, content_type: str, body: bytes
+) -> Iterable[bytes]:
+    start_response(
+        status,
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("X-Worker", str(os.getpid())),
+        ],
+    )
+    return [body]
