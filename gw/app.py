@@ -15,8 +15,9 @@ from typing import Any
 import falcon
 
 from gw import accesslog
-from gw.config import load_config
+from gw.config import Config, load_config
 from gw.errors import ConfigError
+from gw.health.checker import ActiveChecker
 from gw.pipeline import Gateway
 
 log = logging.getLogger("gw")
@@ -53,7 +54,22 @@ def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Respo
     config = load_config(path)
     accesslog.configure(config.server.access_log)
     accesslog.configure_diagnostics()
+    _start_health_checks(config)
     return create_app(Gateway(config))
+
+
+def _start_health_checks(config: Config) -> None:
+    """In each worker: one checker, which runs the active checks only while it leads the host.
+
+    It also frees the shared health rows of dead workers, so it runs even without checks.
+    """
+    specs = [
+        check
+        for spec in config.upstreams.values()
+        if spec.health is not None and spec.health.active is not None
+        for check in spec.health.active.specs(spec.name, [str(t) for t in spec.targets])
+    ]
+    ActiveChecker(specs).start()
 
 
 def __getattr__(name: str) -> Any:

@@ -23,6 +23,7 @@ from gw.admission import Admission
 from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
+from gw.health.settings import UpstreamHealthSettings
 from gw.limits import Limiter
 from gw.metrics import MetricsSettings
 from gw.retry import RetryPolicy
@@ -76,6 +77,11 @@ class UpstreamSpec:
     retry: RetryPolicy = DEFAULT_RETRY
     budget_ratio: float = 0.2
     budget_min_per_second: float = 3.0
+    health: UpstreamHealthSettings | None = None  # balancing, ejection, breaker, checks
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(upstream, target URL)`` for each target: the keys of the shared health table."""
+        return [(self.name, str(t)) for t in self.targets]
 
 
 @dataclass(frozen=True)
@@ -307,12 +313,15 @@ def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[s
     for i, server in enumerate(settings.servers):
         if server.alias in named:
             problems.append(f"servers[{i}].alias: upstream {server.alias!r} is defined twice")
-        named[server.alias] = (f"servers[{i}].url", UpstreamSettings(targets=[server.url]))
+        named[server.alias] = (
+            f"servers[{i}].url",
+            _single(server.url),
+        )
     for i, route in enumerate(settings.routes):
         if route.upstream and "://" in route.upstream and route.upstream not in named:
             named[route.upstream] = (
                 f"routes[{i}].upstream",
-                UpstreamSettings(targets=[route.upstream]),
+                _single(route.upstream),
             )
     return {
         name: spec
@@ -321,17 +330,23 @@ def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[s
     }
 
 
+def _single(url: str) -> UpstreamSettings:
+    """An upstream given as one URL (seed 000 servers, seed 003 routes), with the defaults."""
+    return UpstreamSettings.model_validate({"targets": [url]})
+
+
 def _upstream_spec(
     name: str, where: str, up: UpstreamSettings, problems: list[str]
 ) -> UpstreamSpec | None:
     targets = []
-    for i, url in enumerate(up.targets):
+    urls = [url for url, _ in up.weighted_targets()]
+    for i, url in enumerate(urls):
         location = where if where.endswith((".url", ".upstream")) else f"{where}.targets[{i}]"
         try:
             targets.append(parse_target(url))
         except ValueError as ex:
             problems.append(f"{location}: {ex}")
-    if len(targets) != len(up.targets):
+    if len(targets) != len(urls):
         return None
     if len({t.base_path for t in targets}) > 1:
         problems.append(f"{where}.targets: every target must have the same base path")
@@ -346,6 +361,7 @@ def _upstream_spec(
         retry_policy(up.retries),
         up.retries.budget_ratio,
         up.retries.budget_min_per_second,
+        up,
     )
 
 

@@ -247,6 +247,7 @@ class Gateway:
                 spec.read_timeout,
                 policy=spec.retry or client.spec.retry,
                 deadline=exchange.started + self.server.deadline,
+                balance_key=_balance_key(client, exchange, headers),
             )
         except UpstreamError as ex:
             if self.metrics is not None:
@@ -444,6 +445,22 @@ class Gateway:
         return _json_outcome(
             200, {"status": "ready", "routes": len(self.config.table.ordered())}, exchange
         )
+
+
+def _balance_key(
+    client: UpstreamClient, exchange: Exchange, headers: Mapping[str, str]
+) -> str | None:
+    """The sticky key of a ``balance: hash`` upstream: client address, user, or a header."""
+    source = client.hash_source
+    if source is None:
+        return None
+    kind, name = source
+    if kind == "client_ip":
+        return exchange.client.ip if exchange.client else None
+    if kind == "user":
+        return exchange.extra.get("user")
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
 def _json_outcome(status: int, payload: dict[str, Any], exchange: Exchange) -> Outcome:

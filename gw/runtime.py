@@ -11,10 +11,16 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from gw.errors import ConfigError
+from gw.health import state as health_state
 from gw.limits import Limiter
 from gw.limits.table import SharedTable
+
+if TYPE_CHECKING:
+    from gw.config import UpstreamSpec
 
 log = logging.getLogger("gw")
 
@@ -40,6 +46,9 @@ def prepare() -> str | None:
     os.makedirs(runtime, mode=0o700, exist_ok=True)
     slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
     SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
+    health_path = health_state.default_path()
+    assert health_path is not None
+    health_state.create(health_path)  # fresh target state: no ejection outlives a restart
     return created
 
 
@@ -60,13 +69,21 @@ def stage_config() -> None:
     source = os.environ.get("GW_CONFIG")
     if not source:
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
-    load_config(source)
+    config = load_config(source)
     runtime = os.environ["GW_RUNTIME_DIR"]
+    _publish_targets(config.upstreams.values())
     active = os.path.join(runtime, ACTIVE_CONFIG)
     staging = active + ".new"
     shutil.copyfile(source, staging)
     os.replace(staging, active)
     os.environ["GW_ACTIVE_CONFIG"] = active
+
+
+def _publish_targets(upstreams: Iterable[UpstreamSpec]) -> None:
+    """Enter every (upstream, target) into the host's health table (new ones take a slot)."""
+    path = health_state.default_path()
+    assert path is not None
+    health_state.register(path, [pair for spec in upstreams for pair in spec.pairs()])
 
 
 def cleanup(created: str | None) -> None:

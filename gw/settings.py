@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.health.settings import UpstreamHealthSettings
 from gw.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
@@ -87,12 +88,12 @@ class RetrySettings(BaseModel):
     budget_min_per_second: float = Field(default=3.0, ge=0, le=1000)
 
 
-class UpstreamSettings(BaseModel):
-    """One named upstream service (``upstreams: {name: ...}``)."""
+class UpstreamSettings(UpstreamHealthSettings):
+    """One named upstream service (``upstreams: {name: ...}``): its targets, balancing and
+    health (see gw/health/settings.py), timeouts, pool and retries."""
 
     model_config = _STRICT
 
-    targets: list[str] = Field(min_length=1, description="Base URLs: http://host:port[/base]")
     connect_timeout: Seconds = 2.0
     read_timeout: Seconds = 20.0
     pool_size: int = Field(default=16, ge=1, le=1024, description="Kept-alive connections.")

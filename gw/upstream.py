@@ -14,7 +14,6 @@ socket with its master or a sibling.
 from __future__ import annotations
 
 import http.client
-import itertools
 import logging
 import os
 import time
@@ -36,6 +35,7 @@ from urllib3.util import SKIP_HEADER
 
 from gw.config import Target, UpstreamSpec
 from gw.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gw.health.balancer import CANCELLED, Balancer, TargetChoice
 from gw.retry import (
     CONNECT_FAILURE,
     IDEMPOTENT,
@@ -100,6 +100,7 @@ class UpstreamResponse:
         self.headers: list[tuple[str, str]] = list(raw.headers.items())
         self._conn: HTTPConnection | None = conn
         self._pool = pool
+        self.choice: TargetChoice | None = None  # told how the exchange ended (health)
 
     def body(self, read_to_end_below: int = CHUNK) -> Iterator[bytes]:
         """Yield the body as it arrives, undecoded; raise UpstreamError if it breaks off."""
@@ -114,12 +115,19 @@ class UpstreamResponse:
             else:
                 yield from raw.stream(CHUNK, decode_content=False)
         except _TRANSPORT_ERRORS as ex:
+            error = translate(ex, self.target, reading_body=True)
+            if self.choice is not None:
+                self.choice.failed(error)
             self.abandon()
-            raise translate(ex, self.target, reading_body=True) from None
+            raise error from None
+        if self.choice is not None:
+            self.choice.answered(self.status)
         self._release()
 
     def abandon(self) -> None:
         """Close the connection: a half-read response must never be reused."""
+        if self.choice is not None:
+            self.choice.done(False, CANCELLED)  # neutral; ignored if the outcome is known
         if self._conn is not None:
             self.raw.close()
             self._conn.close()
@@ -158,7 +166,8 @@ class UpstreamClient:
         self.on_retry = on_retry or _ignore  # told "attempted" or "budget_exhausted"
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
-        self._turn = itertools.count()
+        self._balancer: Balancer | None = None
+        self.hash_source = spec.health.hash_source() if spec.health else None
 
     def send(
         self,
@@ -170,31 +179,40 @@ class UpstreamClient:
         read_timeout: float | None = None,
         policy: RetryPolicy = NO_RETRIES,
         deadline: float | None = None,
+        balance_key: str | None = None,
     ) -> UpstreamResponse:
         """Send one request (origin-form ``path``) and return the final attempt's answer.
 
-        Failed tries are repeated as ``policy`` allows (see ``gw.retry``), on the next target,
-        within the retry budget and before ``deadline`` (``time.monotonic()`` seconds). Never
-        follows redirects.
+        The balancer picks the target (skipping ejected ones; ``balance_key`` for hashing);
+        failed tries are repeated as ``policy`` allows (see ``gw.retry``) on another target,
+        within the retry budget and before ``deadline`` (``time.monotonic()`` seconds). Every
+        outcome is reported to the shared health state. Never follows redirects.
 
         Raises:
-            UpstreamError: the last try was refused, reset, timed out or not valid HTTP.
+            UpstreamError: the last try was refused, reset, timed out or not valid HTTP, every
+                target is ejected (503 no_healthy_target), or the breaker is open (503).
         """
         self.budget.record_request()
         has_body = body is not None
         attempt = 1
+        tried: list[int] = []
         while True:
             timeout = _bounded(
                 policy.per_try_timeout or read_timeout or self.spec.read_timeout, deadline
             )
+            pools, balancer = self._local()
+            choice = balancer.pick(balance_key, avoid=tried)
+            tried.append(choice.target_index)
             try:
                 response = self._attempt(
-                    self._next_pool(), method, path, headers, body, chunked, timeout
+                    pools[choice.target_index], method, path, headers, body, chunked, timeout
                 )
             except Attempt as failed:
+                choice.failed(failed.error)
                 if not self._retry(policy, attempt, method, has_body, failed.kind, None, deadline):
                     raise failed.error from None
             else:
+                response.choice = choice
                 if response.status not in policy.statuses or not self._retry(
                     policy,
                     attempt,
@@ -205,6 +223,7 @@ class UpstreamClient:
                     deadline,
                 ):
                     return response
+                choice.answered(response.status)
                 response.abandon()
             attempt += 1
 
@@ -285,11 +304,22 @@ class UpstreamClient:
         conn.timeout = read_timeout  # applied to the socket by getresponse()
         return UpstreamResponse(conn.getresponse(), conn, pool)
 
-    def _next_pool(self) -> ConnectionPool:
-        if self._pid != os.getpid():
-            self._pools = tuple(ConnectionPool(t, self.spec.pool_size) for t in self.spec.targets)
+    def _local(self) -> tuple[tuple[ConnectionPool, ...], Balancer]:
+        """This process's pools and balancer, made after the fork."""
+        if self._pid != os.getpid() or self._balancer is None:
+            spec = self.spec
+            self._pools = tuple(ConnectionPool(t, spec.pool_size) for t in spec.targets)
+            self._balancer = _balancer(spec)
             self._pid = os.getpid()
-        return self._pools[next(self._turn) % len(self._pools)]
+        return self._pools, self._balancer
+
+
+def _balancer(spec: UpstreamSpec) -> Balancer:
+    urls = [str(t) for t in spec.targets]
+    probe_timeout = spec.connect_timeout + spec.read_timeout
+    if spec.health is not None:
+        return spec.health.balancer(spec.name, urls, probe_timeout)
+    return Balancer(spec.name, [(url, 1) for url in urls])
 
 
 def _ignore(outcome: str) -> None:

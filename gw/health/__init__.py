@@ -1,0 +1,44 @@
+"""Upstream health: target balancing, passive ejection, circuit breaking and active checks,
+with one state for every worker of a host.
+
+Modules (each imported on its own, so importing this package costs nothing):
+
+- ``gw.health.state``: the shared mmap'd table (``create``/``register`` in the master,
+  ``shared()`` in a worker, ``snapshot()`` for the operator).
+- ``gw.health.balancer``: ``Balancer.pick(key) -> TargetChoice``, then ``choice.done(...)``.
+- ``gw.health.breaker``: the per-upstream circuit breaker the balancer consults.
+- ``gw.health.checker``: active checks, run by one elected worker per host.
+- ``gw.health.settings``: the configuration models.
+
+The errors below answer a request at once with a 503, without touching any target.
+"""
+
+from __future__ import annotations
+
+from gw.errors import UpstreamError, UpstreamUnavailable
+from gw.limits import LimiterUnavailable
+
+__all__ = ["CircuitOpen", "HealthTableError", "NoHealthyTarget"]
+
+
+class NoHealthyTarget(UpstreamUnavailable):
+    """Every target of the upstream is ejected or down: answer 503 now, not after a timeout.
+
+    Warning:
+        A subclass of ``UpstreamUnavailable`` (a ``ConnectionError``) so that callers that
+        catch those still see it; retrying it is pointless, since nothing was sent.
+    """
+
+    status = 503
+    code = "no_healthy_target"
+
+
+class CircuitOpen(UpstreamError):
+    """The upstream's circuit breaker is open: fail fast with 503 until it half-opens."""
+
+    status = 503
+    code = "circuit_open"
+
+
+class HealthTableError(LimiterUnavailable):
+    """The shared health table is missing, foreign, damaged or of another layout version."""
