@@ -16,7 +16,8 @@ from typing import cast
 from gw import runtime
 from gw.config import Config, RouteSpec, load_config
 from gw.errors import ConfigError, GatewayError
-from gw.limits import LimiterAdmin
+from gw.health import state as health_state
+from gw.limits import LimiterAdmin, LimiterUnavailable
 from gw.limits.table import SharedTable
 from gw.paths import canonicalize, encode_path, split_target
 from gw.routing import RouteTable
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "limits":
         return limits_command(args)
+    if args.command == "upstreams":
+        return upstreams_command()
     path = args.config or os.environ.get("GW_CONFIG")
     if not path:
         print("gw: no config file: pass -c FILE or set GW_CONFIG", file=sys.stderr)
@@ -64,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("target", help="request target, e.g. /api/orders/42?x=1")
             cmd.add_argument("--host", help="Host header of the request")
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    sub.add_parser(
+        "upstreams",
+        help="show every target's health and every upstream's circuit breaker (live, host-wide)",
+    )
     limits = sub.add_parser("limits", help="read or reset the live rate-limit table")
     limits.add_argument("action", choices=["stats", "peek", "reset"])
     limits.add_argument("key", nargs="?", help="bucket key, e.g. 'overrides[0]|ip:203.0.113.9'")
@@ -164,6 +171,17 @@ def limits_command(args: argparse.Namespace) -> int:
         return 2
     decision = backend.peek(args.key, limit.rate)
     print(json.dumps(decision._asdict() if decision else {"state": "full bucket"}))
+    return 0
+
+
+def upstreams_command() -> int:
+    """``gw upstreams``: the shared health table, read from outside the server."""
+    try:
+        rows = health_state.snapshot()
+    except LimiterUnavailable as ex:
+        print(f"gw upstreams: {ex} (set GW_RUNTIME_DIR to the server's)", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=2))
     return 0
 
 

@@ -234,25 +234,6 @@ class Metrics:
             ["upstream", "outcome"],
             registry=reg,
         )
-        # livemax: breakers are per worker, so workers may disagree for a while. A state is 1
-        # when at least one live worker is in it: `{state="open"} == 1` alerts while any
-        # worker still refuses traffic, which mostrecent would hide behind another worker's
-        # later write. The live variant forgets a dead worker's state.
-        self._breaker = Gauge(
-            "gw_circuit_breaker_state",
-            "1 for each state some live worker's circuit breaker for the upstream is in.",
-            ["upstream", "state"],
-            multiprocess_mode="livemax",
-            registry=reg,
-        )
-        # livemin: 0 as soon as any live worker has taken the target out of rotation.
-        self._healthy = Gauge(
-            "gw_upstream_target_healthy",
-            "1 when every live worker considers the target healthy, else 0.",
-            ["upstream", "target"],
-            multiprocess_mode="livemin",
-            registry=reg,
-        )
         self._ratelimit = Counter(
             "gw_ratelimit_decisions_total",
             "Rate-limit decisions, by policy and decision.",
@@ -268,6 +249,7 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self._table_stats: TableStats | None = None
+        self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
 
     # -- per request ---------------------------------------------------------------------
 
@@ -307,15 +289,16 @@ class Metrics:
 
     # -- state changes -------------------------------------------------------------------
 
-    def breaker(self, upstream: str, state: str) -> None:
-        """Record this worker's breaker for ``upstream`` entering ``state``."""
-        _check(state, BREAKER_STATES)
-        for each in BREAKER_STATES:
-            self._child(self._breaker, "b", upstream, each).set(1 if each == state else 0)
+    def watch_health(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        """Report breaker and target states from the host's shared health table at each scrape.
 
-    def target_health(self, upstream: str, target: str, healthy: bool) -> None:
-        """Record whether this worker sends traffic to ``target`` of ``upstream``."""
-        self._child(self._healthy, "h", upstream, target).set(1 if healthy else 0)
+        The state is shared by every worker (gw/health/state.py), so the worker answering the
+        scrape reads it for all; nothing is written per request.
+        """
+        first = self._health_snapshot is None
+        self._health_snapshot = snapshot
+        if first and not self.directory:
+            self._registry.register(_HealthCollector(self))
 
     def watch_limiter_table(self, stats: TableStats) -> None:
         """Report the shared rate-limit table's occupancy at each scrape.
@@ -354,6 +337,8 @@ class Metrics:
         MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
         if self._table_stats is not None:
             registry.register(_TableCollector(self))
+        if self._health_snapshot is not None:
+            registry.register(_HealthCollector(self))
         return registry
 
     # -- helpers -------------------------------------------------------------------------
@@ -400,6 +385,41 @@ class Metrics:
                 stats["table_full"],
             ),
         ]
+
+
+class _HealthCollector:
+    """A scrape-time collector: breaker and target states from the shared health table."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        snapshot = self._metrics._health_snapshot
+        try:
+            rows = snapshot() if snapshot else []
+        except Exception:  # a scrape must not fail because the table could not be read
+            log.exception("could not read the health table for metrics")
+            return []
+        breaker = GaugeMetricFamily(
+            "gw_circuit_breaker_state",
+            "1 for the state the upstream's circuit breaker is in (shared by all workers).",
+            labels=["upstream", "state"],
+        )
+        healthy = GaugeMetricFamily(
+            "gw_upstream_target_healthy",
+            "1 when the target is in service (not ejected, not down by active checks).",
+            labels=["upstream", "target"],
+        )
+        for row in rows:
+            if row["kind"] == "upstream":
+                for state in BREAKER_STATES:
+                    breaker.add_metric([row["upstream"], state], int(row["breaker"] == state))
+            else:
+                in_service = row["state"] in ("healthy", "half_open", "probing")
+                healthy.add_metric([row["upstream"], row["target"]], int(in_service))
+        return [breaker, healthy]
 
 
 class _TableCollector:

@@ -36,6 +36,7 @@ from gw.headers import (
     request_id,
     response_headers,
 )
+from gw.health import state as health_state
 from gw.metrics import worker_metrics
 from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
@@ -74,6 +75,8 @@ class Gateway:
             )
             for name, spec in config.upstreams.items()
         }
+        if self.metrics is not None:
+            self.metrics.watch_health(health_state.snapshot)
         if self.metrics is not None and config.admission is not None:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)

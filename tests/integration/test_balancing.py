@@ -3,6 +3,10 @@ a failing target shared by every worker, fast 503s when nothing is left, and cir
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -129,3 +133,16 @@ def test_circuit_breaker_opens_and_fails_fast(gateway: Start, make_upstream: Mak
     opened = requests.get(f"{gw.url}/x", timeout=5)
     assert opened.json()["error"] == "circuit_open"
     assert flaky.count() < 20
+    scrape = requests.get(f"{gw.url}/metrics", timeout=5).text
+    assert 'gw_circuit_breaker_state{state="open",upstream="svc"} 1.0' in scrape
+    env = {**os.environ, "GW_RUNTIME_DIR": gw.env["GW_RUNTIME_DIR"]}
+    shown = subprocess.run(
+        [sys.executable, "-m", "gw.cli", "upstreams"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    states = {row["upstream"]: row for row in json.loads(shown.stdout) if row["kind"] == "upstream"}
+    assert states["svc"]["breaker"] == "open"

@@ -41,7 +41,6 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
 
 def _hang(instruments: metrics.Metrics, start_response: StartResponse) -> Iterable[bytes]:
     instruments.inflight(1)
-    instruments.breaker("orders", "open")
     with open(os.environ["METRICS_TEST_HANG_FILE"], "w") as out:
         out.write(str(os.getpid()))
     time.sleep(20)  # bounded: the test kills this worker long before

@@ -104,32 +104,41 @@ def test_rate_limit_decisions_are_counted_per_policy(metrics: Metrics) -> None:
         metrics.ratelimit("per-ip", "denied")
 
 
-def test_the_breaker_gauge_shows_exactly_the_current_state(metrics: Metrics) -> None:
-    metrics.breaker("orders-service", "open")
+def test_breaker_and_target_states_come_from_the_shared_health_table(metrics: Metrics) -> None:
+    rows = [
+        {"kind": "upstream", "upstream": "orders-service", "breaker": "open"},
+        {
+            "kind": "target",
+            "upstream": "orders-service",
+            "target": "http://10.0.0.1:8080",
+            "state": "healthy",
+        },
+        {
+            "kind": "target",
+            "upstream": "orders-service",
+            "target": "http://10.0.0.2:8080",
+            "state": "ejected",
+        },
+    ]
+    metrics.watch_health(lambda: rows)
     found = scrape(metrics)
     states = {
         s: value(found, "gw_circuit_breaker_state", upstream="orders-service", state=s)
         for s in ("closed", "open", "half_open")
     }
     assert states == {"closed": 0, "open": 1, "half_open": 0}
-    metrics.breaker("orders-service", "half_open")
-    metrics.breaker("orders-service", "closed")
-    found = scrape(metrics)
-    assert value(found, "gw_circuit_breaker_state", upstream="orders-service", state="closed") == 1
-    assert total(found, "gw_circuit_breaker_state") == 1
-    with pytest.raises(ValueError):
-        metrics.breaker("orders-service", "ajar")
-
-
-def test_target_health_and_requests_in_flight(metrics: Metrics) -> None:
-    metrics.target_health("orders-service", "http://10.0.0.1:8080", True)
-    metrics.target_health("orders-service", "http://10.0.0.2:8080", False)
-    for delta in (1, 1, 1, -1):
-        metrics.inflight(delta)
-    found = scrape(metrics)
     healthy = "gw_upstream_target_healthy"
     assert value(found, healthy, upstream="orders-service", target="http://10.0.0.1:8080") == 1
     assert value(found, healthy, upstream="orders-service", target="http://10.0.0.2:8080") == 0
+    rows[0]["breaker"] = "closed"
+    found = scrape(metrics)
+    assert value(found, "gw_circuit_breaker_state", upstream="orders-service", state="closed") == 1
+
+
+def test_requests_in_flight(metrics: Metrics) -> None:
+    for delta in (1, 1, 1, -1):
+        metrics.inflight(delta)
+    found = scrape(metrics)
     assert value(found, "gw_requests_in_flight") == 2
 
 

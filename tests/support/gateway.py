@@ -91,6 +91,7 @@ def start_gateway(
         "GW_TIMEOUT": "20",
         "GW_GRACEFUL_TIMEOUT": "5",
         "PYTHONUNBUFFERED": "1",
+        "GW_RUNTIME_DIR": str(tmp / "run"),  # the shared tables, for the operator tools
         **(extra_env or {}),
     }
     if worker_class:
