@@ -1,0 +1,1 @@
+"""The proxy benchmark harness behind ``python bench/run.py``."""

@@ -1,0 +1,163 @@
+"""Medians of rounds, ratios between targets, the text table and the JSON document."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from proxybench.schedule import LATENCY_CONNECTIONS, Plan, Sample
+
+BASELINE = "direct"
+PEER_FOR_GATE = "express-cluster-2"
+GATE_FLOOR = 0.6
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Medians over rounds for one target."""
+
+    name: str
+    processes: int
+    rps: dict[int, float]
+    p50_us: dict[int, float]
+    p99_us: dict[int, float]
+    added_p50_us: float | None
+    cpu_us: float | None
+    cpu_us_min: float | None
+    cpu_us_max: float | None
+    worst_error_ratio: float
+    other_cores: float  # median busy cores on the box not charged to target, upstream or wrk
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """Return the median of the values that are not None, or None if there are none."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _runs(samples: Sequence[Sample], name: str, connections: int) -> list[Sample]:
+    """Return the samples of one target at one connection count."""
+    return [s for s in samples if s.target == name and s.load.connections == connections]
+
+
+def _level_median(samples: Sequence[Sample], name: str, connections: int, field: str) -> float:
+    """Return the median over rounds of one LoadResult attribute."""
+    values = [getattr(s.load, field) for s in _runs(samples, name, connections)]
+    return _median(values) or 0.0
+
+
+def added_p50(samples: Sequence[Sample], name: str) -> float | None:
+    """Return the median, over rounds, of name's 1-connection p50 minus direct's in that round."""
+    direct = {s.round: s.load.p50_us for s in _runs(samples, BASELINE, LATENCY_CONNECTIONS)}
+    deltas = [
+        s.load.p50_us - direct[s.round]
+        for s in _runs(samples, name, LATENCY_CONNECTIONS)
+        if s.round in direct
+    ]
+    return _median(deltas)
+
+
+def summarize(samples: Sequence[Sample], plan: Plan, processes: dict[str, int]) -> list[Summary]:
+    """Return one Summary per target, in the order the targets were given."""
+    return [_summary(samples, plan, name, count) for name, count in processes.items()]
+
+
+def _summary(samples: Sequence[Sample], plan: Plan, name: str, processes: int) -> Summary:
+    """Return the Summary of one target."""
+    cpu = [s.cpu_us_per_request for c in plan.throughput for s in _runs(samples, name, c)]
+    known = [value for value in cpu if value is not None]
+    mine = [s for s in samples if s.target == name]
+    return Summary(
+        name=name,
+        processes=processes,
+        rps={c: _level_median(samples, name, c, "rps") for c in plan.levels},
+        p50_us={c: _level_median(samples, name, c, "p50_us") for c in plan.levels},
+        p99_us={c: _level_median(samples, name, c, "p99_us") for c in plan.levels},
+        added_p50_us=None if name == BASELINE else added_p50(samples, name),
+        cpu_us=_median(known),
+        cpu_us_min=min(known) if known else None,
+        cpu_us_max=max(known) if known else None,
+        worst_error_ratio=max((s.load.error_ratio for s in mine), default=0.0),
+        other_cores=_median(s.other_cpu_s / s.load.duration_s for s in mine) or 0.0,
+    )
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """Return numerator / denominator, or None unless both are known and positive.
+
+    An added latency can come out negative in a noisy round; its ratio would mean nothing.
+    """
+    if numerator is None or denominator is None or numerator <= 0 or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def compare(a: Summary, b: Summary, plan: Plan) -> dict[str, float | None]:
+    """Return a's figures as ratios to b's (req/s: higher is better; CPU, latency: lower)."""
+    found: dict[str, float | None] = {
+        f"rps_{c}": ratio(a.rps[c], b.rps[c]) for c in plan.throughput
+    }
+    found["p50_us_" + str(plan.throughput[0])] = ratio(
+        a.p50_us[plan.throughput[0]], b.p50_us[plan.throughput[0]]
+    )
+    found["added_p50_us_1"] = ratio(a.added_p50_us, b.added_p50_us)
+    found["cpu_us_per_request"] = ratio(a.cpu_us, b.cpu_us)
+    return found
+
+
+def gw_names(summaries: Sequence[Summary]) -> list[str]:
+    """Return the names of the gw rows."""
+    return [s.name for s in summaries if s.name == "gw" or s.name.startswith("gw-")]
+
+
+def ratios(summaries: Sequence[Summary], plan: Plan) -> dict[str, dict[str, float | None]]:
+    """Return "row/column" comparisons: every target to direct, every gw row to every peer."""
+    by_name = {s.name: s for s in summaries}
+    found: dict[str, dict[str, float | None]] = {}
+    if BASELINE in by_name:
+        for summary in summaries:
+            found[f"{summary.name}/{BASELINE}"] = compare(summary, by_name[BASELINE], plan)
+    for gw in gw_names(summaries):
+        for peer in summaries:
+            if peer.name not in (gw, BASELINE):
+                found[f"{gw}/{peer.name}"] = compare(by_name[gw], peer, plan)
+    return found
+
+
+def gate(summaries: Sequence[Summary], plan: Plan) -> dict[str, dict[str, Any]]:
+    """Return, per gw row, whether its req/s reaches 0.6x the Express cluster at every level."""
+    by_name = {s.name: s for s in summaries}
+    peer = by_name.get(PEER_FOR_GATE)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for gw in gw_names(summaries):
+        if peer is None:
+            continue
+        found = {c: ratio(by_name[gw].rps[c], peer.rps[c]) for c in plan.throughput}
+        passed = all(value is not None and value >= GATE_FLOOR for value in found.values())
+        verdicts[gw] = {"vs": PEER_FOR_GATE, "floor": GATE_FLOOR, "ratios": found, "pass": passed}
+    return verdicts
+
+
+def document(
+    summaries: Sequence[Summary],
+    samples: Sequence[Sample],
+    plan: Plan,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Return the JSON document: settings, summaries, ratios, gate verdicts and raw samples."""
+    return {
+        **extra,
+        "plan": {
+            "rounds": plan.rounds,
+            "duration_s": plan.duration,
+            "warmup_s": plan.warmup,
+            "connections": list(plan.levels),
+            "wrk_script": str(plan.script.name),
+        },
+        "summaries": [asdict(s) for s in summaries],
+        "ratios": ratios(summaries, plan),
+        "gate": gate(summaries, plan),
+        "samples": [s.to_dict() for s in samples],
+    }

@@ -1,0 +1,160 @@
+"""The plain text tables printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from proxybench.report import BASELINE, Summary, compare, gate, gw_names, ratio
+from proxybench.schedule import LATENCY_CONNECTIONS, Plan
+
+NOISY_CORES = 0.25
+
+
+def _num(value: float | None, suffix: str = "") -> str:
+    """Format a count or microseconds with thousands separators."""
+    return "-" if value is None else f"{value:,.0f}{suffix}"
+
+
+def _signed(value: float | None) -> str:
+    """Format an added latency with its sign."""
+    return "-" if value is None else f"{value:+,.0f}"
+
+
+def _times(value: float | None) -> str:
+    """Format a ratio."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _cpu(summary: Summary) -> str:
+    """Format median CPU per request with its range over runs."""
+    if summary.cpu_us is None:
+        return "-"
+    return f"{summary.cpu_us:,.0f} ({summary.cpu_us_min:,.0f}-{summary.cpu_us_max:,.0f})"
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Align columns: the first to the left, the others to the right."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for row in (header, *rows):
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+    return lines
+
+
+def main_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
+    """Return the per-target table: medians of rounds and ratios to direct."""
+    low, levels = plan.throughput[0], plan.throughput
+    base = next((s for s in summaries if s.name == BASELINE), None)
+    header = [
+        "target",
+        "procs",
+        *(f"req/s@{c}" for c in levels),
+        f"p50@{low} µs",
+        f"p99@{low} µs",
+        f"+p50@{LATENCY_CONNECTIONS} µs",
+        "CPU µs/req (range)",
+        *(f"x direct@{c}" for c in levels),
+        "other load",
+    ]
+    rows = [
+        [
+            s.name,
+            str(s.processes),
+            *(_num(s.rps[c]) for c in levels),
+            _num(s.p50_us[low]),
+            _num(s.p99_us[low]),
+            _signed(s.added_p50_us),
+            _cpu(s),
+            *(_times(ratio(s.rps[c], base.rps[c] if base else None)) for c in levels),
+            f"{s.other_cores:.2f}",
+        ]
+        for s in summaries
+    ]
+    return _grid(header, rows)
+
+
+def gw_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
+    """Return every gw row as ratios to every peer but direct."""
+    by_name = {s.name: s for s in summaries}
+    low = plan.throughput[0]
+    header = [
+        "ratio",
+        *(f"req/s@{c}" for c in plan.throughput),
+        f"p50@{low}",
+        f"+p50@{LATENCY_CONNECTIONS}",
+        "CPU/req",
+    ]
+    rows = []
+    for gw in gw_names(summaries):
+        for peer in summaries:
+            if peer.name in (gw, BASELINE):
+                continue
+            found = compare(by_name[gw], peer, plan)
+            keys = [f"rps_{c}" for c in plan.throughput]
+            keys += [f"p50_us_{low}", "added_p50_us_1", "cpu_us_per_request"]
+            rows.append([f"{gw} / {peer.name}", *(_times(found[k]) for k in keys)])
+    return _grid(header, rows) if rows else []
+
+
+def matrix(summaries: Sequence[Summary], connections: int) -> list[str]:
+    """Return the req/s ratio of every target (row) to every other (column)."""
+    header = [f"req/s@{connections}: row / column", *(s.name for s in summaries)]
+    rows = [
+        [
+            row.name,
+            *(_times(ratio(row.rps[connections], col.rps[connections])) for col in summaries),
+        ]
+        for row in summaries
+    ]
+    return _grid(header, rows)
+
+
+def gate_lines(summaries: Sequence[Summary], plan: Plan) -> list[str]:
+    """Return one verdict line per gw row for the 0.6x-Express-cluster floor."""
+    lines = []
+    for name, verdict in gate(summaries, plan).items():
+        shown = ", ".join(f"{_times(v)} at {c}" for c, v in verdict["ratios"].items())
+        word = "PASS" if verdict["pass"] else "FAIL"
+        lines.append(
+            f"gate: {name} req/s >= {verdict['floor']}x {verdict['vs']} at every level: "
+            f"{word} ({shown})"
+        )
+    return lines
+
+
+def warnings(summaries: Sequence[Summary]) -> list[str]:
+    """Return a warning for each target that had failed requests in any run."""
+    return [
+        f"WARNING: {s.name} had {s.worst_error_ratio:.2%} failed requests in its worst run"
+        for s in summaries
+        if s.worst_error_ratio > 0
+    ]
+
+
+def noise_lines(summaries: Sequence[Summary]) -> list[str]:
+    """Return a warning when other work on the box took a noticeable share of the cores."""
+    worst = max(summaries, key=lambda s: s.other_cores, default=None)
+    if worst is None or worst.other_cores < NOISY_CORES:
+        return []
+    return [
+        f"WARNING: other work on the box used a median {worst.other_cores:.2f} cores during "
+        f"{worst.name}'s runs (column 'other load'): absolute figures are low, compare ratios"
+    ]
+
+
+def render(summaries: Sequence[Summary], plan: Plan, machine: dict[str, Any]) -> str:
+    """Return the whole text report."""
+    title = (
+        f"proxy benchmark: {plan.rounds} interleaved round(s) x {plan.duration:g}s per run, "
+        f"medians; {machine.get('nproc')} cores, load generator + proxy + upstream on the "
+        "same box"
+    )
+    parts = [[title, ""], main_table(summaries, plan)]
+    if gw_names(summaries):
+        parts.append(["", *gw_table(summaries, plan)])
+    parts.append(["", *matrix(summaries, plan.throughput[-1])])
+    parts.append(["", *gate_lines(summaries, plan), *warnings(summaries), *noise_lines(summaries)])
+    return "\n".join(line for part in parts for line in part).rstrip() + "\n"

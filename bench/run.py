@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Benchmark gw against the direct upstream, nginx and Express in one interleaved run.
+
+Usage: python bench/run.py [--quick] [--targets direct,nginx,gw] [--gw-worker-class sync] ...
+Prints a table of medians and ratios and writes bench/results/proxy-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from proxybench import machine, report, table, targets
+from proxybench.load import LoadFailed
+from proxybench.procs import ChildFailed
+from proxybench.schedule import Plan, Sample, run_rounds, warm_up
+from proxybench.targets import BENCH_DIR, GwOptions, Target, TargetSpec
+
+ALL_TARGETS = ("direct", "nginx", "express-1", "express-cluster-2", "gw")
+DEFAULT_OUTPUT = BENCH_DIR / "results" / "proxy-latest.json"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--targets", default=",".join(ALL_TARGETS), help="comma list (default: all)")
+    add("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
+    add("--rounds", type=int, default=3, help="interleaved rounds; medians taken (default 3)")
+    add("--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)")
+    add("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 2 s warm-up")
+    add(
+        "--quiet-wait",
+        type=float,
+        default=3.0,
+        help="before each run, wait up to this many seconds for other work on the box to stop "
+        "(default 3; 0 disables)",
+    )
+    add("--gw-workers", type=int, help="GW_WORKERS for gunicorn (default: gunicorn.conf.py's)")
+    add("--gw-threads", type=int, help="GW_THREADS for gunicorn")
+    add(
+        "--gw-worker-class",
+        help="GW_WORKER_CLASS for gunicorn: sync, gthread, balanced or a dotted class path",
+    )
+    add(
+        "--gw-variant",
+        action="append",
+        default=[],
+        metavar="CLASS[:WORKERS[xTHREADS]]",
+        help="benchmark gw under this worker model, as row gw-SPEC; repeat to compare models "
+        "in the same run (e.g. --gw-variant sync:4 --gw-variant balanced:2x4); CLASS is sync, "
+        "gthread, balanced (gw.worker.BalancedThreadWorker) or a dotted class path",
+    )
+    add(
+        "--gw-no-access-log",
+        action="store_true",
+        help="turn off gw's per-request access log line (server.access_log: false); the peers "
+        "log nothing",
+    )
+    add(
+        "--gw-baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run gw from another source tree (e.g. `git archive COMMIT | tar -x -C DIR`) "
+        "as row gw-baseline, with the same options, to compare two versions in one run",
+    )
+    add("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON result file")
+    add("--keep-logs", action="store_true", help="keep the temp dir with configs and logs")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.quiet_wait < 0:
+        parser.error("need --rounds >= 1, --duration >= 1, --warmup >= 0, --quiet-wait >= 0")
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 2.0, 1, 2.0
+        args.quiet_wait = min(args.quiet_wait, 1.0)
+    return args
+
+
+VARIANT = re.compile(r"([\w.]+)(?::(\d+)(?:x(\d+))?)?")
+WORKER_CLASSES = {
+    "sync": "sync",
+    "gthread": "gthread",
+    "balanced": "gw.worker.BalancedThreadWorker",
+}
+
+
+def parse_variant(text: str) -> GwOptions:
+    """Parse CLASS[:WORKERS[xTHREADS]], e.g. "sync:4", "gthread:2x8" or "balanced:2x4".
+
+    CLASS is sync, gthread, balanced (gw.worker.BalancedThreadWorker) or a dotted class path.
+
+    Raises:
+        ValueError: the text is not of that form.
+    """
+    found = VARIANT.fullmatch(text)
+    worker_class = WORKER_CLASSES.get(found[1], found[1]) if found else ""
+    if not found or ("." not in worker_class and worker_class not in WORKER_CLASSES):
+        raise ValueError(
+            f"{text!r}: want CLASS[:WORKERS[xTHREADS]], CLASS one of {list(WORKER_CLASSES)}"
+        )
+    return GwOptions(
+        worker_class=worker_class,
+        workers=int(found[2]) if found[2] else None,
+        threads=int(found[3]) if found[3] else None,
+    )
+
+
+def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
+    """Return the gw rows: one per --gw-variant, else one row "gw" from the --gw-* flags."""
+    access_log = not args.gw_no_access_log
+    if args.gw_variant:
+        try:
+            variants = [(text, parse_variant(text)) for text in args.gw_variant]
+        except ValueError as ex:
+            raise SystemExit(f"--gw-variant: {ex}") from ex
+        return [
+            TargetSpec(f"gw-{text}", "gw", gw=replace(options, access_log=access_log))
+            for text, options in variants
+        ]
+    worker_class = WORKER_CLASSES.get(args.gw_worker_class, args.gw_worker_class)
+    options = GwOptions(worker_class, args.gw_workers, args.gw_threads, access_log)
+    specs = [TargetSpec("gw", "gw", gw=options)]
+    if args.gw_baseline:
+        specs.append(TargetSpec("gw-baseline", "gw", gw=options, tree=args.gw_baseline.resolve()))
+    return specs
+
+
+def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
+    """Return the targets to run, in the table's order.
+
+    Raises:
+        SystemExit: an unknown target name.
+    """
+    wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(ALL_TARGETS))
+    if unknown:
+        raise SystemExit(f"unknown target(s) {unknown}; choose from {', '.join(ALL_TARGETS)}")
+    specs: list[TargetSpec] = []
+    for name in ALL_TARGETS:
+        if name in wanted:
+            specs.extend(gw_specs(args) if name == "gw" else [targets.PEERS[name]])
+    return specs
+
+
+def preflight(specs: Sequence[TargetSpec]) -> None:
+    """Check that every tool the chosen targets need is here; install Express's packages.
+
+    Raises:
+        SystemExit: a tool is missing or gw does not import.
+    """
+    kinds = {spec.kind for spec in specs}
+    needed = ["wrk", "nginx"] + (["node", "npm"] if "express" in kinds else [])
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"missing tools: {', '.join(missing)}")
+    if "express" in kinds:
+        targets.ensure_express_deps()
+    for tree in sorted({spec.tree for spec in specs if spec.kind == "gw"}):
+        _check_gw_imports(tree)
+
+
+def _check_gw_imports(tree: Path) -> None:
+    """Exit with gw's own error if ``import gw.app`` fails in ``tree`` with the repo's venv."""
+    python = Path(targets.gunicorn_path()).with_name("python")
+    done = subprocess.run(
+        [str(python if python.exists() else sys.executable), "-c", "import gw.app"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"gw in {tree} is not runnable (import gw.app failed):\n{done.stderr[-1500:]}"
+        )
+    if not (tree / "gunicorn.conf.py").exists():
+        raise SystemExit(f"gw in {tree} is not runnable: no gunicorn.conf.py there")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so that cleanup runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def start_all(
+    specs: Sequence[TargetSpec], workdir: Path, stack: contextlib.ExitStack
+) -> tuple[Target, list[Target]]:
+    """Start the upstream and every target; each is stopped when ``stack`` closes."""
+    upstream = targets.launch_upstream(workdir)
+    stack.callback(upstream.child.stop)
+    targets.ready(upstream, timeout=10)
+    started = []
+    for spec in specs:
+        target = targets.launch(spec, workdir, upstream)
+        if target.child is not upstream.child:
+            stack.callback(target.child.stop)
+        started.append(targets.ready(target, timeout=30))
+        if spec.kind == "gw":
+            target.info["worker_class_seen"] = targets.worker_class_seen(target)
+    return upstream, started
+
+
+def measure_all(
+    specs: Sequence[TargetSpec], plan: Plan, workdir: Path
+) -> tuple[list[Target], list[Sample]]:
+    """Start everything, warm up, run the interleaved rounds, and stop everything."""
+    with contextlib.ExitStack() as stack:
+        upstream, started = start_all(specs, workdir, stack)
+        targets.settle(started)
+        groups = [f"upstream {upstream.child.pid}"]
+        groups += [f"{t.name} {t.child.pid}" for t in started if t.child is not upstream.child]
+        print("started (process groups): " + ", ".join(groups), flush=True)
+        print(f"about {plan.estimate_seconds(len(started)):.0f}s of load", flush=True)
+        warm_up(started, upstream, plan)
+        samples = run_rounds(started, upstream, plan, report=lambda line: print(line, flush=True))
+    return started, samples
+
+
+def write_results(
+    started: Sequence[Target], samples: Sequence[Sample], plan: Plan, output: Path
+) -> str:
+    """Summarize, print-ready text and JSON file; return the text."""
+    processes = {t.name: int(t.info.get("processes", 1)) for t in started}
+    summaries = report.summarize(samples, plan, processes)
+    facts = machine.describe()
+    text = table.render(summaries, plan, facts)
+    extra: dict[str, Any] = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "machine": facts,
+        "targets": {t.name: {"kind": t.spec.kind, **t.info} for t in started},
+        "table": text,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report.document(summaries, samples, plan, extra), indent=2))
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    args = parse_args(argv)
+    specs = target_specs(args)
+    preflight(specs)
+    plan = Plan(
+        args.rounds,
+        args.duration,
+        args.warmup,
+        script=BENCH_DIR / "configs" / "wrk-auth.lua",
+        quiet_wait=args.quiet_wait,
+    )
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    try:
+        started, samples = measure_all(specs, plan, workdir)
+    except (ChildFailed, LoadFailed) as ex:
+        print(f"error: {ex}\n(logs in {workdir})", file=sys.stderr)
+        args.keep_logs = True
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: every process the benchmark started was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(write_results(started, samples, plan, args.output), end="")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Command-line choices: which rows run, and with which gw worker model."""
+
+from __future__ import annotations
+
+import pytest
+import run
+from proxybench.targets import GwOptions
+
+
+def test_default_runs_every_row_in_table_order() -> None:
+    specs = run.target_specs(run.parse_args([]))
+    assert [s.name for s in specs] == ["direct", "nginx", "express-1", "express-cluster-2", "gw"]
+    assert specs[-1].gw == GwOptions()  # gunicorn.conf.py's own defaults
+
+
+def test_quick_is_one_short_round() -> None:
+    args = run.parse_args(["--quick"])
+    assert (args.duration, args.rounds) == (2.0, 1)
+
+
+def test_gw_flags_become_gunicorn_environment() -> None:
+    args = run.parse_args(["--targets", "gw", "--gw-worker-class", "gthread"])
+    args.gw_workers, args.gw_threads = 2, 8
+    (spec,) = run.target_specs(args)
+    assert spec.gw.env() == {"GW_WORKER_CLASS": "gthread", "GW_WORKERS": "2", "GW_THREADS": "8"}
+
+
+def test_sync_gets_one_thread_or_gunicorn_would_run_gthread() -> None:
+    assert run.parse_variant("sync:4").env() == {
+        "GW_WORKER_CLASS": "sync",
+        "GW_WORKERS": "4",
+        "GW_THREADS": "1",
+    }
+
+
+def test_variants_replace_the_single_gw_row() -> None:
+    args = run.parse_args(["--targets", "direct,gw", "--gw-variant", "sync:4"])
+    args.gw_variant.append("balanced:2x4")
+    names = [s.name for s in run.target_specs(args)]
+    assert names == ["direct", "gw-sync:4", "gw-balanced:2x4"]
+    assert run.parse_variant("balanced:2x4").worker_class == "gw.worker.BalancedThreadWorker"
+
+
+@pytest.mark.parametrize("text", ["eventlet", "", "sync:x"])
+def test_bad_variants_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        run.parse_variant(text)
+
+
+def test_unknown_target_is_refused() -> None:
+    with pytest.raises(SystemExit, match="unknown target"):
+        run.target_specs(run.parse_args(["--targets", "direct,haproxy"]))
+
+
+def test_no_access_log_reaches_every_gw_row() -> None:
+    args = run.parse_args(["--targets", "gw", "--gw-no-access-log", "--gw-variant", "sync:2"])
+    (spec,) = run.target_specs(args)
+    assert spec.gw.access_log is False and spec.gw.workers == 2
