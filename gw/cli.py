@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import cast
 
 from gw import runtime
+from gw.cache import open_cache
+from gw.cache.settings import CacheStoreSettings
 from gw.config import Config, RouteSpec, load_config
 from gw.errors import ConfigError, GatewayError
 from gw.health import state as health_state
@@ -34,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return limits_command(args)
     if args.command == "upstreams":
         return upstreams_command()
+    if args.command == "cache":
+        return cache_command(args)
     path = args.config or os.environ.get("GW_CONFIG")
     if not path:
         print("gw: no config file: pass -c FILE or set GW_CONFIG", file=sys.stderr)
@@ -71,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         "upstreams",
         help="show every target's health and every upstream's circuit breaker (live, host-wide)",
     )
+    cache = sub.add_parser("cache", help="purge cached responses, or show the store's stats")
+    cache.add_argument("action", choices=["purge", "stats"])
+    cache.add_argument("--route", help="purge only this route's entries")
+    cache.add_argument("--key", help="purge only this entry (its digest)")
+    cache.add_argument("-c", "--config", help="config file, for a Redis cache_store")
     limits = sub.add_parser("limits", help="read or reset the live rate-limit table")
     limits.add_argument("action", choices=["stats", "peek", "reset"])
     limits.add_argument("key", nargs="?", help="bucket key, e.g. 'overrides[0]|ip:203.0.113.9'")
@@ -182,6 +191,18 @@ def upstreams_command() -> int:
         print(f"gw upstreams: {ex} (set GW_RUNTIME_DIR to the server's)", file=sys.stderr)
         return 1
     print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cache_command(args: argparse.Namespace) -> int:
+    """``gw cache purge|stats``: the live store (the host's directory, or Redis)."""
+    settings = load_config(args.config).cache_store if args.config else None
+    store = open_cache(settings or CacheStoreSettings())
+    if args.action == "stats":
+        print(json.dumps(store.stats(), indent=2))
+        return 0
+    removed = store.purge(args.key, args.route)
+    print(f"purged {removed} entr{'y' if removed == 1 else 'ies'}")
     return 0
 
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from gw import runtime
 from gw.admission import Admission
 from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.health.settings import UpstreamHealthSettings
@@ -30,7 +31,6 @@ from gw.retry import RetryPolicy
 from gw.rewrite import Rewrite, validate_prefix
 from gw.routing import Route, RouteTable, parse_pattern
 from gw.settings import (
-    NOT_YET_SUPPORTED,
     GatewaySettings,
     RateLimitingSettings,
     RetrySettings,
@@ -97,6 +97,7 @@ class RouteSpec:
     aggregate: AggregateSpec | None = None
     retry: RetryPolicy | None = None  # the route's own; None: the upstream's
     auth: RoutePolicy = DEFAULT_POLICY
+    cache: RouteCacheSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Config:
     aggregator_threads: int = 16
     authenticator: Authenticator | None = None
     metrics: MetricsSettings = DEFAULT_METRICS
+    cache_store: CacheStoreSettings | None = None  # None: no route caches
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -136,12 +138,6 @@ def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>"
         raise ConfigError([f"{source}: the top level must be a mapping of settings"])
     problems: list[str] = []
     data = _substitute(data, environ, "", problems)
-    problems += [
-        f"{key}: {what} is not supported by this version of gw; refusing to start rather "
-        "than serve without it"
-        for key, what in NOT_YET_SUPPORTED.items()
-        if key in data
-    ]
     if problems:
         raise ConfigError(problems)
     settings = _validate(data)
@@ -244,6 +240,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         aggregator_threads=settings.aggregation.threads,
         authenticator=authenticator,
         metrics=settings.metrics,
+        cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
     )
 
 
@@ -451,7 +448,16 @@ def _route(
     retry = retry_policy(route.retries) if route.retries else None
     policy = route.auth or DEFAULT_POLICY
     spec = RouteSpec(
-        name, where, target, rewrite, route.read_timeout, cors, aggregate, retry, policy
+        name,
+        where,
+        target,
+        rewrite,
+        route.read_timeout,
+        cors,
+        aggregate,
+        retry,
+        policy,
+        route.cache,
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)

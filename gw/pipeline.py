@@ -18,6 +18,7 @@ from gw import __version__, accesslog, tracing
 from gw.admission import Requester
 from gw.auth import Identity
 from gw.body import LimitedBody
+from gw.caching import CacheStage
 from gw.config import Config, RouteSpec
 from gw.errors import (
     BodyTooLarge,
@@ -81,6 +82,7 @@ class Gateway:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
+        self.cache = CacheStage(config.cache_store) if config.cache_store else None
         self.authenticator = config.authenticator
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
         # every client request in every spelling, on every route, authenticated or not.
@@ -112,6 +114,8 @@ class Gateway:
             self._admit(exchange, match, headers, identity)
             if match.route.payload.aggregate is not None:
                 return self._compose(exchange, match, environ, headers, identity)
+            if match.route.payload.cache is not None and self.cache is not None:
+                return self._cached(exchange, match, environ, headers, identity)
             upstream = self._forward(exchange, match, environ, headers)
             return self._respond(exchange, upstream, environ)
         except GatewayError as ex:
@@ -280,6 +284,76 @@ class Gateway:
         headers_out, body = self._shape(exchange, environ, outcome.status, outcome.headers, body)
         outcome = Outcome(outcome.status, self._decorate(exchange, headers_out), body)
         return self._finish(exchange, outcome)
+
+    def _cached(
+        self,
+        exchange: Exchange,
+        match: RouteMatch[RouteSpec],
+        environ: Mapping[str, Any],
+        headers: dict[str, str],
+        identity: Identity | None,
+    ) -> Outcome:
+        """Answer from the cache, or fill it (once per host for concurrent misses)."""
+        assert self.cache is not None
+        spec = match.route.payload
+        rules = spec.cache
+        assert rules is not None
+        lookup = self.cache.lookup(
+            spec.name,
+            rules,
+            exchange.method,
+            _host_without_port(environ.get("HTTP_HOST")),
+            exchange.path,
+            exchange.query,
+            {name.lower(): value for name, value in request_headers(environ)},
+            identity.subject if identity else None,
+            identity.key_id if identity and identity.method == "api_key" else None,
+        )
+        if lookup.hit is not None:
+            hit = lookup.hit
+            return self._answer(
+                exchange, environ, hit.status, list(hit.response_headers()), hit.body
+            )
+        if lookup.key is None or lookup.lease is None:
+            exchange.add_headers.append(("X-Cache", "BYPASS"))
+            return self._respond(
+                exchange, self._forward(exchange, match, environ, headers), environ
+            )
+        try:
+            upstream = self._forward(exchange, match, environ, headers)
+            storage = self.cache.storage(
+                rules, upstream.status, upstream.headers, identity is not None
+            )
+            length = _length(upstream.headers)
+            if (
+                storage.ttl > 0
+                and exchange.method == "GET"
+                and length is not None
+                and length <= rules.max_body_bytes
+            ):
+                body = b"".join(upstream.body())
+                self.cache.store(lookup.key, upstream.status, upstream.headers, body, storage)
+                exchange.add_headers.append(("X-Cache", "MISS"))
+                kept = response_headers(upstream.headers)
+                return self._answer(exchange, environ, upstream.status, kept, body)
+            if exchange.method == "GET":
+                self.cache.decline(lookup.key)
+        finally:
+            lookup.lease.release()
+        exchange.add_headers.append(("X-Cache", "BYPASS"))
+        return self._respond(exchange, upstream, environ)
+
+    def _answer(
+        self,
+        exchange: Exchange,
+        environ: Mapping[str, Any],
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Outcome:
+        """Answer with a body already in hand (from the cache, or just stored in it)."""
+        shaped, chunks = self._shape(exchange, environ, status, headers, [body])
+        return self._finish(exchange, Outcome(status, self._decorate(exchange, shaped), chunks))
 
     def _respond(
         self, exchange: Exchange, upstream: UpstreamResponse, environ: Mapping[str, Any]
@@ -475,6 +549,11 @@ def _json_outcome(status: int, payload: dict[str, Any], exchange: Exchange) -> O
         ("X-Request-Id", exchange.request_id),
     ]
     return Outcome(status, headers, [body])
+
+
+def _length(headers: list[tuple[str, str]]) -> int | None:
+    value = next((v for n, v in headers if n.lower() == "content-length"), None)
+    return int(value) if value and value.isdigit() else None
 
 
 def _content_length(value: str | None) -> int:

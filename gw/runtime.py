@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
 from gw.limits import Limiter
@@ -49,6 +50,7 @@ def prepare() -> str | None:
     health_path = health_state.default_path()
     assert health_path is not None
     health_state.create(health_path)  # fresh target state: no ejection outlives a restart
+    reset_store(os.path.join(runtime, "cache"))  # no entry outlives a restart either
     return created
 
 

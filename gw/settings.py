@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.health.settings import UpstreamHealthSettings
 from gw.metrics import MetricsSettings
 from gw.shaping.settings import (
@@ -134,6 +135,9 @@ class RouteSettings(BaseModel):
     cors: CorsSettings | None = None
     auth: RoutePolicy | None = Field(
         default=None, description="required (default with an auth block), optional or none."
+    )
+    cache: RouteCacheSettings | None = Field(
+        default=None, description="Cache this route's responses (GET/HEAD) for ttl seconds."
     )
 
     _methods = field_validator("methods")(_upper_methods)
@@ -291,17 +295,10 @@ class GatewaySettings(BaseModel):
     compression: CompressionSettings | None = None
     aggregation: AggregatorSettings = AggregatorSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cache_store: CacheStoreSettings = CacheStoreSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",
     )
     servers: list[SeedServer] = Field(default=[], description="Seed 000 form of upstreams.")
     paths: list[SeedPath] = Field(default=[], description="Seed 000 form of routes.")
-
-
-# Blocks that belong to features this version does not have. They are refused, never
-# ignored: a gateway that silently skipped an `auth` block would serve every route
-# unauthenticated.
-NOT_YET_SUPPORTED = {
-    "cache": "response caching",
-}

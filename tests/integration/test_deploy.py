@@ -222,7 +222,11 @@ def stack(nginx_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     directory = tmp_path_factory.mktemp("deploy-stack")
     sock = directory / "gw.sock"
     upstream = start_upstream()
-    gateway = start_gateway(config_for(upstream), bind=f"unix:{sock}", wait=False)
+    config = config_for(upstream)
+    # Seed 003's login limiter, keyed by the client address gw resolves behind nginx.
+    login = {"path": "/svc/auth/login", "requests_per_minute": 10, "key": "client_ip"}
+    config["rate_limiting"] = {"overrides": [login]}
+    gateway = start_gateway(config, bind=f"unix:{sock}", wait=False)
     nginx = None
     try:
         nginx = start_nginx(nginx_bin, directory / "nginx", sock)
@@ -285,6 +289,17 @@ def test_identity_headers_sent_by_the_client_never_reach_the_upstream(stack: Sta
     # nginx's own $request_id: one id in nginx's log, gw's log and the upstream's.
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
     assert seen.header("X-Request-Id") == response.headers["X-Request-Id"]
+
+
+def test_seed_003_login_limit_holds_per_real_client_behind_nginx(stack: Stack) -> None:
+    statuses = []
+    for i in range(12):
+        spoof = {"X-Forwarded-For": f"203.0.113.{i}"}  # a client trying to pick fresh buckets
+        response = requests.post(f"{stack.nginx.url}/svc/auth/login", headers=spoof, timeout=10)
+        statuses.append(response.status_code)
+    assert statuses == [200] * 10 + [429, 429]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.json()["error"] == "rate_limit_exceeded"
 
 
 def test_dot_segments_pass_nginx_raw_and_gw_canonicalizes_them(stack: Stack) -> None:

@@ -165,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "__cookies" in path:
             self._send(200, b"ok", [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/")])
             return
+        if "__nostore" in path:
+            self._send(200, b"fresh", [("Cache-Control", "no-store")])
+            return
         if "__xframe" in path:
             self._send(200, b"framed", [("X-Frame-Options", "SAMEORIGIN")])
             return

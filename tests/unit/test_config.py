@@ -43,10 +43,9 @@ def test_seed_003_auth_block_loads_unchanged_and_protects_every_route() -> None:
         assert route.payload.auth.effective_mode == "required"
 
 
-def test_blocks_of_missing_features_are_refused_not_ignored() -> None:
-    data = {**json.loads(SEED_003_ROUTES), "cache": {"ttl": 30}}
-    [problem] = problems_of(data)
-    assert problem.startswith("cache: response caching is not supported")
+def test_unknown_blocks_are_refused_not_ignored() -> None:
+    data = {**json.loads(SEED_003_ROUTES), "caching": {"ttl": 30}}
+    assert problems_of(data) == ["caching: unknown key"]
 
 
 def test_route_auth_policy_without_auth_block_is_an_error() -> None:

@@ -1,0 +1,110 @@
+"""The cache stage: serve a fresh stored response, or fill the store once per host.
+
+Adapter between the pipeline and ``gw.cache`` (keys and policy are pure; the store is a
+shared directory or Redis). The store is opened lazily in each worker, after the fork.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gw.cache import Cache, CachedResponse, CacheKey, Lease, open_cache
+from gw.cache.keys import cache_key
+from gw.cache.policy import Storage, request_bypass, response_ttl
+from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
+from gw.headers import HOP_BY_HOP
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the cache said about one request."""
+
+    key: CacheKey | None  # None: the request bypasses the cache
+    hit: CachedResponse | None = None
+    lease: Lease | None = None  # held while this request fills the key
+
+
+class CacheStage:
+    """Look requests up, lead fills, and store what may be stored."""
+
+    def __init__(self, settings: CacheStoreSettings) -> None:
+        self.settings = settings
+        self._cache: Cache | None = None
+        self._pid = -1
+
+    def lookup(
+        self,
+        route: str,
+        rules: RouteCacheSettings,
+        method: str,
+        host: str | None,
+        path: str,
+        query: str,
+        request_headers: Mapping[str, str],
+        user: str | None,
+        api_key: str | None,
+    ) -> Lookup:
+        """Return a hit, or a lease to fill the key (None key: bypass).
+
+        ``request_headers`` are the client's, by lower-case name. ``user`` is the verified
+        identity whenever the route authenticates: APPSEC: it is part of the key, so one
+        caller's response is never served to another.
+        """
+        keyed = user is not None or api_key is not None
+        if request_bypass(method, request_headers, keyed, rules.honor_client_no_cache):
+            return Lookup(None)
+        key = cache_key(
+            route, method, host, path, query, request_headers, rules.vary_headers, user, api_key
+        )
+        cache = self._store()
+        hit = cache.lookup(key)
+        if hit is not None:
+            return Lookup(key, hit)
+        lease = cache.lead(key)
+        if lease.bypass:
+            lease.release()
+            return Lookup(None)
+        if lease.waited:
+            hit = cache.lookup(key)  # another request filled it while we waited
+            if hit is not None:
+                lease.release()
+                return Lookup(key, hit)
+        return Lookup(key, None, lease)
+
+    def storage(
+        self,
+        rules: RouteCacheSettings,
+        status: int,
+        headers: Sequence[tuple[str, str]],
+        identity_keyed: bool,
+    ) -> Storage:
+        """How long the upstream's answer may be kept (ttl 0: not at all)."""
+        return response_ttl(
+            status, headers, rules.ttl, rules.statuses, rules.vary_headers, identity_keyed
+        )
+
+    def store(
+        self,
+        key: CacheKey,
+        status: int,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        storage: Storage,
+    ) -> None:
+        kept = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
+        self._store().store(key, status, kept, body, storage.ttl, storage.age)
+
+    def decline(self, key: CacheKey) -> None:
+        """Tell waiting misses that this key's answer was not cacheable."""
+        self._store().decline(key)
+
+    def purge(self, key: str | None = None, route: str | None = None) -> int:
+        return self._store().purge(key, route)
+
+    def _store(self) -> Cache:
+        if self._cache is None or self._pid != os.getpid():
+            self._cache = open_cache(self.settings)
+            self._pid = os.getpid()
+        return self._cache
