@@ -48,6 +48,7 @@ from typing import Any, Self
 from gw.health import HealthTableError
 from gw.limits import LimiterUnavailable
 from gw.limits.locks import StripeLocks
+from gw.limits.table import write_atomically
 
 log = logging.getLogger("gw.health")
 
@@ -567,8 +568,8 @@ def create(
     salt = secrets.token_bytes(16)
     header = _HEADER.pack(MAGIC, LAYOUT_VERSION, targets, upstreams, rows, stripes, salt)
     lock_size = max(_LOCK_HEADER.size, stripes + 1)
-    _write_atomically(path + ".lock", _LOCK_HEADER.pack(LOCK_MAGIC, salt), lock_size, mode, owner)
-    _write_atomically(path, header, layout.size, mode, owner)
+    write_atomically(path + ".lock", _LOCK_HEADER.pack(LOCK_MAGIC, salt), lock_size, mode, owner)
+    write_atomically(path, header, layout.size, mode, owner)
     register(path, upstream_targets)
 
 
@@ -717,24 +718,3 @@ def _open_locks(path: str, layout: _Layout, deadline: float, data: mmap.mmap) ->
 def _lock_salt(fd: int) -> bytes:
     magic, salt = _LOCK_HEADER.unpack(os.pread(fd, _LOCK_HEADER.size, 0).ljust(24, b"\0"))
     return salt if magic == LOCK_MAGIC else b""
-
-
-def _write_atomically(
-    path: str, header: bytes, size: int, mode: int, owner: tuple[int, int] | None
-) -> None:
-    """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it."""
-    temp = f"{path}.{secrets.token_hex(6)}.tmp"
-    # APPSEC: O_EXCL on a random name: nothing planted in a shared directory is followed.
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        os.ftruncate(fd, size)
-        os.pwrite(fd, header, 0)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    finally:
-        os.close(fd)

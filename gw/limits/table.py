@@ -132,8 +132,8 @@ class SharedTable:
         geometry = Geometry.plan(slots, stripes, probe)
         salt = secrets.token_bytes(16)
         lock_size = max(_LOCK_HEADER.size, geometry.stripes)
-        _write_atomically(path + ".lock", _lock_header(salt), lock_size, mode, owner)
-        _write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
+        write_atomically(path + ".lock", _lock_header(salt), lock_size, mode, owner)
+        write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
         return geometry
 
     @classmethod
@@ -381,7 +381,7 @@ def _lock_header(salt: bytes) -> bytes:
     return _LOCK_HEADER.pack(LOCK_MAGIC, salt)
 
 
-def _write_atomically(
+def write_atomically(
     path: str, header: bytes, size: int, mode: int, owner: tuple[int, int] | None
 ) -> None:
     """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it."""
