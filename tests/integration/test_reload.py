@@ -92,3 +92,43 @@ def test_three_reloads_under_load_fail_no_request(gateway: Start, upstream: Upst
     assert gw.log_text().count("reloaded config") == 3
     assert done > 100
     assert failures == []
+
+
+def test_a_worker_sigkilled_under_load_fails_only_what_it_was_serving(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(config(upstream, "/a/**"), workers=2, threads=4)
+    clients = 4
+    failures: list[str] = []
+    done = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load() -> None:
+        nonlocal done
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = requests.get(f"{gw.url}/a/x", timeout=10).status_code
+                if status != 200:
+                    failures.append(str(status))
+            except requests.RequestException as ex:
+                failures.append(type(ex).__name__)
+            with lock:
+                done += 1
+
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        os.kill(gw.worker_pids()[0], signal.SIGKILL)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert done > 100
+    # Each client has at most one request in flight, so at most `clients` can have been on
+    # the killed worker; every other request succeeds.
+    assert len(failures) <= clients, failures
