@@ -56,42 +56,51 @@ def test_invalid_config_on_hup_keeps_the_old_one_serving_even_after_worker_crash
     assert wait_for(lambda: answers(gw, "/a/x") == 200, timeout=15)
 
 
+class Load:
+    """``clients`` threads sending GETs to ``url`` until stopped (60 s at most)."""
+
+    def __init__(self, url: str, clients: int, keep_alive: bool) -> None:
+        self.url, self.keep_alive = url, keep_alive
+        self.failures: list[str] = []
+        self.done = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        client: Any = requests.Session() if self.keep_alive else requests
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = client.get(self.url, timeout=10).status_code
+                if status != 200:
+                    self.failures.append(str(status))
+            except requests.RequestException as ex:
+                self.failures.append(type(ex).__name__)
+            with self._lock:
+                self.done += 1
+
+
 def test_three_reloads_under_load_fail_no_request(gateway: Start, upstream: Upstream) -> None:
     gw = gateway(config(upstream, "/a/**"), workers=2, threads=4)
-    failures: list[str] = []
-    done = 0
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def load() -> None:
-        nonlocal done
-        session = requests.Session()
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = session.get(f"{gw.url}/a/x", timeout=10).status_code
-                if status != 200:
-                    failures.append(str(status))
-            except requests.RequestException as ex:
-                failures.append(type(ex).__name__)
-            with lock:
-                done += 1
-
-    clients = [threading.Thread(target=load) for _ in range(4)]
-    for thread in clients:
-        thread.start()
-    try:
+    with Load(f"{gw.url}/a/x", clients=4, keep_alive=True) as load:
         for _ in range(3):
             time.sleep(1.0)
             gw.proc.send_signal(signal.SIGHUP)
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(timeout=30)
     assert gw.log_text().count("reloaded config") == 3
-    assert done > 100
-    assert failures == []
+    assert load.done > 100
+    assert load.failures == []
 
 
 def test_a_worker_sigkilled_under_load_fails_only_what_it_was_serving(
@@ -99,36 +108,11 @@ def test_a_worker_sigkilled_under_load_fails_only_what_it_was_serving(
 ) -> None:
     gw = gateway(config(upstream, "/a/**"), workers=2, threads=4)
     clients = 4
-    failures: list[str] = []
-    done = 0
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def load() -> None:
-        nonlocal done
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = requests.get(f"{gw.url}/a/x", timeout=10).status_code
-                if status != 200:
-                    failures.append(str(status))
-            except requests.RequestException as ex:
-                failures.append(type(ex).__name__)
-            with lock:
-                done += 1
-
-    threads = [threading.Thread(target=load) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    try:
+    with Load(f"{gw.url}/a/x", clients, keep_alive=False) as load:
         time.sleep(1.0)
         os.kill(gw.worker_pids()[0], signal.SIGKILL)
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    assert done > 100
+    assert load.done > 100
     # Each client has at most one request in flight, so at most `clients` can have been on
     # the killed worker; every other request succeeds.
-    assert len(failures) <= clients, failures
+    assert len(load.failures) <= clients, load.failures
