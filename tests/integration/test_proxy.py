@@ -315,3 +315,17 @@ def test_invalid_config_refuses_to_start_and_names_the_location(gateway: Start) 
     assert gw.proc.wait(timeout=20) != 0
     assert "routes[0].upstream: no upstream named 'orderz' (known: orders)" in gw.log_text()
     json.dumps(None)
+
+
+def test_header_count_and_size_limits_answer_431_as_json(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(simple_config(upstream))
+    many = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(120))
+    too_many = raw_request(gw.port, f"GET /api/x HTTP/1.1\r\nHost: a\r\n{many}\r\n".encode())
+    assert too_many.status == 431
+    assert too_many.json()["error"] == "headers_too_large"
+    huge = "X-Big: " + "y" * 9000
+    too_large = raw_request(gw.port, f"GET /api/x HTTP/1.1\r\nHost: a\r\n{huge}\r\n\r\n".encode())
+    assert too_large.status == 431
+    assert upstream.count() == 0
