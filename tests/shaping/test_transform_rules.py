@@ -12,27 +12,7 @@ from pydantic import ValidationError
 from gw.errors import ConfigError
 from gw.shaping.settings import TransformationSettings
 from gw.shaping.transform import Rules, Transformer, parse_field_path
-
-SEED_003_TRANSFORMATIONS = """
-{
-"transformations": [
-{
-"path": "/api/users/**",
-"response": {
-"remove_fields": [
-"internal_id",
-"db_shard",
-"feature_flags",
-"created_by_admin"
-],
-"rename_fields": {
-"email_address": "email"
-}
-}
-}
-]
-}
-"""
+from tests.data.seeds import SEED_003_TRANSFORMATIONS
 
 USER = {
     "id": "usr_8a3f",
