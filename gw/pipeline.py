@@ -43,7 +43,7 @@ from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
 from gw.routing import RouteMatch
 from gw.shaping.compose import Aggregator
-from gw.upstream import UpstreamClient, UpstreamResponse, default_headers
+from gw.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gw")
 
@@ -455,7 +455,7 @@ class Gateway:
         rules = transformer.for_path(exchange.path) if transformer else None
         if rules is not None:
             headers = rules.request_headers(headers)
-        return default_headers(headers)
+        return headers
 
     def error_outcome(self, exchange: Exchange, ex: GatewayError) -> Outcome:
         """Render a gateway error as the one JSON error shape."""

@@ -1,5 +1,8 @@
-"""The urllib3 adapter: keep-alive connections per upstream target, and the one place where
-urllib3's and the socket layer's exceptions become gateway errors.
+"""The upstream adapter: kept-alive urllib3 connections per target, and the one place where
+connection, socket and protocol failures become gateway errors.
+
+urllib3 makes every connection (connect timeouts, socket options, TLS for https targets); the
+messages on it are written and read by ``gw.http1``.
 
 PERF: requests go straight to pooled ``urllib3.connection.HTTPConnection`` objects rather than
 through ``HTTPConnectionPool.urlopen``. urlopen re-parses and re-encodes every URL (which also
@@ -13,29 +16,32 @@ socket with its master or a sibling.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO
+from collections.abc import Callable, Iterator, Mapping
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
     SSLError,
 )
-from urllib3.response import BaseHTTPResponse
-from urllib3.util import SKIP_HEADER
 
 from gw.config import Target, UpstreamSpec
 from gw.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.http1 import (
+    Body,
+    BodyBrokenOff,
+    MalformedResponse,
+    Response,
+    UpstreamClosed,
+    request_head,
+    send_request,
+)
 from gw.retry import (
     CONNECT_FAILURE,
     IDEMPOTENT,
@@ -49,10 +55,12 @@ from gw.retry import (
 log = logging.getLogger("gw.upstream")
 NO_RETRIES = RetryPolicy(attempts=1)
 
-CHUNK = 64 * 1024
-Body = IO[bytes] | Iterable[bytes] | None
-_TRANSPORT_ERRORS = (HTTPError, OSError, http.client.HTTPException)
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# An idle connection reused within this many seconds is not polled for a close by the upstream
+# first; upstream keep-alive timeouts are seconds, and a close that races the reuse is caught
+# by the stale-connection resend in ``UpstreamClient._attempt``.
+FRESH_IDLE_SECONDS = 1.0
+_TRANSPORT_ERRORS = (HTTPError, OSError, MalformedResponse, BodyBrokenOff)
+_STALE = (UpstreamClosed, ConnectionResetError, BrokenPipeError)
 
 
 class ConnectionPool:
@@ -61,59 +69,54 @@ class ConnectionPool:
     def __init__(self, target: Target, max_idle: int) -> None:
         self.target = target
         self.max_idle = max_idle
-        # PERF: deque.append/pop are atomic under the GIL: no lock for gthread threads.
-        self._idle: deque[HTTPConnection] = deque()
+        # PERF: deque.append/pop are atomic: no lock for greenlets or gthread threads.
+        self._idle: deque[tuple[HTTPConnection, float]] = deque()
         self._kind = HTTPSConnection if target.scheme == "https" else HTTPConnection
 
     def get(self, connect_timeout: float) -> tuple[HTTPConnection, bool]:
-        """Return ``(connection, reused)``: a live idle one, or a new unconnected one."""
+        """Return ``(connection, reused)``, connected: a live idle one, or a new one.
+
+        Raises:
+            NewConnectionError, ConnectTimeoutError, SSLError: a new connection failed.
+        """
         while self._idle:
             try:
-                conn = self._idle.pop()
+                conn, since = self._idle.pop()
             except IndexError:
                 break
-            if conn.is_connected:  # not closed by the upstream while idle
-                conn.timeout = connect_timeout
+            # PERF: polling the socket costs a trip through gevent's hub; see FRESH_IDLE_SECONDS.
+            if time.monotonic() - since < FRESH_IDLE_SECONDS or conn.is_connected:
                 return conn, True
             conn.close()
         # APPSEC: a connection belongs to one configured target; request paths are
         # origin-form and never joined onto a host, so no client input changes where it goes.
-        conn = self._kind(
-            self.target.host, self.target.port, timeout=connect_timeout, blocksize=CHUNK
-        )
+        conn = self._kind(self.target.host, self.target.port, timeout=connect_timeout)
+        conn.connect()
         return conn, False
 
     def put(self, conn: HTTPConnection) -> None:
-        if conn.is_closed or len(self._idle) >= self.max_idle:
+        if len(self._idle) >= self.max_idle:
             conn.close()
         else:
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
 
 
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    def __init__(self, raw: BaseHTTPResponse, conn: HTTPConnection, pool: ConnectionPool) -> None:
+    def __init__(self, raw: Response, conn: HTTPConnection, pool: ConnectionPool) -> None:
         self.raw = raw
         self.target = pool.target
         self.status = raw.status
-        self.headers: list[tuple[str, str]] = list(raw.headers.items())
+        self.headers = raw.headers
         self._conn: HTTPConnection | None = conn
         self._pool = pool
         self.choice: TargetChoice | None = None  # told how the exchange ended (health)
 
-    def body(self, read_to_end_below: int = CHUNK) -> Iterator[bytes]:
+    def body(self) -> Iterator[bytes]:
         """Yield the body as it arrives, undecoded; raise UpstreamError if it breaks off."""
-        raw = self.raw
-        length = raw.length_remaining
         try:
-            if length is not None and length <= read_to_end_below:
-                # PERF: one read() for small bodies skips stream()'s generator machinery.
-                data = raw.read(decode_content=False)
-                if data:
-                    yield data
-            else:
-                yield from raw.stream(CHUNK, decode_content=False)
+            yield from self.raw.body()
         except _TRANSPORT_ERRORS as ex:
             error = translate(ex, self.target, reading_body=True)
             if self.choice is not None:
@@ -122,25 +125,24 @@ class UpstreamResponse:
             raise error from None
         if self.choice is not None:
             self.choice.answered(self.status)
-        self._release()
+        if self._conn is not None:
+            if self.raw.reusable:
+                self._pool.put(self._conn)
+            else:
+                self._conn.close()
+            self._conn = None
 
     def abandon(self) -> None:
         """Close the connection: a half-read response must never be reused."""
         if self.choice is not None:
             self.choice.done(False, CANCELLED)  # neutral; ignored if the outcome is known
         if self._conn is not None:
-            self.raw.close()
             self._conn.close()
             self._conn = None
 
     @property
     def finished(self) -> bool:
         return self._conn is None
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            self._pool.put(self._conn)
-            self._conn = None
 
 
 class Attempt(Exception):
@@ -269,7 +271,10 @@ class UpstreamClient:
         """
         connect_timeout = min(self.spec.connect_timeout, read_timeout)
         while True:
-            conn, reused = pool.get(connect_timeout)
+            try:
+                conn, reused = pool.get(connect_timeout)
+            except _TRANSPORT_ERRORS as ex:
+                raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
             try:
                 return self._exchange(
                     conn, pool, method, path, headers, body, chunked, read_timeout
@@ -291,18 +296,12 @@ class UpstreamClient:
         chunked: bool,
         read_timeout: float,
     ) -> UpstreamResponse:
-        conn.request(
-            method,
-            path,
-            body=body,
-            headers=headers,
-            chunked=chunked,
-            preload_content=False,
-            decode_content=False,
-            enforce_content_length=True,
-        )
-        conn.timeout = read_timeout  # applied to the socket by getresponse()
-        return UpstreamResponse(conn.getresponse(), conn, pool)
+        head = request_head(method, path, headers, pool.target.netloc, chunked, body is None)
+        sock = conn.sock
+        assert sock is not None  # connected by the pool
+        sock.settimeout(read_timeout)
+        send_request(sock, head, body, chunked)
+        return UpstreamResponse(Response(sock, method == "HEAD"), conn, pool)
 
     def _local(self) -> tuple[tuple[ConnectionPool, ...], Balancer]:
         """This process's pools and balancer, made after the fork."""
@@ -340,39 +339,30 @@ def _kind(ex: Exception) -> str:
     """Classify a failed try for the retry policy."""
     if isinstance(ex, ConnectTimeoutError):  # NewConnectionError included: nothing was sent
         return CONNECT_FAILURE
-    if isinstance(ex, (ReadTimeoutError, TimeoutError)):
+    if isinstance(ex, TimeoutError):
         return TIMEOUT
     return RESET
 
 
-def default_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Stop urllib3 from adding a User-Agent the client did not send."""
-    if not any(k.lower() == "user-agent" for k in headers):
-        headers["User-Agent"] = SKIP_HEADER
-    return headers
-
-
 def _is_stale(ex: Exception) -> bool:
-    cause = ex.args[1] if isinstance(ex, ProtocolError) and len(ex.args) > 1 else ex
-    return isinstance(cause, _STALE)
+    return isinstance(ex, _STALE)
 
 
 def translate(ex: Exception, target: Target, reading_body: bool) -> UpstreamError:
-    """Map a urllib3/socket exception onto the gateway's error categories."""
+    """Map a connection, socket or protocol failure onto the gateway's error categories."""
     where = f"upstream {target}"
     if isinstance(ex, NewConnectionError):
         return UpstreamUnavailable(f"{where} refused the connection or is unreachable")
     if isinstance(ex, ConnectTimeoutError):
         return UpstreamTimeout(f"{where} did not accept the connection in time")
-    if isinstance(ex, (ReadTimeoutError, TimeoutError)):
+    if isinstance(ex, TimeoutError):
         return UpstreamTimeout(f"{where} did not answer in time")
     if reading_body:
         return UpstreamBadResponse(f"{where} broke off the response body")
-    cause = ex.args[1] if isinstance(ex, ProtocolError) and len(ex.args) > 1 else ex
-    if isinstance(cause, http.client.RemoteDisconnected):
+    if isinstance(ex, UpstreamClosed):
         return UpstreamUnavailable(f"{where} closed the connection without answering")
-    if isinstance(cause, http.client.HTTPException):
+    if isinstance(ex, MalformedResponse):
         return UpstreamBadResponse(f"{where} answered with something that is not valid HTTP")
     if isinstance(ex, SSLError):
         return UpstreamUnavailable(f"{where}: TLS handshake failed")
-    return UpstreamUnavailable(f"{where}: connection failed ({type(cause).__name__})")
+    return UpstreamUnavailable(f"{where}: connection failed ({type(ex).__name__})")

@@ -481,7 +481,7 @@ class _Call:
     def _collect(self, response: UpstreamResponse) -> bytes:
         data = bytearray()
         # Leaving this loop early leaves the response unfinished: fetch() then abandons it.
-        for chunk in response.body(read_to_end_below=self.max_bytes):
+        for chunk in response.body():
             data += chunk
             if len(data) > self.max_bytes:
                 raise self._too_large()
@@ -525,8 +525,7 @@ class Aggregator:
             params: the route match's path parameters.
             query: the raw query string, without the '?'.
             identity: the verified caller, or None.
-            headers: the upstream request headers the pipeline built (``default_headers``
-                applied, so urllib3 adds no User-Agent of its own).
+            headers: the upstream request headers the pipeline built.
             clients: upstream name -> client.
 
         Raises:

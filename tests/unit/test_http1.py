@@ -1,0 +1,180 @@
+"""gw.http1: upstream responses read from a real socket pair, request heads built and checked."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from gw.errors import InvalidHeader
+from gw.http1 import (
+    BodyBrokenOff,
+    MalformedResponse,
+    Response,
+    UpstreamClosed,
+    request_head,
+    send_request,
+)
+
+Pair = tuple[socket.socket, socket.socket]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def answer(pair: Pair, data: bytes, head: bool = False) -> Response:
+    """The upstream sends ``data`` and closes its side; read it as the response to GET/HEAD."""
+    ours, theirs = pair
+    theirs.sendall(data)
+    theirs.shutdown(socket.SHUT_WR)
+    return Response(ours, head_request=head)
+
+
+def test_content_length_body_with_repeated_headers_kept_apart(pair: Pair) -> None:
+    response = answer(
+        pair,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello",
+    )
+    assert response.status == 200
+    assert [v for n, v in response.headers if n == "Set-Cookie"] == ["a=1", "b=2"]
+    assert b"".join(response.body()) == b"hello"
+    assert response.reusable
+
+
+def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair) -> None:
+    response = answer(
+        pair, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    assert b"".join(response.body()) == b"hello"
+    assert response.reusable
+
+
+def test_body_until_close_is_complete_at_eof_and_never_reused(pair: Pair) -> None:
+    response = answer(pair, b"HTTP/1.1 200 OK\r\n\r\nhello world")
+    assert b"".join(response.body()) == b"hello world"
+    assert not response.reusable
+
+
+def test_interim_100_continue_is_skipped(pair: Pair) -> None:
+    response = answer(
+        pair, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert response.status == 201
+    assert response.headers == [("Content-Length", "2")]
+    assert b"".join(response.body()) == b"ok"
+
+
+def test_head_response_has_no_body_whatever_its_length_says(pair: Pair) -> None:
+    response = answer(pair, b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n", head=True)
+    assert b"".join(response.body()) == b""
+    assert response.reusable
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",  # bytes after it
+    ],
+    ids=["connection-close", "http-1.0", "trailing-bytes"],
+)
+def test_connections_that_cannot_carry_another_request_are_not_reused(
+    pair: Pair, data: bytes
+) -> None:
+    response = answer(pair, data)
+    assert b"".join(response.body()) == b"ok"
+    assert not response.reusable
+
+
+def test_short_body_is_broken_off_not_clean(pair: Pair) -> None:
+    response = answer(pair, b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello")
+    with pytest.raises(BodyBrokenOff):
+        b"".join(response.body())
+
+
+def test_missing_final_chunk_is_broken_off(pair: Pair) -> None:
+    response = answer(pair, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    with pytest.raises(BodyBrokenOff):
+        b"".join(response.body())
+
+
+def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
+    with pytest.raises(UpstreamClosed):
+        answer(pair, b"")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HELLO\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n" + b"X-B: 2\r\n" * 120 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # the head is cut off
+    ],
+    ids=["not-http", "cl-and-te", "two-lengths", "too-many-headers", "huge-head", "101", "cut"],
+)
+def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> None:
+    with pytest.raises(MalformedResponse):
+        answer(pair, data)
+
+
+def test_bad_chunk_size_is_malformed_while_reading_the_body(pair: Pair) -> None:
+    ours, theirs = pair
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    response = Response(ours, head_request=False)
+    theirs.sendall(b"zz\r\nhello\r\n")
+    with pytest.raises(MalformedResponse):
+        b"".join(response.body())
+
+
+def test_request_head_adds_host_length_and_identity_encoding_only_when_missing() -> None:
+    head = request_head("POST", "/a?b=%2f", {"X-A": "1"}, "up:8080", chunked=False, no_body=True)
+    assert head == (
+        b"POST /a?b=%2f HTTP/1.1\r\nX-A: 1\r\nHost: up:8080\r\nContent-Length: 0\r\n"
+        b"Accept-Encoding: identity\r\n\r\n"
+    )
+    given = {"Host": "h", "Accept-Encoding": "gzip"}
+    head = request_head("GET", "/", given, "up:8080", chunked=True, no_body=False)
+    assert head == (
+        b"GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("GET", "/a", {"X-A": "1\r\nX-Injected: yes"}),
+        ("GET", "/a", {"X-A": "1\nX-Injected: yes"}),
+        ("GET", "/a", {"X A": "1"}),
+        ("GET", "/a", {"X-A": "nul\x00"}),
+        ("GET", "/a b", {}),
+        ("GET", "/a\r\nX: y", {}),
+        ("G T", "/a", {}),
+    ],
+)
+def test_request_head_refuses_what_would_break_the_framing(
+    method: str, target: str, headers: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidHeader):
+        request_head(method, target, headers, "up", chunked=False, no_body=True)
+
+
+def test_streamed_chunked_body_is_framed(pair: Pair) -> None:
+    ours, theirs = pair
+    send_request(ours, b"HEAD\r\n\r\n", iter([b"hello", b"", b" world"]), chunked=True)
+    ours.shutdown(socket.SHUT_WR)
+    received = b""
+    while data := theirs.recv(65536):
+        received += data
+    assert received == b"HEAD\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
