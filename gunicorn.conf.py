@@ -2,8 +2,9 @@
 cache the config and HUP would stop reloading it). Everything comes from the environment.
 
 GW_BIND          address to listen on (default 127.0.0.1:8080; unix:/run/gw/gw.sock behind nginx)
-GW_WORKER_CLASS  gw.worker.BalancedThreadWorker (default), gthread or sync
+GW_WORKER_CLASS  gw.worker.BalancedGeventWorker (default), gw.worker.BalancedThreadWorker, sync
 GW_WORKERS       worker processes (default: one per CPU core)
+GW_WORKER_CONNECTIONS  connections one gevent worker serves at once (default 1000)
 GW_THREADS       threads per worker for threaded workers (default 8)
 GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
 """
@@ -13,10 +14,17 @@ import os
 _cores = os.cpu_count() or 1
 
 bind = os.environ.get("GW_BIND", "127.0.0.1:8080").split(",")
-worker_class = os.environ.get("GW_WORKER_CLASS", "gw.worker.BalancedThreadWorker")
-# An I/O-bound proxy: one process per core, threads to wait on upstreams (bench/: 2 x 8 cost
-# less CPU per request than 4 x 4 on a 2-core box).
+worker_class = os.environ.get("GW_WORKER_CLASS", "gw.worker.BalancedGeventWorker")
+# An I/O-bound proxy: one process per core, each waiting on many upstreams at once (greenlets
+# for the default worker, threads for BalancedThreadWorker).
+if worker_class == "gw.worker.BalancedGeventWorker":
+    # Patch before the master's hooks import anything (urllib3 imports ssl): gevent warns that
+    # patching ssl after its import, as the worker would otherwise do, can misbehave.
+    from gevent import monkey
+
+    monkey.patch_all()
 workers = int(os.environ.get("GW_WORKERS", str(_cores)))
+worker_connections = int(os.environ.get("GW_WORKER_CONNECTIONS", "1000"))
 threads = int(os.environ.get("GW_THREADS", "8"))
 # Nesting: every upstream timeout <= server.deadline (25 s) < timeout < nginx proxy_read_timeout.
 timeout = int(os.environ.get("GW_TIMEOUT", "30"))

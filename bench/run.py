@@ -53,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--gw-threads", type=int, help="GW_THREADS for gunicorn")
     add(
         "--gw-worker-class",
-        help="GW_WORKER_CLASS for gunicorn: sync, gthread, balanced or a dotted class path",
+        help="GW_WORKER_CLASS for gunicorn: sync, gthread, balanced, gevent or a dotted class path",
     )
     add(
         "--gw-variant",
@@ -62,7 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CLASS[:WORKERS[xTHREADS]]",
         help="benchmark gw under this worker model, as row gw-SPEC; repeat to compare models "
         "in the same run (e.g. --gw-variant sync:4 --gw-variant balanced:2x4); CLASS is sync, "
-        "gthread, balanced (gw.worker.BalancedThreadWorker) or a dotted class path",
+        "gthread, balanced (gw.worker.BalancedThreadWorker), gevent (gunicorn's own) or a dotted "
+        "class path",
     )
     add(
         "--gw-no-access-log",
@@ -93,13 +94,15 @@ WORKER_CLASSES = {
     "sync": "sync",
     "gthread": "gthread",
     "balanced": "gw.worker.BalancedThreadWorker",
+    "gevent": "gevent",
 }
 
 
 def parse_variant(text: str) -> GwOptions:
     """Parse CLASS[:WORKERS[xTHREADS]], e.g. "sync:4", "gthread:2x8" or "balanced:2x4".
 
-    CLASS is sync, gthread, balanced (gw.worker.BalancedThreadWorker) or a dotted class path.
+    CLASS is sync, gthread, balanced (gw.worker.BalancedThreadWorker), gevent (gunicorn's stock
+    gevent worker) or a dotted class path such as gw.worker.BalancedGeventWorker (the default).
 
     Raises:
         ValueError: the text is not of that form.

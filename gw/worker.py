@@ -1,14 +1,22 @@
-"""gunicorn worker class: gthread, made fair to keep-alive clients, with JSON parse errors.
+"""gunicorn worker classes: fair to keep-alive clients, with JSON parse errors.
 
-Stock gthread workers accept greedily, and a kept-alive connection stays with the worker that
-accepted it for its whole life. Pooled clients (nginx upstream keepalive, SDKs) can then pile
-every connection onto one worker, capping the gateway at one GIL (PERF-NOTES measured a 3-4x
-drop in a quarter of runs; the test suite sees all 1,200 requests of 8 pooled connections land
-on one of two workers). Here a connection serves at most ``GW_KEEPALIVE_REQUESTS`` requests
-(default 200, like nginx's ``keepalive_requests``): the last response says
-``Connection: close``, the client opens a new connection, and the accept race is run again, so
-an imbalance heals within a few hundred requests. A worker that is busy is slow to win that
-race, which is what spreads the load.
+``BalancedGeventWorker`` (the default) serves each connection in a greenlet, one thread per
+process, and speaks HTTP/1.1 through ``gw.serve`` (llhttp) instead of gunicorn's pure-Python
+parser. gunicorn still runs the processes: forking, heartbeats, signals, graceful stops,
+``max_requests``. On the 2-core bench box a request costs about half the CPU of gunicorn's
+gthread worker, whose threads spend their time passing the GIL and the poller between each
+other (bench/README.md has the figures). ``BalancedThreadWorker`` stays for deployments that
+cannot use gevent's monkey-patching; plain ``sync`` works too.
+
+Both rotate kept-alive connections. Stock workers accept greedily, and a kept-alive connection
+stays with the worker that accepted it for its whole life. Pooled clients (nginx upstream
+keepalive, SDKs) can then pile every connection onto one worker, capping the gateway at one
+core (PERF-NOTES measured a 3-4x drop in a quarter of runs; the test suite sees all 1,200
+requests of 8 pooled connections land on one of two workers). Here a connection serves at most
+``GW_KEEPALIVE_REQUESTS`` requests (default 200, like nginx's ``keepalive_requests``): the last
+response says ``Connection: close``, the client opens a new connection, and the accept race is
+run again, so an imbalance heals within a few hundred requests. A worker that is busy is slow
+to win that race, which is what spreads the load.
 """
 
 from __future__ import annotations
@@ -18,28 +26,80 @@ import os
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http.wsgi import base_environ
+from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from gw.headers import request_id
+from gw.serve import Connection, Limits
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
+
+
+class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker with gw's HTTP/1.1 connection handling (``gw.serve``)."""
+
+    def init_process(self) -> None:
+        cfg = self.cfg
+        self.limits = Limits(
+            request_line=cfg.limit_request_line or 1 << 20,
+            fields=cfg.limit_request_fields or 32768,
+            field_size=cfg.limit_request_field_size or 1 << 20,
+            keepalive=float(cfg.keepalive or 2),
+            timeout=float(cfg.timeout or 30),
+            requests=KEEPALIVE_REQUESTS,
+        )
+        self.environ = base_environ(cfg)
+        self.environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": "gw"})
+        super().init_process()
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        server = listener.getsockname()
+        conn = Connection(
+            client,
+            addr,
+            server,
+            self.wsgi,
+            self.limits,
+            self.environ,
+            write_json_error,
+            self.next_request,
+            self.running,
+        )
+        try:
+            conn.serve()
+        finally:
+            util.close(client)
+
+    def running(self) -> bool:
+        return bool(getattr(self, "alive"))  # noqa: B009 (gunicorn sets it untyped)
+
+    def next_request(self) -> bool:
+        """Count a request; return False once the worker should close connections and stop."""
+        self.nr += 1
+        alive = self.running()
+        if self.nr >= self.max_requests and alive:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = alive = False
+        return alive
 
 
 class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """A gthread worker that rotates kept-alive connections and answers parse errors in JSON."""
 
     def init_process(self) -> None:
-        # Requests gunicorn's parser refuses (bad request line, too many or too large headers)
-        # never reach the app; answer them in gw's JSON error shape too.
         util.write_error = write_json_error
         super().init_process()
 
     def handle_request(self, req: Any, conn: Any) -> bool:
-        served = getattr(conn, "gw_served", 0) + 1
-        conn.gw_served = served
-        if served >= KEEPALIVE_REQUESTS:
-            req.must_close = True  # the response carries "Connection: close"
+        rotate(req)
         return bool(super().handle_request(req, conn))
+
+
+def rotate(req: Any) -> None:
+    """Close the connection after its ``KEEPALIVE_REQUESTS``-th request (see the docstring)."""
+    if req.req_number >= KEEPALIVE_REQUESTS:
+        req.must_close = True  # the response carries "Connection: close"
 
 
 _CODES = {
@@ -54,7 +114,11 @@ _CODES = {
 
 
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """Write gunicorn's own parse errors as gw's JSON error body."""
+    """Write gunicorn's own parse errors as gw's JSON error body.
+
+    Requests gunicorn's parser refuses (bad request line, too many or too large headers) never
+    reach the app; this answers them in gw's JSON error shape too.
+    """
     rid = request_id(None)
     payload = {
         "error": _CODES.get(status_int, "bad_request"),

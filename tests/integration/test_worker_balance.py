@@ -52,7 +52,7 @@ def pooled_load(port: int, connections: int, requests_each: int) -> int:
 def test_pooled_keep_alive_client_is_served_by_every_worker(
     gateway: Start, upstream: Upstream
 ) -> None:
-    gw = gateway(config(upstream), workers=2, threads=4, extra_env={"GW_KEEPALIVE_REQUESTS": "50"})
+    gw = gateway(config(upstream), workers=2, threads=4, extra_env={"GW_KEEPALIVE_REQUESTS": "25"})
     served = pooled_load(gw.port, connections=8, requests_each=150)
     assert served == 1200
     time.sleep(0.3)
