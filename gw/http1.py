@@ -128,7 +128,11 @@ class Response:
         self._head_size = 0
         self._error: MalformedResponse | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._read_head()
+        try:
+            self._read_head()
+        except BaseException:
+            self.close()
+            raise
 
     # -- llhttp callbacks ------------------------------------------------------------------
 
@@ -199,19 +203,30 @@ class Response:
             MalformedResponse: the body's framing (chunk sizes) is not valid.
             OSError: the socket failed or timed out.
         """
-        while True:
-            if self._chunks:
-                chunks, self._chunks = self._chunks, []
-                yield from chunks
-            if self._complete:
-                return
-            data = self._sock.recv(CHUNK)
-            if not data:
-                if self._until_close:
-                    self._complete = True
+        try:
+            while True:
+                if self._chunks:
+                    chunks, self._chunks = self._chunks, []
+                    yield from chunks
+                if self._complete:
                     return
-                raise BodyBrokenOff("the connection closed before the body was complete")
-            self._feed(data)
+                data = self._sock.recv(CHUNK)
+                if not data:
+                    if self._until_close:
+                        self._complete = True
+                        return
+                    raise BodyBrokenOff("the connection closed before the body was complete")
+                self._feed(data)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the parser once the response is read or abandoned.
+
+        PERF: the parser holds this object's bound methods and this object holds the parser; a
+        cycle per request left for the garbage collector made its pauses the p99 latency.
+        """
+        self.__dict__.pop("_parser", None)
 
     def _read_head(self) -> None:
         received = 0

@@ -212,6 +212,8 @@ class Connection:
         except OSError as ex:
             if ex.errno not in _GONE:
                 log.warning("client connection failed: %s", ex)
+        finally:
+            del self._parser  # PERF: it refers back to this object (see gw.http1.Response.close)
 
     def _next_head(self) -> _Message | None:
         """Return the next request with its head parsed, or None when the client is done."""

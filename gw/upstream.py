@@ -136,6 +136,7 @@ class UpstreamResponse:
         """Close the connection: a half-read response must never be reused."""
         if self.choice is not None:
             self.choice.done(False, CANCELLED)  # neutral; ignored if the outcome is known
+        self.raw.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
