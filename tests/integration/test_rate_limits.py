@@ -63,7 +63,10 @@ def refill_allowance(per_minute: int, seconds: float) -> int:
     return math.floor(per_minute * seconds / 60) + 1
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "gw.worker.BalancedThreadWorker"])
+@pytest.mark.parametrize(
+    "worker_class",
+    ["gw.worker.BalancedGeventWorker", "sync", "gw.worker.BalancedThreadWorker"],
+)
 def test_four_workers_admit_exactly_the_limit(
     gateway: Start, upstream: Upstream, worker_class: str
 ) -> None:
