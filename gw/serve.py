@@ -38,22 +38,12 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from gw.headers import HOP_BY_HOP  # the headers a WSGI app must not set (PEP 3333)
+
 log = logging.getLogger("gw.serve")
 
 CHUNK = 64 * 1024
 IDLE_POLL = 0.5  # seconds between checks for a worker shutdown while a connection is idle
-# The hop-by-hop headers a WSGI app must not set (PEP 3333); the server frames the answer.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 _NO_BODY_STATUSES = frozenset({204, 304})
 _REASONS = {
     400: "Bad Request",
@@ -502,7 +492,7 @@ class _Reply:
         has_date = False
         for name, value in self._headers:
             lname = name.lower()
-            if lname in _HOP_BY_HOP:
+            if lname in HOP_BY_HOP:
                 if lname == "connection" and "close" in value.lower():
                     self.keep_alive = False
                 continue
