@@ -25,6 +25,7 @@ import json
 import os
 from typing import Any
 
+import gevent
 from gunicorn import util
 from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import GeventWorker
@@ -65,6 +66,7 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
             write_json_error,
             self.next_request,
             self.running,
+            gevent.sleep,
         )
         try:
             conn.serve()

@@ -6,6 +6,7 @@ One gateway (the default worker class) and one recording upstream serve the whol
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -204,3 +205,51 @@ def test_a_broken_upstream_body_leaves_the_client_a_visibly_broken_answer(
     response = raw_request(gw.port, b"GET /api/__truncate HTTP/1.1\r\nHost: a\r\n\r\n")
     assert response.status == 200
     assert not response.complete  # the connection ended before the announced length
+
+
+def test_a_pipelined_burst_does_not_hold_up_another_client(upstream: Upstream) -> None:
+    """Every connection of a worker gets its turn: one client's 1,000 pipelined requests,
+    already read and parsed, are not all answered before another client's single one."""
+    burst = 1000
+    config = {
+        "upstreams": {"svc": {"targets": [upstream.url]}},
+        "routes": [{"name": "api", "path": "/api/**", "upstream": "svc"}],
+    }
+    gw = start_gateway(config, workers=1, extra_env={"GW_KEEPALIVE_REQUESTS": "5000"})
+    request = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    marker = b"HTTP/1.1 200"
+    seen = [0]
+
+    def count_answers(sock: socket.socket) -> None:
+        sock.settimeout(10)
+        tail = b""
+        while seen[0] < burst:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            seen[0] += (tail + chunk).count(marker)
+            tail = chunk[-(len(marker) - 1) :]
+
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", gw.port)) as greedy,
+            socket.create_connection(("127.0.0.1", gw.port)) as patient,
+        ):
+            for sock in (greedy, patient):  # both accepted and kept alive before the race
+                sock.sendall(request)
+                assert read_responses(sock, 1)[0].status == 200
+            reader = threading.Thread(target=count_answers, args=(greedy,))
+            reader.start()
+            greedy.sendall(request * burst)
+            deadline = time.monotonic() + 5
+            while seen[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.0005)  # the worker is busy with the burst
+            patient.sendall(request)
+            answer = read_responses(patient, 1)
+            answered_before = seen[0]
+            reader.join(timeout=30)
+    finally:
+        gw.stop()
+    assert answer[0].status == 200
+    assert seen[0] == burst
+    assert answered_before < burst // 2, answered_before  # without turns: all 1,000
