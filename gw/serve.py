@@ -128,7 +128,7 @@ class Connection:
         """``next_request`` is called once per request and says whether the worker goes on;
         when it says no, the answer closes the connection. ``running`` says the same without
         counting: once it says no, a connection waiting for its next request is closed.
-        ``pause`` lets the worker's other connections run (``gevent.sleep(0)``)."""
+        ``pause`` lets the worker's other ready connections run (``gw.worker.take_turns``)."""
         self.sock = sock
         self.app = app
         self.limits = limits
@@ -202,8 +202,8 @@ class Connection:
                 # the client has sent its next request before this greenlet asks (the peers
                 # run on the other core), no read ever waits, and one connection could keep
                 # the worker for hundreds of requests while the others' answers sit unread:
-                # on the bench that made the p99 at 64 connections 150-570 ms (with this
-                # pause, about 70 ms).
+                # on the bench that made the p99 at 64 connections 230-520 ms (with this
+                # pause, 35-42 ms; the Express cluster's was 27-34 ms).
                 self.pause()
         except RequestRefused as ex:
             self._refuse(ex)

@@ -66,7 +66,7 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
             write_json_error,
             self.next_request,
             self.running,
-            gevent.sleep,
+            take_turns,
         )
         try:
             conn.serve()
@@ -84,6 +84,17 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
             self.log.info("Autorestarting worker after current request.")
             self.alive = alive = False
         return alive
+
+
+def take_turns() -> None:
+    """Let every other connection of this worker that is ready run first (``Connection.pause``).
+
+    PERF: ``gevent.sleep(0)`` would resume this greenlet before the loop next polls for I/O, so
+    connections whose upstream answers have arrived would still wait behind the ones that never
+    wait. A timer that is already due fires only after that poll. Bench, 64 connections: p99
+    73-85 ms with ``sleep(0)``, 35-42 ms with this, same requests/s.
+    """
+    gevent.sleep(0.000001)
 
 
 class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
