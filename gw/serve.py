@@ -123,7 +123,7 @@ class Connection:
         write_error: ErrorWriter,
         next_request: Callable[[], bool],
         running: Callable[[], bool],
-        pause: Callable[[], object],
+        pause: Callable[[], None],
     ) -> None:
         """``next_request`` is called once per request and says whether the worker goes on;
         when it says no, the answer closes the connection. ``running`` says the same without
