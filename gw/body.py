@@ -18,22 +18,36 @@ class LimitedBody:
     """A file-like view of the client's body that refuses to pass more than ``limit`` bytes.
 
     Used for both Content-Length bodies (``read``) and chunked uploads (iteration), so the
-    limit holds even when the client announced no length.
+    limit holds even when the client announced no length. With ``length`` (the validated
+    Content-Length, which gw announces upstream) it yields exactly that many bytes or fails.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int, length: int | None = None) -> None:
         self._stream = stream
         self._limit = limit
+        self._length = length
         self.received = 0
 
     def read(self, size: int = CHUNK) -> bytes:
+        size = size if size and size > 0 else CHUNK
+        if self._length is not None:
+            # APPSEC: the upstream is told Content-Length: length; never send it more (the
+            # extra bytes would be read as another request) nor quietly less (see below).
+            size = min(size, self._length - self.received)
+            if size == 0:
+                return b""
         try:
-            data = self._stream.read(size if size and size > 0 else CHUNK)
+            data = self._stream.read(size)
         except Exception as ex:  # the server's own input errors (client went away)
             raise ClientBodyIncomplete(f"the client stopped sending its body ({ex})") from None
         self.received += len(data)
         if self.received > self._limit:
             raise BodyTooLarge(f"request body exceeds the limit of {self._limit} bytes")
+        if not data and self._length is not None:
+            # The upstream connection that carried the shorter body is closed by the caller.
+            raise ClientBodyIncomplete(
+                f"the client sent {self.received} of the {self._length} body bytes it announced"
+            )
         return data
 
     def __iter__(self) -> Iterator[bytes]:

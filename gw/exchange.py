@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gw.forwarding import ClientInfo
+from gw.hosts import Authority
 
 
 @dataclass(slots=True)
@@ -21,6 +22,7 @@ class Exchange:
     method: str
     raw_target: str
     client: ClientInfo | None = None
+    authority: Authority | None = None  # the effective host (gw.hosts)
     path: str = ""
     query: str = ""
     route: str | None = None

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gw.errors import InvalidHeader
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -48,6 +50,10 @@ GATEWAY_OWNED = frozenset(
     }
 )
 
+# APPSEC: how a message is framed and where it goes is decided by gw from what it sends;
+# a client's Connection header may never make a proxy drop these (RFC 9110 section 7.6.1).
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _CGI_HEADERS = (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length"))
 
@@ -68,16 +74,35 @@ def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
+def check_connection(value: str | None, owned: frozenset[str] = GATEWAY_OWNED) -> None:
+    """Refuse a ``Connection`` header that names a framing or gateway-owned header.
+
+    Raises:
+        InvalidHeader: it names Content-Length, Transfer-Encoding, Host or an owned header.
+    """
+    if not value:
+        return
+    named = {canonical_name(token.strip()) for token in value.split(",")}
+    # APPSEC: "Connection: Content-Length" once made gw drop the length but stream the body,
+    # so the upstream read the body as a second request (smuggling). Refused, as nothing
+    # legitimate asks a proxy to drop these.
+    refused = sorted(named & (_FRAMING | owned))
+    if refused:
+        raise InvalidHeader(f"the Connection header must not name {', '.join(refused)}")
+
+
 def forwardable(
     headers: Iterable[tuple[str, str]], owned: frozenset[str] = GATEWAY_OWNED
 ) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers, those the client's ``Connection`` names, and gateway-owned ones.
+    """Drop hop-by-hop and framing headers, those the client's ``Connection`` names, and
+    gateway-owned ones (the caller has refused a Connection that names framing or owned ones,
+    see ``check_connection``; gw sets the framing of what it sends itself).
 
     ``owned`` holds canonical names (see ``canonical_name``) of every header the gateway sets
     itself, the identity headers of the auth configuration included.
     """
     headers = list(headers)
-    dropped = set(HOP_BY_HOP | owned)
+    dropped = set(HOP_BY_HOP | _FRAMING | owned)
     for name, value in headers:
         if name.lower() == "connection":
             # APPSEC: a client may name any header in Connection to make a proxy drop it

@@ -7,12 +7,13 @@ keys but nothing of Falcon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from gw import __version__, accesslog, tracing
 from gw.admission import Requester
@@ -32,12 +33,14 @@ from gw.exchange import ClosingBody, Exchange, Outcome
 from gw.forwarding import TrustedProxies
 from gw.headers import (
     GATEWAY_OWNED,
+    check_connection,
     forwardable,
     request_headers,
     request_id,
     response_headers,
 )
 from gw.health import state as health_state
+from gw.hosts import HostAllowList, effective_host
 from gw.metrics import worker_metrics
 from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
@@ -55,6 +58,11 @@ class InvalidQuery(ClientError):
     code = "invalid_query"
 
 
+class UnsupportedCoding(ClientError):
+    status = 501
+    code = "unsupported_transfer_coding"
+
+
 class CorsRefused(ClientError):
     status = 403
     code = "cors_refused"
@@ -67,6 +75,8 @@ class Gateway:
         self.config = config
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
+        hosts = config.server.hosts
+        self.hosts = HostAllowList(hosts) if hosts is not None else None
         self.metrics = worker_metrics() if config.metrics.enabled else None
         self.clients = {
             name: UpstreamClient(
@@ -100,11 +110,14 @@ class Gateway:
             self.metrics.inflight(1)
         try:
             self._canonicalize(exchange, environ)
+            self._check_message(exchange, environ)
             if self.metrics is not None and exchange.path == self.config.metrics.path:
                 return self._finish(exchange, self._scrape(exchange, environ))
             builtin = self.builtins.get(exchange.path)
             if builtin is not None:
                 return self._finish(exchange, builtin(exchange))
+            if self.hosts is not None:
+                self.hosts.check(exchange.authority)
             match = self._route(exchange, environ)
             preflight = self._cors(exchange, match, environ)
             if preflight is not None:
@@ -155,13 +168,29 @@ class Gateway:
         exchange.path = canonicalize(raw_path)
         exchange.query = query
 
+    def _check_message(self, exchange: Exchange, environ: Mapping[str, Any]) -> None:
+        """One effective host per request (400 if Host is missing, repeated or invalid), and
+        no Connection header that names a framing or gateway-owned header (400)."""
+        exchange.authority = effective_host(
+            exchange.raw_target, environ.get("HTTP_HOST"), environ.get("SERVER_PROTOCOL", "")
+        )
+        check_connection(environ.get("HTTP_CONNECTION"), self.owned)
+
     def _route(self, exchange: Exchange, environ: Mapping[str, Any]) -> RouteMatch[RouteSpec]:
-        host = _host_without_port(_authority(exchange.raw_target) or environ.get("HTTP_HOST"))
-        method = exchange.method
-        if method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
-            # A CORS preflight is about the route the real request will take.
-            method = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper()
-        match = self.config.table.match(method, exchange.path, host)
+        host = exchange.authority.name if exchange.authority else None
+        table = self.config.table
+        match = None
+        if exchange.method == "OPTIONS" and _is_preflight(environ):
+            # A CORS preflight is about the route the real request will take, but only a
+            # route whose CORS policy gw answers itself may take the requested method.
+            # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
+            requested = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper()
+            with contextlib.suppress(ClientError):
+                match = table.match(requested, exchange.path, host)
+            if match is not None and match.route.payload.cors is None:
+                match = None
+        if match is None:
+            match = table.match(exchange.method, exchange.path, host)
         exchange.route = match.route.name
         return match
 
@@ -242,7 +271,13 @@ class Gateway:
         path = encode_path(spec.rewrite.apply(exchange.path))
         if exchange.query:
             path = f"{path}?{exchange.query}"
-        body, chunked = self._request_body(environ)
+        body, length = self._request_body(environ)
+        chunked = body is not None and length is None
+        if length is not None:
+            # APPSEC: the framing sent upstream is gw's own: the validated length of the body
+            # gw sends (LimitedBody sends exactly that many bytes or fails), never a header
+            # copied from the client.
+            headers = {**headers, "Content-Length": str(length)}
         started = time.monotonic()
         try:
             response = client.send(
@@ -302,7 +337,7 @@ class Gateway:
             spec.name,
             rules,
             exchange.method,
-            _host_without_port(environ.get("HTTP_HOST")),
+            exchange.authority.host if exchange.authority else None,
             exchange.path,
             exchange.query,
             {name.lower(): value for name, value in request_headers(environ)},
@@ -410,17 +445,20 @@ class Gateway:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _request_body(self, environ: Mapping[str, Any]) -> tuple[LimitedBody | None, bool]:
+    def _request_body(self, environ: Mapping[str, Any]) -> tuple[LimitedBody | None, int | None]:
+        """The body to send and its length (None: chunked, length unknown)."""
         limit = self.server.max_body_bytes
         stream = environ["wsgi.input"]
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            return LimitedBody(stream, limit), True
+        coding = environ.get("HTTP_TRANSFER_ENCODING")
+        if coding is not None:
+            _check_transfer_coding(coding, environ.get("SERVER_PROTOCOL", ""))
+            return LimitedBody(stream, limit), None
         length = _content_length(environ.get("CONTENT_LENGTH"))
         if length == 0:
-            return None, False
+            return None, None
         if length > limit:
             raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-        return LimitedBody(stream, limit), False
+        return LimitedBody(stream, limit, length), length
 
     def _upstream_headers(
         self,
@@ -433,7 +471,7 @@ class Gateway:
         headers = dict(forwardable(request_headers(environ), self.owned))
         info = exchange.client
         assert info is not None
-        host = environ.get("HTTP_HOST", "")
+        host = exchange.authority.host if exchange.authority else ""
         if spec.upstream is not None:  # aggregate parts get their target's Host from urllib3
             upstream = self.clients[spec.upstream].spec
             preserve = upstream.preserve_host and host
@@ -564,19 +602,20 @@ def _content_length(value: str | None) -> int:
     return int(value)
 
 
-def _authority(raw_target: str) -> str | None:
-    """The host of an absolute-form target, which wins over Host (RFC 9112 section 3.2.2)."""
-    if raw_target.startswith("/"):
-        return None
-    return urlsplit(raw_target).netloc or None
+def _check_transfer_coding(coding: str, protocol: str) -> None:
+    """Accept only a lone ``chunked`` coding, and only from HTTP/1.1 (RFC 9112 section 6.1).
+
+    APPSEC: the gevent worker refuses these before the app runs; this holds for gunicorn's
+    own parser too, whatever its version lets through.
+    """
+    if [c.strip().lower() for c in coding.split(",")] != ["chunked"]:
+        raise UnsupportedCoding(f"transfer coding {coding[:60]!r} is not supported")
+    if protocol == "HTTP/1.0":
+        raise InvalidHeader("Transfer-Encoding is not allowed in an HTTP/1.0 request")
 
 
-def _host_without_port(host: str | None) -> str | None:
-    if not host:
-        return None
-    if host.startswith("["):
-        return host[: host.find("]") + 1].lower()
-    return host.rsplit(":", 1)[0].lower()
+def _is_preflight(environ: Mapping[str, Any]) -> bool:
+    return "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ and "HTTP_ORIGIN" in environ
 
 
 def _rebuild(environ: Mapping[str, Any]) -> str:

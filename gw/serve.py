@@ -51,7 +51,13 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    505: "HTTP Version Not Supported",
 }
+# APPSEC: chunk framing (sizes, extensions, CRLFs) allowed beyond the data, per chunk and in
+# all, before a request is refused; Go's net/http chunked reader uses the same 16-byte rule.
+# Extensions are never forwarded, so without a bound they would be free, unlimited input.
+_FRAMING_PER_CHUNK = 16
+_FRAMING_SLACK = CHUNK + 16 * 1024
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -86,8 +92,11 @@ class _Message:
     """One request as llhttp reports it: the head, then body pieces as they are parsed."""
 
     __slots__ = (
+        "body_bytes",
+        "chunk_count",
         "chunks",
         "complete",
+        "framing_bytes",
         "head_done",
         "headers",
         "keep_alive",
@@ -107,6 +116,9 @@ class _Message:
         self.method = "GET"
         self.version = "1.1"
         self.upgrade = False
+        self.body_bytes = 0  # body bytes parsed so far
+        self.chunk_count = 0
+        self.framing_bytes = 0  # bytes read while in the body: data and chunk framing
 
 
 class Connection:
@@ -139,10 +151,13 @@ class Connection:
         self._base = dict(base_environ)
         self._base.update(_address_environ(client, server))
         self._parser = httptools.HttpRequestParser(self)
+        # Any version digits parse; on_headers_complete decides (1.x served, others refused).
+        self._parser.set_dangerous_leniencies(lenient_version=True)
         self._messages: deque[_Message] = deque()
         self._parsing: _Message | None = None
         self._eof = False
         self._upgraded = False
+        self._last_request = False  # a request said close: what follows is never parsed
 
     # -- llhttp callbacks (the parser runs inside ``_fill``) ----------------------------------
 
@@ -159,26 +174,51 @@ class Connection:
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self._current()
         limits = self.limits
+        if len(name) + len(value) + 2 > limits.field_size:  # "Name: value", as gunicorn counts
+            raise RequestRefused(431, f"a header field over {limits.field_size} bytes")
+        if message.head_done:
+            # APPSEC: a trailer field (after a chunked body) is never merged into the header
+            # section (RFC 9110 section 6.5.1): an Authorization, Host or Content-Length
+            # trailer must not authenticate, route or frame anything. Trailers are dropped
+            # (their bytes count as chunk framing, see _check_chunk_framing).
+            return
         if len(message.headers) >= limits.fields:
             raise RequestRefused(431, f"more than {limits.fields} header fields")
-        if len(name) + len(value) + 2 > limits.field_size:
-            raise RequestRefused(431, f"a header field over {limits.field_size} bytes")
+        if name.lower() == b"transfer-encoding":
+            _check_transfer_coding(value)
         message.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         message = self._current()
         parser = self._parser
         message.method = parser.get_method().decode("ascii")
-        message.version = parser.get_http_version()
+        message.version = _served_version(parser.get_http_version())
+        line = len(message.method) + len(message.url) + len(" HTTP/1.1") + 1
+        if line > self.limits.request_line:
+            raise RequestRefused(414, f"request line over {self.limits.request_line} bytes")
         message.keep_alive = parser.should_keep_alive()
         message.upgrade = parser.should_upgrade()
+        if message.version == "1.0" and _has(message, b"transfer-encoding"):
+            # APPSEC: HTTP/1.0 has no chunked coding (RFC 9112 section 6.1); a 1.0 peer in
+            # the path could read the same bytes with other boundaries.
+            raise RequestRefused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if message.upgrade:
+            _check_upgrade(message)
         message.head_done = True
 
     def on_body(self, body: bytes) -> None:
-        self._current().chunks.append(body)
+        message = self._current()
+        message.body_bytes += len(body)
+        message.chunks.append(body)
+
+    def on_chunk_header(self) -> None:
+        self._current().chunk_count += 1
 
     def on_message_complete(self) -> None:
-        self._current().complete = True
+        message = self._current()
+        message.complete = True
+        if not message.keep_alive:
+            self._last_request = True
 
     def _current(self) -> _Message:
         assert self._parsing is not None
@@ -222,7 +262,7 @@ class Connection:
             return None  # the previous request's body is still unread: never resynchronise
         if messages:
             messages.popleft()
-        if self._upgraded:
+        if self._upgraded or self._last_request:
             return None
         started = time.monotonic()
         received = 0
@@ -256,6 +296,17 @@ class Connection:
         if not data:
             self._eof = True
             return 0
+        if self._last_request:
+            return len(data)  # after "Connection: close": read and dropped, never parsed
+        parsing = self._parsing
+        if parsing is not None and parsing.head_done and not parsing.complete:
+            parsing.framing_bytes += len(data)
+        self._feed(data)
+        if parsing is not None and parsing.chunk_count:
+            _check_chunk_framing(parsing)
+        return len(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -266,8 +317,9 @@ class Connection:
                 raise cause from None
             raise RequestRefused(400, str(ex)) from None
         except httptools.HttpParserError as ex:
+            if self._last_request:
+                return  # bytes after a request that said close: it is answered all the same
             raise RequestRefused(400, f"malformed request: {ex}") from None
-        return len(data)
 
     def _answer(self, message: _Message, served: int) -> bool:
         """Run the app for one request; return whether the connection may carry another."""
@@ -304,6 +356,8 @@ class Connection:
     def _environ(self, message: _Message) -> dict[str, Any]:
         raw_uri = message.url.decode("latin-1")
         path, _, query = raw_uri.partition("?")
+        if not path.startswith("/"):
+            path = _absolute_path(path)  # the pipeline reads the authority from RAW_URI
         environ = self._base.copy()
         environ["REQUEST_METHOD"] = message.method
         environ["RAW_URI"] = raw_uri
@@ -316,7 +370,7 @@ class Connection:
             key = raw_name.decode("latin-1").upper().replace("-", "_")
             if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
                 key = "HTTP_" + key
-            value = raw_value.decode("latin-1")
+            value = raw_value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
             if key in environ:
                 environ[key] += "," + value
             else:
@@ -369,7 +423,10 @@ class _Input:
         self._message = message
         self._buffer = b""
         expect = next((v for n, v in message.headers if n.lower() == b"expect"), b"")
-        self._continue = expect.lower() == b"100-continue" and not message.complete
+        # HTTP/1.0 has no 100 (Continue): a 1.0 client's Expect is ignored (RFC 9110 10.1.1).
+        self._continue = (
+            expect.lower() == b"100-continue" and not message.complete and message.version != "1.0"
+        )
 
     def _next(self) -> bytes:
         if self._continue:
@@ -551,3 +608,65 @@ def _address_environ(client: Any, server: Any) -> dict[str, str]:
         environ["SERVER_NAME"] = str(server[0])
         environ["SERVER_PORT"] = str(server[1])
     return environ
+
+
+def _served_version(version: str) -> str:
+    """Return the version answered: 1.0, or 1.1 for any later 1.x (RFC 9110 section 2.5).
+
+    Raises:
+        RequestRefused: 505 for HTTP/2 and later (gw speaks HTTP/1.1 only), 400 for HTTP/0.9.
+    """
+    if version == "1.1" or version == "1.0":
+        return version
+    if version.startswith("1."):
+        return "1.1"
+    if version.startswith("0."):
+        raise RequestRefused(400, "HTTP/0.9 requests are not served")
+    raise RequestRefused(505, f"HTTP/{version} is not supported: gw speaks HTTP/1.1")
+
+
+def _check_transfer_coding(value: bytes) -> None:
+    """Refuse any transfer coding but a lone ``chunked`` (RFC 9112 section 6.1: 501).
+
+    APPSEC: a coding gw does not apply (``gzip, chunked``) would otherwise be dropped with the
+    hop-by-hop header, and the upstream would take still-encoded bytes as the body.
+    """
+    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
+    if codings != [b"chunked"]:
+        shown = value.decode("latin-1")[:60]
+        raise RequestRefused(501, f"transfer coding {shown!r} is not supported (only chunked)")
+
+
+def _check_upgrade(message: _Message) -> None:
+    """Refuse what llhttp cannot frame: CONNECT, and an Upgrade request with a body.
+
+    APPSEC: for both, llhttp skips the body and hands the rest of the stream over as another
+    protocol; gw does not switch protocols, so it would forward the request without the body
+    its Content-Length announces, and the upstream would take the next bytes as that body.
+    """
+    if message.method == "CONNECT":
+        raise RequestRefused(501, "CONNECT is not supported: gw is not a forward proxy")
+    if _has(message, b"transfer-encoding") or any(
+        name.lower() == b"content-length" and value.strip() != b"0"
+        for name, value in message.headers
+    ):
+        raise RequestRefused(400, "a request that asks for a protocol upgrade must have no body")
+
+
+def _check_chunk_framing(message: _Message) -> None:
+    framing = message.framing_bytes - message.body_bytes
+    if framing > _FRAMING_PER_CHUNK * message.chunk_count + _FRAMING_SLACK:
+        raise RequestRefused(400, "too many bytes of chunk framing (extensions) for the data")
+
+
+def _has(message: _Message, name: bytes) -> bool:
+    return any(n.lower() == name for n, _ in message.headers)
+
+
+def _absolute_path(target: str) -> str:
+    """The path of an absolute-form target (``http://host/p`` -> ``/p``), else the target."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme.isalpha():
+        return target
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"

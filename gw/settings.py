@@ -26,6 +26,7 @@ from gw.shaping.settings import (
 )
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+_HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
 
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -56,6 +57,11 @@ class ServerSettings(BaseModel):
         "'unix' for peers on a unix socket (the nginx drop-in). Only list the address of a "
         "proxy that overwrites or appends to X-Forwarded-For.",
     )
+    hosts: list[str] | None = Field(
+        default=None,
+        description="The host names served (exact, or '*.example.com' for any subdomain); "
+        "other hosts get 421 unknown_host. Omit to serve any valid Host.",
+    )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0, description="413 above this.")
     health_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
     ready_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9._~/-]*$")
@@ -71,6 +77,14 @@ class ServerSettings(BaseModel):
         for entry in value:
             if entry != "unix":
                 ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not _HOST_NAME.fullmatch(entry):
+                raise ValueError(f"{entry!r} is not a host name or '*.' followed by one")
         return value
 
 

@@ -285,6 +285,11 @@ class UpstreamClient:
                 if reused and body is None and method in IDEMPOTENT and _is_stale(ex):
                     continue
                 raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
+            except BaseException:
+                # APPSEC: the request broke off mid-message (the client's body failed): the
+                # upstream is still waiting for bytes, so the connection is never reused.
+                conn.close()
+                raise
 
     @staticmethod
     def _exchange(

@@ -14,6 +14,8 @@ prefix rewrites):
 - ``__gzip``: a gzip body with Content-Encoding: gzip;
 - ``__bytes/N``: N bytes streamed (chunked), N may be large;
 - ``__status/N``: an empty answer with status N;
+- ``__early``: answer at once, then read (and drain) the body its framing announces, as
+  servers that refuse or route before reading do; the record is made after the drain;
 - anything else: 200 with a JSON echo of method, target, headers, body length and sha256.
 """
 
@@ -117,6 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
         return total, digest.hexdigest()
 
     def _serve(self) -> None:
+        if "__early" in self.path:
+            self._send(200, b"early", [])
+            self.wfile.flush()
         length, sha = self._hash_body()
         record = Received(self.command, self.path, list(self.headers.items()), length, sha)
         with self.upstream.lock:
@@ -127,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _behave(self, record: Received) -> None:
         path = record.target.split("?")[0]
+        if "__early" in path:
+            return  # answered before the body was read
         if self.upstream.delay:
             self.upstream.stop_event.wait(self.upstream.delay)
         if self.upstream.force_status is not None:
