@@ -60,7 +60,7 @@ class InvalidQuery(ClientError):
 
 class UnsupportedCoding(ClientError):
     status = 501
-    code = "unsupported_transfer_coding"
+    code = "not_implemented"
 
 
 class CorsRefused(ClientError):

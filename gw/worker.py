@@ -123,6 +123,7 @@ _CODES = {
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
+    505: "http_version_not_supported",
 }
 
 
