@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
-from gw.errors import BodyTooLarge, ClientError
+from gw.errors import BodyTooLarge, ClientError, GatewayError
 
 CHUNK = 64 * 1024
 
@@ -26,9 +26,38 @@ class LimitedBody:
         self._stream = stream
         self._limit = limit
         self._length = length
+        self._pending = b""  # read by ``buffer`` and not yet handed on
         self.received = 0
 
+    def buffer(self, max_bytes: int) -> bytes | None:
+        """Read the whole body if it has at most ``max_bytes``; else None (it then streams,
+        the bytes already read first)."""
+        parts: list[bytes] = []
+        have = 0
+        while have <= max_bytes:
+            data = self.read(CHUNK)
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+            have += len(data)
+        self._pending = b"".join(parts)
+        return None
+
+    def require_rate(self, min_rate: float, grace: float) -> None:
+        """Ask the server for ``min_rate`` bytes/s after ``grace`` seconds (408 below it).
+
+        Warning:
+            Only gw's gevent worker (``gw.serve``) can enforce it; gunicorn's own readers
+            cannot, and a trickled body there is bounded by its per-read timeout only.
+        """
+        require = getattr(self._stream, "require_rate", None)
+        if require is not None:
+            require(min_rate, grace)
+
     def read(self, size: int = CHUNK) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
         size = size if size and size > 0 else CHUNK
         if self._length is not None:
             # APPSEC: the upstream is told Content-Length: length; never send it more (the
@@ -38,6 +67,8 @@ class LimitedBody:
                 return b""
         try:
             data = self._stream.read(size)
+        except GatewayError:
+            raise  # the server's own verdict (408 for a trickled body)
         except Exception as ex:  # the server's own input errors (client went away)
             raise ClientBodyIncomplete(f"the client stopped sending its body ({ex})") from None
         self.received += len(data)

@@ -61,6 +61,11 @@ class BodyTooLarge(ClientError):
     code = "body_too_large"
 
 
+class UploadTooSlow(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
 class RouteNotFound(ClientError):
     status = 404
     code = "route_not_found"

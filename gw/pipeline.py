@@ -272,7 +272,15 @@ class Gateway:
         if exchange.query:
             path = f"{path}?{exchange.query}"
         body, length = self._request_body(environ)
-        chunked = body is not None and length is None
+        sent: LimitedBody | bytes | None = body
+        buffer = self.server.request_buffer_bytes
+        if body is not None and buffer and (length is None or length <= buffer):
+            # APPSEC: a small body is read whole before an upstream connection is taken, so
+            # a client that trickles it holds no upstream connection (nginx buffers too).
+            whole = body.buffer(buffer)
+            if whole is not None:
+                sent, length = whole, len(whole)
+        chunked = sent is not None and length is None
         if length is not None:
             # APPSEC: the framing sent upstream is gw's own: the validated length of the body
             # gw sends (LimitedBody sends exactly that many bytes or fails), never a header
@@ -284,7 +292,7 @@ class Gateway:
                 exchange.method,
                 path,
                 headers,
-                body,
+                sent,
                 chunked,
                 spec.read_timeout,
                 policy=spec.retry or client.spec.retry,
@@ -452,13 +460,17 @@ class Gateway:
         coding = environ.get("HTTP_TRANSFER_ENCODING")
         if coding is not None:
             _check_transfer_coding(coding, environ.get("SERVER_PROTOCOL", ""))
-            return LimitedBody(stream, limit), None
-        length = _content_length(environ.get("CONTENT_LENGTH"))
-        if length == 0:
-            return None, None
-        if length > limit:
-            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-        return LimitedBody(stream, limit, length), length
+            length = None
+        else:
+            length = _content_length(environ.get("CONTENT_LENGTH"))
+            if length == 0:
+                return None, None
+            if length > limit:
+                raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+        body = LimitedBody(stream, limit, length)
+        if self.server.min_upload_rate:
+            body.require_rate(self.server.min_upload_rate, self.server.upload_grace)
+        return body, length
 
     def _upstream_headers(
         self,

@@ -26,6 +26,7 @@ What it promises, in the terms of RFC 9112:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -38,6 +39,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from gw.errors import UploadTooSlow
 from gw.headers import HOP_BY_HOP  # the headers a WSGI app must not set (PEP 3333)
 
 log = logging.getLogger("gw.serve")
@@ -73,6 +75,37 @@ class Limits(NamedTuple):
     keepalive: float = 5.0  # seconds to wait for (the whole head of) the next request
     timeout: float = 30.0  # seconds one body read or write may block
     requests: int = 200  # requests per connection before "Connection: close" (rotation)
+
+
+class WaitingConnections:
+    """The connections of one worker that wait for a request head, longest-waiting first.
+
+    When the worker is at its connection cap, the one that has waited longest is shed to make
+    room, as nginx reuses its idle keep-alive connections when it runs out of connections. A
+    connection whose request is being served (app running, body uploading) is never shed.
+    """
+
+    def __init__(self) -> None:
+        # PERF: a dict keeps insertion order; adding and removing are O(1).
+        self._waiting: dict[Connection, None] = {}
+
+    def waiting(self, conn: Connection) -> None:
+        self._waiting[conn] = None
+
+    def working(self, conn: Connection) -> None:
+        self._waiting.pop(conn, None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def shed_oldest(self) -> bool:
+        """Close the connection that has waited longest; False when none waits."""
+        conn = next(iter(self._waiting), None)
+        if conn is None:
+            return False
+        del self._waiting[conn]
+        conn.shed()
+        return True
 
 
 class RequestRefused(Exception):
@@ -136,11 +169,13 @@ class Connection:
         next_request: Callable[[], bool],
         running: Callable[[], bool],
         pause: Callable[[], None],
+        waiting: WaitingConnections | None = None,
     ) -> None:
         """``next_request`` is called once per request and says whether the worker goes on;
         when it says no, the answer closes the connection. ``running`` says the same without
         counting: once it says no, a connection waiting for its next request is closed.
-        ``pause`` lets the worker's other ready connections run (``gw.worker.take_turns``)."""
+        ``pause`` lets the worker's other ready connections run (``gw.worker.take_turns``).
+        ``waiting`` is told when this connection waits for a head (it may then be shed)."""
         self.sock = sock
         self.app = app
         self.limits = limits
@@ -148,6 +183,7 @@ class Connection:
         self.next_request = next_request
         self.running = running
         self.pause = pause
+        self._waiting = waiting if waiting is not None else WaitingConnections()
         self._base = dict(base_environ)
         self._base.update(_address_environ(client, server))
         self._parser = httptools.HttpRequestParser(self)
@@ -253,6 +289,7 @@ class Connection:
             if ex.errno not in _GONE:
                 log.warning("client connection failed: %s", ex)
         finally:
+            self._waiting.working(self)
             del self._parser  # PERF: it refers back to this object (see gw.http1.Response.close)
 
     def _next_head(self) -> _Message | None:
@@ -268,6 +305,8 @@ class Connection:
         received = 0
         limit = self.limits.request_line + self.limits.fields * self.limits.field_size
         self.sock.settimeout(min(IDLE_POLL, self.limits.keepalive))
+        if not (messages and messages[0].head_done):
+            self._waiting.waiting(self)
         while not (messages and messages[0].head_done):
             if self._eof:
                 if messages or received:
@@ -282,8 +321,14 @@ class Connection:
                 raise RequestRefused(431, "request head too large")
             if time.monotonic() - started > self.limits.keepalive:
                 return None  # idle, or too slow with its head: close quietly, like gunicorn
+        self._waiting.working(self)
         self.sock.settimeout(self.limits.timeout)
         return messages[0]
+
+    def shed(self) -> None:
+        """End this connection while it waits for a head (the worker is at its cap)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # its recv returns at once with EOF
 
     def _fill(self) -> int:
         """Read once from the client and parse what came; return the byte count (0 at EOF)."""
@@ -377,18 +422,32 @@ class Connection:
                 environ[key] = value
         return environ
 
-    def read_body(self, message: _Message) -> bytes:
-        """Return the next body piece of ``message`` (b"" at its end), reading as needed."""
-        while not message.chunks:
-            if message.complete:
-                return b""
-            if self._eof:
-                raise ClientGone("the client closed the connection inside the request body")
-            try:
-                self._fill()
-            except TimeoutError:
-                raise ClientGone("the client stopped sending its body") from None
-        return message.chunks.popleft()
+    def read_body(self, message: _Message, deadline: float | None = None) -> bytes:
+        """Return the next body piece of ``message`` (b"" at its end), reading as needed.
+
+        Raises:
+            UploadTooSlow: no piece came before ``deadline`` (``time.monotonic()`` seconds).
+            ClientGone: the client closed, or sent nothing for ``limits.timeout`` seconds.
+        """
+        try:
+            while not message.chunks:
+                if message.complete:
+                    return b""
+                if self._eof:
+                    raise ClientGone("the client closed the connection inside the request body")
+                if deadline is not None:
+                    wait = min(self.limits.timeout, deadline - time.monotonic())
+                    self.sock.settimeout(max(0.001, wait))
+                try:
+                    self._fill()
+                except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise UploadTooSlow("the request body arrives too slowly") from None
+                    raise ClientGone("the client stopped sending its body") from None
+            return message.chunks.popleft()
+        finally:
+            if deadline is not None:
+                self.sock.settimeout(self.limits.timeout)
 
     def _refuse(self, ex: RequestRefused) -> None:
         reason = _REASONS.get(ex.status, "Bad Request")
@@ -422,17 +481,35 @@ class _Input:
         self._conn = conn
         self._message = message
         self._buffer = b""
+        self._min_rate = 0.0
+        self._started = 0.0
+        self._received = 0
         expect = next((v for n, v in message.headers if n.lower() == b"expect"), b"")
         # HTTP/1.0 has no 100 (Continue): a 1.0 client's Expect is ignored (RFC 9110 10.1.1).
         self._continue = (
             expect.lower() == b"100-continue" and not message.complete and message.version != "1.0"
         )
 
+    def require_rate(self, min_rate: float, grace: float) -> None:
+        """Answer 408 (``UploadTooSlow``) once the body falls below ``min_rate`` bytes per
+        second, counted after ``grace`` seconds from now (``server.min_upload_rate``).
+
+        APPSEC: a client that trickles its body would hold this connection (and, while the
+        body streams, an upstream connection) for as long as it likes.
+        """
+        self._min_rate = min_rate
+        self._started = time.monotonic() + grace
+
     def _next(self) -> bytes:
         if self._continue:
             self._continue = False
             self._conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return self._conn.read_body(self._message)
+        deadline = None
+        if self._min_rate:
+            deadline = self._started + (self._received + 1) / self._min_rate
+        piece = self._conn.read_body(self._message, deadline)
+        self._received += len(piece)
+        return piece
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -63,6 +63,21 @@ class ServerSettings(BaseModel):
         "other hosts get 421 unknown_host. Omit to serve any valid Host.",
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0, description="413 above this.")
+    request_buffer_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="Bodies up to this size are read whole before an upstream connection is "
+        "taken, so a slow client never holds one; larger bodies stream. 0: always stream.",
+    )
+    min_upload_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bytes per second a request body must keep up after upload_grace "
+        "seconds; slower uploads get 408 request_timeout. 0: no minimum.",
+    )
+    upload_grace: Seconds = Field(
+        default=10.0, description="Seconds of any upload rate before min_upload_rate applies."
+    )
     health_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
     ready_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9._~/-]*$")
     access_log: bool = True

@@ -32,7 +32,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from gw.headers import request_id
-from gw.serve import Connection, Limits
+from gw.serve import Connection, Limits, WaitingConnections
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
 
@@ -52,9 +52,28 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
         )
         self.environ = base_environ(cfg)
         self.environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": "gw"})
+        # APPSEC: a worker facing clients directly must not be taken down by connections that
+        # send nothing (idle keep-alive, slow headers). Above ``worker_connections`` the one
+        # that has waited longest for a head is shed; gevent's pool gets headroom above the
+        # cap so that accepting (and so shedding) goes on while the cap is reached.
+        self.connection_cap = max(1, int(cfg.worker_connections))
+        self.worker_connections = self.connection_cap + max(16, self.connection_cap // 8)
+        self.open_connections = 0
+        self.waiting = WaitingConnections()
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self.open_connections += 1
+        try:
+            if self.open_connections > self.connection_cap and not self.waiting.shed_oldest():
+                write_json_error(client, 503, "Service Unavailable", "too many connections")
+                return
+            self._serve(listener, client, addr)
+        finally:
+            self.open_connections -= 1
+            util.close(client)
+
+    def _serve(self, listener: Any, client: Any, addr: Any) -> None:
         server = listener.getsockname()
         conn = Connection(
             client,
@@ -67,11 +86,9 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
             self.next_request,
             self.running,
             take_turns,
+            self.waiting,
         )
-        try:
-            conn.serve()
-        finally:
-            util.close(client)
+        conn.serve()
 
     def running(self) -> bool:
         return bool(getattr(self, "alive"))  # noqa: B009 (gunicorn sets it untyped)
@@ -123,6 +140,7 @@ _CODES = {
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
+    503: "overloaded",
     505: "http_version_not_supported",
 }
 
