@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,50 @@ def test_upstream_base_path_is_prefixed() -> None:
     }
     spec = parse_config(data, {}).table.match("GET", "/api/x").route.payload
     assert spec.rewrite.apply("/api/x") == "/base/x"
+
+
+_ANY_ORIGIN_WITH_CREDENTIALS = {"allowed_origins": ["*"], "allow_credentials": True}
+
+
+def _with_cors(cors: dict[str, object], on_route: bool) -> dict[str, object]:
+    route: dict[str, object] = {"path": "/a", "upstream": "u"}
+    data: dict[str, object] = {"upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}}}
+    if on_route:
+        route["cors"] = cors
+    else:
+        data["cors"] = cors
+    data["routes"] = [route]
+    return data
+
+
+@pytest.mark.parametrize(("on_route", "where"), [(False, "cors"), (True, "routes[0].cors")])
+def test_any_origin_with_credentials_is_refused_with_its_location(
+    on_route: bool, where: str
+) -> None:
+    """APPSEC: '*' with credentials would hand every site (and Origin: null) the session."""
+    problems = problems_of(_with_cors(_ANY_ORIGIN_WITH_CREDENTIALS, on_route))
+    assert len(problems) == 1 and problems[0].startswith(f"{where}: "), problems
+    assert "allow_credentials" in problems[0] and "list the origins" in problems[0]
+
+
+def test_null_origin_with_credentials_is_refused() -> None:
+    cors = {"allowed_origins": ["https://app.example.com", "null"], "allow_credentials": True}
+    problems = problems_of(_with_cors(cors, on_route=True))
+    assert len(problems) == 1 and problems[0].startswith("routes[0].cors: "), problems
+    assert "'null'" in problems[0]
+
+
+def test_gw_check_prints_the_refused_cors_block(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(_with_cors(_ANY_ORIGIN_WITH_CREDENTIALS, on_route=True)))
+    done = subprocess.run(
+        [sys.executable, "-m", "gw.cli", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert f"{path}: routes[0].cors: " in done.stderr
+    assert "list the origins" in done.stderr
+    assert "ok" not in done.stdout
