@@ -51,6 +51,11 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            # APPSEC: a dual-stack listener reports the IPv4 peer a.b.c.d as ::ffff:a.b.c.d;
+            # it is the same host, so it is trusted when a.b.c.d (or its mapped form) is.
+            mapped = ip.ipv4_mapped
+            return any(ip in net or mapped in net for net in self._networks)
         return any(ip in net for net in self._networks)
 
     def resolve(

@@ -161,6 +161,24 @@ def test_ipv6_loopback_and_ipv4_mapped_clients_each_have_their_own_bucket(
     assert upstream.count() == 2
 
 
+def test_a_trusted_proxy_behind_a_dual_stack_listener_is_trusted(
+    gateway: Start, upstream: Upstream
+) -> None:
+    """The proxy 127.0.0.1 reaches an IPv6 listener as ::ffff:127.0.0.1: still trusted."""
+    config = limited_config(upstream, 1)
+    config["rate_limiting"]["default"]["key"] = "client_ip"
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}
+    port = free_port()
+    gateway(config, workers=1, bind=f"[::ffff:127.0.0.1]:{port}")
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url)
+    for client in ("198.51.100.1", "198.51.100.2"):
+        sent = requests.get(f"{url}/api/x", headers={"X-Forwarded-For": client}, timeout=5)
+        assert sent.status_code == 200, client
+        assert upstream.last().header("X-Real-IP") == client
+    assert upstream.count() == 2
+
+
 def test_forwarded_ipv4_mapped_clients_each_have_their_own_bucket(
     gateway: Start, upstream: Upstream
 ) -> None:
