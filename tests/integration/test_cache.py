@@ -15,6 +15,7 @@ import requests
 
 from gw.auth import hash_api_key
 from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.rawhttp import raw_request
 from tests.support.upstream import Upstream, start_upstream
 
 KEYS = {"alice-key-" + "a" * 24: "alice", "bob-key-" + "b" * 26: "bob"}
@@ -201,4 +202,23 @@ def test_http_and_https_are_two_entries(behind_proxy: tuple[GatewayProcess, Upst
     again = requests.get(f"{gw.url}/public/scheme", headers=https, timeout=5)
     assert again.headers["X-Cache"] == "HIT" and again.content == secure.content
     assert '"X-Forwarded-Proto", "https"' in again.text
+    assert upstream.count() == before + 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs gw/pipeline.py: Gateway._cached must pass the whole effective host",
+)
+def test_a_host_with_another_port_is_another_entry(
+    behind_proxy: tuple[GatewayProcess, Upstream],
+) -> None:
+    """The upstream is told X-Forwarded-Host with the port and may build links from it: an
+    answer made for gw.test:1337 is never served to clients of gw.test."""
+    gw, upstream = behind_proxy
+    before = upstream.count()
+    request = "GET /public/links HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
+    odd = raw_request(gw.port, request.format("gw.test:1337").encode())
+    plain = raw_request(gw.port, request.format("gw.test").encode())
+    assert odd.header("X-Cache") == plain.header("X-Cache") == "MISS"
+    assert b"gw.test:1337" in odd.body and b"gw.test:1337" not in plain.body
     assert upstream.count() == before + 2
