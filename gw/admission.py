@@ -7,7 +7,6 @@ Redis) is opened lazily in each worker process.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gw.errors import ClientError, ConfigError, GatewayError
+from gw.forwarding import client_key
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate
 from gw.limits.table import SharedTable
 from gw.routing import Route, RouteTable
@@ -151,29 +151,19 @@ def bucket_key(limit: Limit, who: Requester) -> str:
 
 def _key_part(part: str, who: Requester) -> str:
     if part == "client_ip":
-        return "ip:" + _group_ipv6(who.client_ip)
+        return "ip:" + client_key(who.client_ip)
     if part == "route":
         return "route:" + who.route
     if part == "user":
-        return "user:" + who.subject if who.subject else "ip:" + _group_ipv6(who.client_ip)
+        return "user:" + who.subject if who.subject else "ip:" + client_key(who.client_ip)
     if part == "api_key":
-        return "key:" + who.api_key if who.api_key else "ip:" + _group_ipv6(who.client_ip)
+        return "key:" + who.api_key if who.api_key else "ip:" + client_key(who.client_ip)
     # APPSEC: header keys read the headers the gateway sends upstream, after client copies of
     # gateway-owned headers (X-User-Id, ...) were stripped and verified identity was added, so
     # a client cannot pick its own bucket by sending the header; absent, the client IP counts.
     name = part[len("header:") :].lower()
     value = who.headers.get(name)
-    return f"h:{name}={value}" if value else "ip:" + _group_ipv6(who.client_ip)
-
-
-def _group_ipv6(ip: str) -> str:
-    """IPv6 clients are grouped by /64: one host usually owns the whole network."""
-    if ":" not in ip:
-        return ip
-    try:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address) + "/64"
-    except ValueError:
-        return ip
+    return f"h:{name}={value}" if value else "ip:" + client_key(who.client_ip)
 
 
 def quota_headers(limit: Limit, decision: Decision) -> list[tuple[str, str]]:

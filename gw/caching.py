@@ -45,18 +45,31 @@ class CacheStage:
         request_headers: Mapping[str, str],
         user: str | None,
         api_key: str | None,
+        scheme: str = "http",
     ) -> Lookup:
         """Return a hit, or a lease to fill the key (None key: bypass).
 
         ``request_headers`` are the client's, by lower-case name. ``user`` is the verified
         identity whenever the route authenticates: APPSEC: it is part of the key, so one
-        caller's response is never served to another.
+        caller's response is never served to another. ``host`` is the effective host as the
+        upstream is told it (not stripped of its port), and ``scheme`` the resolved client
+        scheme (``ClientInfo.proto``): APPSEC: both are keyed, so an answer built for one
+        host or scheme (links, redirects) is never served for another.
         """
         keyed = user is not None or api_key is not None
         if request_bypass(method, request_headers, keyed, rules.honor_client_no_cache):
             return Lookup(None)
         key = cache_key(
-            route, method, host, path, query, request_headers, rules.vary_headers, user, api_key
+            route,
+            method,
+            host,
+            path,
+            query,
+            request_headers,
+            rules.vary_headers,
+            user,
+            api_key,
+            scheme=scheme,
         )
         cache = self._store()
         hit = cache.lookup(key)

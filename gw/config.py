@@ -29,7 +29,7 @@ from gw.limits import Limiter
 from gw.metrics import MetricsSettings
 from gw.retry import RetryPolicy
 from gw.rewrite import Rewrite, validate_prefix
-from gw.routing import Route, RouteTable, parse_pattern
+from gw.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, parse_pattern
 from gw.settings import (
     GatewaySettings,
     RateLimitingSettings,
@@ -231,7 +231,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     return Config(
         server=settings.server,
         upstreams=upstreams,
-        table=RouteTable(routes),
+        table=RouteTable(routes, explicit_only=EXPLICIT_ONLY_METHODS),
         source=source,
         admission=admission,
         security_headers=tuple(settings.security_headers.items()),

@@ -30,6 +30,14 @@ class CorsPolicy:
 
     @classmethod
     def compile(cls, settings: CorsSettings) -> CorsPolicy:
+        """Build the policy.
+
+        Raises:
+            ValueError: credentials with '*' or 'null' (``CorsSettings`` refuses them at load;
+                this guards settings built without validation).
+        """
+        if settings.allow_credentials and {"*", "null"} & set(settings.allowed_origins):
+            raise ValueError("allow_credentials with '*' or 'null' origins: list the origins")
         methods = [m.upper() for m in settings.allowed_methods]
         return cls(
             origins=frozenset(o.rstrip("/").lower() for o in settings.allowed_origins),
@@ -44,6 +52,11 @@ class CorsPolicy:
         )
 
     def allows(self, origin: str) -> bool:
+        """Whether ``origin`` may read answers; ``null`` only when listed literally.
+
+        With ``*`` (never combined with credentials) every origin, ``null`` included, gets
+        ``*``, never an echo of itself.
+        """
         return self.any_origin or origin.rstrip("/").lower() in self.origins
 
     def is_preflight(self, method: str, environ: Mapping[str, object]) -> bool:

@@ -12,6 +12,12 @@ from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# NAT64's well-known prefix (RFC 6052): 64:ff9b::a.b.c.d is the IPv4 client a.b.c.d.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# No site owns a /64 in these: ::/64 holds ::1, :: and the IPv4-compatible and -mapped forms;
+# a link-local /64 is every host on the link.
+_NOT_A_SITE = (ipaddress.IPv6Network("::/64"), ipaddress.IPv6Network("fe80::/10"))
+
 
 @dataclass(frozen=True)
 class ClientInfo:
@@ -45,6 +51,11 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            # APPSEC: a dual-stack listener reports the IPv4 peer a.b.c.d as ::ffff:a.b.c.d;
+            # it is the same host, so it is trusted when a.b.c.d (or its mapped form) is.
+            mapped = ip.ipv4_mapped
+            return any(ip in net or mapped in net for net in self._networks)
         return any(ip in net for net in self._networks)
 
     def resolve(
@@ -65,3 +76,42 @@ class TrustedProxies:
         if proto not in ("http", "https"):
             proto = scheme
         return ClientInfo(client, proto, chain or client, True)
+
+
+def client_key(address: str) -> str:
+    """Return the part of a client address that names one client (for per-client limits).
+
+    IPv4 addresses are kept whole, including when they arrive wrapped in IPv6 (IPv4-mapped
+    ``::ffff:a.b.c.d`` from a dual-stack listener or a proxy, NAT64's ``64:ff9b::a.b.c.d``,
+    Teredo's client address). Other IPv6 addresses are grouped by /64, the network one site
+    usually owns, except where no site owns the /64: loopback (``::1``), the unspecified
+    address, the deprecated IPv4-compatible ``::a.b.c.d`` (kept whole, not unwrapped: ``::1``
+    is one of them) and link-local addresses are keyed whole (/128). What is not an address
+    (``unix``, empty) is returned as it is.
+
+    APPSEC: grouping decides whose budget a request spends. A group wider than one client
+    lets a stranger spend it (every IPv4 client of a dual-stack listener and ``::1`` shared
+    ``::/64``, so a never-seen client's first request got 429); a group narrower than one
+    client lets it rotate addresses to escape its limit (one site holds a whole /64).
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return str(embedded)
+    if any(ip in network for network in _NOT_A_SITE):
+        return str(ip)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 client an IPv6 address stands for (mapped, NAT64, Teredo), else None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.teredo[1] if ip.teredo is not None else None

@@ -10,9 +10,11 @@ Precedence: the most specific route wins, whatever the order of the routes in th
    trailing ``{.+}`` > trailing ``**``; the first difference decides.
 
 The method is part of the match: if the most specific routes for a path do not allow the
-request's method, a less specific route that allows it wins. ``GET`` implies ``HEAD``. The
-answer is 405 (listing the allowed methods) only when some route matches the path but none
-allows the method, and 404 when no route matches the path.
+request's method, a less specific route that allows it wins. ``GET`` implies ``HEAD``. A
+route without ``methods`` allows every method except the table's ``explicit_only`` ones
+(for the gateway's routes ``TRACE`` and ``CONNECT``), which only a route naming them serves.
+The answer is 405 (listing the allowed methods) only when some route matches the path but
+none allows the method, and 404 when no route matches the path.
 
 Pattern syntax, matched against canonical paths (see ``gw.paths``) segment by segment,
 exactly and case-sensitively:
@@ -50,6 +52,14 @@ _BRACED = re.compile(r"\{([^{}]*)\}")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
 _HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+# What a 405 lists for a route without ``methods`` (RFC 9110's methods and PATCH).
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+# APPSEC: TRACE echoes the request back, credentials and cookies included (cross-site
+# tracing), and CONNECT asks for a tunnel that gw does not build; a route that leaves out
+# ``methods`` means "this API's methods", so it serves neither unless it names them.
+EXPLICIT_ONLY_METHODS = frozenset({"TRACE", "CONNECT"})
 
 
 class SegmentKind(IntEnum):
@@ -221,6 +231,7 @@ class _Entry(Generic[T]):
     params: tuple[tuple[str, int], ...]  # (name, segment index)
     tail_at: int  # index of the first segment a trailing wildcard matches, -1 if none
     tail_name: str
+    refused: frozenset[str]  # what the route does not serve when methods is None
     static: RouteMatch[T] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -229,7 +240,9 @@ class _Entry(Generic[T]):
 
     def allows(self, method: str) -> bool:
         """Return whether this route accepts the method."""
-        return self.methods is None or method in self.methods
+        if self.methods is None:
+            return method not in self.refused
+        return method in self.methods
 
     def bind(self, segments: list[str], trailing: bool) -> RouteMatch[T]:
         """Build the match for a path that this route matched."""
@@ -335,14 +348,22 @@ class _Tier(Generic[T]):
 class RouteTable(Generic[T]):
     """Routes compiled once into per-host segment tries; matching never scans every route."""
 
-    def __init__(self, routes: Sequence[Route[T]]) -> None:
+    def __init__(
+        self, routes: Sequence[Route[T]], *, explicit_only: frozenset[str] = frozenset()
+    ) -> None:
         """Compile the routes.
+
+        Args:
+            routes: the routes, in any order.
+            explicit_only: methods that a route without ``methods`` does not allow; only a
+                route that names them does (``EXPLICIT_ONLY_METHODS`` for the gateway's
+                routes; none for tables where "no methods" must mean every method).
 
         Raises:
             ConfigError: listing every problem (bad patterns, methods, hosts, duplicates).
         """
         parsed, problems = _parse_all(routes)
-        problems += _find_duplicates(routes, parsed)
+        problems += _find_duplicates(routes, parsed, explicit_only)
         if problems:
             raise ConfigError(problems)
         patterns = [pattern for pattern in parsed if pattern is not None]  # all parsed here
@@ -351,7 +372,8 @@ class RouteTable(Generic[T]):
         self._default: _Tier[T] = _Tier()
         self._hosts: dict[str, _Tier[T]] = {}
         for rank, i in enumerate(order):
-            self._tier(routes[i].host).add(patterns[i], _compile(rank, routes[i], patterns[i]))
+            entry = _compile(rank, routes[i], patterns[i], explicit_only)
+            self._tier(routes[i].host).add(patterns[i], entry)
 
     def match(self, method: str, path: str, host: str | None = None) -> RouteMatch[T]:
         """Return the most specific route for a method, canonical path and request host.
@@ -459,11 +481,13 @@ def _allowed_methods(entries: list[_Entry[T]]) -> list[str]:
     """Return the sorted union of the methods the entries allow."""
     allowed: set[str] = set()
     for entry in entries:
-        allowed |= entry.methods or set()
+        allowed |= _STANDARD_METHODS - entry.refused if entry.methods is None else entry.methods
     return sorted(allowed)
 
 
-def _compile(rank: int, route: Route[T], pattern: Pattern) -> _Entry[T]:
+def _compile(
+    rank: int, route: Route[T], pattern: Pattern, explicit_only: frozenset[str]
+) -> _Entry[T]:
     """Build the entry the trie stores for a route."""
     params = tuple(
         (seg.value, i)
@@ -473,7 +497,8 @@ def _compile(rank: int, route: Route[T], pattern: Pattern) -> _Entry[T]:
     tail = pattern.tail is not None
     tail_at = len(pattern.segments) - 1 if tail else -1
     tail_name = pattern.segments[-1].value if tail else ""
-    return _Entry(rank, route, _effective_methods(route), params, tail_at, tail_name)
+    methods = _effective_methods(route)
+    return _Entry(rank, route, methods, params, tail_at, tail_name, explicit_only)
 
 
 def _sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
@@ -524,7 +549,9 @@ def _check_fields(route: Route[T]) -> list[str]:
     return problems
 
 
-def _find_duplicates(routes: Sequence[Route[T]], patterns: list[Pattern | None]) -> list[str]:
+def _find_duplicates(
+    routes: Sequence[Route[T]], patterns: list[Pattern | None], explicit_only: frozenset[str]
+) -> list[str]:
     """Report pairs of routes that would match the same requests."""
     groups: dict[tuple[str, str], list[int]] = {}
     for i, (route, pattern) in enumerate(zip(routes, patterns, strict=True)):
@@ -534,18 +561,20 @@ def _find_duplicates(routes: Sequence[Route[T]], patterns: list[Pattern | None])
     for members in groups.values():
         for pos, i in enumerate(members):
             for j in members[pos + 1 :]:
-                overlap = _overlap(routes[i], routes[j])
+                overlap = _overlap(routes[i], routes[j], explicit_only)
                 if overlap is not None:
                     problems.append(_duplicate_message(i, j, routes, overlap))
     return problems
 
 
-def _overlap(first: Route[T], second: Route[T]) -> str | None:
+def _overlap(first: Route[T], second: Route[T], explicit_only: frozenset[str]) -> str | None:
     """Return the methods two routes share, as text, or None when they share none."""
     a, b = _effective_methods(first), _effective_methods(second)
     if a is None and b is None:
         return "(any method)"
     shared = frozenset.intersection(*(methods for methods in (a, b) if methods is not None))
+    if a is None or b is None:
+        shared -= explicit_only  # a route without methods does not serve these
     return ",".join(sorted(shared)) or None
 
 

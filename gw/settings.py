@@ -283,7 +283,9 @@ class CorsSettings(BaseModel):
 
     model_config = _STRICT
 
-    allowed_origins: list[str] = Field(description="Exact origins, or ['*'].")
+    allowed_origins: list[str] = Field(
+        description="Exact origins ('null' only literally, never with credentials), or ['*']."
+    )
     allowed_methods: list[str] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     allowed_headers: list[str] = ["Authorization", "Content-Type", "X-API-Key", "X-Request-Id"]
     expose_headers: list[str] = ["X-Request-Id", "Retry-After", "X-RateLimit-Remaining"]
@@ -294,9 +296,32 @@ class CorsSettings(BaseModel):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?", origin):
+            if origin in ("*", "null"):
+                continue
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
+
+    @model_validator(mode="after")
+    def _no_credentials_for_every_site(self) -> CorsSettings:
+        # APPSEC: with credentials the allowed origin is echoed; '*' would echo every site's
+        # origin, and 'null' is sent by sandboxed iframes and file: pages of every site, so
+        # either hands any web page the user's session. Refused at load, never served.
+        if not self.allow_credentials:
+            return self
+        if "*" in self.allowed_origins:
+            raise ValueError(
+                "allowed_origins ['*'] with allow_credentials: true would let every site "
+                "(Origin: null included) read answers with the user's cookies; list the "
+                "origins that may (e.g. ['https://app.example.com']), or drop allow_credentials"
+            )
+        if "null" in self.allowed_origins:
+            raise ValueError(
+                "'null' in allowed_origins with allow_credentials: true would let any site "
+                "(from a sandboxed iframe) read answers with the user's cookies; list the "
+                "origins that may, or drop allow_credentials"
+            )
+        return self
 
 
 # seed 002's security headers (X-XSS-Protection as today's browsers want it: off).

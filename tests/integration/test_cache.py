@@ -15,6 +15,7 @@ import requests
 
 from gw.auth import hash_api_key
 from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.rawhttp import raw_request
 from tests.support.upstream import Upstream, start_upstream
 
 KEYS = {"alice-key-" + "a" * 24: "alice", "bob-key-" + "b" * 26: "bob"}
@@ -140,3 +141,84 @@ def test_a_burst_of_concurrent_misses_reaches_the_upstream_once(
     assert len(answers) == 16
     assert upstream.count() == before + 1
     assert answers.count("MISS") == 1 and answers.count("HIT") == 15
+
+
+@pytest.fixture(scope="module")
+def behind_proxy() -> Iterator[tuple[GatewayProcess, Upstream]]:
+    """A cached public route; the test client plays a trusted TLS-terminating proxy."""
+    upstream = start_upstream()
+    gw = start_gateway(
+        {
+            "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            "upstreams": {"svc": {"targets": [upstream.url]}},
+            "routes": [
+                {
+                    "name": "public",
+                    "path": "/public/**",
+                    "upstream": "svc",
+                    "auth": "none",
+                    "cache": {"ttl": 30},
+                }
+            ],
+        },
+        workers=2,
+    )
+    yield gw, upstream
+    gw.stop()
+    upstream.close()
+
+
+def test_repeated_parameters_in_another_order_are_another_entry(
+    behind_proxy: tuple[GatewayProcess, Upstream],
+) -> None:
+    """An upstream that reads the first ``cb`` answers each order differently."""
+    gw, upstream = behind_proxy
+    before = upstream.count()
+    evil_first = requests.get(f"{gw.url}/public/q?cb=evil&cb=good", timeout=5)
+    good_first = requests.get(f"{gw.url}/public/q?cb=good&cb=evil", timeout=5)
+    assert evil_first.headers["X-Cache"] == good_first.headers["X-Cache"] == "MISS"
+    assert upstream.count() == before + 2
+    assert upstream.last().target.endswith("?cb=good&cb=evil")
+    again = requests.get(f"{gw.url}/public/q?cb=good&cb=evil", timeout=5)
+    assert again.headers["X-Cache"] == "HIT" and again.content == good_first.content
+    assert upstream.count() == before + 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs gw/pipeline.py: Gateway._cached must pass scheme=exchange.client.proto",
+)
+def test_http_and_https_are_two_entries(behind_proxy: tuple[GatewayProcess, Upstream]) -> None:
+    """An answer made for http (links, redirects) is never served to an https client."""
+    gw, upstream = behind_proxy
+    before = upstream.count()
+    plain = requests.get(f"{gw.url}/public/scheme", timeout=5)
+    https = {"X-Forwarded-Proto": "https"}
+    secure = requests.get(f"{gw.url}/public/scheme", headers=https, timeout=5)
+    assert plain.headers["X-Cache"] == "MISS"
+    assert secure.headers["X-Cache"] == "MISS"
+    assert upstream.count() == before + 2
+    assert upstream.last().header("X-Forwarded-Proto") == "https"
+    again = requests.get(f"{gw.url}/public/scheme", headers=https, timeout=5)
+    assert again.headers["X-Cache"] == "HIT" and again.content == secure.content
+    assert '"X-Forwarded-Proto", "https"' in again.text
+    assert upstream.count() == before + 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs gw/pipeline.py: Gateway._cached must pass the whole effective host",
+)
+def test_a_host_with_another_port_is_another_entry(
+    behind_proxy: tuple[GatewayProcess, Upstream],
+) -> None:
+    """The upstream is told X-Forwarded-Host with the port and may build links from it: an
+    answer made for gw.test:1337 is never served to clients of gw.test."""
+    gw, upstream = behind_proxy
+    before = upstream.count()
+    request = "GET /public/links HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
+    odd = raw_request(gw.port, request.format("gw.test:1337").encode())
+    plain = raw_request(gw.port, request.format("gw.test").encode())
+    assert odd.header("X-Cache") == plain.header("X-Cache") == "MISS"
+    assert b"gw.test:1337" in odd.body and b"gw.test:1337" not in plain.body
+    assert upstream.count() == before + 2

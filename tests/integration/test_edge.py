@@ -65,7 +65,7 @@ def test_preflight_is_answered_by_the_gateway(edge: tuple[GatewayProcess, Upstre
 
 @pytest.mark.parametrize(
     ("origin", "method", "headers"),
-    [("https://evil.example", "GET", ""), (APP, "TRACE", ""), (APP, "GET", "X-Custom-Secret")],
+    [("https://evil.example", "GET", ""), (APP, "OPTIONS", ""), (APP, "GET", "X-Custom-Secret")],
 )
 def test_disallowed_preflight_is_refused_with_json(
     edge: tuple[GatewayProcess, Upstream], origin: str, method: str, headers: str
@@ -75,6 +75,20 @@ def test_disallowed_preflight_is_refused_with_json(
     response = preflight(gw, "/api/orders", origin, method, headers)
     assert response.status_code == 403
     assert response.json()["error"] == "cors_refused"
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert upstream.count() == before
+
+
+def test_preflight_for_trace_on_a_route_without_methods_is_405(
+    edge: tuple[GatewayProcess, Upstream],
+) -> None:
+    """No route on the path serves TRACE (it must be named), so the preflight asks in vain."""
+    gw, upstream = edge
+    before = upstream.count()
+    response = preflight(gw, "/api/orders", APP, "TRACE")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert "TRACE" not in response.headers["Allow"]
     assert "Access-Control-Allow-Origin" not in response.headers
     assert upstream.count() == before
 

@@ -329,3 +329,31 @@ def test_header_count_and_size_limits_answer_431_as_json(
     too_large = raw_request(gw.port, f"GET /api/x HTTP/1.1\r\nHost: a\r\n{huge}\r\n\r\n".encode())
     assert too_large.status == 431
     assert upstream.count() == 0
+
+
+WORKERS = ["gw.worker.BalancedGeventWorker", "gw.worker.BalancedThreadWorker", "sync"]
+
+
+@pytest.mark.parametrize("worker_class", WORKERS)
+def test_trace_and_connect_reach_only_a_route_that_names_them(
+    gateway: Start, upstream: Upstream, worker_class: str
+) -> None:
+    config = {
+        "upstreams": {"svc": {"targets": [upstream.url]}},
+        "routes": [
+            {"name": "any", "path": "/x/**", "upstream": "svc"},
+            {"name": "traced", "path": "/t/**", "upstream": "svc", "methods": ["TRACE"]},
+        ],
+    }
+    gw = gateway(config, workers=1, worker_class=worker_class)
+    for method in ("TRACE", "CONNECT"):
+        refused = get(gw.port, "/x/a", {"Authorization": "Bearer secret"}, method=method)
+        assert refused.status == 405, refused
+        assert refused.header("Allow") == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+        assert refused.json()["error"] == "method_not_allowed"
+        assert b"secret" not in refused.body
+    assert upstream.count() == 0
+    assert get(gw.port, "/x/a", method="DELETE").status == 200
+    traced = get(gw.port, "/t/a", method="TRACE")
+    assert traced.status == 200 and upstream.last().method == "TRACE"
+    assert upstream.count() == 2

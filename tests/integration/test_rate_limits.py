@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.fixtures.redis_server import RedisServer, require_redis_server
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, free_port
 from tests.support.upstream import Upstream
 
 Start = Callable[..., GatewayProcess]
@@ -123,6 +123,79 @@ def test_seed_003_login_override_is_per_client_ip(gateway: Start, upstream: Upst
     assert statuses.count(200) == 20  # 10 for each of the two client addresses
     other = requests.get(f"{gw.url}/api/orders", timeout=5)
     assert other.status_code == 200 and other.headers["X-RateLimit-Limit"] == "100"
+
+
+def _wait_healthy(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no healthy gateway at {url}")
+
+
+def test_ipv6_loopback_and_ipv4_mapped_clients_each_have_their_own_bucket(
+    gateway: Start, upstream: Upstream
+) -> None:
+    """One listener on ::1, one IPv6 listener that IPv4 clients reach (::ffff:127.0.0.1) and
+    one plain IPv4 listener: ::1 and 127.0.0.1 are two clients, and 127.0.0.1 is one client
+    whichever listener it comes through."""
+    config = limited_config(upstream, 1)
+    config["rate_limiting"]["default"]["key"] = "client_ip"
+    ports = [free_port() for _ in range(3)]
+    binds = f"[::1]:{ports[0]},[::ffff:127.0.0.1]:{ports[1]},127.0.0.1:{ports[2]}"
+    gateway(config, workers=1, bind=binds)
+    loopback6, mapped, plain = (
+        f"http://[::1]:{ports[0]}",
+        f"http://127.0.0.1:{ports[1]}",
+        f"http://127.0.0.1:{ports[2]}",
+    )
+    _wait_healthy(plain)
+    assert requests.get(f"{loopback6}/api/x", timeout=5).status_code == 200
+    assert requests.get(f"{mapped}/api/x", timeout=5).status_code == 200
+    assert requests.get(f"{plain}/api/x", timeout=5).status_code == 429  # the same 127.0.0.1
+    assert requests.get(f"{loopback6}/api/x", timeout=5).status_code == 429
+    assert upstream.count() == 2
+
+
+def test_a_trusted_proxy_behind_a_dual_stack_listener_is_trusted(
+    gateway: Start, upstream: Upstream
+) -> None:
+    """The proxy 127.0.0.1 reaches an IPv6 listener as ::ffff:127.0.0.1: still trusted."""
+    config = limited_config(upstream, 1)
+    config["rate_limiting"]["default"]["key"] = "client_ip"
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}
+    port = free_port()
+    gateway(config, workers=1, bind=f"[::ffff:127.0.0.1]:{port}")
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url)
+    for client in ("198.51.100.1", "198.51.100.2"):
+        sent = requests.get(f"{url}/api/x", headers={"X-Forwarded-For": client}, timeout=5)
+        assert sent.status_code == 200, client
+        assert upstream.last().header("X-Real-IP") == client
+    assert upstream.count() == 2
+
+
+def test_forwarded_ipv4_mapped_clients_each_have_their_own_bucket(
+    gateway: Start, upstream: Upstream
+) -> None:
+    config = limited_config(upstream, 1)
+    config["rate_limiting"]["default"]["key"] = "client_ip"
+    config["server"] = {"trusted_proxies": ["127.0.0.1/32"]}  # the client plays a proxy
+    gw = gateway(config, workers=1)
+
+    def status(client: str) -> int:
+        sent = requests.get(f"{gw.url}/api/x", headers={"X-Forwarded-For": client}, timeout=5)
+        return sent.status_code
+
+    assert status("::ffff:10.0.0.1") == 200
+    assert status("::ffff:10.0.0.2") == 200
+    assert status("::1") == 200
+    assert status("10.0.0.1") == 429  # the first client, spelled without the mapping
+    assert upstream.count() == 3
 
 
 def test_spoofed_identity_header_does_not_choose_the_bucket(

@@ -129,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._behave(record)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+    do_TRACE = do_CONNECT = _serve  # reach it only through a route that names them
 
     def _behave(self, record: Received) -> None:
         path = record.target.split("?")[0]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from gw.config import load_config, parse_config
-from gw.errors import ConfigError
+from gw.errors import ConfigError, MethodNotAllowed
 from tests.data.seeds import SEED_000, SEED_003_AUTH, SEED_003_ROUTES
 
 
@@ -174,3 +176,92 @@ def test_upstream_base_path_is_prefixed() -> None:
     }
     spec = parse_config(data, {}).table.match("GET", "/api/x").route.payload
     assert spec.rewrite.apply("/api/x") == "/base/x"
+
+
+_ANY_ORIGIN_WITH_CREDENTIALS = {"allowed_origins": ["*"], "allow_credentials": True}
+
+
+def _with_cors(cors: dict[str, object], on_route: bool) -> dict[str, object]:
+    route: dict[str, object] = {"path": "/a", "upstream": "u"}
+    data: dict[str, object] = {"upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}}}
+    if on_route:
+        route["cors"] = cors
+    else:
+        data["cors"] = cors
+    data["routes"] = [route]
+    return data
+
+
+@pytest.mark.parametrize(("on_route", "where"), [(False, "cors"), (True, "routes[0].cors")])
+def test_any_origin_with_credentials_is_refused_with_its_location(
+    on_route: bool, where: str
+) -> None:
+    """APPSEC: '*' with credentials would hand every site (and Origin: null) the session."""
+    problems = problems_of(_with_cors(_ANY_ORIGIN_WITH_CREDENTIALS, on_route))
+    assert len(problems) == 1 and problems[0].startswith(f"{where}: "), problems
+    assert "allow_credentials" in problems[0] and "list the origins" in problems[0]
+
+
+def test_null_origin_with_credentials_is_refused() -> None:
+    cors = {"allowed_origins": ["https://app.example.com", "null"], "allow_credentials": True}
+    problems = problems_of(_with_cors(cors, on_route=True))
+    assert len(problems) == 1 and problems[0].startswith("routes[0].cors: "), problems
+    assert "'null'" in problems[0]
+
+
+def test_gw_check_prints_the_refused_cors_block(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(_with_cors(_ANY_ORIGIN_WITH_CREDENTIALS, on_route=True)))
+    done = subprocess.run(
+        [sys.executable, "-m", "gw.cli", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert f"{path}: routes[0].cors: " in done.stderr
+    assert "list the origins" in done.stderr
+    assert "ok" not in done.stdout
+
+
+def _methods_config(*routes: dict[str, object]) -> dict[str, object]:
+    return {"upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}}, "routes": list(routes)}
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT"])
+def test_a_route_without_methods_never_serves_trace_or_connect(method: str) -> None:
+    """APPSEC: TRACE echoes the request (credentials included) and CONNECT asks for a tunnel:
+    a route serves them only when it names them."""
+    config = parse_config(_methods_config({"path": "/x/**", "upstream": "u"}), {})
+    for other in ("GET", "POST", "DELETE", "OPTIONS", "PROPFIND"):
+        assert config.table.match(other, "/x/a").route.pattern == "/x/**"
+    with pytest.raises(MethodNotAllowed) as info:
+        config.table.match(method, "/x/a")
+    assert info.value.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+
+
+def test_a_route_naming_trace_serves_it_beside_a_route_for_every_other_method() -> None:
+    config = parse_config(
+        _methods_config(
+            {"name": "any", "path": "/x/**", "upstream": "u"},
+            {"name": "trace", "path": "/x/**", "upstream": "u", "methods": ["TRACE"]},
+        ),
+        {},
+    )
+    assert config.table.match("TRACE", "/x/a").route.name == "trace"
+    assert config.table.match("GET", "/x/a").route.name == "any"
+    with pytest.raises(MethodNotAllowed) as info:
+        config.table.match("CONNECT", "/x/a")
+    assert "TRACE" in info.value.headers["Allow"]
+
+
+def test_rate_limit_overrides_without_methods_still_cover_trace() -> None:
+    data = _methods_config({"path": "/x/**", "upstream": "u", "methods": ["TRACE"]})
+    data["rate_limiting"] = {
+        "default": {"requests_per_minute": 100},
+        "overrides": [{"path": "/x/**", "requests_per_minute": 1}],
+    }
+    admission = parse_config(data, {}).admission
+    assert admission is not None
+    assert admission.limits_for("TRACE", "/x/a")[0].rate.limit == 1
