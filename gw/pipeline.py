@@ -351,6 +351,7 @@ class Gateway:
             {name.lower(): value for name, value in request_headers(environ)},
             identity.subject if identity else None,
             identity.key_id if identity and identity.method == "api_key" else None,
+            scheme=exchange.client.proto if exchange.client else "http",
         )
         if lookup.hit is not None:
             hit = lookup.hit

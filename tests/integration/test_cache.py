@@ -184,10 +184,6 @@ def test_repeated_parameters_in_another_order_are_another_entry(
     assert upstream.count() == before + 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs gw/pipeline.py: Gateway._cached must pass scheme=exchange.client.proto",
-)
 def test_http_and_https_are_two_entries(behind_proxy: tuple[GatewayProcess, Upstream]) -> None:
     """An answer made for http (links, redirects) is never served to an https client."""
     gw, upstream = behind_proxy
@@ -205,10 +201,6 @@ def test_http_and_https_are_two_entries(behind_proxy: tuple[GatewayProcess, Upst
     assert upstream.count() == before + 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs gw/pipeline.py: Gateway._cached must pass the whole effective host",
-)
 def test_a_host_with_another_port_is_another_entry(
     behind_proxy: tuple[GatewayProcess, Upstream],
 ) -> None:
