@@ -50,8 +50,13 @@ quiet_pip() { grep -v "^WARNING: Location '" || true; }
 t0=$SECONDS
 echo "== copy of the checkout in $WORK/src"
 mkdir -p "$WORK/src" "$WORK/run"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-  tar --null --files-from=- --ignore-failed-read -cf - 2>/dev/null) | tar -C "$WORK/src" -xf -
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
+    tar --null --files-from=- --ignore-failed-read -cf - 2>/dev/null) | tar -C "$WORK/src" -xf -
+else # an unpacked release: everything but local environments and build output
+  tar -C "$ROOT" --exclude=./.venv --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+    -cf - . | tar -C "$WORK/src" -xf -
+fi
 
 # --- 1. install ---
 echo "== wheel (pip wheel --no-deps, isolated build as pip install does)"
