@@ -156,3 +156,20 @@ GW_DEMO_PORT="$(free_port)" DEMO_USERS_PORT="$(free_port)" DEMO_ORDERS_PORT="$(f
   DEMO_PRODUCTS_PORT="$(free_port)" bash examples/demo/run.sh --check 2>&1 | quiet_pip ||
   { echo "FAIL: bash examples/demo/run.sh --check" >&2; exit 1; }
 echo "== demo: ok ($((SECONDS - t1)) s)"
+
+# --- 3. the demo when the gateway cannot start: the gateway's own error, and nothing after it ---
+t2=$SECONDS
+echo "== bash examples/demo/run.sh --check with a worker class that does not exist"
+rc=0
+out="$(GW_WORKER_CLASS=gw.worker.NoSuchWorker GW_DEMO_PORT="$(free_port)" \
+  DEMO_USERS_PORT="$(free_port)" DEMO_ORDERS_PORT="$(free_port)" \
+  DEMO_PRODUCTS_PORT="$(free_port)" bash examples/demo/run.sh --check 2>&1)" || rc=$?
+shown="$(sed -n "/^The gateway exited. The gateway's log/,\$p" <<<"$out")"
+# The heading and at most 30 lines of the log: nothing of the demo's own follows it.
+if [ "$rc" != 1 ] || ! grep -q "NoSuchWorker" <<<"$shown" || [ "$(wc -l <<<"$shown")" -gt 31 ] ||
+  grep -qE "JSONDecodeError|^curl: " <<<"$out"; then
+  echo "FAIL: expected exit status 1, then the gateway's log naming NoSuchWorker, last; got $rc:" >&2
+  quiet_pip <<<"$out" | tail -n 40 >&2
+  exit 1
+fi
+echo "== demo, gateway cannot start: ok, exit status 1, its log shown ($((SECONDS - t2)) s)"
