@@ -485,10 +485,10 @@ class Gateway:
         info = exchange.client
         assert info is not None
         host = exchange.authority.host if exchange.authority else ""
-        if spec.upstream is not None:  # aggregate parts get their target's Host from urllib3
-            upstream = self.clients[spec.upstream].spec
-            preserve = upstream.preserve_host and host
-            headers["Host"] = host if preserve else upstream.targets[0].netloc
+        if spec.upstream is not None and host and self.clients[spec.upstream].spec.preserve_host:
+            headers["Host"] = host
+        # Otherwise no Host here: each target's own host:port is written when the request is
+        # sent to the target the balancer picked (gw.http1.request_head).
         headers["X-Forwarded-For"] = info.forwarded_for
         headers["X-Forwarded-Proto"] = info.proto
         if host:

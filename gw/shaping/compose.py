@@ -634,8 +634,9 @@ def _part_headers(headers: Mapping[str, str], client: UpstreamClient) -> dict[st
     """Return the pipeline's headers for a body-less GET that must answer with whole JSON."""
     sent = {name: value for name, value in headers.items() if name.lower() not in _PART_DROPPED}
     client_host = next((v for n, v in headers.items() if n.lower() == "x-forwarded-host"), "")
-    spec = client.spec
-    sent["Host"] = client_host if spec.preserve_host and client_host else spec.targets[0].netloc
+    if client.spec.preserve_host and client_host:
+        sent["Host"] = client_host
+    # Otherwise the picked target's own host:port (gw.http1.request_head).
     sent["Accept"] = "application/json"
     sent["Accept-Encoding"] = "identity"
     return sent
