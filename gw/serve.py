@@ -715,14 +715,14 @@ def _check_transfer_coding(value: bytes) -> None:
 
 
 def _check_upgrade(message: _Message) -> None:
-    """Refuse what llhttp cannot frame: CONNECT, and an Upgrade request with a body.
+    """Refuse what llhttp cannot frame: an Upgrade or CONNECT request with a body.
 
     APPSEC: for both, llhttp skips the body and hands the rest of the stream over as another
     protocol; gw does not switch protocols, so it would forward the request without the body
     its Content-Length announces, and the upstream would take the next bytes as that body.
+    Without a body the request is answered (CONNECT: 405 unless a route names it) and the
+    connection closed.
     """
-    if message.method == "CONNECT":
-        raise RequestRefused(501, "CONNECT is not supported: gw is not a forward proxy")
     if _has(message, b"transfer-encoding") or any(
         name.lower() == b"content-length" and value.strip() != b"0"
         for name, value in message.headers
