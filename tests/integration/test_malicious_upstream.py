@@ -1,0 +1,176 @@
+"""A malicious upstream: for every hostile answer the client gets the documented answer, and
+the next request to the same upstream gets its own answer, never bytes left over from the last.
+
+One gateway per worker class, one worker, so every request shares the same connection pool;
+the upstream (tests/support/evil_upstream.py) records which TCP connection each request came
+on, so a test can prove that a poisoned connection was never used again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.support.evil_upstream import EvilUpstream, Step, ok_answer, start_evil_upstream
+from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.rawhttp import get
+
+POISON = ok_answer("POISONED")  # a whole answer that must never reach the next client
+LATE = 0.1  # seconds between an answer and the bytes sent after it (a later TCP segment)
+SETTLE = 0.35  # the test waits this long after a late-bytes case, so the bytes have arrived
+BAD = "upstream_bad_response"
+
+
+def _head(status: str, *fields: str) -> bytes:
+    return ("\r\n".join([f"HTTP/1.1 {status}", *fields]) + "\r\n\r\n").encode()
+
+
+def _dripped(data: bytes) -> list[Step]:
+    steps: list[Step] = []
+    for byte in data:
+        steps += [bytes([byte]), 0.004]
+    return steps
+
+
+EARLY_HINTS = _head("103 Early Hints", "Link: </style.css>; rel=preload")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    script: list[Step]
+    status: int
+    body: bytes = b""  # for answers passed on
+    error: str | None = None  # for answers the gateway refuses
+    method: str = "GET"
+    unusable: bool = True  # the connection must not carry the next request
+    late: bool = False
+
+
+CASES = [
+    # -- bytes after a complete answer -------------------------------------------------------
+    Case("late_bytes", [ok_answer("first"), LATE, POISON], 200, b"first", late=True),
+    Case("longer_than_length", [ok_answer("first") + POISON], 200, b"first"),
+    Case("garbage_after_answer", [ok_answer("first") + b"garbage\r\n\r\n"], 200, b"first"),
+    Case(
+        "head_with_body",
+        [_head("200 OK", "Content-Length: 8") + b"POISONED"],
+        200,
+        method="HEAD",
+    ),
+    Case(
+        "head_with_late_body",
+        [_head("200 OK", "Content-Length: 8"), LATE, POISON],
+        200,
+        method="HEAD",
+        late=True,
+    ),
+    Case("no_content_then_answer", [_head("204 No Content") + POISON], 204),
+    Case("no_content_then_late_answer", [_head("204 No Content"), LATE, POISON], 204, late=True),
+    Case("not_modified_with_body", [_head("304 Not Modified") + b"POISONED"], 304),
+    Case("not_modified_then_late_answer", [_head("304 Not Modified"), LATE, POISON], 304, late=True),
+    # -- framing the gateway refuses ---------------------------------------------------------
+    Case(
+        "duplicate_length",
+        [_head("200 OK", "Content-Length: 5", "Content-Length: 5") + b"first"],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "conflicting_length",
+        [_head("200 OK", "Content-Length: 5", "Content-Length: 13") + b"first" + POISON],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "length_and_chunked",
+        [_head("200 OK", "Content-Length: 5", "Transfer-Encoding: chunked") + b"0\r\n\r\nfirst"],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "chunked_and_length",
+        [_head("200 OK", "Transfer-Encoding: chunked", "Content-Length: 5") + b"0\r\n\r\nfirst"],
+        502,
+        error=BAD,
+    ),
+    Case("bare_lf", [b"HTTP/1.1 200 OK\nContent-Length: 5\n\nfirst"], 502, error=BAD),
+    Case(
+        "bare_lf_in_field", [b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\n\r\nfirst"], 502, error=BAD
+    ),
+    Case(
+        "switching_protocols",
+        [_head("101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade") + POISON],
+        502,
+        error=BAD,
+    ),
+    Case("interim_flood", [EARLY_HINTS * 6 + ok_answer("first")], 502, error=BAD),
+    Case("status_below_100", [_head("099 Odd", "Content-Length: 5") + b"first"], 502, error=BAD),
+    # -- odd but valid: passed on, and the connection may be kept ----------------------------
+    Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
+    Case(
+        "dripped_head",
+        _dripped(_head("200 OK", "Content-Length: 7", "X-Slow: yes")) + [b"dripped"],
+        200,
+        b"dripped",
+        unusable=False,
+    ),
+]
+WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+_tokens = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def evil() -> Iterator[EvilUpstream]:
+    server = start_evil_upstream({case.name: case.script for case in CASES})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=WORKERS, ids=["gevent", "gthread", "sync"])
+def gw(request: Any, evil: EvilUpstream) -> Iterator[GatewayProcess]:
+    config = {
+        "upstreams": {"evil": {"targets": [evil.url], "pool_size": 4, "read_timeout": 3}},
+        "routes": [{"name": "all", "path": "/**", "upstream": "evil"}],
+    }
+    process = start_gateway(config, workers=1, worker_class=request.param)
+    yield process
+    process.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_hostile_answer_is_contained_and_next_request_gets_its_own(
+    gw: GatewayProcess, evil: EvilUpstream, case: Case
+) -> None:
+    """The client gets the documented answer; the next client on the pool gets its own."""
+    answer = get(gw.port, f"/case/{case.name}", method=case.method)
+    assert answer.status == case.status, answer.body
+    if case.error:
+        assert answer.json()["error"] == case.error
+    else:
+        assert answer.body == case.body
+    hostile_connection = evil.requests_for(f"/case/{case.name}")[-1].connection
+    if case.late:
+        time.sleep(SETTLE)
+
+    token = f"next-{case.name}-{next(_tokens)}"
+    following = get(gw.port, f"/ok/{token}")
+
+    assert (following.status, following.body) == (200, token.encode())
+    if case.unusable:
+        [seen] = evil.requests_for(f"/ok/{token}")
+        assert seen.connection != hostile_connection, "a poisoned connection was reused"
+
+
+def test_pool_is_reused_for_clean_answers(gw: GatewayProcess, evil: EvilUpstream) -> None:
+    """The check before reuse keeps clean connections: sequential requests share one."""
+    tokens = [f"reuse-{next(_tokens)}" for _ in range(3)]
+    for token in tokens:
+        assert get(gw.port, f"/ok/{token}").body == token.encode()
+    connections = {evil.requests_for(f"/ok/{token}")[0].connection for token in tokens}
+    assert len(connections) == 1
