@@ -21,6 +21,7 @@ from gw.errors import InvalidHeader
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
 MAX_HEADERS = 100  # http.client's limit too
+MAX_INTERIM = 5  # 1xx answers before the final one; Go's net/http transport allows 5 too
 Body = IO[bytes] | Iterable[bytes] | bytes | None
 
 # RFC 9110 token characters for header names; values must not break the message framing.
@@ -126,6 +127,7 @@ class Response:
         self._until_close = False
         self._keep_alive = False
         self._head_size = 0
+        self._interim = 0
         self._error: MalformedResponse | None = None
         self._parser = httptools.HttpResponseParser(self)
         try:
@@ -156,11 +158,8 @@ class Response:
         if self._complete:
             return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            if status == 101:
-                self._error = MalformedResponse("the upstream switched protocols")
-                raise self._error
-            self.headers = []  # an interim answer (100 Continue, 103): wait for the final one
+        if status < 200:
+            self._interim_answer(status)
             return
         self.status = status
         self._head_done = True
@@ -172,8 +171,30 @@ class Response:
         no_body = status in (204, 304)
         self._until_close = not no_body and not names & {"content-length", "transfer-encoding"}
 
+    def _interim_answer(self, status: int) -> None:
+        """Skip a 1xx answer (100 Continue, 103 Early Hints) to wait for the final one.
+
+        APPSEC: an upstream may not switch protocols (gw never asks it to), send a status
+        below 100, or hold the exchange open with endless interim answers: each is a
+        MalformedResponse (502), never passed on.
+        """
+        self._interim += 1
+        if status < 100:
+            self._error = MalformedResponse(f"the status {status} is not an HTTP status")
+        elif status == 101:
+            self._error = MalformedResponse("the upstream switched protocols")
+        elif self._interim > MAX_INTERIM:
+            self._error = MalformedResponse(f"more than {MAX_INTERIM} interim (1xx) answers")
+        if self._error is not None:
+            raise self._error
+        self.headers = []  # the head size limit still counts the interim answers' bytes
+
     def on_body(self, body: bytes) -> None:
-        if self._head_done and not self._complete:
+        if self._complete:
+            # APPSEC: body bytes after the answer is complete (a HEAD answered with a body):
+            # the upstream and gw disagree on the framing, so the connection is never reused.
+            self._extra = True
+        elif self._head_done:
             self._chunks.append(body)
 
     def on_message_complete(self) -> None:
