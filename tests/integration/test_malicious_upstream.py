@@ -73,7 +73,9 @@ CASES = [
     Case("no_content_then_answer", [_head("204 No Content") + POISON], 204),
     Case("no_content_then_late_answer", [_head("204 No Content"), LATE, POISON], 204, late=True),
     Case("not_modified_with_body", [_head("304 Not Modified") + b"POISONED"], 304),
-    Case("not_modified_then_late_answer", [_head("304 Not Modified"), LATE, POISON], 304, late=True),
+    Case(
+        "not_modified_then_late_answer", [_head("304 Not Modified"), LATE, POISON], 304, late=True
+    ),
     # -- framing the gateway refuses ---------------------------------------------------------
     Case(
         "duplicate_length",
@@ -101,7 +103,10 @@ CASES = [
     ),
     Case("bare_lf", [b"HTTP/1.1 200 OK\nContent-Length: 5\n\nfirst"], 502, error=BAD),
     Case(
-        "bare_lf_in_field", [b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\n\r\nfirst"], 502, error=BAD
+        "bare_lf_in_field",
+        [b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\n\r\nfirst"],
+        502,
+        error=BAD,
     ),
     Case(
         "switching_protocols",
@@ -115,7 +120,7 @@ CASES = [
     Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
     Case(
         "dripped_head",
-        _dripped(_head("200 OK", "Content-Length: 7", "X-Slow: yes")) + [b"dripped"],
+        [*_dripped(_head("200 OK", "Content-Length: 7", "X-Slow: yes")), b"dripped"],
         200,
         b"dripped",
         unusable=False,

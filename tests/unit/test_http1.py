@@ -83,8 +83,9 @@ def test_head_response_has_no_body_whatever_its_length_says(pair: Pair) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",  # bytes after it
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokgarbage\r\n\r\n",
     ],
-    ids=["connection-close", "http-1.0", "trailing-bytes"],
+    ids=["connection-close", "http-1.0", "trailing-bytes", "trailing-garbage"],
 )
 def test_connections_that_cannot_carry_another_request_are_not_reused(
     pair: Pair, data: bytes
@@ -92,6 +93,33 @@ def test_connections_that_cannot_carry_another_request_are_not_reused(
     response = answer(pair, data)
     assert b"".join(response.body()) == b"ok"
     assert not response.reusable
+
+
+@pytest.mark.parametrize(
+    ("data", "head"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED", True),
+        (b"HTTP/1.1 200 OK\r\n\r\nPOISONED", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\nPOISONED", False),
+    ],
+    ids=["head-with-body", "head-with-unframed-body", "204-then-answer", "304-with-body"],
+)
+def test_bodies_where_none_may_be_are_dropped_with_the_connection(
+    pair: Pair, data: bytes, head: bool
+) -> None:
+    """A body on a HEAD, 204 or 304 answer is never passed on, and the connection is not reused."""
+    response = answer(pair, data, head=head)
+    assert b"".join(response.body()) == b""
+    assert not response.reusable
+
+
+def test_up_to_five_interim_answers_are_skipped(pair: Pair) -> None:
+    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    response = answer(pair, hint * 5 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert (response.status, response.headers) == (200, [("Content-Length", "2")])
+    assert b"".join(response.body()) == b"ok"
+    assert response.reusable
 
 
 def test_short_body_is_broken_off_not_clean(pair: Pair) -> None:
@@ -121,8 +149,28 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Le",  # the head is cut off
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 103 Early Hints\r\n\r\n" * 6 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
     ],
-    ids=["not-http", "cl-and-te", "two-lengths", "too-many-headers", "huge-head", "101", "cut"],
+    ids=[
+        "not-http",
+        "cl-and-te",
+        "two-lengths",
+        "too-many-headers",
+        "huge-head",
+        "101",
+        "cut",
+        "te-and-cl",
+        "same-length-twice",
+        "bare-lf",
+        "bare-lf-in-field",
+        "six-interim",
+        "status-099",
+    ],
 )
 def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> None:
     with pytest.raises(MalformedResponse):
