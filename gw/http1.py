@@ -158,6 +158,11 @@ class Response:
         if self._complete:
             return
         status = self._parser.get_status_code()
+        if not 100 <= status <= 599:
+            # APPSEC: RFC 9110 §15 calls any other status invalid (a client treats it as a 5xx);
+            # llhttp reads any three digits. It is never passed on.
+            self._error = MalformedResponse(f"the status {status} is not an HTTP status")
+            raise self._error
         if status < 200:
             self._interim_answer(status)
             return
@@ -174,14 +179,11 @@ class Response:
     def _interim_answer(self, status: int) -> None:
         """Skip a 1xx answer (100 Continue, 103 Early Hints) to wait for the final one.
 
-        APPSEC: an upstream may not switch protocols (gw never asks it to), send a status
-        below 100, or hold the exchange open with endless interim answers: each is a
-        MalformedResponse (502), never passed on.
+        APPSEC: an upstream may not switch protocols (gw never asks it to) or hold the exchange
+        open with endless interim answers: each is a MalformedResponse (502), never passed on.
         """
         self._interim += 1
-        if status < 100:
-            self._error = MalformedResponse(f"the status {status} is not an HTTP status")
-        elif status == 101:
+        if status == 101:
             self._error = MalformedResponse("the upstream switched protocols")
         elif self._interim > MAX_INTERIM:
             self._error = MalformedResponse(f"more than {MAX_INTERIM} interim (1xx) answers")

@@ -116,6 +116,26 @@ CASES = [
     ),
     Case("interim_flood", [EARLY_HINTS * 6 + ok_answer("first")], 502, error=BAD),
     Case("status_below_100", [_head("099 Odd", "Content-Length: 5") + b"first"], 502, error=BAD),
+    Case("status_above_599", [_head("600 Odd", "Content-Length: 5") + b"first"], 502, error=BAD),
+    Case(
+        "folded_field",
+        [_head("200 OK", "X-A: 1", " 2", "Content-Length: 5") + b"first"],
+        502,
+        error=BAD,
+    ),
+    Case("space_before_colon", [_head("200 OK", "Content-Length : 5") + b"first"], 502, error=BAD),
+    Case(
+        "nul_in_value",
+        [_head("200 OK", "X-A: a\x00b", "Content-Length: 5") + b"first"],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "length_overflow",
+        [_head("200 OK", "Content-Length: 99999999999999999999") + b"first"],
+        502,
+        error=BAD,
+    ),
     # -- odd but valid: passed on, and the connection may be kept ----------------------------
     Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
     Case(

@@ -155,6 +155,7 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 103 Early Hints\r\n\r\n" * 6 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
     ],
     ids=[
         "not-http",
@@ -170,6 +171,7 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         "bare-lf-in-field",
         "six-interim",
         "status-099",
+        "status-600",
     ],
 )
 def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> None:
