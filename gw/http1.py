@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO
 
@@ -252,8 +253,19 @@ class Response:
         self.__dict__.pop("_parser", None)
 
     def _read_head(self) -> None:
+        """Read until the final answer's head is parsed: within the socket's timeout, all of it.
+
+        APPSEC: the socket's timeout (the read timeout) bounds each silence, and the head as a
+        whole, interim answers included, must arrive within that same time: an upstream that
+        drips it a byte at a time cannot hold the exchange for ``MAX_HEAD_BYTES`` timeouts.
+        PERF: a head that comes in one read (nearly all) costs no timeout changes.
+        """
+        timeout = self._sock.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
         received = 0
         while not self._head_done:
+            if received and deadline is not None:
+                self._sock.settimeout(_time_left(deadline))
             data = self._sock.recv(CHUNK)
             if not data:
                 if received == 0:
@@ -263,6 +275,8 @@ class Response:
             self._feed(data)
             if not self._head_done and received > MAX_HEAD_BYTES:
                 raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
+        if self._sock.gettimeout() != timeout:
+            self._sock.settimeout(timeout)  # the body's reads wait up to the read timeout again
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -273,3 +287,10 @@ class Response:
             self._extra = True  # garbage after a complete answer: keep the answer, drop the conn
         except httptools.HttpParserCallbackError as ex:
             raise self._error or MalformedResponse(str(ex)) from None
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the response head did not arrive within the read timeout")
+    return left

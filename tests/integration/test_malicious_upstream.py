@@ -24,16 +24,17 @@ POISON = ok_answer("POISONED")  # a whole answer that must never reach the next 
 LATE = 0.1  # seconds between an answer and the bytes sent after it (a later TCP segment)
 SETTLE = 0.35  # the test waits this long after a late-bytes case, so the bytes have arrived
 BAD = "upstream_bad_response"
+SLOW_TIMEOUT = 0.5  # the read timeout of the /slow route
 
 
 def _head(status: str, *fields: str) -> bytes:
     return ("\r\n".join([f"HTTP/1.1 {status}", *fields]) + "\r\n\r\n").encode()
 
 
-def _dripped(data: bytes) -> list[Step]:
+def _dripped(data: bytes, gap: float = 0.004) -> list[Step]:
     steps: list[Step] = []
     for byte in data:
-        steps += [bytes([byte]), 0.004]
+        steps += [bytes([byte]), gap]
     return steps
 
 
@@ -50,6 +51,7 @@ class Case:
     method: str = "GET"
     unusable: bool = True  # the connection must not carry the next request
     late: bool = False
+    route: str = ""  # "/slow": the route with a read timeout of SLOW_TIMEOUT
 
 
 CASES = [
@@ -136,6 +138,13 @@ CASES = [
         502,
         error=BAD,
     ),
+    Case(
+        "head_dripped_past_the_read_timeout",
+        [*_dripped(_head("200 OK", "Content-Length: 5", "X-Slow: yes"), gap=0.05), b"first"],
+        504,
+        error="upstream_timeout",
+        route="/slow",
+    ),
     # -- odd but valid: passed on, and the connection may be kept ----------------------------
     Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
     Case(
@@ -161,7 +170,16 @@ def evil() -> Iterator[EvilUpstream]:
 def gw(request: Any, evil: EvilUpstream) -> Iterator[GatewayProcess]:
     config = {
         "upstreams": {"evil": {"targets": [evil.url], "pool_size": 4, "read_timeout": 3}},
-        "routes": [{"name": "all", "path": "/**", "upstream": "evil"}],
+        "routes": [
+            {"name": "all", "path": "/**", "upstream": "evil"},
+            {
+                "name": "slow",
+                "path": "/slow/**",
+                "upstream": "evil",
+                "strip_prefix": "/slow",
+                "read_timeout": SLOW_TIMEOUT,
+            },
+        ],
     }
     process = start_gateway(config, workers=1, worker_class=request.param)
     yield process
@@ -173,7 +191,7 @@ def test_hostile_answer_is_contained_and_next_request_gets_its_own(
     gw: GatewayProcess, evil: EvilUpstream, case: Case
 ) -> None:
     """The client gets the documented answer; the next client on the pool gets its own."""
-    answer = get(gw.port, f"/case/{case.name}", method=case.method)
+    answer = get(gw.port, f"{case.route}/case/{case.name}", method=case.method)
     assert answer.status == case.status, answer.body
     if case.error:
         assert answer.json()["error"] == case.error

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -120,6 +122,51 @@ def test_up_to_five_interim_answers_are_skipped(pair: Pair) -> None:
     assert (response.status, response.headers) == (200, [("Content-Length", "2")])
     assert b"".join(response.body()) == b"ok"
     assert response.reusable
+
+
+DRIPPED = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: yes\r\n\r\nok"
+
+
+def _drip(
+    theirs: socket.socket, data: bytes, gap: float, stop: threading.Event
+) -> threading.Thread:
+    def run() -> None:
+        for byte in data:
+            if stop.wait(gap):
+                return
+            try:
+                theirs.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_head_dripped_within_the_read_timeout_is_read(pair: Pair) -> None:
+    ours, theirs = pair
+    stop = threading.Event()
+    thread = _drip(theirs, DRIPPED, 0.003, stop)
+    response = Response(ours, head_request=False)
+    assert response.status == 200
+    assert b"".join(response.body()) == b"ok"
+    assert ours.gettimeout() == 5  # the body was read with the read timeout again
+    thread.join(5)
+
+
+def test_a_head_dripped_past_the_read_timeout_times_out(pair: Pair) -> None:
+    """Every byte comes well within the read timeout, but the whole head does not."""
+    ours, theirs = pair
+    ours.settimeout(0.5)
+    stop = threading.Event()
+    thread = _drip(theirs, DRIPPED, 0.05, stop)  # about 2.5 s in all
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        Response(ours, head_request=False)
+    assert time.monotonic() - started < 1.5
+    stop.set()
+    thread.join(5)
 
 
 def test_short_body_is_broken_off_not_clean(pair: Pair) -> None:
