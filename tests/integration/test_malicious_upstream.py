@@ -1,7 +1,8 @@
 """A malicious upstream: for every hostile answer the client gets the documented answer, and
 the next request to the same upstream gets its own answer, never bytes left over from the last.
 
-One gateway per worker class, one worker, so every request shares the same connection pool;
+One gateway per worker class (and the default one behind the shipped nginx drop-in), one
+worker, so every request shares the same connection pool;
 the upstream (tests/support/evil_upstream.py) records which TCP connection each request came
 on, so a test can prove that a poisoned connection was never used again.
 """
@@ -16,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_deploy import require_tool, start_nginx, wait_healthy_through
 from tests.support.evil_upstream import EvilUpstream, Step, ok_answer, start_evil_upstream
-from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.gateway import start_gateway
 from tests.support.rawhttp import get
 
 POISON = ok_answer("POISONED")  # a whole answer that must never reach the next client
@@ -155,7 +157,8 @@ CASES = [
         unusable=False,
     ),
 ]
-WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+NGINX = "nginx"  # the default worker behind the shipped nginx drop-in
+FRONTS = [None, "gw.worker.BalancedThreadWorker", "sync", NGINX]
 _tokens = itertools.count()
 
 
@@ -166,9 +169,8 @@ def evil() -> Iterator[EvilUpstream]:
     server.close()
 
 
-@pytest.fixture(scope="module", params=WORKERS, ids=["gevent", "gthread", "sync"])
-def gw(request: Any, evil: EvilUpstream) -> Iterator[GatewayProcess]:
-    config = {
+def _config(evil: EvilUpstream) -> dict[str, Any]:
+    return {
         "upstreams": {"evil": {"targets": [evil.url], "pool_size": 4, "read_timeout": 3}},
         "routes": [
             {"name": "all", "path": "/**", "upstream": "evil"},
@@ -181,14 +183,40 @@ def gw(request: Any, evil: EvilUpstream) -> Iterator[GatewayProcess]:
             },
         ],
     }
-    process = start_gateway(config, workers=1, worker_class=request.param)
-    yield process
-    process.stop()
+
+
+@dataclass(frozen=True)
+class Front:
+    port: int  # where clients connect: gunicorn's port, or nginx's in front of it
+
+
+@pytest.fixture(scope="module", params=FRONTS, ids=["gevent", "gthread", "sync", "nginx"])
+def gw(
+    request: Any, evil: EvilUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Front]:
+    if request.param != NGINX:
+        process = start_gateway(_config(evil), workers=1, worker_class=request.param)
+        yield Front(process.port)
+        process.stop()
+        return
+    nginx_path = require_tool("nginx", "nginx", fail_on_ci=True)
+    directory = tmp_path_factory.mktemp("malicious-upstream-nginx")
+    sock = directory / "gw.sock"
+    process = start_gateway(_config(evil), workers=1, bind=f"unix:{sock}", wait=False)
+    nginx = None
+    try:
+        nginx = start_nginx(nginx_path, directory / "nginx", sock)
+        wait_healthy_through(nginx, process)
+        yield Front(nginx.port)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        process.stop()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_hostile_answer_is_contained_and_next_request_gets_its_own(
-    gw: GatewayProcess, evil: EvilUpstream, case: Case
+    gw: Front, evil: EvilUpstream, case: Case
 ) -> None:
     """The client gets the documented answer; the next client on the pool gets its own."""
     answer = get(gw.port, f"{case.route}/case/{case.name}", method=case.method)
@@ -210,7 +238,7 @@ def test_hostile_answer_is_contained_and_next_request_gets_its_own(
         assert seen.connection != hostile_connection, "a poisoned connection was reused"
 
 
-def test_pool_is_reused_for_clean_answers(gw: GatewayProcess, evil: EvilUpstream) -> None:
+def test_pool_is_reused_for_clean_answers(gw: Front, evil: EvilUpstream) -> None:
     """The check before reuse keeps clean connections: sequential requests share one."""
     tokens = [f"reuse-{next(_tokens)}" for _ in range(3)]
     for token in tokens:
