@@ -167,6 +167,7 @@ class Response:
         if status < 200:
             self._interim_answer(status)
             return
+        self._check_transfer_coding()
         self.status = status
         self._head_done = True
         if self._head_request:
@@ -176,6 +177,24 @@ class Response:
         names = {name.lower() for name, _ in self.headers}
         no_body = status in (204, 304)
         self._until_close = not no_body and not names & {"content-length", "transfer-encoding"}
+
+    def _check_transfer_coding(self) -> None:
+        """Refuse a final answer whose Transfer-Encoding is anything but one ``chunked``.
+
+        APPSEC: llhttp reads ``gzip, chunked`` as chunked and leaves the gzip on the content,
+        reads ``chunked ,`` or ``identity`` until the close, and decodes chunked HTTP/1.0
+        (whose framing RFC 9112 §6.1 calls faulty). Each would pass on bytes the upstream did
+        not mean as the content, so each is a 502, as nginx answers an unknown coding.
+        """
+        codings = [v for n, v in self.headers if n.lower() == "transfer-encoding"]
+        if not codings:
+            return
+        if len(codings) > 1 or codings[0].strip().lower() != "chunked":
+            self._error = MalformedResponse(f"the transfer coding {', '.join(codings)!r}")
+        elif self._parser.get_http_version() != "1.1":
+            self._error = MalformedResponse("an HTTP/1.0 answer with a transfer coding")
+        if self._error is not None:
+            raise self._error
 
     def _interim_answer(self, status: int) -> None:
         """Skip a 1xx answer (100 Continue, 103 Early Hints) to wait for the final one.

@@ -105,6 +105,24 @@ CASES = [
         502,
         error=BAD,
     ),
+    Case(
+        "gzip_then_chunked",
+        [_head("200 OK", "Transfer-Encoding: gzip, chunked") + b"5\r\nfirst\r\n0\r\n\r\n"],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "chunked_with_a_trailing_comma",
+        [_head("200 OK", "Transfer-Encoding: chunked ,") + b"5\r\nfirst\r\n0\r\n\r\n"],
+        502,
+        error=BAD,
+    ),
+    Case(
+        "chunked_in_http_1_0",
+        [b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n"],
+        502,
+        error=BAD,
+    ),
     Case("bare_lf", [b"HTTP/1.1 200 OK\nContent-Length: 5\n\nfirst"], 502, error=BAD),
     Case(
         "bare_lf_in_field",

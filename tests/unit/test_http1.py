@@ -50,9 +50,11 @@ def test_content_length_body_with_repeated_headers_kept_apart(pair: Pair) -> Non
     assert response.reusable
 
 
-def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair) -> None:
+@pytest.mark.parametrize("coding", [b"chunked", b"Chunked", b" chunked "])
+def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair, coding: bytes) -> None:
     response = answer(
-        pair, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        pair,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % coding,
     )
     assert b"".join(response.body()) == b"hello"
     assert response.reusable
@@ -203,6 +205,11 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         b"HTTP/1.1 103 Early Hints\r\n\r\n" * 6 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked , \r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     ],
     ids=[
         "not-http",
@@ -219,6 +226,11 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         "six-interim",
         "status-099",
         "status-600",
+        "te-gzip-chunked",
+        "te-chunked-comma",
+        "te-identity",
+        "te-twice",
+        "te-in-http-1.0",
     ],
 )
 def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> None:
