@@ -117,7 +117,9 @@ def _idle(link: Link) -> bool:
     conn = _FakeConnection(link.ours)
     pool.put(conn)  # type: ignore[arg-type]
     started = time.monotonic()
-    clean = _nothing_to_read(link.ours)
+    clean = _nothing_to_read(
+        link.ours, tls=isinstance(link.ours, ssl.SSLSocket | gevent.ssl.SSLSocket)
+    )
     assert time.monotonic() - started < GENEROUS, "the check waited for the socket"
     return clean
 
