@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.integration.test_deploy import require_tool, start_nginx, wait_health
 from tests.support.evil_upstream import EvilUpstream, Step, ok_answer, start_evil_upstream
 from tests.support.gateway import start_gateway
 from tests.support.rawhttp import get
+from tests.support.tls import make_certificate, server_context
 
 POISON = ok_answer("POISONED")  # a whole answer that must never reach the next client
 LATE = 0.1  # seconds between an answer and the bytes sent after it (a later TCP segment)
@@ -175,8 +177,15 @@ CASES = [
         unusable=False,
     ),
 ]
+TLS_CASES = [
+    case
+    for case in CASES
+    if case.name
+    in {"late_bytes", "longer_than_length", "head_with_late_body", "no_content_then_late_answer"}
+]
 NGINX = "nginx"  # the default worker behind the shipped nginx drop-in
-FRONTS = [None, "gw.worker.BalancedThreadWorker", "sync", NGINX]
+WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+FRONTS = [*WORKERS, NGINX]
 _tokens = itertools.count()
 
 
@@ -187,18 +196,26 @@ def evil() -> Iterator[EvilUpstream]:
     server.close()
 
 
-def _config(evil: EvilUpstream) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def evil_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EvilUpstream, Path]]:
+    cert, key = make_certificate(tmp_path_factory.mktemp("evil-tls"))
+    scripts = {case.name: case.script for case in TLS_CASES}
+    server = start_evil_upstream(scripts, tls=server_context(cert, key))
+    yield server, cert
+    server.close()
+
+
+def _config(evil: EvilUpstream, evil_tls: EvilUpstream) -> dict[str, Any]:
+    def upstream(server: EvilUpstream) -> dict[str, Any]:
+        return {"targets": [server.url], "pool_size": 4, "read_timeout": 3}
+
+    slow = {"path": "/slow/**", "strip_prefix": "/slow", "read_timeout": SLOW_TIMEOUT}
     return {
-        "upstreams": {"evil": {"targets": [evil.url], "pool_size": 4, "read_timeout": 3}},
+        "upstreams": {"evil": upstream(evil), "evil_tls": upstream(evil_tls)},
         "routes": [
             {"name": "all", "path": "/**", "upstream": "evil"},
-            {
-                "name": "slow",
-                "path": "/slow/**",
-                "upstream": "evil",
-                "strip_prefix": "/slow",
-                "read_timeout": SLOW_TIMEOUT,
-            },
+            {"name": "slow", "upstream": "evil", **slow},
+            {"name": "tls", "path": "/tls/**", "upstream": "evil_tls", "strip_prefix": "/tls"},
         ],
     }
 
@@ -210,17 +227,22 @@ class Front:
 
 @pytest.fixture(scope="module", params=FRONTS, ids=["gevent", "gthread", "sync", "nginx"])
 def gw(
-    request: Any, evil: EvilUpstream, tmp_path_factory: pytest.TempPathFactory
+    request: Any,
+    evil: EvilUpstream,
+    evil_tls: tuple[EvilUpstream, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Front]:
+    config = _config(evil, evil_tls[0])
+    trust = {"SSL_CERT_FILE": str(evil_tls[1])}  # the TLS upstream's self-signed certificate
     if request.param != NGINX:
-        process = start_gateway(_config(evil), workers=1, worker_class=request.param)
+        process = start_gateway(config, workers=1, worker_class=request.param, extra_env=trust)
         yield Front(process.port)
         process.stop()
         return
     nginx_path = require_tool("nginx", "nginx", fail_on_ci=True)
     directory = tmp_path_factory.mktemp("malicious-upstream-nginx")
     sock = directory / "gw.sock"
-    process = start_gateway(_config(evil), workers=1, bind=f"unix:{sock}", wait=False)
+    process = start_gateway(config, workers=1, bind=f"unix:{sock}", wait=False, extra_env=trust)
     nginx = None
     try:
         nginx = start_nginx(nginx_path, directory / "nginx", sock)
@@ -232,12 +254,9 @@ def gw(
         process.stop()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_hostile_answer_is_contained_and_next_request_gets_its_own(
-    gw: Front, evil: EvilUpstream, case: Case
-) -> None:
+def _contained(front: Front, evil: EvilUpstream, case: Case, via: str = "") -> None:
     """The client gets the documented answer; the next client on the pool gets its own."""
-    answer = get(gw.port, f"{case.route}/case/{case.name}", method=case.method)
+    answer = get(front.port, f"{via}{case.route}/case/{case.name}", method=case.method)
     assert answer.status == case.status, answer.body
     if case.error:
         assert answer.json()["error"] == case.error
@@ -248,7 +267,7 @@ def test_hostile_answer_is_contained_and_next_request_gets_its_own(
         time.sleep(SETTLE)
 
     token = f"next-{case.name}-{next(_tokens)}"
-    following = get(gw.port, f"/ok/{token}")
+    following = get(front.port, f"{via}/ok/{token}")
 
     assert (following.status, following.body) == (200, token.encode())
     if case.unusable:
@@ -256,10 +275,38 @@ def test_hostile_answer_is_contained_and_next_request_gets_its_own(
         assert seen.connection != hostile_connection, "a poisoned connection was reused"
 
 
-def test_pool_is_reused_for_clean_answers(gw: Front, evil: EvilUpstream) -> None:
-    """The check before reuse keeps clean connections: sequential requests share one."""
+def _reused(front: Front, evil: EvilUpstream, via: str = "") -> None:
+    """Sequential clean answers all travel on one kept-alive connection."""
     tokens = [f"reuse-{next(_tokens)}" for _ in range(3)]
     for token in tokens:
-        assert get(gw.port, f"/ok/{token}").body == token.encode()
+        assert get(front.port, f"{via}/ok/{token}").body == token.encode()
     connections = {evil.requests_for(f"/ok/{token}")[0].connection for token in tokens}
     assert len(connections) == 1
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_hostile_answer_is_contained_and_next_request_gets_its_own(
+    gw: Front, evil: EvilUpstream, case: Case
+) -> None:
+    """The client gets the documented answer; the next client on the pool gets its own."""
+    _contained(gw, evil, case)
+
+
+def test_pool_is_reused_for_clean_answers(gw: Front, evil: EvilUpstream) -> None:
+    """The check before reuse keeps clean connections: sequential requests share one."""
+    _reused(gw, evil)
+
+
+@pytest.mark.parametrize("case", TLS_CASES, ids=[case.name for case in TLS_CASES])
+def test_hostile_answer_over_tls_is_contained(
+    gw: Front, evil_tls: tuple[EvilUpstream, Path], case: Case
+) -> None:
+    """The same over HTTPS: late TLS records spoil the connection as late bytes do."""
+    _contained(gw, evil_tls[0], case, via="/tls")
+
+
+def test_tls_pool_is_reused_for_clean_answers(
+    gw: Front, evil_tls: tuple[EvilUpstream, Path]
+) -> None:
+    """TLS session tickets and the like never make a clean connection look spoiled."""
+    _reused(gw, evil_tls[0], via="/tls")

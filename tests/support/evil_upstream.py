@@ -10,12 +10,14 @@ float, seconds to wait before the next step. Requests are routed by path:
 After a script the connection stays open and serves further requests, exactly as a confused
 but kept-alive upstream would; a script ending in ``CLOSE`` closes it instead. Every request is
 recorded with the serial number of the TCP connection it arrived on, so a test can tell a
-fresh connection from a reused one.
+fresh connection from a reused one. With a server TLS context it speaks HTTPS, each step one
+TLS record.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +44,7 @@ def ok_answer(token: str) -> bytes:
 @dataclass
 class EvilUpstream:
     scripts: Mapping[str, Sequence[Step]]
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     listener: socket.socket = field(init=False)
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,7 +62,7 @@ class EvilUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def requests_for(self, target: str) -> list[Seen]:
         with self.lock:
@@ -85,6 +88,12 @@ class EvilUpstream:
     def _serve(self, conn: socket.socket, serial: int) -> None:
         conn.settimeout(IDLE_SECONDS)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return
         buffered = b""
         with conn:
             while not self.stopping.is_set():
@@ -137,6 +146,8 @@ def _request_line(head: bytes) -> tuple[str, str]:
     return method, target
 
 
-def start_evil_upstream(scripts: Mapping[str, Sequence[Step]]) -> EvilUpstream:
-    """Start a scripted raw-socket upstream on an ephemeral loopback port."""
-    return EvilUpstream(scripts)
+def start_evil_upstream(
+    scripts: Mapping[str, Sequence[Step]], tls: ssl.SSLContext | None = None
+) -> EvilUpstream:
+    """Start a scripted raw-socket upstream on an ephemeral loopback port (HTTPS with ``tls``)."""
+    return EvilUpstream(scripts, tls)

@@ -6,25 +6,20 @@ and as gevent does (the default worker), without monkey-patching this process.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gevent.socket
 import gevent.ssl
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gw.config import Target
 from gw.upstream import ConnectionPool, _nothing_to_read
+from tests.support.tls import make_certificate, server_context
 
 GENEROUS = 2.0  # seconds; the sockets' read timeout is 5, so a blocking check would show
 
@@ -35,37 +30,9 @@ class Link:
     theirs: socket.socket  # the upstream's side
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*_certificate(tmp_path_factory.mktemp("tls")))
-    return context
+    return server_context(*make_certificate(tmp_path_factory.mktemp("tls")))
 
 
 def _connect(kind: str, server_tls: ssl.SSLContext) -> Link:
