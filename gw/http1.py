@@ -167,14 +167,15 @@ class Response:
         if status < 200:
             self._interim_answer(status)
             return
-        self._check_transfer_coding()
+        names = {name.lower() for name, _ in self.headers}
+        if "transfer-encoding" in names:
+            self._check_transfer_coding()
         self.status = status
         self._head_done = True
         if self._head_request:
             self._complete = True  # a HEAD response has no body, whatever it announces
             self._keep_alive = self._parser.should_keep_alive()
             return
-        names = {name.lower() for name, _ in self.headers}
         no_body = status in (204, 304)
         self._until_close = not no_body and not names & {"content-length", "transfer-encoding"}
 
@@ -187,8 +188,6 @@ class Response:
         not mean as the content, so each is a 502, as nginx answers an unknown coding.
         """
         codings = [v for n, v in self.headers if n.lower() == "transfer-encoding"]
-        if not codings:
-            return
         if len(codings) > 1 or codings[0].strip().lower() != "chunked":
             self._error = MalformedResponse(f"the transfer coding {', '.join(codings)!r}")
         elif self._parser.get_http_version() != "1.1":
