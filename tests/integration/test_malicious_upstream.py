@@ -1,10 +1,17 @@
 """A malicious upstream: for every hostile answer the client gets the documented answer, and
 the next request to the same upstream gets its own answer, never bytes left over from the last.
 
-One gateway per worker class (and the default one behind the shipped nginx drop-in), one
-worker, so every request shares the same connection pool;
-the upstream (tests/support/evil_upstream.py) records which TCP connection each request came
-on, so a test can prove that a poisoned connection was never used again.
+One gateway per worker class (and the default one behind the shipped nginx drop-in), each
+with one worker, so every request shares the same connection pool. The upstreams (plain and
+TLS, tests/support/evil_upstream.py) record which TCP connection each request came on, so a
+test can prove that a poisoned connection was never used again.
+
+Documented answers: framing that gw and the upstream could read differently (two lengths,
+a length and a transfer coding, a coding other than one ``chunked``, bare LF, obs-fold, a
+status outside 100..599, 101, more than 5 interim answers) is a 502 ``upstream_bad_response``;
+a head that does not arrive within the read timeout is a 504 ``upstream_timeout``; bytes
+after a complete answer, or a body on a HEAD, 204 or 304 answer, are dropped along with
+the connection.
 """
 
 from __future__ import annotations
