@@ -26,9 +26,15 @@ from typing import Any
 import pytest
 
 from tests.integration.test_deploy import require_tool, start_nginx, wait_healthy_through
-from tests.support.evil_upstream import EvilUpstream, Step, ok_answer, start_evil_upstream
+from tests.support.evil_upstream import (
+    CLOSE,
+    EvilUpstream,
+    Step,
+    ok_answer,
+    start_evil_upstream,
+)
 from tests.support.gateway import start_gateway
-from tests.support.rawhttp import get
+from tests.support.rawhttp import get, raw_request
 from tests.support.tls import make_certificate, server_context
 
 POISON = ok_answer("POISONED")  # a whole answer that must never reach the next client
@@ -198,7 +204,8 @@ _tokens = itertools.count()
 
 @pytest.fixture(scope="module")
 def evil() -> Iterator[EvilUpstream]:
-    server = start_evil_upstream({case.name: case.script for case in CASES})
+    scripts = {case.name: case.script for case in CASES}
+    server = start_evil_upstream({**scripts, "answer_then_close": [ok_answer("first"), CLOSE]})
     yield server
     server.close()
 
@@ -302,6 +309,18 @@ def test_hostile_answer_is_contained_and_next_request_gets_its_own(
 def test_pool_is_reused_for_clean_answers(gw: Front, evil: EvilUpstream) -> None:
     """The check before reuse keeps clean connections: sequential requests share one."""
     _reused(gw, evil)
+
+
+def test_a_connection_the_upstream_closed_while_idle_is_not_used(
+    gw: Front, evil: EvilUpstream
+) -> None:
+    """A POST (never sent twice) right after the upstream closed the idle connection succeeds."""
+    assert get(gw.port, "/case/answer_then_close").body == b"first"
+    time.sleep(SETTLE)  # the upstream's FIN has arrived
+    token = f"post-{next(_tokens)}"
+    request = f"POST /ok/{token} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n"
+    answer = raw_request(gw.port, f"{request}Content-Length: 4\r\n\r\nbody".encode())
+    assert (answer.status, answer.body) == (200, token.encode())
 
 
 @pytest.mark.parametrize("case", TLS_CASES, ids=[case.name for case in TLS_CASES])

@@ -99,6 +99,8 @@ class EvilUpstream:
             while not self.stopping.is_set():
                 try:
                     head, buffered = _read_head(conn, buffered)
+                    if head is not None:
+                        buffered = _skip_body(conn, head, buffered)
                 except OSError:
                     return
                 if head is None:
@@ -129,7 +131,7 @@ class EvilUpstream:
 
 
 def _read_head(conn: socket.socket, buffered: bytes) -> tuple[bytes | None, bytes]:
-    """Read one request head (the gateway sends these requests without bodies)."""
+    """Read one request head; return it and the bytes read after it."""
     while b"\r\n\r\n" not in buffered:
         if len(buffered) > MAX_REQUEST_HEAD:
             return None, b""
@@ -139,6 +141,21 @@ def _read_head(conn: socket.socket, buffered: bytes) -> tuple[bytes | None, byte
         buffered += data
     head, _, rest = buffered.partition(b"\r\n\r\n")
     return head, rest
+
+
+def _skip_body(conn: socket.socket, head: bytes, buffered: bytes) -> bytes:
+    """Read past a Content-Length body (the gateway sends bodies with a length)."""
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(buffered) < length:
+        data = conn.recv(65536)
+        if not data:
+            raise ConnectionError("the body was cut off")
+        buffered += data
+    return buffered[length:]
 
 
 def _request_line(head: bytes) -> tuple[str, str]:
