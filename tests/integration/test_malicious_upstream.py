@@ -66,7 +66,7 @@ class Case:
     body: bytes = b""  # for answers passed on
     error: str | None = None  # for answers the gateway refuses
     method: str = "GET"
-    unusable: bool = True  # the connection must not carry the next request
+    unusable: bool = True  # the connection must not carry the next request (else it must)
     late: bool = False
     route: str = ""  # "/slow": the route with a read timeout of SLOW_TIMEOUT
 
@@ -284,9 +284,11 @@ def _contained(front: Front, evil: EvilUpstream, case: Case, via: str = "") -> N
     following = get(front.port, f"{via}/ok/{token}")
 
     assert (following.status, following.body) == (200, token.encode())
+    [seen] = evil.requests_for(f"/ok/{token}")  # the route strips the /tls prefix
     if case.unusable:
-        [seen] = evil.requests_for(f"/ok/{token}")
         assert seen.connection != hostile_connection, "a poisoned connection was reused"
+    else:
+        assert seen.connection == hostile_connection, "a clean connection was dropped"
 
 
 def _reused(front: Front, evil: EvilUpstream, via: str = "") -> None:
