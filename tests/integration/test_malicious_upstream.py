@@ -37,6 +37,8 @@ from tests.support.gateway import start_gateway
 from tests.support.rawhttp import get, raw_request
 from tests.support.tls import make_certificate, server_context
 
+pytestmark = pytest.mark.integration  # starts gunicorn and nginx
+
 POISON = ok_answer("POISONED")  # a whole answer that must never reach the next client
 LATE = 0.1  # seconds between an answer and the bytes sent after it (a later TCP segment)
 SETTLE = 0.35  # the test waits this long after a late-bytes case, so the bytes have arrived
