@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO
 
@@ -21,6 +22,7 @@ from gw.errors import InvalidHeader
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
 MAX_HEADERS = 100  # http.client's limit too
+MAX_INTERIM = 5  # 1xx answers before the final one; Go's net/http transport allows 5 too
 Body = IO[bytes] | Iterable[bytes] | bytes | None
 
 # RFC 9110 token characters for header names; values must not break the message framing.
@@ -126,6 +128,7 @@ class Response:
         self._until_close = False
         self._keep_alive = False
         self._head_size = 0
+        self._interim = 0
         self._error: MalformedResponse | None = None
         self._parser = httptools.HttpResponseParser(self)
         try:
@@ -156,24 +159,63 @@ class Response:
         if self._complete:
             return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            if status == 101:
-                self._error = MalformedResponse("the upstream switched protocols")
-                raise self._error
-            self.headers = []  # an interim answer (100 Continue, 103): wait for the final one
+        if not 100 <= status <= 599:
+            # APPSEC: RFC 9110 §15 calls any other status invalid (a client treats it as a 5xx);
+            # llhttp reads any three digits. It is never passed on.
+            self._error = MalformedResponse(f"the status {status} is not an HTTP status")
+            raise self._error
+        if status < 200:
+            self._interim_answer(status)
             return
+        names = {name.lower() for name, _ in self.headers}
+        if "transfer-encoding" in names:
+            self._check_transfer_coding()
         self.status = status
         self._head_done = True
         if self._head_request:
             self._complete = True  # a HEAD response has no body, whatever it announces
             self._keep_alive = self._parser.should_keep_alive()
             return
-        names = {name.lower() for name, _ in self.headers}
         no_body = status in (204, 304)
         self._until_close = not no_body and not names & {"content-length", "transfer-encoding"}
 
+    def _check_transfer_coding(self) -> None:
+        """Refuse a final answer whose Transfer-Encoding is anything but one ``chunked``.
+
+        APPSEC: llhttp reads ``gzip, chunked`` as chunked and leaves the gzip on the content,
+        reads ``chunked ,`` or ``identity`` until the close, and decodes chunked HTTP/1.0
+        (whose framing RFC 9112 §6.1 calls faulty). Each would pass on bytes the upstream did
+        not mean as the content, so each is a 502, as nginx answers an unknown coding.
+        """
+        codings = [v for n, v in self.headers if n.lower() == "transfer-encoding"]
+        if len(codings) > 1 or codings[0].strip().lower() != "chunked":
+            self._error = MalformedResponse(f"the transfer coding {', '.join(codings)!r}")
+        elif self._parser.get_http_version() != "1.1":
+            self._error = MalformedResponse("an HTTP/1.0 answer with a transfer coding")
+        if self._error is not None:
+            raise self._error
+
+    def _interim_answer(self, status: int) -> None:
+        """Skip a 1xx answer (100 Continue, 103 Early Hints) to wait for the final one.
+
+        APPSEC: an upstream may not switch protocols (gw never asks it to) or hold the exchange
+        open with endless interim answers: each is a MalformedResponse (502), never passed on.
+        """
+        self._interim += 1
+        if status == 101:
+            self._error = MalformedResponse("the upstream switched protocols")
+        elif self._interim > MAX_INTERIM:
+            self._error = MalformedResponse(f"more than {MAX_INTERIM} interim (1xx) answers")
+        if self._error is not None:
+            raise self._error
+        self.headers = []  # the head size limit still counts the interim answers' bytes
+
     def on_body(self, body: bytes) -> None:
-        if self._head_done and not self._complete:
+        if self._complete:
+            # APPSEC: body bytes after the answer is complete (a HEAD answered with a body):
+            # the upstream and gw disagree on the framing, so the connection is never reused.
+            self._extra = True
+        elif self._head_done:
             self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -229,8 +271,19 @@ class Response:
         self.__dict__.pop("_parser", None)
 
     def _read_head(self) -> None:
+        """Read until the final answer's head is parsed: within the socket's timeout, all of it.
+
+        APPSEC: the socket's timeout (the read timeout) bounds each silence, and the head as a
+        whole, interim answers included, must arrive within that same time: an upstream that
+        drips it a byte at a time cannot hold the exchange for ``MAX_HEAD_BYTES`` timeouts.
+        PERF: a head that comes in one read (nearly all) costs no timeout changes.
+        """
+        timeout = self._sock.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
         received = 0
         while not self._head_done:
+            if received and deadline is not None:
+                self._sock.settimeout(_time_left(deadline))
             data = self._sock.recv(CHUNK)
             if not data:
                 if received == 0:
@@ -240,6 +293,8 @@ class Response:
             self._feed(data)
             if not self._head_done and received > MAX_HEAD_BYTES:
                 raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
+        if self._sock.gettimeout() != timeout:
+            self._sock.settimeout(timeout)  # the body's reads wait up to the read timeout again
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -250,3 +305,10 @@ class Response:
             self._extra = True  # garbage after a complete answer: keep the answer, drop the conn
         except httptools.HttpParserCallbackError as ex:
             raise self._error or MalformedResponse(str(ex)) from None
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the response head did not arrive within the read timeout")
+    return left

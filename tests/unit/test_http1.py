@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,9 +50,11 @@ def test_content_length_body_with_repeated_headers_kept_apart(pair: Pair) -> Non
     assert response.reusable
 
 
-def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair) -> None:
+@pytest.mark.parametrize("coding", [b"chunked", b"Chunked", b" chunked "])
+def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair, coding: bytes) -> None:
     response = answer(
-        pair, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        pair,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % coding,
     )
     assert b"".join(response.body()) == b"hello"
     assert response.reusable
@@ -83,8 +87,9 @@ def test_head_response_has_no_body_whatever_its_length_says(pair: Pair) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",  # bytes after it
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokgarbage\r\n\r\n",
     ],
-    ids=["connection-close", "http-1.0", "trailing-bytes"],
+    ids=["connection-close", "http-1.0", "trailing-bytes", "trailing-garbage"],
 )
 def test_connections_that_cannot_carry_another_request_are_not_reused(
     pair: Pair, data: bytes
@@ -92,6 +97,78 @@ def test_connections_that_cannot_carry_another_request_are_not_reused(
     response = answer(pair, data)
     assert b"".join(response.body()) == b"ok"
     assert not response.reusable
+
+
+@pytest.mark.parametrize(
+    ("data", "head"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED", True),
+        (b"HTTP/1.1 200 OK\r\n\r\nPOISONED", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\nPOISONED", False),
+    ],
+    ids=["head-with-body", "head-with-unframed-body", "204-then-answer", "304-with-body"],
+)
+def test_bodies_where_none_may_be_are_dropped_with_the_connection(
+    pair: Pair, data: bytes, head: bool
+) -> None:
+    """A body on a HEAD, 204 or 304 answer is never passed on, and the connection is not reused."""
+    response = answer(pair, data, head=head)
+    assert b"".join(response.body()) == b""
+    assert not response.reusable
+
+
+def test_up_to_five_interim_answers_are_skipped(pair: Pair) -> None:
+    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    response = answer(pair, hint * 5 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert (response.status, response.headers) == (200, [("Content-Length", "2")])
+    assert b"".join(response.body()) == b"ok"
+    assert response.reusable
+
+
+DRIPPED = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: yes\r\n\r\nok"
+
+
+def _drip(
+    theirs: socket.socket, data: bytes, gap: float, stop: threading.Event
+) -> threading.Thread:
+    def run() -> None:
+        for byte in data:
+            if stop.wait(gap):
+                return
+            try:
+                theirs.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_head_dripped_within_the_read_timeout_is_read(pair: Pair) -> None:
+    ours, theirs = pair
+    stop = threading.Event()
+    thread = _drip(theirs, DRIPPED, 0.003, stop)
+    response = Response(ours, head_request=False)
+    assert response.status == 200
+    assert b"".join(response.body()) == b"ok"
+    assert ours.gettimeout() == 5  # the body was read with the read timeout again
+    thread.join(5)
+
+
+def test_a_head_dripped_past_the_read_timeout_times_out(pair: Pair) -> None:
+    """Every byte comes well within the read timeout, but the whole head does not."""
+    ours, theirs = pair
+    ours.settimeout(0.5)
+    stop = threading.Event()
+    thread = _drip(theirs, DRIPPED, 0.05, stop)  # about 2.5 s in all
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        Response(ours, head_request=False)
+    assert time.monotonic() - started < 1.5
+    stop.set()
+    thread.join(5)
 
 
 def test_short_body_is_broken_off_not_clean(pair: Pair) -> None:
@@ -121,8 +198,40 @@ def test_close_before_any_byte_is_upstream_closed(pair: Pair) -> None:
         b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Le",  # the head is cut off
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 103 Early Hints\r\n\r\n" * 6 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked , \r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     ],
-    ids=["not-http", "cl-and-te", "two-lengths", "too-many-headers", "huge-head", "101", "cut"],
+    ids=[
+        "not-http",
+        "cl-and-te",
+        "two-lengths",
+        "too-many-headers",
+        "huge-head",
+        "101",
+        "cut",
+        "te-and-cl",
+        "same-length-twice",
+        "bare-lf",
+        "bare-lf-in-field",
+        "six-interim",
+        "status-099",
+        "status-600",
+        "te-gzip-chunked",
+        "te-chunked-comma",
+        "te-identity",
+        "te-twice",
+        "te-in-http-1.0",
+    ],
 )
 def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> None:
     with pytest.raises(MalformedResponse):
