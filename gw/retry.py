@@ -8,7 +8,10 @@ when the request cannot run twice by accident:
   could not be made) may be retried for any method: the upstream never saw the request, and
   the client's body has not been read yet;
 - any other retryable failure (a timeout, a reset, a 502/503/504 answer) only for idempotent
-  methods without a request body (a streamed body cannot be sent twice).
+  methods without a request body (a streamed body cannot be sent twice);
+- a reused connection that closed before any byte of the answer after being idle for at least
+  ``STALE_IDLE_SECONDS`` (the upstream's keep-alive timeout raced the request) once more, as
+  one of the attempts, for idempotent methods without a body, whatever ``retry_on`` says.
 
 A retry budget bounds the extra load an outage can cause: retries may add at most ``ratio`` of
 the requests seen in the last ``window`` seconds (plus ``min_per_second``), per worker process.
@@ -28,6 +31,10 @@ CONNECT_FAILURE = "connect_failure"  # refused / unreachable: nothing was sent
 TIMEOUT = "timeout"
 RESET = "reset"
 STATUS = "status"  # a retryable status code was answered
+# A reused connection, idle long enough for the upstream's keep-alive timeout to have closed
+# it, closed before any byte of the answer: the request was most likely never read.
+STALE = "stale"
+STALE_IDLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,13 @@ class RetryPolicy:
     max_retry_after: float = 1.0  # an upstream's Retry-After longer than this is not waited for
 
     def may_retry(self, attempt: int, method: str, has_body: bool, kind: str) -> bool:
-        """Whether try number ``attempt`` (1-based) that failed with ``kind`` may be repeated."""
-        if attempt >= self.attempts or kind not in self.retry_on:
+        """Whether try number ``attempt`` (1-based) that failed with ``kind`` may be repeated.
+
+        A ``STALE`` failure may be repeated without being listed in ``retry_on``, but like any
+        other retry it is one of the ``attempts`` and is charged to the budget, and only for an
+        idempotent method without a body: a request is delivered at most ``attempts`` times.
+        """
+        if attempt >= self.attempts or (kind not in self.retry_on and kind != STALE):
             return False
         if kind == CONNECT_FAILURE:
             return True

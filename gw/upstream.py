@@ -48,8 +48,9 @@ from gw.http1 import (
 )
 from gw.retry import (
     CONNECT_FAILURE,
-    IDEMPOTENT,
     RESET,
+    STALE,
+    STALE_IDLE_SECONDS,
     STATUS,
     TIMEOUT,
     RetryBudget,
@@ -73,29 +74,30 @@ class ConnectionPool:
         self.target = target
         self.max_idle = max_idle
         # PERF: deque.append/pop are atomic: no lock for greenlets or gthread threads.
-        self._idle: deque[HTTPConnection] = deque()
+        self._idle: deque[tuple[HTTPConnection, float]] = deque()
         self._tls = target.scheme == "https"
         self._kind = HTTPSConnection if self._tls else HTTPConnection
 
-    def get(self, connect_timeout: float) -> tuple[HTTPConnection, bool]:
-        """Return ``(connection, reused)``, connected: a live idle one, or a new one.
+    def get(self, connect_timeout: float) -> tuple[HTTPConnection, float | None]:
+        """Return ``(connection, idle)``, connected: a live idle one with the seconds it was
+        idle, or a new one with None.
 
         Raises:
             NewConnectionError, ConnectTimeoutError, SSLError: a new connection failed.
         """
         while self._idle:
             try:
-                conn = self._idle.pop()
+                conn, since = self._idle.pop()
             except IndexError:
                 break
             if conn.sock is not None and _nothing_to_read(conn.sock, self._tls):
-                return conn, True
+                return conn, time.monotonic() - since
             conn.close()
         # APPSEC: a connection belongs to one configured target; request paths are
         # origin-form and never joined onto a host, so no client input changes where it goes.
         conn = self._kind(self.target.host, self.target.port, timeout=connect_timeout)
         conn.connect()
-        return conn, False
+        return conn, None
 
     def put(self, conn: HTTPConnection) -> None:
         if len(self._idle) >= self.max_idle or conn.sock is None:
@@ -107,7 +109,7 @@ class ConnectionPool:
             # timeout again. (Under gevent this is an attribute; the real socket is always
             # non-blocking.)
             conn.sock.settimeout(0.0)
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
 
 
 def _nothing_to_read(sock: socket.socket, tls: bool) -> bool:
@@ -251,7 +253,10 @@ class UpstreamClient:
                     pools[choice.target_index], method, path, headers, body, chunked, timeout
                 )
             except Attempt as failed:
-                choice.failed(failed.error)
+                if failed.kind == STALE:
+                    choice.done(False, CANCELLED)  # the target is not at fault
+                else:
+                    choice.failed(failed.error)
                 if not self._retry(policy, attempt, method, has_body, failed.kind, None, deadline):
                     raise failed.error from None
             else:
@@ -304,32 +309,30 @@ class UpstreamClient:
         chunked: bool,
         read_timeout: float,
     ) -> UpstreamResponse:
-        """One try on one target. A stale kept-alive connection is replaced, not counted.
+        """One try on one target (one delivery at most).
 
-        A request that fails on a reused keep-alive connection before any answer (the upstream
-        closed it while idle) is sent once more on a new connection, but only when that cannot
-        run it twice: an idempotent method with no body.
+        Raises:
+            Attempt: the try failed; its kind is ``STALE`` when a reused connection that had
+                been idle for ``STALE_IDLE_SECONDS`` closed before any byte of the answer
+                (the upstream's keep-alive timeout raced this request: see ``gw.retry``).
         """
         connect_timeout = min(self.spec.connect_timeout, read_timeout)
-        while True:
-            try:
-                conn, reused = pool.get(connect_timeout)
-            except _TRANSPORT_ERRORS as ex:
-                raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
-            try:
-                return self._exchange(
-                    conn, pool, method, path, headers, body, chunked, read_timeout
-                )
-            except _TRANSPORT_ERRORS as ex:
-                conn.close()
-                if reused and body is None and method in IDEMPOTENT and _is_stale(ex):
-                    continue
-                raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
-            except BaseException:
-                # APPSEC: the request broke off mid-message (the client's body failed): the
-                # upstream is still waiting for bytes, so the connection is never reused.
-                conn.close()
-                raise
+        try:
+            conn, idle = pool.get(connect_timeout)
+        except _TRANSPORT_ERRORS as ex:
+            raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
+        try:
+            return self._exchange(conn, pool, method, path, headers, body, chunked, read_timeout)
+        except _TRANSPORT_ERRORS as ex:
+            conn.close()
+            stale = idle is not None and idle >= STALE_IDLE_SECONDS and _is_stale(ex)
+            kind = STALE if stale else _kind(ex)
+            raise Attempt(translate(ex, pool.target, reading_body=False), kind) from None
+        except BaseException:
+            # APPSEC: the request broke off mid-message (the client's body failed): the
+            # upstream is still waiting for bytes, so the connection is never reused.
+            conn.close()
+            raise
 
     @staticmethod
     def _exchange(

@@ -48,3 +48,14 @@ def test_budget_forgets_outside_its_window() -> None:
     assert budget.try_spend(now=0.0)
     assert not budget.try_spend(now=1.0)
     assert budget.try_spend(now=11.0)
+
+
+def test_a_stale_connection_is_retried_as_one_of_the_attempts_only_when_safe() -> None:
+    from gw.retry import STALE
+
+    policy = RetryPolicy(attempts=2, retry_on=frozenset())
+    assert policy.may_retry(1, "GET", False, STALE)
+    assert not policy.may_retry(2, "GET", False, STALE)  # attempts used up
+    assert not policy.may_retry(1, "POST", False, STALE)  # might have run
+    assert not policy.may_retry(1, "GET", True, STALE)  # a body cannot be sent twice
+    assert not RetryPolicy(attempts=1).may_retry(1, "GET", False, STALE)
