@@ -252,6 +252,10 @@ def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authentica
             if route.auth is not None and route.auth.effective_mode != "none"
         ]
         return None
+    for i, route in enumerate(settings.routes):
+        if route.auth is not None:
+            where = f"routes[{i}].auth"
+            problems += [f"{where}.{p}" for p in settings.auth.policy_problems(route.auth)]
     try:
         return Authenticator(settings.auth)
     except ConfigError as ex:

@@ -222,7 +222,7 @@ class Gateway:
             client_ip=exchange.client.ip,
             route=match.route.name,
             headers={k.lower(): v for k, v in headers.items()},
-            subject=identity.subject if identity else None,
+            subject=identity.principal if identity else None,
             api_key=identity.key_id if identity and identity.method == "api_key" else None,
         )
         exchange.add_headers += admission.admit(limits, who)
@@ -306,7 +306,7 @@ class Gateway:
             exchange.path,
             exchange.query,
             {name.lower(): value for name, value in request_headers(environ)},
-            identity.subject if identity else None,
+            identity.principal if identity else None,
             identity.key_id if identity and identity.method == "api_key" else None,
         )
         if lookup.hit is not None:

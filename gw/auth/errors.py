@@ -67,6 +67,12 @@ class Forbidden(ClientError):
         self.detail = dict(detail or {})
 
 
+class IssuerNotAccepted(Forbidden):
+    """The caller's credential is valid but comes from an issuer the route does not accept."""
+
+    code = "issuer_not_accepted"
+
+
 class AuthUnavailable(GatewayError):
     """No verification keys could be obtained from the identity provider yet (503)."""
 

@@ -56,6 +56,17 @@ def test_route_auth_policy_without_auth_block_is_an_error() -> None:
     ]
 
 
+def test_route_naming_an_unknown_issuer_is_an_error_at_its_location() -> None:
+    data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    data["routes"][2]["auth"] = {"issuers": ["main"], "roles": {"main": ["admin"]}}
+    assert problems_of(data) == [
+        "routes[2].auth.issuers[0]: no issuer named 'main' (known: https://auth.example.com)",
+        "routes[2].auth.roles.main: no issuer named 'main' (known: https://auth.example.com)",
+    ]
+    data["routes"][2]["auth"] = {"issuers": ["https://auth.example.com"]}
+    assert parse_config(data, {}).table.match("GET", "/api/products/1").route.payload.auth
+
+
 def test_unknown_upstream_names_location_and_known_names() -> None:
     data = {
         "upstreams": {
