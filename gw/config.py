@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from gw import runtime
 from gw.admission import Admission
 from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
@@ -112,6 +113,7 @@ class Config:
     compressor: Compressor | None = None
     aggregator_threads: int = 16
     authenticator: Authenticator | None = None
+    auth_throttle: FailureThrottle | None = None  # None: no auth block, or failure_limit: null
     metrics: MetricsSettings = DEFAULT_METRICS
     cache_store: CacheStoreSettings | None = None  # None: no route caches
 
@@ -239,6 +241,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         compressor=Compressor(settings.compression) if settings.compression else None,
         aggregator_threads=settings.aggregation.threads,
         authenticator=authenticator,
+        auth_throttle=_auth_throttle(settings),
         metrics=settings.metrics,
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
     )
@@ -261,6 +264,16 @@ def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authentica
     except ConfigError as ex:
         problems += [f"auth: {p}" for p in ex.problems]
         return None
+
+
+def _auth_throttle(settings: GatewaySettings) -> FailureThrottle | None:
+    """Count failed authentications in the rate limiter's backend (the shared table by
+    default, or ``rate_limiting.backend``'s Redis)."""
+    if settings.auth is None or settings.auth.failure_limit is None:
+        return None
+    opener = _limiter_opener(settings.rate_limiting or RateLimitingSettings())
+    assert opener is not None  # an unknown backend was reported by _admission
+    return FailureThrottle.from_settings(settings.auth.failure_limit, opener)
 
 
 def _transformer(settings: GatewaySettings, problems: list[str]) -> Transformer | None:

@@ -88,9 +88,9 @@ class Authenticator:
             Forbidden: the caller lacks a role or scope the policy requires.
             AuthUnavailable: the identity provider's keys could not be obtained yet.
         """
-        mode = policy.effective_mode
-        if mode == "none" or self.is_excluded(path):
+        if not self.applies(path, policy):
             return None
+        mode = policy.effective_mode
         try:
             identity = self._identify(headers)
             if identity is None:
@@ -102,6 +102,13 @@ class Authenticator:
         except (Unauthorized, Forbidden, AuthUnavailable) as ex:
             _audit(ex, path, client, request_id)
             raise
+
+    def applies(self, path: str, policy: RoutePolicy = DEFAULT_POLICY) -> bool:
+        """Tell whether ``authenticate`` would look at credentials for this path and policy.
+
+        False for ``mode: none`` and for excluded paths (``path`` must be canonical).
+        """
+        return policy.effective_mode != "none" and not self.is_excluded(path)
 
     def is_excluded(self, path: str) -> bool:
         """Tell whether the canonical ``path`` is listed in ``exclude_paths``."""
@@ -173,7 +180,7 @@ class Authenticator:
         except UnsafeClaim as ex:
             message = _CLAIM_MESSAGES[ex.reason]
             detail["claim"] = ex.claim
-            raise InvalidToken(message, reason=ex.reason, detail=detail) from None
+            raise InvalidToken(message, reason=ex.reason, detail=detail, signed=True) from None
 
     def _from_api_key(self, presented: str) -> Identity:
         assert self._api_keys is not None

@@ -204,6 +204,23 @@ class ApiKeySettings(BaseModel):
         return self
 
 
+class FailureLimitSettings(BaseModel):
+    """``auth.failure_limit``: failed authentications one client address may make.
+
+    Written like a rate limit (``limit`` per ``period`` seconds, ``burst`` at once, default
+    ``limit``) and counted in the rate limiter's backend (the host's shared table, or
+    ``rate_limiting.backend``'s Redis). Past it, the address gets 429 on every route that
+    checks credentials until its budget refills (one failure per ``period / limit`` s).
+    ``failure_limit: null`` turns the throttle off.
+    """
+
+    model_config = _STRICT
+
+    limit: int = Field(default=20, gt=0, le=1_000_000, description="Failed authentications...")
+    period: float = Field(default=60, gt=0, le=86400, description="...per this many seconds.")
+    burst: int | None = Field(default=None, gt=0, le=1_000_000)
+
+
 class AuthSettings(BaseModel):
     """The gateway's ``auth:`` block."""
 
@@ -237,6 +254,10 @@ class AuthSettings(BaseModel):
     jwks_timeout: float = Field(default=2, gt=0, le=30)
     max_token_bytes: int = Field(default=8192, ge=256, le=65536)
     api_keys: ApiKeySettings | None = None
+    failure_limit: FailureLimitSettings | None = Field(
+        default=FailureLimitSettings(),
+        description="Failed authentications per client address before 429 (null: no limit).",
+    )
 
     _resolved: tuple[IssuerSettings, ...] = PrivateAttr(default=())
 

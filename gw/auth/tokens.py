@@ -52,6 +52,11 @@ MESSAGES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# Reasons PyJWT gives only after the signature verified: the token is the issuer's own.
+_SIGNED_REASONS = frozenset(
+    {"expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "missing_claim"}
+)
+
 # Most specific first: InvalidSignatureError is a DecodeError, and so on.
 _TRANSLATIONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt_errors.ExpiredSignatureError, "expired"),
@@ -200,7 +205,7 @@ class TokenVerifier:
             except (jwt_errors.PyJWTError, ValueError, TypeError) as ex:
                 reason = _reason(ex)
                 break
-        raise _invalid(reason, detail)
+        raise _invalid(reason, detail, signed=reason in _SIGNED_REASONS)
 
 
 def _cache(
@@ -278,8 +283,8 @@ def _reason(ex: Exception) -> str:
     return "invalid_claim"
 
 
-def _invalid(reason: str, detail: Mapping[str, Any]) -> InvalidToken:
-    return InvalidToken(MESSAGES[reason], reason=reason, detail=detail)
+def _invalid(reason: str, detail: Mapping[str, Any], *, signed: bool = False) -> InvalidToken:
+    return InvalidToken(MESSAGES[reason], reason=reason, detail=detail, signed=signed)
 
 
 def _short(value: Any) -> str | None:

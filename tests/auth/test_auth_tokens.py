@@ -260,3 +260,22 @@ def _hs256_raw(payload_json: str) -> str:
     body = base64.urlsafe_b64encode(payload_json.encode()).rstrip(b"=").decode()
     signature = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
     return f"{header}.{body}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def test_only_refusals_after_a_good_signature_are_marked_signed(clock: FakeClock) -> None:
+    """The guessing throttle counts forged tokens, not the issuer's own stale ones."""
+    check = secret_verifier(clock)
+    now = int(time.time())
+
+    def refusal(token: str) -> InvalidToken:
+        with pytest.raises(InvalidToken) as info:
+            check.verify(token)
+        return info.value
+
+    stale = refusal(mint_hs256(SECRET, claims() | {"exp": now - 3600}))
+    assert (stale.reason, stale.signed) == ("expired", True)
+    other_api = refusal(mint_hs256(SECRET, claims(aud="another-api")))
+    assert (other_api.reason, other_api.signed) == ("wrong_audience", True)
+    forged = refusal(mint_hs256("f" * 40, claims() | {"exp": now - 3600}))
+    assert (forged.reason, forged.signed) == ("bad_signature", False)
+    assert refusal(mint_hs256(SECRET, claims() | {"exp": "1"})).signed is False
