@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from gw import runtime
 from gw.admission import Admission
 from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
 from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.cors import CorsPolicy
@@ -255,10 +256,14 @@ def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authentica
             if route.auth is not None and route.auth.effective_mode != "none"
         ]
         return None
+    guarded = []
     for i, route in enumerate(settings.routes):
         if route.auth is not None:
             where = f"routes[{i}].auth"
             problems += [f"{where}.{p}" for p in settings.auth.policy_problems(route.auth)]
+            name = route.name or _default_name(route)
+            guarded.append(GuardedRoute(f"routes[{i}]", name, route.path, route.auth))
+    problems += exclusion_conflicts(settings.auth.exclude_paths, guarded)
     try:
         return Authenticator(settings.auth)
     except ConfigError as ex:
