@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from gw.auth import hash_api_key
+from tests.fixtures.redis_server import RedisServer, require_redis_server
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, claims, mint_hs256
 from tests.support.upstream import Upstream, start_upstream
@@ -164,3 +165,27 @@ def test_failure_limit_null_turns_the_throttle_off(unthrottled_gw: GatewayProces
         call(requests, unthrottled_gw, "203.0.113.1", **bad_key(i)).status_code for i in range(30)
     }
     assert statuses == {401}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(require_redis_server()).start()
+    yield server
+    server.close()
+
+
+def test_two_hosts_sharing_redis_share_one_budget(
+    upstream: Upstream, redis_server: RedisServer
+) -> None:
+    """With rate_limiting.backend on Redis, failures on one host count on the other."""
+    settings = config(upstream, failure_limit={"limit": 4, "period": 60})
+    settings["rate_limiting"] = {"backend": redis_server.url, "decision_timeout_ms": 200}
+    hosts = [start_gateway(settings, workers=1) for _ in range(2)]
+    try:
+        statuses = [
+            call(requests, hosts[i % 2], "203.0.113.77", **bad_key(i)).status_code for i in range(6)
+        ]
+    finally:
+        for host in hosts:
+            host.stop()
+    assert statuses == [401] * 4 + [429] * 2
