@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from gw import runtime
 from gw.admission import Admission
-from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
 from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
 from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
@@ -256,19 +256,24 @@ def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authentica
             if route.auth is not None and route.auth.effective_mode != "none"
         ]
         return None
-    guarded = []
-    for i, route in enumerate(settings.routes):
-        if route.auth is not None:
-            where = f"routes[{i}].auth"
-            problems += [f"{where}.{p}" for p in settings.auth.policy_problems(route.auth)]
-            name = route.name or _default_name(route)
-            guarded.append(GuardedRoute(f"routes[{i}]", name, route.path, route.auth))
-    problems += exclusion_conflicts(settings.auth.exclude_paths, guarded)
+    problems += _route_policy_problems(settings.auth, settings.routes)
     try:
         return Authenticator(settings.auth)
     except ConfigError as ex:
         problems += [f"auth: {p}" for p in ex.problems]
         return None
+
+
+def _route_policy_problems(auth: AuthSettings, routes: list[RouteSettings]) -> list[str]:
+    """Issuers a route names that do not exist; exclusions that would open a guarded route."""
+    problems = []
+    guarded = []
+    for i, route in enumerate(routes):
+        if route.auth is not None:
+            problems += [f"routes[{i}].auth.{p}" for p in auth.policy_problems(route.auth)]
+            name = route.name or _default_name(route)
+            guarded.append(GuardedRoute(f"routes[{i}]", name, route.path, route.auth))
+    return problems + exclusion_conflicts(auth.exclude_paths, guarded)
 
 
 def _auth_throttle(settings: GatewaySettings) -> FailureThrottle | None:

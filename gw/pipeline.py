@@ -17,7 +17,6 @@ from urllib.parse import quote, urlsplit
 from gw import __version__, accesslog, tracing
 from gw.admission import Requester
 from gw.auth import Identity, Unauthorized
-from gw.auth import throttle as auth_throttle
 from gw.body import LimitedBody
 from gw.caching import CacheStage
 from gw.config import Config, RouteSpec
@@ -211,7 +210,7 @@ class Gateway:
                 request_id=exchange.request_id,
             )
         except Unauthorized as ex:
-            if throttle is not None and auth_throttle.counts(ex):
+            if throttle is not None and throttle.counts(ex):
                 throttle.record_failure(exchange.client.ip)
             raise
         if identity is not None:

@@ -73,6 +73,11 @@ class FailureThrottle:
         """Compile ``auth.failure_limit``; the backend opens lazily in each worker."""
         return cls(Rate(settings.limit, settings.period, settings.burst), open_limiter)
 
+    @staticmethod
+    def counts(ex: Unauthorized) -> bool:
+        """Tell whether an authentication failure is one the throttle counts (see the module)."""
+        return counts(ex)
+
     def check(self, client_ip: str) -> None:
         """Return if ``client_ip`` may try to authenticate now.
 
