@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from gw import runtime
+from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
 from gw.config import Config, RouteSpec, load_config
@@ -91,7 +92,27 @@ def _parser() -> argparse.ArgumentParser:
 def _check(config: Config, _: argparse.Namespace) -> int:
     routes = len(config.table.ordered())
     print(f"{config.source}: ok ({routes} routes, {len(config.upstreams)} upstreams)")
+    for note in _exclusion_notes(config):
+        print(f"{config.source}: note: {note}")
     return 0
+
+
+def _exclusion_notes(config: Config) -> list[str]:
+    """What ``auth.exclude_paths`` opens: routes without a policy of their own, all methods."""
+    if config.authenticator is None:
+        return []
+    routes = [
+        (route.payload.source, route.name, route.pattern, route.methods)
+        for route in config.table.ordered()
+        if route.payload.auth.effective_mode != "none"
+    ]
+    routes.sort(key=lambda entry: _source_order(entry[0]))
+    return exclusion_notes(config.authenticator.settings.exclude_paths, routes)
+
+
+def _source_order(source: str) -> tuple[str, int]:
+    kind, _, index = source.partition("[")
+    return kind, int(index.rstrip("]") or 0)
 
 
 def _routes(config: Config, _: argparse.Namespace) -> int:

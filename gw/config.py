@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from gw import runtime
 from gw.admission import Admission
-from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
+from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
+from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
@@ -112,6 +114,7 @@ class Config:
     compressor: Compressor | None = None
     aggregator_threads: int = 16
     authenticator: Authenticator | None = None
+    auth_throttle: FailureThrottle | None = None  # None: no auth block, or failure_limit: null
     metrics: MetricsSettings = DEFAULT_METRICS
     cache_store: CacheStoreSettings | None = None  # None: no route caches
 
@@ -239,6 +242,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         compressor=Compressor(settings.compression) if settings.compression else None,
         aggregator_threads=settings.aggregation.threads,
         authenticator=authenticator,
+        auth_throttle=_auth_throttle(settings),
         metrics=settings.metrics,
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
     )
@@ -252,11 +256,34 @@ def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authentica
             if route.auth is not None and route.auth.effective_mode != "none"
         ]
         return None
+    problems += _route_policy_problems(settings.auth, settings.routes)
     try:
         return Authenticator(settings.auth)
     except ConfigError as ex:
         problems += [f"auth: {p}" for p in ex.problems]
         return None
+
+
+def _route_policy_problems(auth: AuthSettings, routes: list[RouteSettings]) -> list[str]:
+    """Issuers a route names that do not exist; exclusions that would open a guarded route."""
+    problems = []
+    guarded = []
+    for i, route in enumerate(routes):
+        if route.auth is not None:
+            problems += [f"routes[{i}].auth.{p}" for p in auth.policy_problems(route.auth)]
+            name = route.name or _default_name(route)
+            guarded.append(GuardedRoute(f"routes[{i}]", name, route.path, route.auth))
+    return problems + exclusion_conflicts(auth.exclude_paths, guarded)
+
+
+def _auth_throttle(settings: GatewaySettings) -> FailureThrottle | None:
+    """Count failed authentications in the rate limiter's backend (the shared table by
+    default, or ``rate_limiting.backend``'s Redis)."""
+    if settings.auth is None or settings.auth.failure_limit is None:
+        return None
+    opener = _limiter_opener(settings.rate_limiting or RateLimitingSettings())
+    assert opener is not None  # an unknown backend was reported by _admission
+    return FailureThrottle.from_settings(settings.auth.failure_limit, opener)
 
 
 def _transformer(settings: GatewaySettings, problems: list[str]) -> Transformer | None:

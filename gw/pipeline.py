@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from gw import __version__, accesslog, tracing
 from gw.admission import Requester
-from gw.auth import Identity
+from gw.auth import Identity, Unauthorized
 from gw.body import LimitedBody
 from gw.caching import CacheStage
 from gw.config import Config, RouteSpec
@@ -94,6 +94,7 @@ class Gateway:
         self._composer: Aggregator | None = None
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         self.authenticator = config.authenticator
+        self.auth_throttle = config.auth_throttle
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
         # every client request in every spelling, on every route, authenticated or not.
         owned = self.authenticator.header_names() if self.authenticator else frozenset()
@@ -217,19 +218,34 @@ class Gateway:
     def _authenticate(
         self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
     ) -> Identity | None:
-        """Verify the caller once, at the edge, by the route's policy (401/403 otherwise)."""
+        """Verify the caller once, at the edge, by the route's policy (401/403 otherwise).
+
+        An address that failed too often gets 429 before its credential is read (see
+        ``gw.auth.throttle`` for what counts and why a valid credential waits too).
+        """
         if self.authenticator is None:
             return None
         assert exchange.client is not None
-        identity = self.authenticator.authenticate(
-            exchange.path,
-            request_headers(environ),
-            match.route.payload.auth,
-            client=exchange.client.ip,
-            request_id=exchange.request_id,
-        )
+        policy = match.route.payload.auth
+        throttle = self.auth_throttle
+        if throttle is not None and self.authenticator.applies(exchange.path, policy):
+            throttle.check(exchange.client.ip)
+        try:
+            identity = self.authenticator.authenticate(
+                exchange.path,
+                request_headers(environ),
+                policy,
+                client=exchange.client.ip,
+                request_id=exchange.request_id,
+            )
+        except Unauthorized as ex:
+            if throttle is not None and throttle.counts(ex):
+                throttle.record_failure(exchange.client.ip)
+            raise
         if identity is not None:
             exchange.extra["user"] = identity.subject
+            if identity.issuer is not None:
+                exchange.extra["issuer"] = identity.issuer
         return identity
 
     def _admit(
@@ -251,7 +267,7 @@ class Gateway:
             client_ip=exchange.client.ip,
             route=match.route.name,
             headers={k.lower(): v for k, v in headers.items()},
-            subject=identity.subject if identity else None,
+            subject=identity.principal if identity else None,
             api_key=identity.key_id if identity and identity.method == "api_key" else None,
         )
         exchange.add_headers += admission.admit(limits, who)
@@ -349,7 +365,7 @@ class Gateway:
             exchange.path,
             exchange.query,
             {name.lower(): value for name, value in request_headers(environ)},
-            identity.subject if identity else None,
+            identity.principal if identity else None,
             identity.key_id if identity and identity.method == "api_key" else None,
             scheme=exchange.client.proto if exchange.client else "http",
         )

@@ -7,14 +7,22 @@ The pipeline needs only this package's top level::
     upstream_headers += identity.headers() if identity else []
 
 and strips ``authenticator.header_names()`` from every client request. Errors are
-``Unauthorized`` / ``InvalidToken`` (401), ``Forbidden`` (403) and ``AuthUnavailable`` (503).
+``Unauthorized`` / ``InvalidToken`` (401), ``Forbidden`` / ``IssuerNotAccepted`` (403) and
+``AuthUnavailable`` (503). Key anything per caller by ``identity.principal`` (unique across
+issuers), never by ``identity.subject``.
 """
 
 from __future__ import annotations
 
 from gw.auth.apikeys import hash_api_key
 from gw.auth.authenticator import DEFAULT_POLICY, Authenticator
-from gw.auth.errors import AuthUnavailable, Forbidden, InvalidToken, Unauthorized
+from gw.auth.errors import (
+    AuthUnavailable,
+    Forbidden,
+    InvalidToken,
+    IssuerNotAccepted,
+    Unauthorized,
+)
 from gw.auth.identity import Identity
 from gw.auth.settings import AuthSettings, RoutePolicy
 
@@ -26,6 +34,7 @@ __all__ = [
     "Forbidden",
     "Identity",
     "InvalidToken",
+    "IssuerNotAccepted",
     "RoutePolicy",
     "Unauthorized",
     "hash_api_key",

@@ -16,10 +16,16 @@ from types import MappingProxyType
 from typing import Any
 
 from gw.auth.apikeys import ApiKeyStore
-from gw.auth.errors import AuthUnavailable, Forbidden, InvalidToken, Unauthorized
+from gw.auth.errors import (
+    AuthUnavailable,
+    Forbidden,
+    InvalidToken,
+    IssuerNotAccepted,
+    Unauthorized,
+)
 from gw.auth.identity import Identity, UnsafeClaim, build_identity, owned_header_names
 from gw.auth.jwks import Fetcher, UrllibFetcher
-from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import TokenVerifier
 from gw.headers import canonical_name
 
@@ -57,6 +63,8 @@ class Authenticator:
         self._api_keys = ApiKeyStore.from_settings(settings.api_keys) if settings.api_keys else None
         self._key_header = canonical_name(settings.api_keys.header) if settings.api_keys else ""
         self._claim_headers = MappingProxyType(dict(settings.claim_headers))
+        self._issuer_header = settings.issuer_header
+        self._sources = MappingProxyType({i.issuer: i.ref for i in settings.all_issuers()})
         self._exact = frozenset(p for p in settings.exclude_paths if not p.endswith("/**"))
         self._prefixes = tuple(p[:-3] for p in settings.exclude_paths if p.endswith("/**"))
 
@@ -80,20 +88,27 @@ class Authenticator:
             Forbidden: the caller lacks a role or scope the policy requires.
             AuthUnavailable: the identity provider's keys could not be obtained yet.
         """
-        mode = policy.effective_mode
-        if mode == "none" or self.is_excluded(path):
+        if not self.applies(path, policy):
             return None
+        mode = policy.effective_mode
         try:
             identity = self._identify(headers)
             if identity is None:
                 if mode == "optional":
                     return None
                 raise Unauthorized(self._missing_message())
-            _authorize(identity, policy)
+            _authorize(identity, policy, self._source(identity))
             return identity
         except (Unauthorized, Forbidden, AuthUnavailable) as ex:
             _audit(ex, path, client, request_id)
             raise
+
+    def applies(self, path: str, policy: RoutePolicy = DEFAULT_POLICY) -> bool:
+        """Tell whether ``authenticate`` would look at credentials for this path and policy.
+
+        False for ``mode: none`` and for excluded paths (``path`` must be canonical).
+        """
+        return policy.effective_mode != "none" and not self.is_excluded(path)
 
     def is_excluded(self, path: str) -> bool:
         """Tell whether the canonical ``path`` is listed in ``exclude_paths``."""
@@ -108,7 +123,13 @@ class Authenticator:
             The pipeline must drop every client-sent copy of these (in every spelling, see
             ``gw.headers.canonical_name``) on every route, authenticated or not.
         """
-        return owned_header_names(self._claim_headers)
+        return owned_header_names(self._claim_headers, self._issuer_header)
+
+    def _source(self, identity: Identity) -> str:
+        """Return the name route policies know the caller's issuer by (``api_key`` for keys)."""
+        if identity.method == "api_key" or identity.issuer is None:
+            return API_KEY_SOURCE
+        return self._sources[identity.issuer]
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -154,11 +175,12 @@ class Authenticator:
                 key_id=verified.kid,
                 claim_headers=self._claim_headers,
                 issuer=verified.issuer,
+                issuer_header=self._issuer_header,
             )
         except UnsafeClaim as ex:
             message = _CLAIM_MESSAGES[ex.reason]
             detail["claim"] = ex.claim
-            raise InvalidToken(message, reason=ex.reason, detail=detail) from None
+            raise InvalidToken(message, reason=ex.reason, detail=detail, signed=True) from None
 
     def _from_api_key(self, presented: str) -> Identity:
         assert self._api_keys is not None
@@ -193,9 +215,19 @@ def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | N
     return values[0]
 
 
-def _authorize(identity: Identity, policy: RoutePolicy) -> None:
-    detail = {"subject": identity.subject, "kid": identity.key_id, "credential": identity.method}
-    if policy.roles and not identity.roles.intersection(policy.roles):
+def _authorize(identity: Identity, policy: RoutePolicy, source: str) -> None:
+    detail = {
+        "subject": identity.subject,
+        "iss": identity.issuer,
+        "kid": identity.key_id,
+        "credential": identity.method,
+    }
+    accepted = policy.accepted_sources()
+    if accepted is not None and source not in accepted:
+        message = "this route does not accept credentials from this issuer"
+        raise IssuerNotAccepted(message, reason="issuer_not_accepted", detail=detail)
+    roles = policy.roles_for(source)
+    if roles and not identity.roles.intersection(roles):
         message = "this route requires a role the caller does not have"
         raise Forbidden(message, reason="insufficient_role", detail=detail)
     if not identity.scopes.issuperset(policy.scopes):

@@ -1,4 +1,5 @@
-"""The answers authentication can end a request with: 401, 403, and 503 when keys are missing.
+"""The answers authentication can end a request with: 401, 403, 429 for an address that failed
+too often, and 503 when keys are missing.
 
 Pure module. Each error carries a ``reason`` (a fine-grained, stable code for the audit log and
 tests, such as ``expired`` or ``unknown_kid``) besides the client-facing ``code``, and a
@@ -41,10 +42,26 @@ class Unauthorized(ClientError):
 
 
 class InvalidToken(Unauthorized):
-    """A credential was presented but is not acceptable (401, ``error="invalid_token"``)."""
+    """A credential was presented but is not acceptable (401, ``error="invalid_token"``).
+
+    ``signed`` is True when the token's signature verified and it was refused only for what
+    it says (expired, not yet valid, another audience, a claim that cannot be forwarded):
+    such a token was issued by the identity provider, so it cannot be a guess.
+    """
 
     code = "invalid_token"
     challenge_error = "invalid_token"
+
+    def __init__(
+        self,
+        message: str = "authentication is required",
+        *,
+        reason: str = "missing_credential",
+        detail: Mapping[str, Any] | None = None,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(message, reason=reason, detail=detail)
+        self.signed = signed
 
 
 class Forbidden(ClientError):
@@ -65,6 +82,26 @@ class Forbidden(ClientError):
         super().__init__(message, headers={"WWW-Authenticate": header})
         self.reason = reason
         self.detail = dict(detail or {})
+
+
+class IssuerNotAccepted(Forbidden):
+    """The caller's credential is valid but comes from an issuer the route does not accept."""
+
+    code = "issuer_not_accepted"
+
+
+class TooManyAuthFailures(ClientError):
+    """The client's address failed to authenticate too often; wait ``retry_after`` (429)."""
+
+    status = 429
+    code = "too_many_auth_failures"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed authentications from this address; retry after {retry_after} seconds",
+            headers={"Retry-After": str(retry_after)},
+            extra={"retry_after": retry_after},
+        )
 
 
 class AuthUnavailable(GatewayError):

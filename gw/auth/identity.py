@@ -7,10 +7,12 @@ sent safely rejects the credential instead of being dropped or mangled.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -39,7 +41,12 @@ class Identity:
     """A verified caller.
 
     ``subject`` is the ``sub`` claim (the consumer for an API key), ``key_id`` the token's
-    ``kid`` or the API key's id. ``headers()`` are the identity headers for the upstream.
+    ``kid`` or the API key's id, ``issuer`` the verified ``iss`` (None for an API key).
+    ``headers()`` are the identity headers for the upstream.
+
+    Warning:
+        ``subject`` is unique only within its issuer. Key anything per caller (cache
+        entries, rate-limit buckets, sessions) by ``principal``, never by ``subject``.
     """
 
     subject: str
@@ -53,6 +60,22 @@ class Identity:
     def headers(self) -> list[tuple[str, str]]:
         """Return the identity headers to add to the upstream request (already checked)."""
         return list(self.header_pairs)
+
+    @cached_property
+    def principal(self) -> str:
+        """Return the caller's name, unique across issuers and credential kinds.
+
+        The compact JSON array ``["jwt", issuer, subject]`` for a token and
+        ``["api_key", consumer]`` for an API key.
+
+        APPSEC: partner ``alice`` and the main IdP's ``alice`` are two callers. JSON quoting
+        makes the text unambiguous: no (issuer, subject) pair can be spelled like another,
+        whatever characters either holds, and an API key's consumer never reads as a
+        token's subject.
+        """
+        if self.issuer is None:
+            return json.dumps([self.method, self.subject], separators=(",", ":"))
+        return json.dumps([self.method, self.issuer, self.subject], separators=(",", ":"))
 
     @property
     def roles(self) -> frozenset[str]:
@@ -76,8 +99,12 @@ def build_identity(
     key_id: str | None,
     claim_headers: Mapping[str, str],
     issuer: str | None = None,
+    issuer_header: str | None = None,
 ) -> Identity:
     """Build an ``Identity`` from verified claims, checking every value that becomes a header.
+
+    ``issuer`` (the verified issuer, already checked as a header value when the configuration
+    was loaded) is sent in ``issuer_header`` when both are given.
 
     Raises:
         UnsafeClaim: when ``sub`` is missing or any mapped claim cannot be a header value.
@@ -88,6 +115,8 @@ def build_identity(
     _check_claim("sub", subject)
     role = claims.get("role")
     headers = identity_headers(claims, claim_headers)
+    if issuer is not None and issuer_header:
+        headers += ((issuer_header, issuer),)
     frozen = MappingProxyType(dict(claims))
     role_text = role if isinstance(role, str) else None
     return Identity(subject, role_text, frozen, method, key_id, issuer, headers)
@@ -134,9 +163,9 @@ def check_header_value(value: str) -> str:
     return value
 
 
-def owned_header_names(claim_headers: Mapping[str, str]) -> frozenset[str]:
-    """Return the identity header names in comparison form (lower case, ``-`` separators)."""
-    return frozenset(canonical_name(h) for h in claim_headers.values())
+def owned_header_names(claim_headers: Mapping[str, str], *others: str) -> frozenset[str]:
+    """Return the identity header names (the claims' and ``others``) in comparison form."""
+    return frozenset(canonical_name(h) for h in (*claim_headers.values(), *others))
 
 
 def _scalar(claim: str, value: Any) -> str:

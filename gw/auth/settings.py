@@ -7,7 +7,19 @@ The seed 003 block loads unchanged::
      "exclude_paths": ["/api/health", "/api/auth/login", "/api/auth/register"]}
 
 The top-level ``issuer``/``jwks_uri``/``secret``/``audiences``/``algorithms`` are shorthand for
-a one-element ``issuers`` list; several identity providers are listed under ``issuers``.
+a one-element ``issuers`` list; several identity providers are listed under ``issuers``, each
+with an optional short ``name`` that route policies use (default: its ``issuer`` value)::
+
+    auth:
+      issuers:
+        - {name: main, issuer: https://login.example.com, jwks_uri: ..., audiences: [api]}
+        - {name: partner, issuer: https://idp.partner.net, secret: ${PARTNER_SECRET}, ...}
+    routes:
+      - {path: /admin/**, upstream: admin, auth: {issuers: [main], roles: {main: [admin]}}}
+
+A caller is the pair (issuer, subject): partner ``alice`` and main ``alice`` are two callers
+(``Identity.principal``), and the upstream receives the issuer in ``issuer_header``
+(``X-User-Issuer``) next to the subject in ``X-User-Id``.
 
 ``exclude_paths`` are matched against the *canonical* path (``gw.paths.canonicalize``): an
 exact path (``/api/health``, which does not match ``/api/health/``), or a prefix ending in
@@ -33,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from gw.auth.identity import check_header_value
 from gw.errors import InvalidPath
 from gw.headers import canonical_name
 from gw.paths import canonicalize_config
@@ -47,12 +60,16 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 DEFAULT_JWKS_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 DEFAULT_SECRET_ALGORITHMS = ("HS256",)
 DEFAULT_CLAIM_HEADERS = {"sub": "X-User-Id", "role": "X-User-Role"}
+DEFAULT_ISSUER_HEADER = "X-User-Issuer"
 MIN_SECRET_BYTES = 32
 _HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+# The source name that stands for API-key callers in a route's ``issuers`` and ``roles``.
+API_KEY_SOURCE = "api_key"
 # APPSEC: headers whose meaning the gateway or HTTP itself owns; a claim may never set them.
 _RESERVED_HEADERS = frozenset(
     {
@@ -84,6 +101,11 @@ class IssuerSettings(BaseModel):
 
     model_config = _STRICT
 
+    name: str | None = Field(
+        default=None,
+        pattern=_NAME,
+        description="Short name for route policies (auth.issuers, auth.roles); default: issuer.",
+    )
     issuer: str = Field(min_length=1, max_length=512, description="Exact `iss` value.")
     jwks_uri: str | None = Field(
         default=None, description="https:// URL of the key set (http:// only on loopback)."
@@ -102,6 +124,7 @@ class IssuerSettings(BaseModel):
 
     _jwks_uri = field_validator("jwks_uri")(_optional_jwks_uri)
     _secret = field_validator("secret")(_long_secret)
+    _issuer = field_validator("issuer")(lambda cls, v: _forwardable_issuer(v))
 
     @model_validator(mode="after")
     def _keys_and_algorithms(self) -> IssuerSettings:
@@ -110,6 +133,11 @@ class IssuerSettings(BaseModel):
         _check_algorithms(self.algorithms, hmac=self.secret is not None)
         _check_secret_strength(self.secret, self.algorithms)
         return self
+
+    @property
+    def ref(self) -> str:
+        """Return the name route policies use for this issuer: ``name``, else ``issuer``."""
+        return self.name or self.issuer
 
     def allowed_algorithms(self) -> frozenset[str]:
         """Return the configured algorithms, or the default for this kind of key."""
@@ -176,6 +204,23 @@ class ApiKeySettings(BaseModel):
         return self
 
 
+class FailureLimitSettings(BaseModel):
+    """``auth.failure_limit``: failed authentications one client address may make.
+
+    Written like a rate limit (``limit`` per ``period`` seconds, ``burst`` at once, default
+    ``limit``) and counted in the rate limiter's backend (the host's shared table, or
+    ``rate_limiting.backend``'s Redis). Past it, the address gets 429 on every route that
+    checks credentials until its budget refills (one failure per ``period / limit`` s).
+    ``failure_limit: null`` turns the throttle off.
+    """
+
+    model_config = _STRICT
+
+    limit: int = Field(default=20, gt=0, le=1_000_000, description="Failed authentications...")
+    period: float = Field(default=60, gt=0, le=86400, description="...per this many seconds.")
+    burst: int | None = Field(default=None, gt=0, le=1_000_000)
+
+
 class AuthSettings(BaseModel):
     """The gateway's ``auth:`` block."""
 
@@ -197,6 +242,11 @@ class AuthSettings(BaseModel):
     claim_headers: dict[str, str] = Field(
         default=DEFAULT_CLAIM_HEADERS, description="Claim name -> header sent upstream."
     )
+    issuer_header: str = Field(
+        default=DEFAULT_ISSUER_HEADER,
+        description="Header that tells the upstream which issuer vouched for a token's subject "
+        "(not sent for API-key callers). Owned by the gateway like X-User-Id.",
+    )
     jwks_cache_seconds: float = Field(default=300, ge=1, le=86400)
     jwks_refetch_cooldown: float = Field(
         default=30, ge=1, le=3600, description="Least time between two fetches of a JWKS."
@@ -204,6 +254,10 @@ class AuthSettings(BaseModel):
     jwks_timeout: float = Field(default=2, gt=0, le=30)
     max_token_bytes: int = Field(default=8192, ge=256, le=65536)
     api_keys: ApiKeySettings | None = None
+    failure_limit: FailureLimitSettings | None = Field(
+        default=FailureLimitSettings(),
+        description="Failed authentications per client address before 429 (null: no limit).",
+    )
 
     _resolved: tuple[IssuerSettings, ...] = PrivateAttr(default=())
 
@@ -219,6 +273,12 @@ class AuthSettings(BaseModel):
     @classmethod
     def _claim_headers(cls, value: dict[str, str]) -> dict[str, str]:
         _check_claim_headers(value)
+        return value
+
+    @field_validator("issuer_header")
+    @classmethod
+    def _issuer_header(cls, value: str) -> str:
+        _check_header_name(value)
         return value
 
     @model_validator(mode="after")
@@ -237,7 +297,42 @@ class AuthSettings(BaseModel):
         names = [i.issuer for i in self._resolved]
         if len(set(names)) != len(names):
             raise ValueError("each issuer may be listed only once")
+        self._check_refs()
+        self._check_issuer_header()
         return self
+
+    def _check_refs(self) -> None:
+        refs = [i.ref for i in self._resolved]
+        twice = sorted({ref for ref in refs if refs.count(ref) > 1})
+        if twice:
+            raise ValueError(f"issuer name {twice[0]!r} is used twice")
+        if API_KEY_SOURCE in refs:
+            raise ValueError(f"{API_KEY_SOURCE!r} names API-key callers; pick another issuer name")
+
+    def _check_issuer_header(self) -> None:
+        folded = canonical_name(self.issuer_header)
+        for claim, header in self.claim_headers.items():
+            if canonical_name(header) == folded:
+                raise ValueError(
+                    f"issuer_header {self.issuer_header!r} is already the header of claim {claim!r}"
+                )
+
+    def sources(self) -> tuple[str, ...]:
+        """Return the names a route policy may accept: each issuer's ``ref``, and ``api_key``."""
+        refs = tuple(i.ref for i in self._resolved)
+        return refs + ((API_KEY_SOURCE,) if self.api_keys is not None else ())
+
+    def policy_problems(self, policy: RoutePolicy) -> list[str]:
+        """Return what is wrong with a route policy here: issuers it names that do not exist."""
+        known = self.sources()
+        named = [(f"issuers[{i}]", ref) for i, ref in enumerate(policy.issuers or ())]
+        if isinstance(policy.roles, dict):
+            named += [(f"roles.{ref}", ref) for ref in policy.roles]
+        return [
+            f"{where}: no issuer named {ref!r} (known: {', '.join(known)})"
+            for where, ref in named
+            if ref not in known
+        ]
 
     def _shorthand(self) -> tuple[IssuerSettings, ...]:
         """Turn the top-level issuer fields (seed 003 shape) into a one-issuer list."""
@@ -248,6 +343,7 @@ class AuthSettings(BaseModel):
             raise ValueError(f"use either {given} or issuers, not both")
         if self.issuer is None:
             raise ValueError("issuer is required with jwks_uri or secret (the expected `iss`)")
+        _forwardable_issuer(self.issuer)
         if not self.audiences:
             raise ValueError("audiences must list at least one accepted `aud` value")
         if (self.jwks_uri is None) == (self.secret is None):
@@ -271,6 +367,23 @@ class RoutePolicy(BaseModel):
     ``roles`` admits a caller holding any one of them; ``scopes`` requires every one (from the
     ``scope`` or ``scp`` claim). The plain strings ``required``/``optional``/``none`` are
     accepted for ``{mode: ...}``.
+
+    With several identity providers (Envoy's ``requires``/``provider_name``, by issuer name:
+    an issuer's ``name``, else its ``issuer``; ``api_key`` stands for API-key callers):
+
+    - ``issuers: [main, api_key]`` accepts callers vouched for by these only; any other
+      caller gets 403 ``issuer_not_accepted``. Omitted: every configured issuer.
+    - ``roles: [admin]`` (a list) applies to every accepted caller, whatever the issuer.
+    - ``roles: {main: [admin], partner: [partner-admin]}`` (a mapping) asks each issuer's
+      callers for a role of their own. Without ``issuers``, the mapping's keys are the
+      accepted issuers (an issuer it does not name is refused, never let in without a
+      role). With ``issuers``, every key must be listed there, and a listed issuer the
+      mapping leaves out needs no role (``partner: []`` says the same explicitly).
+
+    Warning:
+        Roles are the IdP's words: ``admin`` from a partner's IdP is whatever the partner
+        says it is. Use the mapping (or ``issuers``) whenever more than one issuer is
+        configured and a role guards something.
     """
 
     model_config = _STRICT
@@ -278,7 +391,12 @@ class RoutePolicy(BaseModel):
     mode: Literal["required", "optional", "none"] | None = Field(
         default=None, description="Default: required when the gateway has an auth block."
     )
-    roles: list[Text] = []
+    issuers: list[Text] | None = Field(
+        default=None, description="Issuer names (or api_key) this route accepts; default all."
+    )
+    roles: list[Text] | dict[Text, list[Text]] = Field(
+        default=[], description="Any one of these roles, or {issuer name: [roles]}."
+    )
     scopes: list[Text] = []
 
     @model_validator(mode="before")
@@ -290,12 +408,60 @@ class RoutePolicy(BaseModel):
     def _checks_need_identity(self) -> RoutePolicy:
         if (self.roles or self.scopes) and self.effective_mode != "required":
             raise ValueError("roles and scopes need mode: required")
+        if isinstance(self.roles, dict) and not self.roles:
+            raise ValueError("roles: an empty mapping accepts no issuer; use [] for no roles")
+        if self.issuers is None:
+            return self
+        if self.effective_mode == "none":
+            raise ValueError("issuers need mode: required or optional")
+        if not self.issuers:
+            raise ValueError("issuers: list at least one (omit the key to accept every issuer)")
+        if isinstance(self.roles, dict):
+            extra = [ref for ref in self.roles if ref not in self.issuers]
+            if extra:
+                raise ValueError(f"roles names issuer {extra[0]!r}, which issuers does not list")
         return self
 
     @property
     def effective_mode(self) -> Literal["required", "optional", "none"]:
         """Return the mode, ``required`` when none was written."""
         return self.mode or "required"
+
+    def accepted_sources(self) -> frozenset[str] | None:
+        """Return the issuer names (and ``api_key``) accepted here; None for every one."""
+        if self.issuers is not None:
+            return frozenset(self.issuers)
+        if isinstance(self.roles, dict):
+            return frozenset(self.roles)
+        return None
+
+    def roles_for(self, source: str) -> list[str]:
+        """Return the roles (any one of them) a caller vouched for by ``source`` needs."""
+        if isinstance(self.roles, dict):
+            return self.roles.get(source, [])
+        return self.roles
+
+    def describe(self) -> str:
+        """Say in a few words what this policy requires (for config error messages)."""
+        if self.effective_mode == "none":
+            return "needs no authentication"
+        parts = []
+        if isinstance(self.roles, dict):
+            parts.append(f"requires roles {_listing(self.roles)}")
+        elif self.roles:
+            parts.append(f"requires roles [{', '.join(self.roles)}]")
+        if self.scopes:
+            parts.append(f"requires scopes [{', '.join(self.scopes)}]")
+        if self.issuers is not None:
+            parts.append(f"accepts only issuers [{', '.join(self.issuers)}]")
+        if not parts:
+            required = self.effective_mode == "required"
+            parts.append("requires authentication" if required else "has auth: optional")
+        return " and ".join(parts)
+
+
+def _listing(roles: dict[str, list[str]]) -> str:
+    return "{" + ", ".join(f"{ref}: [{', '.join(names)}]" for ref, names in roles.items()) + "}"
 
 
 def check_jwks_uri(uri: str) -> str:
@@ -359,16 +525,29 @@ def _check_secret_strength(secret: SecretStr | None, algorithms: list[str] | Non
         raise ValueError(f"the secret must be at least {need} bytes for {algorithms}")
 
 
+def _check_header_name(header: str) -> None:
+    if not _TOKEN.fullmatch(header):
+        raise ValueError(f"{header!r} is not a valid header name")
+    if canonical_name(header) in _RESERVED_HEADERS:
+        raise ValueError(f"{header!r} is a header the gateway or HTTP owns")
+
+
+def _forwardable_issuer(issuer: str) -> str:
+    # APPSEC: the issuer is forwarded as a header value (X-User-Issuer); refuse at load what
+    # could split or smuggle a header rather than send it.
+    try:
+        return check_header_value(issuer)
+    except ValueError as ex:
+        raise ValueError(f"{issuer!r} cannot be forwarded as a header value: {ex}") from None
+
+
 def _check_claim_headers(mapping: dict[str, str]) -> None:
     seen: set[str] = set()
     for claim, header in mapping.items():
         if not claim or len(claim) > 128:
             raise ValueError(f"claim name {claim!r} must be 1 to 128 characters")
-        if not _TOKEN.fullmatch(header):
-            raise ValueError(f"{header!r} is not a valid header name")
+        _check_header_name(header)
         folded = canonical_name(header)
-        if folded in _RESERVED_HEADERS:
-            raise ValueError(f"{header!r} is a header the gateway or HTTP owns")
         if folded in seen:
             raise ValueError(f"header {header!r} is mapped from two claims")
         seen.add(folded)

@@ -1,8 +1,9 @@
 """JWT verification: our own strict look at the header, then PyJWT for signature and claims.
 
 The order matters. Before any key is touched the token's size, shape and header are checked
-here: ``alg`` must be one the issuer allows (``none`` never is), and ``jku``, ``x5u``, ``jwk``
-and ``x5c`` headers are ignored entirely (keys never come from the token). The unverified
+here: ``alg`` must be one the issuer allows (``none`` never is), ``jku``, ``x5u``, ``jwk``
+and ``x5c`` headers are ignored entirely (keys never come from the token), and ``exp``,
+``nbf`` and ``iat`` must be JSON numbers (RFC 7519 NumericDate). The unverified
 ``iss`` only chooses which issuer's keys to try; PyJWT then verifies the signature with
 exactly one algorithm and checks ``exp`` (required), ``nbf``, ``iat``, ``iss`` and ``aud``.
 PyJWT's exceptions are translated here and never leave this module.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +31,7 @@ from gw.auth.settings import HMAC_ALGORITHMS, AuthSettings
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_KID = 256
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 # Client-facing sentences per reason; fixed text, so nothing from the token is echoed back.
 MESSAGES: Mapping[str, str] = MappingProxyType(
@@ -47,6 +50,11 @@ MESSAGES: Mapping[str, str] = MappingProxyType(
         "missing_claim": "the token lacks a required claim",
         "invalid_claim": "the token has an invalid claim",
     }
+)
+
+# Reasons PyJWT gives only after the signature verified: the token is the issuer's own.
+_SIGNED_REASONS = frozenset(
+    {"expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "missing_claim"}
 )
 
 # Most specific first: InvalidSignatureError is a DecodeError, and so on.
@@ -141,6 +149,7 @@ class TokenVerifier:
         header, payload = _peek(token)
         alg, kid = header["alg"], header.get("kid")
         detail = {"alg": alg[:32], "kid": kid, "iss": _short(payload.get("iss"))}
+        _check_numeric_dates(payload, detail)
         issuer = self._issuer_for(alg, payload, detail)
         keys = self._keys(issuer, alg, kid, detail)
         claims = self._decode(token, issuer, alg, keys, detail)
@@ -196,7 +205,7 @@ class TokenVerifier:
             except (jwt_errors.PyJWTError, ValueError, TypeError) as ex:
                 reason = _reason(ex)
                 break
-        raise _invalid(reason, detail)
+        raise _invalid(reason, detail, signed=reason in _SIGNED_REASONS)
 
 
 def _cache(
@@ -230,6 +239,24 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
+def _check_numeric_dates(payload: Mapping[str, Any], detail: dict[str, Any]) -> None:
+    """Refuse ``exp``/``nbf``/``iat`` unless each (when present) is a finite JSON number.
+
+    APPSEC: PyJWT reads these with ``int()``, so ``"exp": "4102444800"`` (a string) would pass
+    and ``"nbf": true`` would mean 1970. RFC 7519 section 2 says a NumericDate is a number;
+    anything else is a token nobody meant to issue. Checked before any key is touched.
+    """
+    for claim in _NUMERIC_DATES:
+        if claim in payload and not _is_numeric_date(payload[claim]):
+            raise _invalid("invalid_claim", {**detail, "claim": claim})
+
+
+def _is_numeric_date(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
 def _json_segment(segment: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
@@ -256,8 +283,8 @@ def _reason(ex: Exception) -> str:
     return "invalid_claim"
 
 
-def _invalid(reason: str, detail: Mapping[str, Any]) -> InvalidToken:
-    return InvalidToken(MESSAGES[reason], reason=reason, detail=detail)
+def _invalid(reason: str, detail: Mapping[str, Any], *, signed: bool = False) -> InvalidToken:
+    return InvalidToken(MESSAGES[reason], reason=reason, detail=detail, signed=signed)
 
 
 def _short(value: Any) -> str | None:

@@ -64,7 +64,11 @@ def rejected(authenticator: Authenticator, headers: list[tuple[str, str]], **kw:
 def test_valid_token_gives_identity_and_seed_headers(auth: Any, rsa: SigningKey) -> None:
     identity = auth().authenticate("/api/orders/ord_x7k9", bearer(rsa.mint(claims())))
     assert identity.method == "jwt" and identity.key_id == "rsa-1"
-    assert identity.headers() == [("X-User-Id", "usr_8a3f"), ("X-User-Role", "customer")]
+    assert identity.headers() == [
+        ("X-User-Id", "usr_8a3f"),
+        ("X-User-Role", "customer"),
+        ("X-User-Issuer", ISSUER),
+    ]
 
 
 def test_no_credential_is_401_with_a_bare_challenge(auth: Any) -> None:
@@ -145,9 +149,11 @@ def test_paths_that_only_look_excluded_are_checked(auth: Any, raw: str) -> None:
 
 
 def test_header_names_are_the_identity_headers(auth: Any) -> None:
-    assert auth().header_names() == {"x-user-id", "x-user-role"}
-    custom = auth(claim_headers={"sub": "X-Consumer", "email": "X-User-Email"})
-    assert custom.header_names() == {"x-consumer", "x-user-email"}
+    assert auth().header_names() == {"x-user-id", "x-user-role", "x-user-issuer"}
+    custom = auth(
+        claim_headers={"sub": "X-Consumer", "email": "X-User-Email"}, issuer_header="X-Idp"
+    )
+    assert custom.header_names() == {"x-consumer", "x-user-email", "x-idp"}
 
 
 def test_claim_headers_follow_the_mapping(auth: Any, rsa: SigningKey) -> None:
@@ -155,7 +161,11 @@ def test_claim_headers_follow_the_mapping(auth: Any, rsa: SigningKey) -> None:
     identity = auth(claim_headers=mapping).authenticate(
         "/api/orders", bearer(rsa.mint(claims(tenant=42)))
     )
-    assert identity.headers() == [("X-Consumer", "usr_8a3f"), ("X-Tenant", "42")]
+    assert identity.headers() == [
+        ("X-Consumer", "usr_8a3f"),
+        ("X-Tenant", "42"),
+        ("X-User-Issuer", ISSUER),
+    ]
 
 
 @pytest.mark.parametrize("role", ["customer\r\nX-User-Role: admin", "admin\x00", "Ω-admin"])

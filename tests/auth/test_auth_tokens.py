@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
@@ -215,3 +218,64 @@ def test_pyjwt_errors_do_not_leak(rsa: SigningKey, clock: FakeClock) -> None:
         verifier([rsa], clock).verify(rsa.mint(body))
     assert not isinstance(info.value, jwt.PyJWTError)
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+# -- NumericDate (RFC 7519 section 2): exp, nbf and iat are JSON numbers, nothing else --------
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    "value",
+    ["4102444800", "1", "", True, False, None, [4102444800], {"n": 1}],
+    ids=["digits", "one", "empty", "true", "false", "null", "list", "object"],
+)
+def test_numeric_dates_must_be_json_numbers(claim: str, value: Any, clock: FakeClock) -> None:
+    """A string, bool, null, list or object in exp/nbf/iat refuses the (well-signed) token."""
+    body = claims() | {claim: value}
+    assert reason(secret_verifier(clock), mint_hs256(SECRET, body)) == "invalid_claim"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_numeric_dates_must_be_finite(claim: str, literal: str, clock: FakeClock) -> None:
+    """Python's json reads NaN, Infinity and 1e400 as floats; none of them is a date."""
+    body = json.dumps(claims() | {claim: 0}, separators=(",", ":"))
+    body = body.replace(f'"{claim}":0', f'"{claim}":{literal}')
+    assert literal in body
+    token = _hs256_raw(body)
+    assert reason(secret_verifier(clock), token) == "invalid_claim"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_integer_and_fractional_numeric_dates_are_accepted(claim: str, clock: FakeClock) -> None:
+    now = int(time.time())
+    value = {"exp": now + 300.5, "nbf": now - 10.25, "iat": now - 1.5}[claim]
+    verified = secret_verifier(clock).verify(mint_hs256(SECRET, claims() | {claim: value}))
+    assert verified.claims[claim] == value
+
+
+def _hs256_raw(payload_json: str) -> str:
+    """Sign a payload written by hand (the encoders refuse NaN and Infinity, attackers do not)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(payload_json.encode()).rstrip(b"=").decode()
+    signature = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def test_only_refusals_after_a_good_signature_are_marked_signed(clock: FakeClock) -> None:
+    """The guessing throttle counts forged tokens, not the issuer's own stale ones."""
+    check = secret_verifier(clock)
+    now = int(time.time())
+
+    def refusal(token: str) -> InvalidToken:
+        with pytest.raises(InvalidToken) as info:
+            check.verify(token)
+        return info.value
+
+    stale = refusal(mint_hs256(SECRET, claims() | {"exp": now - 3600}))
+    assert (stale.reason, stale.signed) == ("expired", True)
+    other_api = refusal(mint_hs256(SECRET, claims(aud="another-api")))
+    assert (other_api.reason, other_api.signed) == ("wrong_audience", True)
+    forged = refusal(mint_hs256("f" * 40, claims() | {"exp": now - 3600}))
+    assert (forged.reason, forged.signed) == ("bad_signature", False)
+    assert refusal(mint_hs256(SECRET, claims() | {"exp": "1"})).signed is False

@@ -55,6 +55,9 @@ def config_for(upstream: Upstream, idp: JwksServer) -> dict[str, Any]:
     auth["jwks_uri"] = idp.url
     auth["type"] = "jwt_or_api_key"
     auth["jwks_refetch_cooldown"] = 5
+    # These tests send hundreds of refused credentials from one address on purpose; the
+    # guessing throttle would answer 429 to most of them (test_auth_throttle.py tests it).
+    auth["failure_limit"] = None
     auth["api_keys"] = {
         "keys": [
             {
@@ -233,3 +236,19 @@ def test_jwks_down_keeps_known_keys_working_with_bounded_fetches(stack: Stack) -
     finally:
         stack.idp.come_back()
     assert stack.idp.fetches == before  # refused connections are not served fetches
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_numeric_date_claims_given_as_strings_are_refused(stack: Stack, claim: str) -> None:
+    """RFC 7519 NumericDate: a well-signed token with ``"exp": "4102444800"`` never gets in."""
+    good = claims()
+    now = int(time.time())
+    as_text = {"exp": "4102444800", "nbf": str(now - 60), "iat": str(now - 60)}[claim]
+    token = stack.key.mint(good | {claim: as_text})
+    before = stack.upstream.count()
+    response = stack.get("/api/orders/1", token)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert stack.upstream.count() == before
+    assert stack.get("/api/orders/1", stack.key.mint(good)).status_code == 200

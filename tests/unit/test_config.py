@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gw.cli import main
 from gw.config import load_config, parse_config
 from gw.errors import ConfigError, MethodNotAllowed
 from tests.data.seeds import SEED_000, SEED_003_AUTH, SEED_003_ROUTES
@@ -55,6 +56,73 @@ def test_route_auth_policy_without_auth_block_is_an_error() -> None:
     data["routes"][0]["auth"] = {"mode": "required", "roles": ["admin"]}
     assert problems_of(data) == [
         "routes[0].auth: this route has an auth policy but the gateway has no 'auth' block"
+    ]
+
+
+def test_route_naming_an_unknown_issuer_is_an_error_at_its_location() -> None:
+    data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    data["routes"][2]["auth"] = {"issuers": ["main"], "roles": {"main": ["admin"]}}
+    assert problems_of(data) == [
+        "routes[2].auth.issuers[0]: no issuer named 'main' (known: https://auth.example.com)",
+        "routes[2].auth.roles.main: no issuer named 'main' (known: https://auth.example.com)",
+    ]
+    data["routes"][2]["auth"] = {"issuers": ["https://auth.example.com"]}
+    assert parse_config(data, {}).table.match("GET", "/api/products/1").route.payload.auth
+
+
+def admin_behind_an_exclusion() -> dict[str, object]:
+    data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    data["routes"].append(
+        {
+            "name": "admin",
+            "path": "/admin/**",
+            "upstream": "http://admin-service:3004",
+            "auth": {"roles": ["admin"]},
+        }
+    )
+    data["auth"]["exclude_paths"] = ["/api/health", "/admin/**"]
+    return data
+
+
+def test_exclusion_that_would_open_a_role_route_is_refused() -> None:
+    assert problems_of(admin_behind_an_exclusion()) == [
+        "auth.exclude_paths[1]: '/admin/**' would make route 'admin' (routes[3]), which "
+        "requires roles [admin], public"
+    ]
+
+
+def test_exclusion_may_open_routes_without_a_policy_of_their_own() -> None:
+    data = admin_behind_an_exclusion()
+    data["auth"]["exclude_paths"] = ["/api/products/**"]  # type: ignore[index]
+    config = parse_config(data, {})
+    assert config.authenticator is not None and config.authenticator.is_excluded("/api/products")
+
+
+def test_gw_check_prints_the_refused_exclusion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(admin_behind_an_exclusion()))
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: auth.exclude_paths[1]: '/admin/**' would make route 'admin' (routes[3]), "
+        "which requires roles [admin], public" in err
+    )
+
+
+def test_gw_check_says_what_each_exclusion_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {**json.loads(SEED_003_ROUTES), **json.loads(SEED_003_AUTH)}
+    data["auth"]["exclude_paths"] = ["/api/health", "/api/users/**"]
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check", "-c", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        f"{path}: note: auth.exclude_paths[1]: '/api/users/**' opens route "
+        "'GET,POST,PUT,DELETE /api/users/**' (routes[0]) to anyone, for DELETE, GET, POST, PUT"
     ]
 
 

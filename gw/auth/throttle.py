@@ -1,0 +1,144 @@
+"""The credential-guessing throttle: failed authentications counted per client address.
+
+The pipeline asks ``check(client_ip)`` before it looks at any credential on a route that
+checks them, and calls ``record_failure(client_ip)`` after a failure that ``counts(ex)``.
+Failures live in one GCRA bucket per address (``auth.failure_limit``: ``limit`` per
+``period``) in the rate limiter's backend, so every worker of the host (or every host, with
+Redis) draws from the same budget.
+
+What counts: a presented credential that is refused (a bad or forged token, an unknown API
+key, a malformed ``Authorization``). Not counted:
+
+- no credential at all (401 ``unauthorized``): it guesses nothing, and crawlers and
+  browsers probing protected URLs would otherwise lock out everyone behind their address;
+- a token whose signature verified but is stale or for someone else (expired, not yet
+  valid, another audience, ``InvalidToken.signed``): the identity provider issued it, so
+  it is not a guess, and single-page apps send one expired token before each refresh,
+  which would throttle whole offices behind one NAT;
+- 403s (a valid credential lacking a role) and 503s (keys unavailable).
+
+Like fail2ban (which bans the address, not the account) and Keycloak's brute-force
+detection (which refuses even the right password while locked), a throttled address gets
+429 for *every* request to a route that checks credentials, valid credential or not, and
+before the credential is read. APPSEC: if a valid credential still got through, the
+attacker would keep guessing at full speed and read 200 as "found" and 429 as "wrong":
+the answer must not depend on the credential while the address is throttled. A success
+does not reset the count either, or one valid credential of the attacker's own would
+reopen the budget. Routes that check no credential (``auth: none``, ``exclude_paths``)
+stay open to the address: there is nothing to guess there.
+
+Warning:
+    The check and the count are two steps, so requests already in flight when the budget
+    runs out are still evaluated: exact for sequential requests across every worker, and
+    at most one extra evaluation per concurrent connection of the address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from gw.auth.errors import InvalidToken, TooManyAuthFailures, Unauthorized
+from gw.auth.settings import FailureLimitSettings
+from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
+
+audit_log = logging.getLogger("gw.audit")
+
+KEY_PREFIX = "auth_failures|"
+
+
+@runtime_checkable
+class FailureCounter(Limiter, LimiterAdmin, Protocol):
+    """A limiter backend that can also look at a bucket without taking from it."""
+
+
+class FailureThrottle:
+    """Count failed authentications per client address; refuse an address over budget."""
+
+    def __init__(self, rate: Rate, open_limiter: Callable[[], Limiter]) -> None:
+        self.rate = rate
+        self._open_limiter = open_limiter
+        self._counter: FailureCounter | None = None
+        self._pid = -1
+
+    @classmethod
+    def from_settings(
+        cls, settings: FailureLimitSettings, open_limiter: Callable[[], Limiter]
+    ) -> FailureThrottle:
+        """Compile ``auth.failure_limit``; the backend opens lazily in each worker."""
+        return cls(Rate(settings.limit, settings.period, settings.burst), open_limiter)
+
+    @staticmethod
+    def counts(ex: Unauthorized) -> bool:
+        """Tell whether an authentication failure is one the throttle counts (see the module)."""
+        return counts(ex)
+
+    def check(self, client_ip: str) -> None:
+        """Return if ``client_ip`` may try to authenticate now.
+
+        Raises:
+            TooManyAuthFailures: the address has no failures left in its budget (429).
+        """
+        decision = self._ask(lambda counter, key: counter.peek(key, self.rate), client_ip)
+        if decision is not None and not decision.allowed:
+            raise TooManyAuthFailures(_seconds(decision.retry_after))
+
+    def record_failure(self, client_ip: str) -> None:
+        """Count one failed authentication from ``client_ip``."""
+        decision = self._ask(lambda counter, key: counter.check(key, self.rate), client_ip)
+        if decision is not None and decision.allowed and decision.remaining == 0:
+            line = {"event": "auth_throttled", "client": client_ip, "limit": self.rate.limit}
+            audit_log.warning(json.dumps(line, separators=(",", ":")))
+
+    def _ask(
+        self, operation: Callable[[FailureCounter, str], Decision | None], client_ip: str
+    ) -> Decision | None:
+        try:
+            return operation(self._backend(), key_for(client_ip))
+        except LimiterUnavailable as ex:
+            # APPSEC: fail open. The throttle slows guessing down; every credential is
+            # still verified in full without it. Failing closed would let whoever fills
+            # the shared table, or a Redis outage, refuse every authenticated request.
+            audit_log.warning("auth failure throttle could not decide (%s); admitting", ex)
+            return None
+
+    def _backend(self) -> FailureCounter:
+        if self._pid != os.getpid() or self._counter is None:
+            limiter = self._open_limiter()
+            if not isinstance(limiter, FailureCounter):
+                raise TypeError(f"{type(limiter).__name__} cannot peek at a bucket")
+            self._counter, self._pid = limiter, os.getpid()
+        return self._counter
+
+
+def counts(ex: Unauthorized) -> bool:
+    """Tell whether an authentication failure is one the throttle counts (see the module)."""
+    return isinstance(ex, InvalidToken) and not ex.signed
+
+
+def key_for(client_ip: str) -> str:
+    """Return the bucket key of a client address.
+
+    APPSEC: one IPv6 host usually owns a whole /64, so IPv6 addresses share their /64's
+    budget (else an attacker would get 2**64 budgets); IPv4-mapped addresses count as the
+    IPv4 address, and loopback as itself.
+    """
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return KEY_PREFIX + client_ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address) or address.is_loopback:
+        return KEY_PREFIX + str(address)
+    network = ipaddress.IPv6Network((address, 64), strict=False)
+    return KEY_PREFIX + str(network)
+
+
+def _seconds(retry_after: float) -> int:
+    return max(1, math.ceil(retry_after)) if math.isfinite(retry_after) else 86400
