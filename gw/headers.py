@@ -35,6 +35,7 @@ GATEWAY_OWNED = frozenset(
     {
         "x-user-id",
         "x-user-role",
+        "x-user-issuer",
         "x-request-id",
         "x-forwarded-for",
         "x-forwarded-proto",

@@ -35,7 +35,6 @@ Warning:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from typing import Protocol, runtime_checkable
 
 from gw.auth.errors import InvalidToken, TooManyAuthFailures, Unauthorized
 from gw.auth.settings import FailureLimitSettings
+from gw.forwarding import client_key
 from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
 
 audit_log = logging.getLogger("gw.audit")
@@ -122,22 +122,10 @@ def counts(ex: Unauthorized) -> bool:
 
 
 def key_for(client_ip: str) -> str:
-    """Return the bucket key of a client address.
-
-    APPSEC: one IPv6 host usually owns a whole /64, so IPv6 addresses share their /64's
-    budget (else an attacker would get 2**64 budgets); IPv4-mapped addresses count as the
-    IPv4 address, and loopback as itself.
-    """
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return KEY_PREFIX + client_ip
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if isinstance(address, ipaddress.IPv4Address) or address.is_loopback:
-        return KEY_PREFIX + str(address)
-    network = ipaddress.IPv6Network((address, 64), strict=False)
-    return KEY_PREFIX + str(network)
+    """Return the bucket key of a client address: the same grouping as per-client rate
+    limits (``gw.forwarding.client_key``: IPv4 in any IPv6 form as IPv4, loopback and
+    link-local whole, other IPv6 by /64, so an attacker cannot get 2**64 budgets)."""
+    return KEY_PREFIX + client_key(client_ip)
 
 
 def _seconds(retry_after: float) -> int:
