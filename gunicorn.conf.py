@@ -5,7 +5,7 @@ GW_BIND          address to listen on (default 127.0.0.1:8080; unix:/run/gw/gw.s
 GW_WORKER_CLASS  gw.worker.BalancedGeventWorker (default), gw.worker.BalancedThreadWorker, sync
 GW_WORKERS       worker processes (default: one per CPU core)
 GW_WORKER_CONNECTIONS  connections one gevent worker serves at once (default 1000)
-GW_THREADS       threads per worker for threaded workers (default 8)
+GW_THREADS       threads per worker for threaded workers (default 8; sync always has one)
 GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
 """
 
@@ -25,7 +25,9 @@ if worker_class == "gw.worker.BalancedGeventWorker":
     monkey.patch_all()
 workers = int(os.environ.get("GW_WORKERS", str(_cores)))
 worker_connections = int(os.environ.get("GW_WORKER_CONNECTIONS", "1000"))
-threads = int(os.environ.get("GW_THREADS", "8"))
+# gunicorn silently runs gthread for "sync" with threads > 1; sync means one thread here.
+_sync = worker_class == "sync" or worker_class.endswith("SyncWorker")
+threads = 1 if _sync else int(os.environ.get("GW_THREADS", "8"))
 # Nesting: every upstream timeout <= server.deadline (25 s) < timeout < nginx proxy_read_timeout.
 timeout = int(os.environ.get("GW_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GW_GRACEFUL_TIMEOUT", "30"))

@@ -17,6 +17,7 @@ from typing import Any
 
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.forwarding import client_key
+from gw.incident import IncidentLog
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate
 from gw.limits.table import SharedTable
 from gw.routing import Route, RouteTable
@@ -71,6 +72,8 @@ class Admission:
         self._open_limiter = open_limiter
         self._limiter: Limiter | None = None
         self._pid = -1
+        # One warning per outage of the backend, with counts (not one per request).
+        self._incidents = IncidentLog(log, "rate limiter")
         # Told every decision as (limit name, allowed|rejected|failed_open|failed_closed).
         self.observe: Callable[[str, str], None] = _ignore
 
@@ -104,18 +107,20 @@ class Admission:
 
     def _check(self, limit: Limit, who: Requester) -> Decision | None:
         try:
-            return self._backend().check(bucket_key(limit, who), limit.rate)
+            decision = self._backend().check(bucket_key(limit, who), limit.rate)
         except LimiterUnavailable as ex:
             if self.fail_open:
-                log.warning("rate limiter could not decide (%s); admitting (fail_open)", ex)
+                self._incidents.failed(ex, "admitting (fail_open)")
                 self.observe(limit.name, "failed_open")
                 return None
-            log.warning("rate limiter could not decide (%s); refusing (fail_closed)", ex)
+            self._incidents.failed(ex, "refusing (fail_closed)")
             self.observe(limit.name, "failed_closed")
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
                 headers={"Retry-After": "1"},
             ) from None
+        self._incidents.succeeded()
+        return decision
 
     def limit_named(self, name: str) -> Limit | None:
         """Return the compiled limit called ``name`` (for the operator CLI)."""

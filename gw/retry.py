@@ -19,9 +19,9 @@ the requests seen in the last ``window`` seconds (plus ``min_per_second``), per 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -75,7 +75,16 @@ def _seconds(retry_after: str) -> float | None:
 
 
 class RetryBudget:
-    """Retries allowed per process: ``ratio`` of recent requests plus ``min_per_second``."""
+    """Retries allowed per process: ``ratio`` of recent requests plus ``min_per_second``.
+
+    "Recent" is the last ``window`` seconds counted in whole seconds: the current second and
+    the ``window - 1`` before it (an event is forgotten between ``window - 1`` and ``window``
+    seconds after it happened). Per worker process: each worker has its own budget.
+
+    PERF: memory is O(window), not O(requests): one ring slot of (requests, retries) counters
+    per second, and running totals, so recording and spending cost O(1) (plus clearing the
+    slots of the seconds that passed, at most ``window`` of them).
+    """
 
     def __init__(
         self, ratio: float = 0.2, min_per_second: float = 3.0, window: float = 10.0
@@ -83,27 +92,45 @@ class RetryBudget:
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.window = window
-        self._requests: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        self._slots = max(1, math.ceil(window))
+        self._requests = [0] * self._slots
+        self._retries = [0] * self._slots
+        self._total_requests = 0
+        self._total_retries = 0
+        self._second = 0  # the second the ring's newest slot counts
         self._lock = threading.Lock()
 
     def record_request(self, now: float | None = None) -> None:
         with self._lock:
-            self._requests.append(time.monotonic() if now is None else now)
+            slot = self._advance(time.monotonic() if now is None else now)
+            self._requests[slot] += 1
+            self._total_requests += 1
 
     def try_spend(self, now: float | None = None) -> bool:
         """Take one retry from the budget; False when the budget is used up."""
-        now = time.monotonic() if now is None else now
         with self._lock:
-            self._expire(now)
-            allowed = self.ratio * len(self._requests) + self.min_per_second * self.window
-            if len(self._retries) + 1 > allowed:
+            slot = self._advance(time.monotonic() if now is None else now)
+            allowed = self.ratio * self._total_requests + self.min_per_second * self.window
+            if self._total_retries + 1 > allowed:
                 return False
-            self._retries.append(now)
+            self._retries[slot] += 1
+            self._total_retries += 1
             return True
 
-    def _expire(self, now: float) -> None:
-        horizon = now - self.window
-        for queue in (self._requests, self._retries):
-            while queue and queue[0] < horizon:
-                queue.popleft()
+    def _advance(self, now: float) -> int:
+        """Move the ring up to ``now``'s second (clearing the seconds passed); return its slot.
+
+        A clock that steps back (only an injected one can) counts as the newest second.
+        """
+        second = math.floor(now)
+        passed = second - self._second
+        if passed > 0:
+            for cleared in range(self._second + 1, self._second + 1 + min(passed, self._slots)):
+                self._clear(cleared % self._slots)
+            self._second = second
+        return self._second % self._slots
+
+    def _clear(self, slot: int) -> None:
+        self._total_requests -= self._requests[slot]
+        self._total_retries -= self._retries[slot]
+        self._requests[slot] = self._retries[slot] = 0

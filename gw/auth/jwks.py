@@ -4,12 +4,15 @@ One ``JwksCache`` per key-set URI per process. The first request that needs keys
 (nothing touches the network at construction, so the cache is safe to build before a fork).
 The rules that keep an identity provider from being stampeded:
 
-- keys are reused for ``cache_seconds``; after that one request refreshes them;
+- keys are reused for ``cache_seconds``; after that the next request starts a refresh;
 - a token naming an unknown ``kid`` triggers a refetch, but attempts of any kind are at least
   ``cooldown`` seconds apart (after a failure: 1 s, 2 s, 4 s ... up to ``cooldown``), so a
   flood of random kids costs the provider one fetch per cooldown per process;
-- one thread per process fetches at a time; the others keep using the cached keys, or wait for
-  that fetch when they have nothing to use;
+- fetches run in the background, one at a time per process (a thread; a greenlet under the
+  gevent worker, whose monkey-patching turns threads into greenlets). No request waits for a
+  refresh while the keys it needs are known: an expired key set keeps serving until the new
+  one is in. Only a request that has nothing to use (no key set yet, or a ``kid`` the current
+  set does not have) waits for the fetch it started, at most about twice ``timeout``;
 - a failed fetch (down, slow, redirect, garbage) keeps the last good keys and logs one warning.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +43,7 @@ Fetcher = Callable[[str, float], bytes]
 MAX_JWKS_BYTES = 512 * 1024
 MAX_KEYS = 64
 MIN_RSA_BITS = 2048
+REFRESH_THREAD = "gw-jwks-refresh"  # the name of the background fetch's thread
 
 # Which JWK may verify which algorithm: (kty, crv or None for any).
 _KEY_TYPES: Mapping[str, tuple[str, frozenset[str] | None]] = {
@@ -243,7 +248,9 @@ class JwksCache:
         self._next_attempt = 0.0
         self._failures = 0
         self._attempts = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _running: at most one fetch per process
+        self._running: threading.Event | None = None  # set when the fetch in progress ends
+        self._running_pid = -1
 
     @property
     def attempts(self) -> int:
@@ -258,11 +265,21 @@ class JwksCache:
         """
         keys = self._keys
         if self._wants_fetch(keys, kid):
-            self._refresh(urgent=keys is None or not keys.knows(kid))
-            keys = self._keys
+            done = self._refresh_in_background()
+            # PERF: a request whose key is known never waits for a refresh; one that has
+            # nothing to verify its token with waits for the fetch (bounded).
+            if keys is None or not keys.knows(kid):
+                done.wait(2 * self._timeout + 0.5)
+                keys = self._keys
         if keys is None:
             raise KeysUnavailable(f"no keys from {self.uri} yet")
         return keys.candidates(kid)
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a refresh in progress; True when none is left."""
+        with self._lock:
+            done = self._running if self._running_pid == os.getpid() else None
+        return done is None or done.wait(timeout)
 
     def _wants_fetch(self, keys: KeySet | None, kid: str | None) -> bool:
         now = self._clock()
@@ -270,18 +287,37 @@ class JwksCache:
             return False
         return keys is None or now >= self._expires or not keys.knows(kid)
 
-    def _refresh(self, urgent: bool) -> None:
-        """Fetch in this thread unless another one is; wait for it only when ``urgent``."""
-        attempts = self._attempts
-        # PERF: a thread holding usable keys never queues behind a fetch in progress.
-        wait = 2 * self._timeout + 0.5
-        if not (self._lock.acquire(timeout=wait) if urgent else self._lock.acquire(False)):
-            return
+    def _refresh_in_background(self) -> threading.Event:
+        """Start a fetch unless one is running in this process; return its end as an event."""
+        with self._lock:
+            # A fetch running in the parent at fork time does not exist in the child.
+            if self._running is not None and self._running_pid == os.getpid():
+                return self._running
+            done = threading.Event()
+            if self._clock() < self._next_attempt:  # a fetch just ended: nothing to start
+                done.set()
+                return done
+            self._running, self._running_pid = done, os.getpid()
+        worker = threading.Thread(
+            target=self._fetch_then_signal, args=(done,), name=REFRESH_THREAD, daemon=True
+        )
         try:
-            if self._attempts == attempts and self._clock() >= self._next_attempt:
-                self._fetch()
+            worker.start()
+        except RuntimeError as ex:  # no thread to be had: try again on a later request
+            log.warning("could not start a key refresh for %s: %s", self.uri, ex)
+            self._signal(done)
+        return done
+
+    def _fetch_then_signal(self, done: threading.Event) -> None:
+        try:
+            self._fetch()
         finally:
-            self._lock.release()
+            self._signal(done)
+
+    def _signal(self, done: threading.Event) -> None:
+        with self._lock:
+            self._running = None
+        done.set()
 
     def _fetch(self) -> None:
         self._attempts += 1

@@ -10,8 +10,9 @@ Followers poll for the entry or the lock's end (5 ms, growing to 50 ms) until
 ``lock_timeout``; a killed leader's lock expires after ``lock_timeout``. Redis bounds the size
 itself: give it a ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (entries carry a TTL).
 
-Every Redis failure is a miss (or a lease without a lock), logged; no redis-py exception
-leaves this module, and none fails a request. ``redis`` is imported on first use.
+Every Redis failure is a miss (or a lease without a lock), logged once per outage with a
+count (``gw.incident``); no redis-py exception leaves this module, and none fails a request.
+``redis`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
+from gw.incident import IncidentLog
 from gw.limits.redis_backend import _connect, _glob_escape, _redis
 
 log = logging.getLogger("gw")
@@ -47,6 +49,8 @@ class RedisCache:
         self.prefix = settings.key_prefix
         self._client = _connect(settings.backend, settings.redis_timeout)
         self._release_script = self._client.register_script(_RELEASE)
+        # One warning per outage, with counts (not one per request).
+        self._incidents = IncidentLog(log, "cache redis")
         self.counts = dict.fromkeys(
             ("hits", "misses", "stores", "waits", "lock_timeouts", "errors"), 0
         )
@@ -165,12 +169,14 @@ class RedisCache:
 
     @contextmanager
     def _guard(self, operation: str) -> Iterator[None]:
-        """Log and swallow any Redis or socket failure: the caller goes on as on a miss."""
+        """Count and swallow any Redis or socket failure: the caller goes on as on a miss."""
         try:
             yield
         except (_redis().RedisError, OSError) as ex:
             self.counts["errors"] += 1
-            log.warning("cache redis %s failed: %s", operation, ex)
+            self._incidents.failed(f"{operation}: {ex}", "served as a miss")
+        else:
+            self._incidents.succeeded()
 
 
 def _route_hash(route: str) -> str:

@@ -62,6 +62,7 @@ def test_keys_are_reused_until_they_expire(rsa: SigningKey, clock: FakeClock) ->
     assert provider.calls == 1
     clock.advance(60)
     keys.keys_for("rsa-1")
+    assert keys.settle(5)
     assert provider.calls == 2
 
 
@@ -103,6 +104,7 @@ def test_one_warning_per_failed_fetch_not_per_request(
     with caplog.at_level(logging.WARNING, logger="gw.auth"):
         for _ in range(100):
             assert kids(keys.keys_for("rsa-1")) == ["rsa-1"]  # the last good keys
+        assert keys.settle(5)
     [record] = [r for r in caplog.records if r.name == "gw.auth"]
     assert "HTTP 503" in record.getMessage() and "keeping 1 cached key" in record.getMessage()
     assert provider.calls == 2
@@ -210,3 +212,22 @@ def test_keys_without_kid_are_candidates_for_any_token(rsa: SigningKey) -> None:
     anonymous = {k: v for k, v in rsa.public_jwk.items() if k != "kid"}
     keyset = parse_jwks(json.dumps({"keys": [anonymous]}).encode())
     assert keyset.knows("whatever") and len(keyset.candidates("whatever")) == 1
+
+
+def test_the_request_that_finds_the_keys_expired_does_not_wait_for_the_refresh(
+    rsa: SigningKey, clock: FakeClock
+) -> None:
+    """An expired key set is refreshed in the background; the known keys serve meanwhile."""
+    provider = Provider(jwks(rsa))
+    keys = cache(provider, clock)
+    keys.keys_for("rsa-1")
+    clock.advance(301)
+    provider.gate = threading.Event()  # the refresh is held until the gate opens (5 s at most)
+    started = time.monotonic()
+    assert kids(keys.keys_for("rsa-1")) == ["rsa-1"]  # the request that started the refresh
+    assert time.monotonic() - started < 1.0
+    assert not keys.settle(0.05)  # the refresh is still held
+    assert provider.calls == 2
+    provider.gate.set()
+    assert keys.settle(5)
+    assert provider.calls == 2

@@ -16,7 +16,7 @@ import pytest
 
 from gw.auth import Authenticator, AuthUnavailable, InvalidToken
 from gw.auth.jwks import JwksFetchError, UrllibFetcher
-from tests.auth.fakes import FakeClock
+from tests.auth.fakes import FakeClock, settle_refreshes
 from tests.support.jwks_server import JwksServer, start_jwks_server
 from tests.support.tokens import SigningKey, bearer, claims, jwks, unknown_kid, with_jku
 
@@ -77,6 +77,8 @@ def test_expired_cache_refreshes_and_drops_removed_keys(
     clock.advance(299)
     assert ok(authenticator, rsa)
     clock.advance(2)
+    assert ok(authenticator, rsa)  # expired: answered with the known keys, refreshed behind
+    settle_refreshes()
     assert reason(authenticator, rsa.mint(claims())) == "unknown_kid"
     assert ok(authenticator, ec) and jwks_server.fetches == 2
 
@@ -97,6 +99,7 @@ def test_provider_down_for_a_while_known_keys_keep_working(
     with caplog.at_level(logging.WARNING, logger="gw.auth"):
         for _ in range(120):  # two simulated minutes of traffic, one request a second
             assert authenticator.authenticate("/a", bearer(token))
+            settle_refreshes()
             clock.advance(1)
     assert counting.attempts == 1 + 8  # backoff 1, 2, 4, 8, 16 s, then every 30 s
     warnings = [r.getMessage() for r in caplog.records if r.name == "gw.auth"]
@@ -104,6 +107,7 @@ def test_provider_down_for_a_while_known_keys_keep_working(
     jwks_server.come_back()
     clock.advance(30)
     assert authenticator.authenticate("/a", bearer(token))
+    settle_refreshes()
     assert jwks_server.fetches == 2 and counting.attempts == 10
 
 
@@ -116,6 +120,7 @@ def test_provider_answering_errors_is_asked_a_bounded_number_of_times(
     clock.advance(301)
     for _ in range(600):  # ten simulated minutes at one request a second
         assert ok(authenticator, rsa)
+        settle_refreshes()
         clock.advance(1)
     assert jwks_server.fetches <= 1 + 5 + 600 // 30
 
@@ -186,6 +191,7 @@ def test_slow_provider_after_warm_up_keeps_the_cached_keys(
     clock.advance(301)
     assert ok(authenticator, rsa)
     assert ok(authenticator, rsa)
+    settle_refreshes()
     assert jwks_server.fetches == 2
 
 
@@ -198,6 +204,7 @@ def test_broken_answers_keep_the_last_good_keys(
     jwks_server.mode = mode
     clock.advance(301)
     assert ok(authenticator, rsa)
+    settle_refreshes()
     assert jwks_server.fetches == 2
 
 
@@ -227,3 +234,40 @@ def test_fetcher_refuses_oversized_key_sets(jwks_server: JwksServer, rsa: Signin
 def test_fetcher_refuses_insecure_uris_without_connecting(uri: str) -> None:
     with pytest.raises(ValueError):
         UrllibFetcher()(uri, 1.0)
+
+
+def test_known_keys_are_answered_at_once_while_a_slow_refresh_runs(
+    make_auth: Make, jwks_server: JwksServer, clock: FakeClock, rsa: SigningKey, ec: SigningKey
+) -> None:
+    """A refresh (cache expiry, or an unknown kid) never holds a request whose key is known."""
+    authenticator = make_auth(jwks_timeout=5)
+    assert ok(authenticator, rsa)
+    jwks_server.mode, jwks_server.delay = "slow", 3.0  # every fetch now takes 3 s
+    clock.advance(301)  # expired: the next request starts a refresh
+    started = time.monotonic()
+    assert ok(authenticator, rsa) and ok(authenticator, ec)
+    assert time.monotonic() - started < 1.0
+    assert _eventually(lambda: jwks_server.fetches == 2)  # the refresh is under way meanwhile
+    settle_refreshes()
+
+    clock.advance(31)  # past the cooldown: an unknown kid may trigger a refetch
+    unknown: list[str] = []
+    asker = threading.Thread(
+        target=lambda: unknown.append(reason(authenticator, unknown_kid(rsa, kid="rsa-new")))
+    )
+    asker.start()
+    assert _eventually(lambda: jwks_server.fetches == 3)
+    started = time.monotonic()
+    assert ok(authenticator, rsa)  # a known kid does not queue behind that refetch
+    assert time.monotonic() - started < 1.0
+    asker.join(10)
+    assert unknown == ["unknown_kid"]  # the unknown kid waited for its refetch, then lost
+
+
+def _eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

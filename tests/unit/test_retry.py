@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from gw.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT, RetryBudget, RetryPolicy
 
 ALL = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, STATUS})
@@ -59,3 +61,54 @@ def test_a_stale_connection_is_retried_as_one_of_the_attempts_only_when_safe() -
     assert not policy.may_retry(1, "POST", False, STALE)  # might have run
     assert not policy.may_retry(1, "GET", True, STALE)  # a body cannot be sent twice
     assert not RetryPolicy(attempts=1).may_retry(1, "GET", False, STALE)
+
+
+def test_budget_memory_stays_flat_however_many_requests_it_sees() -> None:
+    """The budget keeps per-second counters, not one entry per request (issue 13, point 1)."""
+    budget = RetryBudget(ratio=0.2, min_per_second=3, window=10)
+    budget.record_request(now=0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            budget.record_request(now=i * 0.0001)  # 100,000 requests within 10 s
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 4096, f"{grown} bytes for 100,000 requests"
+
+
+def test_budget_counts_requests_of_the_window_only() -> None:
+    """Requests older than the window no longer add to the allowance."""
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10)
+    for second in range(5):
+        for _ in range(10):
+            budget.record_request(now=second + 0.5)  # 10 requests in each of seconds 0..4
+    assert _spend_all(budget, now=9.5) == 25  # 0.5 x 50
+    assert _spend_all(budget, now=12.5) == 0  # seconds 0..2 left; 0.5 x 20 = 10, all spent
+    assert _spend_all(budget, now=15.0) == 0  # every request of seconds 0..4 is forgotten
+
+
+def test_budget_retries_of_the_window_only_are_charged() -> None:
+    """Spent retries free up as they leave the window; the floor is min_per_second x window."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.5, window=4)
+    assert _spend_all(budget, now=0.0) == 2  # 0.5/s x 4 s
+    assert _spend_all(budget, now=3.9) == 0
+    assert _spend_all(budget, now=4.5) == 2  # second 0 has left the window
+
+
+def test_budget_ring_survives_a_long_idle_gap_and_a_clock_going_back() -> None:
+    budget = RetryBudget(ratio=1.0, min_per_second=0.0, window=3)
+    budget.record_request(now=1.0)
+    assert _spend_all(budget, now=1.5) == 1
+    budget.record_request(now=10_000.0)  # far beyond the ring: everything older is gone
+    assert _spend_all(budget, now=10_000.2) == 1
+    budget.record_request(now=9_999.0)  # an injected clock stepping back counts as "now"
+    assert _spend_all(budget, now=10_000.3) == 1
+
+
+def _spend_all(budget: RetryBudget, now: float) -> int:
+    spent = 0
+    while spent < 1000 and budget.try_spend(now=now):
+        spent += 1
+    return spent
