@@ -100,6 +100,7 @@ class RouteSpec:
     retry: RetryPolicy | None = None  # the route's own; None: the upstream's
     auth: RoutePolicy = DEFAULT_POLICY
     cache: RouteCacheSettings | None = None
+    stream_timeout: float | None = None  # None: server.deadline bounds the body too
 
 
 @dataclass(frozen=True)
@@ -485,6 +486,7 @@ def _route(
         retry,
         policy,
         route.cache,
+        route.stream_timeout,
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)

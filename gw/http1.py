@@ -237,14 +237,19 @@ class Response:
                 return int(value)
         return None
 
-    def body(self) -> Iterator[bytes]:
-        """Yield the body as it arrives, undecoded.
+    def body(self, deadline: float | None = None) -> Iterator[bytes]:
+        """Yield the body as it arrives, undecoded, all of it by ``deadline`` (monotonic).
+
+        APPSEC: the socket's timeout bounds each silence; ``deadline`` bounds the whole body,
+        so an upstream that drips its answer cannot hold the exchange (and the client's
+        connection) past the route's deadline.
 
         Raises:
             BodyBrokenOff: the connection ended before the framing said the body was complete.
             MalformedResponse: the body's framing (chunk sizes) is not valid.
-            OSError: the socket failed or timed out.
+            OSError: the socket failed or timed out (TimeoutError at ``deadline`` too).
         """
+        silence = self._sock.gettimeout()
         try:
             while True:
                 if self._chunks:
@@ -252,6 +257,8 @@ class Response:
                     yield from chunks
                 if self._complete:
                     return
+                if deadline is not None:
+                    self._sock.settimeout(_body_wait(deadline, silence))
                 data = self._sock.recv(CHUNK)
                 if not data:
                     if self._until_close:
@@ -260,6 +267,8 @@ class Response:
                     raise BodyBrokenOff("the connection closed before the body was complete")
                 self._feed(data)
         finally:
+            if deadline is not None and self._sock.gettimeout() != silence:
+                self._sock.settimeout(silence)
             self.close()
 
     def close(self) -> None:
@@ -312,3 +321,15 @@ def _time_left(deadline: float) -> float:
     if left <= 0:
         raise TimeoutError("the response head did not arrive within the read timeout")
     return left
+
+
+def _body_wait(deadline: float, silence: float | None) -> float:
+    """Seconds the next body read may wait: the read timeout, cut short at the deadline.
+
+    Raises:
+        TimeoutError: the deadline has passed.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the answer's deadline passed while its body was read")
+    return left if silence is None else min(silence, left)

@@ -313,6 +313,7 @@ class Gateway:
                 spec.read_timeout,
                 policy=spec.retry or client.spec.retry,
                 deadline=exchange.started + self.server.deadline,
+                body_deadline=exchange.started + (spec.stream_timeout or self.server.deadline),
                 balance_key=_balance_key(client, exchange, headers),
             )
         except UpstreamError as ex:

@@ -160,6 +160,11 @@ class RouteSettings(BaseModel):
     strip_prefix: str | None = None
     rewrite: PrefixRewrite | None = None
     read_timeout: Seconds | None = None
+    stream_timeout: Seconds | None = Field(
+        default=None,
+        description="Seconds the whole upstream answer may take, body included, instead of "
+        "server.deadline: for downloads and streams that legitimately take longer.",
+    )
     retries: RetrySettings | None = None
     cors: CorsSettings | None = None
     auth: RoutePolicy | None = Field(

@@ -154,11 +154,12 @@ class UpstreamResponse:
         self._conn: HTTPConnection | None = conn
         self._pool = pool
         self.choice: TargetChoice | None = None  # told how the exchange ended (health)
+        self.deadline: float | None = None  # time.monotonic() by which the body must be in
 
     def body(self) -> Iterator[bytes]:
         """Yield the body as it arrives, undecoded; raise UpstreamError if it breaks off."""
         try:
-            yield from self.raw.body()
+            yield from self.raw.body(self.deadline)
         except _TRANSPORT_ERRORS as ex:
             error = translate(ex, self.target, reading_body=True)
             if self.choice is not None:
@@ -225,6 +226,7 @@ class UpstreamClient:
         policy: RetryPolicy = NO_RETRIES,
         deadline: float | None = None,
         balance_key: str | None = None,
+        body_deadline: float | None = None,
     ) -> UpstreamResponse:
         """Send one request (origin-form ``path``) and return the final attempt's answer.
 
@@ -261,6 +263,7 @@ class UpstreamClient:
                     raise failed.error from None
             else:
                 response.choice = choice
+                response.deadline = body_deadline
                 if response.status not in policy.statuses or not self._retry(
                     policy,
                     attempt,
