@@ -7,6 +7,8 @@ GW_WORKERS       worker processes (default: one per CPU core)
 GW_WORKER_CONNECTIONS  connections one gevent worker serves at once (default 1000)
 GW_THREADS       threads per worker for threaded workers (default 8; sync always has one)
 GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
+GW_METRICS_BIND  a TCP address that serves only metrics, health and ready (e.g. 127.0.0.1:9180);
+                 the metrics path is then answered there alone
 """
 
 import os
@@ -14,6 +16,8 @@ import os
 _cores = os.cpu_count() or 1
 
 bind = os.environ.get("GW_BIND", "127.0.0.1:8080").split(",")
+if os.environ.get("GW_METRICS_BIND"):
+    bind.append(os.environ["GW_METRICS_BIND"])
 worker_class = os.environ.get("GW_WORKER_CLASS", "gw.worker.BalancedGeventWorker")
 # An I/O-bound proxy: one process per core, each waiting on many upstreams at once (greenlets
 # for the default worker, threads for BalancedThreadWorker).

@@ -55,7 +55,17 @@ def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Respo
     accesslog.configure(config.server.access_log)
     accesslog.configure_diagnostics()
     _start_health_checks(config)
-    return create_app(Gateway(config))
+    return create_app(Gateway(config, metrics_port(os.environ.get("GW_METRICS_BIND"))))
+
+
+def metrics_port(bind: str | None) -> str | None:
+    """The port of ``GW_METRICS_BIND`` (``127.0.0.1:9180``), which gunicorn.conf.py listens on."""
+    if not bind:
+        return None
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError([f"GW_METRICS_BIND={bind!r}: expected host:port (a TCP address)"])
+    return port
 
 
 def _start_health_checks(config: Config) -> None:

@@ -71,8 +71,12 @@ class CorsRefused(ClientError):
 class Gateway:
     """Everything compiled from one config, serving requests until the next reload."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics_port: str | None = None) -> None:
+        """``metrics_port``: the port of a listener that serves only the metrics path and the
+        health and ready paths (``GW_METRICS_BIND``); the metrics path is then served there
+        alone."""
         self.config = config
+        self.metrics_port = metrics_port
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
         hosts = config.server.hosts
@@ -112,11 +116,14 @@ class Gateway:
         try:
             self._canonicalize(exchange, environ)
             self._check_message(exchange, environ)
-            if self.metrics is not None and exchange.path == self.config.metrics.path:
+            on_metrics_listener = self._on_metrics_listener(environ)
+            if self._is_scrape(exchange, on_metrics_listener):
                 return self._finish(exchange, self._scrape(exchange, environ))
             builtin = self.builtins.get(exchange.path)
             if builtin is not None:
                 return self._finish(exchange, builtin(exchange))
+            if on_metrics_listener:
+                raise RouteNotFound("the metrics listener serves only metrics, health and ready")
             if self.hosts is not None:
                 self.hosts.check(exchange.authority)
             match = self._route(exchange, environ)
@@ -552,6 +559,14 @@ class Gateway:
             outcome.body = []
         self._egress(exchange)
         return outcome
+
+    def _on_metrics_listener(self, environ: Mapping[str, Any]) -> bool:
+        return self.metrics_port is not None and environ.get("SERVER_PORT") == self.metrics_port
+
+    def _is_scrape(self, exchange: Exchange, on_metrics_listener: bool) -> bool:
+        if self.metrics is None or exchange.path != self.config.metrics.path:
+            return False
+        return self.metrics_port is None or on_metrics_listener
 
     def _scrape(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome:
         """Answer a Prometheus scrape, but only to the peers ``metrics.allow_from`` lists."""
