@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gw.errors import ClientError, ConfigError, GatewayError
-from gw.limits import Decision, Limiter, LimiterUnavailable, Rate
+from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.table import SharedTable
 from gw.routing import Route, RouteTable
 from gw.settings import LimitSettings, RateLimitingSettings
@@ -106,11 +106,15 @@ class Admission:
         try:
             return self._backend().check(bucket_key(limit, who), limit.rate)
         except LimiterUnavailable as ex:
-            if self.fail_open:
+            # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
+            # uncounted requests is exactly the over-admission (gw.limits.locks).
+            frozen = isinstance(ex, StripeFrozen)
+            if self.fail_open and not frozen:
                 log.warning("rate limiter could not decide (%s); admitting (fail_open)", ex)
                 self.observe(limit.name, "failed_open")
                 return None
-            log.warning("rate limiter could not decide (%s); refusing (fail_closed)", ex)
+            rule = "stopped lock holder" if frozen else "fail_closed"
+            log.warning("rate limiter could not decide (%s); refusing (%s)", ex, rule)
             self.observe(limit.name, "failed_closed")
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
