@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
-from gw.limits import Limiter
+from gw.limits import Limiter, LimiterUnavailable
 from gw.limits.table import SharedTable
 
 if TYPE_CHECKING:
@@ -133,8 +133,11 @@ def open_shared_table(deadline: float) -> Limiter:
     runtime = os.environ.get("GW_RUNTIME_DIR")
     path = os.path.join(runtime, TABLE_FILE) if runtime else ""
     if not path or not os.path.exists(path):
-        private = tempfile.mkdtemp(prefix="gw-private-")
-        path = os.path.join(private, TABLE_FILE)
-        SharedTable.create(path, slots=DEFAULT_SLOTS)
+        try:
+            private = tempfile.mkdtemp(prefix="gw-private-")
+            path = os.path.join(private, TABLE_FILE)
+            SharedTable.create(path, slots=DEFAULT_SLOTS)
+        except OSError as ex:  # a full or read-only /tmp: the rule's on_error decides
+            raise LimiterUnavailable(f"cannot create a private rate-limit table: {ex}") from ex
         log.warning("no shared rate-limit table (GW_RUNTIME_DIR); using a per-process one")
     return SharedTable.open(path, deadline=deadline)

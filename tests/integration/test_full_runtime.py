@@ -150,10 +150,16 @@ def test_a_full_runtime_dir_never_kills_a_worker(
     assert sigbus_deaths(gw) == 0
 
 
-def test_start_on_a_full_runtime_dir_refuses_with_one_line(
-    small_tmpfs: Path, upstream: Upstream
+@pytest.mark.parametrize(
+    ("spoil", "reason"), [("full", "No space left on device"), ("ro", "Read-only file system")]
+)
+def test_start_on_a_full_or_read_only_runtime_dir_refuses_with_one_line(
+    small_tmpfs: Path, upstream: Upstream, spoil: str, reason: str
 ) -> None:
-    fill(small_tmpfs)
+    if spoil == "full":
+        fill(small_tmpfs)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     gw = start_gateway(
         config(upstream),
         workers=1,
@@ -169,4 +175,4 @@ def test_start_on_a_full_runtime_dir_refuses_with_one_line(
     assert "Traceback" not in text, text
     refusals = [line for line in text.splitlines() if "runtime directory" in line]
     assert len(refusals) == 1, text
-    assert "No space left on device" in refusals[0], text
+    assert reason in refusals[0], text
