@@ -7,13 +7,15 @@ taken with a deadline; missing it raises ``LimiterUnavailable``.
 
 A stopped holder is told apart from a busy one. When the record lock is busy, the kernel
 names its holder (``F_GETLK`` gives the pid) and ``/proc/<pid>/stat`` gives that process's
-state: ``T`` (stopped: SIGSTOP, a frozen cgroup) or ``t`` (stopped by a debugger). Such a
+state: ``T`` (stopped: SIGSTOP), ``t`` (stopped by a debugger), or, for ``D``/``S``, a
+frozen cgroup (``docker pause``, ``systemctl freeze``: the cgroup's freezer state). Such a
 holder may be in the middle of a read-modify-write of a slot, and will finish it, with
 what it read, when it goes on; so nobody may write under its lock, and nobody may take the
 lock from it (nginx's shared-memory mutex, likewise, is only forced from dead owners:
 ``ngx_shmtx_force_unlock``). Admitting without deciding is not exact either: it is how a
 frozen worker let 402 requests past a limit in 3 s. So the waiter raises ``StripeFrozen``
-at once, and callers refuse the request. Only that stripe is refused (1/stripes of the
+at once (and asks again before it gives up at its deadline), and callers refuse the
+request. Only that stripe is refused (1/stripes of the
 keys), with no wait, until the holder goes on (SIGCONT) or dies (the kernel drops its
 locks). What remains for a caller's fail-open rule: a running holder slower than the
 deadline (an overloaded host), an unreadable lock file, and the other errors of the
@@ -47,6 +49,8 @@ _LONGEST_PAUSE = 0.001
 # off_t l_len, pid_t l_pid, then padding to 32 bytes. Elsewhere the holder is not asked.
 _FLOCK = struct.Struct("hhqqixxxx") if sys.platform.startswith("linux") else None
 _STOPPED_STATES = (b"T", b"t")
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_CGROUP2_ROOTS = (_CGROUP_ROOT, _CGROUP_ROOT + "/unified")  # unified: hybrid hierarchies
 
 
 class _LockFile:
@@ -98,6 +102,7 @@ class StripeLocks:
         else:
             deadline = time.monotonic() + self.deadline
             if not tlock.acquire(timeout=self.deadline):
+                self._refuse_if_frozen(stripe)  # our thread holding it may wait on one
                 raise LimiterUnavailable("rate-limit lock deadline passed (thread)")
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
@@ -123,6 +128,7 @@ class StripeLocks:
         try:
             if first.errno not in _BUSY:
                 raise LimiterUnavailable(f"rate-limit lock failed: {first}") from first
+            # PERF: only a contended stripe pays for asking (one fcntl, one read of /proc).
             self._refuse_if_frozen(stripe)
             self._poll_file(stripe, deadline or time.monotonic() + self.deadline)
         except BaseException:
@@ -141,6 +147,7 @@ class StripeLocks:
                 if ex.errno not in _BUSY:
                     raise LimiterUnavailable(f"rate-limit lock failed: {ex}") from ex
             if time.monotonic() >= deadline:
+                self._refuse_if_frozen(stripe)  # a frozen holder is never failed open
                 raise LimiterUnavailable("rate-limit lock deadline passed (process)")
             if pause >= _LONGEST_PAUSE:
                 self._refuse_if_frozen(stripe)  # the holder may have been stopped since
@@ -167,7 +174,7 @@ def holder_pid(fd: int, stripe: int) -> int:
 
 
 def _is_stopped(pid: int) -> bool:
-    """Whether ``pid`` is stopped (``T``) or stopped by a tracer (``t``)."""
+    """Whether ``pid`` is stopped (``T``), stopped by a tracer (``t``) or in a frozen cgroup."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             # The command name in parentheses may hold spaces and parentheses: the state
@@ -175,7 +182,37 @@ def _is_stopped(pid: int) -> bool:
             fields = stat.read().rsplit(b")", 1)[-1].split()
     except OSError:
         return False  # gone (its locks are gone too), or no /proc: treat as busy
-    return bool(fields) and fields[0] in _STOPPED_STATES
+    if not fields:
+        return False
+    # A frozen cgroup's tasks show as D (cgroup v1 freezer) or S (v2), never as T.
+    return fields[0] in _STOPPED_STATES or (fields[0] in (b"D", b"S") and _in_frozen_cgroup(pid))
+
+
+def _in_frozen_cgroup(pid: int) -> bool:
+    """Whether ``pid``'s cgroup is frozen (``docker pause``, ``systemctl freeze``)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as cgroups:
+            lines = cgroups.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "freezer":
+            if _read(f"{_CGROUP_ROOT}/freezer{path}/freezer.state").strip() == "FROZEN":
+                return True
+        elif controllers == "":
+            for root in _CGROUP2_ROOTS:
+                if "frozen 1" in _read(f"{root}{path}/cgroup.events").splitlines():
+                    return True
+    return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""
 
 
 def _share(path: str, stripes: int) -> _LockFile:

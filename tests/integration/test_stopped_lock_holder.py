@@ -96,8 +96,12 @@ def catch_holding(gw: GatewayProcess, lock_path: Path) -> int:
     pytest.skip("no worker was caught holding a stripe (bounded attempts)")
 
 
+@pytest.mark.parametrize(
+    "worker_class",
+    ["gw.worker.BalancedGeventWorker", "sync", "gw.worker.BalancedThreadWorker"],
+)
 def test_a_stopped_holder_neither_lets_requests_over_the_limit_nor_slows_them(
-    gateway: Start, upstream: Upstream
+    gateway: Start, upstream: Upstream, worker_class: str
 ) -> None:
     gw = gateway(
         {
@@ -106,6 +110,7 @@ def test_a_stopped_holder_neither_lets_requests_over_the_limit_nor_slows_them(
             "rate_limiting": {"default": {"requests_per_minute": PER_MINUTE, "key": "route"}},
         },
         workers=2,
+        worker_class=worker_class,
     )
     lock_path = Path(gw.env["GW_RUNTIME_DIR"]) / "ratelimit.table.lock"
     stop = threading.Event()

@@ -77,3 +77,32 @@ def test_a_running_holder_is_waited_for_until_the_deadline(lock_file: Path) -> N
     locks.acquire(3)  # the kernel dropped the dead holder's lock
     locks.release(3)
     locks.close()
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def test_a_holder_in_a_frozen_cgroup_is_refused_without_waiting(lock_file: Path) -> None:
+    if os.geteuid() != 0 or not FREEZER.is_dir():
+        pytest.skip("needs root and the cgroup v1 freezer")
+    group = FREEZER / f"gw-test-{os.getpid()}"
+    group.mkdir()
+    child = hold_stripe_three(lock_file)
+    locks = StripeLocks(str(lock_file), 8, deadline=2.0)
+    try:
+        (group / "cgroup.procs").write_text(str(child.pid))
+        (group / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 5
+        while (group / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(StripeFrozen):
+            locks.acquire(3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        child.kill()
+        child.wait()
+        locks.close()
+        group.rmdir()
