@@ -61,15 +61,21 @@ def on_starting(server):
     from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
     from gw.errors import ConfigError
 
-    _created_runtime = runtime.prepare()
-    from gw import metrics
-
-    metrics.prepare_master()  # before any worker imports prometheus_client
     try:
+        _created_runtime = runtime.prepare()
+        from gw import metrics
+
+        metrics.prepare_master()  # before any worker imports prometheus_client
         runtime.stage_config()
     except ConfigError as ex:
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
+        raise SystemExit(1) from None
+    except runtime.RuntimeDirUnusable as ex:
+        server.log.error("cannot start: %s", ex)
+        raise SystemExit(1) from None
+    except OSError as ex:  # the metrics directory, inside the runtime directory
+        server.log.error("cannot start: runtime directory unusable: %s", ex)
         raise SystemExit(1) from None
 
 
@@ -85,6 +91,8 @@ def on_reload(server):
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
         server.log.error("the new config is invalid; workers keep serving the previous one")
+    except runtime.RuntimeDirUnusable as ex:
+        server.log.error("reload refused, workers keep serving the previous config: %s", ex)
 
 
 def child_exit(server, worker):

@@ -18,7 +18,7 @@ from typing import Any
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.forwarding import client_key
 from gw.incident import IncidentLog
-from gw.limits import Decision, Limiter, LimiterUnavailable, Rate
+from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.table import SharedTable
 from gw.routing import Route, RouteTable
 from gw.settings import LimitSettings, RateLimitingSettings
@@ -109,11 +109,15 @@ class Admission:
         try:
             decision = self._backend().check(bucket_key(limit, who), limit.rate)
         except LimiterUnavailable as ex:
-            if self.fail_open:
+            # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
+            # uncounted requests is exactly the over-admission (gw.limits.locks).
+            frozen = isinstance(ex, StripeFrozen)
+            if self.fail_open and not frozen:
                 self._incidents.failed(ex, "admitting (fail_open)")
                 self.observe(limit.name, "failed_open")
                 return None
-            self._incidents.failed(ex, "refusing (fail_closed)")
+            rule = "stopped lock holder" if frozen else "fail_closed"
+            self._incidents.failed(ex, f"refusing ({rule})")
             self.observe(limit.name, "failed_closed")
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",

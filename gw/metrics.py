@@ -134,17 +134,23 @@ def prepare_master() -> str:
 
 
 def worker_exited(pid: int) -> None:
-    """Drop a dead worker's live gauges (in-flight requests, breaker and health states).
+    """Drop a dead worker's live gauges; fold its counters and histograms into the archive.
 
-    Call from gunicorn's ``child_exit``. Its counters and histograms stay: they are part of
-    the totals.
+    Call from gunicorn's ``child_exit``. Its counts stay part of the totals, in one archive
+    file per metric type (``gw.metricfiles.compact``), so files do not pile up.
     """
     directory = os.environ.get(ENV)
     if not directory or not os.path.isdir(directory):
         return
     from prometheus_client import multiprocess
 
+    from gw.metricfiles import compact
+
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    try:
+        compact(directory, pid)
+    except OSError as ex:
+        log.error("metrics: could not compact the files of dead workers: %s", ex)
 
 
 def multiprocess_directory() -> str | None:
@@ -199,6 +205,11 @@ class Metrics:
         # says now: a process that imported it before the variable was set counts alone.
         shared = values.ValueClass is not values.MutexValue
         self.directory = multiprocess_directory() if shared else None
+        self._file_lost = False
+        if self.directory:
+            from gw import metricfiles
+
+            metricfiles.allocate_files()  # a full directory fails a create, never a store
         self._registry = CollectorRegistry()
         # In multiprocess mode the files are the registry; scrapes read them afresh.
         reg = None if self.directory else self._registry
@@ -240,11 +251,13 @@ class Metrics:
             ["policy", "decision"],
             registry=reg,
         )
-        self._inflight = Gauge(
-            "gw_requests_in_flight",
-            "Requests being served by the live workers.",
-            multiprocess_mode="livesum",
-            registry=reg,
+        self._inflight = self._recorded(
+            lambda: Gauge(
+                "gw_requests_in_flight",
+                "Requests being served by the live workers.",
+                multiprocess_mode="livesum",
+                registry=reg,
+            )
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
@@ -324,7 +337,12 @@ class Metrics:
 
         accept = request.get("HTTP_ACCEPT") or request.get("Accept") or request.get("accept")
         encoder, content_type = choose_encoder(str(accept or ""))
-        return content_type, encoder(self._scrape_registry())
+        if not self.directory:
+            return content_type, encoder(self._registry)
+        from gw.metricfiles import scrape_lock
+
+        with scrape_lock(self.directory):  # the master never compacts files while we read
+            return content_type, encoder(self._scrape_registry())
 
     def _scrape_registry(self) -> CollectorRegistry:
         if not self.directory:
@@ -346,10 +364,11 @@ class Metrics:
     def _request_pair(self, route: str, method: str, status_class: int) -> tuple[Any, Any]:
         cls = _STATUS_CLASSES[status_class] if 0 <= status_class < len(_STATUS_CLASSES) else "other"
         pair = (
-            self._requests.labels(route, method, cls),
-            self._duration.labels(route),
+            self._recorded(lambda: self._requests.labels(route, method, cls)),
+            self._recorded(lambda: self._duration.labels(route)),
         )
-        self._request_children[(route, method, status_class)] = pair
+        if _UNRECORDED not in pair:  # retried on the next request, once there is room
+            self._request_children[(route, method, status_class)] = pair
         return pair
 
     def _child(self, metric: Any, tag: str, *labels: str) -> Any:
@@ -358,8 +377,33 @@ class Metrics:
         child = self._children.get(key)
         if child is None:
             # Two gthread threads may both miss: .labels() is locked and returns one child.
-            child = self._children[key] = metric.labels(*labels)
+            child = self._recorded(lambda: metric.labels(*labels))
+            if child is not _UNRECORDED:
+                self._children[key] = child
         return child
+
+    def _recorded(self, make: Callable[[], Any]) -> Any:
+        """Return ``make()``, a metric or child backed by this worker's file; when the file
+        cannot be created or grown (a full runtime directory), one that records nothing.
+
+        Stores into a child that exists never fail (its blocks are allocated), so only
+        creating one can, and a request is never refused because its metrics cannot be kept.
+        """
+        try:
+            made = make()
+        except OSError as ex:
+            if not self._file_lost:
+                self._file_lost = True
+                log.error(
+                    "metrics: this worker's metrics file cannot grow (%s); it serves without "
+                    "recording new series until there is room",
+                    ex.strerror or ex,
+                )
+            return _UNRECORDED
+        if self._file_lost:
+            self._file_lost = False
+            log.info("metrics: this worker's metrics file can grow again")
+        return made
 
     def _table_families(self) -> list[Metric]:
         """Read the limiter table now and return its gauge and counter families."""
@@ -385,6 +429,19 @@ class Metrics:
                 stats["table_full"],
             ),
         ]
+
+
+class _Unrecorded:
+    """A metric child that records nothing: what a worker uses when its file is full."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_UNRECORDED = _Unrecorded()
 
 
 class _HealthCollector:

@@ -7,6 +7,7 @@ The master calls ``prepare`` once before forking (from ``gunicorn.conf.py``); wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
-from gw.limits import Limiter
+from gw.limits import Limiter, LimiterUnavailable
 from gw.limits.table import SharedTable
 
 if TYPE_CHECKING:
@@ -28,6 +29,13 @@ log = logging.getLogger("gw")
 TABLE_FILE = "ratelimit.table"
 ACTIVE_CONFIG = "active-config.yaml"
 DEFAULT_SLOTS = 65536
+
+
+class RuntimeDirUnusable(Exception):
+    """The runtime directory cannot take gw's shared files (full, read-only, not writable).
+
+    Its message is one line for the operator; no traceback is needed to act on it.
+    """
 
 
 def prepare() -> str | None:
@@ -44,6 +52,15 @@ def prepare() -> str | None:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
         runtime = created = tempfile.mkdtemp(prefix="gw-", dir=base)
         os.environ["GW_RUNTIME_DIR"] = runtime
+    try:
+        _create_shared_files(runtime)
+    except OSError as ex:
+        raise RuntimeDirUnusable(_unusable(runtime, "its shared tables", ex)) from None
+    return created
+
+
+def _create_shared_files(runtime: str) -> None:
+    """Make the host's tables (every block allocated now) and empty the cache."""
     os.makedirs(runtime, mode=0o700, exist_ok=True)
     slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
     SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
@@ -51,7 +68,14 @@ def prepare() -> str | None:
     assert health_path is not None
     health_state.create(health_path)  # fresh target state: no ejection outlives a restart
     reset_store(os.path.join(runtime, "cache"))  # no entry outlives a restart either
-    return created
+
+
+def _unusable(runtime: str, what: str, ex: OSError) -> str:
+    """One line naming the directory, what failed and what to do."""
+    return (
+        f"runtime directory {runtime} cannot take {what}: {ex.strerror or ex}; free space "
+        "there, make it writable, or point GW_RUNTIME_DIR elsewhere"
+    )
 
 
 def stage_config() -> None:
@@ -65,6 +89,7 @@ def stage_config() -> None:
 
     Raises:
         ConfigError: the file is invalid; the published copy, if any, is unchanged.
+        RuntimeDirUnusable: the copy cannot be written; the published copy is unchanged.
     """
     from gw.config import load_config  # the master checks; it never builds the app
 
@@ -76,8 +101,13 @@ def stage_config() -> None:
     _publish_targets(config.upstreams.values())
     active = os.path.join(runtime, ACTIVE_CONFIG)
     staging = active + ".new"
-    shutil.copyfile(source, staging)
-    os.replace(staging, active)
+    try:
+        shutil.copyfile(source, staging)
+        os.replace(staging, active)
+    except OSError as ex:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise RuntimeDirUnusable(_unusable(runtime, "the config copy", ex)) from None
     os.environ["GW_ACTIVE_CONFIG"] = active
 
 
@@ -103,8 +133,11 @@ def open_shared_table(deadline: float) -> Limiter:
     runtime = os.environ.get("GW_RUNTIME_DIR")
     path = os.path.join(runtime, TABLE_FILE) if runtime else ""
     if not path or not os.path.exists(path):
-        private = tempfile.mkdtemp(prefix="gw-private-")
-        path = os.path.join(private, TABLE_FILE)
-        SharedTable.create(path, slots=DEFAULT_SLOTS)
+        try:
+            private = tempfile.mkdtemp(prefix="gw-private-")
+            path = os.path.join(private, TABLE_FILE)
+            SharedTable.create(path, slots=DEFAULT_SLOTS)
+        except OSError as ex:  # a full or read-only /tmp: the rule's on_error decides
+            raise LimiterUnavailable(f"cannot create a private rate-limit table: {ex}") from ex
         log.warning("no shared rate-limit table (GW_RUNTIME_DIR); using a per-process one")
     return SharedTable.open(path, deadline=deadline)

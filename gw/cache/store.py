@@ -78,6 +78,7 @@ class ResponseCache:
         self.directory = directory
         self.entries = os.path.join(directory, "entries")
         os.makedirs(self.entries, mode=0o700, exist_ok=True)
+        self._failed_stores = 0  # in the current incident (per process; threads may race)
         lock_path = _ensure_file(os.path.join(directory, "locks"))
         self._index_fd = os.open(_ensure_file(os.path.join(directory, "index")), os.O_RDWR)
         stripes = FILL_STRIPES + 1
@@ -142,10 +143,24 @@ class ResponseCache:
             self._write(self._path(key), data, now + ttl)
             self._account(len(data))
         except (OSError, LimiterUnavailable) as ex:
-            log.warning("cache store failed for %s: %s", key.route, ex)
+            self._store_failed(key.route, ex)
             return False
         self.counts["stores"] += 1
+        if self._failed_stores:
+            log.info("cache stores work again, after %d failed", self._failed_stores)
+            self._failed_stores = 0
         return True
+
+    def _store_failed(self, route: str, ex: Exception) -> None:
+        """Log the first failed store of an incident (a full directory fails them all)."""
+        if not self._failed_stores:
+            log.warning(
+                "cache store failed for %s: %s; answering as misses, further failures are "
+                "counted until a store succeeds",
+                route,
+                ex,
+            )
+        self._failed_stores += 1
 
     def decline(self, key: CacheKey) -> None:
         """Record that ``key``'s fill was not cacheable: misses skip the lock for a while."""

@@ -15,6 +15,7 @@ as up until checks say otherwise, so a restart does not begin with an outage.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import http.client
@@ -236,8 +237,11 @@ class ActiveChecker:
             if not _try_lock(fd):
                 return False
             _OWNERS[path] = self
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # The pid in the file is for operators only: a full runtime directory must not
+            # stop the leader from leading.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._path = path
         log.info("leading the active health checks of this host (pid %d)", os.getpid())
         return True

@@ -24,12 +24,22 @@ __all__ = [
     "LimiterAdmin",
     "LimiterUnavailable",
     "Rate",
+    "StripeFrozen",
     "TableLayoutError",
 ]
 
 
 class LimiterUnavailable(RuntimeError):
     """The backend could not decide within its deadline (lock, table full, Redis down)."""
+
+
+class StripeFrozen(LimiterUnavailable):
+    """A stripe's lock is held by a process that is stopped (SIGSTOP, a debugger, a frozen
+    cgroup): no decision on it can be exact until that process goes on or dies.
+
+    Callers must refuse, whatever their fail-open rule: admitting without counting is the
+    over-admission this exists to prevent (see ``gw.limits.locks``).
+    """
 
 
 class TableLayoutError(LimiterUnavailable):

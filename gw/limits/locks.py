@@ -5,6 +5,22 @@ belong to the process, so without it two threads of a gthread worker would both 
 the stripe) and then an ``fcntl`` record lock on byte ``stripe`` of a lock file. Both are
 taken with a deadline; missing it raises ``LimiterUnavailable``.
 
+A stopped holder is told apart from a busy one. When the record lock is busy, the kernel
+names its holder (``F_GETLK`` gives the pid) and ``/proc/<pid>/stat`` gives that process's
+state: ``T`` (stopped: SIGSTOP), ``t`` (stopped by a debugger), or, for ``D``/``S``, a
+frozen cgroup (``docker pause``, ``systemctl freeze``: the cgroup's freezer state). Such a
+holder may be in the middle of a read-modify-write of a slot, and will finish it, with
+what it read, when it goes on; so nobody may write under its lock, and nobody may take the
+lock from it (nginx's shared-memory mutex, likewise, is only forced from dead owners:
+``ngx_shmtx_force_unlock``). Admitting without deciding is not exact either: it is how a
+frozen worker let 402 requests past a limit in 3 s. So the waiter raises ``StripeFrozen``
+at once (and asks again before it gives up at its deadline), and callers refuse the
+request. Only that stripe is refused (1/stripes of the
+keys), with no wait, until the holder goes on (SIGCONT) or dies (the kernel drops its
+locks). What remains for a caller's fail-open rule: a running holder slower than the
+deadline (an overloaded host), an unreadable lock file, and the other errors of the
+backend (a full table, a Redis outage).
+
 Within a process, every ``StripeLocks`` on the same lock file shares one descriptor and one
 set of thread locks (see ``_LockFile``): two handles with their own thread locks would let
 two threads of one process into a stripe at once, since the process already "owns" the
@@ -16,10 +32,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
+import sys
 import threading
 import time
 
-from gw.limits import LimiterUnavailable
+from gw.limits import LimiterUnavailable, StripeFrozen
 
 DEFAULT_DEADLINE = 0.05
 _BUSY = (errno.EACCES, errno.EAGAIN)
@@ -27,6 +45,12 @@ _BUSY = (errno.EACCES, errno.EAGAIN)
 # microseconds), growing so that a stuck holder costs little CPU until the deadline.
 _FIRST_PAUSE = 0.00002
 _LONGEST_PAUSE = 0.001
+# struct flock on Linux (x86_64, aarch64): short l_type, short l_whence, off_t l_start,
+# off_t l_len, pid_t l_pid, then padding to 32 bytes. Elsewhere the holder is not asked.
+_FLOCK = struct.Struct("hhqqixxxx") if sys.platform.startswith("linux") else None
+_STOPPED_STATES = (b"T", b"t")
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_CGROUP2_ROOTS = (_CGROUP_ROOT, _CGROUP_ROOT + "/unified")  # unified: hybrid hierarchies
 
 
 class _LockFile:
@@ -78,6 +102,7 @@ class StripeLocks:
         else:
             deadline = time.monotonic() + self.deadline
             if not tlock.acquire(timeout=self.deadline):
+                self._refuse_if_frozen(stripe)  # our thread holding it may wait on one
                 raise LimiterUnavailable("rate-limit lock deadline passed (thread)")
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
@@ -103,6 +128,8 @@ class StripeLocks:
         try:
             if first.errno not in _BUSY:
                 raise LimiterUnavailable(f"rate-limit lock failed: {first}") from first
+            # PERF: only a contended stripe pays for asking (one fcntl, one read of /proc).
+            self._refuse_if_frozen(stripe)
             self._poll_file(stripe, deadline or time.monotonic() + self.deadline)
         except BaseException:
             self._threads[stripe].release()
@@ -120,8 +147,72 @@ class StripeLocks:
                 if ex.errno not in _BUSY:
                     raise LimiterUnavailable(f"rate-limit lock failed: {ex}") from ex
             if time.monotonic() >= deadline:
+                self._refuse_if_frozen(stripe)  # a frozen holder is never failed open
                 raise LimiterUnavailable("rate-limit lock deadline passed (process)")
+            if pause >= _LONGEST_PAUSE:
+                self._refuse_if_frozen(stripe)  # the holder may have been stopped since
             pause = min(pause * 2, _LONGEST_PAUSE)
+
+    def _refuse_if_frozen(self, stripe: int) -> None:
+        """Raise StripeFrozen when the process holding ``stripe`` is stopped."""
+        holder = holder_pid(self.fd, stripe)
+        if holder and _is_stopped(holder):
+            raise StripeFrozen(f"rate-limit stripe {stripe} held by stopped process {holder}")
+
+
+def holder_pid(fd: int, stripe: int) -> int:
+    """Return the pid of the process holding a record lock on byte ``stripe``, or 0."""
+    if _FLOCK is None:
+        return 0
+    query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, stripe, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return 0
+    l_type, _, _, _, pid = _FLOCK.unpack(answer)
+    return 0 if l_type == fcntl.F_UNLCK else int(pid)
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (``T``), stopped by a tracer (``t``) or in a frozen cgroup."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The command name in parentheses may hold spaces and parentheses: the state
+            # is the first field after the last ')'.
+            fields = stat.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        return False  # gone (its locks are gone too), or no /proc: treat as busy
+    if not fields:
+        return False
+    # A frozen cgroup's tasks show as D (cgroup v1 freezer) or S (v2), never as T.
+    return fields[0] in _STOPPED_STATES or (fields[0] in (b"D", b"S") and _in_frozen_cgroup(pid))
+
+
+def _in_frozen_cgroup(pid: int) -> bool:
+    """Whether ``pid``'s cgroup is frozen (``docker pause``, ``systemctl freeze``)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as cgroups:
+            lines = cgroups.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "freezer":
+            if _read(f"{_CGROUP_ROOT}/freezer{path}/freezer.state").strip() == "FROZEN":
+                return True
+        elif controllers == "":
+            for root in _CGROUP2_ROOTS:
+                if "frozen 1" in _read(f"{root}{path}/cgroup.events").splitlines():
+                    return True
+    return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""
 
 
 def _share(path: str, stripes: int) -> _LockFile:

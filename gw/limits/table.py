@@ -384,12 +384,18 @@ def _lock_header(salt: bytes) -> bytes:
 def write_atomically(
     path: str, header: bytes, size: int, mode: int, owner: tuple[int, int] | None
 ) -> None:
-    """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it."""
+    """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it.
+
+    Every block of the file is allocated here (``posix_fallocate``), never left sparse: a
+    worker that stores into a page of a mapped file that has no block behind it, on a full
+    tmpfs, dies of SIGBUS. So a full directory can only fail this call, with OSError
+    (ENOSPC), before anything is mapped.
+    """
     temp = f"{path}.{secrets.token_hex(6)}.tmp"
     # APPSEC: O_EXCL on a random name: nothing planted in a shared directory is followed.
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
-        os.ftruncate(fd, size)
+        os.posix_fallocate(fd, 0, size)
         os.pwrite(fd, header, 0)
         if owner is not None:
             os.fchown(fd, *owner)

@@ -1,0 +1,108 @@
+"""A stripe held by a stopped process is refused at once; a busy holder is waited for."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gw.limits import LimiterUnavailable, StripeFrozen
+from gw.limits.locks import StripeLocks, holder_pid
+
+HOLD = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 3)
+    print("held", flush=True)
+    time.sleep(30)
+    """
+)
+
+
+def hold_stripe_three(path: Path) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
+
+
+@pytest.fixture
+def lock_file(tmp_path: Path) -> Path:
+    path = tmp_path / "locks"
+    path.write_bytes(b"\0" * 8)
+    return path
+
+
+def test_a_stopped_holder_is_refused_without_waiting(lock_file: Path) -> None:
+    child = hold_stripe_three(lock_file)
+    locks = StripeLocks(str(lock_file), 8, deadline=2.0)
+    try:
+        assert holder_pid(locks.fd, 3) == child.pid
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(StripeFrozen, match=f"stopped process {child.pid}"):
+            locks.acquire(3)
+        assert time.monotonic() - started < 1.0  # far from the 2 s deadline
+        locks.acquire(4)  # other stripes are untouched
+        locks.release(4)
+    finally:
+        child.kill()
+        child.wait()
+        locks.close()
+
+
+def test_a_running_holder_is_waited_for_until_the_deadline(lock_file: Path) -> None:
+    child = hold_stripe_three(lock_file)
+    locks = StripeLocks(str(lock_file), 8, deadline=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LimiterUnavailable) as caught:
+            locks.acquire(3)
+        assert not isinstance(caught.value, StripeFrozen)
+        assert time.monotonic() - started >= 0.2
+    finally:
+        child.kill()
+        child.wait()
+        locks.close()
+    locks = StripeLocks(str(lock_file), 8, deadline=0.2)
+    locks.acquire(3)  # the kernel dropped the dead holder's lock
+    locks.release(3)
+    locks.close()
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def test_a_holder_in_a_frozen_cgroup_is_refused_without_waiting(lock_file: Path) -> None:
+    if os.geteuid() != 0 or not FREEZER.is_dir():
+        pytest.skip("needs root and the cgroup v1 freezer")
+    group = FREEZER / f"gw-test-{os.getpid()}"
+    group.mkdir()
+    child = hold_stripe_three(lock_file)
+    locks = StripeLocks(str(lock_file), 8, deadline=2.0)
+    try:
+        (group / "cgroup.procs").write_text(str(child.pid))
+        (group / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 5
+        while (group / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(StripeFrozen):
+            locks.acquire(3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        child.kill()
+        child.wait()
+        locks.close()
+        group.rmdir()
