@@ -70,6 +70,9 @@ class GatewayPool:
         self.started: dict[tuple[str, Limits], GatewayProcess] = {}
         self.ready: set[tuple[str, Limits]] = set()
 
+    def __repr__(self) -> str:
+        return f"GatewayPool({len(self.started)} gateways)"
+
     def __call__(self, worker: str, limits: Limits = ()) -> GatewayProcess:
         key = (worker, limits)
         self._start(key)

@@ -95,7 +95,9 @@ def mismatches(expected: Forwarded, got: Recorded, trailer_names: set[str]) -> l
     if got.target != expected.target:
         problems.append(f"target {got.target!r}, expected {expected.target!r}")
     if got.body != expected.body:
-        problems.append(f"body {got.body[:80]!r} ({len(got.body)} bytes), expected {len(expected.body)}")
+        problems.append(
+            f"body {got.body[:80]!r} ({len(got.body)} bytes), expected {len(expected.body)}"
+        )
     names = {n for n, _ in expected.headers}
     for name in sorted(names):
         want = _elements([v for n, v in expected.headers if n == name])

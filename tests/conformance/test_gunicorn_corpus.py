@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conformance.conftest import GatewayPool, Limits
+from tests.conformance.conftest import WORKER_CLASSES, GatewayPool, Limits
 from tests.conformance.expectations import forwarded, mismatches, target_refused
 from tests.support.corpus import Case, CorpusUnavailable, ExpectedRequest, corpus_root, load_cases
 from tests.support.recorder import Recorder
@@ -36,10 +36,20 @@ from tests.support.wire import Exchange, exchange
 pytestmark = pytest.mark.integration
 
 # gunicorn options gw sets through GW_LIMIT_* (gunicorn.conf.py): cases run with their values.
-LIMIT_SETTINGS = frozenset({"limit_request_line", "limit_request_fields", "limit_request_field_size"})
+LIMIT_SETTINGS = frozenset(
+    {"limit_request_line", "limit_request_fields", "limit_request_field_size"}
+)
 
-GUNICORN_LIMITS = {"limit_request_line": 4094, "limit_request_fields": 100, "limit_request_field_size": 8190}
-GW_LIMITS = {"limit_request_line": 8190, "limit_request_fields": 100, "limit_request_field_size": 8190}
+GUNICORN_LIMITS = {
+    "limit_request_line": 4094,
+    "limit_request_fields": 100,
+    "limit_request_field_size": 8190,
+}
+GW_LIMITS = {
+    "limit_request_line": 8190,
+    "limit_request_fields": 100,
+    "limit_request_field_size": 8190,
+}
 
 # gunicorn options gw does not use: a case that needs one tests gunicorn, not gw.
 UNUSED_SETTINGS = {
@@ -59,6 +69,7 @@ SETTING_IRRELEVANT = {
     "invalid/pp_02": "without the PROXY protocol, 'PROXY TCP4 ...' is a malformed request line",
     "invalid/pp_03": "without the PROXY protocol, 'PROXY TCP4 ...' is a malformed request line",
 }
+
 
 # A refusal: any 4xx; 501 (a transfer coding or method not implemented) and 505 (an HTTP
 # version not supported) are the 5xx answers RFC 9110 gives for a client's request.
@@ -177,7 +188,9 @@ def with_host(case: Case) -> Case | None:
 def skip_reason(case: Case) -> str | None:
     if case.id in SETTING_IRRELEVANT:
         return None
-    unused = [f"{k}={v!r}: {UNUSED_SETTINGS[k]}" for k, v in case.settings.items() if k in UNUSED_SETTINGS]
+    unused = [
+        f"{k}={v!r}: {UNUSED_SETTINGS[k]}" for k, v in case.settings.items() if k in UNUSED_SETTINGS
+    ]
     return f"tests a gunicorn option gw does not use ({'; '.join(unused)})" if unused else None
 
 
@@ -237,7 +250,7 @@ def run_case(case: Case, worker: str, gateways: GatewayPool, recorder: Recorder)
     reason = skip_reason(case)
     if reason:
         pytest.skip(reason)
-    gateways.prestart([(worker, limits_of(c)) for c in corpus_cases()])
+    gateways.prestart([(w, limits_of(c)) for w in WORKER_CLASSES for c in corpus_cases()])
     gateway = gateways(worker, limits_of(case))
     return exchange(gateway.port, case.data, expect=max(1, len(case.expected)), timeout=4.0)
 
@@ -315,7 +328,7 @@ def test_valid_case_reaches_the_upstream_as_the_same_request(
         f"client got {result.statuses}"
     )
     trailers = {n.lower() for r in case.expected for n, _ in r.trailers}
-    for want, record in zip(forwards, reached):
+    for want, record in zip(forwards, reached, strict=True):
         problems = mismatches(want, record, trailers)
         assert not problems, f"{case.id}: {want.method} {want.target}: {problems}"
     seqs = [a.header("x-upstream-seq") for a in result.answers[: len(reached)]]

@@ -10,6 +10,7 @@ something a strict parser refuses) and is closed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -42,6 +43,12 @@ class Recorded:
         return ",".join(values) if values else None
 
 
+@dataclass(frozen=True)
+class Mark:
+    requests: int
+    time: float
+
+
 @dataclass
 class ConnectionLog:
     """The raw bytes of one upstream connection and how h11 read them."""
@@ -52,9 +59,11 @@ class ConnectionLog:
     aborted: bool = False  # the gateway closed it inside a message (an abandoned request)
     closed: bool = False
     eof: bool = False
+    midway: bool = False  # h11 holds part of a request: a head without its whole body
+    last_data: float = 0.0  # time.monotonic() of the last bytes received
 
 
-@dataclass
+@dataclass(repr=False)
 class Recorder:
     """The upstream server: its port, what it recorded, and a lock guarding both lists."""
 
@@ -65,6 +74,9 @@ class Recorder:
     stopping: threading.Event = field(default_factory=threading.Event)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    def __repr__(self) -> str:
+        return f"Recorder(port={self.port}, requests={len(self.requests)})"
+
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
@@ -73,21 +85,40 @@ class Recorder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def mark(self) -> tuple[int, int]:
-        """Return a position to ask ``since`` about later (requests, connections so far)."""
+    def mark(self) -> Mark:
+        """Return a position to ask ``since`` and ``midway`` about later."""
         with self.lock:
-            return len(self.requests), len(self.connections)
+            return Mark(len(self.requests), time.monotonic())
 
-    def since(self, mark: tuple[int, int]) -> list[Recorded]:
+    def since(self, mark: Mark) -> list[Recorded]:
         with self.lock:
-            return list(self.requests[mark[0] :])
+            return list(self.requests[mark.requests :])
+
+    def midway(self, mark: Mark, wait: float = 1.0) -> list[tuple[int, bytes]]:
+        """Open connections that got bytes since ``mark`` and hold part of a request.
+
+        A gateway that leaves a request head (or part of a body) on a connection it keeps
+        makes the next request on that connection the rest of the message. Waits up to
+        ``wait`` seconds for such connections to be closed (an abandoned request is fine).
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            with self.lock:
+                found = [
+                    (c.number, bytes(c.raw[-300:]))
+                    for c in self.connections
+                    if c.midway and not c.closed and c.last_data >= mark.time
+                ]
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def errors(self) -> list[tuple[int, str, bytes]]:
         """Every connection h11 could not read: (connection, error, raw bytes)."""
         with self.lock:
             return [(c.number, c.error, bytes(c.raw)) for c in self.connections if c.error]
 
-    def settle(self, mark: tuple[int, int], quiet: float = 0.05, timeout: float = 3.0) -> None:
+    def settle(self, mark: Mark, quiet: float = 0.05, timeout: float = 3.0) -> None:
         """Wait until no request has arrived since ``mark`` for ``quiet`` seconds."""
         deadline = time.monotonic() + timeout
         count, changed = len(self.since(mark)), time.monotonic()
@@ -156,10 +187,12 @@ def _serve_one(
     while True:
         event = parser.next_event()
         if event is h11.NEED_DATA:
+            log.midway = parser.their_state is not h11.IDLE or bool(parser.trailing_data[0])
             data = conn.recv(65536)
             with recorder.lock:
                 log.raw += data
                 log.eof = not data
+                log.last_data = time.monotonic()
             parser.receive_data(data)  # b"" tells h11 the connection ended
             continue
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
@@ -213,7 +246,5 @@ def _answer(conn: socket.socket, parser: h11.Connection, record: Recorded) -> No
 
 
 def _send_quietly(conn: socket.socket, data: bytes) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.sendall(data)
-    except OSError:
-        pass
