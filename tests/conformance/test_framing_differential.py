@@ -75,6 +75,8 @@ def plain_message(draw: st.DrawFn, index: int) -> Message:
     extra = (draw(cased("X-Seq")) + b": %d" % index,)
     if draw(st.booleans()):
         extra += (draw(cased("Accept")) + b": */*",)
+    if draw(st.integers(0, 7)) == 0:  # the connection ends here: what follows is never read
+        extra += (draw(cased("Connection")) + b": close",)
     host = draw(cased("Host"))
     framing = draw(st.sampled_from(["none", "length", "chunked"]))
     payload = draw(PAYLOADS)
