@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.corpus import Case, CorpusUnavailable, corpus_root, gunicorn_version, load_cases
-from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.gateway import GatewayProcess, free_port, start_gateway
 from tests.support.recorder import Recorder, start_recorder
 from tests.support.wire import exchange
 
@@ -93,14 +93,26 @@ class GatewayPool:
             return
         worker, limits = key
         env = {f"GW_LIMIT_{name[6:].upper()}": str(value) for name, value in limits}
-        self.started[key] = start_gateway(
+        port = self._unused_port()  # gateways started together must not pick the same one
+        gateway = start_gateway(
             catch_all_config(self.recorder.url),
             workers=1,
             threads=4,
             worker_class=WORKER_CLASSES[worker],
             extra_env=env,
+            bind=f"127.0.0.1:{port}",
             wait=False,
         )
+        gateway.port = port
+        self.started[key] = gateway
+
+    def _unused_port(self) -> int:
+        taken = {g.port for g in self.started.values()}
+        for _ in range(100):
+            port = free_port()
+            if port not in taken:
+                return port
+        raise RuntimeError("no free port")
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +131,7 @@ def stop_all(gateways: list[GatewayProcess]) -> None:
         gateway.stop()  # waits (and kills a straggler)
 
 
-def wait_answering(gateway: GatewayProcess, timeout: float = 20.0) -> None:
+def wait_answering(gateway: GatewayProcess, timeout: float = 60.0) -> None:
     """Wait until /health answers 200 to a request small enough for any limit a case sets."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

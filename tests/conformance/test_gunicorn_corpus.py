@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conformance.conftest import WORKER_CLASSES, GatewayPool, Limits
+from tests.conformance.conftest import GatewayPool, Limits
 from tests.conformance.expectations import forwarded, mismatches, target_refused
 from tests.support.corpus import Case, CorpusUnavailable, ExpectedRequest, corpus_root, load_cases
 from tests.support.recorder import Recorder
@@ -250,7 +250,7 @@ def run_case(case: Case, worker: str, gateways: GatewayPool, recorder: Recorder)
     reason = skip_reason(case)
     if reason:
         pytest.skip(reason)
-    gateways.prestart([(w, limits_of(c)) for w in WORKER_CLASSES for c in corpus_cases()])
+    gateways.prestart([(worker, limits_of(c)) for c in corpus_cases()])
     gateway = gateways(worker, limits_of(case))
     return exchange(gateway.port, case.data, expect=max(1, len(case.expected)), timeout=4.0)
 
