@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 
 import h11
 
+# A request hidden in another one by a smuggling payload targets /smuggled/...: it is recorded
+# (that is the finding) and the connection is closed without an answer, so that its answer can
+# never sit in the gateway's pool and become the answer to a later, unrelated test's request.
+# (Whether gw checks a pooled connection for such late bytes is the malicious-upstream suite's
+# question, not this recorder's.)
+HANG_UP_ON = "/smuggled/"
 READ_TIMEOUT = 30.0  # seconds an idle upstream connection is kept (the gateway's pool closes it)
 
 
@@ -204,6 +210,8 @@ def _serve_one(
         elif isinstance(event, h11.EndOfMessage):
             assert request is not None
             record = _record(recorder, log, request, bytes(body), event.headers)
+            if HANG_UP_ON in record.target:
+                return False  # recorded; left unanswered (see HANG_UP_ON)
             _answer(conn, parser, record)
             return parser.our_state is h11.DONE and parser.their_state is h11.DONE
 
