@@ -30,7 +30,7 @@ import pytest
 from tests.conformance.conftest import GatewayPool, Limits
 from tests.conformance.expectations import forwarded, mismatches, target_refused
 from tests.support.corpus import Case, CorpusUnavailable, ExpectedRequest, corpus_root, load_cases
-from tests.support.recorder import Recorder
+from tests.support.recorder import Mark, Recorder
 from tests.support.wire import Exchange, exchange
 
 pytestmark = pytest.mark.integration
@@ -255,6 +255,18 @@ def run_case(case: Case, worker: str, gateways: GatewayPool, recorder: Recorder)
     return exchange(gateway.port, case.data, expect=max(1, len(case.expected)), timeout=4.0)
 
 
+def assert_no_partial_request_left(
+    recorder: Recorder, mark: Mark, case: Case, result: Exchange
+) -> None:
+    """gw never keeps an upstream connection on which it sent part of a request: the next
+    request on it would become the rest of that message (DESIGN "Framing at both edges")."""
+    left = recorder.midway(mark)
+    assert not left, (
+        f"{case.id}: gw left part of a request on upstream connection(s) it kept open: "
+        f"{[(number, tail[-160:]) for number, tail in left]}; client got {result.statuses}"
+    )
+
+
 def test_invalid_case_is_refused_and_nothing_reaches_the_upstream(
     case: Case | None,
     worker: str,
@@ -269,6 +281,7 @@ def test_invalid_case_is_refused_and_nothing_reaches_the_upstream(
     recorder.settle(mark)
     reached = recorder.since(mark)
     assert recorder.errors()[errors_before:] == [], "h11 could not read what gw sent upstream"
+    assert_no_partial_request_left(recorder, mark, case, result)
     assert not reached, (
         f"{case.id} ({case.error}) reached the upstream as {len(reached)} request(s): "
         f"{[(r.method, r.target, r.body[:60]) for r in reached]}; client got {result.statuses}"
@@ -297,6 +310,7 @@ def test_valid_case_reaches_the_upstream_as_the_same_request(
     recorder.settle(mark)
     reached = recorder.since(mark)
     assert recorder.errors()[errors_before:] == [], "h11 could not read what gw sent upstream"
+    assert_no_partial_request_left(recorder, mark, case, result)
     if deviation is not None and deviation.refused:
         assert not reached, (
             f"{case.id} must be refused ({deviation.reason}) but reached the upstream as "
