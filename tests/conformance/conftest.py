@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conformance.corpus_rules import Limits
 from tests.support.corpus import Case, CorpusUnavailable, corpus_root, gunicorn_version, load_cases
 from tests.support.gateway import GatewayProcess, free_port, start_gateway
 from tests.support.recorder import Recorder, start_recorder
@@ -28,8 +29,6 @@ WORKER_CLASSES = {
     "gthread": "gw.worker.BalancedThreadWorker",
     "sync": "sync",
 }
-
-Limits = tuple[tuple[str, int], ...]  # gunicorn limit settings, as GW_LIMIT_* overrides
 
 
 def catch_all_config(upstream_url: str, server: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ request-smuggling payloads do. Smuggled requests target ``/smuggled/...`` and ca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -248,6 +249,16 @@ SMUGGLING: dict[str, Mutation] = {
     "trailer X-User-Id": _trailers((_trailer_value("X-User-Id"),)),
     "trailer Content-Type": _trailers((_trailer_value("Content-Type"),)),
 }
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def attack_stream(name: str) -> bytes:
+    """The attack, then an innocent request on the same connection (the would-be victim)."""
+    tag = slug(name)
+    return stream([SMUGGLING[name](tag), request("GET", f"/after/{tag}")])
 
 
 # -- the reference reading --------------------------------------------------------------------

@@ -17,16 +17,15 @@ import os
 import pytest
 
 from tests.conformance.conftest import NginxStack
-from tests.conformance.differential import differential
-from tests.conformance.framing import SMUGGLING
-from tests.conformance.test_framing_differential import attack_stream, slug
-from tests.conformance.test_gunicorn_corpus import (
+from tests.conformance.corpus_rules import (
     TRUNCATED,
     corpus_cases,
     limits_of,
     refusal,
     skip_reason,
 )
+from tests.conformance.differential import differential
+from tests.conformance.framing import SMUGGLING, attack_stream, slug
 from tests.support.corpus import Case
 from tests.support.recorder import Recorder
 from tests.support.wire import exchange

@@ -9,7 +9,6 @@ sending, so a server waiting for bytes that never come gives up at once.
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -21,6 +20,7 @@ from tests.conformance.framing import (
     SMUGGLING,
     TRAILER_MARK,
     Message,
+    attack_stream,
     request,
     smuggled,
     stream,
@@ -30,16 +30,6 @@ from tests.support.recorder import Recorder
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("GW_CONFORMANCE_EXAMPLES", "60"))
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def attack_stream(name: str) -> bytes:
-    """The attack, then an innocent request on the same connection (the would-be victim)."""
-    tag = slug(name)
-    return stream([SMUGGLING[name](tag), request("GET", f"/after/{tag}")])
 
 
 @pytest.mark.parametrize("name", sorted(SMUGGLING))

@@ -4,9 +4,10 @@ The corpus comes from the sdist of the installed gunicorn (``tests.support.corpu
 here wrote it. Each case runs on one fresh connection to a long-lived gateway (one per worker
 class) whose only route sends every path and method to a recording upstream (h11).
 
-- invalid case: the answer is a 4xx (or 501, RFC 9112's answer to a transfer coding the server
-  does not implement; or no answer at all when the bytes end inside a message, as gunicorn's
-  ``NoMoreData`` cases do), and no request reaches the upstream;
+- invalid case: the answer is a 4xx (or 501 for a transfer coding or method the server does
+  not implement, 505 for an HTTP version it does not support; or no answer at all when the
+  bytes end inside a message, as in gunicorn's ``NoMoreData`` cases), and no request reaches
+  the upstream, and gw keeps no upstream connection holding part of a request;
 - valid case: the upstream receives the equivalent request(s) (method, target with gw's path
   rules, the headers gw forwards, body bytes), each client answer is the upstream's answer to
   that request, in order; except the deliberate deviations listed in ``DEVIATIONS``, each
@@ -17,68 +18,34 @@ class) whose only route sends every path and method to a recording upstream (h11
 finds the client's framing broken is cut off mid-message, which the upstream never acts on.
 
 Cases whose ``.py`` sets a non-default gunicorn option are run with the same limits (gw exposes
-``limit_request_*`` as ``GW_LIMIT_*``) or skipped when gw does not use the option.
+``limit_request_*`` as ``GW_LIMIT_*``) or skipped when gw does not use the option; cases about
+a limit run with gunicorn's default where gw's differs (request line: 4094, gw's is 8190).
+Valid HTTP/1.1 cases without Host also run as a ``+host`` variant (``Host: gw.test`` added), so
+that their bodies and pipelining stay under test once gw refuses a missing Host.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import pytest
 
-from tests.conformance.conftest import GatewayPool, Limits
+from tests.conformance.conftest import GatewayPool
+from tests.conformance.corpus_rules import (
+    TRUNCATED,
+    all_cases,
+    corpus_cases,
+    limits_of,
+    refusal,
+    served,
+    skip_reason,
+)
 from tests.conformance.expectations import forwarded, mismatches, target_refused
-from tests.support.corpus import Case, CorpusUnavailable, ExpectedRequest, corpus_root, load_cases
+from tests.support.corpus import Case
 from tests.support.recorder import Mark, Recorder
 from tests.support.wire import Exchange, exchange
 
 pytestmark = pytest.mark.integration
-
-# gunicorn options gw sets through GW_LIMIT_* (gunicorn.conf.py): cases run with their values.
-LIMIT_SETTINGS = frozenset(
-    {"limit_request_line", "limit_request_fields", "limit_request_field_size"}
-)
-
-GUNICORN_LIMITS = {
-    "limit_request_line": 4094,
-    "limit_request_fields": 100,
-    "limit_request_field_size": 8190,
-}
-GW_LIMITS = {
-    "limit_request_line": 8190,
-    "limit_request_fields": 100,
-    "limit_request_field_size": 8190,
-}
-
-# gunicorn options gw does not use: a case that needs one tests gunicorn, not gw.
-UNUSED_SETTINGS = {
-    "strip_header_spaces": "gw never strips whitespace before the colon (a smuggling vector)",
-    "permit_unconventional_http_method": "gw keeps gunicorn's default method syntax",
-    "casefold_http_method": "gw keeps gunicorn's default: methods are case-sensitive",
-    "header_map": "gw keeps gunicorn's default header_map=drop (names with '_' are dropped)",
-    "permit_obsolete_folding": "gw refuses obs-fold (RFC 9112 section 5.2 allows refusing)",
-    "proxy_protocol": "gw does not speak the PROXY protocol (nginx passes X-Forwarded-For)",
-    "forwarded_allow_ips": "gw resolves forwarded headers itself (gunicorn's is set to '')",
-}
-
-# Cases whose option does not change how their bytes are read: run them with gw's settings.
-SETTING_IRRELEVANT = {
-    "valid/pp_03": "proxy_protocol=auto and the bytes carry no PROXY header: plain HTTP",
-    "invalid/pp_01": "without the PROXY protocol, 'PROXY TCP4 ...' is a malformed request line",
-    "invalid/pp_02": "without the PROXY protocol, 'PROXY TCP4 ...' is a malformed request line",
-    "invalid/pp_03": "without the PROXY protocol, 'PROXY TCP4 ...' is a malformed request line",
-}
-
-
-# A refusal: any 4xx; 501 (a transfer coding or method not implemented) and 505 (an HTTP
-# version not supported) are the 5xx answers RFC 9110 gives for a client's request.
-def refusal(status: int) -> bool:
-    return 400 <= status < 500 or status in (501, 505)
-
-
-# Invalid cases that end inside a message: the client is gone, so no answer is also right.
-TRUNCATED = frozenset({"NoMoreData", "ChunkMissingTerminator"})
 
 
 @dataclass(frozen=True)
@@ -157,82 +124,7 @@ DEVIATIONS: dict[str, Deviation] = {
     ),
 }
 
-HOST = b"gw.test"
-
-
-def with_host(case: Case) -> Case | None:
-    """``case`` with ``Host: gw.test`` after each HTTP/1.1 request line that lacks a Host.
-
-    Returns None when no request needed one (or a request line cannot be found).
-    """
-    data, position, expected, added = case.data, 0, [], False
-    for request in case.expected:
-        line = f"{request.method} {request.raw_uri} HTTP/".encode("latin-1")
-        at = data.find(line, position)
-        if at < 0:
-            return None
-        cut = data.index(b"\r\n", at) + 2
-        position = cut
-        if request.version != (1, 1) or any(n == "HOST" for n, _ in request.headers):
-            expected.append(request)
-            continue
-        data = data[:cut] + b"Host: " + HOST + b"\r\n" + data[cut:]
-        headers = (("HOST", HOST.decode()), *request.headers)
-        expected.append(ExpectedRequest(**{**request.__dict__, "headers": headers}))
-        added = True
-    if not added:
-        return None
-    return Case(case.kind, case.name + "+host", data, case.settings, tuple(expected))
-
-
-def skip_reason(case: Case) -> str | None:
-    if case.id in SETTING_IRRELEVANT:
-        return None
-    unused = [
-        f"{k}={v!r}: {UNUSED_SETTINGS[k]}" for k, v in case.settings.items() if k in UNUSED_SETTINGS
-    ]
-    return f"tests a gunicorn option gw does not use ({'; '.join(unused)})" if unused else None
-
-
-def limits_of(case: Case) -> Limits:
-    """The limits to run ``case`` with: those its ``.py`` sets, and for a case about a limit,
-    gunicorn's defaults where gw's differ (gw raises limit_request_line from 4094 to 8190)."""
-    if case.id in SETTING_IRRELEVANT:
-        return ()
-    limits = {k: int(v) for k, v in case.settings.items() if k in LIMIT_SETTINGS}
-    if case.error.startswith("Limit"):
-        for name, gunicorn_default in GUNICORN_LIMITS.items():
-            if GW_LIMITS[name] != gunicorn_default:
-                limits.setdefault(name, gunicorn_default)
-    return tuple(sorted(limits.items()))
-
-
-def served(case: Case, worker: str) -> list[ExpectedRequest]:
-    """The requests a server answers on one connection: up to the first that ends it."""
-    out = []
-    for request in case.expected:
-        out.append(request)
-        if not request.persistent:
-            break
-    return out
-
-
-def _all_cases(corpus: list[Case]) -> list[Case]:
-    variants = [with_host(c) for c in corpus if c.kind == "valid"]
-    return corpus + [v for v in variants if v is not None]
-
-
 # -- parametrization: the corpus is only known once it is downloaded ------------------------
-
-
-@functools.cache
-def corpus_cases() -> list[Case]:
-    """Every case and Host variant; empty when the corpus is unavailable (the
-    ``gunicorn_corpus`` fixture then fails on CI and skips locally)."""
-    try:
-        return _all_cases(load_cases(corpus_root()))
-    except CorpusUnavailable:
-        return []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -360,7 +252,7 @@ def test_valid_case_reaches_the_upstream_as_the_same_request(
 
 def test_deviations_name_real_cases(gunicorn_corpus: list[Case]) -> None:
     """The deviation list stays honest: every entry is a valid case (or its Host variant)."""
-    known = {c.id for c in _all_cases(gunicorn_corpus) if c.kind == "valid"}
+    known = {c.id for c in all_cases(gunicorn_corpus) if c.kind == "valid"}
     assert set(DEVIATIONS) <= known, sorted(set(DEVIATIONS) - known)
     for case in gunicorn_corpus:
         if case.kind != "valid" or skip_reason(case):
