@@ -15,6 +15,7 @@ so the rest of gw works without the ``redis`` extra installed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gw.limits import LimiterUnavailable
@@ -24,24 +25,39 @@ if TYPE_CHECKING:
     import redis
 
 US_PER_SECOND = 1_000_000
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 
-# KEYS[1]: the bucket. ARGV: emission interval (us), capacity (tokens), cost (tokens),
-# commit ("1" takes the tokens if they fit, "0" only looks).
-# Returns {allowed (1|0), microseconds the TAT is ahead of now before this request}.
+# KEYS: the buckets of one request. ARGV[1]: cost (tokens), ARGV[2]: commit ("1" takes the
+# tokens if every bucket has them, "0" only looks), then for each key i, ARGV[1 + 2i]: its
+# emission interval (us) and ARGV[2 + 2i]: its capacity (tokens). A key listed twice is one
+# bucket drawn from twice. Returns {1 if every bucket fits else 0, then for each key the
+# microseconds its TAT was ahead of now before this request}. Nothing is written unless
+# every bucket fits: all or nothing, inside one script, so atomically.
 GCRA_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-local ahead = 0
-if tat and tat > now then ahead = tat - now end
-local emission = tonumber(ARGV[1])
-local after = ahead + tonumber(ARGV[3]) * emission
-if after > tonumber(ARGV[2]) * emission then return {0, ahead} end
-if ARGV[4] == '1' then
-  redis.call('SET', KEYS[1], string.format('%d', now + after), 'PX', math.ceil(after / 1000))
+local cost = tonumber(ARGV[1])
+local planned = {}
+local reply = {1}
+for i, key in ipairs(KEYS) do
+  local tat = planned[key] or tonumber(redis.call('GET', key))
+  local ahead = 0
+  if tat and tat > now then ahead = tat - now end
+  local emission = tonumber(ARGV[1 + 2 * i])
+  local after = ahead + cost * emission
+  if after > tonumber(ARGV[2 + 2 * i]) * emission then
+    reply[1] = 0
+  else
+    planned[key] = now + after
+  end
+  reply[i + 1] = ahead
 end
-return {1, ahead}
+if reply[1] == 1 and ARGV[2] == '1' then
+  for key, tat in pairs(planned) do
+    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+end
+return reply
 """
 
 
@@ -66,21 +82,31 @@ class RedisLimiter:
         self._sha: str | None = None
         self._load_lock = threading.Lock()
 
-    def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
-        """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
+    def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        """Take ``cost`` tokens from every bucket if each has them, else from none.
+
+        One script run over every key of the request, so the decision is atomic.
+        """
         if cost < 1:
             raise ValueError(f"cost must be at least 1, got {cost}")
-        emission = emission_interval(rate, US_PER_SECOND)
-        ahead = self._run(key, emission, rate, cost, commit=True)
-        return assess(ahead or None, 0, emission, rate, cost, US_PER_SECOND)[0]
+        _, aheads = self._run(buckets, cost, commit=True)
+        return [
+            assess(
+                ahead or None, 0, emission_interval(rate, US_PER_SECOND), rate, cost, US_PER_SECOND
+            )[0]
+            for ahead, (_, rate) in zip(aheads, buckets, strict=True)
+        ]
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
+        return self.check_all([(key, rate)], cost)[0]
 
     def peek(self, key: str, rate: Rate) -> Decision | None:
         """Describe ``key``'s bucket now without taking from it; None when it is full."""
-        emission = emission_interval(rate, US_PER_SECOND)
-        ahead = self._run(key, emission, rate, 1, commit=False)
+        _, (ahead,) = self._run([(key, rate)], 1, commit=False)
         if not ahead:
             return None
-        return describe(ahead, 0, emission, rate, US_PER_SECOND)
+        return describe(ahead, 0, emission_interval(rate, US_PER_SECOND), rate, US_PER_SECOND)
 
     def reset(self, key: str) -> bool:
         """Make ``key``'s bucket full again; return whether it held live state."""
@@ -104,16 +130,22 @@ class RedisLimiter:
         """Close every pooled connection."""
         self._client.close()
 
-    def _run(self, key: str, emission: int, rate: Rate, cost: int, commit: bool) -> int:
-        """Run the script on ``key``; return how far (us) its TAT was ahead of Redis's now."""
-        args = (emission, rate.capacity, cost, 1 if commit else 0)
+    def _run(
+        self, buckets: Sequence[tuple[str, Rate]], cost: int, commit: bool
+    ) -> tuple[bool, list[int]]:
+        """Run the script on ``buckets``; return whether all fit, and how far (us) each
+        bucket's TAT was ahead of Redis's now."""
+        keys = [self.prefix + key for key, _ in buckets]
+        args: list[int] = [cost, 1 if commit else 0]
+        for _, rate in buckets:
+            args += (emission_interval(rate, US_PER_SECOND), rate.capacity)
         with _translated("check"):
             sha = self._sha or self._load()
             try:
-                reply = self._client.evalsha(sha, 1, self.prefix + key, *args)
+                reply = self._client.evalsha(sha, len(keys), *keys, *args)
             except _redis().exceptions.NoScriptError:
-                reply = self._client.evalsha(self._load(), 1, self.prefix + key, *args)
-        return int(reply[1])
+                reply = self._client.evalsha(self._load(), len(keys), *keys, *args)
+        return reply[0] == 1, [int(ahead) for ahead in reply[1:]]
 
     def _load(self) -> str:
         """Load the script into Redis (again) and remember its digest."""
