@@ -1,0 +1,98 @@
+"""Several limits on one request are decided together, through real gunicorn workers.
+
+A request admitted by every limit takes one token from each; a request refused by any limit
+takes none; the order of the limits in the file never changes the outcome. Run on the host's
+shared table (two workers) and on a real redis-server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.redis_server import RedisServer, require_redis_server
+from tests.support.gateway import GatewayProcess
+from tests.support.tokens import AUDIENCE, ISSUER, SECRET, claims, mint_hs256
+from tests.support.upstream import Upstream
+
+Start = Callable[..., GatewayProcess]
+
+PER_IP = {"name": "per-ip", "requests_per_minute": 5, "key": "client_ip"}
+PER_USER = {"name": "per-user", "requests_per_minute": 1, "key": "user"}
+ORDERS = {"ip first": [PER_IP, PER_USER], "user first": [PER_USER, PER_IP]}
+
+
+@pytest.fixture(params=["shared", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The limiter backend: the host's shared table, or a real redis-server."""
+    if request.param == "shared":
+        yield "shared"
+        return
+    server = RedisServer(require_redis_server()).start()
+    yield server.url
+    server.close()
+
+
+def multi_config(upstream: Upstream, limits: list[dict[str, Any]], backend: str) -> dict[str, Any]:
+    return {
+        "upstreams": {"svc": {"targets": [upstream.url], "read_timeout": 5}},
+        "routes": [{"name": "api", "path": "/api/**", "upstream": "svc"}],
+        "auth": {"type": "jwt", "issuer": ISSUER, "secret": SECRET, "audiences": [AUDIENCE]},
+        "rate_limiting": {
+            "backend": backend,
+            "decision_timeout_ms": 500,
+            "on_error": "fail_closed",
+            "overrides": [{"path": "/api/**", "limits": limits}],
+        },
+    }
+
+
+def as_user(gw: GatewayProcess, subject: str) -> requests.Response:
+    token = mint_hs256(SECRET, claims(sub=subject))
+    return requests.get(f"{gw.url}/api/x", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_users_refused_requests_leave_the_shared_address_budget_alone(
+    gateway: Start, upstream: Upstream, backend: str, order: str
+) -> None:
+    gw = gateway(multi_config(upstream, ORDERS[order], backend), workers=2)
+    statuses = [as_user(gw, "alice").status_code for _ in range(5)]
+    assert statuses == [200, 429, 429, 429, 429]
+    # Alice's four refusals took nothing from the per-IP 5/min: Bob, behind the same
+    # address, still gets through (he would be refused if they had).
+    assert as_user(gw, "bob").status_code == 200
+    assert as_user(gw, "carol").status_code == 200
+    assert as_user(gw, "dave").status_code == 200
+    fifth = as_user(gw, "erin")
+    assert fifth.status_code == 200
+    assert fifth.headers["X-RateLimit-Remaining"] == "0"
+    refused = as_user(gw, "frank")
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "5"  # the per-IP limit refused it
+    assert upstream.count() == 5
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_the_429_comes_from_the_limit_with_the_longest_wait(
+    gateway: Start, upstream: Upstream, backend: str, order: str
+) -> None:
+    per_ip = {**PER_IP, "requests_per_minute": 2}  # one token every 30 s
+    limits = [per_ip, PER_USER] if order == "ip first" else [PER_USER, per_ip]
+    gw = gateway(multi_config(upstream, limits, backend), workers=2)
+    assert as_user(gw, "alice").status_code == 200
+    assert as_user(gw, "bob").status_code == 200  # the address's budget is now spent
+    both = as_user(gw, "alice")  # refused by both: per-user waits ~60 s, per-IP ~30 s
+    assert both.status_code == 429
+    assert both.headers["X-RateLimit-Limit"] == "1"
+    assert 30 < int(both.headers["Retry-After"]) <= 60
+    assert both.json()["retry_after"] == int(both.headers["Retry-After"])
+    assert both.headers["RateLimit-Policy"] == '"per-user";q=1;w=60'
+    only_ip = as_user(gw, "carol")  # refused by the per-IP limit alone
+    assert only_ip.status_code == 429
+    assert only_ip.headers["X-RateLimit-Limit"] == "2"
+    assert 0 < int(only_ip.headers["Retry-After"]) <= 30
+    assert upstream.count() == 2
