@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from gw.auth import hash_api_key
 from tests.fixtures.redis_server import RedisServer, require_redis_server
 from tests.support.gateway import GatewayProcess
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, claims, mint_hs256
@@ -96,3 +97,60 @@ def test_the_429_comes_from_the_limit_with_the_longest_wait(
     assert only_ip.headers["X-RateLimit-Limit"] == "2"
     assert 0 < int(only_ip.headers["Retry-After"]) <= 30
     assert upstream.count() == 2
+
+
+# -- when_missing: what a limit does for callers without its key's part -----------------
+
+API_KEY = "gw_live_" + "p" * 32
+
+
+def api_key_config(upstream: Upstream, when_missing: str | None) -> dict[str, Any]:
+    per_key: dict[str, Any] = {"name": "per-key", "requests_per_minute": 1, "key": "api_key"}
+    if when_missing:
+        per_key["when_missing"] = when_missing
+    config = multi_config(upstream, [PER_IP, per_key], "shared")
+    config["auth"]["type"] = "jwt_or_api_key"
+    config["auth"]["api_keys"] = {
+        "keys": [{"id": "partner-1", "sha256": hash_api_key(API_KEY), "consumer": "acme"}]
+    }
+    return config
+
+
+def test_jwt_users_behind_one_address_share_no_api_key_bucket_with_skip(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(api_key_config(upstream, "skip"), workers=2)
+    assert [as_user(gw, user).status_code for user in ("alice", "bob", "alice")] == [200] * 3
+    partner = [
+        requests.get(f"{gw.url}/api/x", headers={"X-API-Key": API_KEY}, timeout=10)
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in partner] == [200, 429]
+    assert partner[1].headers["X-RateLimit-Limit"] == "1"
+    assert upstream.count() == 4
+
+
+def test_by_default_callers_without_an_api_key_share_their_addresss_bucket(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(api_key_config(upstream, None), workers=2)
+    assert [as_user(gw, user).status_code for user in ("alice", "bob")] == [200, 429]
+
+
+def test_reject_answers_callers_without_an_api_key_like_auth_does(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(api_key_config(upstream, "reject"), workers=2)
+    refused = as_user(gw, "alice")
+    assert refused.status_code == 401
+    body = refused.json()
+    assert body.pop("request_id") == refused.headers["X-Request-Id"]  # as auth's 401 has
+    assert body == {
+        "error": "unauthorized",
+        "message": "this request needs an API key (rate limit 'per-key')",
+    }
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="gw"'
+    ok = requests.get(f"{gw.url}/api/x", headers={"X-API-Key": API_KEY}, timeout=10)
+    assert ok.status_code == 200
+    assert ok.headers["X-RateLimit-Limit"] == "1"  # per-key has fewer left than per-IP
+    assert upstream.count() == 1
