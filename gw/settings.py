@@ -273,7 +273,8 @@ class RateLimitingSettings(BaseModel):
 
     backend: str = Field(
         default="shared",
-        description="'shared' (the host's mmap table, exact across workers) or redis://...",
+        description="'shared' (the host's mmap table, exact across workers), redis://... "
+        "or redis+cluster://... (a Redis Cluster)",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",

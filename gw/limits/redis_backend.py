@@ -78,8 +78,8 @@ class RedisLimiter:
         self.url = url
         self.timeout = timeout
         self.prefix = prefix
-        self._client = _connect(url, timeout)
-        self._sha: str | None = None
+        self._client = self._open(url, timeout)
+        self._shas: dict[str, str] = {}
         self._load_lock = threading.Lock()
 
     def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
@@ -90,12 +90,7 @@ class RedisLimiter:
         if cost < 1:
             raise ValueError(f"cost must be at least 1, got {cost}")
         _, aheads = self._run(buckets, cost, commit=True)
-        return [
-            assess(
-                ahead or None, 0, emission_interval(rate, US_PER_SECOND), rate, cost, US_PER_SECOND
-            )[0]
-            for ahead, (_, rate) in zip(aheads, buckets, strict=True)
-        ]
+        return decisions(buckets, aheads, cost)
 
     def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
@@ -135,23 +130,44 @@ class RedisLimiter:
     ) -> tuple[bool, list[int]]:
         """Run the script on ``buckets``; return whether all fit, and how far (us) each
         bucket's TAT was ahead of Redis's now."""
-        keys = [self.prefix + key for key, _ in buckets]
         args: list[int] = [cost, 1 if commit else 0]
         for _, rate in buckets:
             args += (emission_interval(rate, US_PER_SECOND), rate.capacity)
-        with _translated("check"):
-            sha = self._sha or self._load()
-            try:
-                reply = self._client.evalsha(sha, len(keys), *keys, *args)
-            except _redis().exceptions.NoScriptError:
-                reply = self._client.evalsha(self._load(), len(keys), *keys, *args)
+        reply = self._eval(GCRA_SCRIPT, [key for key, _ in buckets], args)
         return reply[0] == 1, [int(ahead) for ahead in reply[1:]]
 
-    def _load(self) -> str:
-        """Load the script into Redis (again) and remember its digest."""
+    def _eval(self, script: str, keys: Sequence[str], args: Sequence[int]) -> Any:
+        """Run ``script`` on the prefixed ``keys`` by its digest, loading it when needed."""
+        names = [self.prefix + key for key in keys]
+        with _translated("check"):
+            sha = self._shas.get(script) or self._load(script)
+            try:
+                return self._client.evalsha(sha, len(names), *names, *args)
+            except _redis().exceptions.NoScriptError:
+                return self._client.evalsha(self._load(script), len(names), *names, *args)
+
+    def _load(self, script: str) -> str:
+        """Load ``script`` into Redis (again) and remember its digest."""
         with self._load_lock:
-            self._sha = str(self._client.script_load(GCRA_SCRIPT))
-            return self._sha
+            self._shas[script] = str(self._client.script_load(script))
+            return self._shas[script]
+
+    @staticmethod
+    def _open(url: str, timeout: float) -> Any:
+        """Return the client for ``url`` (a cluster-aware one in ``RedisClusterLimiter``)."""
+        return _connect(url, timeout)
+
+
+def decisions(
+    buckets: Sequence[tuple[str, Rate]], aheads: Sequence[int], cost: int
+) -> list[Decision]:
+    """Turn the script's answer (how far each TAT was ahead of now, us) into decisions."""
+    return [
+        assess(ahead or None, 0, emission_interval(rate, US_PER_SECOND), rate, cost, US_PER_SECOND)[
+            0
+        ]
+        for ahead, (_, rate) in zip(aheads, buckets, strict=True)
+    ]
 
 
 class _translated:
@@ -164,7 +180,9 @@ class _translated:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, ex: BaseException | None, tb: Any) -> None:
-        if ex is not None and isinstance(ex, _redis().RedisError | OSError):
+        module = _redis()
+        failures = module.RedisError | module.exceptions.RedisClusterException | OSError
+        if ex is not None and isinstance(ex, failures):
             raise LimiterUnavailable(f"redis {self._operation} failed: {ex}") from ex
 
 

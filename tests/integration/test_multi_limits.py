@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from gw.auth import hash_api_key
+from tests.fixtures.redis_cluster import RedisCluster, session_cluster
 from tests.fixtures.redis_server import RedisServer, require_redis_server
 from tests.support.gateway import GatewayProcess
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, claims, mint_hs256
@@ -26,15 +27,25 @@ PER_USER = {"name": "per-user", "requests_per_minute": 1, "key": "user"}
 ORDERS = {"ip first": [PER_IP, PER_USER], "user first": [PER_USER, PER_IP]}
 
 
-@pytest.fixture(params=["shared", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    yield from session_cluster()
+
+
+@pytest.fixture(params=["shared", "redis", "redis-cluster"])
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The limiter backend: the host's shared table, or a real redis-server."""
+    """The limiter backend: the host's shared table, a real redis-server, or a real
+    three-node Redis Cluster (where the per-IP and per-user keys sit in different slots)."""
     if request.param == "shared":
         yield "shared"
-        return
-    server = RedisServer(require_redis_server()).start()
-    yield server.url
-    server.close()
+    elif request.param == "redis":
+        server = RedisServer(require_redis_server()).start()
+        yield server.url
+        server.close()
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        yield cluster.url
 
 
 def multi_config(upstream: Upstream, limits: list[dict[str, Any]], backend: str) -> dict[str, Any]:
