@@ -1,7 +1,9 @@
 """GCRA buckets in Redis: the same contract as the shared table, exact across hosts.
 
-One Lua script decides atomically inside Redis, on Redis's own clock (``TIME``), so hosts
-with skewed clocks still share one bucket. The TAT lives in the key as integer
+One Lua script decides every bucket of a request atomically inside Redis (all take a token
+or none does), on Redis's own clock (``TIME``), so hosts with skewed clocks still share one
+bucket. A multi-key script needs its keys in one hash slot on a Redis Cluster: see
+``gw.limits.redis_cluster``. The TAT lives in the key as integer
 microseconds (Lua numbers are doubles: microseconds since 1970 stay exact, nanoseconds
 would not), and the key expires (``PX``) when its bucket would be full again, so idle keys
 cost no memory. The script is loaded once with ``SCRIPT LOAD`` and run with ``EVALSHA``,

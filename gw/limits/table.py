@@ -290,7 +290,8 @@ class SharedTable:
 
     def _stored_tat(self, h: int, stripe: int, home: int) -> int | None:
         """Return the TAT stored for ``h``, or None when it has no slot (a full bucket)."""
-        at = self._lookup(h, stripe, home)
+        # PERF: most keys sit in their home slot: one read, no probing window.
+        at = home if self._words[home + 1] == h else self._lookup(h, stripe, home)
         return self._words[at] if at >= 0 else None
 
     def _commit(
@@ -306,7 +307,7 @@ class SharedTable:
         try:
             for h, tat in planned.items():
                 _, stripe, home = places[h]
-                at = self._find(h, stripe, home, now)
+                at = home if words[home + 1] == h else self._find(h, stripe, home, now)
                 undo.append((at, words[at], words[at + 1]))
                 words[at] = tat  # APPSEC: TAT before hash, as in check: a writer killed
                 words[at + 1] = h  # in between leaves a stricter bucket, never a laxer one.
