@@ -26,8 +26,6 @@ from gw.settings import LimitSettings, RateLimitingSettings
 log = logging.getLogger("gw.ratelimit")
 
 _KEY_KINDS = ("client_ip", "user", "api_key", "route")
-
-
 _ALWAYS_PRESENT = ("client_ip", "route")
 
 
@@ -36,8 +34,12 @@ class Limit:
     """One compiled limit: its name (for headers and logs), rate and key recipe.
 
     ``when_missing`` says what happens when a request lacks a part of the key (no user, no
-    API key, no such header): ``client_ip`` puts that part's place to the client address
+    API key, no such header): ``client_ip`` puts the client address in that part's place
     (the default), ``skip`` leaves the request out of this limit, ``reject`` refuses it.
+
+    Warning:
+        With ``skip``, a caller escapes the limit by not presenting the part: keep another
+        limit (such as ``client_ip``) that every request meets.
     """
 
     name: str
@@ -215,6 +217,8 @@ def bucket_key(limit: Limit, who: Requester) -> str | None:
     for part in limit.key:
         value = _key_part(part, who)
         if value is None:
+            # APPSEC: the fallback is the operator's explicit choice per limit; skip trusts
+            # that another limit covers callers without the part (see Limit's warning).
             if limit.when_missing == "skip":
                 return None
             if limit.when_missing == "reject":
