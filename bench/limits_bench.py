@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make gw and tests importable
@@ -144,7 +144,15 @@ def timer_overhead() -> int:
     return int(statistics.median(samples))
 
 
-def time_checks(limiter: Limiter, keys: Sequence[str], count: int, stop_at: int) -> Any:
+class Checker(Protocol):
+    """What ``time_checks`` times: a limiter, or a stand-in that has only ``check``."""
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Any:
+        """Decide one request."""
+        ...
+
+
+def time_checks(limiter: Checker, keys: Sequence[str], count: int, stop_at: int) -> Any:
     """Time ``count`` checks (or until ``stop_at``) one by one; return samples and stats."""
     clock, check = time.perf_counter_ns, limiter.check
     samples, unavailable = array("q"), 0
@@ -185,6 +193,33 @@ def cost_alone(backend: Backend, count: int, seconds: float, overhead: int) -> C
     time_checks(limiter, ["k"], min(count // 10, 2000), time.monotonic_ns() + 10**9)
     run = time_checks(limiter, ["k"], count, time.monotonic_ns() + int(seconds * 1e9))
     return summarize(backend.name, "1 process", [run], overhead)
+
+
+class _ThreeLimits:
+    """One request under three limits (address, user, API key), as admission asks for it:
+    ``together`` decides them in one check_all, else three checks one after another (the
+    baseline: what the same work costs without the all-or-nothing decision)."""
+
+    def __init__(self, limiter: Limiter, together: bool) -> None:
+        self._limiter = limiter
+        self._together = together
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Any:
+        buckets = [(f"ip|{key}", rate), (f"user|{key}", rate), (f"api|{key}", rate)]
+        if self._together:
+            return self._limiter.check_all(buckets, cost)
+        return [self._limiter.check(k, r, cost) for k, r in buckets]
+
+
+def cost_of_three_limits(backend: Backend, count: int, seconds: float, overhead: int) -> list[Cost]:
+    """Measure one request under three limits, decided together and one by one."""
+    rows = []
+    for together, setting in ((False, "3 limits, 3 checks"), (True, "3 limits, check_all")):
+        limiter = _ThreeLimits(backend.make(), together)
+        time_checks(limiter, ["k"], min(count // 10, 2000), time.monotonic_ns() + 10**9)
+        run = time_checks(limiter, ["k"], count, time.monotonic_ns() + int(seconds * 1e9))
+        rows.append(summarize(backend.name, setting, [run], overhead))
+    return rows
 
 
 class _LockPair:
@@ -373,6 +408,9 @@ def run(args: argparse.Namespace, url: str | None, directory: str) -> dict[str, 
     costs = [cost_alone(b, count // (20 if b.name == "redis" else 1), seconds * 2, overhead)
              for b in backends]  # fmt: skip
     costs.insert(1, cost_floor(directory, count, overhead))
+    costs += cost_of_three_limits(table_backend(directory), count // 4, seconds, overhead)
+    if url:
+        costs += cost_of_three_limits(redis_backend(url), count // 40, seconds, overhead)
     table = table_backend(directory)
     costs.append(cost_contended(table, ["hot"], f"{PROCESSES} procs, one key", seconds, overhead))
     keys = [f"client-{i}" for i in range(1000)]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gw.auth.errors import Unauthorized
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.forwarding import client_key
 from gw.incident import IncidentLog
@@ -26,15 +27,26 @@ from gw.settings import LimitSettings, RateLimitingSettings
 log = logging.getLogger("gw.ratelimit")
 
 _KEY_KINDS = ("client_ip", "user", "api_key", "route")
+_ALWAYS_PRESENT = ("client_ip", "route")
 
 
 @dataclass(frozen=True)
 class Limit:
-    """One compiled limit: its name (for headers and logs), rate and key recipe."""
+    """One compiled limit: its name (for headers and logs), rate and key recipe.
+
+    ``when_missing`` says what happens when a request lacks a part of the key (no user, no
+    API key, no such header): ``client_ip`` puts the client address in that part's place
+    (the default), ``skip`` leaves the request out of this limit, ``reject`` refuses it.
+
+    Warning:
+        With ``skip``, a caller escapes the limit by not presenting the part: keep another
+        limit (such as ``client_ip``) that every request meets.
+    """
 
     name: str
     rate: Rate
     key: tuple[str, ...]
+    when_missing: str = "client_ip"
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,12 @@ class RateLimited(ClientError):
     def to_dict(self, request_id: str | None = None) -> dict[str, object]:
         # Seed 003's body, exactly: error, message, retry_after (the id is in X-Request-Id).
         return {"error": self.code, "message": self.message, **self.extra}
+
+
+class MissingLimitKey(ClientError):
+    """A header a rate limit is keyed on is absent and the limit says ``reject`` (400)."""
+
+    code = "missing_header"
 
 
 class LimiterDown(GatewayError):
@@ -87,44 +105,61 @@ class Admission:
         return self.default
 
     def admit(self, limits: Sequence[Limit], who: Requester) -> list[tuple[str, str]]:
-        """Draw one token from each limit's bucket; return the headers for the response.
+        """Draw one token from every applicable limit's bucket, all together; return headers.
+
+        The limits are decided as one: a request every limit admits takes one token from
+        each, a request any limit refuses takes none, and the order of the limits never
+        changes the outcome. The 429 describes the refusing limit with the longest wait.
 
         Raises:
             RateLimited: a limit has no room (the request must not reach the upstream).
+            Unauthorized, MissingLimitKey: a limit with ``when_missing: reject`` lacks its key.
             LimiterDown: the limiter cannot decide in time and the rule is fail_closed.
         """
-        tightest: tuple[Limit, Decision] | None = None
-        for limit in limits:
-            decision = self._check(limit, who)
-            if decision is None:
-                continue
-            self.observe(limit.name, "allowed" if decision.allowed else "rejected")
-            if not decision.allowed:
-                raise _rejection(limit, decision)
-            if tightest is None or decision.remaining < tightest[1].remaining:
-                tightest = (limit, decision)
-        return quota_headers(*tightest) if tightest else []
+        keyed = [(limit, key) for limit in limits if (key := bucket_key(limit, who)) is not None]
+        decisions = self._decide(keyed) if keyed else None
+        if decisions is None:
+            return []
+        outcomes = [
+            (limit, decision) for (limit, _), decision in zip(keyed, decisions, strict=True)
+        ]
+        refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
+        for limit, _ in refused or outcomes:
+            self.observe(limit.name, "rejected" if refused else "allowed")
+        if refused:
+            raise _rejection(*max(refused, key=_longest_wait))
+        return quota_headers(*min(outcomes, key=_fewest_remaining))
 
-    def _check(self, limit: Limit, who: Requester) -> Decision | None:
+    def _decide(self, keyed: Sequence[tuple[Limit, str]]) -> list[Decision] | None:
+        """Ask the backend about every bucket at once; None means admit (fail_open)."""
         try:
-            decision = self._backend().check(bucket_key(limit, who), limit.rate)
+            decisions = self._backend().check_all([(key, limit.rate) for limit, key in keyed])
         except LimiterUnavailable as ex:
             # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
             # uncounted requests is exactly the over-admission (gw.limits.locks).
             frozen = isinstance(ex, StripeFrozen)
-            if self.fail_open and not frozen:
-                self._incidents.failed(ex, "admitting (fail_open)")
-                self.observe(limit.name, "failed_open")
+            admit = self.fail_open and not frozen
+            rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")
+            self._incidents.failed(ex, f"{'admitting' if admit else 'refusing'} ({rule})")
+            for limit, _ in keyed:
+                self.observe(limit.name, "failed_open" if admit else "failed_closed")
+            if admit:
                 return None
-            rule = "stopped lock holder" if frozen else "fail_closed"
-            self._incidents.failed(ex, f"refusing ({rule})")
-            self.observe(limit.name, "failed_closed")
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
                 headers={"Retry-After": "1"},
             ) from None
         self._incidents.succeeded()
-        return decision
+        return decisions
+
+    def explain(self, method: str, path: str, who: Requester) -> list[str]:
+        """Describe, one line per limit, which bucket this request would draw from (for
+        ``gw explain``); nothing is taken."""
+        limits = self.limits_for(method, path)
+        if not limits:
+            return ["rate limits: none"]
+        head = "rate limits (decided together: all take a token or none does):"
+        return [head] + [f"  {_explain_key(limit, who)}" for limit in limits]
 
     def limit_named(self, name: str) -> Limit | None:
         """Return the compiled limit called ``name`` (for the operator CLI)."""
@@ -153,26 +188,87 @@ def _ignore(policy: str, decision: str) -> None:
     pass
 
 
-def bucket_key(limit: Limit, who: Requester) -> str:
-    """Return the bucket key: the limit's name and the request's values for its key recipe."""
-    return limit.name + "|" + "|".join(_key_part(part, who) for part in limit.key)
+def _explain_key(limit: Limit, who: Requester) -> str:
+    """Say which bucket ``who`` gets under ``limit``, or why it gets none."""
+    rule = f"{limit.name} ({limit.rate.limit}/{limit.rate.period:g}s key {'+'.join(limit.key)})"
+    try:
+        key = bucket_key(limit, who)
+    except ClientError as ex:
+        return f"{rule}: refused, {ex.status} {ex.code}: {ex}"
+    missing = ", ".join(part for part in limit.key if _key_part(part, who) is None)
+    if key is None:
+        return f"{rule}: skipped (no {missing}; when_missing: skip)"
+    if missing:
+        return f"{rule}: bucket {key} (no {missing}: the client address stands in)"
+    return f"{rule}: bucket {key}"
 
 
-def _key_part(part: str, who: Requester) -> str:
+def _longest_wait(outcome: tuple[Limit, Decision]) -> tuple[float, str]:
+    return outcome[1].retry_after, outcome[0].name
+
+
+def _fewest_remaining(outcome: tuple[Limit, Decision]) -> tuple[int, str]:
+    return outcome[1].remaining, outcome[0].name
+
+
+def bucket_key(limit: Limit, who: Requester) -> str | None:
+    """Return the bucket key: the limit's name and the request's values for its key recipe.
+
+    Returns None when a part is missing and the limit says ``when_missing: skip`` (the
+    limit does not apply to this request).
+
+    Raises:
+        Unauthorized: ``when_missing: reject`` and the caller lacks the user or API key.
+        MissingLimitKey: ``when_missing: reject`` and a keyed header is absent.
+    """
+    values = []
+    for part in limit.key:
+        value = _key_part(part, who)
+        if value is None:
+            # APPSEC: the fallback is the operator's explicit choice per limit; skip trusts
+            # that another limit covers callers without the part (see Limit's warning).
+            if limit.when_missing == "skip":
+                return None
+            if limit.when_missing == "reject":
+                raise _missing(limit, part)
+            value = "ip:" + client_key(who.client_ip)
+        values.append(value)
+    return limit.name + "|" + "|".join(values)
+
+
+def _key_part(part: str, who: Requester) -> str | None:
+    """Return this request's value for one part of a key, or None when it has none."""
     if part == "client_ip":
         return "ip:" + client_key(who.client_ip)
     if part == "route":
         return "route:" + who.route
     if part == "user":
-        return "user:" + who.subject if who.subject else "ip:" + client_key(who.client_ip)
+        return "user:" + who.subject if who.subject else None
     if part == "api_key":
-        return "key:" + who.api_key if who.api_key else "ip:" + client_key(who.client_ip)
+        return "key:" + who.api_key if who.api_key else None
     # APPSEC: header keys read the headers the gateway sends upstream, after client copies of
     # gateway-owned headers (X-User-Id, ...) were stripped and verified identity was added, so
-    # a client cannot pick its own bucket by sending the header; absent, the client IP counts.
+    # a client cannot pick its own bucket by sending the header.
     name = part[len("header:") :].lower()
     value = who.headers.get(name)
-    return f"h:{name}={value}" if value else "ip:" + client_key(who.client_ip)
+    return f"h:{name}={value}" if value else None
+
+
+def _missing(limit: Limit, part: str) -> ClientError:
+    """The refusal for a request that lacks ``part`` of a ``when_missing: reject`` limit.
+
+    A missing identity is an authentication problem (401, auth's own error shape and
+    challenge): presenting the right credential fixes it. A missing header is a malformed
+    request (400). Never 429: waiting would not help.
+    """
+    if part in ("user", "api_key"):
+        needed = "an authenticated user" if part == "user" else "an API key"
+        return Unauthorized(
+            f"this request needs {needed} (rate limit {limit.name!r})",
+            reason="missing_rate_limit_identity",
+        )
+    header = part[len("header:") :]
+    return MissingLimitKey(f"the {header} header is required (rate limit {limit.name!r})")
 
 
 def quota_headers(limit: Limit, decision: Decision) -> list[tuple[str, str]]:
@@ -245,7 +341,16 @@ def _limit(where: str, settings: LimitSettings) -> Limit:
         key = _parse_key(settings.key)
     except ValueError as ex:
         raise ConfigError([f"{where}: {ex}"]) from None
-    return Limit(settings.name or where.removeprefix("rate_limiting."), rate, key)
+    when_missing = settings.when_missing
+    if when_missing != "client_ip" and all(part in _ALWAYS_PRESENT for part in key):
+        raise ConfigError(
+            [
+                f"{where}.when_missing: {when_missing!r} never applies: every part of key "
+                f"{settings.key!r} is always present (it matters for user, api_key, header:NAME)"
+            ]
+        )
+    name = settings.name or where.removeprefix("rate_limiting.")
+    return Limit(name, rate, key, when_missing)
 
 
 def _parse_key(text: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from gw import runtime
+from gw.admission import Requester
 from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("method", help="HTTP method, e.g. GET")
             cmd.add_argument("target", help="request target, e.g. /api/orders/42?x=1")
             cmd.add_argument("--host", help="Host header of the request")
+            _add_requester_options(cmd)
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
     sub.add_parser(
         "upstreams",
@@ -149,9 +151,43 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
         return 1
     winner = candidates[0]
     _print_winner(config, winner.route, winner.params, path, query)
+    if config.admission is not None:
+        who = _requester(args, winner.route.name)
+        print("\n".join(config.admission.explain(method, path, who)))
     for other in candidates[1:]:
         print(f"  also matches, ranks lower: {other.route.pattern} [{other.route.payload.source}]")
     return 0
+
+
+def _add_requester_options(cmd: argparse.ArgumentParser) -> None:
+    """Options that say who sends the request, for the rate-limit keys ``explain`` shows."""
+    cmd.add_argument("--client-ip", default="127.0.0.1", help="client address (default 127.0.0.1)")
+    cmd.add_argument(
+        "--user", help="the authenticated subject (a JWT's sub, an API key's consumer)"
+    )
+    cmd.add_argument("--api-key-id", help="the id of the API key the caller presents")
+    cmd.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a header the gateway sends upstream (for header:NAME keys); repeatable",
+    )
+
+
+def _requester(args: argparse.Namespace, route: str) -> Requester:
+    """Build the requester ``gw explain`` describes from its options."""
+    headers = {}
+    for item in args.header:
+        name, _, value = item.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Requester(
+        client_ip=args.client_ip,
+        route=route,
+        headers=headers,
+        subject=args.user,
+        api_key=args.api_key_id,
+    )
 
 
 def _print_winner(config: Config, route: object, params: object, path: str, query: str) -> None:

@@ -304,7 +304,7 @@ def _admission(settings: RateLimitingSettings | None, problems: list[str]) -> Ad
     if opener is None:
         problems.append(
             f"rate_limiting.backend: {settings.backend!r} is neither 'shared' nor a "
-            "redis://, rediss:// or unix:// URL"
+            "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
         )
         return None
     try:
@@ -319,8 +319,8 @@ def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | N
     if backend == "shared":
         deadline = (settings.decision_timeout_ms or 50.0) / 1000
         return lambda: runtime.open_shared_table(deadline)
+    timeout = (settings.decision_timeout_ms or 5.0) / 1000
     if backend.startswith(("redis://", "rediss://", "unix://")):
-        timeout = (settings.decision_timeout_ms or 5.0) / 1000
 
         def open_redis() -> Limiter:
             from gw.limits.redis_backend import RedisLimiter
@@ -328,6 +328,14 @@ def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | N
             return RedisLimiter(backend, timeout=timeout)
 
         return open_redis
+    if backend.startswith(("redis+cluster://", "rediss+cluster://")):
+
+        def open_redis_cluster() -> Limiter:
+            from gw.limits.redis_cluster import RedisClusterLimiter
+
+            return RedisClusterLimiter(backend, timeout=timeout)
+
+        return open_redis_cluster
     return None
 
 

@@ -234,6 +234,12 @@ class LimitSettings(BaseModel):
         default="client_ip",
         description="client_ip, user, api_key, route, header:NAME, or several joined by '+'",
     )
+    when_missing: Literal["client_ip", "skip", "reject"] = Field(
+        default="client_ip",
+        description="When a request has no user, API key or header for the key: use the "
+        "client address in its place, leave the request out of this limit, or refuse it "
+        "(401 for user/api_key, 400 for a header).",
+    )
 
     def rate(self) -> tuple[int, float]:
         """Return ``(limit, period_seconds)``; raise ValueError unless exactly one form is set."""
@@ -272,7 +278,8 @@ class RateLimitingSettings(BaseModel):
 
     backend: str = Field(
         default="shared",
-        description="'shared' (the host's mmap table, exact across workers) or redis://...",
+        description="'shared' (the host's mmap table, exact across workers), redis://... "
+        "or redis+cluster://... (a Redis Cluster)",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",

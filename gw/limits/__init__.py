@@ -5,15 +5,20 @@ Backends (each imported from its own module, so that importing this package cost
 - ``gw.limits.table.SharedTable``: an mmap'd table with striped ``fcntl`` locks, exact
   across the worker processes (and threads) of one host.
 - ``gw.limits.redis_backend.RedisLimiter``: one atomic Lua script, exact across hosts.
+- ``gw.limits.redis_cluster.RedisClusterLimiter``: the same on a Redis Cluster; a request
+  whose keys sit in different hash slots takes, then gives back (stricter, never laxer).
 - ``gw.limits.local.LocalLimiter``: a per-process dict, for tests and single-process runs
   only (N workers admit N times the limit).
 
-Every backend answers ``check`` with a ``Decision`` or raises ``LimiterUnavailable`` when it
-cannot decide in time; it never admits silently. The caller picks fail-open or fail-closed.
+Every backend answers ``check_all`` (every limit of one request, decided together: all take
+a token or none does) and ``check`` (one bucket) with decisions, or raises
+``LimiterUnavailable`` when it cannot decide in time; it never admits silently. The caller
+picks fail-open or fail-closed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gw.limits.gcra import Decision, Rate
@@ -51,7 +56,20 @@ class TableLayoutError(LimiterUnavailable):
 
 
 class Limiter(Protocol):
-    """Decide whether a request of ``cost`` tokens under ``key`` fits its ``rate`` now."""
+    """Decide whether a request of ``cost`` tokens fits the rates of its buckets now."""
+
+    def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        """Take ``cost`` tokens from every (key, rate) bucket if each has them, else from none.
+
+        One atomic decision over all the buckets: a request refused by any bucket takes
+        nothing from the others, and the order of ``buckets`` never changes the outcome.
+        A key listed twice is one bucket drawn from twice. Returns one decision per bucket,
+        in order; the request was admitted (and the tokens taken) when all are allowed.
+
+        Raises:
+            LimiterUnavailable: the backend could not decide in time (nothing was taken).
+        """
+        ...
 
     def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""

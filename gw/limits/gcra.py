@@ -18,10 +18,13 @@ table, microseconds inside Redis); ``unit`` converts them to the float seconds a
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 NS_PER_SECOND = 1_000_000_000
+
+_Id = TypeVar("_Id", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,37 @@ def decide(
         store: a denial never changes the bucket).
     """
     return assess(tat_ns, now_ns, rate.emission_ns, rate, cost, NS_PER_SECOND)
+
+
+def decide_all(
+    buckets: Sequence[tuple[_Id, Rate]],
+    tats: Mapping[_Id, int | None],
+    now_ns: int,
+    cost: int = 1,
+) -> tuple[list[Decision], dict[_Id, int] | None]:
+    """Decide one request against several buckets together: all of them take, or none does.
+
+    Args:
+        buckets: (bucket id, rate) pairs in the request's order. An id listed twice is one
+            bucket that the request draws from twice (the second sees the first's take).
+        tats: the stored TAT of each id (None or absent for a full bucket).
+        now_ns: the current time, one reading for every bucket.
+        cost: tokens the request takes from each bucket.
+
+    Returns:
+        Each bucket's decision, in order (an allowed one says the request would fit it), and
+        the TATs to store, by id, when every bucket admits; None when any refuses, in which
+        case nothing may be stored.
+    """
+    planned: dict[_Id, int] = {}
+    decisions = []
+    for ident, rate in buckets:
+        tat = planned[ident] if ident in planned else tats.get(ident)
+        decision, after = decide(tat, now_ns, rate, cost)
+        decisions.append(decision)
+        if after is not None:
+            planned[ident] = after
+    return decisions, planned if all(d.allowed for d in decisions) else None
 
 
 def assess(

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gw.limits import LimiterUnavailable
-from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, describe
+from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
 
 DEFAULT_MAX_KEYS = 65536
 
@@ -37,9 +37,21 @@ class LocalLimiter:
             decision, tat = decide(self._tats.get(key), now, rate, cost)
             if tat is not None:
                 if key not in self._tats and len(self._tats) >= self.max_keys:
-                    self._make_room(now)
+                    self._make_room(now, 1)
                 self._tats[key] = tat
         return decision
+
+    def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        """Take ``cost`` tokens from every bucket if each has them, else from none."""
+        with self._lock:
+            now = self._clock()
+            decisions, planned = decide_all(buckets, self._tats, now, cost)
+            if planned is not None:
+                fresh = sum(1 for key in planned if key not in self._tats)
+                if fresh and len(self._tats) + fresh > self.max_keys:
+                    self._make_room(now, fresh)
+                self._tats.update(planned)
+        return decisions
 
     def peek(self, key: str, rate: Rate) -> Decision | None:
         """Describe ``key``'s bucket now without taking from it; None when it is full."""
@@ -68,9 +80,9 @@ class LocalLimiter:
                 "table_full": self._full,
             }
 
-    def _make_room(self, now: int) -> None:
-        """Drop every full bucket; raise LimiterUnavailable if none was."""
+    def _make_room(self, now: int, needed: int) -> None:
+        """Drop every full bucket; raise LimiterUnavailable if ``needed`` new keys still miss."""
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
-        if len(self._tats) >= self.max_keys:
+        if len(self._tats) + needed > self.max_keys:
             self._full += 1
             raise LimiterUnavailable("rate-limit table full")

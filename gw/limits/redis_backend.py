@@ -1,7 +1,9 @@
 """GCRA buckets in Redis: the same contract as the shared table, exact across hosts.
 
-One Lua script decides atomically inside Redis, on Redis's own clock (``TIME``), so hosts
-with skewed clocks still share one bucket. The TAT lives in the key as integer
+One Lua script decides every bucket of a request atomically inside Redis (all take a token
+or none does), on Redis's own clock (``TIME``), so hosts with skewed clocks still share one
+bucket. A multi-key script needs its keys in one hash slot on a Redis Cluster: see
+``gw.limits.redis_cluster``. The TAT lives in the key as integer
 microseconds (Lua numbers are doubles: microseconds since 1970 stay exact, nanoseconds
 would not), and the key expires (``PX``) when its bucket would be full again, so idle keys
 cost no memory. The script is loaded once with ``SCRIPT LOAD`` and run with ``EVALSHA``,
@@ -15,6 +17,7 @@ so the rest of gw works without the ``redis`` extra installed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gw.limits import LimiterUnavailable
@@ -24,24 +27,39 @@ if TYPE_CHECKING:
     import redis
 
 US_PER_SECOND = 1_000_000
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 
-# KEYS[1]: the bucket. ARGV: emission interval (us), capacity (tokens), cost (tokens),
-# commit ("1" takes the tokens if they fit, "0" only looks).
-# Returns {allowed (1|0), microseconds the TAT is ahead of now before this request}.
+# KEYS: the buckets of one request. ARGV[1]: cost (tokens), ARGV[2]: commit ("1" takes the
+# tokens if every bucket has them, "0" only looks), then for each key i, ARGV[1 + 2i]: its
+# emission interval (us) and ARGV[2 + 2i]: its capacity (tokens). A key listed twice is one
+# bucket drawn from twice. Returns {1 if every bucket fits else 0, then for each key the
+# microseconds its TAT was ahead of now before this request}. Nothing is written unless
+# every bucket fits: all or nothing, inside one script, so atomically.
 GCRA_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-local ahead = 0
-if tat and tat > now then ahead = tat - now end
-local emission = tonumber(ARGV[1])
-local after = ahead + tonumber(ARGV[3]) * emission
-if after > tonumber(ARGV[2]) * emission then return {0, ahead} end
-if ARGV[4] == '1' then
-  redis.call('SET', KEYS[1], string.format('%d', now + after), 'PX', math.ceil(after / 1000))
+local cost = tonumber(ARGV[1])
+local planned = {}
+local reply = {1}
+for i, key in ipairs(KEYS) do
+  local tat = planned[key] or tonumber(redis.call('GET', key))
+  local ahead = 0
+  if tat and tat > now then ahead = tat - now end
+  local emission = tonumber(ARGV[1 + 2 * i])
+  local after = ahead + cost * emission
+  if after > tonumber(ARGV[2 + 2 * i]) * emission then
+    reply[1] = 0
+  else
+    planned[key] = now + after
+  end
+  reply[i + 1] = ahead
 end
-return {1, ahead}
+if reply[1] == 1 and ARGV[2] == '1' then
+  for key, tat in pairs(planned) do
+    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+end
+return reply
 """
 
 
@@ -62,25 +80,30 @@ class RedisLimiter:
         self.url = url
         self.timeout = timeout
         self.prefix = prefix
-        self._client = _connect(url, timeout)
-        self._sha: str | None = None
+        self._client = self._open(url, timeout)
+        self._shas: dict[str, str] = {}
         self._load_lock = threading.Lock()
+
+    def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        """Take ``cost`` tokens from every bucket if each has them, else from none.
+
+        One script run over every key of the request, so the decision is atomic.
+        """
+        if cost < 1:
+            raise ValueError(f"cost must be at least 1, got {cost}")
+        _, aheads = self._run(buckets, cost, commit=True)
+        return decisions(buckets, aheads, cost)
 
     def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
-        if cost < 1:
-            raise ValueError(f"cost must be at least 1, got {cost}")
-        emission = emission_interval(rate, US_PER_SECOND)
-        ahead = self._run(key, emission, rate, cost, commit=True)
-        return assess(ahead or None, 0, emission, rate, cost, US_PER_SECOND)[0]
+        return self.check_all([(key, rate)], cost)[0]
 
     def peek(self, key: str, rate: Rate) -> Decision | None:
         """Describe ``key``'s bucket now without taking from it; None when it is full."""
-        emission = emission_interval(rate, US_PER_SECOND)
-        ahead = self._run(key, emission, rate, 1, commit=False)
+        _, (ahead,) = self._run([(key, rate)], 1, commit=False)
         if not ahead:
             return None
-        return describe(ahead, 0, emission, rate, US_PER_SECOND)
+        return describe(ahead, 0, emission_interval(rate, US_PER_SECOND), rate, US_PER_SECOND)
 
     def reset(self, key: str) -> bool:
         """Make ``key``'s bucket full again; return whether it held live state."""
@@ -104,22 +127,49 @@ class RedisLimiter:
         """Close every pooled connection."""
         self._client.close()
 
-    def _run(self, key: str, emission: int, rate: Rate, cost: int, commit: bool) -> int:
-        """Run the script on ``key``; return how far (us) its TAT was ahead of Redis's now."""
-        args = (emission, rate.capacity, cost, 1 if commit else 0)
-        with _translated("check"):
-            sha = self._sha or self._load()
-            try:
-                reply = self._client.evalsha(sha, 1, self.prefix + key, *args)
-            except _redis().exceptions.NoScriptError:
-                reply = self._client.evalsha(self._load(), 1, self.prefix + key, *args)
-        return int(reply[1])
+    def _run(
+        self, buckets: Sequence[tuple[str, Rate]], cost: int, commit: bool
+    ) -> tuple[bool, list[int]]:
+        """Run the script on ``buckets``; return whether all fit, and how far (us) each
+        bucket's TAT was ahead of Redis's now."""
+        args: list[int] = [cost, 1 if commit else 0]
+        for _, rate in buckets:
+            args += (emission_interval(rate, US_PER_SECOND), rate.capacity)
+        reply = self._eval(GCRA_SCRIPT, [key for key, _ in buckets], args)
+        return reply[0] == 1, [int(ahead) for ahead in reply[1:]]
 
-    def _load(self) -> str:
-        """Load the script into Redis (again) and remember its digest."""
+    def _eval(self, script: str, keys: Sequence[str], args: Sequence[int]) -> Any:
+        """Run ``script`` on the prefixed ``keys`` by its digest, loading it when needed."""
+        names = [self.prefix + key for key in keys]
+        with _translated("check"):
+            sha = self._shas.get(script) or self._load(script)
+            try:
+                return self._client.evalsha(sha, len(names), *names, *args)
+            except _redis().exceptions.NoScriptError:
+                return self._client.evalsha(self._load(script), len(names), *names, *args)
+
+    def _load(self, script: str) -> str:
+        """Load ``script`` into Redis (again) and remember its digest."""
         with self._load_lock:
-            self._sha = str(self._client.script_load(GCRA_SCRIPT))
-            return self._sha
+            self._shas[script] = str(self._client.script_load(script))
+            return self._shas[script]
+
+    @staticmethod
+    def _open(url: str, timeout: float) -> Any:
+        """Return the client for ``url`` (a cluster-aware one in ``RedisClusterLimiter``)."""
+        return _connect(url, timeout)
+
+
+def decisions(
+    buckets: Sequence[tuple[str, Rate]], aheads: Sequence[int], cost: int
+) -> list[Decision]:
+    """Turn the script's answer (how far each TAT was ahead of now, us) into decisions."""
+    return [
+        assess(ahead or None, 0, emission_interval(rate, US_PER_SECOND), rate, cost, US_PER_SECOND)[
+            0
+        ]
+        for ahead, (_, rate) in zip(aheads, buckets, strict=True)
+    ]
 
 
 class _translated:
@@ -132,7 +182,9 @@ class _translated:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, ex: BaseException | None, tb: Any) -> None:
-        if ex is not None and isinstance(ex, _redis().RedisError | OSError):
+        module = _redis()
+        failures = module.RedisError | module.exceptions.RedisClusterException | OSError
+        if ex is not None and isinstance(ex, failures):
             raise LimiterUnavailable(f"redis {self._operation} failed: {ex}") from ex
 
 

@@ -43,11 +43,11 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from gw.limits import LimiterUnavailable, TableLayoutError
-from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, describe
+from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
 from gw.limits.locks import DEFAULT_DEADLINE, StripeLocks
 
 MAGIC = b"GWRLTAB\x00"
@@ -182,6 +182,27 @@ class SharedTable:
             self._locks.release(stripe)
         return decision
 
+    def check_all(self, buckets: Sequence[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        """Take ``cost`` tokens from every bucket if each has them, else from none.
+
+        One critical section: the stripes of every bucket are locked in ascending order (one
+        global order, so requests needing the same stripes never deadlock), the clock is read
+        once, every bucket is decided, and only when all admit are the new TATs written.
+        Waiting for the locks may take up to one deadline per stripe.
+        """
+        if len(buckets) == 1:  # PERF: one limit keeps the single-stripe fast path
+            key, rate = buckets[0]
+            return [self.check(key, rate, cost)]
+        places = [self._places.get(key) or self._place(key) for key, _ in buckets]
+        with _HeldAll(self._locks, sorted({stripe for _, stripe, _ in places})):
+            now = self._clock()
+            tats = {h: self._stored_tat(h, stripe, home) for h, stripe, home in places}
+            ids = [(place[0], rate) for place, (_, rate) in zip(places, buckets, strict=True)]
+            decisions, planned = decide_all(ids, tats, now, cost)
+            if planned is not None:
+                self._commit(planned, {place[0]: place for place in places}, now)
+        return decisions
+
     def peek(self, key: str, rate: Rate) -> Decision | None:
         """Describe ``key``'s bucket now without taking from it; None when it is full."""
         h, stripe, home = self._place(key)
@@ -267,6 +288,35 @@ class SharedTable:
             raise LimiterUnavailable("rate-limit table full")
         return free
 
+    def _stored_tat(self, h: int, stripe: int, home: int) -> int | None:
+        """Return the TAT stored for ``h``, or None when it has no slot (a full bucket)."""
+        # PERF: most keys sit in their home slot: one read, no probing window.
+        at = home if self._words[home + 1] == h else self._lookup(h, stripe, home)
+        return self._words[at] if at >= 0 else None
+
+    def _commit(
+        self, planned: dict[int, int], places: dict[int, tuple[int, int, int]], now: int
+    ) -> None:
+        """Store every planned TAT (under the locks of all their stripes), all or none.
+
+        If a new key finds its stripe full, the TATs already stored by this call are put
+        back before the error is raised, so that a refused request takes nothing.
+        """
+        words = self._words
+        undo: list[tuple[int, int, int]] = []
+        try:
+            for h, tat in planned.items():
+                _, stripe, home = places[h]
+                at = home if words[home + 1] == h else self._find(h, stripe, home, now)
+                undo.append((at, words[at], words[at + 1]))
+                words[at] = tat  # APPSEC: TAT before hash, as in check: a writer killed
+                words[at + 1] = h  # in between leaves a stricter bucket, never a laxer one.
+        except LimiterUnavailable:
+            for at, tat, held in reversed(undo):
+                words[at + 1] = held
+                words[at] = tat
+            raise
+
     def _lookup(self, h: int, stripe: int, home: int) -> int:
         """Return the word index of ``h``'s slot, or -1 when it has none."""
         for at in self._window(stripe, home):
@@ -300,6 +350,29 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self._locks.release(self._stripe)
+
+
+class _HeldAll:
+    """Hold several stripes for a ``with`` block, taken in the ascending order given."""
+
+    def __init__(self, locks: StripeLocks, stripes: list[int]) -> None:
+        self._locks = locks
+        self._stripes = stripes
+
+    def __enter__(self) -> None:
+        taken: list[int] = []
+        try:
+            for stripe in self._stripes:
+                self._locks.acquire(stripe)
+                taken.append(stripe)
+        except BaseException:
+            for stripe in reversed(taken):
+                self._locks.release(stripe)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for stripe in reversed(self._stripes):
+            self._locks.release(stripe)
 
 
 class _DataFile:

@@ -11,15 +11,22 @@ import pytest
 
 from gw.limits.local import LocalLimiter
 from gw.limits.table import SharedTable
+from tests.fixtures.redis_cluster import RedisCluster, session_cluster
 from tests.fixtures.redis_server import RedisServer, session_server
 
-BACKENDS = ["table", "redis", "local"]
+BACKENDS = ["table", "redis", "redis-cluster", "local"]
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """Start one real redis-server for the session (skip without it, fail when CI=true)."""
     yield from session_server()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Start one real three-node Redis Cluster for the session."""
+    yield from session_cluster()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -36,6 +43,14 @@ def limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         server: RedisServer = request.getfixturevalue("redis_server")
         # A generous timeout: these tests are about semantics, not a loaded CI machine.
         limiter = RedisLimiter(server.url, timeout=2.0, prefix=f"gw:test:{uuid.uuid4().hex}:")
+        yield limiter
+        limiter.close()
+    elif request.param == "redis-cluster":
+        from gw.limits.redis_cluster import RedisClusterLimiter
+
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()  # stats() counts every key under the prefix, on every node
+        limiter = RedisClusterLimiter(cluster.url, timeout=2.0)
         yield limiter
         limiter.close()
     else:

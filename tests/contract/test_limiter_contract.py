@@ -151,8 +151,83 @@ def test_stats_count_live_buckets(limiter: Any) -> None:
         limiter.check(key, rate)
     stats = limiter.stats()
     assert stats["used"] == 3
-    assert stats["backend"] in {"table", "redis", "local"}
+    assert stats["backend"] in {"table", "redis", "redis-cluster", "local"}
 
 
 def test_unavailability_is_a_runtime_error_callers_can_catch() -> None:
     assert issubclass(LimiterUnavailable, RuntimeError)
+
+
+# -- several buckets decided together (one request under several limits) -----------------
+
+PER_IP = Rate(5, 60)
+PER_USER = Rate(1, 60)
+
+
+def test_a_request_refused_by_one_bucket_takes_from_none(limiter: Any) -> None:
+    """Alice's refusals by her own 1/min leave the shared per-IP 5/min untouched."""
+    first = limiter.check_all([("ip", PER_IP), ("alice", PER_USER)])
+    assert [d.allowed for d in first] == [True, True]
+    for _ in range(4):
+        refused = limiter.check_all([("ip", PER_IP), ("alice", PER_USER)])
+        assert [d.allowed for d in refused] == [True, False]
+        assert 60 - SLACK < refused[1].retry_after <= 60
+    seen = limiter.peek("ip", PER_IP)
+    assert seen is not None and seen.remaining == 4
+    for user in ["bob", "carol", "dave", "erin"]:
+        assert all(d.allowed for d in limiter.check_all([("ip", PER_IP), (user, PER_USER)]))
+    last = limiter.check_all([("ip", PER_IP), ("frank", PER_USER)])
+    assert [d.allowed for d in last] == [False, True]
+    assert limiter.peek("frank", PER_USER) is None  # frank's refused request took nothing
+
+
+def test_an_admitted_request_takes_one_token_from_each_bucket(limiter: Any) -> None:
+    decisions = limiter.check_all([("a", Rate(3, 60)), ("b", Rate(10, 60)), ("c", Rate(2, 60))])
+    assert [d.allowed for d in decisions] == [True, True, True]
+    assert [d.remaining for d in decisions] == [2, 9, 1]
+    assert limiter.check("b", Rate(10, 60)).remaining == 8
+
+
+def test_the_order_of_the_buckets_never_changes_the_outcome(limiter: Any) -> None:
+    """The same requests, with their buckets listed in opposite orders, pass and fail alike."""
+    rates = {"ip": Rate(4, 60), "user": Rate(2, 60), "route": Rate(3, 60)}
+    script = [("ip", "user"), ("ip", "route"), ("user", "route"), ("ip", "user", "route")] * 3
+    outcomes: dict[str, list[bool]] = {}
+    for run, flip in (("forward", False), ("backward", True)):
+        outcomes[run] = []
+        for names in script:
+            ordered = list(reversed(names)) if flip else list(names)
+            buckets = [(f"{run}:{name}", rates[name]) for name in ordered]
+            outcomes[run].append(all(d.allowed for d in limiter.check_all(buckets)))
+    assert outcomes["forward"] == outcomes["backward"]
+    assert outcomes["forward"] == [True, True, True, False, False, True] + [False] * 6
+    for name, rate in rates.items():
+        forward = limiter.peek(f"forward:{name}", rate)
+        backward = limiter.peek(f"backward:{name}", rate)
+        assert forward is not None and backward is not None
+        assert forward.remaining == backward.remaining
+
+
+def test_a_bucket_listed_twice_is_drawn_from_twice(limiter: Any) -> None:
+    rate = Rate(3, 60)
+    assert [d.remaining for d in limiter.check_all([("k", rate), ("k", rate)])] == [2, 1]
+    refused = limiter.check_all([("k", rate), ("k", rate)])
+    assert [d.allowed for d in refused] == [True, False]
+    assert limiter.check("k", rate).remaining == 0  # the refused pair took nothing
+
+
+def test_a_cost_that_one_bucket_can_never_hold_takes_from_none(limiter: Any) -> None:
+    decisions = limiter.check_all([("big", Rate(10, 60)), ("small", Rate(10, 60, burst=2))], 3)
+    assert [d.allowed for d in decisions] == [True, False]
+    assert decisions[1].retry_after == math.inf
+    assert limiter.peek("big", Rate(10, 60)) is None
+
+
+def test_one_bucket_through_check_all_is_check(limiter: Any) -> None:
+    rate = Rate(2, 60)
+    assert [limiter.check_all([("solo", rate)])[0].allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert limiter.check("solo", rate).allowed is False

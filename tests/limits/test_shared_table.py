@@ -336,3 +336,27 @@ def test_a_child_forked_while_a_parent_thread_held_a_stripe_is_not_wedged(path: 
             table._locks._threads[stripe].release()
             _TABLE.clear()
     assert outcome is True
+
+
+class TestSeveralBuckets:
+    def test_a_stripe_filling_up_mid_request_takes_nothing(self, path: str) -> None:
+        SharedTable.create(path, slots=4, stripes=1, probe=4)
+        rate = Rate(1, 60)
+        with SharedTable.open(path, clock=FakeClock()) as table:
+            for key in "abc":
+                assert table.check(key, rate).allowed
+            with pytest.raises(LimiterUnavailable, match="table full"):
+                table.check_all([("x", rate), ("y", rate)])  # two new keys, one free slot
+            assert table.peek("x", rate) is None and table.peek("y", rate) is None
+            assert table.stats()["used"] == 3
+            assert table.check("x", rate).allowed  # the free slot is still free
+            assert [table.check(key, rate).allowed for key in "abcx"] == [False] * 4
+
+    def test_new_keys_of_one_request_take_distinct_slots(self, path: str) -> None:
+        SharedTable.create(path, slots=4, stripes=1, probe=4)
+        rate = Rate(2, 60)
+        with SharedTable.open(path, clock=FakeClock()) as table:
+            decisions = table.check_all([(key, rate) for key in "abcd"])
+            assert [d.remaining for d in decisions] == [1, 1, 1, 1]
+            assert table.stats()["used"] == 4
+            assert [table.check(key, rate).remaining for key in "abcd"] == [0, 0, 0, 0]

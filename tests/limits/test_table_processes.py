@@ -231,3 +231,55 @@ def test_a_sigkilled_lock_holder_does_not_wedge_the_others(tmp_path: Path) -> No
     with SharedTable.open(path) as table:
         seen = table.peek("client", Rate(1000, 60))
     assert seen is not None and seen.remaining == 997
+
+
+def _hammer_together(
+    path: str, buckets: list[tuple[str, Rate]], stop_at: int, out: Connection
+) -> None:
+    """Send requests that draw from every bucket at once, in this process's order."""
+    table = SharedTable.open(path, deadline=2.0)
+    counts = [0, 0, 0]  # admitted, refused, unavailable
+
+    def run() -> None:
+        while time.monotonic_ns() < stop_at:
+            try:
+                counts[0 if all(d.allowed for d in table.check_all(buckets)) else 1] += 1
+            except LimiterUnavailable:
+                counts[2] += 1
+
+    threads = [threading.Thread(target=run) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.send(counts)
+    out.close()
+
+
+def test_requests_under_several_limits_in_any_order_take_all_or_nothing(tmp_path: Path) -> None:
+    """Processes listing the same buckets in opposite orders never deadlock, and a refused
+    request takes nothing: the roomier buckets keep exactly what the admitted ones left."""
+    path = str(tmp_path / "limits.table")
+    SharedTable.create(path, slots=1024, stripes=64)
+    rates = [("tight", Rate(200, 3600)), ("roomy", Rate(300, 3600)), ("roomier", Rate(500, 3600))]
+    stop_at = time.monotonic_ns() + 1_500_000_000
+    pipes, children = [], []
+    for i in range(PROCESSES):
+        reader, writer = FORK.Pipe(duplex=False)
+        order = rates if i % 2 else list(reversed(rates))
+        child = FORK.Process(target=_hammer_together, args=(path, order, stop_at, writer))
+        child.start()
+        writer.close()
+        pipes.append(reader)
+        children.append(child)
+    counts = [reader.recv() for reader in pipes if reader.poll(30)]
+    for child in children:
+        child.join(10)
+        assert child.exitcode == 0
+    assert len(counts) == PROCESSES
+    assert sum(c[2] for c in counts) == 0  # no lock deadline passed: no deadlock
+    assert sum(c[0] for c in counts) == 200
+    assert sum(c[1] for c in counts) > 0
+    with SharedTable.open(path) as table:
+        left = {key: table.peek(key, rate) for key, rate in rates}
+    assert [d.remaining if d else None for d in left.values()] == [0, 100, 300]

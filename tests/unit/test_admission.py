@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gw.admission import Limit, Requester, bucket_key
+from gw.admission import Admission, Limit, MissingLimitKey, RateLimited, Requester, bucket_key
+from gw.auth.errors import Unauthorized
 from gw.limits import Rate
+from gw.limits.local import LocalLimiter
+from gw.settings import RateLimitingSettings
 
 
 def _bucket(ip: str, key: tuple[str, ...] = ("client_ip",)) -> str:
@@ -62,3 +65,134 @@ def test_fallbacks_to_the_client_address_use_the_same_key() -> None:
 def test_what_is_not_an_address_is_kept_as_it_is() -> None:
     assert _bucket("unix") == "l|ip:unix"
     assert _bucket("") == "l|ip:"
+
+
+# -- when a key's part is missing (when_missing) -------------------------------------------
+
+JWT_USER = Requester(client_ip="10.0.0.1", route="r", headers={}, subject="alice")
+KEY_USER = Requester(
+    client_ip="10.0.0.1", route="r", headers={"x-tenant": "t1"}, subject="acme", api_key="k1"
+)
+ANONYMOUS = Requester(client_ip="10.0.0.1", route="r", headers={})
+
+
+def _limit(key: str, when_missing: str = "client_ip") -> Limit:
+    return Limit("l", Rate(1, 60), tuple(key.split("+")), when_missing)
+
+
+@pytest.mark.parametrize("key", ["user", "api_key", "header:X-Tenant"])
+def test_a_present_part_keys_the_bucket_whatever_the_fallback(key: str) -> None:
+    for when_missing in ("client_ip", "skip", "reject"):
+        assert bucket_key(_limit(key, when_missing), KEY_USER) in (
+            "l|user:acme",
+            "l|key:k1",
+            "l|h:x-tenant=t1",
+        )
+
+
+@pytest.mark.parametrize(
+    ("key", "who"), [("user", ANONYMOUS), ("api_key", JWT_USER), ("header:X-Tenant", JWT_USER)]
+)
+def test_client_ip_puts_the_address_in_the_missing_parts_place(key: str, who: Requester) -> None:
+    assert bucket_key(_limit(key), who) == "l|ip:10.0.0.1"
+
+
+def test_client_ip_replaces_only_the_missing_part_of_a_compound_key() -> None:
+    assert bucket_key(_limit("api_key+route"), JWT_USER) == "l|ip:10.0.0.1|route:r"
+    assert bucket_key(_limit("user+api_key"), JWT_USER) == "l|user:alice|ip:10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("key", "who"), [("user", ANONYMOUS), ("api_key", JWT_USER), ("header:X-Tenant", JWT_USER)]
+)
+def test_skip_leaves_the_request_out_of_the_limit(key: str, who: Requester) -> None:
+    assert bucket_key(_limit(key, "skip"), who) is None
+
+
+def test_skip_applies_when_any_part_of_a_compound_key_is_missing() -> None:
+    assert bucket_key(_limit("user+api_key", "skip"), JWT_USER) is None
+    assert bucket_key(_limit("user+route", "skip"), JWT_USER) == "l|user:alice|route:r"
+
+
+@pytest.mark.parametrize(
+    ("key", "who", "message"),
+    [
+        ("user", ANONYMOUS, "this request needs an authenticated user (rate limit 'l')"),
+        ("api_key", JWT_USER, "this request needs an API key (rate limit 'l')"),
+    ],
+)
+def test_reject_refuses_a_missing_identity_like_auth_does(
+    key: str, who: Requester, message: str
+) -> None:
+    with pytest.raises(Unauthorized) as info:
+        bucket_key(_limit(key, "reject"), who)
+    assert info.value.status == 401
+    assert info.value.to_dict() == {"error": "unauthorized", "message": message}
+    assert info.value.headers["WWW-Authenticate"] == 'Bearer realm="gw"'
+
+
+def test_reject_refuses_a_missing_header_as_a_bad_request() -> None:
+    with pytest.raises(MissingLimitKey) as info:
+        bucket_key(_limit("header:X-Tenant", "reject"), JWT_USER)
+    assert info.value.status == 400
+    assert info.value.to_dict() == {
+        "error": "missing_header",
+        "message": "the X-Tenant header is required (rate limit 'l')",
+    }
+
+
+def _admission(limits: list[dict[str, object]]) -> Admission:
+    settings = RateLimitingSettings.model_validate(
+        {"overrides": [{"path": "/x/**", "limits": limits}]}
+    )
+    limiter = LocalLimiter()
+    return Admission(settings, lambda: limiter)
+
+
+def test_seed_002s_ip_user_and_api_key_levels_are_independent() -> None:
+    admission = _admission(
+        [
+            {"name": "ip", "requests_per_minute": 100, "key": "client_ip"},
+            {"name": "user", "requests_per_minute": 3, "key": "user", "when_missing": "skip"},
+            {"name": "key", "requests_per_minute": 2, "key": "api_key", "when_missing": "skip"},
+        ]
+    )
+    limits = admission.limits_for("GET", "/x/a")
+    bob = Requester(client_ip="10.0.0.1", route="r", headers={}, subject="bob")
+    partner = Requester(client_ip="10.0.0.1", route="r", headers={}, subject="acme", api_key="k")
+    assert admission.admit(limits, ANONYMOUS)[0] == ("X-RateLimit-Limit", "100")
+    for who in (JWT_USER, bob):  # JWT users: ip and user only; they share no API-key bucket
+        assert [dict(admission.admit(limits, who))["X-RateLimit-Remaining"] for _ in range(3)] == [
+            "2",
+            "1",
+            "0",
+        ]
+    assert dict(admission.admit(limits, partner))["X-RateLimit-Limit"] == "2"
+    admission.admit(limits, partner)
+    with pytest.raises(RateLimited) as info:
+        admission.admit(limits, partner)
+    assert info.value.headers["X-RateLimit-Limit"] == "2"
+
+
+def test_a_limit_every_request_skips_adds_no_headers() -> None:
+    admission = _admission([{"requests_per_minute": 1, "key": "api_key", "when_missing": "skip"}])
+    limits = admission.limits_for("GET", "/x/a")
+    assert [admission.admit(limits, JWT_USER) for _ in range(3)] == [[], [], []]
+
+
+def test_a_rejected_key_takes_no_token_from_the_other_limits() -> None:
+    admission = _admission(
+        [
+            {"name": "ip", "requests_per_minute": 1, "key": "client_ip"},
+            {
+                "name": "t",
+                "requests_per_minute": 5,
+                "key": "header:X-Tenant",
+                "when_missing": "reject",
+            },
+        ]
+    )
+    limits = admission.limits_for("GET", "/x/a")
+    with pytest.raises(MissingLimitKey):
+        admission.admit(limits, JWT_USER)
+    assert dict(admission.admit(limits, KEY_USER))["X-RateLimit-Remaining"] == "0"

@@ -333,3 +333,45 @@ def test_rate_limit_overrides_without_methods_still_cover_trace() -> None:
     admission = parse_config(data, {}).admission
     assert admission is not None
     assert admission.limits_for("TRACE", "/x/a")[0].rate.limit == 1
+
+
+def _limits_config(limits: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:1"]}},
+        "routes": [{"path": "/x/**", "upstream": "u"}],
+        "rate_limiting": {"overrides": [{"path": "/x/**", "limits": limits}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (
+            {"key": "user", "when_missing": "ignore"},
+            "rate_limiting.overrides[0].limits[1].when_missing: Input should be 'client_ip', "
+            "'skip' or 'reject'",
+        ),
+        (
+            {"key": "client_ip+route", "when_missing": "skip"},
+            "rate_limiting.overrides[0].limits[1].when_missing: 'skip' never applies: every "
+            "part of key 'client_ip+route' is always present (it matters for user, api_key, "
+            "header:NAME)",
+        ),
+        (
+            {"key": "route", "when_missing": "reject"},
+            "rate_limiting.overrides[0].limits[1].when_missing: 'reject' never applies: every "
+            "part of key 'route' is always present (it matters for user, api_key, header:NAME)",
+        ),
+    ],
+)
+def test_when_missing_mistakes_name_their_location(limit: dict[str, object], expected: str) -> None:
+    data = _limits_config([{"requests_per_minute": 5}, {"requests_per_minute": 1, **limit}])
+    assert problems_of(data) == [expected]
+
+
+def test_when_missing_defaults_to_the_client_address() -> None:
+    admission = parse_config(
+        _limits_config([{"requests_per_minute": 5, "key": "user"}]), {}
+    ).admission
+    assert admission is not None
+    assert admission.limits_for("GET", "/x/a")[0].when_missing == "client_ip"
