@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(config: Config, _: argparse.Namespace) -> int:
+    for warning in config.warnings:
+        print(f"{config.source}: warning: {warning}", file=sys.stderr)
     routes = len(config.table.ordered())
     print(f"{config.source}: ok ({routes} routes, {len(config.upstreams)} upstreams)")
     return 0
