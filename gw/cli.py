@@ -23,14 +23,14 @@ from gw.limits import LimiterAdmin, LimiterUnavailable
 from gw.limits.table import SharedTable
 from gw.paths import canonicalize, encode_path, split_target
 from gw.routing import RouteTable
-from gw.settings import GatewaySettings
+from gw.schema import config_schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(GatewaySettings.model_json_schema(), indent=2))
+        print(json.dumps(config_schema(), indent=2))
         return 0
     if args.command == "limits":
         return limits_command(args)
