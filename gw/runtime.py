@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from gw import rundir
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
@@ -34,24 +35,36 @@ def prepare() -> str | None:
     """Create the runtime directory (if not given) and a fresh table; return a dir to clean up.
 
     ``GW_RUNTIME_DIR`` names the directory (systemd's ``RuntimeDirectory``, ``/run/gw``); when
-    unset, a private one is made under ``/dev/shm`` and returned so the master can remove it
-    on exit.
+    unset, ``gw.rundir.runtime_dir_for`` derives one from ``GW_CONFIG`` (the rule the CLI
+    uses to find this gateway), which is returned so the master can remove it on exit.
+    The master claims the directory: a second gateway on it refuses to start.
     """
-    created = None
-    runtime = os.environ.get("GW_RUNTIME_DIR")
-    if not runtime:
-        # APPSEC: mkdtemp makes a fresh 0700 directory; /dev/shm keeps the table in memory.
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
-        runtime = created = tempfile.mkdtemp(prefix="gw-", dir=base)
-        os.environ["GW_RUNTIME_DIR"] = runtime
-    os.makedirs(runtime, mode=0o700, exist_ok=True)
+    config = os.environ.get("GW_CONFIG")
+    derived = not os.environ.get(rundir.ENV)
+    try:
+        runtime = rundir.runtime_dir_for(config) or _private_dir()
+        if derived:
+            rundir.make_private_dir(runtime)
+        else:
+            os.makedirs(runtime, mode=0o700, exist_ok=True)
+        rundir.claim(runtime, config)
+    except rundir.RuntimeDirError as ex:
+        raise SystemExit(f"gw: {ex}") from None
+    os.environ[rundir.ENV] = runtime
     slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
     SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
     health_path = health_state.default_path()
     assert health_path is not None
     health_state.create(health_path)  # fresh target state: no ejection outlives a restart
     reset_store(os.path.join(runtime, "cache"))  # no entry outlives a restart either
-    return created
+    return runtime if derived else None
+
+
+def _private_dir() -> str:
+    """A fresh directory, when no config names one (then the config check refuses to start)."""
+    # APPSEC: mkdtemp makes a fresh 0700 directory; /dev/shm keeps the table in memory.
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+    return tempfile.mkdtemp(prefix="gw-", dir=base)
 
 
 def stage_config() -> None:
