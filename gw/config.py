@@ -115,6 +115,7 @@ class Config:
     metrics: MetricsSettings = DEFAULT_METRICS
     cache_store: CacheStoreSettings | None = None  # None: no route caches
     warnings: tuple[str, ...] = ()  # loads and serves, but probably not as meant
+    limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -242,6 +243,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         metrics=settings.metrics,
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
         warnings=tuple(warnings),
+        limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
     )
 
 
