@@ -129,11 +129,11 @@ def locate(config_path: str | None, environ: Mapping[str, str] = os.environ) -> 
     Raises:
         RuntimeDirError: no running gateway was found; the message says how to point at one.
     """
-    explicit = environ.get(ENV)
+    primary = runtime_dir_for(config_path, environ)  # where that gateway put it
     wanted = os.path.realpath(config_path) if config_path else None
-    if explicit:
-        return _check_explicit(explicit, wanted)
-    candidates = [default_runtime_dir(config_path)] if config_path else []
+    if environ.get(ENV) and primary:
+        return _check_explicit(primary, wanted)
+    candidates = [primary] if primary else []
     candidates.append(SYSTEMD_DIR)
     for path in candidates:
         # A derived directory's name already says which config it serves; /run/gw's does not.
