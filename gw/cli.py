@@ -1,7 +1,9 @@
 """The ``gw`` command: check a config, list routes, explain a request, print the schema.
 
-Exit status: 0 on success, 1 when the config is invalid or the request matches nothing,
-2 on usage errors. ``gw check`` is what the systemd unit's ExecReload runs before HUP.
+Exit status: 0 on success, 1 when the config is invalid or the request matches nothing (or,
+for the operator commands ``limits``, ``cache`` and ``upstreams``, when no running gateway
+serves the config, see ``gw.rundir``), 2 on usage errors. ``gw check`` is what the systemd
+unit's ExecReload runs before HUP; it prints warnings on stderr and still exits 0.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if operator is not None:
         try:
             return operator(args)
-        except OperatorError as ex:
+        except (OperatorError, LimiterUnavailable) as ex:
             print(f"gw {args.command}: {ex}", file=sys.stderr)
             return 1
     path = args.config or os.environ.get("GW_CONFIG")

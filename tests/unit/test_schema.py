@@ -34,7 +34,11 @@ README_FRAGMENTS = {
 
 
 def _readme_blocks() -> list[tuple[str, str, str]]:
-    """Return ``(id, heading, text)`` for every ```yaml block of the README."""
+    """Return ``(id, heading, text)`` for every ```yaml block of the README.
+
+    Every ```yaml block of the README is a gw config (or a section of one); fence other YAML
+    differently.
+    """
     text = (ROOT / "README.md").read_text()
     blocks = []
     for found in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M):
