@@ -1,7 +1,9 @@
 """The ``gw`` command: check a config, list routes, explain a request, print the schema.
 
-Exit status: 0 on success, 1 when the config is invalid or the request matches nothing,
-2 on usage errors. ``gw check`` is what the systemd unit's ExecReload runs before HUP.
+Exit status: 0 on success, 1 when the config is invalid or the request matches nothing (or,
+for the operator commands ``limits``, ``cache`` and ``upstreams``, when no running gateway
+serves the config, see ``gw.rundir``), 2 on usage errors. ``gw check`` is what the systemd
+unit's ExecReload runs before HUP; it prints warnings on stderr and still exits 0.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import cast
+from urllib.parse import urlsplit
 
-from gw import runtime
+from gw import audit, rundir, runtime
 from gw.admission import Requester
 from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
+from gw.cache.store import CACHE_DIR
 from gw.config import Config, RouteSpec, load_config
 from gw.errors import ConfigError, GatewayError
 from gw.health import state as health_state
@@ -25,21 +29,22 @@ from gw.limits import LimiterAdmin, LimiterUnavailable
 from gw.limits.table import SharedTable
 from gw.paths import canonicalize, encode_path, split_target
 from gw.routing import RouteTable
-from gw.settings import GatewaySettings
+from gw.schema import config_schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(GatewaySettings.model_json_schema(), indent=2))
+        print(json.dumps(config_schema(), indent=2))
         return 0
-    if args.command == "limits":
-        return limits_command(args)
-    if args.command == "upstreams":
-        return upstreams_command()
-    if args.command == "cache":
-        return cache_command(args)
+    operator = _OPERATOR_COMMANDS.get(args.command)
+    if operator is not None:
+        try:
+            return operator(args)
+        except (OperatorError, LimiterUnavailable) as ex:
+            print(f"gw {args.command}: {ex}", file=sys.stderr)
+            return 1
     path = args.config or os.environ.get("GW_CONFIG")
     if not path:
         print("gw: no config file: pass -c FILE or set GW_CONFIG", file=sys.stderr)
@@ -58,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(config, args)
 
 
+_FINDS_GATEWAY = (
+    "the config file the running gateway serves (default: $GW_CONFIG): finds its runtime "
+    "directory ($GW_RUNTIME_DIR, else derived from the file's path) and its backends"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,24 +85,27 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--host", help="Host header of the request")
             _add_requester_options(cmd)
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
-    sub.add_parser(
+    upstreams = sub.add_parser(
         "upstreams",
         help="show every target's health and every upstream's circuit breaker (live, host-wide)",
     )
+    upstreams.add_argument("-c", "--config", help=_FINDS_GATEWAY)
     cache = sub.add_parser("cache", help="purge cached responses, or show the store's stats")
     cache.add_argument("action", choices=["purge", "stats"])
     cache.add_argument("--route", help="purge only this route's entries")
     cache.add_argument("--key", help="purge only this entry (its digest)")
-    cache.add_argument("-c", "--config", help="config file, for a Redis cache_store")
+    cache.add_argument("-c", "--config", help=_FINDS_GATEWAY)
     limits = sub.add_parser("limits", help="read or reset the live rate-limit table")
     limits.add_argument("action", choices=["stats", "peek", "reset"])
     limits.add_argument("key", nargs="?", help="bucket key, e.g. 'overrides[0]|ip:203.0.113.9'")
-    limits.add_argument("-c", "--config", help="config file, to find a limit's rate and backend")
-    limits.add_argument("--table", help="table file (default: $GW_RUNTIME_DIR/ratelimit.table)")
+    limits.add_argument("-c", "--config", help=_FINDS_GATEWAY + "; names the limits for peek")
+    limits.add_argument("--table", help="a table file, instead of the running gateway's")
     return parser
 
 
 def _check(config: Config, _: argparse.Namespace) -> int:
+    for warning in config.warnings:
+        print(f"{config.source}: warning: {warning}", file=sys.stderr)
     routes = len(config.table.ordered())
     print(f"{config.source}: ok ({routes} routes, {len(config.upstreams)} upstreams)")
     for note in _exclusion_notes(config):
@@ -213,24 +227,27 @@ def _print_winner(config: Config, route: object, params: object, path: str, quer
         print(f"upstream: {spec.upstream} -> {origin}{upstream_path}")
 
 
+class OperatorError(Exception):
+    """An operator command cannot run; the message says why and what to do."""
+
+
 def limits_command(args: argparse.Namespace) -> int:
     """``gw limits stats|peek|reset``: the live table (or Redis) seen from outside the server."""
-    config = load_config(args.config) if args.config else None
-    admission = config.admission if config else None
-    backend: LimiterAdmin
-    if admission is not None and not args.table:
-        backend = cast(LimiterAdmin, admission.open_backend())
-    else:
-        backend = SharedTable.open(args.table or _default_table())
+    config = _operator_config(args)
+    if args.action != "stats" and not args.key:
+        print("gw limits: peek and reset need a bucket key", file=sys.stderr)
+        return 2
+    backend, where = _limits_backend(config, args)
     if args.action == "stats":
         print(json.dumps(backend.stats(), indent=2))
         return 0
-    if not args.key:
-        print("gw limits: peek and reset need a bucket key", file=sys.stderr)
-        return 2
     if args.action == "reset":
-        print("reset" if backend.reset(args.key) else "no live state for that key")
+        held = backend.reset(args.key)
+        result = "reset" if held else "no state"
+        audit.record("limits.reset", where, _dir_of(where), key=args.key, result=result)
+        print("reset" if held else "no live state for that key")
         return 0
+    admission = config.admission if config else None
     limit = admission.limit_named(args.key.split("|", 1)[0]) if admission else None
     if limit is None:
         print("gw limits: peek needs -c CONFIG naming the limit in the key", file=sys.stderr)
@@ -240,32 +257,100 @@ def limits_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def upstreams_command() -> int:
-    """``gw upstreams``: the shared health table, read from outside the server."""
+def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[LimiterAdmin, str]:
+    """Open the limiter the gateway uses; return it with where it lives (for the audit)."""
+    if args.table:
+        return _open_table(args.table), args.table
+    backend = config.limits_backend if config else "shared"
+    if config is not None and config.admission is not None and backend != "shared":
+        return cast(LimiterAdmin, config.admission.open_backend()), _redacted(backend)
+    path = os.path.join(_gateway_dir(args), runtime.TABLE_FILE)
+    return _open_table(path), path
+
+
+def _open_table(path: str) -> SharedTable:
     try:
-        rows = health_state.snapshot()
-    except LimiterUnavailable as ex:
-        print(f"gw upstreams: {ex} (set GW_RUNTIME_DIR to the server's)", file=sys.stderr)
-        return 1
+        return SharedTable.open(path)
+    except (OSError, LimiterUnavailable) as ex:
+        raise OperatorError(f"cannot open the rate-limit table {path}: {ex}") from None
+
+
+def upstreams_command(args: argparse.Namespace) -> int:
+    """``gw upstreams``: the shared health table, read from outside the server."""
+    path = os.path.join(_gateway_dir(args), health_state.TABLE_FILE)
+    try:
+        rows = health_state.snapshot(path)
+    except (OSError, LimiterUnavailable) as ex:
+        raise OperatorError(f"cannot read the health table {path}: {ex}") from None
     print(json.dumps(rows, indent=2))
     return 0
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    """``gw cache purge|stats``: the live store (the host's directory, or Redis)."""
-    settings = load_config(args.config).cache_store if args.config else None
-    store = open_cache(settings or CacheStoreSettings())
+    """``gw cache purge|stats``: the live store (the gateway's directory, or Redis)."""
+    config = _operator_config(args)
+    settings = (config.cache_store if config else None) or CacheStoreSettings()
+    if settings.backend == "shared":
+        where = os.path.join(_gateway_dir(args), CACHE_DIR)
+        store = open_cache(settings, where)
+    else:
+        where, store = _redacted(settings.backend), open_cache(settings)
     if args.action == "stats":
         print(json.dumps(store.stats(), indent=2))
         return 0
     removed = store.purge(args.key, args.route)
+    scope = {"route": args.route, "key": args.key}
+    local = os.path.dirname(where) if settings.backend == "shared" else None
+    audit.record("cache.purge", where, local, **scope, result=f"{removed} removed")
     print(f"purged {removed} entr{'y' if removed == 1 else 'ies'}")
     return 0
 
 
-def _default_table() -> str:
-    return os.path.join(os.environ.get("GW_RUNTIME_DIR", "/run/gw"), runtime.TABLE_FILE)
+def _config_path(args: argparse.Namespace) -> str | None:
+    return cast("str | None", getattr(args, "config", None)) or os.environ.get("GW_CONFIG")
 
+
+def _operator_config(args: argparse.Namespace) -> Config | None:
+    """Load the config the gateway serves, if named (-c or GW_CONFIG)."""
+    path = _config_path(args)
+    if not path:
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as ex:
+        raise OperatorError(
+            f"{path}: {'; '.join(ex.problems)} (the CLI reads the file with this shell's "
+            "environment: export the variables the gateway was started with)"
+        ) from None
+
+
+def _gateway_dir(args: argparse.Namespace) -> str:
+    """The runtime directory of the running gateway that serves the config (``gw.rundir``)."""
+    try:
+        return rundir.locate(_config_path(args))
+    except rundir.RuntimeDirError as ex:
+        raise OperatorError(str(ex)) from None
+
+
+def _dir_of(where: str) -> str | None:
+    """The directory of a table file (for the audit file); None for a Redis URL."""
+    return None if "://" in where else os.path.dirname(where)
+
+
+def _redacted(url: str) -> str:
+    """A backend URL without its password, for the audit line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+_OPERATOR_COMMANDS = {
+    "limits": limits_command,
+    "upstreams": upstreams_command,
+    "cache": cache_command,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,7 @@ from gw.limits import Limiter
 from gw.metrics import MetricsSettings
 from gw.retry import RetryPolicy
 from gw.rewrite import Rewrite, validate_prefix
-from gw.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, parse_pattern
+from gw.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
 from gw.settings import (
     GatewaySettings,
     RateLimitingSettings,
@@ -118,6 +118,8 @@ class Config:
     auth_throttle: FailureThrottle | None = None  # None: no auth block, or failure_limit: null
     metrics: MetricsSettings = DEFAULT_METRICS
     cache_store: CacheStoreSettings | None = None  # None: no route caches
+    warnings: tuple[str, ...] = ()  # loads and serves, but probably not as meant
+    limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -219,6 +221,7 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     problems: list[str] = []
     upstreams = _compile_upstreams(settings, problems)
     routes = _compile_routes(settings, upstreams, problems)
+    warnings = _route_warnings(settings)
     admission = _admission(settings.rate_limiting, problems)
     transformer = _transformer(settings, problems)
     server = settings.server
@@ -230,8 +233,6 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
     authenticator = _authenticator(settings, problems)
     if problems:
         raise ConfigError(problems)
-    if not routes:
-        raise ConfigError(["routes: no routes (add a 'routes' list)"])
     return Config(
         server=settings.server,
         upstreams=upstreams,
@@ -246,6 +247,8 @@ def _compile(settings: GatewaySettings, source: str) -> Config:
         auth_throttle=_auth_throttle(settings),
         metrics=settings.metrics,
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
+        warnings=tuple(warnings),
+        limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
     )
 
 
@@ -441,16 +444,18 @@ def _compile_routes(
         for i, p in enumerate(settings.paths)
     ]
     routes = []
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, bool]] = {}
     for where, route in entries:
         compiled = _route(where, route, upstreams, default_cors, problems)
         if compiled is None:
             continue
-        if compiled.name in names:
-            problems.append(
-                f"{where}.name: {compiled.name!r} is already the name of {names[compiled.name]}"
-            )
-        names[compiled.name] = where
+        named = route.name is not None
+        other, other_named = names.get(compiled.name, ("", False))
+        # Two unnamed routes share a default name only when they match the same requests:
+        # the route table reports that, naming both routes.
+        if other and (named or other_named):
+            problems.append(f"{where}.name: {compiled.name!r} is already the name of {other}")
+        names[compiled.name] = (where, named)
         routes.append(compiled)
     return routes
 
@@ -537,5 +542,57 @@ def _rewrite(
 
 
 def _default_name(route: RouteSettings) -> str:
+    """``GET,POST /api/orders/**``, with the host when the route has one (``GET a.example/x``)."""
     methods = ",".join(route.methods) if route.methods else "ANY"
-    return f"{methods} {route.path}"
+    return f"{methods} {route.host.lower() if route.host else ''}{route.path}"
+
+
+def _route_warnings(settings: GatewaySettings) -> list[str]:
+    """What loads and serves, but probably not as the author meant."""
+    if not settings.routes and not settings.paths:
+        return ["routes: none: every request except the health paths gets 404"]
+    warnings = []
+    for i, route in enumerate(settings.routes):
+        prefix = route.strip_prefix or (route.rewrite.prefix if route.rewrite else None)
+        if prefix is not None and not _prefix_can_apply(route.path, prefix):
+            field = "strip_prefix" if route.strip_prefix else "rewrite.prefix"
+            warnings.append(
+                f"routes[{i}].{field}: {prefix!r} never applies: no path that {route.path!r} "
+                "matches starts with it, so requests go upstream unchanged"
+            )
+    return warnings + _host_only_twins(settings.routes)
+
+
+def _prefix_can_apply(pattern: str, prefix: str) -> bool:
+    """Whether some path the pattern matches starts with ``prefix`` (whole segments)."""
+    try:
+        segments = parse_pattern(pattern).segments
+        wanted = validate_prefix(prefix).split("/")[1:] if prefix != "/" else []
+    except ValueError:
+        return True  # reported as a problem elsewhere
+    for i, part in enumerate(wanted):
+        if i >= len(segments):
+            return False
+        segment = segments[i]
+        if segment.kind in (SegmentKind.PLUS, SegmentKind.STAR):
+            return True
+        if segment.kind is SegmentKind.LITERAL and segment.value != part:
+            return False
+    return True
+
+
+def _host_only_twins(routes: list[RouteSettings]) -> list[str]:
+    """Unnamed routes that differ only by host: their names (in logs, metrics) hold the host."""
+    seen: dict[tuple[str, tuple[str, ...]], int] = {}
+    warnings = []
+    for i, route in enumerate(routes):
+        if route.name is not None:
+            continue
+        shape = (route.path, tuple(route.methods or ()))
+        if shape in seen and route.host != routes[seen[shape]].host:
+            warnings.append(
+                f"routes[{i}]: differs from routes[{seen[shape]}] only by host; each is named "
+                f"after its host ({_default_name(route)!r}): give them names of your own"
+            )
+        seen.setdefault(shape, i)
+    return warnings

@@ -50,6 +50,7 @@ DURATION_BUCKETS = (
 NO_ROUTE = "(none)"  # route label when nothing matched: no route name can be spelled this way
 BREAKER_STATES = ("closed", "open", "half_open")
 RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
+UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
 RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -226,17 +227,18 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=reg,
         )
+        # via: "proxy" (a proxied request) or "aggregate" (a part of an aggregate route).
         self._upstream = Histogram(
             "gw_upstream_duration_seconds",
-            "Time until an upstream's response headers arrived, by upstream.",
-            ["upstream"],
+            "Time until an upstream's response headers arrived, by upstream and via.",
+            ["upstream", "via"],
             buckets=DURATION_BUCKETS,
             registry=reg,
         )
         self._upstream_errors = Counter(
             "gw_upstream_errors_total",
-            "Upstream failures, by upstream and gateway error code.",
-            ["upstream", "kind"],
+            "Upstream failures, by upstream, gateway error code and via.",
+            ["upstream", "kind", "via"],
             registry=reg,
         )
         self._retries = Counter(
@@ -282,13 +284,18 @@ class Metrics:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
         self._inflight.inc(delta)
 
-    def upstream(self, upstream: str, seconds: float) -> None:
-        """Observe how long ``upstream`` took to send its response headers."""
-        self._child(self._upstream, "u", upstream).observe(seconds)
+    def upstream(self, upstream: str, seconds: float, via: str = "proxy") -> None:
+        """Observe how long ``upstream`` took to send its response headers.
 
-    def upstream_error(self, upstream: str, kind: str) -> None:
+        ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part.
+        """
+        _check(via, UPSTREAM_VIAS)
+        self._child(self._upstream, "u", upstream, via).observe(seconds)
+
+    def upstream_error(self, upstream: str, kind: str, via: str = "proxy") -> None:
         """Count a failure of ``upstream``; ``kind`` is the gateway error code."""
-        self._child(self._upstream_errors, "e", upstream, kind).inc()
+        _check(via, UPSTREAM_VIAS)
+        self._child(self._upstream_errors, "e", upstream, kind, via).inc()
 
     def retry(self, upstream: str, outcome: str) -> None:
         """Count a retry ``attempted``, or one the budget refused (``budget_exhausted``)."""

@@ -45,7 +45,7 @@ from gw.metrics import worker_metrics
 from gw.paths import canonicalize, encode_path, split_target
 from gw.retry import RetryBudget
 from gw.routing import RouteMatch
-from gw.shaping.compose import Aggregator
+from gw.shaping.compose import Aggregator, PartReport
 from gw.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gw")
@@ -343,10 +343,20 @@ class Gateway:
         """Fan out to the aggregate's parts in parallel and answer one merged document."""
         spec = match.route.payload
         assert spec.aggregate is not None
-        exchange.upstream = "aggregate"
-        outcome = self._aggregator().run(
-            spec.aggregate, match.params, exchange.query, identity, headers, self.clients
-        )
+        exchange.upstream = ",".join(dict.fromkeys(part.upstream for part in spec.aggregate.parts))
+        reports: list[PartReport] = []
+        try:
+            outcome = self._aggregator().run(
+                spec.aggregate,
+                match.params,
+                exchange.query,
+                identity,
+                headers,
+                self.clients,
+                observe=self._part_observer(reports),
+            )
+        finally:
+            _log_parts(exchange, list(reports))  # the parts that finished before the answer
         body: Iterable[bytes] = outcome.body
         headers_out, body = self._shape(exchange, environ, outcome.status, outcome.headers, body)
         outcome = Outcome(outcome.status, self._decorate(exchange, headers_out), body)
@@ -584,6 +594,21 @@ class Gateway:
         ]
         return Outcome(200, headers, [body])
 
+    def _part_observer(self, reports: list[PartReport]) -> Callable[[PartReport], None]:
+        """Count a part in its upstream's series (via="aggregate") and keep it for the log."""
+        metrics = self.metrics
+
+        def observe(report: PartReport) -> None:
+            reports.append(report)  # from the part's thread: list.append is atomic
+            if metrics is None:
+                return
+            if report.status is None:
+                metrics.upstream_error(report.upstream, report.error or "", via="aggregate")
+            else:
+                metrics.upstream(report.upstream, report.seconds, via="aggregate")
+
+        return observe
+
     def _retry_observer(self, upstream: str) -> Callable[[str], None] | None:
         metrics = self.metrics
         if metrics is None:
@@ -605,6 +630,13 @@ class Gateway:
         return _json_outcome(
             200, {"status": "ready", "routes": len(self.config.table.ordered())}, exchange
         )
+
+
+def _log_parts(exchange: Exchange, reports: list[PartReport]) -> None:
+    """Name the targets the parts reached, and each part's outcome, in the access line."""
+    targets = dict.fromkeys(report.target for report in reports if report.target)
+    exchange.upstream_target = ",".join(targets) or None
+    exchange.extra["parts"] = [report.log_fields() for report in reports]
 
 
 def _balance_key(

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from gw import rundir
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
@@ -42,26 +43,30 @@ def prepare() -> str | None:
     """Create the runtime directory (if not given) and a fresh table; return a dir to clean up.
 
     ``GW_RUNTIME_DIR`` names the directory (systemd's ``RuntimeDirectory``, ``/run/gw``); when
-    unset, a private one is made under ``/dev/shm`` and returned so the master can remove it
-    on exit.
+    unset, ``gw.rundir.runtime_dir_for`` derives one from ``GW_CONFIG`` (the rule the CLI
+    uses to find this gateway), which is returned so the master can remove it on exit.
+    The master claims the directory: a second gateway on it refuses to start.
     """
-    created = None
-    runtime = os.environ.get("GW_RUNTIME_DIR")
-    if not runtime:
-        # APPSEC: mkdtemp makes a fresh 0700 directory; /dev/shm keeps the table in memory.
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
-        runtime = created = tempfile.mkdtemp(prefix="gw-", dir=base)
-        os.environ["GW_RUNTIME_DIR"] = runtime
+    config = os.environ.get("GW_CONFIG")
+    derived = not os.environ.get(rundir.ENV)
+    runtime = rundir.runtime_dir_for(config) or _private_dir()
     try:
+        if derived:
+            rundir.make_private_dir(runtime)
+        else:
+            os.makedirs(runtime, mode=0o700, exist_ok=True)
+        rundir.claim(runtime, config)
+        os.environ[rundir.ENV] = runtime
         _create_shared_files(runtime)
+    except rundir.RuntimeDirError as ex:
+        raise SystemExit(f"gw: {ex}") from None
     except OSError as ex:
         raise RuntimeDirUnusable(_unusable(runtime, "its shared tables", ex)) from None
-    return created
+    return runtime if derived else None
 
 
 def _create_shared_files(runtime: str) -> None:
     """Make the host's tables (every block allocated now) and empty the cache."""
-    os.makedirs(runtime, mode=0o700, exist_ok=True)
     slots = int(os.environ.get("GW_RATELIMIT_SLOTS", str(DEFAULT_SLOTS)))
     SharedTable.create(os.path.join(runtime, TABLE_FILE), slots=slots)
     health_path = health_state.default_path()
@@ -76,6 +81,13 @@ def _unusable(runtime: str, what: str, ex: OSError) -> str:
         f"runtime directory {runtime} cannot take {what}: {ex.strerror or ex}; free space "
         "there, make it writable, or point GW_RUNTIME_DIR elsewhere"
     )
+
+
+def _private_dir() -> str:
+    """A fresh directory, when no config names one (then the config check refuses to start)."""
+    # APPSEC: mkdtemp makes a fresh 0700 directory; /dev/shm keeps the table in memory.
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+    return tempfile.mkdtemp(prefix="gw-", dir=base)
 
 
 def stage_config() -> None:

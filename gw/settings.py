@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.auth.settings import AuthSettings, RouteAuth
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.health.settings import UpstreamHealthSettings
 from gw.metrics import MetricsSettings
@@ -167,7 +167,7 @@ class RouteSettings(BaseModel):
     )
     retries: RetrySettings | None = None
     cors: CorsSettings | None = None
-    auth: RoutePolicy | None = Field(
+    auth: RouteAuth | None = Field(
         default=None, description="required (default with an auth block), optional or none."
     )
     cache: RouteCacheSettings | None = Field(

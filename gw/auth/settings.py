@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -361,12 +362,16 @@ class AuthSettings(BaseModel):
 _SHORTHAND = ("issuer", "jwks_uri", "secret", "audiences", "algorithms")
 
 
+def _plain_mode(data: Any) -> Any:
+    return {"mode": data} if isinstance(data, str) else data
+
+
 class RoutePolicy(BaseModel):
     """A route's ``auth:``: ``required`` (the default), ``optional`` or ``none``.
 
     ``roles`` admits a caller holding any one of them; ``scopes`` requires every one (from the
-    ``scope`` or ``scp`` claim). The plain strings ``required``/``optional``/``none`` are
-    accepted for ``{mode: ...}``.
+    ``scope`` or ``scp`` claim). A route may write the plain strings
+    ``required``/``optional``/``none`` for ``{mode: ...}`` (see ``RouteAuth``).
 
     With several identity providers (Envoy's ``requires``/``provider_name``, by issuer name:
     an issuer's ``name``, else its ``issuer``; ``api_key`` stands for API-key callers):
@@ -402,7 +407,7 @@ class RoutePolicy(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _plain_string(cls, data: Any) -> Any:
-        return {"mode": data} if isinstance(data, str) else data
+        return _plain_mode(data)
 
     @model_validator(mode="after")
     def _checks_need_identity(self) -> RoutePolicy:
@@ -462,6 +467,17 @@ class RoutePolicy(BaseModel):
 
 def _listing(roles: dict[str, list[str]]) -> str:
     return "{" + ", ".join(f"{ref}: [{', '.join(names)}]" for ref, names in roles.items()) + "}"
+
+
+# A route's ``auth:`` as written: a RoutePolicy, or one of its modes alone (``auth: optional``).
+# RoutePolicy reads both; this type makes the JSON schema say so (json_schema_input_type).
+RouteAuth = Annotated[
+    RoutePolicy,
+    BeforeValidator(
+        _plain_mode,
+        json_schema_input_type=Literal["required", "optional", "none"] | RoutePolicy,
+    ),
+]
 
 
 def check_jwks_uri(uri: str) -> str:

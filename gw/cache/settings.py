@@ -39,7 +39,15 @@ def parse_size(value: Any) -> Any:
     return int(found.group(1)) * _UNITS[(found.group(2) or "b").lower()]
 
 
-Size = Annotated[int, BeforeValidator(parse_size)]
+# The schema's form of _SIZE (JSON Schema patterns have no flags: the cases are spelled out).
+_SIZE_TEXT = r"^\s*[0-9]+\s*([KkMmGg][Ii]?[Bb]|[Bb])?\s*$"
+Size = Annotated[
+    int,
+    BeforeValidator(
+        parse_size,
+        json_schema_input_type=int | Annotated[str, Field(pattern=_SIZE_TEXT)],
+    ),
+]
 
 
 class RouteCacheSettings(BaseModel):

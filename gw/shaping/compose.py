@@ -41,7 +41,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -422,6 +422,32 @@ class _Result:
     error: GatewayError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PartReport:
+    """What one part sent upstream did, for the metrics and the access log.
+
+    ``status`` is None when no response arrived (``error`` then says why, as the gateway error
+    code); ``seconds`` runs until the response headers, or until the failure.
+    """
+
+    key: str
+    upstream: str
+    target: str | None
+    status: int | None
+    seconds: float
+    error: str | None
+
+    def log_fields(self) -> dict[str, Any]:
+        """Return the part's entry for the access line's ``parts`` list."""
+        fields: dict[str, Any] = {"key": self.key, "upstream": self.upstream}
+        fields.update(target=self.target, status=self.status)
+        fields["duration_ms"] = round(self.seconds * 1000, 3)
+        return fields | ({"error": self.error} if self.error else {})
+
+
+PartObserver = Callable[[PartReport], None]
+
+
 class _Call:
     """One part's request, run on a pool thread; the request thread may cancel it."""
 
@@ -433,6 +459,7 @@ class _Call:
         client: UpstreamClient,
         deadline: float,
         max_bytes: int,
+        observe: PartObserver | None = None,
     ) -> None:
         self.part = part
         self.path = path
@@ -440,6 +467,7 @@ class _Call:
         self.client = client
         self.deadline = deadline
         self.max_bytes = max_bytes
+        self.observe = observe
         # PERF: a plain attribute is enough: it only ever goes from False to True.
         self.cancelled = False
 
@@ -447,18 +475,33 @@ class _Call:
         """Send the part and read its JSON answer; never raise an UpstreamError."""
         remaining = self.deadline - time.monotonic()
         if self.cancelled or remaining <= 0:
-            return _Result(error=self.timed_out())
+            return _Result(error=self.timed_out())  # never sent: no upstream saw it
+        started = time.monotonic()
         try:
             response = self.client.send("GET", self.path, self.headers, read_timeout=remaining)
         except UpstreamError as ex:
+            self._report(None, time.monotonic() - started, ex)
             return _Result(error=ex)
+        seconds = time.monotonic() - started
         try:
-            return _Result(value=self._read(response))
+            result = _Result(value=self._read(response))
         except UpstreamError as ex:
-            return _Result(error=ex)
+            result = _Result(error=ex)
         finally:
             if not response.finished:
                 response.abandon()  # cancelled, failed or too large: never reuse half-read
+        self._report(response, seconds, result.error)
+        return result
+
+    def _report(
+        self, response: UpstreamResponse | None, seconds: float, error: GatewayError | None
+    ) -> None:
+        if self.observe is None:
+            return
+        target = str(response.target) if response is not None else None
+        status = response.status if response is not None else None
+        code = error.code if error is not None else None
+        self.observe(PartReport(self.part.key, self.part.upstream, target, status, seconds, code))
 
     def _read(self, response: UpstreamResponse) -> Any:
         name = self.part.upstream
@@ -518,6 +561,7 @@ class Aggregator:
         identity: Identity | None,
         headers: Mapping[str, str],
         clients: Mapping[str, UpstreamClient],
+        observe: PartObserver | None = None,
     ) -> Outcome:
         """Call every part in parallel and return the merged document (status 200).
 
@@ -527,6 +571,7 @@ class Aggregator:
             identity: the verified caller, or None.
             headers: the upstream request headers the pipeline built.
             clients: upstream name -> client.
+            observe: told about every part that was sent, from the thread that ran it.
 
         Raises:
             MissingParameter, InvalidParameter: before any upstream is called.
@@ -536,7 +581,7 @@ class Aggregator:
         values = RequestValues(params, query, identity)
         paths = [part.template.render(values) for part in spec.parts]  # 400s come first
         calls = [
-            self._call(spec, part, path, headers, clients[part.upstream], started)
+            self._call(spec, part, path, headers, clients[part.upstream], started, observe)
             for part, path in zip(spec.parts, paths, strict=True)
         ]
         return _merge(spec, self._gather(calls))
@@ -556,12 +601,12 @@ class Aggregator:
         headers: Mapping[str, str],
         client: UpstreamClient,
         started: float,
+        observe: PartObserver | None,
     ) -> _Call:
         deadline = started + min(part.timeout or spec.timeout, spec.timeout)
         target_path = _under_base(client.spec.targets[0].base_path, path)
-        return _Call(
-            part, target_path, _part_headers(headers, client), client, deadline, spec.max_part_bytes
-        )
+        sent = _part_headers(headers, client)
+        return _Call(part, target_path, sent, client, deadline, spec.max_part_bytes, observe)
 
     def _gather(self, calls: list[_Call]) -> list[_Result]:
         """Wait for every part; stop at the first failed required part or past a deadline."""

@@ -10,7 +10,7 @@ field paths and header rules are reported here, at their exact location.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -212,10 +212,17 @@ class TransformationSettings(BaseModel):
         return value
 
 
+def _threshold_in_schema(schema: dict[str, Any]) -> None:
+    """Name seed 002's ``threshold`` in the JSON schema too (an alias of ``min_bytes``)."""
+    properties = schema["properties"]
+    alias = dict(properties["min_bytes"], description="seed 002's name for min_bytes.")
+    properties["threshold"] = alias
+
+
 class CompressionSettings(BaseModel):
     """gzip for clients that accept it (``compression:``; seed 002's keys are accepted)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_threshold_in_schema)
 
     enabled: bool = True
     min_bytes: int = Field(

@@ -63,8 +63,8 @@ def test_scrape_adds_up_across_workers_including_a_killed_one(
     assert by_route["broken"] == 5
     assert by_route["(none)"] >= 4  # the 404s (and the health checks of the test harness)
     errors = samples(text, "gw_upstream_errors_total")
-    unavailable = errors[(("kind", "upstream_unavailable"), ("upstream", "gone"))]
-    ejected = errors[(("kind", "no_healthy_target"), ("upstream", "gone"))]
+    unavailable = errors[(("kind", "upstream_unavailable"), ("upstream", "gone"), ("via", "proxy"))]
+    ejected = errors[(("kind", "no_healthy_target"), ("upstream", "gone"), ("via", "proxy"))]
     assert unavailable + ejected == 5 and ejected >= 1
     decisions = samples(text, "gw_ratelimit_decisions_total")
     assert sum(v for k, v in decisions.items() if ("decision", "allowed") in k) == 95

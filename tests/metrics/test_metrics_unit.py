@@ -85,13 +85,30 @@ def test_upstream_timings_errors_and_retries(metrics: Metrics) -> None:
     metrics.retry(up, "attempted")
     metrics.retry(up, "budget_exhausted")
     found = scrape(metrics)
-    assert value(found, "gw_upstream_duration_seconds_count", upstream=up) == 1
-    assert value(found, "gw_upstream_duration_seconds_bucket", upstream=up, le="0.025") == 1
-    assert value(found, "gw_upstream_errors_total", upstream=up, kind="upstream_timeout") == 2
+    proxy = {"upstream": up, "via": "proxy"}
+    assert value(found, "gw_upstream_duration_seconds_count", **proxy) == 1
+    assert value(found, "gw_upstream_duration_seconds_bucket", **proxy, le="0.025") == 1
+    assert value(found, "gw_upstream_errors_total", **proxy, kind="upstream_timeout") == 2
     assert value(found, "gw_upstream_retries_total", upstream=up, outcome="attempted") == 1
     assert value(found, "gw_upstream_retries_total", upstream=up, outcome="budget_exhausted") == 1
     with pytest.raises(ValueError):
         metrics.retry(up, "maybe")
+
+
+def test_aggregate_parts_count_in_their_upstreams_series_apart_from_proxied_requests(
+    metrics: Metrics,
+) -> None:
+    metrics.upstream("orders", 0.02)
+    metrics.upstream("orders", 0.03, via="aggregate")
+    metrics.upstream_error("orders", "upstream_timeout", via="aggregate")
+    found = scrape(metrics)
+    count = "gw_upstream_duration_seconds_count"
+    assert value(found, count, upstream="orders", via="proxy") == 1
+    assert value(found, count, upstream="orders", via="aggregate") == 1
+    errors = "gw_upstream_errors_total"
+    assert value(found, errors, upstream="orders", kind="upstream_timeout", via="aggregate") == 1
+    with pytest.raises(ValueError):
+        metrics.upstream("orders", 0.01, via="sideways")
 
 
 def test_rate_limit_decisions_are_counted_per_policy(metrics: Metrics) -> None:

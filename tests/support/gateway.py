@@ -75,8 +75,13 @@ def start_gateway(
     bind: str | None = None,
     extra_env: dict[str, str] | None = None,
     wait: bool = True,
+    runtime_dir: bool = True,
 ) -> GatewayProcess:
-    """Write ``config`` to a temp file and start gunicorn on it; wait until /health answers."""
+    """Write ``config`` to a temp file and start gunicorn on it; wait until /health answers.
+
+    ``runtime_dir=False`` starts it without ``GW_RUNTIME_DIR``, as the demo and a plain
+    ``gunicorn gw.app:app`` do: the gateway derives its directory from the config's path.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="gw-test-"))
     config_path = tmp / "gw.yaml"
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
@@ -94,6 +99,8 @@ def start_gateway(
         "GW_RUNTIME_DIR": str(tmp / "run"),  # the shared tables, for the operator tools
         **(extra_env or {}),
     }
+    if not runtime_dir:
+        env.pop("GW_RUNTIME_DIR")
     if worker_class:
         env["GW_WORKER_CLASS"] = worker_class
     log_path = tmp / "gw.log"

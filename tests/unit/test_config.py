@@ -375,3 +375,103 @@ def test_when_missing_defaults_to_the_client_address() -> None:
     ).admission
     assert admission is not None
     assert admission.limits_for("GET", "/x/a")[0].when_missing == "client_ip"
+
+
+def _gw_check(tmp_path: Path, data: object) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return subprocess.run(
+        [sys.executable, "-m", "gw.cli", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [("/api/users/**", "/v1"), ("/api/{id}", "/api/x/y"), ("/api", "/api/v1"), ("/a/b", "/a/c")],
+)
+def test_gw_check_warns_about_a_strip_prefix_that_never_applies(
+    tmp_path: Path, path: str, prefix: str
+) -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"path": path, "upstream": "u", "strip_prefix": prefix}],
+    }
+    done = _gw_check(tmp_path, data)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: routes[0].strip_prefix: {prefix!r} never applies" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [("/api/users/**", "/api"), ("/api/{id}/x", "/api/7"), ("/{v}/**", "/v1/users"), ("/a", "/")],
+)
+def test_a_strip_prefix_that_can_apply_gets_no_warning(path: str, prefix: str) -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"path": path, "upstream": "u", "strip_prefix": prefix}],
+    }
+    assert parse_config(data, {}).warnings == ()
+
+
+def test_a_rewrite_prefix_that_never_applies_is_warned_about_too() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"path": "/api/**", "upstream": "u", "rewrite": {"prefix": "/v1", "to": "/v2"}}],
+    }
+    (warning,) = parse_config(data, {}).warnings
+    assert warning.startswith("routes[0].rewrite.prefix: '/v1' never applies")
+
+
+def test_unnamed_routes_that_differ_only_by_host_load_with_a_warning(tmp_path: Path) -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"path": "/api/**", "upstream": "u", "host": "a.example.com"},
+            {"path": "/api/**", "upstream": "u", "host": "b.example.com"},
+            {"path": "/api/**", "upstream": "u"},
+        ],
+    }
+    config = parse_config(data, {})
+    names = sorted(route.name for route in config.table.ordered())
+    assert names == ["ANY /api/**", "ANY a.example.com/api/**", "ANY b.example.com/api/**"]
+    assert config.table.match("GET", "/api/x", "b.example.com").route.host == "b.example.com"
+    done = _gw_check(tmp_path, data)
+    assert done.returncode == 0, done.stderr
+    assert "warning: routes[1]: differs from routes[0] only by host" in done.stderr
+    assert "warning: routes[2]: differs from routes[0] only by host" in done.stderr
+
+
+def test_identical_unnamed_routes_are_refused_as_overlapping_not_as_a_name_clash() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"path": "/api/**", "upstream": "u", "host": "a.example.com"},
+            {"path": "/api/**", "upstream": "u", "host": "a.example.com"},
+        ],
+    }
+    problems = problems_of(data)
+    assert "routes[0] and routes[1] match exactly the same requests" in problems[-1]
+    assert not any(".name:" in problem for problem in problems)
+
+
+def test_a_named_route_that_reuses_a_name_is_still_refused() -> None:
+    data = {
+        "upstreams": {"u": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"name": "api", "path": "/a/**", "upstream": "u"},
+            {"name": "api", "path": "/b/**", "upstream": "u"},
+        ],
+    }
+    assert problems_of(data) == ["routes[1].name: 'api' is already the name of routes[0]"]
+
+
+def test_a_file_without_routes_is_valid_with_a_warning(tmp_path: Path) -> None:
+    """The README presents each section as optional: a server-only file checks."""
+    done = _gw_check(tmp_path, {"server": {"access_log": False}})
+    assert done.returncode == 0, done.stderr
+    assert "ok (0 routes" in done.stdout
+    assert "warning: routes: none" in done.stderr
