@@ -7,6 +7,11 @@ GW_WORKERS       worker processes (default: one per CPU core)
 GW_WORKER_CONNECTIONS  connections one gevent worker serves at once (default 1000)
 GW_THREADS       threads per worker for threaded workers (default 8)
 GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
+GW_GRACEFUL_TIMEOUT  seconds a full stop (SIGTERM to the master) lets workers finish their
+                 requests before they are cut (default 30)
+GW_DRAIN_TIMEOUT seconds a worker retired by a reload (HUP) may finish its requests while the
+                 new workers serve (default 300; nginx's worker_shutdown_timeout). Requests
+                 still running then are cut, and each is logged with its request id.
 """
 
 import os
@@ -55,6 +60,17 @@ def on_starting(server):
     from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
     from gw.errors import ConfigError
 
+    from gw.arbiter import GwArbiter, drain_timeout_from_env
+
+    try:
+        drain_timeout = drain_timeout_from_env()
+    except ConfigError as ex:
+        server.log.error("%s", ex.problems[0])
+        raise SystemExit(1) from None
+    # Reloads that keep the new workers at strength while the old ones drain (gw/arbiter.py).
+    # gunicorn has no setting for the arbiter class; this hook is the first to see the
+    # arbiter, before any worker is forked.
+    GwArbiter.adopt(server, drain_timeout)
     _created_runtime = runtime.prepare()
     from gw import metrics
 
@@ -79,6 +95,14 @@ def on_reload(server):
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
         server.log.error("the new config is invalid; workers keep serving the previous one")
+
+
+def worker_int(worker):
+    """In a worker told to stop now (SIGQUIT: the drain limit, a forced stop; or SIGINT):
+    log every request it is cutting, with its request id."""
+    from gw import inflight
+
+    inflight.report_cut(worker.log, worker.pid)
 
 
 def child_exit(server, worker):
