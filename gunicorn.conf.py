@@ -51,16 +51,12 @@ forwarded_allow_ips = ""
 # shared default path would collide between instances on one host.
 control_socket_disable = True
 
-_created_runtime = None
-
 
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
-    global _created_runtime
     from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
-    from gw.errors import ConfigError
-
     from gw.arbiter import GwArbiter, drain_timeout_from_env
+    from gw.errors import ConfigError
 
     try:
         drain_timeout = drain_timeout_from_env()
@@ -71,7 +67,9 @@ def on_starting(server):
     # gunicorn has no setting for the arbiter class; this hook is the first to see the
     # arbiter, before any worker is forked.
     GwArbiter.adopt(server, drain_timeout)
-    _created_runtime = runtime.prepare()
+    # On the arbiter, not in a global of this file: gunicorn runs this file again on every
+    # HUP, in a fresh module, whose on_exit would see the global unset and leak the directory.
+    server.gw_created_runtime = runtime.prepare()
     from gw import metrics
 
     metrics.prepare_master()  # before any worker imports prometheus_client
@@ -115,4 +113,4 @@ def child_exit(server, worker):
 def on_exit(server):
     from gw import runtime
 
-    runtime.cleanup(_created_runtime)
+    runtime.cleanup(getattr(server, "gw_created_runtime", None))

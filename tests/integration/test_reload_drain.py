@@ -230,3 +230,26 @@ def test_a_transfer_cut_at_the_drain_limit_is_logged_with_its_request_id(
     assert wait_for(lambda: "request req-cut-at-drain-limit cut" in gw.log_text(), timeout=5), (
         gw.log_text()[-3000:]
     )
+
+
+def private_runtime_dir(gw: GatewayProcess) -> str:
+    """The directory the master made under /dev/shm, where its workers open their tables."""
+    for pid in gw.worker_pids():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            path = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if path.startswith("/dev/shm/gw-"):
+                return "/".join(path.split("/")[:4])
+    raise AssertionError("no worker has a file open in a private runtime directory")
+
+
+def test_a_master_that_made_its_runtime_dir_removes_it_at_exit_even_after_a_hup(
+    gateway: Start, upstream: Upstream
+) -> None:
+    gw = gateway(config(upstream, "/a/**"), extra_env={"GW_RUNTIME_DIR": ""})
+    made = private_runtime_dir(gw)
+    old = set(gw.worker_pids())
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: len(set(gw.worker_pids()) - old) == 2, timeout=10)
+    gw.stop()
+    assert gw.proc.returncode == 0
+    assert not os.path.exists(made), f"{made} left behind"
