@@ -110,12 +110,12 @@ def leave_cutting_to_the_master(cfg: Any) -> None:
     """Keep serving after SIGTERM until the master cuts (``gw.arbiter``), not at
     ``graceful_timeout``.
 
-    gunicorn's gevent and gthread workers stop waiting for their requests ``graceful_timeout``
-    seconds after SIGTERM, and cut them without naming them. After a reload the drain limit
-    (``GW_DRAIN_TIMEOUT``) applies instead; on a full stop the master still kills at
-    ``graceful_timeout``. Either way the master sends SIGQUIT first, which names every
-    request cut (``worker_int`` in gunicorn.conf.py). This changes the worker's own copy of
-    the settings only (it runs after the fork).
+    gunicorn's gevent worker cuts its requests ``graceful_timeout`` seconds after SIGTERM,
+    without naming them; its gthread worker stops managing its connections then. After a
+    reload the drain limit (``GW_DRAIN_TIMEOUT``) applies instead; on a full stop the master
+    still cuts at ``graceful_timeout``. Either way the master sends SIGQUIT first, which
+    names every request cut (``worker_int`` in gunicorn.conf.py). This changes the worker's
+    own copy of the settings only (it runs after the fork).
     """
     cfg.set("graceful_timeout", worker_stop_limit(float(cfg.graceful_timeout)))
 
