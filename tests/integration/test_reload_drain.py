@@ -251,7 +251,8 @@ def test_a_full_stop_cuts_at_graceful_timeout_and_names_what_it_cuts(
 
 def test_an_invalid_drain_limit_refuses_to_start(upstream: Upstream) -> None:
     with pytest.raises(RuntimeError) as failed:
-        start_gateway(config(upstream, "/a/**"), extra_env={"GW_DRAIN_TIMEOUT": "soon"})
+        started = start_gateway(config(upstream, "/a/**"), extra_env={"GW_DRAIN_TIMEOUT": "soon"})
+        started.stop()  # it should not have started
     assert "GW_DRAIN_TIMEOUT: must be a number of seconds above 0, not 'soon'" in str(failed.value)
 
 
