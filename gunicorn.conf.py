@@ -9,6 +9,11 @@ GW_THREADS       threads per worker for threaded workers (default 8; sync always
 GW_TIMEOUT       seconds before a silent worker is killed and replaced (default 30)
 GW_METRICS_BIND  a TCP address that serves only metrics, health and ready (e.g. 127.0.0.1:9180);
                  the metrics path is then answered there alone
+GW_GRACEFUL_TIMEOUT  seconds a full stop (SIGTERM to the master) lets workers finish their
+                 requests before they are cut (default 30)
+GW_DRAIN_TIMEOUT seconds a worker retired by a reload (HUP) may finish its requests while the
+                 new workers serve (default 300; nginx's worker_shutdown_timeout). Requests
+                 still running then are cut, and each is logged with its request id.
 """
 
 import os
@@ -52,17 +57,26 @@ forwarded_allow_ips = ""
 # shared default path would collide between instances on one host.
 control_socket_disable = True
 
-_created_runtime = None
-
 
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
-    global _created_runtime
     from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
+    from gw.arbiter import GwArbiter, drain_timeout_from_env
     from gw.errors import ConfigError
 
     try:
-        _created_runtime = runtime.prepare()
+        drain_timeout = drain_timeout_from_env()
+    except ConfigError as ex:
+        server.log.error("%s", ex.problems[0])
+        raise SystemExit(1) from None
+    # Reloads that keep the new workers at strength while the old ones drain (gw/arbiter.py).
+    # gunicorn has no setting for the arbiter class; this hook is the first to see the
+    # arbiter, before any worker is forked.
+    GwArbiter.adopt(server, drain_timeout)
+    try:
+        # On the arbiter, not in a global of this file: gunicorn runs this file again on every
+        # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.
+        server.gw_created_runtime = runtime.prepare()
         from gw import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client
@@ -95,6 +109,14 @@ def on_reload(server):
         server.log.error("reload refused, workers keep serving the previous config: %s", ex)
 
 
+def worker_int(worker):
+    """In a worker told to stop now (SIGQUIT: the drain limit, a forced stop; or SIGINT):
+    log every request it is cutting, with its request id."""
+    from gw import inflight
+
+    inflight.report_cut(worker.log, worker.pid)
+
+
 def child_exit(server, worker):
     """A worker is gone (exited, or SIGKILLed): drop its live gauges from the metrics."""
     from gw import metrics
@@ -105,4 +127,4 @@ def child_exit(server, worker):
 def on_exit(server):
     from gw import runtime
 
-    runtime.cleanup(_created_runtime)
+    runtime.cleanup(getattr(server, "gw_created_runtime", None))

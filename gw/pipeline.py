@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from gw import __version__, accesslog, tracing
+from gw import __version__, accesslog, inflight, tracing
 from gw.admission import Requester
 from gw.auth import Identity, Unauthorized
 from gw.body import LimitedBody
@@ -111,6 +111,7 @@ class Gateway:
     def handle(self, environ: Mapping[str, Any]) -> Outcome:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
         exchange = self._ingress(environ)
+        inflight.started(exchange)
         if self.metrics is not None:
             self.metrics.inflight(1)
         try:
@@ -481,6 +482,7 @@ class Gateway:
         if upstream is not None and not upstream.finished:
             upstream.abandon()
         accesslog.write(exchange)
+        inflight.finished(exchange)
         if self.metrics is not None:
             self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import gevent
@@ -31,6 +32,7 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
+from gw.arbiter import worker_stop_limit
 from gw.headers import request_id
 from gw.serve import Connection, Limits, WaitingConnections
 
@@ -60,6 +62,7 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
         self.worker_connections = self.connection_cap + max(16, self.connection_cap // 8)
         self.open_connections = 0
         self.waiting = WaitingConnections()
+        leave_cutting_to_the_master(cfg)
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
@@ -103,6 +106,20 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
         return alive
 
 
+def leave_cutting_to_the_master(cfg: Any) -> None:
+    """Keep serving after SIGTERM until the master cuts (``gw.arbiter``), not at
+    ``graceful_timeout``.
+
+    gunicorn's gevent worker cuts its requests ``graceful_timeout`` seconds after SIGTERM,
+    without naming them; its gthread worker stops managing its connections then. After a
+    reload the drain limit (``GW_DRAIN_TIMEOUT``) applies instead; on a full stop the master
+    still cuts at ``graceful_timeout``. Either way the master sends SIGQUIT first, which
+    names every request cut (``worker_int`` in gunicorn.conf.py). This changes the worker's
+    own copy of the settings only (it runs after the fork).
+    """
+    cfg.set("graceful_timeout", worker_stop_limit(float(cfg.graceful_timeout)))
+
+
 def take_turns() -> None:
     """Let every other connection of this worker that is ready run first (``Connection.pause``).
 
@@ -119,11 +136,26 @@ class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def init_process(self) -> None:
         util.write_error = write_json_error
+        leave_cutting_to_the_master(self.cfg)
         super().init_process()
 
     def handle_request(self, req: Any, conn: Any) -> bool:
         rotate(req)
         return bool(super().handle_request(req, conn))
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """SIGQUIT/SIGINT: stop now, cutting the requests in flight (``worker_int`` names them).
+
+        gunicorn's ``sys.exit()`` would not cut them here: at exit the interpreter waits for
+        the pool's threads, and so for every request they still serve (the master SIGKILLs
+        the worker ``QUIT_GRACE`` seconds later). Leave without waiting instead.
+        """
+        try:
+            super().handle_quit(sig, frame)
+        except SystemExit:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def rotate(req: Any) -> None:

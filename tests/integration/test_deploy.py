@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pytest
 import requests
 import yaml
 
+from gw.arbiter import DEFAULT_DRAIN_TIMEOUT
 from gw.settings import ServerSettings
 from tests.support.gateway import ROOT, GatewayProcess, free_port, start_gateway
 from tests.support.upstream import Received, Upstream, start_upstream, wait_for
@@ -405,6 +407,24 @@ def test_reload_applies_a_valid_changed_config(staged: Staged, upstream: Upstrea
     assert not old_workers & set(gateway.worker_pids())
 
 
+def test_reload_returns_while_an_old_worker_still_drains_a_long_request(
+    staged: Staged, upstream: Upstream
+) -> None:
+    gateway = staged.gateway
+    held = threading.Thread(
+        target=lambda: requests.get(f"{gateway.url}/old/__hang", timeout=30), daemon=True
+    )
+    held.start()
+    assert wait_for(lambda: upstream.count() == 1, timeout=10)
+    started = time.monotonic()
+    result = run_reload(gateway.proc.pid)
+    assert result.returncode == 0, result.stderr
+    assert "still finish long requests" in result.stdout
+    assert time.monotonic() - started < 20  # not the drain limit (300 s), nor the timeout
+    upstream.stop_event.set()
+    held.join(timeout=15)
+
+
 def test_reload_refuses_an_invalid_config_and_the_old_one_keeps_serving(
     staged: Staged, upstream: Upstream
 ) -> None:
@@ -609,6 +629,7 @@ def test_shipped_timeouts_nest_and_body_limits_agree() -> None:
     assert ServerSettings().deadline == deadline
     graceful = _number(r'"GW_GRACEFUL_TIMEOUT", "(\d+)"', gunicorn)
     assert graceful < _number(r"^TimeoutStopSec=(\d+)", unit)
+    assert _number(r"^GW_DRAIN_TIMEOUT=(\d+)", env) == DEFAULT_DRAIN_TIMEOUT
     keepalive = _number(r'"GW_KEEPALIVE", "(\d+)"', gunicorn)
     assert _number(r"^\s*keepalive_timeout (\d+)s;", nginx) < keepalive
     body = _number(r"^\s*client_max_body_size (\d+)m;", nginx) * MIB
