@@ -86,6 +86,24 @@ def test_chunked_upload_reaches_the_upstream_whole(stack: tuple[GatewayProcess, 
     )
     assert response.status == 200
     assert upstream.last().body_len == 11
+    # A body within server.request_buffer_bytes is read whole first and sent with its length.
+    assert upstream.last().header("Content-Length") == "11"
+    assert upstream.last().header("Transfer-Encoding") is None
+
+
+def test_a_chunked_upload_larger_than_the_buffer_streams_chunked(
+    stack: tuple[GatewayProcess, Upstream],
+) -> None:
+    gw, upstream = stack
+    piece = b"x" * 50_000
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(3))
+    response = raw_request(
+        gw.port,
+        b"POST /api/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        b"\r\n" + chunks + b"0\r\n\r\n",
+    )
+    assert response.status == 200
+    assert upstream.last().body_len == 150_000
     assert ("Transfer-Encoding", "chunked") in upstream.last().headers
 
 
