@@ -9,7 +9,6 @@ upstream received, not only what the client was told.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from gw.auth import hash_api_key
 from tests.support.gateway import GatewayProcess, start_gateway
-from tests.support.rawhttp import RawResponse, parse_response, raw_request
+from tests.support.rawhttp import RawResponse, parse_response, raw_request, read_to_eof
 from tests.support.upstream import Upstream, start_upstream
 
 WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
@@ -326,14 +325,4 @@ def _read_answer(sock: socket.socket) -> RawResponse:
 
 def _read_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
     sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return read_to_eof(sock)

@@ -30,16 +30,22 @@ def raw_request(port: int, request: bytes, timeout: float = 10.0) -> RawResponse
     """Send ``request`` exactly as given on a fresh connection and read the answer to EOF."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(sock)
     return parse_response(data)
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Read until the peer closes (or resets, or stays silent for the socket's timeout)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def get(
