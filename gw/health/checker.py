@@ -40,6 +40,7 @@ from gw.health.state import (
     shared,
 )
 from gw.limits import LimiterUnavailable
+from gw.tls import TlsClient
 
 log = logging.getLogger("gw.health")
 
@@ -64,6 +65,7 @@ class CheckSpec:
     healthy_threshold: int = 2
     unhealthy_threshold: int = 3
     expect: tuple[tuple[int, int], ...] = ((200, 399),)  # inclusive status ranges
+    tls: TlsClient | None = None  # the upstream's own TLS client (https targets)
 
     def accepts(self, status: int) -> bool:
         """Tell whether a check that got ``status`` (or a CHECK_* code) succeeded."""
@@ -76,8 +78,8 @@ def probe(spec: CheckSpec) -> int:
     host = parts.hostname or ""
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
-        context = ssl.create_default_context()
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=spec.timeout, context=context)
+        tls = spec.tls or TlsClient(ssl.create_default_context(), None)
+        conn = _CheckConnection(host, parts.port, spec.timeout, tls)
     else:
         conn = http.client.HTTPConnection(host, parts.port, timeout=spec.timeout)
     try:
@@ -92,6 +94,24 @@ def probe(spec: CheckSpec) -> int:
         return CHECK_ERROR
     finally:
         conn.close()
+
+
+class _CheckConnection(http.client.HTTPSConnection):
+    """An https check connection that verifies (and sends as SNI) the upstream's server_name.
+
+    APPSEC: checks trust, and show the client certificate of, the very context the proxied
+    requests use: a check cannot pass on a target that requests would refuse, or fail on one
+    they reach.
+    """
+
+    def __init__(self, host: str, port: int | None, timeout: float, tls: TlsClient) -> None:
+        super().__init__(host, port, timeout=timeout, context=tls.context)
+        self._tls = tls
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        name = self._tls.server_name or self.host
+        self.sock = self._tls.context.wrap_socket(self.sock, server_hostname=name)
 
 
 def record(table: HealthTable, spec: CheckSpec, status: int) -> str:
