@@ -140,8 +140,11 @@ class ConnectionPool:
     def put(self, conn: HTTPConnection) -> None:
         """Give back a connection after a complete exchange: keep it for reuse, or close it."""
         now = time.monotonic()
-        self._close_expired(now)
-        if len(self._idle) >= self.max_idle or conn.sock is None:
+        idle = self._idle
+        # PERF: one comparison (the oldest idle connection's age) unless some have expired.
+        if idle and now - idle[0][1] >= self.idle_timeout:
+            self._close_expired(now)
+        if len(idle) >= self.max_idle or conn.sock is None:
             conn.close()
         else:
             # PERF: an idle socket is kept non-blocking so that ``_nothing_to_read`` is one
@@ -150,8 +153,9 @@ class ConnectionPool:
             # timeout again. (Under gevent this is an attribute; the real socket is always
             # non-blocking.)
             conn.sock.settimeout(0.0)
-            self._idle.append((conn, now))
-        self._release()
+            idle.append((conn, now))
+        if self._slots is not None:
+            self._slots.release()
 
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection that must not be reused (failed or half-read exchange)."""
@@ -203,7 +207,6 @@ class ConnectionPool:
     def _close_expired(self, now: float) -> None:
         """Close the idle connections older than ``idle_timeout``, oldest first."""
         idle = self._idle
-        # PERF: one comparison when the oldest idle connection is young enough.
         while idle and now - idle[0][1] >= self.idle_timeout:
             try:
                 conn, since = idle.popleft()
@@ -533,6 +536,8 @@ def translate(ex: Exception, target: Target, reading_body: bool) -> UpstreamErro
         return UpstreamUnavailable(f"{where} closed the connection without answering")
     if isinstance(ex, MalformedResponse):
         return UpstreamBadResponse(f"{where} answered with something that is not valid HTTP")
-    if isinstance(ex, SSLError):
+    if isinstance(ex, (SSLError, ssl.SSLError)):
+        # An ssl.SSLError on the first read: TLS 1.3 servers refuse a client certificate
+        # (or its absence) after the client's side of the handshake is done.
         return UpstreamUnavailable(f"{where}: TLS handshake failed")
     return UpstreamUnavailable(f"{where}: connection failed ({type(ex).__name__})")

@@ -70,6 +70,14 @@ def _config(s: Servers) -> dict[str, Any]:
             "tls": {**mutual, "server_name": "orders.internal"},
         },
         "unnamed": {"targets": [s.by_name.url], "tls": mutual},
+        "unverified": {
+            "targets": [s.by_ip.url],
+            "tls": {
+                "verify": False,
+                "client_cert": mutual["client_cert"],
+                "client_key": mutual["client_key"],
+            },
+        },
     }
     routes = [
         {"path": f"/{name}/**", "upstream": name, "strip_prefix": f"/{name}"} for name in upstreams
@@ -100,6 +108,7 @@ def test_without_the_client_certificate_the_handshake_fails_with_502(gw: Gateway
     answer = get(gw.port, "/no_client_cert/ok/never")
     assert answer.status == 502
     assert answer.json()["error"] == "upstream_unavailable"
+    assert "TLS handshake failed" in answer.json()["message"]
 
 
 def test_a_server_certificate_from_another_ca_is_refused_with_502(
@@ -108,6 +117,7 @@ def test_a_server_certificate_from_another_ca_is_refused_with_502(
     answer = get(gw.port, f"/wrong_ca/ok/wrong-ca-{gw.port}")
     assert answer.status == 502
     assert answer.json()["error"] == "upstream_unavailable"
+    assert "TLS handshake failed" in answer.json()["message"]
     assert servers.by_ip.requests_for(f"/ok/wrong-ca-{gw.port}") == []
 
 
@@ -121,6 +131,16 @@ def test_server_name_is_the_name_checked_when_the_target_is_an_address(
     assert unnamed.status == 502, "a certificate for orders.internal must not pass for 127.0.0.1"
     [seen] = servers.by_name.requests_for(f"/ok/named-{gw.port}")
     assert seen.client == "gw-client"
+
+
+def test_verify_false_reaches_an_untrusted_server_and_is_logged_by_name(
+    gw: GatewayProcess, servers: Servers
+) -> None:
+    answer = get(gw.port, f"/unverified/ok/unverified-{gw.port}")
+
+    assert (answer.status, answer.body) == (200, f"unverified-{gw.port}".encode())
+    assert "upstreams.unverified.tls.verify is false" in gw.log_text()
+    assert "NOT authenticated" in gw.log_text()
 
 
 def test_active_checks_use_the_upstreams_tls_settings(gw: GatewayProcess, servers: Servers) -> None:
