@@ -76,7 +76,9 @@ _STALE = (UpstreamClosed, ConnectionResetError, BrokenPipeError)
 # Every connection slot of the target was in use: never retried (another wait would only
 # delay the 503), and not held against the target's health.
 BUSY = "busy"
-_NOT_THE_TARGETS_FAULT = frozenset({STALE, BUSY})  # a stale reuse raced the upstream's close
+# Failed tries that say nothing about the target: a stale reuse raced the upstream's close;
+# the gateway's own cap was reached.
+_NOT_THE_TARGETS_FAULT = frozenset({STALE, BUSY})
 
 
 class PoolBusy(Exception):
@@ -93,8 +95,8 @@ class _Slots:
     uses the condition. A waiter registers under the condition's lock and then looks for a
     slot again before it sleeps, and a giver appends before it checks for waiters, so a slot
     given back is never missed (a taker arriving meanwhile may get it first, as with a
-    semaphore; the waiter then waits on).
-    Under gevent ``threading`` is monkey-patched, so a waiting greenlet yields to the others.
+    semaphore; the waiter then waits on). Under gevent ``threading`` is monkey-patched, so a
+    waiting greenlet yields to the others.
     """
 
     def __init__(self, count: int) -> None:
@@ -146,14 +148,15 @@ class ConnectionPool:
         idle_timeout: seconds an idle connection may wait for reuse; older ones are closed at
             the next ``get`` or ``put`` (no timer runs between requests). Keep it below the
             upstream's own keep-alive timeout, so that the gateway, not the upstream, closes
-            an idle connection and a request never races the upstream's close.
+            an idle connection, and a request seldom races the upstream's close (the stale
+            retry of ``gw.retry`` covers the rest).
         max_connections: connections in use at once (taken by ``get``, not yet ``put`` or
             ``discard``-ed) in this process; None: no cap. Over it, ``get`` waits for a slot
-            up to its ``connect_timeout`` (a bounded queue, as Node's http.Agent maxSockets
-            queues, where Envoy's circuit breaker and nginx's ``max_conns`` refuse at once) and
-            then raises ``PoolBusy`` (503 upstream_busy). A cap protects an upstream that falls
-            over beyond N concurrent requests; it is per worker process, so the host's total
-            is workers x max_connections.
+            up to its ``connect_timeout`` (connecting then has its own), a bounded queue as
+            Node's http.Agent ``maxSockets`` queues (Envoy's circuit breaker and nginx's
+            ``max_conns`` refuse at once), then raises ``PoolBusy`` (503 upstream_busy). A
+            cap protects an upstream that falls over beyond N concurrent requests; it is per
+            worker process, so the host's total is workers x max_connections.
     """
 
     def __init__(
@@ -171,7 +174,7 @@ class ConnectionPool:
         self._idle: deque[tuple[HTTPConnection, float]] = deque()
         self._tls = target.scheme == "https"
         self._tls_client = tls
-        # PERF: no semaphore at all without a cap: nothing to count on the hot path.
+        # PERF: no slots at all without a cap: nothing to count on the hot path.
         self._slots = _Slots(max_connections) if max_connections else None
 
     def get(self, connect_timeout: float) -> tuple[HTTPConnection, float | None]:

@@ -99,9 +99,9 @@ def probe(spec: CheckSpec) -> int:
 class _CheckConnection(http.client.HTTPSConnection):
     """An https check connection that verifies (and sends as SNI) the upstream's server_name.
 
-    APPSEC: checks trust, and show the client certificate of, the very context the proxied
-    requests use: a check cannot pass on a target that requests would refuse, or fail on one
-    they reach.
+    APPSEC: checks use the very context of the proxied requests (same trusted CAs, same client
+    certificate, same name checked), so a check's TLS cannot succeed where the requests' would
+    fail, or fail where theirs succeed.
     """
 
     def __init__(self, host: str, port: int | None, timeout: float, tls: TlsClient) -> None:
