@@ -77,7 +77,7 @@ def _start_health_checks(config: Config) -> None:
         check
         for spec in config.upstreams.values()
         if spec.health is not None and spec.health.active is not None
-        for check in spec.health.active.specs(spec.name, [str(t) for t in spec.targets])
+        for check in spec.health.active.specs(spec.name, [str(t) for t in spec.targets], spec.tls)
     ]
     ActiveChecker(specs).start()
 

@@ -43,6 +43,7 @@ from gw.settings import (
 from gw.shaping.compose import AggregateSpec, compile_aggregate
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
+from gw.tls import TlsClient, build_client
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_METRICS = MetricsSettings()
@@ -80,6 +81,9 @@ class UpstreamSpec:
     budget_ratio: float = 0.2
     budget_min_per_second: float = 3.0
     health: UpstreamHealthSettings | None = None  # balancing, ejection, breaker, checks
+    tls: TlsClient | None = None  # set when a target is https://
+    idle_timeout: float = 4.0  # seconds a kept-alive connection may idle
+    max_connections: int | None = None  # in use at once per target per worker; None: no cap
 
     def pairs(self) -> list[tuple[str, str]]:
         """``(upstream, target URL)`` for each target: the keys of the shared health table."""
@@ -387,6 +391,8 @@ def _upstream_spec(
     if len({t.base_path for t in targets}) > 1:
         problems.append(f"{where}.targets: every target must have the same base path")
         return None
+    tls, tls_problems = _tls_client(where, up, targets)
+    problems.extend(tls_problems)  # the spec is still returned: routes naming it are fine
     return UpstreamSpec(
         name,
         tuple(targets),
@@ -398,7 +404,21 @@ def _upstream_spec(
         up.retries.budget_ratio,
         up.retries.budget_min_per_second,
         up,
+        tls,
+        up.idle_timeout,
+        up.max_connections,
     )
+
+
+def _tls_client(
+    where: str, up: UpstreamSettings, targets: list[Target]
+) -> tuple[TlsClient | None, list[str]]:
+    """Build the one TLS context of an upstream with https targets (loading its files now)."""
+    if not any(t.scheme == "https" for t in targets):
+        if up.tls is not None:
+            return None, [f"{where}.tls: applies to https:// targets, and this upstream has none"]
+        return None, []
+    return build_client(up.tls, where)
 
 
 def retry_policy(settings: RetrySettings) -> RetryPolicy:

@@ -102,6 +102,13 @@ class UpstreamTimeout(UpstreamError, TimeoutError):
     code = "upstream_timeout"
 
 
+class UpstreamBusy(UpstreamError):
+    """The target's ``max_connections`` were all in use and none freed up in time."""
+
+    status = 503
+    code = "upstream_busy"
+
+
 class UpstreamBadResponse(UpstreamError):
     """The upstream answered with something that is not valid HTTP."""
 

@@ -24,6 +24,7 @@ from gw.shaping.settings import (
     CompressionSettings,
     TransformationSettings,
 )
+from gw.tls import UpstreamTlsSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
@@ -127,6 +128,21 @@ class UpstreamSettings(UpstreamHealthSettings):
     connect_timeout: Seconds = 2.0
     read_timeout: Seconds = 20.0
     pool_size: int = Field(default=16, ge=1, le=1024, description="Kept-alive connections.")
+    idle_timeout: Seconds = Field(
+        default=4.0,
+        description="Seconds an idle kept-alive connection may wait for reuse; older ones are "
+        "closed. Keep it below the upstream's own keep-alive timeout (often 5 s).",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Connections in use at once per target, per worker; a request over it "
+        "waits up to connect_timeout for one, then gets 503 upstream_busy. Omit: no cap.",
+    )
+    tls: UpstreamTlsSettings | None = Field(
+        default=None, description="TLS to https targets: CA, client certificate, name."
+    )
     preserve_host: bool = Field(
         default=False, description="Send the client's Host instead of the target's."
     )

@@ -41,6 +41,7 @@ from gw.health.state import (
     shared,
 )
 from gw.limits import LimiterUnavailable
+from gw.tls import TlsClient
 
 log = logging.getLogger("gw.health")
 
@@ -65,6 +66,7 @@ class CheckSpec:
     healthy_threshold: int = 2
     unhealthy_threshold: int = 3
     expect: tuple[tuple[int, int], ...] = ((200, 399),)  # inclusive status ranges
+    tls: TlsClient | None = None  # the upstream's own TLS client (https targets)
 
     def accepts(self, status: int) -> bool:
         """Tell whether a check that got ``status`` (or a CHECK_* code) succeeded."""
@@ -77,8 +79,8 @@ def probe(spec: CheckSpec) -> int:
     host = parts.hostname or ""
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
-        context = ssl.create_default_context()
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=spec.timeout, context=context)
+        tls = spec.tls or TlsClient(ssl.create_default_context(), None)
+        conn = _CheckConnection(host, parts.port, spec.timeout, tls)
     else:
         conn = http.client.HTTPConnection(host, parts.port, timeout=spec.timeout)
     try:
@@ -93,6 +95,24 @@ def probe(spec: CheckSpec) -> int:
         return CHECK_ERROR
     finally:
         conn.close()
+
+
+class _CheckConnection(http.client.HTTPSConnection):
+    """An https check connection that verifies (and sends as SNI) the upstream's server_name.
+
+    APPSEC: checks use the very context of the proxied requests (same trusted CAs, same client
+    certificate, same name checked), so a check's TLS cannot succeed where the requests' would
+    fail, or fail where theirs succeed.
+    """
+
+    def __init__(self, host: str, port: int | None, timeout: float, tls: TlsClient) -> None:
+        super().__init__(host, port, timeout=timeout, context=tls.context)
+        self._tls = tls
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        name = self._tls.server_name or self.host
+        self.sock = self._tls.context.wrap_socket(self.sock, server_hostname=name)
 
 
 def record(table: HealthTable, spec: CheckSpec, status: int) -> str:

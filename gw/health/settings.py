@@ -41,6 +41,7 @@ from pydantic import (
 from gw.health.balancer import Balancer, PassivePolicy
 from gw.health.breaker import BreakerPolicy
 from gw.health.checker import CheckSpec
+from gw.tls import TlsClient
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Seconds = Annotated[float, Field(gt=0, le=3600)]
@@ -147,8 +148,10 @@ class ActiveSettings(BaseModel):
             raise ValueError("timeout must not exceed interval")
         return self
 
-    def specs(self, upstream: str, urls: Sequence[str]) -> list[CheckSpec]:
-        """Compile one check per target URL."""
+    def specs(
+        self, upstream: str, urls: Sequence[str], tls: TlsClient | None = None
+    ) -> list[CheckSpec]:
+        """Compile one check per target URL (``tls``: the upstream's, for https targets)."""
         expect = parse_statuses(self.expect_status)
         return [
             CheckSpec(
@@ -160,6 +163,7 @@ class ActiveSettings(BaseModel):
                 self.healthy_threshold,
                 self.unhealthy_threshold,
                 expect,
+                tls,
             )
             for url in urls
         ]

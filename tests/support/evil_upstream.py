@@ -10,8 +10,9 @@ float, seconds to wait before the next step. Requests are routed by path:
 After a script the connection stays open and serves further requests, exactly as a confused
 but kept-alive upstream would; a script ending in ``CLOSE`` closes it instead. Every request is
 recorded with the serial number of the TCP connection it arrived on, so a test can tell a
-fresh connection from a reused one. With a server TLS context it speaks HTTPS, each step one
-TLS record.
+fresh connection from a reused one, and with the client certificate's name under mutual TLS;
+the most scripts ever played at once is kept too. With a server TLS context it speaks HTTPS,
+each step one TLS record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 CLOSE = "close"
 Step = bytes | float | str
@@ -34,6 +36,7 @@ class Seen:
     connection: int  # serial number of the TCP connection, from 1
     method: str
     target: str
+    client: str | None = None  # the common name of the client's TLS certificate, if any
 
 
 def ok_answer(token: str) -> bytes:
@@ -50,6 +53,8 @@ class EvilUpstream:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
     _connections: int = 0
+    answering: int = 0  # scripts being played right now
+    most_answering: int = 0  # the most ever played at once
 
     def __post_init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -88,12 +93,14 @@ class EvilUpstream:
     def _serve(self, conn: socket.socket, serial: int) -> None:
         conn.settimeout(IDLE_SECONDS)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = None
         if self.tls is not None:
             try:
                 conn = self.tls.wrap_socket(conn, server_side=True)
             except OSError:
                 conn.close()
                 return
+            client = _common_name(cast(ssl.SSLSocket, conn).getpeercert())
         buffered = b""
         with conn:
             while not self.stopping.is_set():
@@ -107,9 +114,15 @@ class EvilUpstream:
                     return
                 method, target = _request_line(head)
                 with self.lock:
-                    self.seen.append(Seen(serial, method, target))
-                if not self._answer(conn, target):
-                    return
+                    self.seen.append(Seen(serial, method, target, client))
+                    self.answering += 1
+                    self.most_answering = max(self.most_answering, self.answering)
+                try:
+                    if not self._answer(conn, target):
+                        return
+                finally:
+                    with self.lock:
+                        self.answering -= 1
 
     def _answer(self, conn: socket.socket, target: str) -> bool:
         """Play the script for ``target``; return whether the connection stays open."""
@@ -128,6 +141,15 @@ class EvilUpstream:
         except OSError:
             return False
         return True
+
+
+def _common_name(cert: Any) -> str | None:
+    """The subject CN of a peer certificate as ``getpeercert()`` gives it, or None."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def _read_head(conn: socket.socket, buffered: bytes) -> tuple[bytes | None, bytes]:
