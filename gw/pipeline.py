@@ -51,6 +51,7 @@ from gw.upstream import UpstreamClient, UpstreamResponse
 log = logging.getLogger("gw")
 
 _BODILESS = frozenset({204, 304})
+_CLOSING = frozenset({400, 408, 413, 501, 505})
 _JSON = "application/json"
 
 
@@ -550,6 +551,10 @@ class Gateway:
         exchange.error = ex.code
         body = json.dumps(ex.to_dict(exchange.request_id)).encode()
         headers = [("Content-Type", _JSON), ("Content-Length", str(len(body))), *ex.headers.items()]
+        if ex.status in _CLOSING:
+            # APPSEC: a malformed or unread request ends its connection (as nginx and
+            # gunicorn do): nothing the client sent after it is read as another request.
+            headers.append(("Connection", "close"))
         return Outcome(ex.status, self._decorate(exchange, headers), [body])
 
     def _decorate(

@@ -58,6 +58,10 @@ _REASONS = {
 # APPSEC: chunk framing (sizes, extensions, CRLFs) allowed beyond the data, per chunk and in
 # all, before a request is refused; Go's net/http chunked reader uses the same 16-byte rule.
 # Extensions are never forwarded, so without a bound they would be free, unlimited input.
+_FORBIDDEN_TRAILERS = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"trailer", b"authorization", b"te"}
+)
+_SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
 _FRAMING_PER_CHUNK = 16
 _FRAMING_SLACK = CHUNK + 16 * 1024
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
@@ -210,13 +214,16 @@ class Connection:
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self._current()
         limits = self.limits
-        if len(name) + len(value) + 2 > limits.field_size:  # "Name: value", as gunicorn counts
+        # "Name: value" and its CRLF, as gunicorn counts a field line against its limit.
+        if len(name) + len(value) + 4 > limits.field_size:
             raise RequestRefused(431, f"a header field over {limits.field_size} bytes")
         if message.head_done:
             # APPSEC: a trailer field (after a chunked body) is never merged into the header
-            # section (RFC 9110 section 6.5.1): an Authorization, Host or Content-Length
-            # trailer must not authenticate, route or frame anything. Trailers are dropped
-            # (their bytes count as chunk framing, see _check_chunk_framing).
+            # section (RFC 9110 section 6.5.1): trailers are dropped (their bytes count as
+            # chunk framing, see _check_chunk_framing), and one that would frame, route or
+            # authenticate is refused outright, as gunicorn does.
+            if name.lower() in _FORBIDDEN_TRAILERS:
+                raise RequestRefused(400, f"{name.decode('latin-1')} is not allowed in trailers")
             return
         if len(message.headers) >= limits.fields:
             raise RequestRefused(431, f"more than {limits.fields} header fields")
@@ -417,6 +424,10 @@ class Connection:
                 key = "HTTP_" + key
             value = raw_value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
             if key in environ:
+                if key in _SINGLETONS:
+                    # APPSEC: two Host or Content-Type fields cannot be merged (RFC 9110
+                    # section 5.3); joined, they would be read differently downstream.
+                    raise RequestRefused(400, f"more than one {raw_name.decode('latin-1')} field")
                 environ[key] += "," + value
             else:
                 environ[key] = value

@@ -47,7 +47,7 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
         self.limits = Limits(
             request_line=cfg.limit_request_line or 1 << 20,
             fields=cfg.limit_request_fields or 32768,
-            field_size=cfg.limit_request_field_size or 1 << 20,
+            field_size=cfg.limit_request_field_size or 8190,  # gunicorn's meaning of 0
             keepalive=float(cfg.keepalive or 2),
             timeout=float(cfg.timeout or 30),
             requests=KEEPALIVE_REQUESTS,
@@ -139,6 +139,10 @@ class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
         leave_cutting_to_the_master(self.cfg)
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = closing_when_asked(getattr(self, "wsgi"))  # noqa: B009 (gunicorn sets it untyped)
+
     def handle_request(self, req: Any, conn: Any) -> bool:
         rotate(req)
         return bool(super().handle_request(req, conn))
@@ -156,6 +160,25 @@ class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+
+
+def closing_when_asked(app: Any) -> Any:
+    """Close the connection after an answer whose headers say ``Connection: close``.
+
+    gunicorn's response drops the app's hop-by-hop headers without acting on them; gw's
+    own server (gw.serve) honours this one, and so must the threaded worker: gw asks for it
+    after refusing a malformed request, whose connection must carry nothing more.
+    """
+
+    def wsgi(environ: Any, start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if any(n.lower() == "connection" and "close" in v.lower() for n, v in headers):
+                start_response.__self__.force_close()  # gunicorn's Response
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi
 
 
 def rotate(req: Any) -> None:

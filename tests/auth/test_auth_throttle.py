@@ -111,6 +111,9 @@ class Broken:
 
     peek = check
 
+    def check_all(self, buckets: Any, cost: int = 1) -> Any:
+        raise LimiterUnavailable("rate-limit table full")
+
     def reset(self, key: str) -> bool:
         return False
 

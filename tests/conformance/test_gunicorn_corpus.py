@@ -56,17 +56,26 @@ class Deviation:
     targets: tuple[str, ...] = ()  # rewritten: the targets the upstream receives instead
     truncated: bool = False  # the bytes end inside the message: no answer is right too
     forwarded: int = 0  # only the first N requests are forwarded, the one after is refused
+    workers: frozenset[str] | None = None  # where it applies (None: every worker class)
 
     @property
     def refused(self) -> bool:
         return not self.targets and not self.forwarded
 
 
+STRICT_HOST = (
+    "Host '0.0.0.0=5000': gw's host grammar is letters, digits, '-', '.', '_' and IP literals "
+    "(gw/hosts.py), stricter than RFC 3986's reg-name, so no Host value carries sub-delims or "
+    "markup into X-Forwarded-Host, the cache key or an upstream's links"
+)
+LLHTTP = frozenset({"gevent"})  # gw's own server: llhttp's strict parsing
 NO_HOST = "HTTP/1.1 without Host: RFC 9112 section 3.2 requires 400 (issue 11)"
 CODING = "transfer coding other than a final chunked: 501 (RFC 9112 section 6.1, issue 11)"
 
 # THE list of deliberate deviations from gunicorn's valid corpus, one reason per case.
 DEVIATIONS: dict[str, Deviation] = {
+    "valid/002": Deviation(STRICT_HOST),
+    "valid/003": Deviation(STRICT_HOST),
     "valid/004": Deviation(NO_HOST),
     "valid/005": Deviation(NO_HOST + "; also '#' in the target (gw refuses fragments)"),
     "valid/006": Deviation(NO_HOST),
@@ -115,12 +124,28 @@ DEVIATIONS: dict[str, Deviation] = {
     "valid/025_line+host": Deviation(CODING),
     "valid/029+host": Deviation(CODING + " ('identity' is not a coding)"),
     "valid/030+host": Deviation(CODING + " ('identity' is not a coding)"),
+    "valid/013+host": Deviation(
+        "whitespace around chunk extensions ('5; some; parameters=stuff'): llhttp refuses it; "
+        "extensions are never forwarded, and refusing cannot desync anything",
+        workers=LLHTTP,
+    ),
     "valid/031+host": Deviation(
-        "an unregistered method no route names ('-BLARGH'): 501 (RFC 9110 section 9.1)"
+        "an unregistered method ('-BLARGH'): llhttp knows the registered methods only; "
+        "gunicorn's parser (threaded and sync workers) forwards any token",
+        workers=LLHTTP,
     ),
     "valid/100+host": Deviation(
         "'//' merged: gw canonicalizes the path (DESIGN 'Canonical path')",
         targets=("/keeping_slashes",),
+    ),
+}
+
+# Invalid cases gw reads as one clean request, on purpose: (reason, worker classes).
+ACCEPTED_INVALID: dict[str, tuple[str, frozenset[str]]] = {
+    "invalid/rfc9112_leading_crlf_02": (
+        "two empty lines before the request line: llhttp skips any number (RFC 9112 section "
+        "2.2 asks a server to skip at least one); no framing depends on them",
+        LLHTTP,
     ),
 }
 
@@ -174,6 +199,11 @@ def test_invalid_case_is_refused_and_nothing_reaches_the_upstream(
     reached = recorder.since(mark)
     assert recorder.errors()[errors_before:] == [], "h11 could not read what gw sent upstream"
     assert_no_partial_request_left(recorder, mark, case, result)
+    accepted = ACCEPTED_INVALID.get(case.id)
+    if accepted is not None and worker in accepted[1]:
+        # Documented: read as one clean request, which is all that may reach the upstream.
+        assert len(reached) <= 1, f"{case.id} ({accepted[0]}): {len(reached)} requests"
+        return
     assert not reached, (
         f"{case.id} ({case.error}) reached the upstream as {len(reached)} request(s): "
         f"{[(r.method, r.target, r.body[:60]) for r in reached]}; client got {result.statuses}"
@@ -196,6 +226,8 @@ def test_valid_case_reaches_the_upstream_as_the_same_request(
 ) -> None:
     assert case is not None
     deviation = DEVIATIONS.get(case.id)
+    if deviation is not None and deviation.workers is not None and worker not in deviation.workers:
+        deviation = None
     mark = recorder.mark()
     errors_before = len(recorder.errors())
     result = run_case(case, worker, gateways, recorder)
@@ -242,7 +274,7 @@ def test_valid_case_reaches_the_upstream_as_the_same_request(
         f"{case.id}: the client's answers {result.statuses} came from upstream requests {seqs}, "
         f"expected {[r.seq for r in reached]} in order"
     )
-    if deviation is not None and deviation.forwarded:
+    if deviation is not None and deviation.forwarded and len(served(case, worker)) > len(reached):
         rest = result.statuses[len(reached) :]
         assert rest and refusal(rest[0]), (
             f"{case.id}: request {len(reached) + 1} must be refused ({deviation.reason}); "
