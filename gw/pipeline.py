@@ -118,14 +118,9 @@ class Gateway:
         try:
             self._canonicalize(exchange, environ)
             self._check_message(exchange, environ)
-            on_metrics_listener = self._on_metrics_listener(environ)
-            if self._is_scrape(exchange, on_metrics_listener):
-                return self._finish(exchange, self._scrape(exchange, environ))
-            builtin = self.builtins.get(exchange.path)
-            if builtin is not None:
-                return self._finish(exchange, builtin(exchange))
-            if on_metrics_listener:
-                raise RouteNotFound("the metrics listener serves only metrics, health and ready")
+            local = self._local_answer(exchange, environ)
+            if local is not None:
+                return self._finish(exchange, local)
             if self.hosts is not None:
                 self.hosts.check(exchange.authority)
             match = self._route(exchange, environ)
@@ -577,13 +572,24 @@ class Gateway:
         self._egress(exchange)
         return outcome
 
-    def _on_metrics_listener(self, environ: Mapping[str, Any]) -> bool:
-        return self.metrics_port is not None and environ.get("SERVER_PORT") == self.metrics_port
+    def _local_answer(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome | None:
+        """Metrics, health and ready, answered by gw itself; None for everything else.
 
-    def _is_scrape(self, exchange: Exchange, on_metrics_listener: bool) -> bool:
-        if self.metrics is None or exchange.path != self.config.metrics.path:
-            return False
-        return self.metrics_port is None or on_metrics_listener
+        With ``GW_METRICS_BIND`` the metrics path is served on that listener alone, and that
+        listener serves nothing else (404).
+        """
+        on_metrics_listener = (
+            self.metrics_port is not None and environ.get("SERVER_PORT") == self.metrics_port
+        )
+        scrape = self.metrics is not None and exchange.path == self.config.metrics.path
+        if scrape and (self.metrics_port is None or on_metrics_listener):
+            return self._scrape(exchange, environ)
+        builtin = self.builtins.get(exchange.path)
+        if builtin is not None:
+            return builtin(exchange)
+        if on_metrics_listener:
+            raise RouteNotFound("the metrics listener serves only metrics, health and ready")
+        return None
 
     def _scrape(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome:
         """Answer a Prometheus scrape, but only to the peers ``metrics.allow_from`` lists."""
