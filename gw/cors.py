@@ -59,13 +59,6 @@ class CorsPolicy:
         """
         return self.any_origin or origin.rstrip("/").lower() in self.origins
 
-    def is_preflight(self, method: str, environ: Mapping[str, object]) -> bool:
-        return (
-            method == "OPTIONS"
-            and "HTTP_ORIGIN" in environ
-            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
-        )
-
     def preflight(self, origin: str, method: str, request_headers: str) -> list[tuple[str, str]]:
         """Headers of the gateway's answer to a preflight; none when it is not allowed."""
         wanted = {h.strip().lower() for h in request_headers.split(",") if h.strip()}
@@ -101,3 +94,12 @@ class CorsPolicy:
         if self.credentials:
             headers.append(("Access-Control-Allow-Credentials", "true"))
         return headers
+
+
+def is_preflight(method: str, environ: Mapping[str, object]) -> bool:
+    """Whether a request is a CORS preflight: OPTIONS with Origin and the requested method."""
+    return (
+        method == "OPTIONS"
+        and "HTTP_ORIGIN" in environ
+        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+    )

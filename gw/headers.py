@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from gw.errors import InvalidHeader
@@ -75,6 +76,26 @@ def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
+def chunked_only(coding: str) -> bool:
+    """Whether a ``Transfer-Encoding`` value is exactly one ``chunked`` and no other coding.
+
+    APPSEC: a coding gw does not apply (``gzip, chunked``, ``identity``) would pass bytes on
+    as content that the sender did not mean as content; both directions refuse it.
+    """
+    return [c.strip(" \t").lower() for c in coding.split(",")] == ["chunked"]
+
+
+@lru_cache(maxsize=8)
+def _refused_in_connection(owned: frozenset[str]) -> frozenset[str]:
+    return _FRAMING | owned
+
+
+@lru_cache(maxsize=8)
+def _never_forwarded(owned: frozenset[str]) -> frozenset[str]:
+    # PERF: the sets depend on the config only; built once per config, not per request.
+    return HOP_BY_HOP | _FRAMING | owned
+
+
 def check_connection(value: str | None, owned: frozenset[str] = GATEWAY_OWNED) -> None:
     """Refuse a ``Connection`` header that names a framing or gateway-owned header.
 
@@ -87,7 +108,7 @@ def check_connection(value: str | None, owned: frozenset[str] = GATEWAY_OWNED) -
     # APPSEC: "Connection: Content-Length" once made gw drop the length but stream the body,
     # so the upstream read the body as a second request (smuggling). Refused, as nothing
     # legitimate asks a proxy to drop these.
-    refused = sorted(named & (_FRAMING | owned))
+    refused = sorted(named & _refused_in_connection(owned))
     if refused:
         raise InvalidHeader(f"the Connection header must not name {', '.join(refused)}")
 
@@ -103,13 +124,13 @@ def forwardable(
     itself, the identity headers of the auth configuration included.
     """
     headers = list(headers)
-    dropped = set(HOP_BY_HOP | _FRAMING | owned)
+    dropped = _never_forwarded(owned)
     for name, value in headers:
         if name.lower() == "connection":
             # APPSEC: a client may name any header in Connection to make a proxy drop it
             # (the "hop-by-hop abuse" class); names of headers we add ourselves lose nothing,
             # because we add ours after filtering.
-            dropped.update(canonical_name(token.strip()) for token in value.split(","))
+            dropped = dropped | {canonical_name(token.strip()) for token in value.split(",")}
     return [(n, v) for n, v in headers if canonical_name(n) not in dropped]
 
 

@@ -18,6 +18,7 @@ from typing import IO
 import httptools
 
 from gw.errors import InvalidHeader
+from gw.headers import chunked_only
 
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
@@ -188,7 +189,7 @@ class Response:
         not mean as the content, so each is a 502, as nginx answers an unknown coding.
         """
         codings = [v for n, v in self.headers if n.lower() == "transfer-encoding"]
-        if len(codings) > 1 or codings[0].strip().lower() != "chunked":
+        if len(codings) > 1 or not chunked_only(codings[0]):
             self._error = MalformedResponse(f"the transfer coding {', '.join(codings)!r}")
         elif self._parser.get_http_version() != "1.1":
             self._error = MalformedResponse("an HTTP/1.0 answer with a transfer coding")

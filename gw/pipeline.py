@@ -21,6 +21,7 @@ from gw.auth import Identity, Unauthorized
 from gw.body import LimitedBody
 from gw.caching import CacheStage
 from gw.config import Config, RouteSpec
+from gw.cors import is_preflight
 from gw.errors import (
     BodyTooLarge,
     ClientError,
@@ -34,6 +35,7 @@ from gw.forwarding import TrustedProxies
 from gw.headers import (
     GATEWAY_OWNED,
     check_connection,
+    chunked_only,
     forwardable,
     request_headers,
     request_id,
@@ -185,7 +187,7 @@ class Gateway:
         host = exchange.authority.name if exchange.authority else None
         table = self.config.table
         match = None
-        if exchange.method == "OPTIONS" and _is_preflight(environ):
+        if is_preflight(exchange.method, environ):
             # A CORS preflight is about the route the real request will take, but only a
             # route whose CORS policy gw answers itself may take the requested method.
             # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
@@ -207,7 +209,7 @@ class Gateway:
         if policy is None:
             return None
         origin = environ.get("HTTP_ORIGIN")
-        if not policy.is_preflight(exchange.method, environ):
+        if not is_preflight(exchange.method, environ):
             exchange.add_headers += policy.response_headers(origin)
             return None
         allowed = policy.preflight(
@@ -698,14 +700,10 @@ def _check_transfer_coding(coding: str, protocol: str) -> None:
     APPSEC: the gevent worker refuses these before the app runs; this holds for gunicorn's
     own parser too, whatever its version lets through.
     """
-    if [c.strip().lower() for c in coding.split(",")] != ["chunked"]:
+    if not chunked_only(coding):
         raise UnsupportedCoding(f"transfer coding {coding[:60]!r} is not supported")
     if protocol == "HTTP/1.0":
         raise InvalidHeader("Transfer-Encoding is not allowed in an HTTP/1.0 request")
-
-
-def _is_preflight(environ: Mapping[str, Any]) -> bool:
-    return "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ and "HTTP_ORIGIN" in environ
 
 
 def _rebuild(environ: Mapping[str, Any]) -> str:

@@ -40,7 +40,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from gw.errors import UploadTooSlow
-from gw.headers import HOP_BY_HOP  # the headers a WSGI app must not set (PEP 3333)
+from gw.headers import HOP_BY_HOP, chunked_only  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 
 log = logging.getLogger("gw.serve")
 
@@ -714,15 +714,12 @@ def _served_version(version: str) -> str:
 
 
 def _check_transfer_coding(value: bytes) -> None:
-    """Refuse any transfer coding but a lone ``chunked`` (RFC 9112 section 6.1: 501).
-
-    APPSEC: a coding gw does not apply (``gzip, chunked``) would otherwise be dropped with the
-    hop-by-hop header, and the upstream would take still-encoded bytes as the body.
-    """
-    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
-    if codings != [b"chunked"]:
-        shown = value.decode("latin-1")[:60]
-        raise RequestRefused(501, f"transfer coding {shown!r} is not supported (only chunked)")
+    """Refuse any transfer coding but a lone ``chunked`` (RFC 9112 section 6.1: 501)."""
+    coding = value.decode("latin-1")
+    if not chunked_only(coding):
+        raise RequestRefused(
+            501, f"transfer coding {coding[:60]!r} is not supported (only chunked)"
+        )
 
 
 def _check_upgrade(message: _Message) -> None:

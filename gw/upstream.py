@@ -210,8 +210,7 @@ class ConnectionPool:
             # non-blocking.)
             conn.sock.settimeout(0.0)
             idle.append((conn, now))
-        if self._slots is not None:
-            self._slots.give()
+        self._release()
 
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection that must not be reused (failed or half-read exchange)."""
