@@ -93,4 +93,6 @@ def test_restarted_workers_leave_a_bounded_number_of_files_and_exact_totals(
     assert api_total(requests.get(f"{gw.url}/metrics", timeout=5).text) == sent
     assert scraper.seen, "no scrape succeeded"
     for answered, total, sent_after in scraper.seen:
-        assert answered <= total <= sent_after, (answered, total, sent_after)
+        # gw counts a request when the server closes its body, just after the client has read
+        # the answer; the client sends one request at a time, so one may be answered uncounted.
+        assert answered - 1 <= total <= sent_after, (answered, total, sent_after)
