@@ -71,19 +71,24 @@ def allocate_files() -> None:
 
 
 def _allocate_new(filename: str) -> None:
-    """Create ``filename`` with its first 64 KiB allocated; leave no empty file behind."""
-    fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    """Make ``filename`` exist with its first 64 KiB allocated, never visible empty.
+
+    A scrape lists the directory and reads every ``*.db`` file; an empty one has no header
+    and fails the whole scrape. The file is made under a name no scrape reads, allocated,
+    then linked into place (``link`` fails rather than replace a file that is there).
+    """
+    if os.path.exists(filename):
+        return
+    temp = f"{filename}.{os.getpid()}.new"  # not *.db: never scraped
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        if os.fstat(fd).st_size == 0:
-            os.posix_fallocate(fd, 0, _INITIAL_SIZE)
-    except OSError:
-        # An empty .db file would break every scrape (it has no header): remove ours.
-        with contextlib.suppress(OSError):
-            if os.fstat(fd).st_size == 0:
-                os.unlink(filename)
-        raise
+        os.posix_fallocate(fd, 0, _INITIAL_SIZE)
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, filename)
     finally:
         os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
 
 
 @contextlib.contextmanager

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client.mmap_dict import mmap_key
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from gw.metricfiles import _AllocatedMmapedDict, compact
+from gw.metricfiles import _AllocatedMmapedDict, compact, scrape_lock
 
 DEAD = 2**22 + 7  # above pid_max (at most 2**22): no live process has it
 
@@ -60,3 +62,34 @@ def test_a_new_file_is_allocated_not_sparse(tmp_path: Path) -> None:
     write(path, {("c", "c_total", ""): 1})
     info = os.stat(path)
     assert info.st_blocks * 512 >= info.st_size == 65536
+
+
+def test_a_scrape_never_sees_a_file_half_made_or_half_removed(tmp_path: Path) -> None:
+    """Workers start (their files are created) and die (their live gauges are removed, their
+    counters compacted) while scrapes run: every scrape reads every file it lists."""
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                with scrape_lock(str(tmp_path)):
+                    list(MultiProcessCollector(None, path=str(tmp_path)).collect())
+            except Exception as ex:  # any failure is the finding
+                failures.append(ex)
+                return
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    deadline = time.monotonic() + 3
+    pid = DEAD
+    while not failures and time.monotonic() < deadline and pid < DEAD + 3000:
+        write(tmp_path / f"counter_{pid}.db", {("c", "c_total", ""): 1})
+        write(tmp_path / f"gauge_livesum_{pid}.db", {("g", "g", ""): 1})
+        mark_process_dead(pid, str(tmp_path))  # what gw.metrics.worker_exited does
+        compact(str(tmp_path), pid)
+        pid += 1
+    stop.set()
+    scraper.join(timeout=10)
+    assert not failures, f"after {pid - DEAD} workers: {failures[0]!r}"
+    assert totals(tmp_path)[("c_total", ())] == pid - DEAD
