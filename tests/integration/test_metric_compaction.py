@@ -42,6 +42,7 @@ class Scraper(threading.Thread):
         self.url = url
         self.counts = counts
         self.seen: list[tuple[int, float, int]] = []
+        self.failed: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -50,10 +51,13 @@ class Scraper(threading.Thread):
         while not self.stop.is_set() and time.monotonic() < deadline:
             answered = self.counts["answered"]
             try:
-                text = session.get(f"{self.url}/metrics", timeout=5).text
+                response = session.get(f"{self.url}/metrics", timeout=5)
             except requests.RequestException:
                 continue
-            self.seen.append((answered, api_total(text), self.counts["sent"]))
+            if response.status_code != 200:
+                self.failed.append(response.text)
+                continue
+            self.seen.append((answered, api_total(response.text), self.counts["sent"]))
 
 
 def test_restarted_workers_leave_a_bounded_number_of_files_and_exact_totals(
@@ -92,6 +96,7 @@ def test_restarted_workers_leave_a_bounded_number_of_files_and_exact_totals(
     sent = RESTARTS * PER_ROUND
     assert api_total(requests.get(f"{gw.url}/metrics", timeout=5).text) == sent
     assert scraper.seen, "no scrape succeeded"
+    assert not scraper.failed, scraper.failed[:3]
     for answered, total, sent_after in scraper.seen:
         # gw counts a request when the server closes its body, just after the client has read
         # the answer; the client sends one request at a time, so one may be answered uncounted.
