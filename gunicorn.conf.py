@@ -2,7 +2,8 @@
 cache the config and HUP would stop reloading it). Everything comes from the environment.
 
 GW_BIND          address to listen on (default 127.0.0.1:8080; unix:/run/gw/gw.sock behind nginx)
-GW_WORKER_CLASS  gw.worker.BalancedGeventWorker (default), gw.worker.BalancedThreadWorker, sync
+GW_WORKER_CLASS  gw.edge.worker.BalancedGeventWorker (default), gw.edge.worker.BalancedThreadWorker,
+                 sync (gw.worker.* names the same classes, as before gw.edge)
 GW_WORKERS       worker processes (default: one per CPU core)
 GW_WORKER_CONNECTIONS  connections one gevent worker serves at once (default 1000)
 GW_THREADS       threads per worker for threaded workers (default 8; sync always has one)
@@ -23,10 +24,12 @@ _cores = os.cpu_count() or 1
 bind = os.environ.get("GW_BIND", "127.0.0.1:8080").split(",")
 if os.environ.get("GW_METRICS_BIND"):
     bind.append(os.environ["GW_METRICS_BIND"])
-worker_class = os.environ.get("GW_WORKER_CLASS", "gw.worker.BalancedGeventWorker")
+worker_class = os.environ.get("GW_WORKER_CLASS", "gw.edge.worker.BalancedGeventWorker")
+if worker_class.startswith("gw.worker."):  # the name before gw.edge: env files still say it
+    worker_class = "gw.edge." + worker_class.removeprefix("gw.")
 # An I/O-bound proxy: one process per core, each waiting on many upstreams at once (greenlets
 # for the default worker, threads for BalancedThreadWorker).
-if worker_class == "gw.worker.BalancedGeventWorker":
+if worker_class == "gw.edge.worker.BalancedGeventWorker":
     # Patch before the master's hooks import anything (urllib3 imports ssl): gevent warns that
     # patching ssl after its import, as the worker would otherwise do, can misbehave.
     from gevent import monkey
@@ -60,16 +63,16 @@ control_socket_disable = True
 
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
-    from gw import runtime  # the runtime helpers only; never gw.app (see the module docstring)
-    from gw.arbiter import GwArbiter, drain_timeout_from_env
+    from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
     from gw.errors import ConfigError
+    from gw.host import runtime  # the runtime helpers only; never gw.app (see the module docstring)
 
     try:
         drain_timeout = drain_timeout_from_env()
     except ConfigError as ex:
         server.log.error("%s", ex.problems[0])
         raise SystemExit(1) from None
-    # Reloads that keep the new workers at strength while the old ones drain (gw/arbiter.py).
+    # Reloads that keep the new workers at strength while the old ones drain (gw/edge/arbiter.py).
     # gunicorn has no setting for the arbiter class; this hook is the first to see the
     # arbiter, before any worker is forked.
     GwArbiter.adopt(server, drain_timeout)
@@ -77,7 +80,7 @@ def on_starting(server):
         # On the arbiter, not in a global of this file: gunicorn runs this file again on every
         # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.
         server.gw_created_runtime = runtime.prepare()
-        from gw import metrics
+        from gw.observe import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client
         runtime.stage_config()
@@ -95,8 +98,8 @@ def on_starting(server):
 
 def on_reload(server):
     """On HUP: publish the new config only if it is valid; otherwise keep serving the old one."""
-    from gw import runtime
     from gw.errors import ConfigError
+    from gw.host import runtime
 
     try:
         runtime.stage_config()
@@ -112,19 +115,19 @@ def on_reload(server):
 def worker_int(worker):
     """In a worker told to stop now (SIGQUIT: the drain limit, a forced stop; or SIGINT):
     log every request it is cutting, with its request id."""
-    from gw import inflight
+    from gw.edge import inflight
 
     inflight.report_cut(worker.log, worker.pid)
 
 
 def child_exit(server, worker):
     """A worker is gone (exited, or SIGKILLed): drop its live gauges from the metrics."""
-    from gw import metrics
+    from gw.observe import metrics
 
     metrics.worker_exited(worker.pid)
 
 
 def on_exit(server):
-    from gw import runtime
+    from gw.host import runtime
 
     runtime.cleanup(getattr(server, "gw_created_runtime", None))

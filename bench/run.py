@@ -62,8 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CLASS[:WORKERS[xTHREADS]]",
         help="benchmark gw under this worker model, as row gw-SPEC; repeat to compare models "
         "in the same run (e.g. --gw-variant sync:4 --gw-variant balanced:2x4); CLASS is sync, "
-        "gthread, balanced (gw.worker.BalancedThreadWorker), gevent (gunicorn's own) or a dotted "
-        "class path",
+        "gthread, balanced (gw.edge.worker.BalancedThreadWorker), gevent (gunicorn's own) or a "
+        "dotted class path",
     )
     add(
         "--gw-no-access-log",
@@ -93,7 +93,7 @@ VARIANT = re.compile(r"([\w.]+)(?::(\d+)(?:x(\d+))?)?")
 WORKER_CLASSES = {
     "sync": "sync",
     "gthread": "gthread",
-    "balanced": "gw.worker.BalancedThreadWorker",
+    "balanced": "gw.edge.worker.BalancedThreadWorker",
     "gevent": "gevent",
 }
 
@@ -101,8 +101,8 @@ WORKER_CLASSES = {
 def parse_variant(text: str) -> GwOptions:
     """Parse CLASS[:WORKERS[xTHREADS]], e.g. "sync:4", "gthread:2x8" or "balanced:2x4".
 
-    CLASS is sync, gthread, balanced (gw.worker.BalancedThreadWorker), gevent (gunicorn's stock
-    gevent worker) or a dotted class path such as gw.worker.BalancedGeventWorker (the default).
+    CLASS is sync, gthread, balanced (gw.edge.worker.BalancedThreadWorker), gevent (gunicorn's stock
+    gevent worker) or a dotted class path such as gw.edge.worker.BalancedGeventWorker (the default).
 
     Raises:
         ValueError: the text is not of that form.

@@ -2,7 +2,7 @@
 
 The only module that knows Falcon. Every request goes to one sink that hands the WSGI
 environ to the pipeline and writes its outcome back; Falcon's own router is not used, because
-routing must run on the gateway's canonical path (see ``gw.paths``).
+routing must run on the gateway's canonical path (see ``gw.core.paths``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import falcon
 
-from gw import accesslog
-from gw.config import Config, load_config
+from gw.config.assemble import Config, load_config
 from gw.errors import ConfigError
 from gw.health.checker import ActiveChecker
+from gw.observe import accesslog
 from gw.pipeline import Gateway
 
 log = logging.getLogger("gw")
@@ -47,7 +47,7 @@ def create_app(gateway: Gateway) -> falcon.App[falcon.Request, falcon.Response]:
 
 def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
-    # GW_ACTIVE_CONFIG: the copy the master checked (gw/runtime.py); GW_CONFIG without it.
+    # GW_ACTIVE_CONFIG: the copy the master checked (gw/host/runtime.py); GW_CONFIG without it.
     path = path or os.environ.get("GW_ACTIVE_CONFIG") or os.environ.get("GW_CONFIG")
     if not path:
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])

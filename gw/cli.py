@@ -2,7 +2,7 @@
 
 Exit status: 0 on success, 1 when the config is invalid or the request matches nothing (or,
 for the operator commands ``limits``, ``cache`` and ``upstreams``, when no running gateway
-serves the config, see ``gw.rundir``), 2 on usage errors. ``gw check`` is what the systemd
+serves the config, see ``gw.host.rundir``), 2 on usage errors. ``gw check`` is what the systemd
 unit's ExecReload runs before HUP; it prints warnings on stderr and still exits 0.
 """
 
@@ -16,20 +16,21 @@ from collections.abc import Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
-from gw import audit, rundir, runtime
-from gw.admission import Requester
 from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
 from gw.cache.store import CACHE_DIR
-from gw.config import Config, RouteSpec, load_config
+from gw.config.assemble import Config, RouteSpec, load_config
+from gw.config.schema import config_schema
+from gw.core.paths import canonicalize, encode_path, split_target
+from gw.core.routing import RouteTable
 from gw.errors import ConfigError, GatewayError
 from gw.health import state as health_state
+from gw.host import rundir, runtime
 from gw.limits import LimiterAdmin, LimiterUnavailable
+from gw.limits.admission import Requester
 from gw.limits.table import SharedTable
-from gw.paths import canonicalize, encode_path, split_target
-from gw.routing import RouteTable
-from gw.schema import config_schema
+from gw.observe import audit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,7 +206,7 @@ def _requester(args: argparse.Namespace, route: str) -> Requester:
 
 
 def _print_winner(config: Config, route: object, params: object, path: str, query: str) -> None:
-    from gw.routing import Route
+    from gw.core.routing import Route
 
     assert isinstance(route, Route)
     spec: RouteSpec = route.payload
@@ -325,7 +326,7 @@ def _operator_config(args: argparse.Namespace) -> Config | None:
 
 
 def _gateway_dir(args: argparse.Namespace) -> str:
-    """The runtime directory of the running gateway that serves the config (``gw.rundir``)."""
+    """The runtime directory of the running gateway that serves the config (``gw.host.rundir``)."""
     try:
         return rundir.locate(_config_path(args))
     except rundir.RuntimeDirError as ex:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gw.settings import CorsSettings
+from gw.config.settings import CorsSettings
 
 _SIMPLE_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 

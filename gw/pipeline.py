@@ -15,24 +15,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from gw import __version__, accesslog, inflight, tracing
-from gw.admission import Requester
+from gw import __version__
 from gw.auth import Identity, Unauthorized
-from gw.body import LimitedBody
-from gw.caching import CacheStage
-from gw.config import Config, RouteSpec
-from gw.cors import is_preflight
-from gw.errors import (
-    BodyTooLarge,
-    ClientError,
-    GatewayError,
-    InvalidHeader,
-    RouteNotFound,
-    UpstreamError,
-)
-from gw.exchange import ClosingBody, Exchange, Outcome
-from gw.forwarding import TrustedProxies
-from gw.headers import (
+from gw.cache.stage import CacheStage
+from gw.config.assemble import Config, RouteSpec
+from gw.core import tracing
+from gw.core.body import LimitedBody
+from gw.core.exchange import ClosingBody, Exchange, Outcome
+from gw.core.forwarding import TrustedProxies
+from gw.core.headers import (
     GATEWAY_OWNED,
     check_connection,
     chunked_only,
@@ -41,14 +32,26 @@ from gw.headers import (
     request_id,
     response_headers,
 )
+from gw.core.hosts import HostAllowList, effective_host
+from gw.core.paths import canonicalize, encode_path, split_target
+from gw.core.retry import RetryBudget
+from gw.core.routing import RouteMatch
+from gw.cors import is_preflight
+from gw.edge import inflight
+from gw.errors import (
+    BodyTooLarge,
+    ClientError,
+    GatewayError,
+    InvalidHeader,
+    RouteNotFound,
+    UpstreamError,
+)
 from gw.health import state as health_state
-from gw.hosts import HostAllowList, effective_host
-from gw.metrics import worker_metrics
-from gw.paths import canonicalize, encode_path, split_target
-from gw.retry import RetryBudget
-from gw.routing import RouteMatch
+from gw.limits.admission import Requester
+from gw.observe import accesslog
+from gw.observe.metrics import worker_metrics
 from gw.shaping.compose import Aggregator, PartReport
-from gw.upstream import UpstreamClient, UpstreamResponse
+from gw.upstream.client import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gw")
 
@@ -522,7 +525,7 @@ class Gateway:
         if spec.upstream is not None and host and self.clients[spec.upstream].spec.preserve_host:
             headers["Host"] = host
         # Otherwise no Host here: each target's own host:port is written when the request is
-        # sent to the target the balancer picked (gw.http1.request_head).
+        # sent to the target the balancer picked (gw.upstream.wire.request_head).
         headers["X-Forwarded-For"] = info.forwarded_for
         headers["X-Forwarded-Proto"] = info.proto
         if host:

@@ -38,7 +38,7 @@ def test_variants_replace_the_single_gw_row() -> None:
     args.gw_variant.append("balanced:2x4")
     names = [s.name for s in run.target_specs(args)]
     assert names == ["direct", "gw-sync:4", "gw-balanced:2x4"]
-    assert run.parse_variant("balanced:2x4").worker_class == "gw.worker.BalancedThreadWorker"
+    assert run.parse_variant("balanced:2x4").worker_class == "gw.edge.worker.BalancedThreadWorker"
 
 
 @pytest.mark.parametrize("text", ["eventlet", "", "sync:x"])

@@ -27,7 +27,7 @@ from gw.auth.identity import Identity, UnsafeClaim, build_identity, owned_header
 from gw.auth.jwks import Fetcher, UrllibFetcher
 from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import TokenVerifier
-from gw.headers import canonical_name
+from gw.core.headers import canonical_name
 
 audit_log = logging.getLogger("gw.audit")
 
@@ -121,7 +121,7 @@ class Authenticator:
 
         Warning:
             The pipeline must drop every client-sent copy of these (in every spelling, see
-            ``gw.headers.canonical_name``) on every route, authenticated or not.
+            ``gw.core.headers.canonical_name``) on every route, authenticated or not.
         """
         return owned_header_names(self._claim_headers, self._issuer_header)
 

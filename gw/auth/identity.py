@@ -16,7 +16,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
-from gw.headers import canonical_name
+from gw.core.headers import canonical_name
 
 MAX_HEADER_CHARS = 256
 

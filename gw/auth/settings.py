@@ -21,7 +21,7 @@ A caller is the pair (issuer, subject): partner ``alice`` and main ``alice`` are
 (``Identity.principal``), and the upstream receives the issuer in ``issuer_header``
 (``X-User-Issuer``) next to the subject in ``X-User-Id``.
 
-``exclude_paths`` are matched against the *canonical* path (``gw.paths.canonicalize``): an
+``exclude_paths`` are matched against the *canonical* path (``gw.core.paths.canonicalize``): an
 exact path (``/api/health``, which does not match ``/api/health/``), or a prefix ending in
 ``/**`` (``/api/public/**`` matches ``/api/public``, ``/api/public/`` and everything under it).
 Because matching happens after canonicalization, ``/api/health/../orders`` is ``/api/orders``
@@ -47,9 +47,9 @@ from pydantic import (
 )
 
 from gw.auth.identity import check_header_value
+from gw.core.headers import canonical_name
+from gw.core.paths import canonicalize_config
 from gw.errors import InvalidPath
-from gw.headers import canonical_name
-from gw.paths import canonicalize_config
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Text = Annotated[str, Field(min_length=1, max_length=512)]

@@ -44,7 +44,7 @@ from typing import Protocol, runtime_checkable
 
 from gw.auth.errors import InvalidToken, TooManyAuthFailures, Unauthorized
 from gw.auth.settings import FailureLimitSettings
-from gw.forwarding import client_key
+from gw.core.forwarding import client_key
 from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
 
 audit_log = logging.getLogger("gw.audit")
@@ -123,7 +123,7 @@ def counts(ex: Unauthorized) -> bool:
 
 def key_for(client_ip: str) -> str:
     """Return the bucket key of a client address: the same grouping as per-client rate
-    limits (``gw.forwarding.client_key``: IPv4 in any IPv6 form as IPv4, loopback and
+    limits (``gw.core.forwarding.client_key``: IPv4 in any IPv6 form as IPv4, loopback and
     link-local whole, other IPv6 by /64, so an attacker cannot get 2**64 budgets)."""
     return KEY_PREFIX + client_key(client_ip)
 

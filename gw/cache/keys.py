@@ -52,7 +52,7 @@ def cache_key(
         method: the request method; HEAD is keyed as GET.
         host: the effective host (absolute-form authority, else Host), as the upstream is
             told it; only its case is folded (see ``normalize_host``).
-        path: the canonical path (``gw.paths.canonicalize``), never the raw one.
+        path: the canonical path (``gw.core.paths.canonicalize``), never the raw one.
         query: the raw query string, without ``?``.
         headers: the request's headers by lower-case name.
         vary: lower-case names of the headers to key on (the route's ``vary_headers``).

@@ -11,7 +11,7 @@ Followers poll for the entry or the lock's end (5 ms, growing to 50 ms) until
 itself: give it a ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (entries carry a TTL).
 
 Every Redis failure is a miss (or a lease without a lock), logged once per outage with a
-count (``gw.incident``); no redis-py exception leaves this module, and none fails a request.
+count (``gw.observe.incident``); no redis-py exception leaves this module, and none fails a request.
 ``redis`` is imported on first use.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
-from gw.incident import IncidentLog
 from gw.limits.redis_backend import _connect, _glob_escape, _redis
+from gw.observe.incident import IncidentLog
 
 log = logging.getLogger("gw")
 

@@ -18,7 +18,7 @@ total. Overwrites and purges only make the count too high (an early sweep), neve
 so the store stays within ``max_bytes`` plus the entries being written at that moment.
 
 Stampede collapse: ``lead`` takes the key's fill lock (a striped fcntl record lock plus a
-thread lock, ``gw.limits.locks``) for as long as the leader fetches and stores; other
+thread lock, ``gw.host.locks``) for as long as the leader fetches and stores; other
 threads and workers that miss the same key wait on it, then find the entry. The kernel
 drops a SIGKILLed leader's lock, so the others go on.
 """
@@ -37,8 +37,8 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
+from gw.host.locks import StripeLocks
 from gw.limits import LimiterUnavailable
-from gw.limits.locks import StripeLocks
 
 log = logging.getLogger("gw")
 

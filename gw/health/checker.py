@@ -41,7 +41,7 @@ from gw.health.state import (
     shared,
 )
 from gw.limits import LimiterUnavailable
-from gw.tls import TlsClient
+from gw.upstream.tls import TlsClient
 
 log = logging.getLogger("gw.health")
 

@@ -41,7 +41,7 @@ from pydantic import (
 from gw.health.balancer import Balancer, PassivePolicy
 from gw.health.breaker import BreakerPolicy
 from gw.health.checker import CheckSpec
-from gw.tls import TlsClient
+from gw.upstream.tls import TlsClient
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Seconds = Annotated[float, Field(gt=0, le=3600)]

@@ -46,8 +46,8 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from gw.health import HealthTableError
+from gw.host.locks import StripeLocks
 from gw.limits import LimiterUnavailable
-from gw.limits.locks import StripeLocks
 from gw.limits.table import write_atomically
 
 log = logging.getLogger("gw.health")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gw.limits.gcra import Decision, Rate
+from gw.core.gcra import Decision, Rate
 
 __all__ = [
     "Decision",
@@ -43,7 +43,7 @@ class StripeFrozen(LimiterUnavailable):
     cgroup): no decision on it can be exact until that process goes on or dies.
 
     Callers must refuse, whatever their fail-open rule: admitting without counting is the
-    over-admission this exists to prevent (see ``gw.limits.locks``).
+    over-admission this exists to prevent (see ``gw.host.locks``).
     """
 
 

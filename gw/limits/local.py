@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gw.core.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
 from gw.limits import LimiterUnavailable
-from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
 
 DEFAULT_MAX_KEYS = 65536
 

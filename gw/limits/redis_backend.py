@@ -20,8 +20,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from gw.core.gcra import Decision, Rate, assess, describe, emission_interval
 from gw.limits import LimiterUnavailable
-from gw.limits.gcra import Decision, Rate, assess, describe, emission_interval
 
 if TYPE_CHECKING:
     import redis

@@ -33,8 +33,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from gw.core.gcra import Decision, Rate, emission_interval
 from gw.limits import LimiterUnavailable
-from gw.limits.gcra import Decision, Rate, emission_interval
 from gw.limits.redis_backend import (
     SCRIPT_VERSION,
     US_PER_SECOND,

@@ -46,9 +46,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
+from gw.core.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
+from gw.host.locks import DEFAULT_DEADLINE, StripeLocks
 from gw.limits import LimiterUnavailable, TableLayoutError
-from gw.limits.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
-from gw.limits.locks import DEFAULT_DEADLINE, StripeLocks
 
 MAGIC = b"GWRLTAB\x00"
 LOCK_MAGIC = b"GWRLLCK\x00"

@@ -47,6 +47,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote
 
+from gw.core.exchange import Outcome
+from gw.core.paths import canonicalize, encode_path
+from gw.core.routing import SegmentKind, parse_pattern
 from gw.errors import (
     ClientError,
     ConfigError,
@@ -56,14 +59,11 @@ from gw.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gw.exchange import Outcome
-from gw.paths import canonicalize, encode_path
-from gw.routing import SegmentKind, parse_pattern
 from gw.shaping import dump_json, load_json
 
 if TYPE_CHECKING:
     from gw.shaping.settings import AggregateSettings
-    from gw.upstream import UpstreamClient, UpstreamResponse
+    from gw.upstream.client import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gw")
 
@@ -681,7 +681,7 @@ def _part_headers(headers: Mapping[str, str], client: UpstreamClient) -> dict[st
     client_host = next((v for n, v in headers.items() if n.lower() == "x-forwarded-host"), "")
     if client.spec.preserve_host and client_host:
         sent["Host"] = client_host
-    # Otherwise the picked target's own host:port (gw.http1.request_head).
+    # Otherwise the picked target's own host:port (gw.upstream.wire.request_head).
     sent["Accept"] = "application/json"
     sent["Accept-Encoding"] = "identity"
     return sent

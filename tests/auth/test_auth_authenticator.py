@@ -18,7 +18,7 @@ from gw.auth import (
     Unauthorized,
     hash_api_key,
 )
-from gw.paths import canonicalize
+from gw.core.paths import canonicalize
 from tests.auth.fakes import FakeClock
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, bearer, claims, jwks
 

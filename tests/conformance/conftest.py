@@ -26,7 +26,7 @@ from tests.support.wire import exchange
 # The worker classes gw supports (None: gunicorn.conf.py's default, BalancedGeventWorker).
 WORKER_CLASSES = {
     "gevent": None,
-    "gthread": "gw.worker.BalancedThreadWorker",
+    "gthread": "gw.edge.worker.BalancedThreadWorker",
     "sync": "sync",
 }
 

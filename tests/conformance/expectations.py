@@ -2,7 +2,7 @@
 
 Pure module (no sockets). It states, independently of gw's code, which client headers cross
 the gateway (README "Header hygiene"), and computes the upstream target with gw's documented
-path rules (``gw.paths``: decode once, canonicalize once, re-encode).
+path rules (``gw.core.paths``: decode once, canonicalize once, re-encode).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gw.core.paths import canonicalize, encode_path, split_target
 from gw.errors import InvalidPath
-from gw.paths import canonicalize, encode_path, split_target
 from tests.support.corpus import ExpectedRequest
 from tests.support.recorder import Recorded
 

@@ -65,7 +65,7 @@ class Deviation:
 
 STRICT_HOST = (
     "Host '0.0.0.0=5000': gw's host grammar is letters, digits, '-', '.', '_' and IP literals "
-    "(gw/hosts.py), stricter than RFC 3986's reg-name, so no Host value carries sub-delims or "
+    "(gw/core/hosts.py), stricter than RFC 3986's reg-name, so no Host value carries sub-delims or "
     "markup into X-Forwarded-Host, the cache key or an upstream's links"
 )
 LLHTTP = frozenset({"gevent"})  # gw's own server: llhttp's strict parsing
@@ -119,7 +119,7 @@ DEVIATIONS: dict[str, Deviation] = {
     ),
     # The Host-carrying variants of the cases above (see ``with_host``) keep their bodies and
     # pipelining under test; these differ from gunicorn's reading for their own reasons.
-    "valid/005+host": Deviation("'#' in the target: gw refuses fragments (gw/paths.py)"),
+    "valid/005+host": Deviation("'#' in the target: gw refuses fragments (gw/core/paths.py)"),
     "valid/025+host": Deviation(CODING),
     "valid/025_line+host": Deviation(CODING),
     "valid/029+host": Deviation(CODING + " ('identity' is not a coding)"),

@@ -27,8 +27,8 @@ import pytest
 import requests
 import yaml
 
-from gw.arbiter import DEFAULT_DRAIN_TIMEOUT
-from gw.settings import ServerSettings
+from gw.config.settings import ServerSettings
+from gw.edge.arbiter import DEFAULT_DRAIN_TIMEOUT
 from tests.support.gateway import ROOT, GatewayProcess, free_port, start_gateway
 from tests.support.upstream import Received, Upstream, start_upstream, wait_for
 

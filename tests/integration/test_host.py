@@ -14,7 +14,7 @@ from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.rawhttp import RawResponse, raw_request
 from tests.support.upstream import Upstream, start_upstream
 
-WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+WORKERS = [None, "gw.edge.worker.BalancedThreadWorker", "sync"]
 API_KEY = "k-1b2c3d4e5f6a7b8c9d0e"
 
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from gw.core.paths import encode_path
 from gw.errors import InvalidPath
-from gw.paths import encode_path
 from tests.data.hostile_paths import HOSTILE_PATHS
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.rawhttp import raw_request

@@ -44,7 +44,7 @@ def upstream() -> Iterator[Upstream]:
     server.close()
 
 
-@pytest.mark.parametrize("worker_class", ["gw.worker.BalancedGeventWorker", "sync"])
+@pytest.mark.parametrize("worker_class", ["gw.edge.worker.BalancedGeventWorker", "sync"])
 def test_an_expired_key_set_is_refreshed_behind_the_request(
     idp: JwksServer, upstream: Upstream, key: SigningKey, worker_class: str
 ) -> None:

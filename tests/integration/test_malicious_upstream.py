@@ -199,7 +199,7 @@ TLS_CASES = [
     in {"late_bytes", "longer_than_length", "head_with_late_body", "no_content_then_late_answer"}
 ]
 NGINX = "nginx"  # the default worker behind the shipped nginx drop-in
-WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+WORKERS = [None, "gw.edge.worker.BalancedThreadWorker", "sync"]
 FRONTS = [*WORKERS, NGINX]
 _tokens = itertools.count()
 

@@ -331,7 +331,7 @@ def test_header_count_and_size_limits_answer_431_as_json(
     assert upstream.count() == 0
 
 
-WORKERS = ["gw.worker.BalancedGeventWorker", "gw.worker.BalancedThreadWorker", "sync"]
+WORKERS = ["gw.edge.worker.BalancedGeventWorker", "gw.edge.worker.BalancedThreadWorker", "sync"]
 
 
 @pytest.mark.parametrize("worker_class", WORKERS)

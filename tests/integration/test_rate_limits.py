@@ -65,7 +65,7 @@ def refill_allowance(per_minute: int, seconds: float) -> int:
 
 @pytest.mark.parametrize(
     "worker_class",
-    ["gw.worker.BalancedGeventWorker", "sync", "gw.worker.BalancedThreadWorker"],
+    ["gw.edge.worker.BalancedGeventWorker", "sync", "gw.edge.worker.BalancedThreadWorker"],
 )
 def test_four_workers_admit_exactly_the_limit(
     gateway: Start, upstream: Upstream, worker_class: str

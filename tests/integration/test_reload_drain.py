@@ -27,7 +27,11 @@ from tests.support.upstream import Upstream, wait_for
 Start = Callable[..., GatewayProcess]
 MIB = 1 << 20
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
-WORKER_CLASSES = ["gw.worker.BalancedGeventWorker", "gw.worker.BalancedThreadWorker", "sync"]
+WORKER_CLASSES = [
+    "gw.edge.worker.BalancedGeventWorker",
+    "gw.edge.worker.BalancedThreadWorker",
+    "sync",
+]
 
 
 def config(upstream: Upstream, *paths: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.rawhttp import RawResponse, parse_response, raw_request, read_to_eof
 from tests.support.upstream import Upstream, start_upstream
 
-WORKERS = [None, "gw.worker.BalancedThreadWorker", "sync"]
+WORKERS = [None, "gw.edge.worker.BalancedThreadWorker", "sync"]
 API_KEY = "k-7f3a9c1e5b2d4f6a8c0e"
 SMUGGLED = (
     b"GET /admin/secret HTTP/1.1\r\nHost: gw.test\r\nX-User-Id: admin\r\nContent-Length: 0\r\n\r\n"

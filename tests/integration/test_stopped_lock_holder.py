@@ -98,7 +98,7 @@ def catch_holding(gw: GatewayProcess, lock_path: Path) -> int:
 
 @pytest.mark.parametrize(
     "worker_class",
-    ["gw.worker.BalancedGeventWorker", "sync", "gw.worker.BalancedThreadWorker"],
+    ["gw.edge.worker.BalancedGeventWorker", "sync", "gw.edge.worker.BalancedThreadWorker"],
 )
 def test_a_stopped_holder_neither_lets_requests_over_the_limit_nor_slows_them(
     gateway: Start, upstream: Upstream, worker_class: str

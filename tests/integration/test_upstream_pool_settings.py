@@ -16,7 +16,7 @@ from tests.support.evil_upstream import EvilUpstream, ok_answer, start_evil_upst
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.rawhttp import RawResponse, get
 
-WORKERS = [None, "gw.worker.BalancedThreadWorker"]  # gevent (the default) and gthread
+WORKERS = [None, "gw.edge.worker.BalancedThreadWorker"]  # gevent (the default) and gthread
 SLOW = 0.6  # seconds each slow answer takes
 SHORT_IDLE = 0.5
 

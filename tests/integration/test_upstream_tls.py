@@ -22,7 +22,7 @@ from tests.support.rawhttp import get
 from tests.support.tls import Pki, make_pki, mtls_server_context
 from tests.support.upstream import wait_for
 
-WORKERS = [None, "gw.worker.BalancedThreadWorker"]  # gevent (the default) and gthread
+WORKERS = [None, "gw.edge.worker.BalancedThreadWorker"]  # gevent (the default) and gthread
 
 
 @dataclass(frozen=True)

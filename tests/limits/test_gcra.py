@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gw.core.gcra import NS_PER_SECOND, decide, describe, emission_interval
 from gw.limits import Decision, Rate
-from gw.limits.gcra import NS_PER_SECOND, decide, describe, emission_interval
 
 S = NS_PER_SECOND
 NOW = 10**18  # an arbitrary CLOCK_MONOTONIC reading

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gw.host.locks import StripeLocks, holder_pid
 from gw.limits import LimiterUnavailable, StripeFrozen
-from gw.limits.locks import StripeLocks, holder_pid
 
 HOLD = textwrap.dedent(
     """

@@ -1,4 +1,5 @@
-"""gunicorn settings for the metrics multi-worker test: the two master hooks gw.metrics needs."""
+"""gunicorn settings for the metrics multi-worker test: the two master hooks gw.observe.metrics
+needs."""
 
 import os
 
@@ -13,12 +14,12 @@ errorlog = "-"
 
 
 def on_starting(server):
-    from gw import metrics
+    from gw.observe import metrics
 
     metrics.prepare_master()
 
 
 def child_exit(server, worker):
-    from gw import metrics
+    from gw.observe import metrics
 
     metrics.worker_exited(worker.pid)

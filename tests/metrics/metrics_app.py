@@ -1,4 +1,4 @@
-"""A tiny WSGI app that counts its requests through gw.metrics, for the multi-worker test.
+"""A tiny WSGI app that counts its requests through gw.observe.metrics, for the multi-worker test.
 
 ``/orders/...`` and ``/users/...`` answer 200 on routes ``orders`` and ``users``; anything else
 is a 404 on no route. ``/metrics`` is the scrape (not counted). ``/hang`` holds a request in
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gw import metrics
+from gw.observe import metrics
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 ROUTES = {"orders": "200 OK", "users": "200 OK"}

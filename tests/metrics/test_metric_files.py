@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from gw.metricfiles import _AllocatedMmapedDict, compact, scrape_lock
+from gw.observe.metricfiles import _AllocatedMmapedDict, compact, scrape_lock
 
 DEAD = 2**22 + 7  # above pid_max (at most 2**22): no live process has it
 
@@ -86,7 +86,7 @@ def test_a_scrape_never_sees_a_file_half_made_or_half_removed(tmp_path: Path) ->
     while not failures and time.monotonic() < deadline and pid < DEAD + 3000:
         write(tmp_path / f"counter_{pid}.db", {("c", "c_total", ""): 1})
         write(tmp_path / f"gauge_livesum_{pid}.db", {("g", "g", ""): 1})
-        mark_process_dead(pid, str(tmp_path))  # what gw.metrics.worker_exited does
+        mark_process_dead(pid, str(tmp_path))  # what gw.observe.metrics.worker_exited does
         compact(str(tmp_path), pid)
         pid += 1
     stop.set()

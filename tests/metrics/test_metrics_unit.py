@@ -17,7 +17,7 @@ import prometheus_client  # noqa: F401
 import pytest
 from pydantic import ValidationError
 
-from gw.metrics import DURATION_BUCKETS, Metrics, MetricsSettings, worker_exited
+from gw.observe.metrics import DURATION_BUCKETS, Metrics, MetricsSettings, worker_exited
 from tests.metrics.scrape import samples, total, value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,9 +309,9 @@ def _in_a_fresh_master(code: str, env: dict[str, str]) -> dict[str, Any]:
 
 PREPARE = """
     import json, os, sys
-    import gw.metrics
-    import gw.config  # the master checks the config, which may import gw.metrics' settings
-    directory = gw.metrics.prepare_master()
+    import gw.observe.metrics
+    import gw.config.assemble  # the master checks the config (it may import metrics' settings)
+    directory = gw.observe.metrics.prepare_master()
     print(json.dumps({
         "directory": directory,
         "env": os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
@@ -357,9 +357,9 @@ def test_the_master_refuses_a_client_imported_too_early(tmp_path: Path) -> None:
     code = """
         import json
         import prometheus_client
-        import gw.metrics
+        import gw.observe.metrics
         try:
-            gw.metrics.prepare_master()
+            gw.observe.metrics.prepare_master()
         except RuntimeError as ex:
             print(json.dumps({"error": str(ex)}))
         else:
@@ -373,9 +373,9 @@ def test_without_a_runtime_directory_the_master_says_what_is_missing() -> None:
     code = """
         import json, os
         os.environ.pop("GW_RUNTIME_DIR", None)
-        import gw.metrics
+        import gw.observe.metrics
         try:
-            gw.metrics.prepare_master()
+            gw.observe.metrics.prepare_master()
         except RuntimeError as ex:
             print(json.dumps({"error": str(ex)}))
     """

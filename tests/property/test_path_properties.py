@@ -7,8 +7,8 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gw.core.paths import _canonicalize_slow, canonicalize, encode_path, split_target
 from gw.errors import InvalidPath
-from gw.paths import _canonicalize_slow, canonicalize, encode_path, split_target
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gw.paths import canonicalize, encode_path
-from gw.rewrite import Rewrite
+from gw.core.paths import canonicalize, encode_path
+from gw.core.rewrite import Rewrite
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,7 +1,7 @@
 """Properties of route precedence, checked against a naive reference matcher written here.
 
 The reference sorts the routes by the documented precedence rules and takes the first route
-that matches, segment by segment. It shares no code with ``gw.routing``.
+that matches, segment by segment. It shares no code with ``gw.core.routing``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gw.core.paths import canonicalize, encode_path
+from gw.core.routing import Route, RouteTable
 from gw.errors import InvalidPath, MethodNotAllowed, RouteNotFound
-from gw.paths import canonicalize, encode_path
-from gw.routing import Route, RouteTable
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

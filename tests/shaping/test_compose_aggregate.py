@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from gw.core.exchange import Outcome
 from gw.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
-from gw.exchange import Outcome
 from gw.shaping.compose import (
     MISSING_PARTS_HEADER,
     Aggregator,
@@ -21,7 +21,7 @@ from gw.shaping.compose import (
     compile_aggregate,
 )
 from gw.shaping.settings import AggregateSettings
-from gw.upstream import UpstreamClient
+from gw.upstream.client import UpstreamClient
 from tests.shaping.json_upstream import JsonUpstream, Reply
 from tests.support.upstream import wait_for
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from gw.admission import Admission, Limit, MissingLimitKey, RateLimited, Requester, bucket_key
 from gw.auth.errors import Unauthorized
+from gw.config.settings import RateLimitingSettings
 from gw.limits import Rate
+from gw.limits.admission import (
+    Admission,
+    Limit,
+    MissingLimitKey,
+    RateLimited,
+    Requester,
+    bucket_key,
+)
 from gw.limits.local import LocalLimiter
-from gw.settings import RateLimitingSettings
 
 
 def _bucket(ip: str, key: tuple[str, ...] = ("client_ip",)) -> str:

@@ -27,7 +27,7 @@ ENTRY_MODULES = [
     "gunicorn.app.wsgiapp",
     "gunicorn.arbiter",
     "gevent.monkey",
-    "gw.worker",
+    "gw.edge.worker",
     "gunicorn.workers.gthread",
     "gunicorn.workers.sync",
     "gw.app",

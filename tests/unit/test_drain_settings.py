@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gw import inflight
-from gw.arbiter import QUIT_GRACE, drain_timeout_from_env, worker_stop_limit
+from gw.core.exchange import Exchange
+from gw.edge import inflight
+from gw.edge.arbiter import QUIT_GRACE, drain_timeout_from_env, worker_stop_limit
 from gw.errors import ConfigError
-from gw.exchange import Exchange
 
 
 def test_drain_limit_defaults_to_five_minutes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gw.forwarding import TrustedProxies
+from gw.core.forwarding import TrustedProxies
 
 
 def test_a_trusted_proxy_reached_through_a_dual_stack_listener_is_trusted() -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gw.incident import IncidentLog
+from gw.observe.incident import IncidentLog
 
 LOGGER = logging.getLogger("gw.test.incident")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gw.core.paths import canonicalize, canonicalize_config, encode_path, split_target
 from gw.errors import InvalidPath
-from gw.paths import canonicalize, canonicalize_config, encode_path, split_target
 from tests.data.hostile_paths import HOSTILE_PATHS, Expected
 
 

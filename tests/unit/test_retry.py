@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from gw.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT, RetryBudget, RetryPolicy
+from gw.core.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT, RetryBudget, RetryPolicy
 
 ALL = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, STATUS})
 
@@ -53,7 +53,7 @@ def test_budget_forgets_outside_its_window() -> None:
 
 
 def test_a_stale_connection_is_retried_as_one_of_the_attempts_only_when_safe() -> None:
-    from gw.retry import STALE
+    from gw.core.retry import STALE
 
     policy = RetryPolicy(attempts=2, retry_on=frozenset())
     assert policy.may_retry(1, "GET", False, STALE)

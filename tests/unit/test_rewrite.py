@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gw.paths import encode_path
-from gw.rewrite import Rewrite, validate_prefix
+from gw.core.paths import encode_path
+from gw.core.rewrite import Rewrite, validate_prefix
 
 
 def test_seed_003_strip_prefix() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gw.core.paths import canonicalize
+from gw.core.routing import Route, RouteTable, parse_pattern
 from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
-from gw.paths import canonicalize
-from gw.routing import Route, RouteTable, parse_pattern
 
 
 def _route(

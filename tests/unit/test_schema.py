@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gw import cli
-from gw.schema import config_schema
+from gw.config.schema import config_schema
 from tests.data import seeds
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""gw.upstream's pool: an idle connection is reused only if nothing is readable on it.
+"""gw.upstream.client's pool: an idle connection is reused only if nothing is readable on it.
 
 Real sockets on 127.0.0.1, plain and TLS, as the stdlib makes them (gthread and sync workers)
 and as gevent does (the default worker), without monkey-patching this process.
@@ -17,8 +17,8 @@ import gevent.socket
 import gevent.ssl
 import pytest
 
-from gw.config import Target
-from gw.upstream import ConnectionPool, _nothing_to_read
+from gw.config.assemble import Target
+from gw.upstream.client import ConnectionPool, _nothing_to_read
 from tests.support.tls import make_certificate, server_context
 
 GENEROUS = 2.0  # seconds; the sockets' read timeout is 5, so a blocking check would show

@@ -39,8 +39,8 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from gw.core.headers import HOP_BY_HOP, chunked_only  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.errors import UploadTooSlow
-from gw.headers import HOP_BY_HOP, chunked_only  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 
 log = logging.getLogger("gw.serve")
 
@@ -178,7 +178,7 @@ class Connection:
         """``next_request`` is called once per request and says whether the worker goes on;
         when it says no, the answer closes the connection. ``running`` says the same without
         counting: once it says no, a connection waiting for its next request is closed.
-        ``pause`` lets the worker's other ready connections run (``gw.worker.take_turns``).
+        ``pause`` lets the worker's other ready connections run (``gw.edge.worker.take_turns``).
         ``waiting`` is told when this connection waits for a head (it may then be shed)."""
         self.sock = sock
         self.app = app
@@ -297,7 +297,9 @@ class Connection:
                 log.warning("client connection failed: %s", ex)
         finally:
             self._waiting.working(self)
-            del self._parser  # PERF: it refers back to this object (see gw.http1.Response.close)
+            del (
+                self._parser
+            )  # PERF: it refers back to this object (see gw.upstream.wire.Response.close)
 
     def _next_head(self) -> _Message | None:
         """Return the next request with its head parsed, or None when the client is done."""

@@ -3,7 +3,7 @@ printed by ``gw schema`` and the documented defaults.
 
 Two input shapes are accepted besides the native one, so that the seed documents load
 unchanged: seed 000's ``servers``/``paths`` and seed 003's ``routes`` with ``upstream`` given as
-a URL. Both are read by the same models; ``gw.config`` turns them into the native shape.
+a URL. Both are read by the same models; ``gw.config.assemble`` turns them into the native shape.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gw.auth.settings import AuthSettings, RouteAuth
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.health.settings import UpstreamHealthSettings
-from gw.metrics import MetricsSettings
+from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
     AggregatorSettings,
     CompressionSettings,
     TransformationSettings,
 )
-from gw.tls import UpstreamTlsSettings
+from gw.upstream.tls import UpstreamTlsSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
@@ -105,7 +105,7 @@ class ServerSettings(BaseModel):
 
 
 class RetrySettings(BaseModel):
-    """When a failed try is repeated (see gw/retry.py for the safety rules)."""
+    """When a failed try is repeated (see gw/core/retry.py for the safety rules)."""
 
     model_config = _STRICT
 

@@ -39,13 +39,13 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 _DNS_NAME = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
-_ALPN = ["http/1.1"]  # gw.http1 speaks HTTP/1.1 only
+_ALPN = ["http/1.1"]  # gw.upstream.wire speaks HTTP/1.1 only
 _MAX_PEM_BYTES = 1024 * 1024
 _SYSTEM_TRUST: dict[int, TlsClient] = {}  # pid -> the shared system-trust client
 
 
 class UpstreamTlsSettings(BaseModel):
-    """TLS to the upstream's https targets (``tls:``); see gw/tls.py."""
+    """TLS to the upstream's https targets (``tls:``); see gw/upstream/tls.py."""
 
     model_config = _STRICT
 

@@ -1,7 +1,8 @@
 """Rewrite a canonical request path into the path sent upstream.
 
-Pure module. A rewrite works on canonical (decoded) paths from ``gw.paths.canonicalize`` and
-returns a canonical path; the caller re-encodes it with ``gw.paths.encode_path`` for the request
+Pure module. A rewrite works on canonical (decoded) paths from ``gw.core.paths.canonicalize`` and
+returns a canonical path; the caller re-encodes it with ``gw.core.paths.encode_path`` for the
+request
 line. Prefixes are canonical too: ``validate_prefix`` turns a configured prefix into that form.
 
 Trailing slash: the result ends with ``/`` exactly when the input did, so ``/api/x/`` stripped
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gw.core.paths import canonicalize_config
 from gw.errors import InvalidPath
-from gw.paths import canonicalize_config
 
 
 def validate_prefix(prefix: str) -> str:

@@ -2,7 +2,7 @@
 
 Seed 002: "log ... administrative actions". Each action is one JSON object, written twice:
 
-- on the command's stderr through the ``gw.audit`` logger, in the gateway's own format, the
+- on the command's stderr through the ``gw.observe.audit`` logger, in the gateway's own format, the
   same logger and shape as the gateway's ``auth_failure`` lines (journald keeps it when the
   command runs from a unit or a logged session);
 - appended to ``audit.log`` in the gateway's runtime directory (``/run/gw/audit.log`` under
@@ -18,7 +18,7 @@ import pwd
 import time
 from typing import Any
 
-from gw.accesslog import configure_diagnostics
+from gw.observe.accesslog import configure_diagnostics
 
 AUDIT_FILE = "audit.log"
 log = logging.getLogger("gw.audit")

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gw.auth.errors import Unauthorized
+from gw.config.settings import LimitSettings, RateLimitingSettings
+from gw.core.forwarding import client_key
+from gw.core.routing import Route, RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError
-from gw.forwarding import client_key
-from gw.incident import IncidentLog
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.table import SharedTable
-from gw.routing import Route, RouteTable
-from gw.settings import LimitSettings, RateLimitingSettings
+from gw.observe.incident import IncidentLog
 
 log = logging.getLogger("gw.ratelimit")
 
@@ -136,7 +136,7 @@ class Admission:
             decisions = self._backend().check_all([(key, limit.rate) for limit, key in keyed])
         except LimiterUnavailable as ex:
             # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
-            # uncounted requests is exactly the over-admission (gw.limits.locks).
+            # uncounted requests is exactly the over-admission (gw.host.locks).
             frozen = isinstance(ex, StripeFrozen)
             admit = self.fail_open and not frozen
             rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")

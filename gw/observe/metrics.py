@@ -13,7 +13,7 @@ histograms keep their counts; ``live*`` gauges of a dead worker are removed by
 3. the master calls ``worker_exited(pid)`` from ``child_exit``.
 
 This module imports prometheus_client only inside functions, so the master (which imports
-``gw.metrics`` for ``MetricsSettings`` when it checks the config) owns no metric files.
+``gw.observe.metrics`` for ``MetricsSettings`` when it checks the config) owns no metric files.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def _peer_allowed(entries: tuple[str, ...], remote_addr: str) -> bool:
 def prepare_master() -> str:
     """Make and wipe the metrics directory; export it to the workers about to be forked.
 
-    Call from gunicorn's ``on_starting``, after ``gw.runtime.prepare()``. Returns the directory.
+    Call from gunicorn's ``on_starting``, after ``gw.host.runtime.prepare()``. Returns the
+    directory.
 
     Warning:
         The directory must be gw's own: prometheus_client's ``*.db`` files in it are deleted.
@@ -138,14 +139,14 @@ def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges; fold its counters and histograms into the archive.
 
     Call from gunicorn's ``child_exit``. Its counts stay part of the totals, in one archive
-    file per metric type (``gw.metricfiles.compact``), so files do not pile up.
+    file per metric type (``gw.observe.metricfiles.compact``), so files do not pile up.
     """
     directory = os.environ.get(ENV)
     if not directory or not os.path.isdir(directory):
         return
     from prometheus_client import multiprocess
 
-    from gw.metricfiles import compact
+    from gw.observe.metricfiles import compact
 
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     try:
@@ -165,7 +166,7 @@ def _configured_directory() -> str:
         return directory
     runtime = os.environ.get("GW_RUNTIME_DIR")
     if not runtime:
-        raise RuntimeError("GW_RUNTIME_DIR is not set: call gw.runtime.prepare() first")
+        raise RuntimeError("GW_RUNTIME_DIR is not set: call gw.host.runtime.prepare() first")
     return os.path.join(runtime, SUBDIR)
 
 
@@ -208,7 +209,7 @@ class Metrics:
         self.directory = multiprocess_directory() if shared else None
         self._file_lost = False
         if self.directory:
-            from gw import metricfiles
+            from gw.observe import metricfiles
 
             metricfiles.allocate_files()  # a full directory fails a create, never a store
         self._registry = CollectorRegistry()
@@ -346,7 +347,7 @@ class Metrics:
         encoder, content_type = choose_encoder(str(accept or ""))
         if not self.directory:
             return content_type, encoder(self._registry)
-        from gw.metricfiles import scrape_lock
+        from gw.observe.metricfiles import scrape_lock
 
         with scrape_lock(self.directory):  # the master never compacts files while we read
             return content_type, encoder(self._scrape_registry())

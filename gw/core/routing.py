@@ -16,7 +16,7 @@ route without ``methods`` allows every method except the table's ``explicit_only
 The answer is 405 (listing the allowed methods) only when some route matches the path but
 none allows the method, and 404 when no route matches the path.
 
-Pattern syntax, matched against canonical paths (see ``gw.paths``) segment by segment,
+Pattern syntax, matched against canonical paths (see ``gw.core.paths``) segment by segment,
 exactly and case-sensitively:
 
 - a literal segment (``orders``, ``v1.2``; percent-encoding in it is decoded once);
@@ -40,8 +40,8 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
+from gw.core.paths import canonicalize_config, encode_path
 from gw.errors import ConfigError, InvalidPath, MethodNotAllowed, RouteNotFound
-from gw.paths import canonicalize_config, encode_path
 
 T = TypeVar("T")
 
@@ -382,7 +382,7 @@ class RouteTable(Generic[T]):
         without a host.
 
         Warning:
-            ``path`` must come from ``gw.paths.canonicalize``: routing a raw or PATH_INFO path
+            ``path`` must come from ``gw.core.paths.canonicalize``: routing a raw or PATH_INFO path
             lets a client choose which route's policies apply.
 
         Raises:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from gw.exchange import Exchange
+from gw.core.exchange import Exchange
 
 _logger = logging.getLogger("gw.access")
 
@@ -24,7 +24,7 @@ def configure(enabled: bool) -> None:
 
 
 def configure_diagnostics() -> None:
-    """Send gw's own warnings and errors (gw, gw.audit, gw.ratelimit, ...) to stderr."""
+    """Send gw's own warnings and errors (gw, gw.observe.audit, gw.ratelimit, ...) to stderr."""
     logger = logging.getLogger("gw")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)

@@ -1,4 +1,5 @@
-"""gw.http1: upstream responses read from a real socket pair, request heads built and checked."""
+"""gw.upstream.wire: upstream responses read from a real socket pair, request heads built and
+checked."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from gw.errors import InvalidHeader
-from gw.http1 import (
+from gw.upstream.wire import (
     BodyBrokenOff,
     MalformedResponse,
     Response,

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gw.forwarding import ClientInfo
-from gw.hosts import Authority
+from gw.core.forwarding import ClientInfo
+from gw.core.hosts import Authority
 
 
 @dataclass(slots=True)
@@ -22,7 +22,7 @@ class Exchange:
     method: str
     raw_target: str
     client: ClientInfo | None = None
-    authority: Authority | None = None  # the effective host (gw.hosts)
+    authority: Authority | None = None  # the effective host (gw.core.hosts)
     path: str = ""
     query: str = ""
     route: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gw.exchange import Exchange
+from gw.core.exchange import Exchange
 
 
 class WarningLog(Protocol):

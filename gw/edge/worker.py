@@ -1,7 +1,7 @@
 """gunicorn worker classes: fair to keep-alive clients, with JSON parse errors.
 
 ``BalancedGeventWorker`` (the default) serves each connection in a greenlet, one thread per
-process, and speaks HTTP/1.1 through ``gw.serve`` (llhttp) instead of gunicorn's pure-Python
+process, and speaks HTTP/1.1 through ``gw.edge.serve`` (llhttp) instead of gunicorn's pure-Python
 parser. gunicorn still runs the processes: forking, heartbeats, signals, graceful stops,
 ``max_requests``. On the 2-core bench box a request costs about half the CPU of gunicorn's
 gthread worker, whose threads spend their time passing the GIL and the poller between each
@@ -32,15 +32,15 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
-from gw.arbiter import worker_stop_limit
-from gw.headers import request_id
-from gw.serve import Connection, Limits, WaitingConnections
+from gw.core.headers import request_id
+from gw.edge.arbiter import worker_stop_limit
+from gw.edge.serve import Connection, Limits, WaitingConnections
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
 
 
 class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
-    """gunicorn's gevent worker with gw's HTTP/1.1 connection handling (``gw.serve``)."""
+    """gunicorn's gevent worker with gw's HTTP/1.1 connection handling (``gw.edge.serve``)."""
 
     def init_process(self) -> None:
         cfg = self.cfg
@@ -107,7 +107,7 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
 
 
 def leave_cutting_to_the_master(cfg: Any) -> None:
-    """Keep serving after SIGTERM until the master cuts (``gw.arbiter``), not at
+    """Keep serving after SIGTERM until the master cuts (``gw.edge.arbiter``), not at
     ``graceful_timeout``.
 
     gunicorn's gevent worker cuts its requests ``graceful_timeout`` seconds after SIGTERM,
@@ -166,7 +166,7 @@ def closing_when_asked(app: Any) -> Any:
     """Close the connection after an answer whose headers say ``Connection: close``.
 
     gunicorn's response drops the app's hop-by-hop headers without acting on them; gw's
-    own server (gw.serve) honours this one, and so must the threaded worker: gw asks for it
+    own server (gw.edge.serve) honours this one, and so must the threaded worker: gw asks for it
     after refusing a malformed request, whose connection must carry nothing more.
     """
 

@@ -14,7 +14,7 @@ from gw.cache import Cache, CachedResponse, CacheKey, Lease, open_cache
 from gw.cache.keys import cache_key
 from gw.cache.policy import Storage, request_bypass, response_ttl
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
-from gw.headers import HOP_BY_HOP
+from gw.core.headers import HOP_BY_HOP
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from gw import runtime
-from gw.admission import Admission
 from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
 from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
 from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
-from gw.cors import CorsPolicy
-from gw.errors import ConfigError
-from gw.health.settings import UpstreamHealthSettings
-from gw.limits import Limiter
-from gw.metrics import MetricsSettings
-from gw.retry import RetryPolicy
-from gw.rewrite import Rewrite, validate_prefix
-from gw.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
-from gw.settings import (
+from gw.config.settings import (
     GatewaySettings,
     RateLimitingSettings,
     RetrySettings,
@@ -40,10 +30,20 @@ from gw.settings import (
     ServerSettings,
     UpstreamSettings,
 )
+from gw.core.retry import RetryPolicy
+from gw.core.rewrite import Rewrite, validate_prefix
+from gw.core.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
+from gw.cors import CorsPolicy
+from gw.errors import ConfigError
+from gw.health.settings import UpstreamHealthSettings
+from gw.host import runtime
+from gw.limits import Limiter
+from gw.limits.admission import Admission
+from gw.observe.metrics import MetricsSettings
 from gw.shaping.compose import AggregateSpec, compile_aggregate
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
-from gw.tls import TlsClient, build_client
+from gw.upstream.tls import TlsClient, build_client
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_METRICS = MetricsSettings()

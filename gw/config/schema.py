@@ -15,7 +15,7 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from gw.settings import GatewaySettings
+from gw.config.settings import GatewaySettings
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # A ${VAR} reference, which gw substitutes before validating (the file as an editor sees it).

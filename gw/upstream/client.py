@@ -2,7 +2,7 @@
 connection, socket and protocol failures become gateway errors.
 
 urllib3 makes every connection (connect timeouts, socket options, TLS for https targets); the
-messages on it are written and read by ``gw.http1``.
+messages on it are written and read by ``gw.upstream.wire``.
 
 PERF: requests go straight to pooled ``urllib3.connection.HTTPConnection`` objects rather than
 through ``HTTPConnectionPool.urlopen``. urlopen re-parses and re-encodes every URL (which also
@@ -35,25 +35,8 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from gw.config import Target, UpstreamSpec
-from gw.errors import (
-    UpstreamBadResponse,
-    UpstreamBusy,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
-from gw.health.balancer import CANCELLED, Balancer, TargetChoice
-from gw.http1 import (
-    Body,
-    BodyBrokenOff,
-    MalformedResponse,
-    Response,
-    UpstreamClosed,
-    request_head,
-    send_request,
-)
-from gw.retry import (
+from gw.config.assemble import Target, UpstreamSpec
+from gw.core.retry import (
     CONNECT_FAILURE,
     RESET,
     STALE,
@@ -63,7 +46,24 @@ from gw.retry import (
     RetryBudget,
     RetryPolicy,
 )
-from gw.tls import TlsClient
+from gw.errors import (
+    UpstreamBadResponse,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.upstream.tls import TlsClient
+from gw.upstream.wire import (
+    Body,
+    BodyBrokenOff,
+    MalformedResponse,
+    Response,
+    UpstreamClosed,
+    request_head,
+    send_request,
+)
 
 log = logging.getLogger("gw.upstream")
 NO_RETRIES = RetryPolicy(attempts=1)
@@ -149,7 +149,7 @@ class ConnectionPool:
             the next ``get`` or ``put`` (no timer runs between requests). Keep it below the
             upstream's own keep-alive timeout, so that the gateway, not the upstream, closes
             an idle connection, and a request seldom races the upstream's close (the stale
-            retry of ``gw.retry`` covers the rest).
+            retry of ``gw.core.retry`` covers the rest).
         max_connections: connections in use at once (taken by ``get``, not yet ``put`` or
             ``discard``-ed) in this process; None: no cap. Over it, ``get`` waits for a slot
             up to its ``connect_timeout`` (connecting then has its own), a bounded queue as
@@ -396,7 +396,7 @@ class UpstreamClient:
         """Send one request (origin-form ``path``) and return the final attempt's answer.
 
         The balancer picks the target (skipping ejected ones; ``balance_key`` for hashing);
-        failed tries are repeated as ``policy`` allows (see ``gw.retry``) on another target,
+        failed tries are repeated as ``policy`` allows (see ``gw.core.retry``) on another target,
         within the retry budget and before ``deadline`` (``time.monotonic()`` seconds). Every
         outcome is reported to the shared health state. Never follows redirects.
 
@@ -482,7 +482,7 @@ class UpstreamClient:
         Raises:
             Attempt: the try failed; its kind is ``STALE`` when a reused connection that had
                 been idle for ``STALE_IDLE_SECONDS`` closed before any byte of the answer
-                (the upstream's keep-alive timeout raced this request: see ``gw.retry``).
+                (the upstream's keep-alive timeout raced this request: see ``gw.core.retry``).
         """
         connect_timeout = min(self.spec.connect_timeout, read_timeout)
         try:

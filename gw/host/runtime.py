@@ -15,15 +15,15 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from gw import rundir
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
 from gw.health import state as health_state
+from gw.host import rundir
 from gw.limits import Limiter, LimiterUnavailable
 from gw.limits.table import SharedTable
 
 if TYPE_CHECKING:
-    from gw.config import UpstreamSpec
+    from gw.config.assemble import UpstreamSpec
 
 log = logging.getLogger("gw")
 
@@ -43,7 +43,7 @@ def prepare() -> str | None:
     """Create the runtime directory (if not given) and a fresh table; return a dir to clean up.
 
     ``GW_RUNTIME_DIR`` names the directory (systemd's ``RuntimeDirectory``, ``/run/gw``); when
-    unset, ``gw.rundir.runtime_dir_for`` derives one from ``GW_CONFIG`` (the rule the CLI
+    unset, ``gw.host.rundir.runtime_dir_for`` derives one from ``GW_CONFIG`` (the rule the CLI
     uses to find this gateway), which is returned so the master can remove it on exit.
     The master claims the directory: a second gateway on it refuses to start.
     """
@@ -103,7 +103,7 @@ def stage_config() -> None:
         ConfigError: the file is invalid; the published copy, if any, is unchanged.
         RuntimeDirUnusable: the copy cannot be written; the published copy is unchanged.
     """
-    from gw.config import load_config  # the master checks; it never builds the app
+    from gw.config.assemble import load_config  # the master checks; it never builds the app
 
     source = os.environ.get("GW_CONFIG")
     if not source:

@@ -1,0 +1,1 @@
+"""What gw tells operators: metrics, the access log, the config audit log, log-once incidents."""
