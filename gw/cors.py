@@ -6,10 +6,10 @@ global one for that route).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gw.config.settings import CorsSettings
+from gw.core.headers import Headers
 
 _SIMPLE_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 
@@ -96,10 +96,8 @@ class CorsPolicy:
         return headers
 
 
-def is_preflight(method: str, environ: Mapping[str, object]) -> bool:
+def is_preflight(method: str, headers: Headers) -> bool:
     """Whether a request is a CORS preflight: OPTIONS with Origin and the requested method."""
     return (
-        method == "OPTIONS"
-        and "HTTP_ORIGIN" in environ
-        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+        method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
     )

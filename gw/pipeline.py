@@ -1,8 +1,10 @@
 """The request pipeline: named stages in a fixed order, readable in one method.
 
-``Gateway.handle`` is the whole flow. Each stage may stop the request by raising a
-``GatewayError``, which becomes the one JSON error shape. The pipeline knows WSGI environ
-keys but nothing of Falcon.
+``Gateway.handle`` is the whole flow. Ingress turns the WSGI environ into one ``Request``
+(``gw.core.request``); every stage after takes ``(request, route)`` and never sees the
+environ. Each stage may stop the request by raising a ``GatewayError``, which becomes the one
+JSON error shape. Every answer, whatever made it, leaves through one tail (``_respond``). The
+pipeline knows nothing of Falcon.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gw import __version__
-from gw.auth import Identity, Unauthorized
+from gw.auth import Unauthorized
 from gw.cache.stage import CacheStage
 from gw.config.assemble import Config, RouteSpec
 from gw.core import tracing
@@ -25,15 +27,16 @@ from gw.core.exchange import ClosingBody, Exchange, Outcome
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import (
     GATEWAY_OWNED,
+    Headers,
     check_connection,
     chunked_only,
     forwardable,
-    request_headers,
     request_id,
     response_headers,
 )
 from gw.core.hosts import HostAllowList, effective_host
 from gw.core.paths import canonicalize, encode_path, split_target
+from gw.core.request import Request
 from gw.core.retry import RetryBudget
 from gw.core.routing import RouteMatch
 from gw.cors import is_preflight
@@ -51,7 +54,7 @@ from gw.limits.admission import Requester
 from gw.observe import accesslog
 from gw.observe.metrics import worker_metrics
 from gw.shaping.compose import Aggregator, PartReport
-from gw.upstream.client import UpstreamClient, UpstreamResponse
+from gw.upstream.client import Connector, UpstreamClient, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("gw")
 
@@ -77,10 +80,12 @@ class CorsRefused(ClientError):
 class Gateway:
     """Everything compiled from one config, serving requests until the next reload."""
 
-    def __init__(self, config: Config, metrics_port: str | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics_port: str | None = None, connect: Connector | None = None
+    ) -> None:
         """``metrics_port``: the port of a listener that serves only the metrics path and the
         health and ready paths (``GW_METRICS_BIND``); the metrics path is then served there
-        alone."""
+        alone. ``connect``: how upstream connections are made (tests pass a fake transport)."""
         self.config = config
         self.metrics_port = metrics_port
         self.server = config.server
@@ -93,6 +98,7 @@ class Gateway:
                 spec,
                 RetryBudget(spec.budget_ratio, spec.budget_min_per_second),
                 self._retry_observer(name),
+                connect=connect,
             )
             for name, spec in config.upstreams.items()
         }
@@ -109,48 +115,46 @@ class Gateway:
         # every client request in every spelling, on every route, authenticated or not.
         owned = self.authenticator.header_names() if self.authenticator else frozenset()
         self.owned = GATEWAY_OWNED | owned
-        self.builtins: dict[str, Callable[[Exchange], Outcome]] = {
+        self.builtins: dict[str, Callable[[Request], Outcome]] = {
             config.server.health_path: self._health,
             config.server.ready_path: self._ready,
         }
 
     def handle(self, environ: Mapping[str, Any]) -> Outcome:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
-        exchange = self._ingress(environ)
+        exchange = self._exchange(environ)
         inflight.started(exchange)
         if self.metrics is not None:
             self.metrics.inflight(1)
         try:
-            self._canonicalize(exchange, environ)
-            self._check_message(exchange, environ)
-            local = self._local_answer(exchange, environ)
+            request = self._ingress(exchange, environ)
+            local = self._local_answer(request)
             if local is not None:
-                return self._finish(exchange, local)
+                return local
             if self.hosts is not None:
-                self.hosts.check(exchange.authority)
-            match = self._route(exchange, environ)
-            preflight = self._cors(exchange, match, environ)
+                self.hosts.check(request.authority)
+            route = self._route(request)
+            preflight = self._cors(request, route)
             if preflight is not None:
-                return self._finish(exchange, preflight)
-            identity = self._authenticate(exchange, match, environ)
-            headers = self._upstream_headers(exchange, environ, match.route.payload, identity)
-            self._admit(exchange, match, headers, identity)
-            if match.route.payload.aggregate is not None:
-                return self._compose(exchange, match, environ, headers, identity)
-            if match.route.payload.cache is not None and self.cache is not None:
-                return self._cached(exchange, match, environ, headers, identity)
-            upstream = self._forward(exchange, match, environ, headers)
-            return self._respond(exchange, upstream, environ)
+                return preflight
+            self._authenticate(request, route)
+            headers = self._upstream_headers(request, route)
+            self._admit(request, route, headers)
+            if route.aggregate is not None:
+                return self._compose(request, route, headers)
+            if route.cache is not None and self.cache is not None:
+                return self._cached(request, route, headers)
+            return self._relay(request, self._forward(request, route, headers))
         except GatewayError as ex:
-            return self._finish(exchange, self.error_outcome(exchange, ex))
+            return self._error(exchange, ex)
         except Exception:
             log.exception("unexpected error serving %s", exchange.request_id)
             failure = GatewayError("the gateway failed to handle this request")
-            return self._finish(exchange, self.error_outcome(exchange, failure))
+            return self._error(exchange, failure)
 
-    # -- stages ------------------------------------------------------------------------------
+    # -- ingress: the only functions that read the environ ------------------------------------
 
-    def _ingress(self, environ: Mapping[str, Any]) -> Exchange:
+    def _exchange(self, environ: Mapping[str, Any]) -> Exchange:
         """Mint or honour the request id, start the clock, resolve who the client is."""
         raw_target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or _rebuild(environ)
         exchange = Exchange(
@@ -166,8 +170,10 @@ class Gateway:
         )
         return exchange
 
-    def _canonicalize(self, exchange: Exchange, environ: Mapping[str, Any]) -> None:
-        """Decode once, canonicalize once: the one path used from here on."""
+    def _ingress(self, exchange: Exchange, environ: Mapping[str, Any]) -> Request:
+        """Build the one ``Request``: decode and canonicalize the path once, one effective
+        host (400 if Host is missing, repeated or invalid), and no Connection header that
+        names a framing or gateway-owned header (400)."""
         raw_path, query = split_target(exchange.raw_target)
         # APPSEC: the query passes byte for byte, so it must be a legal request-target
         # query; anything else could be read differently by the upstream.
@@ -177,126 +183,114 @@ class Gateway:
             raise InvalidQuery("the query string has characters that must be percent-encoded")
         exchange.path = canonicalize(raw_path)
         exchange.query = query
-
-    def _check_message(self, exchange: Exchange, environ: Mapping[str, Any]) -> None:
-        """One effective host per request (400 if Host is missing, repeated or invalid), and
-        no Connection header that names a framing or gateway-owned header (400)."""
-        exchange.authority = effective_host(
-            exchange.raw_target, environ.get("HTTP_HOST"), environ.get("SERVER_PROTOCOL", "")
+        protocol = environ.get("SERVER_PROTOCOL", "")
+        exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
+        headers = Headers.from_environ(environ)
+        check_connection(headers.get("Connection"), self.owned)
+        return Request(
+            exchange=exchange,
+            headers=headers,
+            path=exchange.path,
+            query=query,
+            authority=exchange.authority,
+            protocol=protocol,
+            peer=environ.get("REMOTE_ADDR") or "",
+            port=environ.get("SERVER_PORT"),
+            body=environ["wsgi.input"],
         )
-        check_connection(environ.get("HTTP_CONNECTION"), self.owned)
 
-    def _route(self, exchange: Exchange, environ: Mapping[str, Any]) -> RouteMatch[RouteSpec]:
-        host = exchange.authority.name if exchange.authority else None
+    # -- stages ------------------------------------------------------------------------------
+
+    def _route(self, request: Request) -> RouteSpec:
+        host = request.authority.name if request.authority else None
         table = self.config.table
-        match = None
-        if is_preflight(exchange.method, environ):
+        match: RouteMatch[RouteSpec] | None = None
+        if is_preflight(request.method, request.headers):
             # A CORS preflight is about the route the real request will take, but only a
             # route whose CORS policy gw answers itself may take the requested method.
             # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
-            requested = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper()
+            requested = (request.headers.get("Access-Control-Request-Method") or "").upper()
             with contextlib.suppress(ClientError):
-                match = table.match(requested, exchange.path, host)
+                match = table.match(requested, request.path, host)
             if match is not None and match.route.payload.cors is None:
                 match = None
         if match is None:
-            match = table.match(exchange.method, exchange.path, host)
-        exchange.route = match.route.name
-        return match
+            match = table.match(request.method, request.path, host)
+        request.exchange.route = match.route.name
+        request.params = match.params
+        return match.route.payload
 
-    def _cors(
-        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
-    ) -> Outcome | None:
+    def _cors(self, request: Request, route: RouteSpec) -> Outcome | None:
         """Answer a preflight here; mark an actual cross-origin response's headers."""
-        policy = match.route.payload.cors
+        policy = route.cors
         if policy is None:
             return None
-        origin = environ.get("HTTP_ORIGIN")
-        if not is_preflight(exchange.method, environ):
-            exchange.add_headers += policy.response_headers(origin)
+        headers = request.headers
+        origin = headers.get("Origin")
+        if not is_preflight(request.method, headers):
+            request.exchange.add_headers += policy.response_headers(origin)
             return None
         allowed = policy.preflight(
             origin or "",
-            environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"],
-            environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", ""),
+            headers.get("Access-Control-Request-Method") or "",
+            headers.get("Access-Control-Request-Headers") or "",
         )
         if not allowed:
             raise CorsRefused("this cross-origin request is not allowed by the route's CORS policy")
-        return Outcome(204, self._decorate(exchange, allowed), [])
+        return self._respond(request.exchange, 204, allowed, [], shape=None)
 
-    def _authenticate(
-        self, exchange: Exchange, match: RouteMatch[RouteSpec], environ: Mapping[str, Any]
-    ) -> Identity | None:
+    def _authenticate(self, request: Request, route: RouteSpec) -> None:
         """Verify the caller once, at the edge, by the route's policy (401/403 otherwise).
 
         An address that failed too often gets 429 before its credential is read (see
         ``gw.auth.throttle`` for what counts and why a valid credential waits too).
         """
         if self.authenticator is None:
-            return None
-        assert exchange.client is not None
-        policy = match.route.payload.auth
+            return
+        client = request.client.ip
         throttle = self.auth_throttle
-        if throttle is not None and self.authenticator.applies(exchange.path, policy):
-            throttle.check(exchange.client.ip)
+        if throttle is not None and self.authenticator.applies(request.path, route.auth):
+            throttle.check(client)
         try:
             identity = self.authenticator.authenticate(
-                exchange.path,
-                request_headers(environ),
-                policy,
-                client=exchange.client.ip,
-                request_id=exchange.request_id,
+                request.path,
+                request.headers.items(),
+                route.auth,
+                client=client,
+                request_id=request.request_id,
             )
         except Unauthorized as ex:
             if throttle is not None and throttle.counts(ex):
-                throttle.record_failure(exchange.client.ip)
+                throttle.record_failure(client)
             raise
+        request.identity = identity
         if identity is not None:
-            exchange.extra["user"] = identity.subject
+            request.exchange.extra["user"] = identity.subject
             if identity.issuer is not None:
-                exchange.extra["issuer"] = identity.issuer
-        return identity
+                request.exchange.extra["issuer"] = identity.issuer
 
-    def _admit(
-        self,
-        exchange: Exchange,
-        match: RouteMatch[RouteSpec],
-        headers: Mapping[str, str],
-        identity: Identity | None,
-    ) -> None:
+    def _admit(self, request: Request, route: RouteSpec, headers: Mapping[str, str]) -> None:
         """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
         admission = self.config.admission
         if admission is None:
             return
-        limits = admission.limits_for(exchange.method, exchange.path)
-        if not limits:
-            return
-        assert exchange.client is not None
-        who = Requester(
-            client_ip=exchange.client.ip,
-            route=match.route.name,
-            headers={k.lower(): v for k, v in headers.items()},
-            subject=identity.principal if identity else None,
-            api_key=identity.key_id if identity and identity.method == "api_key" else None,
-        )
-        exchange.add_headers += admission.admit(limits, who)
+        limits = admission.limits_for(request.method, request.path)
+        if limits:
+            who = Requester.of(request, route.name, headers)
+            request.exchange.add_headers += admission.admit(limits, who)
 
     def _forward(
-        self,
-        exchange: Exchange,
-        match: RouteMatch[RouteSpec],
-        environ: Mapping[str, Any],
-        headers: dict[str, str],
+        self, request: Request, route: RouteSpec, headers: dict[str, str]
     ) -> UpstreamResponse:
         """Rewrite the path, stream the body, send through the upstream's pool."""
-        spec = match.route.payload
-        assert spec.upstream is not None
-        client = self.clients[spec.upstream]
-        exchange.upstream = spec.upstream
-        path = encode_path(spec.rewrite.apply(exchange.path))
-        if exchange.query:
-            path = f"{path}?{exchange.query}"
-        body, length = self._request_body(environ)
+        assert route.upstream is not None
+        client = self.clients[route.upstream]
+        exchange = request.exchange
+        exchange.upstream = route.upstream
+        path = encode_path(route.rewrite.apply(request.path))
+        if request.query:
+            path = f"{path}?{request.query}"
+        body, length = self._request_body(request)
         sent: LimitedBody | bytes | None = body
         buffer = self.server.request_buffer_bytes
         if body is not None and buffer and (length is None or length <= buffer):
@@ -305,109 +299,79 @@ class Gateway:
             whole = body.buffer(buffer)
             if whole is not None:
                 sent, length = whole, len(whole)
-        chunked = sent is not None and length is None
         if length is not None:
             # APPSEC: the framing sent upstream is gw's own: the validated length of the body
             # gw sends (LimitedBody sends exactly that many bytes or fails), never a header
             # copied from the client.
             headers = {**headers, "Content-Length": str(length)}
+        outgoing = UpstreamRequest(
+            request.method,
+            path,
+            headers,
+            sent,
+            chunked=sent is not None and length is None,
+            read_timeout=route.read_timeout,
+            policy=route.retry or client.spec.retry,
+            deadline=exchange.started + self.server.deadline,
+            body_deadline=exchange.started + (route.stream_timeout or self.server.deadline),
+            balance_key=_balance_key(client, request, headers),
+        )
         started = time.monotonic()
         try:
-            response = client.send(
-                exchange.method,
-                path,
-                headers,
-                sent,
-                chunked,
-                spec.read_timeout,
-                policy=spec.retry or client.spec.retry,
-                deadline=exchange.started + self.server.deadline,
-                body_deadline=exchange.started + (spec.stream_timeout or self.server.deadline),
-                balance_key=_balance_key(client, exchange, headers),
-            )
+            response = client.send(outgoing)
         except UpstreamError as ex:
             if self.metrics is not None:
-                self.metrics.upstream_error(spec.upstream, ex.code)
+                self.metrics.upstream_error(route.upstream, ex.code)
             raise
         if self.metrics is not None:
-            self.metrics.upstream(spec.upstream, time.monotonic() - started)
+            self.metrics.upstream(route.upstream, time.monotonic() - started)
         exchange.upstream_target = str(response.target)
         return response
 
-    def _compose(
-        self,
-        exchange: Exchange,
-        match: RouteMatch[RouteSpec],
-        environ: Mapping[str, Any],
-        headers: dict[str, str],
-        identity: Identity | None,
-    ) -> Outcome:
+    def _compose(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
         """Fan out to the aggregate's parts in parallel and answer one merged document."""
-        spec = match.route.payload
-        assert spec.aggregate is not None
-        exchange.upstream = ",".join(dict.fromkeys(part.upstream for part in spec.aggregate.parts))
+        assert route.aggregate is not None
+        exchange = request.exchange
+        exchange.upstream = ",".join(dict.fromkeys(p.upstream for p in route.aggregate.parts))
         reports: list[PartReport] = []
         try:
             outcome = self._aggregator().run(
-                spec.aggregate,
-                match.params,
-                exchange.query,
-                identity,
+                route.aggregate,
+                request.params,
+                request.query,
+                request.identity,
                 headers,
                 self.clients,
                 observe=self._part_observer(reports),
             )
         finally:
             _log_parts(exchange, list(reports))  # the parts that finished before the answer
-        body: Iterable[bytes] = outcome.body
-        headers_out, body = self._shape(exchange, environ, outcome.status, outcome.headers, body)
-        outcome = Outcome(outcome.status, self._decorate(exchange, headers_out), body)
-        return self._finish(exchange, outcome)
+        return self._respond(exchange, outcome.status, outcome.headers, outcome.body, request)
 
-    def _cached(
-        self,
-        exchange: Exchange,
-        match: RouteMatch[RouteSpec],
-        environ: Mapping[str, Any],
-        headers: dict[str, str],
-        identity: Identity | None,
-    ) -> Outcome:
+    def _cached(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
         """Answer from the cache, or fill it (once per host for concurrent misses)."""
         assert self.cache is not None
-        spec = match.route.payload
-        rules = spec.cache
+        rules = route.cache
         assert rules is not None
-        lookup = self.cache.lookup(
-            spec.name,
-            rules,
-            exchange.method,
-            exchange.authority.host if exchange.authority else None,
-            exchange.path,
-            exchange.query,
-            {name.lower(): value for name, value in request_headers(environ)},
-            identity.principal if identity else None,
-            identity.key_id if identity and identity.method == "api_key" else None,
-            scheme=exchange.client.proto if exchange.client else "http",
-        )
+        exchange = request.exchange
+        lookup = self.cache.lookup(request, route.name, rules)
         if lookup.hit is not None:
             hit = lookup.hit
-            return self._answer(
-                exchange, environ, hit.status, list(hit.response_headers()), hit.body
+            return self._respond(
+                exchange, hit.status, list(hit.response_headers()), [hit.body], request
             )
         if lookup.key is None or lookup.lease is None:
             exchange.add_headers.append(("X-Cache", "BYPASS"))
-            return self._respond(
-                exchange, self._forward(exchange, match, environ, headers), environ
-            )
+            return self._relay(request, self._forward(request, route, headers))
         try:
-            upstream = self._forward(exchange, match, environ, headers)
+            upstream = self._forward(request, route, headers)
             storage = self.cache.storage(
-                rules, upstream.status, upstream.headers, identity is not None
+                rules, upstream.status, upstream.headers, request.identity is not None
             )
             length = _length(upstream.headers)
             if (
                 storage.ttl > 0
-                and exchange.method == "GET"
+                and request.method == "GET"
                 and length is not None
                 and length <= rules.max_body_bytes
             ):
@@ -415,52 +379,64 @@ class Gateway:
                 self.cache.store(lookup.key, upstream.status, upstream.headers, body, storage)
                 exchange.add_headers.append(("X-Cache", "MISS"))
                 kept = response_headers(upstream.headers)
-                return self._answer(exchange, environ, upstream.status, kept, body)
-            if exchange.method == "GET":
+                return self._respond(exchange, upstream.status, kept, [body], request)
+            if request.method == "GET":
                 self.cache.decline(lookup.key)
         finally:
             lookup.lease.release()
         exchange.add_headers.append(("X-Cache", "BYPASS"))
-        return self._respond(exchange, upstream, environ)
+        return self._relay(request, upstream)
 
-    def _answer(
-        self,
-        exchange: Exchange,
-        environ: Mapping[str, Any],
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-    ) -> Outcome:
-        """Answer with a body already in hand (from the cache, or just stored in it)."""
-        shaped, chunks = self._shape(exchange, environ, status, headers, [body])
-        return self._finish(exchange, Outcome(status, self._decorate(exchange, shaped), chunks))
+    def _relay(self, request: Request, upstream: UpstreamResponse) -> Outcome:
+        """Pass the upstream's status, headers and streamed body on."""
+        headers = response_headers(upstream.headers)
+        return self._respond(
+            request.exchange, upstream.status, headers, upstream.body(), request, upstream
+        )
+
+    # -- the one respond tail ----------------------------------------------------------------
 
     def _respond(
-        self, exchange: Exchange, upstream: UpstreamResponse, environ: Mapping[str, Any]
+        self,
+        exchange: Exchange,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: Iterable[bytes],
+        shape: Request | None,
+        upstream: UpstreamResponse | None = None,
     ) -> Outcome:
-        """Pass the upstream's status, headers and streamed body on; transform, compress."""
-        status = upstream.status
+        """Every answer leaves here: shaped (transformed, compressed) for ``shape``'s path and
+        Accept-Encoding when given, decorated (the stages' headers, the request id, security
+        headers), then logged: now for a body in hand, when the server closes it for a
+        streamed ``upstream`` body. A HEAD, 1xx, 204 or 304 answer carries no body."""
         exchange.status = status
-        headers = response_headers(upstream.headers)
         if exchange.method == "HEAD" or status in _BODILESS or status < 200:
-            for _ in upstream.body():
-                pass
-            return self._finish(exchange, Outcome(status, self._decorate(exchange, headers), []))
-        headers, body = self._shape(exchange, environ, status, headers, upstream.body())
+            if upstream is not None:
+                for _ in body:  # read to the end: the connection can then be reused
+                    pass
+                upstream, body = None, []
+            shape = None
+        if shape is not None:
+            headers, body = self._shape(shape, status, headers, body)
+        headers = self._decorate(exchange, headers)
+        if upstream is None:
+            chunks = list(body)
+            exchange.bytes_sent = sum(len(b) for b in chunks)
+            self._egress(exchange)
+            return Outcome(status, headers, [] if exchange.method == "HEAD" else chunks)
         closing = ClosingBody(body, exchange, lambda: self._egress(exchange, upstream))
-        return Outcome(status, self._decorate(exchange, headers), closing)
+        return Outcome(status, headers, closing)
 
     def _shape(
         self,
-        exchange: Exchange,
-        environ: Mapping[str, Any],
+        request: Request,
         status: int,
         headers: list[tuple[str, str]],
         body: Iterable[bytes],
     ) -> tuple[list[tuple[str, str]], Iterable[bytes]]:
         """Apply the path's transformations (JSON within the size limit), then compression."""
         transformer = self.config.transformer
-        rules = transformer.for_path(exchange.path) if transformer else None
+        rules = transformer.for_path(request.path) if transformer else None
         if rules is not None:
             if rules.wants_body(status, headers):
                 headers, data = rules.apply(status, headers, b"".join(body))
@@ -469,93 +445,9 @@ class Gateway:
                 headers = rules.response_headers(headers)
         compressor = self.config.compressor
         if compressor is not None:
-            accept = environ.get("HTTP_ACCEPT_ENCODING")
-            headers, body = compressor.apply(exchange.method, status, accept, headers, body)
+            accept = request.headers.get("Accept-Encoding")
+            headers, body = compressor.apply(request.method, status, accept, headers, body)
         return list(headers), body
-
-    def _aggregator(self) -> Aggregator:
-        if self._composer is None:
-            self._composer = Aggregator(self.config.aggregator_threads)
-        return self._composer
-
-    def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
-        """Log the exchange; release an upstream connection the client did not read to the end."""
-        if upstream is not None and not upstream.finished:
-            upstream.abandon()
-        accesslog.write(exchange)
-        inflight.finished(exchange)
-        if self.metrics is not None:
-            self.metrics.inflight(-1)
-            seconds = time.monotonic() - exchange.started
-            self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _request_body(self, environ: Mapping[str, Any]) -> tuple[LimitedBody | None, int | None]:
-        """The body to send and its length (None: chunked, length unknown)."""
-        limit = self.server.max_body_bytes
-        stream = environ["wsgi.input"]
-        coding = environ.get("HTTP_TRANSFER_ENCODING")
-        if coding is not None:
-            _check_transfer_coding(coding, environ.get("SERVER_PROTOCOL", ""))
-            length = None
-        else:
-            length = _content_length(environ.get("CONTENT_LENGTH"))
-            if length == 0:
-                return None, None
-            if length > limit:
-                raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-        body = LimitedBody(stream, limit, length)
-        if self.server.min_upload_rate:
-            body.require_rate(self.server.min_upload_rate, self.server.upload_grace)
-        return body, length
-
-    def _upstream_headers(
-        self,
-        exchange: Exchange,
-        environ: Mapping[str, Any],
-        spec: RouteSpec,
-        identity: Identity | None,
-    ) -> dict[str, str]:
-        """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
-        headers = dict(forwardable(request_headers(environ), self.owned))
-        info = exchange.client
-        assert info is not None
-        host = exchange.authority.host if exchange.authority else ""
-        if spec.upstream is not None and host and self.clients[spec.upstream].spec.preserve_host:
-            headers["Host"] = host
-        # Otherwise no Host here: each target's own host:port is written when the request is
-        # sent to the target the balancer picked (gw.upstream.wire.request_head).
-        headers["X-Forwarded-For"] = info.forwarded_for
-        headers["X-Forwarded-Proto"] = info.proto
-        if host:
-            headers["X-Forwarded-Host"] = host
-        headers["X-Real-IP"] = info.ip
-        headers["X-Request-Id"] = exchange.request_id
-        trace = tracing.propagate(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
-        headers["traceparent"] = trace.traceparent
-        if trace.tracestate:
-            headers["tracestate"] = trace.tracestate
-        exchange.extra["trace_id"] = trace.trace_id
-        if identity is not None:
-            headers.update(identity.headers())
-        transformer = self.config.transformer
-        rules = transformer.for_path(exchange.path) if transformer else None
-        if rules is not None:
-            headers = rules.request_headers(headers)
-        return headers
-
-    def error_outcome(self, exchange: Exchange, ex: GatewayError) -> Outcome:
-        """Render a gateway error as the one JSON error shape."""
-        exchange.status = ex.status
-        exchange.error = ex.code
-        body = json.dumps(ex.to_dict(exchange.request_id)).encode()
-        headers = [("Content-Type", _JSON), ("Content-Length", str(len(body))), *ex.headers.items()]
-        if ex.status in _CLOSING:
-            # APPSEC: a malformed or unread request ends its connection (as nginx and
-            # gunicorn do): nothing the client sent after it is read as another request.
-            headers.append(("Connection", "close"))
-        return Outcome(ex.status, self._decorate(exchange, headers), [body])
 
     def _decorate(
         self, exchange: Exchange, headers: list[tuple[str, str]]
@@ -568,49 +460,131 @@ class Gateway:
         headers += [(n, v) for n, v in self.config.security_headers if n.lower() not in present]
         return headers
 
-    def _finish(self, exchange: Exchange, outcome: Outcome) -> Outcome:
-        """Log a response the gateway produced itself (no upstream body to wait for)."""
-        exchange.status = outcome.status
-        exchange.bytes_sent = sum(len(b) for b in outcome.body)
-        if exchange.method == "HEAD":
-            outcome.body = []
-        self._egress(exchange)
-        return outcome
+    def _error(self, exchange: Exchange, ex: GatewayError) -> Outcome:
+        """Answer a gateway error in the one JSON error shape."""
+        exchange.error = ex.code
+        body = json.dumps(ex.to_dict(exchange.request_id)).encode()
+        headers = [("Content-Type", _JSON), ("Content-Length", str(len(body))), *ex.headers.items()]
+        if ex.status in _CLOSING:
+            # APPSEC: a malformed or unread request ends its connection (as nginx and
+            # gunicorn do): nothing the client sent after it is read as another request.
+            headers.append(("Connection", "close"))
+        return self._respond(exchange, ex.status, headers, [body], shape=None)
 
-    def _local_answer(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome | None:
+    def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
+        """Log the exchange; release an upstream connection the client did not read to the end."""
+        if upstream is not None and not upstream.finished:
+            upstream.abandon()
+        accesslog.write(exchange)
+        inflight.finished(exchange)
+        if self.metrics is not None:
+            self.metrics.inflight(-1)
+            seconds = time.monotonic() - exchange.started
+            self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
+
+    # -- answers gw makes itself -------------------------------------------------------------
+
+    def _local_answer(self, request: Request) -> Outcome | None:
         """Metrics, health and ready, answered by gw itself; None for everything else.
 
         With ``GW_METRICS_BIND`` the metrics path is served on that listener alone, and that
         listener serves nothing else (404).
         """
-        on_metrics_listener = (
-            self.metrics_port is not None and environ.get("SERVER_PORT") == self.metrics_port
-        )
-        scrape = self.metrics is not None and exchange.path == self.config.metrics.path
+        on_metrics_listener = self.metrics_port is not None and request.port == self.metrics_port
+        scrape = self.metrics is not None and request.path == self.config.metrics.path
         if scrape and (self.metrics_port is None or on_metrics_listener):
-            return self._scrape(exchange, environ)
-        builtin = self.builtins.get(exchange.path)
+            return self._scrape(request)
+        builtin = self.builtins.get(request.path)
         if builtin is not None:
-            return builtin(exchange)
+            return builtin(request)
         if on_metrics_listener:
             raise RouteNotFound("the metrics listener serves only metrics, health and ready")
         return None
 
-    def _scrape(self, exchange: Exchange, environ: Mapping[str, Any]) -> Outcome:
+    def _scrape(self, request: Request) -> Outcome:
         """Answer a Prometheus scrape, but only to the peers ``metrics.allow_from`` lists."""
         assert self.metrics is not None
         # APPSEC: the direct socket peer decides, never X-Forwarded-For: behind nginx every
         # public request arrives from nginx, so a forwarded address would prove nothing.
-        if not self.config.metrics.allows(environ.get("REMOTE_ADDR") or ""):
+        if not self.config.metrics.allows(request.peer):
             raise RouteNotFound("no route matches this path")
-        content_type, body = self.metrics.render(environ)
+        content_type, body = self.metrics.render(request.headers.by_name())
+        return self._local(request, 200, content_type, body)
+
+    def _health(self, request: Request) -> Outcome:
+        payload = {
+            "status": "healthy",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": __version__,
+        }
+        return self._local(request, 200, _JSON, json.dumps(payload).encode())
+
+    def _ready(self, request: Request) -> Outcome:
+        payload = {"status": "ready", "routes": len(self.config.table.ordered())}
+        return self._local(request, 200, _JSON, json.dumps(payload).encode())
+
+    def _local(self, request: Request, status: int, content_type: str, body: bytes) -> Outcome:
         headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
-            ("X-Request-Id", exchange.request_id),
         ]
-        return Outcome(200, headers, [body])
+        return self._respond(request.exchange, status, headers, [body], shape=None)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _request_body(self, request: Request) -> tuple[LimitedBody | None, int | None]:
+        """The body to send and its length (None: chunked, length unknown)."""
+        limit = self.server.max_body_bytes
+        coding = request.headers.get("Transfer-Encoding")
+        if coding is not None:
+            _check_transfer_coding(coding, request.protocol)
+            length = None
+        else:
+            length = _content_length(request.headers.get("Content-Length"))
+            if length == 0:
+                return None, None
+            if length > limit:
+                raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+        body = LimitedBody(request.body, limit, length)
+        if self.server.min_upload_rate:
+            body.require_rate(self.server.min_upload_rate, self.server.upload_grace)
+        return body, length
+
+    def _upstream_headers(self, request: Request, route: RouteSpec) -> dict[str, str]:
+        """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
+        headers = dict(forwardable(request.headers.items(), self.owned))
+        info = request.client
+        host = request.host or ""
+        if route.upstream is not None and host and self.clients[route.upstream].spec.preserve_host:
+            headers["Host"] = host
+        # Otherwise no Host here: each target's own host:port is written when the request is
+        # sent to the target the balancer picked (gw.upstream.wire.request_head).
+        headers["X-Forwarded-For"] = info.forwarded_for
+        headers["X-Forwarded-Proto"] = info.proto
+        if host:
+            headers["X-Forwarded-Host"] = host
+        headers["X-Real-IP"] = info.ip
+        headers["X-Request-Id"] = request.request_id
+        trace = tracing.propagate(
+            request.headers.get("Traceparent"), request.headers.get("Tracestate")
+        )
+        headers["traceparent"] = trace.traceparent
+        if trace.tracestate:
+            headers["tracestate"] = trace.tracestate
+        request.exchange.extra["trace_id"] = trace.trace_id
+        if request.identity is not None:
+            headers.update(request.identity.headers())
+        transformer = self.config.transformer
+        rules = transformer.for_path(request.path) if transformer else None
+        if rules is not None:
+            headers = rules.request_headers(headers)
+        return headers
+
+    def _aggregator(self) -> Aggregator:
+        if self._composer is None:
+            self._composer = Aggregator(self.config.aggregator_threads)
+        return self._composer
 
     def _part_observer(self, reports: list[PartReport]) -> Callable[[PartReport], None]:
         """Count a part in its upstream's series (via="aggregate") and keep it for the log."""
@@ -633,22 +607,6 @@ class Gateway:
             return None
         return lambda outcome: metrics.retry(upstream, outcome)
 
-    def _health(self, exchange: Exchange) -> Outcome:
-        return _json_outcome(
-            200,
-            {
-                "status": "healthy",
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "version": __version__,
-            },
-            exchange,
-        )
-
-    def _ready(self, exchange: Exchange) -> Outcome:
-        return _json_outcome(
-            200, {"status": "ready", "routes": len(self.config.table.ordered())}, exchange
-        )
-
 
 def _log_parts(exchange: Exchange, reports: list[PartReport]) -> None:
     """Name the targets the parts reached, and each part's outcome, in the access line."""
@@ -658,7 +616,7 @@ def _log_parts(exchange: Exchange, reports: list[PartReport]) -> None:
 
 
 def _balance_key(
-    client: UpstreamClient, exchange: Exchange, headers: Mapping[str, str]
+    client: UpstreamClient, request: Request, headers: Mapping[str, str]
 ) -> str | None:
     """The sticky key of a ``balance: hash`` upstream: client address, user, or a header."""
     source = client.hash_source
@@ -666,22 +624,11 @@ def _balance_key(
         return None
     kind, name = source
     if kind == "client_ip":
-        return exchange.client.ip if exchange.client else None
+        return request.client.ip
     if kind == "user":
-        return exchange.extra.get("user")
+        return request.identity.subject if request.identity else None
     wanted = name.lower()
     return next((v for k, v in headers.items() if k.lower() == wanted), None)
-
-
-def _json_outcome(status: int, payload: dict[str, Any], exchange: Exchange) -> Outcome:
-    body = json.dumps(payload).encode()
-    headers = [
-        ("Content-Type", _JSON),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-store"),
-        ("X-Request-Id", exchange.request_id),
-    ]
-    return Outcome(status, headers, [body])
 
 
 def _length(headers: list[tuple[str, str]]) -> int | None:

@@ -23,8 +23,8 @@ from gw.auth.errors import (
     IssuerNotAccepted,
     Unauthorized,
 )
-from gw.auth.identity import Identity
 from gw.auth.settings import AuthSettings, RoutePolicy
+from gw.core.identity import Identity
 
 __all__ = [
     "DEFAULT_POLICY",

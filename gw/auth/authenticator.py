@@ -23,11 +23,12 @@ from gw.auth.errors import (
     IssuerNotAccepted,
     Unauthorized,
 )
-from gw.auth.identity import Identity, UnsafeClaim, build_identity, owned_header_names
+from gw.auth.identity import UnsafeClaim, build_identity, owned_header_names
 from gw.auth.jwks import Fetcher, UrllibFetcher
 from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import TokenVerifier
 from gw.core.headers import canonical_name
+from gw.core.identity import Identity
 
 audit_log = logging.getLogger("gw.audit")
 

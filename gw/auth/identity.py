@@ -7,24 +7,20 @@ sent safely rejects the credential instead of being dropped or mangled.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from gw.core.headers import canonical_name
+from gw.core.identity import Identity, Method
 
 MAX_HEADER_CHARS = 256
 
 # APPSEC: C0 controls (CR, LF, NUL, TAB ...), DEL and C1 controls could split or smuggle a
 # header, or read differently downstream; anything outside Latin-1 cannot be sent as-is.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-Method = Literal["jwt", "api_key"]
 
 
 class UnsafeClaim(ValueError):
@@ -34,62 +30,6 @@ class UnsafeClaim(ValueError):
         super().__init__(f"claim {claim!r}: {problem}")
         self.claim = claim
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A verified caller.
-
-    ``subject`` is the ``sub`` claim (the consumer for an API key), ``key_id`` the token's
-    ``kid`` or the API key's id, ``issuer`` the verified ``iss`` (None for an API key).
-    ``headers()`` are the identity headers for the upstream.
-
-    Warning:
-        ``subject`` is unique only within its issuer. Key anything per caller (cache
-        entries, rate-limit buckets, sessions) by ``principal``, never by ``subject``.
-    """
-
-    subject: str
-    role: str | None
-    claims: Mapping[str, Any]
-    method: Method
-    key_id: str | None
-    issuer: str | None = None
-    header_pairs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    def headers(self) -> list[tuple[str, str]]:
-        """Return the identity headers to add to the upstream request (already checked)."""
-        return list(self.header_pairs)
-
-    @cached_property
-    def principal(self) -> str:
-        """Return the caller's name, unique across issuers and credential kinds.
-
-        The compact JSON array ``["jwt", issuer, subject]`` for a token and
-        ``["api_key", consumer]`` for an API key.
-
-        APPSEC: partner ``alice`` and the main IdP's ``alice`` are two callers. JSON quoting
-        makes the text unambiguous: no (issuer, subject) pair can be spelled like another,
-        whatever characters either holds, and an API key's consumer never reads as a
-        token's subject.
-        """
-        if self.issuer is None:
-            return json.dumps([self.method, self.subject], separators=(",", ":"))
-        return json.dumps([self.method, self.issuer, self.subject], separators=(",", ":"))
-
-    @property
-    def roles(self) -> frozenset[str]:
-        """Return the caller's roles: the ``role`` and ``roles`` claims (a string or a list)."""
-        return frozenset(_items(self.claims.get("role")) | _items(self.claims.get("roles")))
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        """Return the granted scopes: ``scope`` (space-separated) and ``scp`` (list or string)."""
-        found = set()
-        for name in ("scope", "scp"):
-            value = self.claims.get(name)
-            found |= set(value.split()) if isinstance(value, str) else _items(value)
-        return frozenset(found)
 
 
 def build_identity(
@@ -183,11 +123,3 @@ def _check_claim(claim: str, value: str) -> str:
         return check_header_value(value)
     except ValueError as ex:
         raise UnsafeClaim(claim, str(ex)) from None
-
-
-def _items(value: Any) -> set[str]:
-    if isinstance(value, str):
-        return {value}
-    if isinstance(value, list):
-        return {item for item in value if isinstance(item, str)}
-    return set()

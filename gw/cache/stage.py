@@ -7,7 +7,7 @@ shared directory or Redis). The store is opened lazily in each worker, after the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gw.cache import Cache, CachedResponse, CacheKey, Lease, open_cache
@@ -15,6 +15,7 @@ from gw.cache.keys import cache_key
 from gw.cache.policy import Storage, request_bypass, response_ttl
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.core.headers import HOP_BY_HOP
+from gw.core.request import Request
 
 
 @dataclass(frozen=True)
@@ -34,42 +35,33 @@ class CacheStage:
         self._cache: Cache | None = None
         self._pid = -1
 
-    def lookup(
-        self,
-        route: str,
-        rules: RouteCacheSettings,
-        method: str,
-        host: str | None,
-        path: str,
-        query: str,
-        request_headers: Mapping[str, str],
-        user: str | None,
-        api_key: str | None,
-        scheme: str = "http",
-    ) -> Lookup:
+    def lookup(self, request: Request, route: str, rules: RouteCacheSettings) -> Lookup:
         """Return a hit, or a lease to fill the key (None key: bypass).
 
-        ``request_headers`` are the client's, by lower-case name. ``user`` is the verified
-        identity whenever the route authenticates: APPSEC: it is part of the key, so one
-        caller's response is never served to another. ``host`` is the effective host as the
-        upstream is told it (not stripped of its port), and ``scheme`` the resolved client
-        scheme (``ClientInfo.proto``): APPSEC: both are keyed, so an answer built for one
-        host or scheme (links, redirects) is never served for another.
+        APPSEC: the verified caller (``request.identity``) is part of the key whenever the
+        route authenticates, so one caller's response is never served to another. The host is
+        the effective host as the upstream is told it (not stripped of its port), and the
+        scheme the resolved client scheme (``ClientInfo.proto``): both are keyed, so an answer
+        built for one host or scheme (links, redirects) is never served for another.
         """
+        identity = request.identity
+        user = identity.principal if identity else None
+        api_key = identity.key_id if identity and identity.method == "api_key" else None
+        method, request_headers = request.method, request.headers.by_name()
         keyed = user is not None or api_key is not None
         if request_bypass(method, request_headers, keyed, rules.honor_client_no_cache):
             return Lookup(None)
         key = cache_key(
             route,
             method,
-            host,
-            path,
-            query,
+            request.host,
+            request.path,
+            request.query,
             request_headers,
             rules.vary_headers,
             user,
             api_key,
-            scheme=scheme,
+            scheme=request.client.proto,
         )
         cache = self._store()
         hit = cache.lookup(key)

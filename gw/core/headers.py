@@ -76,6 +76,36 @@ def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
+class Headers:
+    """A request's header fields, read from the environ once: as pairs in the case the server
+    gave them (for forwarding) and by lower-case name (for every lookup)."""
+
+    __slots__ = ("_by_name", "_pairs")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._by_name = {name.lower(): value for name, value in pairs}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
+        return cls(request_headers(environ))
+
+    def get(self, name: str) -> str | None:
+        """The field's value (repeated fields arrive joined by the server), or None."""
+        return self._by_name.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._by_name
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every field as ``(name, value)``, in the server's order."""
+        return self._pairs
+
+    def by_name(self) -> Mapping[str, str]:
+        """Every field by lower-case name (read-only: callers must not change it)."""
+        return self._by_name
+
+
 def chunked_only(coding: str) -> bool:
     """Whether a ``Transfer-Encoding`` value is exactly one ``chunked`` and no other coding.
 

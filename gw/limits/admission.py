@@ -18,6 +18,7 @@ from typing import Any
 from gw.auth.errors import Unauthorized
 from gw.config.settings import LimitSettings, RateLimitingSettings
 from gw.core.forwarding import client_key
+from gw.core.request import Request
 from gw.core.routing import Route, RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
@@ -58,6 +59,18 @@ class Requester:
     headers: Mapping[str, str]  # the upstream-bound headers, lower-case names
     subject: str | None = None
     api_key: str | None = None
+
+    @classmethod
+    def of(cls, request: Request, route: str, headers: Mapping[str, str]) -> Requester:
+        """The requester of ``request`` on ``route``; ``headers``: the upstream-bound ones."""
+        identity = request.identity
+        return cls(
+            client_ip=request.client.ip,
+            route=route,
+            headers={name.lower(): value for name, value in headers.items()},
+            subject=identity.principal if identity else None,
+            api_key=identity.key_id if identity and identity.method == "api_key" else None,
+        )
 
 
 class RateLimited(ClientError):

@@ -478,7 +478,10 @@ class _Call:
             return _Result(error=self.timed_out())  # never sent: no upstream saw it
         started = time.monotonic()
         try:
-            response = self.client.send("GET", self.path, self.headers, read_timeout=remaining)
+            from gw.upstream.client import UpstreamRequest  # TODO(merge): top level once spec lands
+
+            request = UpstreamRequest("GET", self.path, self.headers, read_timeout=remaining)
+            response = self.client.send(request)
         except UpstreamError as ex:
             self._report(None, time.monotonic() - started, ex)
             return _Result(error=ex)

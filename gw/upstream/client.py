@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -79,6 +80,29 @@ BUSY = "busy"
 # Failed tries that say nothing about the target: a stale reuse raced the upstream's close;
 # the gateway's own cap was reached.
 _NOT_THE_TARGETS_FAULT = frozenset({STALE, BUSY})
+
+
+Connector = Callable[[Target, float], HTTPConnection]
+"""Make a new connection to a target within a connect timeout (the transport seam)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One request for an upstream, framed by gw (``gw.upstream.wire``) whatever the client
+    sent: ``path`` is origin-form (query included), ``chunked`` says how ``body`` is framed
+    when ``headers`` carry no Content-Length. Deadlines are ``time.monotonic()`` seconds:
+    ``deadline`` for the answer's head (retries included), ``body_deadline`` for its body."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Body = None
+    chunked: bool = False
+    read_timeout: float | None = None
+    policy: RetryPolicy = NO_RETRIES
+    deadline: float | None = None
+    body_deadline: float | None = None
+    balance_key: str | None = None
 
 
 class PoolBusy(Exception):
@@ -166,8 +190,10 @@ class ConnectionPool:
         tls: TlsClient | None = None,
         idle_timeout: float = 4.0,
         max_connections: int | None = None,
+        connect: Connector | None = None,
     ) -> None:
         self.target = target
+        self._connector = connect
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         # PERF: deque.append/pop are atomic: no lock for greenlets or gthread threads.
@@ -188,7 +214,7 @@ class ConnectionPool:
         if self._slots is not None and not self._slots.take(connect_timeout):
             raise PoolBusy
         try:
-            return self._reuse() or (self._connect(connect_timeout), None)
+            return self._reuse() or (self._new(connect_timeout), None)
         except BaseException:
             self._release()
             raise
@@ -236,6 +262,11 @@ class ConnectionPool:
                 return conn, idle
             conn.close()
         return None
+
+    def _new(self, connect_timeout: float) -> HTTPConnection:
+        if self._connector is not None:
+            return self._connector(self.target, connect_timeout)
+        return self._connect(connect_timeout)
 
     def _connect(self, connect_timeout: float) -> HTTPConnection:
         # APPSEC: a connection belongs to one configured target; request paths are
@@ -371,54 +402,46 @@ class UpstreamClient:
         spec: UpstreamSpec,
         budget: RetryBudget | None = None,
         on_retry: Callable[[str], None] | None = None,
+        connect: Connector | None = None,
     ) -> None:
+        """``connect``: how a pool makes a new connection to a target (default: TCP, and TLS
+        by the upstream's settings); tests pass a fake transport here."""
         self.spec = spec
         self.budget = budget or RetryBudget()
         self.on_retry = on_retry or _ignore  # told "attempted" or "budget_exhausted"
+        self.connect = connect
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
         self._balancer: Balancer | None = None
         self.hash_source = spec.health.hash_source() if spec.health else None
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: Body = None,
-        chunked: bool = False,
-        read_timeout: float | None = None,
-        policy: RetryPolicy = NO_RETRIES,
-        deadline: float | None = None,
-        balance_key: str | None = None,
-        body_deadline: float | None = None,
-    ) -> UpstreamResponse:
-        """Send one request (origin-form ``path``) and return the final attempt's answer.
+    def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send one request and return the final attempt's answer.
 
         The balancer picks the target (skipping ejected ones; ``balance_key`` for hashing);
-        failed tries are repeated as ``policy`` allows (see ``gw.core.retry``) on another target,
-        within the retry budget and before ``deadline`` (``time.monotonic()`` seconds). Every
-        outcome is reported to the shared health state. Never follows redirects.
+        failed tries are repeated as ``policy`` allows (see ``gw.core.retry``) on another
+        target, within the retry budget and before ``deadline``. Every outcome is reported to
+        the shared health state. Never follows redirects.
 
         Raises:
             UpstreamError: the last try was refused, reset, timed out or not valid HTTP, every
                 target is ejected (503 no_healthy_target), or the breaker is open (503).
         """
+        policy, deadline = request.policy, request.deadline
         self.budget.record_request()
-        has_body = body is not None
+        has_body = request.body is not None
+        method = request.method
         attempt = 1
         tried: list[int] = []
         while True:
             timeout = _bounded(
-                policy.per_try_timeout or read_timeout or self.spec.read_timeout, deadline
+                policy.per_try_timeout or request.read_timeout or self.spec.read_timeout, deadline
             )
             pools, balancer = self._local()
-            choice = balancer.pick(balance_key, avoid=tried)
+            choice = balancer.pick(request.balance_key, avoid=tried)
             tried.append(choice.target_index)
             try:
-                response = self._attempt(
-                    pools[choice.target_index], method, path, headers, body, chunked, timeout
-                )
+                response = self._attempt(pools[choice.target_index], request, timeout)
             except Attempt as failed:
                 if failed.kind in _NOT_THE_TARGETS_FAULT:
                     choice.done(False, CANCELLED)
@@ -428,7 +451,7 @@ class UpstreamClient:
                     raise failed.error from None
             else:
                 response.choice = choice
-                response.deadline = body_deadline
+                response.deadline = request.body_deadline
                 if response.status not in policy.statuses or not self._retry(
                     policy,
                     attempt,
@@ -470,11 +493,7 @@ class UpstreamClient:
     def _attempt(
         self,
         pool: ConnectionPool,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: Body,
-        chunked: bool,
+        request: UpstreamRequest,
         read_timeout: float,
     ) -> UpstreamResponse:
         """One try on one target (one delivery at most).
@@ -492,7 +511,7 @@ class UpstreamClient:
         except _TRANSPORT_ERRORS as ex:
             raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
         try:
-            return self._exchange(conn, pool, method, path, headers, body, chunked, read_timeout)
+            return self._exchange(conn, pool, request, read_timeout)
         except _TRANSPORT_ERRORS as ex:
             pool.discard(conn)
             stale = idle is not None and idle >= STALE_IDLE_SECONDS and _is_stale(ex)
@@ -508,26 +527,32 @@ class UpstreamClient:
     def _exchange(
         conn: HTTPConnection,
         pool: ConnectionPool,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: Body,
-        chunked: bool,
+        request: UpstreamRequest,
         read_timeout: float,
     ) -> UpstreamResponse:
-        head = request_head(method, path, headers, pool.target.netloc, chunked, body is None)
+        body, chunked = request.body, request.chunked
+        head = request_head(
+            request.method, request.path, request.headers, pool.target.netloc, chunked, body is None
+        )
         sock = conn.sock
         assert sock is not None  # connected by the pool
         sock.settimeout(read_timeout)
         send_request(sock, head, body, chunked)
-        return UpstreamResponse(Response(sock, method == "HEAD"), conn, pool)
+        return UpstreamResponse(Response(sock, request.method == "HEAD"), conn, pool)
 
     def _local(self) -> tuple[tuple[ConnectionPool, ...], Balancer]:
         """This process's pools and balancer, made after the fork."""
         if self._pid != os.getpid() or self._balancer is None:
             spec = self.spec
             self._pools = tuple(
-                ConnectionPool(t, spec.pool_size, spec.tls, spec.idle_timeout, spec.max_connections)
+                ConnectionPool(
+                    t,
+                    spec.pool_size,
+                    spec.tls,
+                    spec.idle_timeout,
+                    spec.max_connections,
+                    connect=self.connect,
+                )
                 for t in spec.targets
             )
             self._balancer = _balancer(spec)

@@ -1,0 +1,55 @@
+"""One request as the gateway sees it: built once at ingress, read by every stage after.
+
+Pure module. Nothing past ingress reads the WSGI environ: the method, the canonical path, the
+raw query, the effective host, the headers, who the client is and the body stream are all
+here. ``exchange`` is the record the access log and the metrics write; ``identity`` is set
+once authentication has verified the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+from gw.core.exchange import Exchange
+from gw.core.forwarding import ClientInfo
+from gw.core.headers import Headers
+from gw.core.hosts import Authority
+from gw.core.identity import Identity
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """What the client asked for, and who asked (see the module docstring)."""
+
+    exchange: Exchange
+    headers: Headers
+    path: str  # canonical (gw.core.paths): the one path routing and every stage use
+    query: str  # as received, byte for byte
+    authority: Authority | None  # the effective host (gw.core.hosts); None for HTTP/1.0
+    protocol: str  # the request's HTTP version, e.g. "HTTP/1.1"
+    peer: str  # the direct socket peer (never a forwarded address)
+    port: str | None  # the listener's port
+    body: IO[bytes]
+    identity: Identity | None = None
+    params: Mapping[str, str] = field(default_factory=dict)  # the route's captured segments
+
+    @property
+    def method(self) -> str:
+        return self.exchange.method
+
+    @property
+    def request_id(self) -> str:
+        return self.exchange.request_id
+
+    @property
+    def client(self) -> ClientInfo:
+        client = self.exchange.client
+        assert client is not None  # resolved at ingress, before the Request exists
+        return client
+
+    @property
+    def host(self) -> str | None:
+        """The effective host as received (port included), or None."""
+        return self.authority.host if self.authority else None
