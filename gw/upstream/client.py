@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -54,6 +54,7 @@ from gw.errors import (
     UpstreamUnavailable,
 )
 from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.upstream.connection import connect
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import (
     Body,
@@ -238,26 +239,8 @@ class ConnectionPool:
         return None
 
     def _connect(self, connect_timeout: float) -> HTTPConnection:
-        # APPSEC: a connection belongs to one configured target; request paths are
-        # origin-form and never joined onto a host, so no client input changes where it goes.
         target = self.target
-        conn: HTTPConnection
-        if not self._tls:
-            conn = HTTPConnection(target.host, target.port, timeout=connect_timeout)
-        elif self._tls_client is None:
-            conn = HTTPSConnection(target.host, target.port, timeout=connect_timeout)
-        else:
-            # APPSEC: the upstream's one context decides trust and the client certificate;
-            # server_name (or the target's host when unset) is what its certificate must name.
-            conn = HTTPSConnection(
-                target.host,
-                target.port,
-                timeout=connect_timeout,
-                ssl_context=self._tls_client.context,
-                server_hostname=self._tls_client.server_name,
-            )
-        conn.connect()
-        return conn
+        return connect(target.scheme, target.host, target.port, self._tls_client, connect_timeout)
 
     def _close_expired(self, now: float) -> None:
         """Close the idle connections older than ``idle_timeout``, oldest first."""
