@@ -53,7 +53,7 @@ from gw.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.upstream.choice import CANCELLED, Choice, Picker
 from gw.upstream.connection import connect
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import (
@@ -301,7 +301,7 @@ class UpstreamResponse:
         self.headers = raw.headers
         self._conn: HTTPConnection | None = conn
         self._pool = pool
-        self.choice: TargetChoice | None = None  # told how the exchange ended (health)
+        self.choice: Choice | None = None  # told how the exchange ended (health)
         self.deadline: float | None = None  # time.monotonic() by which the body must be in
 
     def body(self) -> Iterator[bytes]:
@@ -352,15 +352,17 @@ class UpstreamClient:
     def __init__(
         self,
         spec: UpstreamSpec,
+        balancer: Picker,
         budget: RetryBudget | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """``balancer`` picks the target of each try (the health package's ``for_upstream``)."""
         self.spec = spec
+        self.balancer = balancer
         self.budget = budget or RetryBudget()
         self.on_retry = on_retry or _ignore  # told "attempted" or "budget_exhausted"
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
-        self._balancer: Balancer | None = None
         self.hash_source = spec.health.hash_source() if spec.health else None
 
     def send(
@@ -395,8 +397,8 @@ class UpstreamClient:
             timeout = _bounded(
                 policy.per_try_timeout or read_timeout or self.spec.read_timeout, deadline
             )
-            pools, balancer = self._local()
-            choice = balancer.pick(balance_key, avoid=tried)
+            pools = self._local()
+            choice = self.balancer.pick(balance_key, avoid=tried)
             tried.append(choice.target_index)
             try:
                 response = self._attempt(
@@ -505,25 +507,16 @@ class UpstreamClient:
         send_request(sock, head, body, chunked)
         return UpstreamResponse(Response(sock, method == "HEAD"), conn, pool)
 
-    def _local(self) -> tuple[tuple[ConnectionPool, ...], Balancer]:
-        """This process's pools and balancer, made after the fork."""
-        if self._pid != os.getpid() or self._balancer is None:
+    def _local(self) -> tuple[ConnectionPool, ...]:
+        """This process's pools, made after the fork."""
+        if self._pid != os.getpid():
             spec = self.spec
             self._pools = tuple(
                 ConnectionPool(t, spec.pool_size, spec.tls, spec.idle_timeout, spec.max_connections)
                 for t in spec.targets
             )
-            self._balancer = _balancer(spec)
             self._pid = os.getpid()
-        return self._pools, self._balancer
-
-
-def _balancer(spec: UpstreamSpec) -> Balancer:
-    urls = [str(t) for t in spec.targets]
-    probe_timeout = spec.connect_timeout + spec.read_timeout
-    if spec.health is not None:
-        return spec.health.balancer(spec.name, urls, probe_timeout)
-    return Balancer(spec.name, [(url, 1) for url in urls])
+        return self._pools
 
 
 def _ignore(outcome: str) -> None:
