@@ -50,6 +50,7 @@ from gw.errors import (
     UpstreamError,
 )
 from gw.health import state as health_state
+from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
 from gw.observe import accesslog
 from gw.observe.metrics import worker_metrics
@@ -96,6 +97,7 @@ class Gateway:
         self.clients = {
             name: UpstreamClient(
                 spec,
+                for_upstream(spec),
                 RetryBudget(spec.budget_ratio, spec.budget_min_per_second),
                 self._retry_observer(name),
                 connect=connect,

@@ -31,6 +31,7 @@ import math
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gw.errors import UpstreamBadResponse
 from gw.health import NoHealthyTarget
@@ -51,6 +52,10 @@ from gw.health.state import (
     shared,
 )
 from gw.limits import LimiterUnavailable
+from gw.upstream.choice import CANCELLED as CANCELLED  # re-exported: one of the kinds below
+
+if TYPE_CHECKING:
+    from gw.config.assemble import UpstreamSpec
 
 log = logging.getLogger("gw.health")
 
@@ -64,7 +69,7 @@ RESET = "reset"  # the connection broke before an answer
 TIMEOUT = "timeout"
 BAD_RESPONSE = "bad_response"  # not HTTP, or the body broke off
 STATUS = "status"  # answered with one of the policy's failure_statuses
-CANCELLED = "cancelled"  # the exchange ended for a reason that says nothing of the target
+# CANCELLED: the exchange ended for a reason that says nothing of the target
 FAILURE_KINDS = frozenset({CONNECT, RESET, TIMEOUT, BAD_RESPONSE, STATUS})
 
 _MASK = (1 << 64) - 1
@@ -423,6 +428,18 @@ class Balancer:
             soonest = min(w for w in waits if w > 0)
             headers["Retry-After"] = str(max(1, math.ceil(soonest / NS)))
         return NoHealthyTarget(f"no healthy target for upstream {self.upstream}", headers=headers)
+
+
+def for_upstream(spec: UpstreamSpec) -> Balancer:
+    """Build the balancer of an upstream from its spec (round robin without health settings).
+
+    The target URLs are ``str(target)``, the names the master gave ``state.create``.
+    """
+    urls = [str(t) for t in spec.targets]
+    probe_timeout = spec.connect_timeout + spec.read_timeout
+    if spec.health is not None:
+        return spec.health.balancer(spec.name, urls, probe_timeout)
+    return Balancer(spec.name, [(url, 1) for url in urls])
 
 
 def _without(usable: list[int], probe: int, avoid: Collection[int]) -> tuple[list[int], int]:

@@ -7,10 +7,12 @@ retry every tick. The kernel drops the lock of a leader that dies (even by SIGKI
 worker takes over within a tick. The leader also frees the table rows of dead workers.
 
 A check is a GET of ``path`` (origin-form, sent as is, whatever the target's base path) with
-``Connection: close``; a status in ``expect`` is a success, anything else (another status,
-refused, timed out, not HTTP) a failure. ``unhealthy_threshold`` failures in a row take the
-target out of service, ``healthy_threshold`` successes in a row put it back. A target counts
-as up until checks say otherwise, so a restart does not begin with an outage.
+``Connection: close`` on a fresh connection made as the proxy makes its own, and the whole
+answer must arrive within ``timeout``; a status in ``expect`` is a success, anything else
+(another status, refused, timed out, a TLS failure, not HTTP) a failure.
+``unhealthy_threshold`` failures in a row take the target out of service,
+``healthy_threshold`` successes in a row put it back. A target counts as up until checks say
+otherwise, so a restart does not begin with an outage.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import http.client
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from gw.health.state import (
     ACTIVE_AT,
@@ -41,13 +40,16 @@ from gw.health.state import (
     shared,
 )
 from gw.limits import LimiterUnavailable
+from gw.upstream.connection import fetch_status
 from gw.upstream.tls import TlsClient
+from gw.upstream.wire import BodyBrokenOff, MalformedResponse
 
 log = logging.getLogger("gw.health")
 
 LEADER_FILE = "health.leader"
 MAX_PROBE_THREADS = 8
 REAP_EVERY = 2.0
+_CHECK_HEADERS = {"User-Agent": "gw-health", "Connection": "close"}
 
 _FILES: dict[str, int] = {}  # leader file -> this process's one descriptor of it
 _OWNERS: dict[str, ActiveChecker] = {}  # leader file -> the checker of this process leading
@@ -74,45 +76,23 @@ class CheckSpec:
 
 
 def probe(spec: CheckSpec) -> int:
-    """Send one check; return the status, or CHECK_REFUSED, CHECK_TIMEOUT or CHECK_ERROR."""
-    parts = urlsplit(spec.url)
-    host = parts.hostname or ""
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        tls = spec.tls or TlsClient(ssl.create_default_context(), None)
-        conn = _CheckConnection(host, parts.port, spec.timeout, tls)
-    else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=spec.timeout)
+    """Send one check; return the status, or CHECK_REFUSED, CHECK_TIMEOUT or CHECK_ERROR.
+
+    APPSEC: a check goes over the proxied requests' transport (``gw.upstream.connection``):
+    the same TLS context (trusted CAs, client certificate, name checked and sent as SNI), the
+    same request framing and response parser. So a check cannot pass where the requests
+    fail, or fail where they pass. Each check makes a fresh connection, closed afterwards:
+    it never takes or returns a pooled one, and it measures a connect as nginx's and
+    Envoy's active checks do.
+    """
     try:
-        conn.request("GET", spec.path, headers={"User-Agent": "gw-health", "Connection": "close"})
-        with conn.getresponse() as response:
-            return response.status
+        return fetch_status(spec.url, spec.path, _CHECK_HEADERS, spec.tls, spec.timeout)
     except ConnectionRefusedError:
         return CHECK_REFUSED
     except TimeoutError:
         return CHECK_TIMEOUT
-    except (OSError, http.client.HTTPException):
+    except (OSError, MalformedResponse, BodyBrokenOff):
         return CHECK_ERROR
-    finally:
-        conn.close()
-
-
-class _CheckConnection(http.client.HTTPSConnection):
-    """An https check connection that verifies (and sends as SNI) the upstream's server_name.
-
-    APPSEC: checks use the very context of the proxied requests (same trusted CAs, same client
-    certificate, same name checked), so a check's TLS cannot succeed where the requests' would
-    fail, or fail where theirs succeed.
-    """
-
-    def __init__(self, host: str, port: int | None, timeout: float, tls: TlsClient) -> None:
-        super().__init__(host, port, timeout=timeout, context=tls.context)
-        self._tls = tls
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        name = self._tls.server_name or self.host
-        self.sock = self._tls.context.wrap_socket(self.sock, server_hostname=name)
 
 
 def record(table: HealthTable, spec: CheckSpec, status: int) -> str:

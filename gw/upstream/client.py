@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -54,7 +54,8 @@ from gw.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.upstream.choice import CANCELLED, Choice, Picker
+from gw.upstream.connection import connect
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import (
     Body,
@@ -269,26 +270,8 @@ class ConnectionPool:
         return self._connect(connect_timeout)
 
     def _connect(self, connect_timeout: float) -> HTTPConnection:
-        # APPSEC: a connection belongs to one configured target; request paths are
-        # origin-form and never joined onto a host, so no client input changes where it goes.
         target = self.target
-        conn: HTTPConnection
-        if not self._tls:
-            conn = HTTPConnection(target.host, target.port, timeout=connect_timeout)
-        elif self._tls_client is None:
-            conn = HTTPSConnection(target.host, target.port, timeout=connect_timeout)
-        else:
-            # APPSEC: the upstream's one context decides trust and the client certificate;
-            # server_name (or the target's host when unset) is what its certificate must name.
-            conn = HTTPSConnection(
-                target.host,
-                target.port,
-                timeout=connect_timeout,
-                ssl_context=self._tls_client.context,
-                server_hostname=self._tls_client.server_name,
-            )
-        conn.connect()
-        return conn
+        return connect(target.scheme, target.host, target.port, self._tls_client, connect_timeout)
 
     def _close_expired(self, now: float) -> None:
         """Close the idle connections older than ``idle_timeout``, oldest first."""
@@ -349,7 +332,7 @@ class UpstreamResponse:
         self.headers = raw.headers
         self._conn: HTTPConnection | None = conn
         self._pool = pool
-        self.choice: TargetChoice | None = None  # told how the exchange ended (health)
+        self.choice: Choice | None = None  # told how the exchange ended (health)
         self.deadline: float | None = None  # time.monotonic() by which the body must be in
 
     def body(self) -> Iterator[bytes]:
@@ -400,19 +383,21 @@ class UpstreamClient:
     def __init__(
         self,
         spec: UpstreamSpec,
+        balancer: Picker,
         budget: RetryBudget | None = None,
         on_retry: Callable[[str], None] | None = None,
         connect: Connector | None = None,
     ) -> None:
-        """``connect``: how a pool makes a new connection to a target (default: TCP, and TLS
-        by the upstream's settings); tests pass a fake transport here."""
+        """``balancer`` picks the target of each try (the health package's ``for_upstream``).
+        ``connect``: how a pool makes a new connection to a target (default: TCP, and TLS by
+        the upstream's settings); tests pass a fake transport here."""
         self.spec = spec
+        self.balancer = balancer
         self.budget = budget or RetryBudget()
         self.on_retry = on_retry or _ignore  # told "attempted" or "budget_exhausted"
         self.connect = connect
         self._pid = -1
         self._pools: tuple[ConnectionPool, ...] = ()
-        self._balancer: Balancer | None = None
         self.hash_source = spec.health.hash_source() if spec.health else None
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -437,8 +422,8 @@ class UpstreamClient:
             timeout = _bounded(
                 policy.per_try_timeout or request.read_timeout or self.spec.read_timeout, deadline
             )
-            pools, balancer = self._local()
-            choice = balancer.pick(request.balance_key, avoid=tried)
+            pools = self._local()
+            choice = self.balancer.pick(request.balance_key, avoid=tried)
             tried.append(choice.target_index)
             try:
                 response = self._attempt(pools[choice.target_index], request, timeout)
@@ -540,9 +525,9 @@ class UpstreamClient:
         send_request(sock, head, body, chunked)
         return UpstreamResponse(Response(sock, request.method == "HEAD"), conn, pool)
 
-    def _local(self) -> tuple[tuple[ConnectionPool, ...], Balancer]:
-        """This process's pools and balancer, made after the fork."""
-        if self._pid != os.getpid() or self._balancer is None:
+    def _local(self) -> tuple[ConnectionPool, ...]:
+        """This process's pools, made after the fork."""
+        if self._pid != os.getpid():
             spec = self.spec
             self._pools = tuple(
                 ConnectionPool(
@@ -555,17 +540,8 @@ class UpstreamClient:
                 )
                 for t in spec.targets
             )
-            self._balancer = _balancer(spec)
             self._pid = os.getpid()
-        return self._pools, self._balancer
-
-
-def _balancer(spec: UpstreamSpec) -> Balancer:
-    urls = [str(t) for t in spec.targets]
-    probe_timeout = spec.connect_timeout + spec.read_timeout
-    if spec.health is not None:
-        return spec.health.balancer(spec.name, urls, probe_timeout)
-    return Balancer(spec.name, [(url, 1) for url in urls])
+        return self._pools
 
 
 def _ignore(outcome: str) -> None:

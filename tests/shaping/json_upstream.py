@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gw.config.assemble import Target, UpstreamSpec
+from gw.health.balancer import for_upstream
 from gw.upstream.client import UpstreamClient
 
 
@@ -47,16 +48,15 @@ class JsonUpstream:
         settings = {"connect_timeout": 1.0, "read_timeout": 5.0, "pool_size": 4}
         settings.update(spec)
         target = Target("http", "127.0.0.1", self.port, base_path)
-        return UpstreamClient(
-            UpstreamSpec(
-                name,
-                (target,),
-                settings["connect_timeout"],
-                settings["read_timeout"],
-                settings["pool_size"],
-                settings.get("preserve_host", False),
-            )
+        upstream = UpstreamSpec(
+            name,
+            (target,),
+            settings["connect_timeout"],
+            settings["read_timeout"],
+            settings["pool_size"],
+            settings.get("preserve_host", False),
         )
+        return UpstreamClient(upstream, for_upstream(upstream))
 
     def requests(self) -> list[Seen]:
         with self.lock:

@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if isinstance(self.server, _QuietServer) and self.server.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def count(self) -> int:
         with self.lock:
@@ -222,14 +224,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _QuietServer(ThreadingHTTPServer):
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the handler's thread
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that go away mid-body (the tests make them) are not errors here
 
 
-def start_upstream() -> Upstream:
-    """Start a recording upstream on an ephemeral loopback port."""
+def start_upstream(tls: ssl.SSLContext | None = None) -> Upstream:
+    """Start a recording upstream on an ephemeral loopback port (HTTPS with ``tls``)."""
     handler = type("Handler", (_Handler,), {})
     server = _QuietServer(("127.0.0.1", 0), handler)
+    server.tls = tls
     server.daemon_threads = True
     upstream = Upstream(server)
     handler.upstream = upstream

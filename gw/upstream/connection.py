@@ -1,0 +1,111 @@
+"""Upstream connections: the one way gw connects to a target, and a one-off GET on a fresh one.
+
+The pools of ``gw.upstream.client`` and the active health checks (the health package's
+``checker``) both connect with ``connect``, so a check measures the transport the traffic
+uses: the same urllib3 connection classes, TLS context, SNI and certificate name; and
+``fetch_status`` speaks ``gw.upstream.wire`` as a proxied request does.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.util.ssl_match_hostname import CertificateError
+
+from gw.upstream.tls import TlsClient
+from gw.upstream.wire import Response, request_head, send_request
+
+
+def connect(
+    scheme: str, host: str, port: int | None, tls: TlsClient | None, timeout: float
+) -> HTTPConnection:
+    """Open a connection to one target: plain for http, TLS with ``tls`` for https.
+
+    ``tls`` None on an https target: urllib3's defaults (the system's CAs, the host checked).
+
+    Raises:
+        NewConnectionError, ConnectTimeoutError: the TCP connection failed or timed out.
+        ssl.SSLError, CertificateError: the TLS handshake failed.
+    """
+    # APPSEC: a connection belongs to one configured target; request paths are origin-form
+    # and never joined onto a host, so no client input changes where it goes.
+    conn: HTTPConnection
+    if scheme != "https":
+        conn = HTTPConnection(host, port, timeout=timeout)
+    elif tls is None:
+        conn = HTTPSConnection(host, port, timeout=timeout)
+    else:
+        # APPSEC: the upstream's one context decides trust and the client certificate;
+        # server_name (or the target's host when unset) is what its certificate must name.
+        conn = HTTPSConnection(
+            host,
+            port,
+            timeout=timeout,
+            ssl_context=tls.context,
+            server_hostname=tls.server_name,
+        )
+    conn.connect()
+    return conn
+
+
+def fetch_status(
+    url: str, path: str, headers: Mapping[str, str], tls: TlsClient | None, timeout: float
+) -> int:
+    """GET ``path`` from the target at ``url`` on a connection of its own; return the status.
+
+    The whole exchange (connect, TLS handshake, request, the answer's head and body, read and
+    dropped) must end within ``timeout``; the connection is closed afterwards, whatever
+    happened. ``Host`` is the target's host and port, as on a proxied request without
+    ``preserve_host``. ``path`` goes on the request line as it is.
+
+    Raises:
+        ConnectionRefusedError: nothing listens at the target.
+        TimeoutError: the connection or the whole answer took longer than ``timeout``.
+        OSError: any other connection or TLS failure (name resolution, reset, bad certificate).
+        MalformedResponse, BodyBrokenOff: the answer is not valid HTTP/1.x.
+    """
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    conn = _connect(parts.scheme, parts.hostname or "", parts.port, tls, timeout)
+    try:
+        sock = conn.sock
+        assert sock is not None  # connected above
+        sock.settimeout(_time_left(deadline))
+        head = request_head("GET", path, headers, parts.netloc, False, True)
+        send_request(sock, head, None, False)
+        response = Response(sock, head_request=False)
+        for _ in response.body(deadline):
+            pass
+        return response.status
+    finally:
+        conn.close()
+
+
+def _connect(
+    scheme: str, host: str, port: int | None, tls: TlsClient | None, timeout: float
+) -> HTTPConnection:
+    """``connect``, with urllib3's errors translated into the built-in ones they stand for."""
+    try:
+        return connect(scheme, host, port, tls, timeout)
+    except NewConnectionError as ex:  # before ConnectTimeoutError: it is a subclass of it
+        if isinstance(ex.__cause__, ConnectionRefusedError):
+            raise ConnectionRefusedError(str(ex)) from ex
+        raise ConnectionError(str(ex)) from ex
+    except ConnectTimeoutError as ex:
+        raise TimeoutError(str(ex)) from ex
+    except CertificateError as ex:
+        raise ssl.SSLCertVerificationError(str(ex)) from ex
+    except HTTPError as ex:
+        raise ConnectionError(str(ex)) from ex
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the connection took the whole timeout")
+    return left
