@@ -2,12 +2,32 @@
 
 Pure module: depends on nothing outside the standard library. Each error knows its HTTP
 status, a stable machine-readable ``code`` and how to render itself as the one JSON shape
-clients see: ``{"error": code, "message": ..., "request_id": ...}``.
+clients see: ``{"error": code, "message": ..., "request_id": ...}``. What the edge refuses
+before the app sees a request (``gw.edge``) is an ``EdgeError``, rendered the same way.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
+
+# The codes of the answers the edge gives by status alone (a request gunicorn's parser or gw's
+# server refuses, a connection a worker sheds). Clients match on them: keep them stable.
+EDGE_CODES: Mapping[int, str] = MappingProxyType(
+    {
+        400: "bad_request",
+        403: "forbidden",
+        414: "uri_too_long",
+        417: "expectation_failed",
+        431: "headers_too_large",
+        500: "internal_error",
+        501: "not_implemented",
+        503: "overloaded",
+        505: "http_version_not_supported",
+    }
+)
 
 
 class GatewayError(Exception):
@@ -35,6 +55,19 @@ class GatewayError(Exception):
         if request_id:
             body["request_id"] = request_id
         return body
+
+    def render(self, request_id: str | None = None) -> bytes:
+        """Return the JSON body for this error, encoded: the bytes every error answer carries."""
+        return json.dumps(self.to_dict(request_id)).encode()
+
+
+class EdgeError(GatewayError):
+    """A request refused by the edge before the app sees it; its code follows its status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = EDGE_CODES.get(status, "bad_request" if status < 500 else "internal_error")
 
 
 class ClientError(GatewayError, ValueError):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine, then run all of it:
-# lint (ruff), types (mypy --strict gw), and pytest (unit, property, contract, integration with
-# real gunicorn, nginx and redis-server on 127.0.0.1).
+# lint (ruff, import-linter contracts), types (mypy --strict gw), and pytest (unit, property,
+# contract, integration with real gunicorn, nginx and redis-server on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,8 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check gw tests
+echo "== lint-imports (setup.cfg [importlinter])"
+.venv/bin/lint-imports
 echo "== mypy --strict gw"
 .venv/bin/mypy --strict gw
 echo "== pytest"

@@ -8,7 +8,6 @@ a URL. Both are read by the same models; ``gw.config.assemble`` turns them into 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gw.auth.settings import AuthSettings, RouteAuth
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
+from gw.core.forwarding import parse_networks
 from gw.health.settings import UpstreamHealthSettings
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
@@ -90,9 +90,7 @@ class ServerSettings(BaseModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if entry != "unix":
-                ipaddress.ip_network(entry, strict=False)
+        parse_networks(value)
         return value
 
     @field_validator("hosts")

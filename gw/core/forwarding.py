@@ -19,6 +19,21 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NOT_A_SITE = (ipaddress.IPv6Network("::/64"), ipaddress.IPv6Network("fe80::/10"))
 
 
+def parse_networks(entries: Sequence[str]) -> tuple[bool, tuple[IPNetwork, ...]]:
+    """Parse a list of peers: CIDR networks, and ``unix`` for any peer on a unix socket.
+
+    Host bits are allowed (``10.0.0.1/8`` is ``10.0.0.0/8``); a bare address is its /32 or /128.
+
+    Returns:
+        Whether ``unix`` is listed, and the networks.
+
+    Raises:
+        ValueError: an entry is neither ``unix`` nor an IP network.
+    """
+    networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries if e != "unix")
+    return "unix" in entries, networks
+
+
 @dataclass(frozen=True)
 class ClientInfo:
     ip: str
@@ -37,10 +52,7 @@ class TrustedProxies:
     """
 
     def __init__(self, entries: Sequence[str]) -> None:
-        self._unix = "unix" in entries
-        self._networks: tuple[IPNetwork, ...] = tuple(
-            ipaddress.ip_network(e, strict=False) for e in entries if e != "unix"
-        )
+        self._unix, self._networks = parse_networks(entries)
         # PERF: the same few proxy addresses are asked about on every request.
         self.is_trusted = lru_cache(maxsize=1024)(self._is_trusted)
 

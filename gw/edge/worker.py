@@ -21,7 +21,6 @@ to win that race, which is what spreads the load.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -35,6 +34,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from gw.core.headers import request_id
 from gw.edge.arbiter import worker_stop_limit
 from gw.edge.serve import Connection, Limits, WaitingConnections
+from gw.errors import EdgeError
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
 
@@ -187,19 +187,6 @@ def rotate(req: Any) -> None:
         req.must_close = True  # the response carries "Connection: close"
 
 
-_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "headers_too_large",
-    500: "internal_error",
-    501: "not_implemented",
-    503: "overloaded",
-    505: "http_version_not_supported",
-}
-
-
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Write gunicorn's own parse errors as gw's JSON error body.
 
@@ -207,12 +194,7 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     reach the app; this answers them in gw's JSON error shape too.
     """
     rid = request_id(None)
-    payload = {
-        "error": _CODES.get(status_int, "bad_request"),
-        "message": mesg or reason,
-        "request_id": rid,
-    }
-    body = json.dumps(payload).encode()
+    body = EdgeError(status_int, mesg or reason).render(rid)
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"

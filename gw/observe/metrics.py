@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gw.core.forwarding import parse_networks
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
@@ -76,9 +78,7 @@ class MetricsSettings(BaseModel):
     @field_validator("allow_from")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if entry != "unix":
-                ipaddress.ip_network(entry, strict=False)
+        parse_networks(value)
         return value
 
     def allows(self, remote_addr: str) -> bool:
@@ -97,15 +97,15 @@ class MetricsSettings(BaseModel):
 def _peer_allowed(entries: tuple[str, ...], remote_addr: str) -> bool:
     # APPSEC: trust is decided on the socket peer only; '' is what gunicorn reports for a
     # unix socket, which only the local proxy (or root) can reach.
+    unix, networks = parse_networks(entries)
     if remote_addr == "":
-        return "unix" in entries
+        return unix
     try:
         ip = ipaddress.ip_address(remote_addr)
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    networks = (ipaddress.ip_network(e, strict=False) for e in entries if e != "unix")
     return any(ip.version == net.version and ip in net for net in networks)
 
 
