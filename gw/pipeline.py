@@ -465,7 +465,7 @@ class Gateway:
     def _error(self, exchange: Exchange, ex: GatewayError) -> Outcome:
         """Answer a gateway error in the one JSON error shape."""
         exchange.error = ex.code
-        body = json.dumps(ex.to_dict(exchange.request_id)).encode()
+        body = ex.render(exchange.request_id)
         headers = [("Content-Type", _JSON), ("Content-Length", str(len(body))), *ex.headers.items()]
         if ex.status in _CLOSING:
             # APPSEC: a malformed or unread request ends its connection (as nginx and
