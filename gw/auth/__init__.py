@@ -21,10 +21,10 @@ from gw.auth.errors import (
     Forbidden,
     InvalidToken,
     IssuerNotAccepted,
-    Unauthorized,
 )
 from gw.auth.settings import AuthSettings, RoutePolicy
 from gw.core.identity import Identity
+from gw.errors import Unauthorized
 
 __all__ = [
     "DEFAULT_POLICY",

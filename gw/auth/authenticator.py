@@ -21,7 +21,6 @@ from gw.auth.errors import (
     Forbidden,
     InvalidToken,
     IssuerNotAccepted,
-    Unauthorized,
 )
 from gw.auth.identity import UnsafeClaim, build_identity, owned_header_names
 from gw.auth.jwks import Fetcher, UrllibFetcher
@@ -29,6 +28,7 @@ from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import TokenVerifier
 from gw.core.headers import canonical_name
 from gw.core.identity import Identity
+from gw.errors import Unauthorized
 
 audit_log = logging.getLogger("gw.audit")
 

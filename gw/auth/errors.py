@@ -12,33 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gw.errors import ClientError, GatewayError
-
-REALM = "gw"
-
-
-class Unauthorized(ClientError):
-    """No usable credential was presented where one is required (401)."""
-
-    status = 401
-    code = "unauthorized"
-    challenge_error: str | None = None
-
-    def __init__(
-        self,
-        message: str = "authentication is required",
-        *,
-        reason: str = "missing_credential",
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": self._challenge(message)})
-        self.reason = reason
-        self.detail = dict(detail or {})
-
-    def _challenge(self, message: str) -> str:
-        if self.challenge_error is None:
-            return f'Bearer realm="{REALM}"'
-        return challenge(self.challenge_error, message)
+from gw.errors import ClientError, GatewayError, Unauthorized, challenge
 
 
 class InvalidToken(Unauthorized):
@@ -120,18 +94,3 @@ class AuthUnavailable(GatewayError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
         self.reason = "keys_unavailable"
         self.detail = dict(detail or {})
-
-
-def challenge(error: str, description: str, scopes: Sequence[str] = ()) -> str:
-    """Build an RFC 6750 ``WWW-Authenticate: Bearer`` challenge with an error."""
-    parts = [f'realm="{REALM}"', f'error="{error}"']
-    parts.append(f'error_description="{_quoted(description)}"')
-    if scopes:
-        parts.append(f'scope="{_quoted(" ".join(scopes))}"')
-    return "Bearer " + ", ".join(parts)
-
-
-def _quoted(text: str) -> str:
-    # APPSEC: descriptions are the gateway's own fixed sentences, but the value becomes a
-    # header, so anything that could end the quoted-string or the header line is dropped.
-    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')[:200]

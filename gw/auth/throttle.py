@@ -42,9 +42,10 @@ import os
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from gw.auth.errors import InvalidToken, TooManyAuthFailures, Unauthorized
+from gw.auth.errors import InvalidToken, TooManyAuthFailures
 from gw.auth.settings import FailureLimitSettings
 from gw.core.forwarding import client_key
+from gw.errors import Unauthorized
 from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
 
 audit_log = logging.getLogger("gw.audit")

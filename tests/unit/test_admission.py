@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gw.auth.errors import Unauthorized
 from gw.config.settings import RateLimitingSettings
+from gw.errors import Unauthorized
 from gw.limits import Rate
 from gw.limits.admission import (
     Admission,
