@@ -1,22 +1,17 @@
-"""Load, check and normalize the configuration file.
+"""Assemble the validated settings into the frozen ``Config`` the gateway serves.
 
-Build once, serve many: everything here runs at start-up (or in ``gw check``); the request
-path only ever sees the frozen ``Config`` this module returns. Every problem is reported with
+Build once, serve many: everything here runs at start-up (or in ``gw check``, after
+``gw.config.load`` has read and validated the file); the request path only ever sees the
+``Config`` this module returns. Every problem is reported with
 its exact location (``routes[3].upstream: no upstream named 'orderz' (known: orders, users)``)
 and any problem refuses the whole file.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-import yaml
-from pydantic import ValidationError
 
 from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
 from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
@@ -47,7 +42,6 @@ from gw.upstream.tls import TlsClient, build_client
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_METRICS = MetricsSettings()
-_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True)
@@ -126,102 +120,12 @@ class Config:
     limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute, validate and compile the file at ``path``.
+def assemble(settings: GatewaySettings, source: str) -> Config:
+    """Compile every feature's settings and the routes that join them.
 
     Raises:
         ConfigError: listing every problem with its location.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as ex:
-        raise ConfigError([f"cannot read the file ({ex.strerror})"]) from None
-    return parse_config(_parse_yaml(text, path), os.environ if environ is None else environ, path)
-
-
-def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>") -> Config:
-    """Validate already-parsed YAML/JSON data and compile it."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of settings"])
-    problems: list[str] = []
-    data = _substitute(data, environ, "", problems)
-    if problems:
-        raise ConfigError(problems)
-    settings = _validate(data)
-    return _compile(settings, source)
-
-
-def _parse_yaml(text: str, path: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as ex:
-        raise ConfigError([f"not valid YAML/JSON: {ex}"]) from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _substitute(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, environ, _join(where, k), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
-        problems.append(f"{where}: environment variable {name} is not set (and has no default)")
-        return ""
-
-    return _ENV_REF.sub(replace, value)
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _validate(data: dict[str, Any]) -> GatewaySettings:
-    try:
-        return GatewaySettings.model_validate(data)
-    except ValidationError as ex:
-        raise ConfigError([_describe(err) for err in ex.errors()]) from None
-
-
-def _describe(err: Any) -> str:
-    where = ""
-    for part in err["loc"]:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
-
-
-def _compile(settings: GatewaySettings, source: str) -> Config:
     problems: list[str] = []
     upstreams = _compile_upstreams(settings, problems)
     routes = _compile_routes(settings, upstreams, problems)
