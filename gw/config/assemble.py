@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
 from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
@@ -20,17 +19,14 @@ from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.config.settings import (
     GatewaySettings,
     RateLimitingSettings,
-    RetrySettings,
     RouteSettings,
     ServerSettings,
-    UpstreamSettings,
 )
 from gw.core.retry import RetryPolicy
 from gw.core.rewrite import Rewrite, validate_prefix
 from gw.core.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
-from gw.health.settings import UpstreamHealthSettings
 from gw.host import runtime
 from gw.limits import Limiter
 from gw.limits.admission import Admission
@@ -38,50 +34,11 @@ from gw.observe.metrics import MetricsSettings
 from gw.shaping.compose import AggregateSpec, compile_aggregate
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
-from gw.upstream.tls import TlsClient, build_client
+from gw.upstream.compile import compile_upstreams, retry_policy, upstream_for_url
+from gw.upstream.settings import UpstreamSettings
+from gw.upstream.spec import UpstreamSpec
 
-DEFAULT_RETRY = RetryPolicy()
 DEFAULT_METRICS = MetricsSettings()
-
-
-@dataclass(frozen=True)
-class Target:
-    """One upstream instance: where the connection pool points."""
-
-    scheme: str
-    host: str
-    port: int
-    base_path: str
-
-    @property
-    def netloc(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}{self.base_path}"
-
-
-@dataclass(frozen=True)
-class UpstreamSpec:
-    name: str
-    targets: tuple[Target, ...]
-    connect_timeout: float
-    read_timeout: float
-    pool_size: int
-    preserve_host: bool
-    retry: RetryPolicy = DEFAULT_RETRY
-    budget_ratio: float = 0.2
-    budget_min_per_second: float = 3.0
-    health: UpstreamHealthSettings | None = None  # balancing, ejection, breaker, checks
-    tls: TlsClient | None = None  # set when a target is https://
-    idle_timeout: float = 4.0  # seconds a kept-alive connection may idle
-    max_connections: int | None = None  # in use at once per target per worker; None: no cap
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """``(upstream, target URL)`` for each target: the keys of the shared health table."""
-        return [(self.name, str(t)) for t in self.targets]
 
 
 @dataclass(frozen=True)
@@ -127,7 +84,7 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
         ConfigError: listing every problem with its location.
     """
     problems: list[str] = []
-    upstreams = _compile_upstreams(settings, problems)
+    upstreams = compile_upstreams(_named_upstreams(settings, problems), problems)
     routes = _compile_routes(settings, upstreams, problems)
     warnings = _route_warnings(settings)
     admission = _admission(settings.rate_limiting, problems)
@@ -158,6 +115,24 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
         warnings=tuple(warnings),
         limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
     )
+
+
+def _named_upstreams(
+    settings: GatewaySettings, problems: list[str]
+) -> dict[str, tuple[str, UpstreamSettings]]:
+    """Every upstream by name, with where it is written: ``upstreams:``, seed 000's
+    ``servers:`` and seed 003's routes that give a URL."""
+    named: dict[str, tuple[str, UpstreamSettings]] = {
+        name: (f"upstreams.{name}", up) for name, up in settings.upstreams.items()
+    }
+    for i, server in enumerate(settings.servers):
+        if server.alias in named:
+            problems.append(f"servers[{i}].alias: upstream {server.alias!r} is defined twice")
+        named[server.alias] = (f"servers[{i}].url", upstream_for_url(server.url))
+    for i, route in enumerate(settings.routes):
+        if route.upstream and "://" in route.upstream and route.upstream not in named:
+            named[route.upstream] = (f"routes[{i}].upstream", upstream_for_url(route.upstream))
+    return named
 
 
 def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authenticator | None:
@@ -248,111 +223,6 @@ def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | N
 
         return open_redis_cluster
     return None
-
-
-def _compile_upstreams(settings: GatewaySettings, problems: list[str]) -> dict[str, UpstreamSpec]:
-    named: dict[str, tuple[str, UpstreamSettings]] = {
-        name: (f"upstreams.{name}", up) for name, up in settings.upstreams.items()
-    }
-    for i, server in enumerate(settings.servers):
-        if server.alias in named:
-            problems.append(f"servers[{i}].alias: upstream {server.alias!r} is defined twice")
-        named[server.alias] = (
-            f"servers[{i}].url",
-            _single(server.url),
-        )
-    for i, route in enumerate(settings.routes):
-        if route.upstream and "://" in route.upstream and route.upstream not in named:
-            named[route.upstream] = (
-                f"routes[{i}].upstream",
-                _single(route.upstream),
-            )
-    return {
-        name: spec
-        for name, (where, up) in named.items()
-        if (spec := _upstream_spec(name, where, up, problems)) is not None
-    }
-
-
-def _single(url: str) -> UpstreamSettings:
-    """An upstream given as one URL (seed 000 servers, seed 003 routes), with the defaults."""
-    return UpstreamSettings.model_validate({"targets": [url]})
-
-
-def _upstream_spec(
-    name: str, where: str, up: UpstreamSettings, problems: list[str]
-) -> UpstreamSpec | None:
-    targets = []
-    urls = [url for url, _ in up.weighted_targets()]
-    for i, url in enumerate(urls):
-        location = where if where.endswith((".url", ".upstream")) else f"{where}.targets[{i}]"
-        try:
-            targets.append(parse_target(url))
-        except ValueError as ex:
-            problems.append(f"{location}: {ex}")
-    if len(targets) != len(urls):
-        return None
-    if len({t.base_path for t in targets}) > 1:
-        problems.append(f"{where}.targets: every target must have the same base path")
-        return None
-    tls, tls_problems = _tls_client(where, up, targets)
-    problems.extend(tls_problems)  # the spec is still returned: routes naming it are fine
-    return UpstreamSpec(
-        name,
-        tuple(targets),
-        up.connect_timeout,
-        up.read_timeout,
-        up.pool_size,
-        up.preserve_host,
-        retry_policy(up.retries),
-        up.retries.budget_ratio,
-        up.retries.budget_min_per_second,
-        up,
-        tls,
-        up.idle_timeout,
-        up.max_connections,
-    )
-
-
-def _tls_client(
-    where: str, up: UpstreamSettings, targets: list[Target]
-) -> tuple[TlsClient | None, list[str]]:
-    """Build the one TLS context of an upstream with https targets (loading its files now)."""
-    if not any(t.scheme == "https" for t in targets):
-        if up.tls is not None:
-            return None, [f"{where}.tls: applies to https:// targets, and this upstream has none"]
-        return None, []
-    return build_client(up.tls, where)
-
-
-def retry_policy(settings: RetrySettings) -> RetryPolicy:
-    return RetryPolicy(
-        attempts=settings.attempts,
-        retry_on=frozenset(settings.retry_on),
-        statuses=frozenset(settings.statuses),
-        per_try_timeout=settings.per_try_timeout,
-        backoff=settings.backoff,
-        max_retry_after=settings.max_retry_after,
-    )
-
-
-def parse_target(url: str) -> Target:
-    """Parse an upstream base URL (``http://host:port/base``) or raise ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{url!r} must be an http:// or https:// URL")
-    if not parts.hostname or parts.username or parts.password:
-        raise ValueError(f"{url!r} must name a host (and no user:password)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r} must not have a query or fragment")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    base = parts.path.rstrip("/")
-    if base:
-        validate_prefix(base)
-    return Target(parts.scheme, parts.hostname, port, base)
 
 
 def _compile_routes(

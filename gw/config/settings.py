@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gw.auth.settings import AuthSettings, RouteAuth
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
-from gw.health.settings import UpstreamHealthSettings
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
@@ -24,7 +23,7 @@ from gw.shaping.settings import (
     CompressionSettings,
     TransformationSettings,
 )
-from gw.upstream.tls import UpstreamTlsSettings
+from gw.upstream.settings import RetrySettings, UpstreamSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
@@ -102,51 +101,6 @@ class ServerSettings(BaseModel):
             if not _HOST_NAME.fullmatch(entry):
                 raise ValueError(f"{entry!r} is not a host name or '*.' followed by one")
         return value
-
-
-class RetrySettings(BaseModel):
-    """When a failed try is repeated (see gw/core/retry.py for the safety rules)."""
-
-    model_config = _STRICT
-
-    attempts: int = Field(default=2, ge=1, le=5, description="Tries in all, the first included.")
-    retry_on: list[Literal["connect_failure", "timeout", "reset", "status"]] = ["connect_failure"]
-    statuses: list[int] = [502, 503, 504]
-    per_try_timeout: Seconds | None = None
-    backoff: float = Field(default=0.025, ge=0, le=5)
-    max_retry_after: float = Field(default=1.0, ge=0, le=30)
-    budget_ratio: float = Field(default=0.2, ge=0, le=1)
-    budget_min_per_second: float = Field(default=3.0, ge=0, le=1000)
-
-
-class UpstreamSettings(UpstreamHealthSettings):
-    """One named upstream service (``upstreams: {name: ...}``): its targets, balancing and
-    health (see gw/health/settings.py), timeouts, pool and retries."""
-
-    model_config = _STRICT
-
-    connect_timeout: Seconds = 2.0
-    read_timeout: Seconds = 20.0
-    pool_size: int = Field(default=16, ge=1, le=1024, description="Kept-alive connections.")
-    idle_timeout: Seconds = Field(
-        default=4.0,
-        description="Seconds an idle kept-alive connection may wait for reuse; older ones are "
-        "closed. Keep it below the upstream's own keep-alive timeout (often 5 s).",
-    )
-    max_connections: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        description="Connections in use at once per target, per worker; a request over it "
-        "waits up to connect_timeout for one, then gets 503 upstream_busy. Omit: no cap.",
-    )
-    tls: UpstreamTlsSettings | None = Field(
-        default=None, description="TLS to https targets: CA, client certificate, name."
-    )
-    preserve_host: bool = Field(
-        default=False, description="Send the client's Host instead of the target's."
-    )
-    retries: RetrySettings = RetrySettings()
 
 
 class PrefixRewrite(BaseModel):

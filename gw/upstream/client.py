@@ -35,7 +35,6 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from gw.config.assemble import Target, UpstreamSpec
 from gw.core.retry import (
     CONNECT_FAILURE,
     RESET,
@@ -54,6 +53,7 @@ from gw.errors import (
     UpstreamUnavailable,
 )
 from gw.health.balancer import CANCELLED, Balancer, TargetChoice
+from gw.upstream.spec import Target, UpstreamSpec
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import (
     Body,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gw.config.assemble import Target, UpstreamSpec
 from gw.upstream.client import UpstreamClient
+from gw.upstream.spec import Target, UpstreamSpec
 
 
 @dataclass
