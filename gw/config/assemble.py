@@ -1,37 +1,35 @@
 """Assemble the validated settings into the frozen ``Config`` the gateway serves.
 
-Build once, serve many: everything here runs at start-up (or in ``gw check``, after
-``gw.config.load`` has read and validated the file); the request path only ever sees the
-``Config`` this module returns. Every problem is reported with
-its exact location (``routes[3].upstream: no upstream named 'orderz' (known: orders, users)``)
-and any problem refuses the whole file.
+Build once, serve many: everything here runs at start-up (or in ``gw check``); the request
+path only ever sees the ``Config`` this module returns. Each feature compiles its own settings
+(``gw.upstream.compile``, ``gw.auth.compile``, ``gw.limits.compile``, ``gw.shaping.compile``,
+``gw.cors``); this module joins them in the routes. Every problem is reported with its exact
+location (``routes[3].upstream: no upstream named 'orderz' (known: orders, users)``) and any
+problem refuses the whole file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gw.auth import DEFAULT_POLICY, Authenticator, AuthSettings, RoutePolicy
-from gw.auth.exclusions import GuardedRoute, exclusion_conflicts
+from gw.auth import DEFAULT_POLICY, Authenticator, RoutePolicy
+from gw.auth.compile import compile_authenticator, compile_throttle
+from gw.auth.exclusions import GuardedRoute
 from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
-from gw.config.settings import (
-    GatewaySettings,
-    RateLimitingSettings,
-    RouteSettings,
-    ServerSettings,
-)
+from gw.config.settings import GatewaySettings, RouteSettings, ServerSettings
 from gw.core.retry import RetryPolicy
 from gw.core.rewrite import Rewrite, validate_prefix
 from gw.core.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
-from gw.host import runtime
-from gw.limits import Limiter
 from gw.limits.admission import Admission
+from gw.limits.compile import compile_admission, limiter_opener
+from gw.limits.settings import RateLimitingSettings
 from gw.observe.metrics import MetricsSettings
-from gw.shaping.compose import AggregateSpec, compile_aggregate
+from gw.shaping.compile import compile_route_aggregate, compile_transformer
+from gw.shaping.compose import AggregateSpec
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
 from gw.upstream.compile import compile_upstreams, retry_policy, upstream_for_url
@@ -87,15 +85,15 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
     upstreams = compile_upstreams(_named_upstreams(settings, problems), problems)
     routes = _compile_routes(settings, upstreams, problems)
     warnings = _route_warnings(settings)
-    admission = _admission(settings.rate_limiting, problems)
-    transformer = _transformer(settings, problems)
+    admission = compile_admission(settings.rate_limiting, problems)
+    transformer = compile_transformer(settings.transformations, problems)
     server = settings.server
     if settings.metrics.enabled and settings.metrics.path in (
         server.health_path,
         server.ready_path,
     ):
         problems.append("metrics.path: must differ from server.health_path and server.ready_path")
-    authenticator = _authenticator(settings, problems)
+    authenticator = compile_authenticator(settings.auth, _guarded_routes(settings), problems)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -135,94 +133,19 @@ def _named_upstreams(
     return named
 
 
-def _authenticator(settings: GatewaySettings, problems: list[str]) -> Authenticator | None:
-    if settings.auth is None:
-        problems += [
-            f"routes[{i}].auth: this route has an auth policy but the gateway has no 'auth' block"
-            for i, route in enumerate(settings.routes)
-            if route.auth is not None and route.auth.effective_mode != "none"
-        ]
-        return None
-    problems += _route_policy_problems(settings.auth, settings.routes)
-    try:
-        return Authenticator(settings.auth)
-    except ConfigError as ex:
-        problems += [f"auth: {p}" for p in ex.problems]
-        return None
-
-
-def _route_policy_problems(auth: AuthSettings, routes: list[RouteSettings]) -> list[str]:
-    """Issuers a route names that do not exist; exclusions that would open a guarded route."""
-    problems = []
-    guarded = []
-    for i, route in enumerate(routes):
-        if route.auth is not None:
-            problems += [f"routes[{i}].auth.{p}" for p in auth.policy_problems(route.auth)]
-            name = route.name or _default_name(route)
-            guarded.append(GuardedRoute(f"routes[{i}]", name, route.path, route.auth))
-    return problems + exclusion_conflicts(auth.exclude_paths, guarded)
+def _guarded_routes(settings: GatewaySettings) -> list[GuardedRoute]:
+    """The routes with an explicit ``auth:``, for the auth compile."""
+    return [
+        GuardedRoute(f"routes[{i}]", route.name or _default_name(route), route.path, route.auth)
+        for i, route in enumerate(settings.routes)
+        if route.auth is not None
+    ]
 
 
 def _auth_throttle(settings: GatewaySettings) -> FailureThrottle | None:
-    """Count failed authentications in the rate limiter's backend (the shared table by
-    default, or ``rate_limiting.backend``'s Redis)."""
-    if settings.auth is None or settings.auth.failure_limit is None:
-        return None
-    opener = _limiter_opener(settings.rate_limiting or RateLimitingSettings())
-    assert opener is not None  # an unknown backend was reported by _admission
-    return FailureThrottle.from_settings(settings.auth.failure_limit, opener)
-
-
-def _transformer(settings: GatewaySettings, problems: list[str]) -> Transformer | None:
-    if not settings.transformations:
-        return None
-    try:
-        return Transformer.compile(settings.transformations)
-    except ConfigError as ex:
-        problems.extend(ex.problems)
-        return None
-
-
-def _admission(settings: RateLimitingSettings | None, problems: list[str]) -> Admission | None:
-    if settings is None:
-        return None
-    opener = _limiter_opener(settings)
-    if opener is None:
-        problems.append(
-            f"rate_limiting.backend: {settings.backend!r} is neither 'shared' nor a "
-            "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
-        )
-        return None
-    try:
-        return Admission(settings, opener)
-    except ConfigError as ex:
-        problems.extend(ex.problems)
-        return None
-
-
-def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | None:
-    backend = settings.backend
-    if backend == "shared":
-        deadline = (settings.decision_timeout_ms or 50.0) / 1000
-        return lambda: runtime.open_shared_table(deadline)
-    timeout = (settings.decision_timeout_ms or 5.0) / 1000
-    if backend.startswith(("redis://", "rediss://", "unix://")):
-
-        def open_redis() -> Limiter:
-            from gw.limits.redis_backend import RedisLimiter
-
-            return RedisLimiter(backend, timeout=timeout)
-
-        return open_redis
-    if backend.startswith(("redis+cluster://", "rediss+cluster://")):
-
-        def open_redis_cluster() -> Limiter:
-            from gw.limits.redis_cluster import RedisClusterLimiter
-
-            return RedisClusterLimiter(backend, timeout=timeout)
-
-        return open_redis_cluster
-    return None
+    """The failed-authentication throttle, in the rate limiter's backend."""
+    opener = limiter_opener(settings.rate_limiting or RateLimitingSettings())
+    return compile_throttle(settings.auth, opener)
 
 
 def _compile_routes(
@@ -272,7 +195,7 @@ def _route(
         known = ", ".join(sorted(upstreams)) or "none defined"
         field = "integration.server" if seed_000 else "upstream"
         problems.append(f"{where}.{field}: no upstream named {route.upstream!r} (known: {known})")
-    aggregate = _aggregate(where, route, upstreams, problems)
+    aggregate = compile_route_aggregate(route.aggregate, upstreams, route.path, where, problems)
     rewrite = _rewrite(where, route, upstream, problems)
     if len(problems) > count or rewrite is None or (upstream is None and aggregate is None):
         return None
@@ -297,18 +220,6 @@ def _route(
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
-
-
-def _aggregate(
-    where: str, route: RouteSettings, upstreams: Mapping[str, UpstreamSpec], problems: list[str]
-) -> AggregateSpec | None:
-    if route.aggregate is None:
-        return None
-    try:
-        return compile_aggregate(route.aggregate, upstreams, route.path, f"{where}.aggregate")
-    except ConfigError as ex:
-        problems.extend(ex.problems)
-        return None
 
 
 def _rewrite(

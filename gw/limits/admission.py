@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gw.auth.errors import Unauthorized
-from gw.config.settings import LimitSettings, RateLimitingSettings
 from gw.core.forwarding import client_key
 from gw.core.routing import Route, RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
+from gw.limits.settings import LimitSettings, RateLimitingSettings
 from gw.limits.table import SharedTable
 from gw.observe.incident import IncidentLog
 

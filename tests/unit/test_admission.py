@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from gw.auth.errors import Unauthorized
-from gw.config.settings import RateLimitingSettings
 from gw.limits import Rate
 from gw.limits.admission import (
     Admission,
@@ -16,6 +15,7 @@ from gw.limits.admission import (
     bucket_key,
 )
 from gw.limits.local import LocalLimiter
+from gw.limits.settings import RateLimitingSettings
 
 
 def _bucket(ip: str, key: tuple[str, ...] = ("client_ip",)) -> str:
