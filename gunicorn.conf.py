@@ -83,7 +83,9 @@ def on_starting(server):
         from gw.observe import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client
-        runtime.stage_config()
+        from gw.config.load import load_targets  # checks the config; never builds the app
+
+        runtime.stage_config(load_targets)
     except ConfigError as ex:
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
@@ -98,11 +100,12 @@ def on_starting(server):
 
 def on_reload(server):
     """On HUP: publish the new config only if it is valid; otherwise keep serving the old one."""
+    from gw.config.load import load_targets
     from gw.errors import ConfigError
     from gw.host import runtime
 
     try:
-        runtime.stage_config()
+        runtime.stage_config(load_targets)
         server.log.info("reloaded config %s", os.environ.get("GW_CONFIG"))
     except ConfigError as ex:
         for problem in ex.problems:

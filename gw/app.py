@@ -14,7 +14,8 @@ from typing import Any
 
 import falcon
 
-from gw.config.assemble import Config, load_config
+from gw.config.assemble import Config
+from gw.config.load import load_config
 from gw.errors import ConfigError
 from gw.health.checker import ActiveChecker
 from gw.observe import accesslog

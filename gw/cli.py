@@ -20,7 +20,8 @@ from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
 from gw.cache.store import CACHE_DIR
-from gw.config.assemble import Config, RouteSpec, load_config
+from gw.config.assemble import Config, RouteSpec
+from gw.config.load import load_config
 from gw.config.schema import config_schema
 from gw.core.paths import canonicalize, encode_path, split_target
 from gw.core.routing import RouteTable

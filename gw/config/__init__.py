@@ -1,2 +1,4 @@
-"""The config: its schema (``settings``), loading it (YAML, ``${VAR}``, error locations) and
-assembling each feature's compiled policy from it (``assemble``)."""
+"""The config: the schema's root (``settings``), reading the file (``load``: YAML, ``${VAR}``,
+validation, error locations) and assembling each feature's compiled policy from it
+(``assemble``). Each feature owns its own models and compile; gw.config imports them, never
+the other way round."""

@@ -55,7 +55,7 @@ from gw.limits import LimiterUnavailable
 from gw.upstream.choice import CANCELLED as CANCELLED  # re-exported: one of the kinds below
 
 if TYPE_CHECKING:
-    from gw.config.assemble import UpstreamSpec
+    from gw.upstream.spec import UpstreamSpec
 
 log = logging.getLogger("gw.health")
 

@@ -1,6 +1,7 @@
 """Configuration of an upstream's targets, balancing and health (pydantic models).
 
-The lead's ``UpstreamSettings`` takes these fields by inheriting ``UpstreamHealthSettings``::
+``gw.upstream.settings.UpstreamSettings`` takes these fields by inheriting
+``UpstreamHealthSettings``::
 
     upstreams:
       orders:

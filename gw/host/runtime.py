@@ -12,8 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 from gw.cache.store import reset_store
 from gw.errors import ConfigError
@@ -21,9 +20,6 @@ from gw.health import state as health_state
 from gw.host import rundir
 from gw.limits import Limiter, LimiterUnavailable
 from gw.limits.table import SharedTable
-
-if TYPE_CHECKING:
-    from gw.config.assemble import UpstreamSpec
 
 log = logging.getLogger("gw")
 
@@ -90,7 +86,7 @@ def _private_dir() -> str:
     return tempfile.mkdtemp(prefix="gw-", dir=base)
 
 
-def stage_config() -> None:
+def stage_config(load_targets: Callable[[str], Iterable[tuple[str, str]]]) -> None:
     """Check ``GW_CONFIG`` and publish it as the copy every worker loads (``GW_ACTIVE_CONFIG``).
 
     gunicorn loads the app again in every worker it starts, after a HUP and also when it
@@ -99,18 +95,20 @@ def stage_config() -> None:
     that passed validation. Called by the master at start (an invalid file refuses to start)
     and on every HUP (an invalid file is reported and the previous copy keeps serving).
 
+    Args:
+        load_targets: checks the file at a path and returns its ``(upstream, target URL)``
+            pairs (``gw.config.load.load_targets``; the master checks, it never builds the app).
+
     Raises:
         ConfigError: the file is invalid; the published copy, if any, is unchanged.
         RuntimeDirUnusable: the copy cannot be written; the published copy is unchanged.
     """
-    from gw.config.assemble import load_config  # the master checks; it never builds the app
-
     source = os.environ.get("GW_CONFIG")
     if not source:
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
-    config = load_config(source)
+    targets = load_targets(source)
     runtime = os.environ["GW_RUNTIME_DIR"]
-    _publish_targets(config.upstreams.values())
+    _publish_targets(targets)
     active = os.path.join(runtime, ACTIVE_CONFIG)
     staging = active + ".new"
     try:
@@ -123,11 +121,11 @@ def stage_config() -> None:
     os.environ["GW_ACTIVE_CONFIG"] = active
 
 
-def _publish_targets(upstreams: Iterable[UpstreamSpec]) -> None:
+def _publish_targets(pairs: Iterable[tuple[str, str]]) -> None:
     """Enter every (upstream, target) into the host's health table (new ones take a slot)."""
     path = health_state.default_path()
     assert path is not None
-    health_state.register(path, [pair for spec in upstreams for pair in spec.pairs()])
+    health_state.register(path, pairs)
 
 
 def cleanup(created: str | None) -> None:

@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gw.config.settings import LimitSettings, RateLimitingSettings
 from gw.core.forwarding import client_key
 from gw.core.request import Request
 from gw.core.routing import Route, RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError, Unauthorized
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
+from gw.limits.settings import LimitSettings, RateLimitingSettings
 from gw.limits.table import SharedTable
 from gw.observe.incident import IncidentLog
 

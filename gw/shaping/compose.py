@@ -60,6 +60,7 @@ from gw.errors import (
     UpstreamTimeout,
 )
 from gw.shaping import dump_json, load_json
+from gw.upstream.client import UpstreamRequest
 
 if TYPE_CHECKING:
     from gw.shaping.settings import AggregateSettings
@@ -478,8 +479,6 @@ class _Call:
             return _Result(error=self.timed_out())  # never sent: no upstream saw it
         started = time.monotonic()
         try:
-            from gw.upstream.client import UpstreamRequest  # TODO(merge): top level once spec lands
-
             request = UpstreamRequest("GET", self.path, self.headers, read_timeout=remaining)
             response = self.client.send(request)
         except UpstreamError as ex:

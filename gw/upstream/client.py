@@ -36,7 +36,6 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from gw.config.assemble import Target, UpstreamSpec
 from gw.core.retry import (
     CONNECT_FAILURE,
     RESET,
@@ -56,6 +55,7 @@ from gw.errors import (
 )
 from gw.upstream.choice import CANCELLED, Choice, Picker
 from gw.upstream.connection import connect
+from gw.upstream.spec import Target, UpstreamSpec
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import (
     Body,

@@ -12,92 +12,35 @@ One ``tls:`` block per upstream, in nginx's vocabulary (``proxy_ssl_*``)::
           server_name: orders.internal          # proxy_ssl_name (also sent as SNI)
           verify: true                          # proxy_ssl_verify (nginx: off; gw: on)
 
-Every https upstream with a ``tls:`` block gets ONE ``ssl.SSLContext`` of its own, built with
-the config (in each process that loads it: the gunicorn master checks the config, and every
-worker loads and compiles it again after the fork, so no context crosses a fork into a process
-that uses it). The upstream's connection pools and its active health checks share that
-context, so a check trusts and shows exactly what a proxied request does. https upstreams
-without ``tls:`` share one context per process that trusts the system's CA store (which
-honours ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``) and checks the target's host name.
+The block is read by ``gw.upstream.settings.UpstreamTlsSettings``; this module (no pydantic)
+builds what it describes. Every https upstream with a ``tls:`` block gets ONE
+``ssl.SSLContext`` of its own, built with the config (in each process that loads it: the
+gunicorn master checks the config, and every worker loads and compiles it again after the
+fork, so no context crosses a fork into a process that uses it). The upstream's connection
+pools and its active health checks share that context, so a check trusts and shows exactly
+what a proxied request does. https upstreams without ``tls:`` share one context per process
+that trusts the system's CA store (which honours ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``) and
+checks the target's host name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import ssl
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from urllib3.util.ssl_ import create_urllib3_context
+
+if TYPE_CHECKING:
+    from gw.upstream.settings import UpstreamTlsSettings
 
 log = logging.getLogger("gw.config")
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
-_DNS_NAME = re.compile(
-    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 _ALPN = ["http/1.1"]  # gw.upstream.wire speaks HTTP/1.1 only
 _MAX_PEM_BYTES = 1024 * 1024
 _SYSTEM_TRUST: dict[int, TlsClient] = {}  # pid -> the shared system-trust client
-
-
-class UpstreamTlsSettings(BaseModel):
-    """TLS to the upstream's https targets (``tls:``); see gw/upstream/tls.py."""
-
-    model_config = _STRICT
-
-    ca_file: str | None = Field(
-        default=None,
-        description="PEM file of the CA certificates trusted for this upstream, instead of "
-        "the system's store (nginx proxy_ssl_trusted_certificate). Absolute path.",
-    )
-    client_cert: str | None = Field(
-        default=None,
-        description="PEM certificate (chain) the gateway presents to the upstream (mutual "
-        "TLS; nginx proxy_ssl_certificate). Absolute path; needs client_key.",
-    )
-    client_key: str | None = Field(
-        default=None,
-        description="Unencrypted PEM private key of client_cert (nginx "
-        "proxy_ssl_certificate_key). Absolute path; keep it readable by the gw user only.",
-    )
-    server_name: str | None = Field(
-        default=None,
-        description="The DNS name the upstream's certificate must carry, also sent as SNI "
-        "(nginx proxy_ssl_name). Default: the target's host. The Host header is unchanged.",
-    )
-    verify: bool = Field(
-        default=True,
-        description="Check the upstream's certificate and name (nginx proxy_ssl_verify, "
-        "which is off by default there). false: encrypted but not authenticated; logged.",
-    )
-
-    @field_validator("ca_file", "client_cert", "client_key")
-    @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
-        # APPSEC/ops: workers load a copy of the config from the runtime directory, and
-        # `gw check` may run elsewhere: a relative path would name different files.
-        if value is not None and not os.path.isabs(value):
-            raise ValueError(f"{value!r} must be an absolute path")
-        return value
-
-    @field_validator("server_name")
-    @classmethod
-    def _dns_name(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 253 or not _DNS_NAME.fullmatch(value)):
-            raise ValueError(f"{value!r} is not a DNS name like orders.internal")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("client_cert and client_key go together: give both or neither")
-        if not self.verify and (self.ca_file is not None or self.server_name is not None):
-            raise ValueError("ca_file and server_name only apply with verify: true")
-        return self
 
 
 @dataclass(frozen=True)

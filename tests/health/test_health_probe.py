@@ -14,7 +14,8 @@ import pytest
 
 from gw.health.checker import CheckSpec, probe
 from gw.health.state import CHECK_ERROR, CHECK_TIMEOUT
-from gw.upstream.tls import TlsClient, UpstreamTlsSettings, build_client
+from gw.upstream.settings import UpstreamTlsSettings
+from gw.upstream.tls import TlsClient, build_client
 from tests.support.evil_upstream import CLOSE, EvilUpstream, Step, start_evil_upstream
 from tests.support.tls import Pki, make_pki, mtls_server_context, server_context
 from tests.support.upstream import Upstream, start_upstream

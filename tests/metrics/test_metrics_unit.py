@@ -310,7 +310,7 @@ def _in_a_fresh_master(code: str, env: dict[str, str]) -> dict[str, Any]:
 PREPARE = """
     import json, os, sys
     import gw.observe.metrics
-    import gw.config.assemble  # the master checks the config (it may import metrics' settings)
+    import gw.config.load  # the master checks the config (it may import metrics' settings)
     directory = gw.observe.metrics.prepare_master()
     print(json.dumps({
         "directory": directory,

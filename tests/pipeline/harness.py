@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gw.config.assemble import parse_config
+from gw.config.load import parse_config
 from gw.pipeline import Gateway
 from tests.support.fake_transport import FakeTransport
 

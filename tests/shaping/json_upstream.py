@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gw.config.assemble import Target, UpstreamSpec
 from gw.health.balancer import for_upstream
 from gw.upstream.client import UpstreamClient
+from gw.upstream.spec import Target, UpstreamSpec
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import h11
 from urllib3.connection import HTTPConnection
 
-from gw.upstream.client import Target
+from gw.upstream.spec import Target
 
 
 @dataclass

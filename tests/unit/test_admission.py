@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gw.config.settings import RateLimitingSettings
 from gw.errors import Unauthorized
 from gw.limits import Rate
 from gw.limits.admission import (
@@ -16,6 +15,7 @@ from gw.limits.admission import (
     bucket_key,
 )
 from gw.limits.local import LocalLimiter
+from gw.limits.settings import RateLimitingSettings
 
 
 def _bucket(ip: str, key: tuple[str, ...] = ("client_ip",)) -> str:

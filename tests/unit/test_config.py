@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gw.cli import main
-from gw.config.assemble import load_config, parse_config
+from gw.config.load import load_config, parse_config
 from gw.errors import ConfigError, MethodNotAllowed
 from tests.data.seeds import SEED_000, SEED_003_AUTH, SEED_003_ROUTES
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gw.config.settings import CorsSettings
 from gw.cors import CorsPolicy
+from gw.cors.settings import CorsSettings
 
 APP = "https://app.example.com"
 

@@ -19,7 +19,6 @@ CORE = Path(__file__).resolve().parents[2] / "gw" / "core"
 CORE_MODULES = sorted(
     f"gw.core.{path.stem}" for path in CORE.glob("*.py") if path.stem != "__init__"
 )
-CONFIG_PART = "gw.cors becomes a package (config part)"
 
 # Prints the names of the modules that importing argv[1] added (not those the interpreter's
 # start-up loaded, such as the editable install's import hook).
@@ -72,7 +71,6 @@ def test_core_module_loads_only_the_standard_library_and_errors(module: str) -> 
     assert [n for n in gw_modules if n not in own and not n.startswith("gw.core.")] == []
 
 
-@pytest.mark.xfail(strict=True, reason=CONFIG_PART)
 def test_cors_loads_only_the_standard_library() -> None:
     """The CORS policy is pure: importing gw.cors loads no third-party package (no pydantic)."""
     loaded = loaded_by("gw.cors")
@@ -80,9 +78,6 @@ def test_cors_loads_only_the_standard_library() -> None:
     assert third_party(loaded) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gw.upstream.client imports gw.config.assemble until the config part"
-)
 def test_upstream_client_loads_no_config_layer() -> None:
     """The upstream client loads no configuration code: no gw.config, pydantic, yaml or PyJWT."""
     loaded = loaded_by("gw.upstream.client")

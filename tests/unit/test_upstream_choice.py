@@ -3,19 +3,15 @@ outcome to it; gw.upstream knows nothing of gw.health (the arrow points one way)
 
 from __future__ import annotations
 
-import ast
 import socket
 from collections.abc import Callable, Collection
-from pathlib import Path
 
-from gw.config.assemble import Target, UpstreamSpec
 from gw.core.retry import RetryPolicy
 from gw.errors import UpstreamUnavailable
 from gw.upstream.choice import Choice
 from gw.upstream.client import UpstreamClient, UpstreamRequest
+from gw.upstream.spec import Target, UpstreamSpec
 from tests.support.upstream import Upstream
-
-UPSTREAM_PACKAGE = Path(__file__).resolve().parents[2] / "gw" / "upstream"
 
 
 class RecordedChoice:
@@ -81,14 +77,3 @@ def test_a_refused_try_is_reported_and_the_retry_avoids_its_target(
     response.abandon()
     assert picker.avoided == [[], [0]]
     assert picker.outcomes[0] == (0, UpstreamUnavailable.__name__)
-
-
-def test_gw_upstream_imports_nothing_from_gw_health() -> None:
-    for module in sorted(UPSTREAM_PACKAGE.glob("*.py")):
-        for node in ast.walk(ast.parse(module.read_text(), str(module))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            assert not [n for n in names if n == "gw.health" or n.startswith("gw.health.")], module

@@ -17,8 +17,8 @@ import gevent.socket
 import gevent.ssl
 import pytest
 
-from gw.config.assemble import Target
 from gw.upstream.client import ConnectionPool, _nothing_to_read
+from gw.upstream.spec import Target
 from tests.support.tls import make_certificate, server_context
 
 GENEROUS = 2.0  # seconds; the sockets' read timeout is 5, so a blocking check would show

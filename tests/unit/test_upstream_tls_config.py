@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gw.config.assemble import parse_config
+from gw.config.load import parse_config
 from gw.errors import ConfigError
 from tests.support.tls import Pki, make_pki
 

@@ -1,15 +1,18 @@
 """CORS at the edge: preflights answered by the gateway, allowed origins echoed on responses.
 
-Pure module. Compiled once from ``cors:`` (global) and a route's ``cors:`` (which replaces the
-global one for that route).
+Pure module (its ``cors:`` model is in ``gw.cors.settings``). Compiled once from ``cors:``
+(global) and a route's ``cors:`` (which replaces the global one for that route).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gw.config.settings import CorsSettings
 from gw.core.headers import Headers
+
+if TYPE_CHECKING:
+    from gw.cors.settings import CorsSettings
 
 _SIMPLE_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 
