@@ -25,6 +25,7 @@ from gw.config.schema import config_schema
 from gw.core.paths import canonicalize, encode_path, split_target
 from gw.core.routing import RouteTable
 from gw.errors import ConfigError, GatewayError
+from gw.health import HealthUnavailable
 from gw.health import state as health_state
 from gw.host import rundir, runtime
 from gw.limits import LimiterAdmin, LimiterUnavailable
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if operator is not None:
         try:
             return operator(args)
-        except (OperatorError, LimiterUnavailable) as ex:
+        except (OperatorError, LimiterUnavailable, HealthUnavailable) as ex:
             print(f"gw {args.command}: {ex}", file=sys.stderr)
             return 1
     path = args.config or os.environ.get("GW_CONFIG")
@@ -281,7 +282,7 @@ def upstreams_command(args: argparse.Namespace) -> int:
     path = os.path.join(_gateway_dir(args), health_state.TABLE_FILE)
     try:
         rows = health_state.snapshot(path)
-    except (OSError, LimiterUnavailable) as ex:
+    except (OSError, HealthUnavailable) as ex:
         raise OperatorError(f"cannot read the health table {path}: {ex}") from None
     print(json.dumps(rows, indent=2))
     return 0

@@ -37,8 +37,7 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
-from gw.host.locks import StripeLocks
-from gw.limits import LimiterUnavailable
+from gw.host.locks import LockUnavailable, StripeLocks
 
 log = logging.getLogger("gw")
 
@@ -115,11 +114,11 @@ class ResponseCache:
         try:
             self._probe.acquire(stripe)
             return Lease(leader=True, release=lambda: self._fill.release(stripe))
-        except LimiterUnavailable:
+        except LockUnavailable:
             self.counts["waits"] += 1
         try:
             self._fill.acquire(stripe)
-        except LimiterUnavailable:
+        except LockUnavailable:
             self.counts["lock_timeouts"] += 1
             log.warning("cache fill lock of %s waited %ss", key.route, self.settings.lock_timeout)
             return Lease(waited=True)
@@ -142,7 +141,7 @@ class ResponseCache:
         try:
             self._write(self._path(key), data, now + ttl)
             self._account(len(data))
-        except (OSError, LimiterUnavailable) as ex:
+        except (OSError, LockUnavailable) as ex:
             self._store_failed(key.route, ex)
             return False
         self.counts["stores"] += 1

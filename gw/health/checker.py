@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gw.health import HealthUnavailable
 from gw.health.state import (
     ACTIVE_AT,
     ACTIVE_DOWN,
@@ -40,7 +41,6 @@ from gw.health.state import (
     HealthTable,
     shared,
 )
-from gw.limits import LimiterUnavailable
 from gw.upstream.tls import TlsClient
 
 log = logging.getLogger("gw.health")
@@ -232,7 +232,7 @@ class ActiveChecker:
     def _report(self, table: HealthTable, spec: CheckSpec, status: int) -> None:
         try:
             change = record(table, spec, status)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return  # the next round writes it
         if change:
             log.warning(

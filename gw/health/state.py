@@ -45,9 +45,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
-from gw.health import HealthTableError
-from gw.host.locks import StripeLocks
-from gw.limits import LimiterUnavailable
+from gw.health import HealthTableError, HealthUnavailable
+from gw.host.locks import LockUnavailable, StripeLocks
 from gw.limits.table import write_atomically
 
 log = logging.getLogger("gw.health")
@@ -204,12 +203,12 @@ class HealthTable:
         """Lock ``slot`` for this thread and return its base word (rebinding a re-keyed slot).
 
         Raises:
-            LimiterUnavailable: the lock was not free within the deadline.
+            HealthUnavailable: the lock was not free within the deadline.
         """
         locks = self._writable()
         while True:
             base, stripe = slot.base, slot.stripe
-            locks.acquire(stripe)
+            _take(locks, stripe)
             if self.words[base + KEY] == slot.key:
                 return base
             locks.release(stripe)
@@ -287,7 +286,7 @@ class HealthTable:
 
     def _writable(self) -> StripeLocks:
         if self._locks is None:
-            raise LimiterUnavailable(f"{self.path} is open read-only")
+            raise HealthUnavailable(f"{self.path} is open read-only")
         return self._locks
 
     def _slot(self, targets: bool, name: str) -> Slot:
@@ -357,29 +356,22 @@ class HealthTable:
         bases = [first + i * width for i in range(count)]
         idle = [b for b in bases if not targets or self.words[b + OUTSTANDING] == 0]
         if not idle:
-            raise LimiterUnavailable(f"{self.path}: every target slot has requests in flight")
+            raise HealthUnavailable(f"{self.path}: every target slot has requests in flight")
         base = min(idle, key=lambda b: self.words[b + used])
         log.warning(
             "health table full: reusing the slot of %r",
             self._name(targets, (base - first) // width),
         )
         stripe = ((base - first) // width) % self.layout.stripes
-        self._writable().acquire(stripe)
-        try:
+        with _stripe(self._writable(), stripe):
             self.words[base : base + width] = memoryview(bytes(8 * width)).cast("q")
-        finally:
-            self._writable().release(stripe)
         return base
 
     @contextmanager
     def _meta(self) -> Iterator[None]:
         """Hold the meta stripe (slot claims, row claims and reaping)."""
-        locks = self._writable()
-        locks.acquire(self.layout.stripes)
-        try:
+        with _stripe(self._writable(), self.layout.stripes):
             yield
-        finally:
-            locks.release(self.layout.stripes)
 
     def _claim_row(self) -> None:
         """Claim a free process row, freeing those of dead processes first."""
@@ -432,11 +424,21 @@ class HealthTable:
 
 @contextmanager
 def _stripe(locks: StripeLocks, stripe: int) -> Iterator[None]:
-    locks.acquire(stripe)
+    """Hold ``stripe`` for a ``with`` block; raise HealthUnavailable if it cannot be taken."""
+    _take(locks, stripe)
     try:
         yield
     finally:
         locks.release(stripe)
+
+
+def _take(locks: StripeLocks, stripe: int) -> None:
+    """Take ``stripe``; a lock that times out (or whose holder is stopped) is the health
+    state being unavailable, which callers answer by losing a sample, never a request."""
+    try:
+        locks.acquire(stripe)
+    except LockUnavailable as ex:
+        raise HealthUnavailable(f"health table {ex}") from ex
 
 
 def window_counts(words: memoryview, base: int, now: int) -> tuple[int, int]:

@@ -47,8 +47,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from gw.core.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
-from gw.host.locks import DEFAULT_DEADLINE, StripeLocks
-from gw.limits import LimiterUnavailable, TableLayoutError
+from gw.host import locks as host_locks
+from gw.host.locks import DEFAULT_DEADLINE, LockUnavailable, StripeLocks
+from gw.limits import LimiterUnavailable, StripeFrozen, TableLayoutError
 
 MAGIC = b"GWRLTAB\x00"
 LOCK_MAGIC = b"GWRLLCK\x00"
@@ -165,7 +166,10 @@ class SharedTable:
     def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
         h, stripe, home = self._places.get(key) or self._place(key)
-        self._locks.acquire(stripe)
+        try:
+            self._locks.acquire(stripe)
+        except LockUnavailable as ex:
+            raise _limiter_error(ex) from ex
         try:
             # Read the clock under the lock, so decisions on a bucket see increasing times.
             now = self._clock()
@@ -346,7 +350,7 @@ class _Held:
         self._stripe = stripe
 
     def __enter__(self) -> None:
-        self._locks.acquire(self._stripe)
+        _take(self._locks, self._stripe)
 
     def __exit__(self, *exc: object) -> None:
         self._locks.release(self._stripe)
@@ -363,7 +367,7 @@ class _HeldAll:
         taken: list[int] = []
         try:
             for stripe in self._stripes:
-                self._locks.acquire(stripe)
+                _take(self._locks, stripe)
                 taken.append(stripe)
         except BaseException:
             for stripe in reversed(taken):
@@ -373,6 +377,22 @@ class _HeldAll:
     def __exit__(self, *exc: object) -> None:
         for stripe in reversed(self._stripes):
             self._locks.release(stripe)
+
+
+def _take(locks: StripeLocks, stripe: int) -> None:
+    """Take ``stripe``; raise the limiter's errors for the host's lock errors."""
+    try:
+        locks.acquire(stripe)
+    except LockUnavailable as ex:
+        raise _limiter_error(ex) from ex
+
+
+def _limiter_error(ex: LockUnavailable) -> LimiterUnavailable:
+    """Translate a lock error: a frozen stripe stays frozen (callers refuse, whatever their
+    fail-open rule); a timeout or a failed lock is the limiter being unavailable."""
+    if isinstance(ex, host_locks.StripeFrozen):
+        return StripeFrozen(f"rate-limit {ex}")
+    return LimiterUnavailable(f"rate-limit {ex}")
 
 
 class _DataFile:
