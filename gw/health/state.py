@@ -46,8 +46,8 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from gw.health import HealthTableError, HealthUnavailable
+from gw.host import files
 from gw.host.locks import LockUnavailable, StripeLocks
-from gw.limits.table import write_atomically
 
 log = logging.getLogger("gw.health")
 
@@ -100,7 +100,6 @@ BREAKER_STATES = ("closed", "open", "half_open")
 CHECK_REFUSED, CHECK_TIMEOUT, CHECK_ERROR = -1, -2, -3
 
 _HEADER = struct.Struct("@8sIIIII4x16s")
-_LOCK_HEADER = struct.Struct("@8s16s")
 _FIRST_WORD = 8
 _ROW_HEAD = 2  # pid, start time
 _OPEN_ATTEMPTS = 5
@@ -182,7 +181,7 @@ class HealthTable:
             if not attach:
                 return cls(path, mapped, None, clock)
             locks = _open_locks(path + ".lock", layout, deadline, data)
-            if _lock_salt(locks.fd) == salt:
+            if files.lock_salt(locks.fd, LOCK_MAGIC) == salt:
                 table = cls(path, mapped, locks, clock)
                 table._claim_row()
                 return table
@@ -569,9 +568,11 @@ def create(
     layout = _Layout(targets, upstreams, rows, stripes)
     salt = secrets.token_bytes(16)
     header = _HEADER.pack(MAGIC, LAYOUT_VERSION, targets, upstreams, rows, stripes, salt)
-    lock_size = max(_LOCK_HEADER.size, stripes + 1)
-    write_atomically(path + ".lock", _LOCK_HEADER.pack(LOCK_MAGIC, salt), lock_size, mode, owner)
-    write_atomically(path, header, layout.size, mode, owner)
+    lock_size = max(files.LOCK_HEADER_SIZE, stripes + 1)
+    files.write_atomically(
+        path + ".lock", files.lock_header(LOCK_MAGIC, salt), lock_size, mode, owner
+    )
+    files.write_atomically(path, header, layout.size, mode, owner)
     register(path, upstream_targets)
 
 
@@ -675,19 +676,16 @@ def _start_time_without_proc(pid: int) -> int | None:
 
 
 def _map_file(path: str, writable: bool) -> tuple[_Layout, mmap.mmap, bytes]:
-    """Map an existing table file, checking its header."""
-    # APPSEC: O_NOFOLLOW: a symlink planted in a shared directory cannot redirect us.
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+    """Map an existing table file (never through a symlink), checking its header."""
     try:
-        fd = os.open(path, flags)
+        fd = files.open_existing(path, writable=writable)
     except OSError as ex:
         raise HealthTableError(f"cannot open health table {path}: {ex.strerror}") from ex
     try:
         layout, salt = _read_header(path, os.pread(fd, _HEADER.size, 0))
         if os.fstat(fd).st_size != layout.size:
             raise HealthTableError(f"{path} does not have the size its header says")
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        return layout, mmap.mmap(fd, layout.size, mmap.MAP_SHARED, prot), salt
+        return layout, files.map_shared(fd, layout.size, writable=writable), salt
     finally:
         os.close(fd)
 
@@ -715,8 +713,3 @@ def _open_locks(path: str, layout: _Layout, deadline: float, data: mmap.mmap) ->
     except (OSError, ValueError) as ex:
         data.close()
         raise HealthTableError(f"cannot open health lock file {path}: {ex}") from ex
-
-
-def _lock_salt(fd: int) -> bytes:
-    magic, salt = _LOCK_HEADER.unpack(os.pread(fd, _LOCK_HEADER.size, 0).ljust(24, b"\0"))
-    return salt if magic == LOCK_MAGIC else b""
