@@ -27,8 +27,9 @@ from gw.core.routing import RouteTable
 from gw.errors import ConfigError, GatewayError
 from gw.health import HealthUnavailable
 from gw.health import state as health_state
-from gw.host import rundir, runtime
+from gw.host import rundir
 from gw.limits import LimiterAdmin, LimiterUnavailable
+from gw.limits import shared as limits_shared
 from gw.limits.admission import Requester
 from gw.limits.table import SharedTable
 from gw.observe import audit
@@ -266,7 +267,7 @@ def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[Li
     backend = config.limits_backend if config else "shared"
     if config is not None and config.admission is not None and backend != "shared":
         return cast(LimiterAdmin, config.admission.open_backend()), _redacted(backend)
-    path = os.path.join(_gateway_dir(args), runtime.TABLE_FILE)
+    path = os.path.join(_gateway_dir(args), limits_shared.TABLE_FILE)
     return _open_table(path), path
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
-from gw.host import files
+from gw.host import files, rundir
 from gw.host.locks import LockUnavailable, StripeLocks
 
 log = logging.getLogger("gw")
@@ -290,11 +289,11 @@ def runtime_cache_dir() -> str:
         A private directory is shared by nobody: run gw through its gunicorn.conf.py so that
         every worker of the host shares one store.
     """
-    runtime = os.environ.get("GW_RUNTIME_DIR")
+    runtime = rundir.runtime_dir()
     if runtime:
         return os.path.join(runtime, CACHE_DIR)
     log.warning("no GW_RUNTIME_DIR: the response cache is private to this process")
-    return os.path.join(tempfile.mkdtemp(prefix="gw-private-"), CACHE_DIR)
+    return os.path.join(rundir.private_dir("gw-private-"), CACHE_DIR)
 
 
 def reset_store(directory: str) -> None:

@@ -36,9 +36,9 @@ from gw.core.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKin
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.health.settings import UpstreamHealthSettings
-from gw.host import runtime
 from gw.limits import Limiter
 from gw.limits.admission import Admission
+from gw.limits.shared import open_shared_table
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.compose import AggregateSpec, compile_aggregate
 from gw.shaping.compress import Compressor
@@ -325,7 +325,7 @@ def _limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | N
     backend = settings.backend
     if backend == "shared":
         deadline = (settings.decision_timeout_ms or 50.0) / 1000
-        return lambda: runtime.open_shared_table(deadline)
+        return lambda: open_shared_table(deadline)
     timeout = (settings.decision_timeout_ms or 5.0) / 1000
     if backend.startswith(("redis://", "rediss://", "unix://")):
 

@@ -38,7 +38,6 @@ import mmap
 import os
 import secrets
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +45,7 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from gw.health import HealthTableError, HealthUnavailable
-from gw.host import files
+from gw.host import files, rundir
 from gw.host.locks import LockUnavailable, StripeLocks
 
 log = logging.getLogger("gw.health")
@@ -592,7 +591,7 @@ def register(path: str, upstream_targets: Iterable[tuple[str, str]]) -> None:
 
 def default_path() -> str | None:
     """Return the table path in ``GW_RUNTIME_DIR``, or None when it is not set."""
-    runtime = os.environ.get("GW_RUNTIME_DIR")
+    runtime = rundir.runtime_dir()
     return os.path.join(runtime, TABLE_FILE) if runtime else None
 
 
@@ -626,7 +625,7 @@ def _set_shared(table: HealthTable) -> None:
 def _open_default() -> HealthTable:
     path = default_path()
     if not path or not os.path.exists(path):
-        path = os.path.join(tempfile.mkdtemp(prefix="gw-health-"), TABLE_FILE)
+        path = os.path.join(rundir.private_dir("gw-health-"), TABLE_FILE)
         create(path)
         log.warning("no shared health table (GW_RUNTIME_DIR): health is tracked per process")
     return HealthTable.open(path)
