@@ -64,8 +64,9 @@ control_socket_disable = True
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
     from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
+    from gw import master  # the master's steps only; never gw.app (see the module docstring)
     from gw.errors import ConfigError
-    from gw.host import runtime  # the runtime helpers only; never gw.app (see the module docstring)
+    from gw.host import runtime
 
     try:
         drain_timeout = drain_timeout_from_env()
@@ -79,13 +80,11 @@ def on_starting(server):
     try:
         # On the arbiter, not in a global of this file: gunicorn runs this file again on every
         # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.
-        server.gw_created_runtime = runtime.prepare()
+        server.gw_created_runtime = master.prepare()
         from gw.observe import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client
-        from gw.config.load import load_targets  # checks the config; never builds the app
-
-        runtime.stage_config(load_targets)
+        master.stage_config()
     except ConfigError as ex:
         for problem in ex.problems:
             server.log.error("config error: %s: %s", os.environ.get("GW_CONFIG"), problem)
@@ -100,12 +99,12 @@ def on_starting(server):
 
 def on_reload(server):
     """On HUP: publish the new config only if it is valid; otherwise keep serving the old one."""
-    from gw.config.load import load_targets
+    from gw import master
     from gw.errors import ConfigError
     from gw.host import runtime
 
     try:
-        runtime.stage_config(load_targets)
+        master.stage_config()
         server.log.info("reloaded config %s", os.environ.get("GW_CONFIG"))
     except ConfigError as ex:
         for problem in ex.problems:

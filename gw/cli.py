@@ -26,9 +26,11 @@ from gw.config.schema import config_schema
 from gw.core.paths import canonicalize, encode_path, split_target
 from gw.core.routing import RouteTable
 from gw.errors import ConfigError, GatewayError
+from gw.health import HealthUnavailable
 from gw.health import state as health_state
-from gw.host import rundir, runtime
+from gw.host import rundir
 from gw.limits import LimiterAdmin, LimiterUnavailable
+from gw.limits import shared as limits_shared
 from gw.limits.admission import Requester
 from gw.limits.table import SharedTable
 from gw.observe import audit
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if operator is not None:
         try:
             return operator(args)
-        except (OperatorError, LimiterUnavailable) as ex:
+        except (OperatorError, LimiterUnavailable, HealthUnavailable) as ex:
             print(f"gw {args.command}: {ex}", file=sys.stderr)
             return 1
     path = args.config or os.environ.get("GW_CONFIG")
@@ -266,7 +268,7 @@ def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[Li
     backend = config.limits_backend if config else "shared"
     if config is not None and config.admission is not None and backend != "shared":
         return cast(LimiterAdmin, config.admission.open_backend()), _redacted(backend)
-    path = os.path.join(_gateway_dir(args), runtime.TABLE_FILE)
+    path = os.path.join(_gateway_dir(args), limits_shared.TABLE_FILE)
     return _open_table(path), path
 
 
@@ -282,7 +284,7 @@ def upstreams_command(args: argparse.Namespace) -> int:
     path = os.path.join(_gateway_dir(args), health_state.TABLE_FILE)
     try:
         rows = health_state.snapshot(path)
-    except (OSError, LimiterUnavailable) as ex:
+    except (OSError, HealthUnavailable) as ex:
         raise OperatorError(f"cannot read the health table {path}: {ex}") from None
     print(json.dumps(rows, indent=2))
     return 0

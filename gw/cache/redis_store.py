@@ -12,7 +12,8 @@ itself: give it a ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (entries c
 
 Every Redis failure is a miss (or a lease without a lock), logged once per outage with a
 count (``gw.observe.incident``); no redis-py exception leaves this module, and none fails a request.
-``redis`` is imported on first use.
+The host's adapter (``gw.host.redis``) connects and translates; ``redis`` is imported on first
+use.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
-from gw.limits.redis_backend import _connect, _glob_escape, _redis
+from gw.host import redis as host_redis
 from gw.observe.incident import IncidentLog
 
 log = logging.getLogger("gw")
@@ -47,7 +48,7 @@ class RedisCache:
     def __init__(self, settings: CacheStoreSettings) -> None:
         self.settings = settings
         self.prefix = settings.key_prefix
-        self._client = _connect(settings.backend, settings.redis_timeout)
+        self._client = host_redis.connect(settings.backend, settings.redis_timeout)
         self._release_script = self._client.register_script(_RELEASE)
         # One warning per outage, with counts (not one per request).
         self._incidents = IncidentLog(log, "cache redis")
@@ -110,17 +111,17 @@ class RedisCache:
             if route not in (None, key.route):
                 return 0
             route, key = key.route, key.digest
-        folder = _glob_escape(_route_hash(route)) if route is not None else "*"
-        digest = _glob_escape(key) if key else "*"
-        removed = self._delete(f"{_glob_escape(self.prefix)}e:{folder}:{digest}")
-        self._delete(f"{_glob_escape(self.prefix)}d:{digest}")
+        folder = host_redis.glob_escape(_route_hash(route)) if route is not None else "*"
+        digest = host_redis.glob_escape(key) if key else "*"
+        removed = self._delete(f"{host_redis.glob_escape(self.prefix)}e:{folder}:{digest}")
+        self._delete(f"{host_redis.glob_escape(self.prefix)}d:{digest}")
         return removed
 
     def stats(self) -> dict[str, Any]:
         """Return the live entry count under the prefix and this process's counters."""
         entries = None
         with self._guard("stats"):
-            pattern = _glob_escape(self.prefix) + "e:*"
+            pattern = host_redis.glob_escape(self.prefix) + "e:*"
             entries = sum(1 for _ in self._client.scan_iter(match=pattern, count=500))
         return {"backend": "redis", "prefix": self.prefix, "entries": entries, **self.counts}
 
@@ -171,10 +172,11 @@ class RedisCache:
     def _guard(self, operation: str) -> Iterator[None]:
         """Count and swallow any Redis or socket failure: the caller goes on as on a miss."""
         try:
-            yield
-        except (_redis().RedisError, OSError) as ex:
+            with host_redis.translated(operation):
+                yield
+        except host_redis.RedisUnavailable as ex:
             self.counts["errors"] += 1
-            self._incidents.failed(f"{operation}: {ex}", "served as a miss")
+            self._incidents.failed(f"{operation}: {ex.__cause__}", "served as a miss")
         else:
             self._incidents.succeeded()
 

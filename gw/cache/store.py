@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from typing import Any
 
 from gw.cache import CachedResponse, CacheKey, Lease, pack, unpack
 from gw.cache.settings import CacheStoreSettings
-from gw.host.locks import StripeLocks
-from gw.limits import LimiterUnavailable
+from gw.host import files, rundir
+from gw.host.locks import LockUnavailable, StripeLocks
 
 log = logging.getLogger("gw")
 
@@ -79,8 +78,9 @@ class ResponseCache:
         self.entries = os.path.join(directory, "entries")
         os.makedirs(self.entries, mode=0o700, exist_ok=True)
         self._failed_stores = 0  # in the current incident (per process; threads may race)
-        lock_path = _ensure_file(os.path.join(directory, "locks"))
-        self._index_fd = os.open(_ensure_file(os.path.join(directory, "index")), os.O_RDWR)
+        lock_path = files.ensure_file(os.path.join(directory, "locks"))
+        # APPSEC: the index is opened like the lock file, never through a symlink.
+        self._index_fd = files.open_existing(files.ensure_file(os.path.join(directory, "index")))
         stripes = FILL_STRIPES + 1
         self._index = StripeLocks(lock_path, stripes, INDEX_DEADLINE)
         self._fill = StripeLocks(lock_path, stripes, settings.lock_timeout)
@@ -115,11 +115,11 @@ class ResponseCache:
         try:
             self._probe.acquire(stripe)
             return Lease(leader=True, release=lambda: self._fill.release(stripe))
-        except LimiterUnavailable:
+        except LockUnavailable:
             self.counts["waits"] += 1
         try:
             self._fill.acquire(stripe)
-        except LimiterUnavailable:
+        except LockUnavailable:
             self.counts["lock_timeouts"] += 1
             log.warning("cache fill lock of %s waited %ss", key.route, self.settings.lock_timeout)
             return Lease(waited=True)
@@ -142,7 +142,7 @@ class ResponseCache:
         try:
             self._write(self._path(key), data, now + ttl)
             self._account(len(data))
-        except (OSError, LimiterUnavailable) as ex:
+        except (OSError, LockUnavailable) as ex:
             self._store_failed(key.route, ex)
             return False
         self.counts["stores"] += 1
@@ -230,20 +230,11 @@ class ResponseCache:
 
     def _write(self, path: str, data: bytes, expires: float) -> None:
         """Write ``data`` to ``path`` atomically, with mtime = ``expires``."""
-        folder = os.path.dirname(path)
         try:
-            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-        except FileNotFoundError:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.utime(temp, (expires, expires))
-            os.replace(temp, path)  # readers see the old entry or the new one, never half
-        except BaseException:
-            _unlink(temp, "")
-            raise
+            files.replace_file(path, data, mtime=expires, temp_prefix=TEMP_PREFIX)
+        except FileNotFoundError:  # the route's folder: made on its first entry
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            files.replace_file(path, data, mtime=expires, temp_prefix=TEMP_PREFIX)
 
     def _account(self, size: int) -> None:
         """Add ``size`` to the shared count; sweep when it passes ``max_bytes``."""
@@ -298,11 +289,11 @@ def runtime_cache_dir() -> str:
         A private directory is shared by nobody: run gw through its gunicorn.conf.py so that
         every worker of the host shares one store.
     """
-    runtime = os.environ.get("GW_RUNTIME_DIR")
+    runtime = rundir.runtime_dir()
     if runtime:
         return os.path.join(runtime, CACHE_DIR)
     log.warning("no GW_RUNTIME_DIR: the response cache is private to this process")
-    return os.path.join(tempfile.mkdtemp(prefix="gw-private-"), CACHE_DIR)
+    return os.path.join(rundir.private_dir("gw-private-"), CACHE_DIR)
 
 
 def reset_store(directory: str) -> None:
@@ -323,16 +314,6 @@ def reset_store(directory: str) -> None:
 def _route_folder(route: str) -> str:
     """Return the folder name of a route's entries (a hash: route names are free text)."""
     return sha256(route.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def _ensure_file(path: str) -> str:
-    """Create ``path`` if it does not exist (never through a symlink); return it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return path
-    os.close(fd)  # a brand-new file: no lock of this process can be on it yet
-    return path
 
 
 def _names(folder: str) -> list[str]:

@@ -16,9 +16,8 @@ The errors below answer a request at once with a 503, without touching any targe
 from __future__ import annotations
 
 from gw.errors import UpstreamError, UpstreamUnavailable
-from gw.limits import LimiterUnavailable
 
-__all__ = ["CircuitOpen", "HealthTableError", "NoHealthyTarget"]
+__all__ = ["CircuitOpen", "HealthTableError", "HealthUnavailable", "NoHealthyTarget"]
 
 
 class NoHealthyTarget(UpstreamUnavailable):
@@ -40,5 +39,14 @@ class CircuitOpen(UpstreamError):
     code = "circuit_open"
 
 
-class HealthTableError(LimiterUnavailable):
+class HealthUnavailable(RuntimeError):
+    """The shared health state cannot be changed now: a slot's lock was not free in time
+    (or is held by a stopped process), or the table is read-only or full.
+
+    Not a request's error: callers lose one sample or skip one count, and ``Balancer.pick``
+    answers it with ``NoHealthyTarget`` (503).
+    """
+
+
+class HealthTableError(HealthUnavailable):
     """The shared health table is missing, foreign, damaged or of another layout version."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gw.errors import UpstreamBadResponse
-from gw.health import NoHealthyTarget
+from gw.health import HealthUnavailable, NoHealthyTarget
 from gw.health.breaker import Breaker, BreakerPolicy
 from gw.health.state import (
     ACTIVE_DOWN,
@@ -51,7 +51,6 @@ from gw.health.state import (
     Slot,
     shared,
 )
-from gw.limits import LimiterUnavailable
 from gw.upstream.choice import CANCELLED as CANCELLED  # re-exported: one of the kinds below
 
 if TYPE_CHECKING:
@@ -231,7 +230,7 @@ class Balancer:
     def _slots_or_503(self, table: HealthTable) -> tuple[Slot, ...]:
         try:
             return self.slots(table)
-        except LimiterUnavailable as ex:  # entering a new target: the table lock timed out
+        except HealthUnavailable as ex:  # entering a new target: the table lock timed out
             raise NoHealthyTarget(
                 f"the health state of upstream {self.upstream} is unavailable; try again"
             ) from ex
@@ -271,7 +270,7 @@ class Balancer:
         """Apply a result under the target's lock; name any change of state."""
         try:
             base = table.enter(slot)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return ""  # one result lost; the request itself is not harmed
         try:
             if self.counts_in_flight:
@@ -356,7 +355,7 @@ class Balancer:
         """Count one more request in flight to ``slot`` (skipped, not failed, on lock trouble)."""
         try:
             base = table.enter(slot)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return
         try:
             table.add_outstanding(slot, base, 1)
@@ -367,7 +366,7 @@ class Balancer:
         """Take the half-open probe of an ejected target, unless another request has it."""
         try:
             base = table.enter(slot)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return False
         words = table.words
         try:

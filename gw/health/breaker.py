@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from gw.health import CircuitOpen
+from gw.health import CircuitOpen, HealthUnavailable
 from gw.health.state import (
     BREAKER,
     BUCKET_NS,
@@ -33,7 +33,6 @@ from gw.health.state import (
     HealthTable,
     window_counts,
 )
-from gw.limits import LimiterUnavailable
 
 log = logging.getLogger("gw.health")
 NS = 1_000_000_000
@@ -77,7 +76,7 @@ class Breaker:
             return False
         try:
             base = table.enter(slot)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return False  # the breaker protects upstreams; it must not cause an outage itself
         try:
             return self._admit(table.words, base, now)
@@ -92,7 +91,7 @@ class Breaker:
         try:
             with table.held(slot) as base:
                 table.words[base + TRIALS] = max(0, table.words[base + TRIALS] - 1)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             pass  # a lost trial is given back when the half-open state goes stale
 
     def record(self, table: HealthTable, now: int, failed: bool, trial: bool) -> None:
@@ -100,7 +99,7 @@ class Breaker:
         slot = table.upstream(self.upstream)
         try:
             base = table.enter(slot)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return  # one sample lost, never a request
         try:
             event = self._record(table.words, base, now, failed, trial)

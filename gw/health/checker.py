@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gw.health import HealthUnavailable
 from gw.health.state import (
     ACTIVE_AT,
     ACTIVE_DOWN,
@@ -39,7 +40,6 @@ from gw.health.state import (
     HealthTable,
     shared,
 )
-from gw.limits import LimiterUnavailable
 from gw.upstream.connection import fetch_status
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import BodyBrokenOff, MalformedResponse
@@ -212,7 +212,7 @@ class ActiveChecker:
     def _report(self, table: HealthTable, spec: CheckSpec, status: int) -> None:
         try:
             change = record(table, spec, status)
-        except LimiterUnavailable:
+        except HealthUnavailable:
             return  # the next round writes it
         if change:
             log.warning(

@@ -38,17 +38,15 @@ import mmap
 import os
 import secrets
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
-from gw.health import HealthTableError
-from gw.host.locks import StripeLocks
-from gw.limits import LimiterUnavailable
-from gw.limits.table import write_atomically
+from gw.health import HealthTableError, HealthUnavailable
+from gw.host import files, rundir
+from gw.host.locks import LockUnavailable, StripeLocks
 
 log = logging.getLogger("gw.health")
 
@@ -101,7 +99,6 @@ BREAKER_STATES = ("closed", "open", "half_open")
 CHECK_REFUSED, CHECK_TIMEOUT, CHECK_ERROR = -1, -2, -3
 
 _HEADER = struct.Struct("@8sIIIII4x16s")
-_LOCK_HEADER = struct.Struct("@8s16s")
 _FIRST_WORD = 8
 _ROW_HEAD = 2  # pid, start time
 _OPEN_ATTEMPTS = 5
@@ -183,7 +180,7 @@ class HealthTable:
             if not attach:
                 return cls(path, mapped, None, clock)
             locks = _open_locks(path + ".lock", layout, deadline, data)
-            if _lock_salt(locks.fd) == salt:
+            if files.lock_salt(locks.fd, LOCK_MAGIC) == salt:
                 table = cls(path, mapped, locks, clock)
                 table._claim_row()
                 return table
@@ -204,12 +201,12 @@ class HealthTable:
         """Lock ``slot`` for this thread and return its base word (rebinding a re-keyed slot).
 
         Raises:
-            LimiterUnavailable: the lock was not free within the deadline.
+            HealthUnavailable: the lock was not free within the deadline.
         """
         locks = self._writable()
         while True:
             base, stripe = slot.base, slot.stripe
-            locks.acquire(stripe)
+            _take(locks, stripe)
             if self.words[base + KEY] == slot.key:
                 return base
             locks.release(stripe)
@@ -287,7 +284,7 @@ class HealthTable:
 
     def _writable(self) -> StripeLocks:
         if self._locks is None:
-            raise LimiterUnavailable(f"{self.path} is open read-only")
+            raise HealthUnavailable(f"{self.path} is open read-only")
         return self._locks
 
     def _slot(self, targets: bool, name: str) -> Slot:
@@ -357,29 +354,22 @@ class HealthTable:
         bases = [first + i * width for i in range(count)]
         idle = [b for b in bases if not targets or self.words[b + OUTSTANDING] == 0]
         if not idle:
-            raise LimiterUnavailable(f"{self.path}: every target slot has requests in flight")
+            raise HealthUnavailable(f"{self.path}: every target slot has requests in flight")
         base = min(idle, key=lambda b: self.words[b + used])
         log.warning(
             "health table full: reusing the slot of %r",
             self._name(targets, (base - first) // width),
         )
         stripe = ((base - first) // width) % self.layout.stripes
-        self._writable().acquire(stripe)
-        try:
+        with _stripe(self._writable(), stripe):
             self.words[base : base + width] = memoryview(bytes(8 * width)).cast("q")
-        finally:
-            self._writable().release(stripe)
         return base
 
     @contextmanager
     def _meta(self) -> Iterator[None]:
         """Hold the meta stripe (slot claims, row claims and reaping)."""
-        locks = self._writable()
-        locks.acquire(self.layout.stripes)
-        try:
+        with _stripe(self._writable(), self.layout.stripes):
             yield
-        finally:
-            locks.release(self.layout.stripes)
 
     def _claim_row(self) -> None:
         """Claim a free process row, freeing those of dead processes first."""
@@ -432,11 +422,21 @@ class HealthTable:
 
 @contextmanager
 def _stripe(locks: StripeLocks, stripe: int) -> Iterator[None]:
-    locks.acquire(stripe)
+    """Hold ``stripe`` for a ``with`` block; raise HealthUnavailable if it cannot be taken."""
+    _take(locks, stripe)
     try:
         yield
     finally:
         locks.release(stripe)
+
+
+def _take(locks: StripeLocks, stripe: int) -> None:
+    """Take ``stripe``; a lock that times out (or whose holder is stopped) is the health
+    state being unavailable, which callers answer by losing a sample, never a request."""
+    try:
+        locks.acquire(stripe)
+    except LockUnavailable as ex:
+        raise HealthUnavailable(f"health table {ex}") from ex
 
 
 def window_counts(words: memoryview, base: int, now: int) -> tuple[int, int]:
@@ -567,9 +567,11 @@ def create(
     layout = _Layout(targets, upstreams, rows, stripes)
     salt = secrets.token_bytes(16)
     header = _HEADER.pack(MAGIC, LAYOUT_VERSION, targets, upstreams, rows, stripes, salt)
-    lock_size = max(_LOCK_HEADER.size, stripes + 1)
-    write_atomically(path + ".lock", _LOCK_HEADER.pack(LOCK_MAGIC, salt), lock_size, mode, owner)
-    write_atomically(path, header, layout.size, mode, owner)
+    lock_size = max(files.LOCK_HEADER_SIZE, stripes + 1)
+    files.write_atomically(
+        path + ".lock", files.lock_header(LOCK_MAGIC, salt), lock_size, mode, owner
+    )
+    files.write_atomically(path, header, layout.size, mode, owner)
     register(path, upstream_targets)
 
 
@@ -589,7 +591,7 @@ def register(path: str, upstream_targets: Iterable[tuple[str, str]]) -> None:
 
 def default_path() -> str | None:
     """Return the table path in ``GW_RUNTIME_DIR``, or None when it is not set."""
-    runtime = os.environ.get("GW_RUNTIME_DIR")
+    runtime = rundir.runtime_dir()
     return os.path.join(runtime, TABLE_FILE) if runtime else None
 
 
@@ -623,7 +625,7 @@ def _set_shared(table: HealthTable) -> None:
 def _open_default() -> HealthTable:
     path = default_path()
     if not path or not os.path.exists(path):
-        path = os.path.join(tempfile.mkdtemp(prefix="gw-health-"), TABLE_FILE)
+        path = os.path.join(rundir.private_dir("gw-health-"), TABLE_FILE)
         create(path)
         log.warning("no shared health table (GW_RUNTIME_DIR): health is tracked per process")
     return HealthTable.open(path)
@@ -673,19 +675,16 @@ def _start_time_without_proc(pid: int) -> int | None:
 
 
 def _map_file(path: str, writable: bool) -> tuple[_Layout, mmap.mmap, bytes]:
-    """Map an existing table file, checking its header."""
-    # APPSEC: O_NOFOLLOW: a symlink planted in a shared directory cannot redirect us.
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+    """Map an existing table file (never through a symlink), checking its header."""
     try:
-        fd = os.open(path, flags)
+        fd = files.open_existing(path, writable=writable)
     except OSError as ex:
         raise HealthTableError(f"cannot open health table {path}: {ex.strerror}") from ex
     try:
         layout, salt = _read_header(path, os.pread(fd, _HEADER.size, 0))
         if os.fstat(fd).st_size != layout.size:
             raise HealthTableError(f"{path} does not have the size its header says")
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        return layout, mmap.mmap(fd, layout.size, mmap.MAP_SHARED, prot), salt
+        return layout, files.map_shared(fd, layout.size, writable=writable), salt
     finally:
         os.close(fd)
 
@@ -713,8 +712,3 @@ def _open_locks(path: str, layout: _Layout, deadline: float, data: mmap.mmap) ->
     except (OSError, ValueError) as ex:
         data.close()
         raise HealthTableError(f"cannot open health lock file {path}: {ex}") from ex
-
-
-def _lock_salt(fd: int) -> bytes:
-    magic, salt = _LOCK_HEADER.unpack(os.pread(fd, _LOCK_HEADER.size, 0).ljust(24, b"\0"))
-    return salt if magic == LOCK_MAGIC else b""

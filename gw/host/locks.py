@@ -3,7 +3,8 @@
 One stripe is held through two locks taken in order: a ``threading.Lock`` (record locks
 belong to the process, so without it two threads of a gthread worker would both "hold"
 the stripe) and then an ``fcntl`` record lock on byte ``stripe`` of a lock file. Both are
-taken with a deadline; missing it raises ``LimiterUnavailable``.
+taken with a deadline; missing it raises ``LockTimeout``. Each feature translates these
+errors into its own (the rate limiter into ``LimiterUnavailable``).
 
 A stopped holder is told apart from a busy one. When the record lock is busy, the kernel
 names its holder (``F_GETLK`` gives the pid) and ``/proc/<pid>/stat`` gives that process's
@@ -37,8 +38,6 @@ import sys
 import threading
 import time
 
-from gw.limits import LimiterUnavailable, StripeFrozen
-
 DEFAULT_DEADLINE = 0.05
 _BUSY = (errno.EACCES, errno.EAGAIN)
 # Polling pauses while another process holds a stripe: short first (a holder keeps it for
@@ -51,6 +50,26 @@ _FLOCK = struct.Struct("hhqqixxxx") if sys.platform.startswith("linux") else Non
 _STOPPED_STATES = (b"T", b"t")
 _CGROUP_ROOT = "/sys/fs/cgroup"
 _CGROUP2_ROOTS = (_CGROUP_ROOT, _CGROUP_ROOT + "/unified")  # unified: hybrid hierarchies
+
+
+class LockUnavailable(RuntimeError):
+    """A stripe could not be taken (the lock file refused the lock); nothing is held.
+
+    The root of this module's errors: catch it to treat every failure alike.
+    """
+
+
+class LockTimeout(LockUnavailable):
+    """The stripe was not free within the deadline (a busy, running holder)."""
+
+
+class StripeFrozen(LockUnavailable):
+    """The stripe's lock is held by a stopped process (SIGSTOP, a debugger, a frozen cgroup).
+
+    Warning:
+        Nobody may write under that lock until its holder goes on or dies: a caller must
+        refuse what the stripe protects, not carry on without it (see the module docstring).
+    """
 
 
 class _LockFile:
@@ -93,7 +112,13 @@ class StripeLocks:
         self._threads = self._file.threads  # renewed in place after a fork
 
     def acquire(self, stripe: int) -> None:
-        """Take ``stripe`` for this thread; raise LimiterUnavailable past the deadline."""
+        """Take ``stripe`` for this thread.
+
+        Raises:
+            LockTimeout: the deadline passed.
+            StripeFrozen: a stopped process holds the stripe.
+            LockUnavailable: the lock file refused the lock.
+        """
         tlock = self._threads[stripe]
         # PERF: the uncontended path is one non-blocking attempt per lock, with no clock
         # read and no deadline arithmetic.
@@ -103,7 +128,7 @@ class StripeLocks:
             deadline = time.monotonic() + self.deadline
             if not tlock.acquire(timeout=self.deadline):
                 self._refuse_if_frozen(stripe)  # our thread holding it may wait on one
-                raise LimiterUnavailable("rate-limit lock deadline passed (thread)")
+                raise LockTimeout("lock deadline passed (thread)")
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
         except OSError as ex:
@@ -127,7 +152,7 @@ class StripeLocks:
         """Poll the record lock until it is ours; on failure give the thread lock back."""
         try:
             if first.errno not in _BUSY:
-                raise LimiterUnavailable(f"rate-limit lock failed: {first}") from first
+                raise LockUnavailable(f"lock failed: {first}") from first
             # PERF: only a contended stripe pays for asking (one fcntl, one read of /proc).
             self._refuse_if_frozen(stripe)
             self._poll_file(stripe, deadline or time.monotonic() + self.deadline)
@@ -145,10 +170,10 @@ class StripeLocks:
                 return
             except OSError as ex:
                 if ex.errno not in _BUSY:
-                    raise LimiterUnavailable(f"rate-limit lock failed: {ex}") from ex
+                    raise LockUnavailable(f"lock failed: {ex}") from ex
             if time.monotonic() >= deadline:
                 self._refuse_if_frozen(stripe)  # a frozen holder is never failed open
-                raise LimiterUnavailable("rate-limit lock deadline passed (process)")
+                raise LockTimeout("lock deadline passed (process)")
             if pause >= _LONGEST_PAUSE:
                 self._refuse_if_frozen(stripe)  # the holder may have been stopped since
             pause = min(pause * 2, _LONGEST_PAUSE)
@@ -157,7 +182,7 @@ class StripeLocks:
         """Raise StripeFrozen when the process holding ``stripe`` is stopped."""
         holder = holder_pid(self.fd, stripe)
         if holder and _is_stopped(holder):
-            raise StripeFrozen(f"rate-limit stripe {stripe} held by stopped process {holder}")
+            raise StripeFrozen(f"stripe {stripe} held by stopped process {holder}")
 
 
 def holder_pid(fd: int, stripe: int) -> int:

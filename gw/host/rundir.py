@@ -10,7 +10,12 @@ it; the operator's commands (``gw limits``, ``gw cache``, ``gw upstreams``) find
   ``/dev/shm/gw-<uid>-<sha256 of the path, 16 hex>`` (the system temp dir without /dev/shm).
 
 A running master holds an exclusive ``flock`` on ``gateway.lock`` in the directory (its
-workers inherit it), and ``gateway.json`` says which config it serves. Pure standard library.
+workers inherit it), and ``gateway.json`` says which config it serves.
+
+This is the one module of gw that reads ``GW_RUNTIME_DIR``: everything else asks
+``runtime_dir()`` (the master publishes its choice with ``use``, and the workers inherit
+it). ``private_dir`` makes the fallback for a process that runs without one. Pure standard
+library.
 """
 
 from __future__ import annotations
@@ -35,6 +40,29 @@ class RuntimeDirError(Exception):
     """The runtime directory cannot be used or found; the message says what to do."""
 
 
+def runtime_dir() -> str | None:
+    """Return this gateway's runtime directory (``GW_RUNTIME_DIR``), or None when unset."""
+    return os.environ.get(ENV) or None
+
+
+def use(path: str) -> None:
+    """Make ``path`` this gateway's runtime directory: for this process and its children."""
+    os.environ[ENV] = path
+
+
+def private_dir(prefix: str, *, in_memory: bool = False) -> str:
+    """Make a fresh directory that only this user can enter; return its path.
+
+    The fallback of a process that has no runtime directory (its tables and cache are then
+    its own). ``in_memory`` puts it under /dev/shm where there is one; otherwise it goes in
+    the system temp dir. Nobody removes it: the caller does, if it should go.
+    """
+    base = _memory_base() if in_memory else None
+    # APPSEC: mkdtemp makes a fresh 0700 directory with an unguessable name (O_EXCL): nothing
+    # another user planted in a shared temp dir is reused.
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
 def runtime_dir_for(config_path: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
     """Return the runtime directory of the gateway serving ``config_path``.
 
@@ -50,8 +78,12 @@ def runtime_dir_for(config_path: str | None, environ: Mapping[str, str] = os.env
 def default_runtime_dir(config_path: str) -> str:
     """Return the directory derived from the config file's real path and this user."""
     digest = hashlib.sha256(os.path.realpath(config_path).encode()).hexdigest()[:16]
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # noqa: S108
-    return os.path.join(base, f"gw-{os.getuid()}-{digest}")
+    return os.path.join(_memory_base() or tempfile.gettempdir(), f"gw-{os.getuid()}-{digest}")
+
+
+def _memory_base() -> str | None:
+    """Return /dev/shm where it exists (a memory file system: mmap'd tables stay in RAM)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
 
 def make_private_dir(path: str) -> None:

@@ -43,7 +43,8 @@ class StripeFrozen(LimiterUnavailable):
     cgroup): no decision on it can be exact until that process goes on or dies.
 
     Callers must refuse, whatever their fail-open rule: admitting without counting is the
-    over-admission this exists to prevent (see ``gw.host.locks``).
+    over-admission this exists to prevent. The shared table raises it for the host's
+    ``gw.host.locks.StripeFrozen``.
     """
 
 

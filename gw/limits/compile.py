@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gw.errors import ConfigError
-from gw.host import runtime
 from gw.limits import Limiter
 from gw.limits.admission import Admission
 from gw.limits.settings import RateLimitingSettings
+from gw.limits.shared import open_shared_table
 
 
 def compile_admission(
@@ -39,7 +39,7 @@ def limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | No
     backend = settings.backend
     if backend == "shared":
         deadline = (settings.decision_timeout_ms or 50.0) / 1000
-        return lambda: runtime.open_shared_table(deadline)
+        return lambda: open_shared_table(deadline)
     timeout = (settings.decision_timeout_ms or 5.0) / 1000
     if backend.startswith(("redis://", "rediss://", "unix://")):
 

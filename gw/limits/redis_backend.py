@@ -9,22 +9,21 @@ would not), and the key expires (``PX``) when its bucket would be full again, so
 cost no memory. The script is loaded once with ``SCRIPT LOAD`` and run with ``EVALSHA``,
 reloaded if Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``).
 
-Every Redis failure (refused, reset, timed out, error reply) becomes ``LimiterUnavailable``;
-no redis-py exception leaves this module. The ``redis`` package is imported on first use,
-so the rest of gw works without the ``redis`` extra installed.
+Every Redis failure (refused, reset, timed out, error reply) becomes ``LimiterUnavailable``:
+the host's adapter (``gw.host.redis``) connects and turns redis-py's errors into
+``RedisUnavailable``, which ``_translated`` turns into the limiter's. The ``redis`` package
+is imported on first use, so the rest of gw works without the ``redis`` extra installed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gw.core.gcra import Decision, Rate, assess, describe, emission_interval
+from gw.host import redis as host_redis
 from gw.limits import LimiterUnavailable
-
-if TYPE_CHECKING:
-    import redis
 
 US_PER_SECOND = 1_000_000
 SCRIPT_VERSION = 2
@@ -114,7 +113,8 @@ class RedisLimiter:
         """Return what Redis can tell cheaply: its version and the live keys under the prefix."""
         with _translated("stats"):
             info = self._client.info("server")
-            keys = sum(1 for _ in self._client.scan_iter(match=_glob_escape(self.prefix) + "*"))
+            pattern = host_redis.glob_escape(self.prefix) + "*"
+            keys = sum(1 for _ in self._client.scan_iter(match=pattern))
         return {
             "backend": "redis",
             "layout_version": SCRIPT_VERSION,
@@ -145,7 +145,9 @@ class RedisLimiter:
             sha = self._shas.get(script) or self._load(script)
             try:
                 return self._client.evalsha(sha, len(names), *names, *args)
-            except _redis().exceptions.NoScriptError:
+            except Exception as ex:
+                if not host_redis.script_missing(ex):
+                    raise
                 return self._client.evalsha(self._load(script), len(names), *names, *args)
 
     def _load(self, script: str) -> str:
@@ -157,7 +159,7 @@ class RedisLimiter:
     @staticmethod
     def _open(url: str, timeout: float) -> Any:
         """Return the client for ``url`` (a cluster-aware one in ``RedisClusterLimiter``)."""
-        return _connect(url, timeout)
+        return host_redis.connect(url, timeout)
 
 
 def decisions(
@@ -173,7 +175,12 @@ def decisions(
 
 
 class _translated:
-    """Turn any redis-py or socket failure inside a ``with`` block into LimiterUnavailable."""
+    """Turn any Redis failure inside a ``with`` block into LimiterUnavailable.
+
+    Both a redis-py or socket error raised in the block and the adapter's
+    ``RedisUnavailable`` become ``LimiterUnavailable`` with the adapter's message
+    (``redis <operation> failed: ...``).
+    """
 
     def __init__(self, operation: str) -> None:
         self._operation = operation
@@ -182,41 +189,9 @@ class _translated:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, ex: BaseException | None, tb: Any) -> None:
-        module = _redis()
-        failures = module.RedisError | module.exceptions.RedisClusterException | OSError
-        if ex is not None and isinstance(ex, failures):
-            raise LimiterUnavailable(f"redis {self._operation} failed: {ex}") from ex
-
-
-def _connect(url: str, timeout: float) -> redis.Redis:
-    """Build a pooled client that never retries and never waits past ``timeout``."""
-    module = _redis()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    # No retries: a retry inside the request path would multiply the deadline; the caller
-    # decides what an unavailable limiter means.
-    client: redis.Redis = module.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return client
-
-
-def _redis() -> Any:
-    """Import redis-py on first use, with a clear message when the extra is missing."""
-    try:
-        import redis
-    except ModuleNotFoundError as ex:
-        raise ModuleNotFoundError(
-            "the Redis rate limiter needs the 'redis' package: pip install 'gw[redis]'"
-        ) from ex
-    return redis
-
-
-def _glob_escape(text: str) -> str:
-    """Escape the glob characters Redis's MATCH understands."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+        if ex is None:
+            return
+        failed = ex if isinstance(ex, host_redis.RedisUnavailable) else None
+        failed = failed or host_redis.failure(self._operation, ex)
+        if failed is not None:
+            raise LimiterUnavailable(str(failed)) from ex

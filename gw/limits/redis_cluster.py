@@ -34,13 +34,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gw.core.gcra import Decision, Rate, emission_interval
+from gw.host import redis as host_redis
 from gw.limits import LimiterUnavailable
 from gw.limits.redis_backend import (
     SCRIPT_VERSION,
     US_PER_SECOND,
     RedisLimiter,
-    _glob_escape,
-    _redis,
     _translated,
     decisions,
 )
@@ -102,7 +101,8 @@ class RedisClusterLimiter(RedisLimiter):
     def stats(self) -> dict[str, Any]:
         """Return the live keys under the prefix, counted on every primary."""
         with _translated("stats"):
-            keys = sum(1 for _ in self._client.scan_iter(match=_glob_escape(self.prefix) + "*"))
+            pattern = host_redis.glob_escape(self.prefix) + "*"
+            keys = sum(1 for _ in self._client.scan_iter(match=pattern))
         return {
             "backend": "redis-cluster",
             "layout_version": SCRIPT_VERSION,
@@ -141,27 +141,15 @@ class RedisClusterLimiter(RedisLimiter):
 
     def _slots(self, buckets: Sequence[tuple[str, Rate]]) -> dict[int, list[int]]:
         """Group the buckets' indexes by the hash slot of their prefixed keys."""
-        from redis.crc import key_slot
-
         slots: dict[int, list[int]] = {}
         for i, (key, _) in enumerate(buckets):
-            slot = key_slot((self.prefix + key).encode())
+            slot = host_redis.key_slot((self.prefix + key).encode())
             slots.setdefault(slot, []).append(i)
         return slots
 
     @staticmethod
     def _open(url: str, timeout: float) -> Any:
         """Connect to the cluster (this reads its slot map now); never retry."""
-        _redis()  # a clear message when the extra is missing
-        from redis.backoff import NoBackoff
-        from redis.cluster import RedisCluster
-        from redis.retry import Retry
-
         scheme = next(s for s in SCHEMES if url.startswith(s))
         with _translated("connect"):
-            return RedisCluster.from_url(
-                SCHEMES[scheme] + url[len(scheme) :],
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            return host_redis.connect_cluster(SCHEMES[scheme] + url[len(scheme) :], timeout)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import mmap
 import os
 import secrets
 import struct
@@ -47,8 +46,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from gw.core.gcra import NS_PER_SECOND, Decision, Rate, decide, decide_all, describe
-from gw.host.locks import DEFAULT_DEADLINE, StripeLocks
-from gw.limits import LimiterUnavailable, TableLayoutError
+from gw.host import files
+from gw.host import locks as host_locks
+from gw.host.locks import DEFAULT_DEADLINE, LockUnavailable, StripeLocks
+from gw.limits import LimiterUnavailable, StripeFrozen, TableLayoutError
 
 MAGIC = b"GWRLTAB\x00"
 LOCK_MAGIC = b"GWRLLCK\x00"
@@ -59,7 +60,6 @@ DEFAULT_PROBE = 32
 
 # PERF: every struct is compiled once at import.
 _HEADER = struct.Struct("@8sIIII16s")
-_LOCK_HEADER = struct.Struct("@8s16s")
 _COUNTERS_AT = 64
 _WORD = 8
 _SLOT_WORDS = 2  # TAT, hash
@@ -131,9 +131,10 @@ class SharedTable:
         """
         geometry = Geometry.plan(slots, stripes, probe)
         salt = secrets.token_bytes(16)
-        lock_size = max(_LOCK_HEADER.size, geometry.stripes)
-        write_atomically(path + ".lock", _lock_header(salt), lock_size, mode, owner)
-        write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
+        lock_size = max(files.LOCK_HEADER_SIZE, geometry.stripes)
+        lock = files.lock_header(LOCK_MAGIC, salt)
+        files.write_atomically(path + ".lock", lock, lock_size, mode, owner)
+        files.write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
         return geometry
 
     @classmethod
@@ -154,7 +155,7 @@ class SharedTable:
         for _ in range(_OPEN_ATTEMPTS):
             data = _DataFile(path)
             locks = _open_locks(path + ".lock", data, deadline)
-            if _lock_salt(locks.fd) == data.salt:
+            if files.lock_salt(locks.fd, LOCK_MAGIC) == data.salt:
                 return cls(path, data, locks, clock)
             # The master is replacing the files between our two opens: try again.
             locks.close()
@@ -165,7 +166,10 @@ class SharedTable:
     def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if they fit; raise LimiterUnavailable."""
         h, stripe, home = self._places.get(key) or self._place(key)
-        self._locks.acquire(stripe)
+        try:
+            self._locks.acquire(stripe)
+        except LockUnavailable as ex:
+            raise _limiter_error(ex) from ex
         try:
             # Read the clock under the lock, so decisions on a bucket see increasing times.
             now = self._clock()
@@ -346,7 +350,7 @@ class _Held:
         self._stripe = stripe
 
     def __enter__(self) -> None:
-        self._locks.acquire(self._stripe)
+        _take(self._locks, self._stripe)
 
     def __exit__(self, *exc: object) -> None:
         self._locks.release(self._stripe)
@@ -363,7 +367,7 @@ class _HeldAll:
         taken: list[int] = []
         try:
             for stripe in self._stripes:
-                self._locks.acquire(stripe)
+                _take(self._locks, stripe)
                 taken.append(stripe)
         except BaseException:
             for stripe in reversed(taken):
@@ -373,6 +377,22 @@ class _HeldAll:
     def __exit__(self, *exc: object) -> None:
         for stripe in reversed(self._stripes):
             self._locks.release(stripe)
+
+
+def _take(locks: StripeLocks, stripe: int) -> None:
+    """Take ``stripe``; raise the limiter's errors for the host's lock errors."""
+    try:
+        locks.acquire(stripe)
+    except LockUnavailable as ex:
+        raise _limiter_error(ex) from ex
+
+
+def _limiter_error(ex: LockUnavailable) -> LimiterUnavailable:
+    """Translate a lock error: a frozen stripe stays frozen (callers refuse, whatever their
+    fail-open rule); a timeout or a failed lock is the limiter being unavailable."""
+    if isinstance(ex, host_locks.StripeFrozen):
+        return StripeFrozen(f"rate-limit {ex}")
+    return LimiterUnavailable(f"rate-limit {ex}")
 
 
 class _DataFile:
@@ -389,7 +409,7 @@ class _DataFile:
                 raise TableLayoutError(
                     f"{path} is {size} bytes, its header says {self.geometry.size}"
                 )
-            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map = files.map_shared(fd, size)
         finally:
             os.close(fd)
         # PERF: one int64 view of the whole file: a field is one index, with no struct
@@ -403,11 +423,9 @@ class _DataFile:
 
 
 def _open_existing(path: str) -> int:
-    """Open a table file for reading and writing, refusing symlinks."""
-    # APPSEC: O_NOFOLLOW, so that a symlink planted in a shared directory such as /dev/shm
-    # cannot point the workers at another file.
+    """Open a table file for reading and writing (never through a symlink)."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        return files.open_existing(path)
     except OSError as ex:
         raise TableLayoutError(f"cannot open rate-limit table {path}: {ex.strerror}") from ex
 
@@ -436,46 +454,8 @@ def _read_header(path: str, raw: bytes) -> tuple[Geometry, bytes]:
     return Geometry(slots, stripes, probe), salt
 
 
-def _lock_salt(fd: int) -> bytes:
-    """Return the salt written in a lock file, or b"" if it is not one."""
-    magic, salt = _LOCK_HEADER.unpack(os.pread(fd, _LOCK_HEADER.size, 0).ljust(24, b"\0"))
-    return salt if magic == LOCK_MAGIC else b""
-
-
 def _data_header(geometry: Geometry, salt: bytes) -> bytes:
     """Return the header bytes of a new data file."""
     return _HEADER.pack(
         MAGIC, LAYOUT_VERSION, geometry.slots, geometry.stripes, geometry.probe, salt
     )
-
-
-def _lock_header(salt: bytes) -> bytes:
-    """Return the header bytes of a new lock file (its salt pairs it with its data file)."""
-    return _LOCK_HEADER.pack(LOCK_MAGIC, salt)
-
-
-def write_atomically(
-    path: str, header: bytes, size: int, mode: int, owner: tuple[int, int] | None
-) -> None:
-    """Write a zero-filled file of ``size`` bytes starting with ``header``, then rename it.
-
-    Every block of the file is allocated here (``posix_fallocate``), never left sparse: a
-    worker that stores into a page of a mapped file that has no block behind it, on a full
-    tmpfs, dies of SIGBUS. So a full directory can only fail this call, with OSError
-    (ENOSPC), before anything is mapped.
-    """
-    temp = f"{path}.{secrets.token_hex(6)}.tmp"
-    # APPSEC: O_EXCL on a random name: nothing planted in a shared directory is followed.
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        os.posix_fallocate(fd, 0, size)
-        os.pwrite(fd, header, 0)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    finally:
-        os.close(fd)

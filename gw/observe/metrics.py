@@ -7,7 +7,7 @@ histograms keep their counts; ``live*`` gauges of a dead worker are removed by
 ``worker_exited``). Hence the order, which this module relies on:
 
 1. the gunicorn master calls ``prepare_master()`` in ``on_starting`` (after
-   ``runtime.prepare()``): the directory is made and wiped, and the variable is set in
+   ``gw.master.prepare()``): the directory is made and wiped, and the variable is set in
    ``os.environ`` before anything imports prometheus_client, so forked workers inherit it;
 2. each worker builds its instruments after the fork (``worker_metrics()``);
 3. the master calls ``worker_exited(pid)`` from ``child_exit``.
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gw.core.forwarding import parse_networks
+from gw.host import rundir
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -115,7 +116,7 @@ def _peer_allowed(entries: tuple[str, ...], remote_addr: str) -> bool:
 def prepare_master() -> str:
     """Make and wipe the metrics directory; export it to the workers about to be forked.
 
-    Call from gunicorn's ``on_starting``, after ``gw.host.runtime.prepare()``. Returns the
+    Call from gunicorn's ``on_starting``, after ``gw.master.prepare()``. Returns the
     directory.
 
     Warning:
@@ -164,9 +165,9 @@ def _configured_directory() -> str:
     directory = os.environ.get(ENV) or os.environ.get(_LEGACY_ENV)
     if directory:
         return directory
-    runtime = os.environ.get("GW_RUNTIME_DIR")
+    runtime = rundir.runtime_dir()
     if not runtime:
-        raise RuntimeError("GW_RUNTIME_DIR is not set: call gw.host.runtime.prepare() first")
+        raise RuntimeError("GW_RUNTIME_DIR is not set: call gw.master.prepare() first")
     return os.path.join(runtime, SUBDIR)
 
 

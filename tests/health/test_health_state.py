@@ -4,14 +4,16 @@ files that are not a health table."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from gw.health import HealthTableError
+from gw.health import HealthTableError, HealthUnavailable
 from gw.health.state import HealthTable, create, register, shared, snapshot
-from gw.limits import LimiterUnavailable
 from tests.health.helpers import URLS
+from tests.support.stripes import hold_stripe
 
 
 def test_the_master_enters_every_configured_target(table_path: str) -> None:
@@ -59,7 +61,7 @@ def test_a_full_table_reuses_the_slot_idle_longest(tmp_path: Path) -> None:
 def test_a_read_only_view_refuses_updates(table_path: str) -> None:
     with HealthTable.open(table_path, attach=False) as reader:
         slot = reader.target("orders", URLS[0])
-        with pytest.raises(LimiterUnavailable, match="read-only"):
+        with pytest.raises(HealthUnavailable, match="read-only"):
             reader.enter(slot)
 
 
@@ -103,3 +105,24 @@ def test_the_master_can_enter_the_targets_of_a_reloaded_config(table_path: str) 
     entries = snapshot(table_path)
     assert len([e for e in entries if e["kind"] == "target"]) == 4
     assert {e["upstream"] for e in entries if e["kind"] == "upstream"} == {"orders", "billing"}
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["busy", "stopped"])
+def test_a_slot_lock_not_taken_in_time_is_health_unavailable(
+    table_path: str, stopped: bool
+) -> None:
+    """A busy or a stopped holder of a slot's stripe: the health state is unavailable (callers
+    lose one sample), never a rate-limiter error."""
+    with HealthTable.open(table_path, deadline=0.05) as table:
+        slot = table.target("orders", URLS[0])
+        child = hold_stripe(table_path + ".lock", slot.stripe)
+        try:
+            if stopped:
+                os.kill(child.pid, signal.SIGSTOP)
+                time.sleep(0.2)
+            with pytest.raises(HealthUnavailable, match="health table") as caught:
+                table.enter(slot)
+            assert not isinstance(caught.value, HealthTableError)
+        finally:
+            child.kill()
+            child.wait()

@@ -5,33 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from gw.host.locks import StripeLocks, holder_pid
-from gw.limits import LimiterUnavailable, StripeFrozen
-
-HOLD = textwrap.dedent(
-    """
-    import fcntl, os, sys, time
-    fd = os.open(sys.argv[1], os.O_RDWR)
-    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 3)
-    print("held", flush=True)
-    time.sleep(30)
-    """
-)
+from gw.host.locks import LockTimeout, LockUnavailable, StripeFrozen, StripeLocks, holder_pid
+from tests.support.stripes import hold_stripe
 
 
 def hold_stripe_three(path: Path) -> subprocess.Popen[str]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None and child.stdout.readline() == "held\n"
-    return child
+    return hold_stripe(str(path), 3)
 
 
 @pytest.fixture
@@ -65,7 +49,7 @@ def test_a_running_holder_is_waited_for_until_the_deadline(lock_file: Path) -> N
     locks = StripeLocks(str(lock_file), 8, deadline=0.2)
     try:
         started = time.monotonic()
-        with pytest.raises(LimiterUnavailable) as caught:
+        with pytest.raises(LockTimeout, match="deadline passed") as caught:
             locks.acquire(3)
         assert not isinstance(caught.value, StripeFrozen)
         assert time.monotonic() - started >= 0.2
@@ -77,6 +61,13 @@ def test_a_running_holder_is_waited_for_until_the_deadline(lock_file: Path) -> N
     locks.acquire(3)  # the kernel dropped the dead holder's lock
     locks.release(3)
     locks.close()
+
+
+def test_every_lock_error_is_a_lock_unavailable_and_none_is_a_feature_error() -> None:
+    """Callers may catch the root; gw.host knows no feature (each one translates)."""
+    assert issubclass(LockTimeout, LockUnavailable) and issubclass(StripeFrozen, LockUnavailable)
+    assert not issubclass(StripeFrozen, LockTimeout)
+    assert LockUnavailable.__mro__[1:] == (RuntimeError, Exception, BaseException, object)
 
 
 FREEZER = Path("/sys/fs/cgroup/freezer")

@@ -1,0 +1,54 @@
+"""The shared table answers the host's lock errors with the limiter's: a stripe whose holder
+is stopped is ``StripeFrozen`` (callers refuse), a busy one past its deadline is
+``LimiterUnavailable`` (callers apply their fail-open rule)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gw.core.gcra import Rate
+from gw.limits import LimiterUnavailable, StripeFrozen
+from gw.limits.table import SharedTable
+from tests.support.stripes import hold_stripe
+
+RATE = Rate(10, 1.0)
+
+
+def test_a_stopped_holder_refuses_the_key_with_stripe_frozen(tmp_path: Path) -> None:
+    path = str(tmp_path / "ratelimit.table")
+    SharedTable.create(path, slots=64, stripes=8)
+    with SharedTable.open(path, deadline=2.0) as table:
+        stripe = table._place("client-a")[1]
+        child = hold_stripe(path + ".lock", stripe)
+        try:
+            os.kill(child.pid, signal.SIGSTOP)
+            time.sleep(0.2)
+            with pytest.raises(StripeFrozen, match=f"rate-limit stripe {stripe} held by stopped"):
+                table.check("client-a", RATE)
+            with pytest.raises(StripeFrozen):
+                table.check_all([("client-a", RATE), ("client-b", RATE)])
+        finally:
+            child.kill()
+            child.wait()
+        assert table.check("client-a", RATE).allowed  # the kernel dropped the dead holder's lock
+
+
+def test_a_busy_holder_past_the_deadline_is_limiter_unavailable(tmp_path: Path) -> None:
+    path = str(tmp_path / "ratelimit.table")
+    SharedTable.create(path, slots=64, stripes=8)
+    with SharedTable.open(path, deadline=0.05) as table:
+        stripe = table._place("client-a")[1]
+        child = hold_stripe(path + ".lock", stripe)
+        try:
+            for call in (lambda: table.check("client-a", RATE), lambda: table.reset("client-a")):
+                with pytest.raises(LimiterUnavailable, match="rate-limit lock deadline") as caught:
+                    call()
+                assert not isinstance(caught.value, StripeFrozen)
+        finally:
+            child.kill()
+            child.wait()
