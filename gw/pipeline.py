@@ -484,6 +484,8 @@ class Gateway:
             upstream.abandon()
         accesslog.write(exchange)
         inflight.finished(exchange)
+        if inflight.idle():
+            accesslog.flush()  # nothing else in flight: write this line (and any before) now
         if self.metrics is not None:
             self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started
