@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark gw against the direct upstream, nginx and Express in one interleaved run.
+"""Benchmark gw against the direct upstream, nginx, Express and Fastify in one interleaved run.
 
 Usage: python bench/run.py [--quick] [--targets direct,nginx,gw] [--gw-worker-class sync] ...
 Prints a table of medians and ratios and writes bench/results/proxy-latest.json.
@@ -23,13 +23,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from proxybench import machine, report, table, targets
+from proxybench import machine, report, table, targets, tokens
+from proxybench.keyserver import KeyServer
 from proxybench.load import LoadFailed
 from proxybench.procs import ChildFailed
 from proxybench.schedule import Plan, Sample, run_rounds, warm_up
-from proxybench.targets import BENCH_DIR, GwOptions, Target, TargetSpec
+from proxybench.targets import BENCH_DIR, FULL_ROWS, AuthSetup, GwOptions, Target, TargetSpec
 
-ALL_TARGETS = ("direct", "nginx", "express-1", "express-cluster-2", "gw")
+ALL_TARGETS = (
+    "direct",
+    "nginx",
+    "express-1",
+    "express-cluster-2",
+    "fastify",
+    "gw",
+    *FULL_ROWS,
+)
+NODE_KINDS = ("express", "fastify")
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "proxy-latest.json"
 
 
@@ -42,6 +52,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="interleaved rounds; medians taken (default 3)")
     add("--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)")
     add("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 2 s warm-up")
+    add(
+        "--connections-per-worker",
+        type=_counts,
+        metavar="N[,N...]",
+        help="instead of 16 and 64 connections, load each target with N x its workers "
+        "connections, for each N (e.g. 8,32); the report labels the levels N/w",
+    )
     add(
         "--quiet-wait",
         type=float,
@@ -87,6 +104,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.duration, args.rounds, args.warmup = 2.0, 1, 2.0
         args.quiet_wait = min(args.quiet_wait, 1.0)
     return args
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """Parse "8" or "8,32": distinct positive counts, in the order given.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: want distinct positive counts, e.g. 8,32")
+    return counts
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Return the measurement plan the options ask for."""
+    per_worker = args.connections_per_worker is not None
+    return Plan(
+        args.rounds,
+        args.duration,
+        args.warmup,
+        throughput=args.connections_per_worker if per_worker else Plan.throughput,
+        script=BENCH_DIR / "configs" / "wrk-auth.lua",
+        quiet_wait=args.quiet_wait,
+        per_worker=per_worker,
+    )
 
 
 VARIANT = re.compile(r"([\w.]+)(?::(\d+)(?:x(\d+))?)?")
@@ -140,6 +186,14 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
     return specs
 
 
+def full_spec(name: str, args: argparse.Namespace) -> TargetSpec:
+    """Return a gw-full row: the --gw-* worker flags (not --gw-variant), JWTs of its algorithm."""
+    worker_class = WORKER_CLASSES.get(args.gw_worker_class, args.gw_worker_class)
+    access_log = not args.gw_no_access_log
+    options = GwOptions(worker_class, args.gw_workers, args.gw_threads, access_log)
+    return TargetSpec(name, "gw", gw=options, auth=FULL_ROWS[name])
+
+
 def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
     """Return the targets to run, in the table's order.
 
@@ -152,8 +206,14 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
         raise SystemExit(f"unknown target(s) {unknown}; choose from {', '.join(ALL_TARGETS)}")
     specs: list[TargetSpec] = []
     for name in ALL_TARGETS:
-        if name in wanted:
-            specs.extend(gw_specs(args) if name == "gw" else [targets.PEERS[name]])
+        if name not in wanted:
+            continue
+        if name == "gw":
+            specs.extend(gw_specs(args))
+        elif name in FULL_ROWS:
+            specs.append(full_spec(name, args))
+        else:
+            specs.append(targets.PEERS[name])
     return specs
 
 
@@ -164,21 +224,21 @@ def preflight(specs: Sequence[TargetSpec]) -> None:
         SystemExit: a tool is missing or gw does not import.
     """
     kinds = {spec.kind for spec in specs}
-    needed = ["wrk", "nginx"] + (["node", "npm"] if "express" in kinds else [])
+    node = kinds & set(NODE_KINDS)
+    needed = ["wrk", "nginx"] + (["node", "npm"] if node else [])
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing tools: {', '.join(missing)}")
-    if "express" in kinds:
-        targets.ensure_express_deps()
+    for kind in sorted(node):
+        targets.ensure_node_deps(kind)
     for tree in sorted({spec.tree for spec in specs if spec.kind == "gw"}):
         _check_gw_imports(tree)
 
 
 def _check_gw_imports(tree: Path) -> None:
     """Exit with gw's own error if ``import gw.app`` fails in ``tree`` with the repo's venv."""
-    python = Path(targets.gunicorn_path()).with_name("python")
     done = subprocess.run(
-        [str(python if python.exists() else sys.executable), "-c", "import gw.app"],
+        [gw_python(), "-c", "import gw.app"],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -193,6 +253,33 @@ def _check_gw_imports(tree: Path) -> None:
         raise SystemExit(f"gw in {tree} is not runnable: no gunicorn.conf.py there")
 
 
+def gw_python() -> str:
+    """Return the interpreter of gw's virtualenv (it has PyJWT), else this one."""
+    python = Path(targets.gunicorn_path()).with_name("python")
+    return str(python if python.exists() else sys.executable)
+
+
+def auth_setups(specs: Sequence[TargetSpec], stack: contextlib.ExitStack) -> dict[str, AuthSetup]:
+    """Mint fresh keys and tokens for each algorithm the gw-full rows use; serve the JWKS.
+
+    Raises:
+        ChildFailed: PyJWT could not mint them.
+    """
+    setups: dict[str, AuthSetup] = {}
+    for alg in sorted({spec.auth for spec in specs if spec.auth}):
+        try:
+            credentials = tokens.mint_with(gw_python(), alg)
+        except (RuntimeError, subprocess.TimeoutExpired) as ex:
+            raise ChildFailed(str(ex)) from ex
+        jwks_uri = None
+        if credentials.jwks is not None:
+            server = KeyServer(credentials.jwks).start()
+            stack.callback(server.stop)
+            jwks_uri = server.url
+        setups[alg] = AuthSetup(credentials, jwks_uri)
+    return setups
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     """Turn SIGTERM and SIGHUP into KeyboardInterrupt so that cleanup runs."""
     raise KeyboardInterrupt(f"signal {signum}")
@@ -202,12 +289,13 @@ def start_all(
     specs: Sequence[TargetSpec], workdir: Path, stack: contextlib.ExitStack
 ) -> tuple[Target, list[Target]]:
     """Start the upstream and every target; each is stopped when ``stack`` closes."""
+    setups = auth_setups(specs, stack)
     upstream = targets.launch_upstream(workdir)
     stack.callback(upstream.child.stop)
     targets.ready(upstream, timeout=10)
     started = []
     for spec in specs:
-        target = targets.launch(spec, workdir, upstream)
+        target = targets.launch(spec, workdir, upstream, setups.get(spec.auth or ""))
         if target.child is not upstream.child:
             stack.callback(target.child.stop)
         started.append(targets.ready(target, timeout=30))
@@ -257,13 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     specs = target_specs(args)
     preflight(specs)
-    plan = Plan(
-        args.rounds,
-        args.duration,
-        args.warmup,
-        script=BENCH_DIR / "configs" / "wrk-auth.lua",
-        quiet_wait=args.quiet_wait,
-    )
+    plan = make_plan(args)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))

@@ -479,10 +479,14 @@ class Gateway:
             upstream.abandon()
         accesslog.write(exchange)
         inflight.finished(exchange)
+        idle = inflight.idle()
+        if idle:
+            accesslog.flush()  # nothing else in flight: write this line (and any before) now
         if self.metrics is not None:
             self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started
             self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
+            self.metrics.publish(idle)
 
     # -- answers gw makes itself -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,13 @@ def _result(raw: dict[str, float], connections: int) -> LoadResult:
     )
 
 
-def command(url: str, connections: int, duration: float, script: Path) -> list[str]:
-    """Return the wrk command line for one run (one thread per connection, at most two)."""
+def command(
+    url: str, connections: int, duration: float, script: Path, args: Sequence[str] = ()
+) -> list[str]:
+    """Return the wrk command line for one run (one thread per connection, at most two).
+
+    ``args`` go to the script's ``init`` after the URL (the bearer tokens of gw-full rows).
+    """
     threads = min(2, connections)
     return [
         "wrk",
@@ -96,10 +102,13 @@ def command(url: str, connections: int, duration: float, script: Path) -> list[s
         "-s",
         str(script),
         url,
+        *args,
     ]
 
 
-def run(url: str, connections: int, duration: float, script: Path) -> tuple[LoadResult, str]:
+def run(
+    url: str, connections: int, duration: float, script: Path, args: Sequence[str] = ()
+) -> tuple[LoadResult, str]:
     """Run wrk once against ``url``, bounded in time, and return its result and raw output.
 
     Raises:
@@ -108,7 +117,7 @@ def run(url: str, connections: int, duration: float, script: Path) -> tuple[Load
     before = _children_cpu()
     try:
         done = subprocess.run(
-            command(url, connections, duration, script),
+            command(url, connections, duration, script, args),
             capture_output=True,
             text=True,
             timeout=duration + 30,

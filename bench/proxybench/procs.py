@@ -106,19 +106,23 @@ def start(
     return Child(name, proc, log_path)
 
 
-def fetch(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def fetch(
+    port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = 2.0
+) -> tuple[int, bytes]:
     """GET ``path`` from 127.0.0.1:``port`` and return the status and body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=dict(headers or {}))
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
         conn.close()
 
 
-def wait_ready(child: Child, port: int, path: str, timeout: float) -> bytes:
-    """Poll until ``child`` answers ``GET path`` with 200 and return the body.
+def wait_ready(
+    child: Child, port: int, path: str, timeout: float, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """Poll until ``child`` answers ``GET path`` (with ``headers``) with 200; return the body.
 
     Raises:
         ChildFailed: the child exited, or did not answer 200 within ``timeout`` seconds.
@@ -129,7 +133,7 @@ def wait_ready(child: Child, port: int, path: str, timeout: float) -> bytes:
         if not child.alive():
             raise ChildFailed(f"{child.name} exited early:\n{child.log_tail()}")
         try:
-            status, body = fetch(port, path)
+            status, body = fetch(port, path, headers)
         except OSError as ex:
             last = repr(ex)
         else:
@@ -149,6 +153,21 @@ def _stat_fields(pid: str) -> tuple[int, int] | None:
     # The command name is in parentheses and may hold spaces: split after the last ')'.
     fields = raw[raw.rfind(b")") + 2 :].split()
     return int(fields[1]), sum(int(value) for value in fields[11:15])
+
+
+def own_cpu_seconds(pid: int) -> float | None:
+    """Return the CPU time (utime + stime) of one process alone, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of the live direct children of ``pid``, lowest first."""
+    return sorted(kid for kid, (ppid, _) in _process_table().items() if ppid == pid)
 
 
 def _process_table() -> dict[int, tuple[int, int]]:

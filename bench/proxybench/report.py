@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from proxybench.schedule import LATENCY_CONNECTIONS, Plan, Sample
+from proxybench.schedule import LATENCY_LEVEL, Plan, Sample
 
 BASELINE = "direct"
 PEER_FOR_GATE = "express-cluster-2"
@@ -20,15 +20,18 @@ class Summary:
 
     name: str
     processes: int
-    rps: dict[int, float]
-    p50_us: dict[int, float]
-    p99_us: dict[int, float]
+    rps: dict[str, float]  # by level label: "16", "64", "1", or "8/w" per worker
+    p50_us: dict[str, float]
+    p99_us: dict[str, float]
     added_p50_us: float | None
     cpu_us: float | None
     cpu_us_min: float | None
     cpu_us_max: float | None
     worst_error_ratio: float
     other_cores: float  # median busy cores on the box not charged to target, upstream or wrk
+    worker_cpu_us: float | None = None  # one worker's CPU per request it served (median)
+    worker_cpu_us_min: float | None = None
+    worker_cpu_us_max: float | None = None
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -37,23 +40,23 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _runs(samples: Sequence[Sample], name: str, connections: int) -> list[Sample]:
-    """Return the samples of one target at one connection count."""
-    return [s for s in samples if s.target == name and s.load.connections == connections]
+def _runs(samples: Sequence[Sample], name: str, level: str) -> list[Sample]:
+    """Return the samples of one target at one level."""
+    return [s for s in samples if s.target == name and s.label == level]
 
 
-def _level_median(samples: Sequence[Sample], name: str, connections: int, field: str) -> float:
+def _level_median(samples: Sequence[Sample], name: str, level: str, field: str) -> float:
     """Return the median over rounds of one LoadResult attribute."""
-    values = [getattr(s.load, field) for s in _runs(samples, name, connections)]
+    values = [getattr(s.load, field) for s in _runs(samples, name, level)]
     return _median(values) or 0.0
 
 
 def added_p50(samples: Sequence[Sample], name: str) -> float | None:
     """Return the median, over rounds, of name's 1-connection p50 minus direct's in that round."""
-    direct = {s.round: s.load.p50_us for s in _runs(samples, BASELINE, LATENCY_CONNECTIONS)}
+    direct = {s.round: s.load.p50_us for s in _runs(samples, BASELINE, LATENCY_LEVEL)}
     deltas = [
         s.load.p50_us - direct[s.round]
-        for s in _runs(samples, name, LATENCY_CONNECTIONS)
+        for s in _runs(samples, name, LATENCY_LEVEL)
         if s.round in direct
     ]
     return _median(deltas)
@@ -66,8 +69,10 @@ def summarize(samples: Sequence[Sample], plan: Plan, processes: dict[str, int]) 
 
 def _summary(samples: Sequence[Sample], plan: Plan, name: str, processes: int) -> Summary:
     """Return the Summary of one target."""
-    cpu = [s.cpu_us_per_request for c in plan.throughput for s in _runs(samples, name, c)]
-    known = [value for value in cpu if value is not None]
+    loaded = [s for c in plan.loads for s in _runs(samples, name, c)]
+    known = [s.cpu_us_per_request for s in loaded if s.cpu_us_per_request is not None]
+    worker = [s.worker_cpu_us_per_request for s in loaded]
+    worker_known = [value for value in worker if value is not None]
     mine = [s for s in samples if s.target == name]
     return Summary(
         name=name,
@@ -81,6 +86,9 @@ def _summary(samples: Sequence[Sample], plan: Plan, name: str, processes: int) -
         cpu_us_max=max(known) if known else None,
         worst_error_ratio=max((s.load.error_ratio for s in mine), default=0.0),
         other_cores=_median(s.other_cpu_s / s.load.duration_s for s in mine) or 0.0,
+        worker_cpu_us=_median(worker_known),
+        worker_cpu_us_min=min(worker_known) if worker_known else None,
+        worker_cpu_us_max=max(worker_known) if worker_known else None,
     )
 
 
@@ -96,12 +104,9 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def compare(a: Summary, b: Summary, plan: Plan) -> dict[str, float | None]:
     """Return a's figures as ratios to b's (req/s: higher is better; CPU, latency: lower)."""
-    found: dict[str, float | None] = {
-        f"rps_{c}": ratio(a.rps[c], b.rps[c]) for c in plan.throughput
-    }
-    found["p50_us_" + str(plan.throughput[0])] = ratio(
-        a.p50_us[plan.throughput[0]], b.p50_us[plan.throughput[0]]
-    )
+    found: dict[str, float | None] = {f"rps_{c}": ratio(a.rps[c], b.rps[c]) for c in plan.loads}
+    low = plan.loads[0]
+    found["p50_us_" + low] = ratio(a.p50_us[low], b.p50_us[low])
     found["added_p50_us_1"] = ratio(a.added_p50_us, b.added_p50_us)
     found["cpu_us_per_request"] = ratio(a.cpu_us, b.cpu_us)
     return found
@@ -134,7 +139,7 @@ def gate(summaries: Sequence[Summary], plan: Plan) -> dict[str, dict[str, Any]]:
     for gw in gw_names(summaries):
         if peer is None:
             continue
-        found = {c: ratio(by_name[gw].rps[c], peer.rps[c]) for c in plan.throughput}
+        found = {c: ratio(by_name[gw].rps[c], peer.rps[c]) for c in plan.loads}
         passed = all(value is not None and value >= GATE_FLOOR for value in found.values())
         verdicts[gw] = {"vs": PEER_FOR_GATE, "floor": GATE_FLOOR, "ratios": found, "pass": passed}
     return verdicts
@@ -154,6 +159,7 @@ def document(
             "duration_s": plan.duration,
             "warmup_s": plan.warmup,
             "connections": list(plan.levels),
+            "per_worker": plan.per_worker,
             "wrk_script": str(plan.script.name),
         },
         "summaries": [asdict(s) for s in summaries],

@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxybench import load
+from proxybench.load import LoadFailed
 from proxybench.procs import (
     ChildFailed,
+    fetch,
     machine_busy_seconds,
     tree_cpu_seconds,
     wait_for_quiet,
 )
-from proxybench.targets import Target
+from proxybench.targets import PATH, Target
+from proxybench.workers import WorkerProbe, delta
 
 T = TypeVar("T")
 LATENCY_CONNECTIONS = 1
+LATENCY_LEVEL = str(LATENCY_CONNECTIONS)
+PER_WORKER = "/w"
 
 
 @dataclass(frozen=True)
@@ -30,11 +35,24 @@ class Plan:
     throughput: tuple[int, ...] = (16, 64)
     script: Path = Path("configs/wrk-auth.lua")
     quiet_wait: float = 0.0  # before each run, wait up to this long for the box to go idle
+    per_worker: bool = False  # throughput counts are per worker: connections = N x workers
 
     @property
-    def levels(self) -> tuple[int, ...]:
-        """Return every connection count measured, the 1-connection latency run last."""
-        return (*self.throughput, LATENCY_CONNECTIONS)
+    def loads(self) -> tuple[str, ...]:
+        """Return the labels of the throughput levels: "16", or "8/w" for 8 per worker."""
+        suffix = PER_WORKER if self.per_worker else ""
+        return tuple(f"{n}{suffix}" for n in self.throughput)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Return every level's label, the 1-connection latency run ("1") last."""
+        return (*self.loads, LATENCY_LEVEL)
+
+    def connections(self, level: str, workers: int) -> int:
+        """Return wrk's connection count for ``level`` on a target with ``workers`` workers."""
+        if level.endswith(PER_WORKER):
+            return int(level.removesuffix(PER_WORKER)) * workers
+        return int(level)
 
     def estimate_seconds(self, targets: int) -> float:
         """Return roughly how long the measurement takes (excluding start-up)."""
@@ -53,23 +71,42 @@ class Sample:
     cpu_s: float
     upstream_cpu_s: float
     other_cpu_s: float = 0.0  # busy CPU on the box not charged to target, upstream or wrk
+    level: str = ""  # the plan's level label ("16", "8/w"); "" means str(connections)
+    worker_cpu_s: float | None = None  # one worker's own CPU during the run (workers.py)
+    worker_requests: int | None = None  # the requests that worker served meanwhile
+
+    @property
+    def label(self) -> str:
+        """Return the level this run belongs to."""
+        return self.level or str(self.load.connections)
 
     @property
     def cpu_us_per_request(self) -> float | None:
         """Return the target's CPU microseconds per completed response."""
         return self.cpu_s * 1e6 / self.load.requests if self.load.requests else None
 
+    @property
+    def worker_cpu_us_per_request(self) -> float | None:
+        """Return one worker's CPU microseconds per request it served, if that is known."""
+        if self.worker_cpu_s is None or not self.worker_requests:
+            return None
+        return self.worker_cpu_s * 1e6 / self.worker_requests
+
     def to_dict(self) -> dict[str, Any]:
         """Return the raw numbers as a JSON-ready dict."""
-        per_request = self.cpu_us_per_request
+        per_request, per_worker = self.cpu_us_per_request, self.worker_cpu_us_per_request
         return {
             "target": self.target,
             "round": self.round,
             "position": self.position,
+            "level": self.label,
             "cpu_s": round(self.cpu_s, 3),
             "upstream_cpu_s": round(self.upstream_cpu_s, 3),
             "other_cpu_s": round(self.other_cpu_s, 3),
             "cpu_us_per_request": None if per_request is None else round(per_request, 1),
+            "worker_cpu_s": None if self.worker_cpu_s is None else round(self.worker_cpu_s, 3),
+            "worker_requests": self.worker_requests,
+            "worker_cpu_us_per_request": None if per_worker is None else round(per_worker, 1),
             **self.load.to_dict(),
         }
 
@@ -82,22 +119,64 @@ def rotate(items: Sequence[T], shift: int) -> list[T]:
     return [*items[shift:], *items[:shift]]
 
 
-def measure(target: Target, upstream: Target, connections: int, plan: Plan) -> Sample:
+def measure(
+    target: Target,
+    upstream: Target,
+    level: str,
+    plan: Plan,
+    probe: WorkerProbe | None = None,
+) -> Sample:
     """Load ``target`` once and charge it the CPU its process tree used meanwhile.
+
+    With a ``probe``, also the CPU one worker used and the requests that worker served.
 
     Raises:
         ChildFailed: the target died before or during the run.
+        LoadFailed: a target that needs credentials (gw-full) answered anything but 2xx/3xx.
     """
     _check_alive(target)
+    connections = plan.connections(level, target.workers)
+    worker0 = probe.snapshot() if probe else None
     busy0 = machine_busy_seconds()
     cpu0, up0 = tree_cpu_seconds(target.child.pid), tree_cpu_seconds(upstream.child.pid)
-    result, _ = load.run(target.url, connections, plan.duration, plan.script)
+    result, _ = load.run(target.url, connections, plan.duration, plan.script, target.tokens)
     cpu1, up1 = tree_cpu_seconds(target.child.pid), tree_cpu_seconds(upstream.child.pid)
     busy = machine_busy_seconds() - busy0
+    worker_cpu, worker_requests = delta(worker0, probe.snapshot() if probe else None)
     _check_alive(target)
+    _check_admitted(target, result)
     cpu, up = cpu1 - cpu0, up1 - up0
     ours = cpu + result.loadgen_cpu_s + (up if upstream.child is not target.child else 0.0)
-    return Sample(target.name, -1, -1, result, cpu, up, max(0.0, busy - ours))
+    return Sample(
+        target.name,
+        -1,
+        -1,
+        result,
+        cpu,
+        up,
+        max(0.0, busy - ours),
+        level,
+        worker_cpu,
+        worker_requests,
+    )
+
+
+def _check_admitted(target: Target, result: load.LoadResult) -> None:
+    """Raise LoadFailed if a row that sends tokens got any non-2xx/3xx answer.
+
+    A full-pipeline row whose requests are refused (401, 429) would measure the refusal.
+    """
+    if not target.tokens or not result.non_2xx:
+        return
+    try:
+        status, body = fetch(target.port, PATH, target.auth_headers())
+        sample = f"now it answers {status} {body[:200]!r}"
+    except OSError as ex:
+        sample = f"now it does not answer: {ex!r}"
+    raise LoadFailed(
+        f"{target.name}: {result.non_2xx} of {result.requests} responses at "
+        f"{result.connections} connections were not 2xx/3xx ({sample})"
+    )
 
 
 def _check_alive(target: Target) -> None:
@@ -110,9 +189,10 @@ def warm_up(targets: Sequence[Target], upstream: Target, plan: Plan) -> None:
     """Load every target briefly so that pools, caches and JITs are warm; keep no result."""
     if plan.warmup <= 0:
         return
-    warm = Plan(1, plan.warmup, 0, plan.throughput, plan.script, 0.0)
+    warm = replace(plan, rounds=1, duration=plan.warmup, warmup=0, quiet_wait=0.0)
+    level = warm.loads[plan.throughput.index(max(plan.throughput))]
     for target in targets:
-        measure(target, upstream, max(plan.throughput), warm)
+        measure(target, upstream, level, warm)
 
 
 def run_rounds(
@@ -127,12 +207,13 @@ def run_rounds(
     rotates by one place each round so that drift (heat, neighbours, page cache) hits all alike.
     """
     samples: list[Sample] = []
+    probes = {target.name: WorkerProbe.for_target(target) for target in targets}
     for round_no in range(plan.rounds):
         order = rotate(targets, round_no)
-        for connections in plan.levels:
+        for level in plan.levels:
             for position, target in enumerate(order):
                 wait_for_quiet(plan.quiet_wait)
-                sample = measure(target, upstream, connections, plan)
+                sample = measure(target, upstream, level, plan, probes[target.name])
                 sample = replace(sample, round=round_no, position=position)
                 samples.append(sample)
                 report(_progress(sample, plan))
@@ -141,8 +222,9 @@ def run_rounds(
 
 def _progress(sample: Sample, plan: Plan) -> str:
     """Return one progress line for a finished run."""
-    cpu = sample.cpu_us_per_request
+    cpu, worker = sample.cpu_us_per_request, sample.worker_cpu_us_per_request
     cpu_text = "-" if cpu is None else f"{cpu:.0f} us/req"
+    cpu_text += "" if worker is None else f" (1 worker {worker:.0f})"
     errors = f"  ERRORS {sample.load.error_ratio:.1%}" if sample.load.error_ratio else ""
     other = sample.other_cpu_s / sample.load.duration_s if sample.load.duration_s else 0.0
     return (

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxybench.report import BASELINE, Summary, compare, gate, gw_names, ratio
-from proxybench.schedule import LATENCY_CONNECTIONS, Plan
+from proxybench.schedule import LATENCY_LEVEL, Plan
 
 NOISY_CORES = 0.25
 
@@ -26,11 +26,11 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _cpu(summary: Summary) -> str:
+def _cpu(median: float | None, low: float | None, high: float | None) -> str:
     """Format median CPU per request with its range over runs."""
-    if summary.cpu_us is None:
+    if median is None or low is None or high is None:
         return "-"
-    return f"{summary.cpu_us:,.0f} ({summary.cpu_us_min:,.0f}-{summary.cpu_us_max:,.0f})"
+    return f"{median:,.0f} ({low:,.0f}-{high:,.0f})"
 
 
 def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -46,7 +46,7 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def main_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
     """Return the per-target table: medians of rounds and ratios to direct."""
-    low, levels = plan.throughput[0], plan.throughput
+    low, levels = plan.loads[0], plan.loads
     base = next((s for s in summaries if s.name == BASELINE), None)
     header = [
         "target",
@@ -54,8 +54,9 @@ def main_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
         *(f"req/s@{c}" for c in levels),
         f"p50@{low} µs",
         f"p99@{low} µs",
-        f"+p50@{LATENCY_CONNECTIONS} µs",
+        f"+p50@{LATENCY_LEVEL} µs",
         "CPU µs/req (range)",
+        "1 worker µs/req",
         *(f"x direct@{c}" for c in levels),
         "other load",
     ]
@@ -67,7 +68,8 @@ def main_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
             _num(s.p50_us[low]),
             _num(s.p99_us[low]),
             _signed(s.added_p50_us),
-            _cpu(s),
+            _cpu(s.cpu_us, s.cpu_us_min, s.cpu_us_max),
+            _cpu(s.worker_cpu_us, s.worker_cpu_us_min, s.worker_cpu_us_max),
             *(_times(ratio(s.rps[c], base.rps[c] if base else None)) for c in levels),
             f"{s.other_cores:.2f}",
         ]
@@ -79,12 +81,12 @@ def main_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
 def gw_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
     """Return every gw row as ratios to every peer but direct."""
     by_name = {s.name: s for s in summaries}
-    low = plan.throughput[0]
+    low = plan.loads[0]
     header = [
         "ratio",
-        *(f"req/s@{c}" for c in plan.throughput),
+        *(f"req/s@{c}" for c in plan.loads),
         f"p50@{low}",
-        f"+p50@{LATENCY_CONNECTIONS}",
+        f"+p50@{LATENCY_LEVEL}",
         "CPU/req",
     ]
     rows = []
@@ -93,13 +95,13 @@ def gw_table(summaries: Sequence[Summary], plan: Plan) -> list[str]:
             if peer.name in (gw, BASELINE):
                 continue
             found = compare(by_name[gw], peer, plan)
-            keys = [f"rps_{c}" for c in plan.throughput]
+            keys = [f"rps_{c}" for c in plan.loads]
             keys += [f"p50_us_{low}", "added_p50_us_1", "cpu_us_per_request"]
             rows.append([f"{gw} / {peer.name}", *(_times(found[k]) for k in keys)])
     return _grid(header, rows) if rows else []
 
 
-def matrix(summaries: Sequence[Summary], connections: int) -> list[str]:
+def matrix(summaries: Sequence[Summary], connections: str) -> list[str]:
     """Return the req/s ratio of every target (row) to every other (column)."""
     header = [f"req/s@{connections}: row / column", *(s.name for s in summaries)]
     rows = [
@@ -152,9 +154,11 @@ def render(summaries: Sequence[Summary], plan: Plan, machine: dict[str, Any]) ->
         f"medians; {machine.get('nproc')} cores, load generator + proxy + upstream on the "
         "same box"
     )
+    if plan.per_worker:
+        title += "\nreq/s@N/w: N wrk connections per worker of the target (N x workers in all)"
     parts = [[title, ""], main_table(summaries, plan)]
     if gw_names(summaries):
         parts.append(["", *gw_table(summaries, plan)])
-    parts.append(["", *matrix(summaries, plan.throughput[-1])])
+    parts.append(["", *matrix(summaries, plan.loads[-1])])
     parts.append(["", *gate_lines(summaries, plan), *warnings(summaries), *noise_lines(summaries)])
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

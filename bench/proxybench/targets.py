@@ -12,12 +12,15 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from proxybench.procs import Child, ChildFailed, descendants, free_port, start, wait_ready
+from proxybench.procs import Child, ChildFailed, descendants, fetch, free_port, start, wait_ready
+from proxybench.tokens import AUDIENCE, ISSUER, Credentials
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
 CONFIG_DIR = BENCH_DIR / "configs"
 EXPRESS_DIR = BENCH_DIR / "express"
+FASTIFY_DIR = BENCH_DIR / "fastify"
+NODE_DIRS = {"express": EXPRESS_DIR, "fastify": FASTIFY_DIR}
 
 BODY = '{"ok":true,"upstream":"up"}'
 PATH = "/api/bench"
@@ -54,10 +57,11 @@ class TargetSpec:
     """What to start for one row of the table."""
 
     name: str
-    kind: str  # direct | nginx | express | gw
+    kind: str  # direct | nginx | express | fastify | gw
     processes: int = 1
     gw: GwOptions = field(default_factory=GwOptions)
     tree: Path = REPO_DIR  # gw: the source tree (with gw/ and gunicorn.conf.py) to run
+    auth: str | None = None  # gw: the full pipeline with JWTs of this algorithm (RS256, HS256)
 
 
 PEERS = {
@@ -65,7 +69,25 @@ PEERS = {
     "nginx": TargetSpec("nginx", "nginx"),
     "express-1": TargetSpec("express-1", "express", processes=1),
     "express-cluster-2": TargetSpec("express-cluster-2", "express", processes=2),
+    "fastify": TargetSpec("fastify", "fastify", processes=2),
 }
+FULL_ROWS = {"gw-full-rs256": "RS256", "gw-full-hs256": "HS256"}
+
+
+@dataclass(frozen=True)
+class AuthSetup:
+    """The keys of a gw-full row: tokens for wrk, and the secret or the JWKS URL for gw."""
+
+    credentials: Credentials
+    jwks_uri: str | None = None
+
+    def key_setting(self) -> str:
+        """Return the YAML line that gives gw its key: ``secret:`` or ``jwks_uri:``."""
+        if self.credentials.secret is not None:
+            return f'secret: "{self.credentials.secret}"'
+        if self.jwks_uri is None:
+            raise ValueError(f"{self.credentials.alg} needs a JWKS URL")
+        return f'jwks_uri: "{self.jwks_uri}"'
 
 
 @dataclass
@@ -76,6 +98,7 @@ class Target:
     port: int
     child: Child
     info: dict[str, Any] = field(default_factory=dict)
+    tokens: tuple[str, ...] = ()  # bearer tokens wrk sends in turn (gw-full rows)
 
     @property
     def name(self) -> str:
@@ -86,6 +109,16 @@ class Target:
     def url(self) -> str:
         """Return the URL that the load generator requests."""
         return f"http://127.0.0.1:{self.port}{PATH}"
+
+    @property
+    def workers(self) -> int:
+        """Return how many processes serve requests: all but the master, or the only one."""
+        processes = int(self.info.get("processes", 1))
+        return processes - 1 if processes > 1 else 1
+
+    def auth_headers(self) -> dict[str, str]:
+        """Return the headers of a request this target admits (a bearer token if it needs one)."""
+        return {"Authorization": f"Bearer {self.tokens[0]}"} if self.tokens else {}
 
 
 def render(template: str, dest: Path, **values: object) -> Path:
@@ -110,11 +143,18 @@ def launch_upstream(workdir: Path) -> Target:
     return Target(PEERS["direct"], port, child)
 
 
-def launch(spec: TargetSpec, workdir: Path, upstream: Target) -> Target:
-    """Start one proxy in front of ``upstream``, without waiting; "direct" is the upstream."""
+def launch(
+    spec: TargetSpec, workdir: Path, upstream: Target, auth: AuthSetup | None = None
+) -> Target:
+    """Start one proxy in front of ``upstream``, without waiting; "direct" is the upstream.
+
+    ``auth`` is required for a gw-full row (``spec.auth``) and ignored otherwise.
+    """
     if spec.kind == "direct":
         return Target(spec, upstream.port, upstream.child)
-    starters = {"nginx": _start_nginx, "express": _start_express, "gw": _start_gw}
+    if spec.kind == "gw":
+        return _start_gw(spec, workdir, upstream.port, auth if spec.auth else None)
+    starters = {"nginx": _start_nginx, "express": _start_node, "fastify": _start_node}
     return starters[spec.kind](spec, workdir, upstream.port)
 
 
@@ -124,11 +164,20 @@ def ready(target: Target, timeout: float) -> Target:
     Raises:
         ChildFailed: it died, never answered 200, or answered another body.
     """
-    body = wait_ready(target.child, target.port, PATH, timeout)
+    body = wait_ready(target.child, target.port, PATH, timeout, target.auth_headers())
     if body != BODY.encode():
         raise ChildFailed(f"{target.name} answered {body[:200]!r}, expected {BODY!r}")
+    if target.tokens:
+        _check_refuses_strangers(target)
     target.info["processes"] = _tree_size(target)
     return target
+
+
+def _check_refuses_strangers(target: Target) -> None:
+    """Raise ChildFailed unless a request without a token gets 401: auth is really on."""
+    status, _ = fetch(target.port, PATH)
+    if status != 401:
+        raise ChildFailed(f"{target.name} answered {status} without a token, expected 401")
 
 
 def settle(started: list[Target], limit: float = 15.0) -> None:
@@ -179,8 +228,8 @@ def _start_nginx(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
     return Target(spec, port, start(spec.name, _nginx_argv(prefix, conf), log_dir=workdir))
 
 
-def _start_express(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
-    """Start Express + http-proxy-middleware, one process or a node cluster."""
+def _start_node(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
+    """Start a node peer (Express or Fastify), one process or a node cluster."""
     port = free_port()
     script = "proxy.js" if spec.processes == 1 else "cluster.js"
     env = {
@@ -190,19 +239,16 @@ def _start_express(spec: TargetSpec, workdir: Path, upstream_port: int) -> Targe
         "UPSTREAM": f"http://127.0.0.1:{upstream_port}",
         "WORKERS": str(spec.processes),
     }
-    child = start(spec.name, ["node", script], log_dir=workdir, env=env, cwd=EXPRESS_DIR)
+    child = start(spec.name, ["node", script], log_dir=workdir, env=env, cwd=NODE_DIRS[spec.kind])
     return Target(spec, port, child)
 
 
-def _start_gw(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
-    """Start gw under gunicorn with a generated one-route config."""
+def _start_gw(
+    spec: TargetSpec, workdir: Path, upstream_port: int, auth: AuthSetup | None
+) -> Target:
+    """Start gw under gunicorn with a generated one-route config (``auth``: the full pipeline)."""
     port = free_port()
-    config = render(
-        "gw.yaml",
-        _prefix(workdir, spec.name) / "gw.yaml",
-        upstream_port=upstream_port,
-        access_log="true" if spec.gw.access_log else "false",
-    )
+    config = _gw_config(spec, _prefix(workdir, spec.name) / "gw.yaml", upstream_port, auth)
     env = {
         **os.environ,
         "GW_CONFIG": str(config),
@@ -212,7 +258,27 @@ def _start_gw(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
     argv = [gunicorn_path(), "-c", "gunicorn.conf.py", "gw.app:app"]
     child = start(spec.name, argv, log_dir=workdir, env=env, cwd=spec.tree)
     info = {"gw_env": spec.gw.env(), "access_log": spec.gw.access_log, "tree": str(spec.tree)}
-    return Target(spec, port, child, info)
+    if auth is None:
+        return Target(spec, port, child, info)
+    info |= {"auth": auth.credentials.alg, "users": len(auth.credentials.tokens)}
+    return Target(spec, port, child, info, tokens=auth.credentials.tokens)
+
+
+def _gw_config(spec: TargetSpec, dest: Path, upstream_port: int, auth: AuthSetup | None) -> Path:
+    """Write gw's config: the plain proxy path, or the full pipeline when ``auth`` is given."""
+    access_log = "true" if spec.gw.access_log else "false"
+    if auth is None:
+        return render("gw.yaml", dest, upstream_port=upstream_port, access_log=access_log)
+    return render(
+        "gw-full.yaml",
+        dest,
+        upstream_port=upstream_port,
+        access_log=access_log,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        alg=auth.credentials.alg,
+        key_setting=auth.key_setting(),
+    )
 
 
 def gunicorn_path() -> str:
@@ -227,21 +293,22 @@ def worker_class_seen(target: Target) -> str | None:
     return found[-1] if found else None
 
 
-def ensure_express_deps(timeout: float = 300) -> None:
-    """Install the pinned Express dependencies if node_modules is missing.
+def ensure_node_deps(kind: str, timeout: float = 300) -> None:
+    """Install the pinned dependencies of a node peer (express, fastify) if they are missing.
 
     Raises:
         ChildFailed: npm failed.
     """
-    if (EXPRESS_DIR / "node_modules").is_dir():
+    folder = NODE_DIRS[kind]
+    if (folder / "node_modules").is_dir():
         return
     done = subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=EXPRESS_DIR,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
     if done.returncode != 0:
-        raise ChildFailed(f"npm ci failed in {EXPRESS_DIR}:\n{done.stderr[-2000:]}")
+        raise ChildFailed(f"npm ci failed in {folder}:\n{done.stderr[-2000:]}")

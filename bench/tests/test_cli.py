@@ -9,8 +9,18 @@ from proxybench.targets import GwOptions
 
 def test_default_runs_every_row_in_table_order() -> None:
     specs = run.target_specs(run.parse_args([]))
-    assert [s.name for s in specs] == ["direct", "nginx", "express-1", "express-cluster-2", "gw"]
-    assert specs[-1].gw == GwOptions()  # gunicorn.conf.py's own defaults
+    assert [s.name for s in specs] == [
+        "direct",
+        "nginx",
+        "express-1",
+        "express-cluster-2",
+        "fastify",
+        "gw",
+        "gw-full-rs256",
+        "gw-full-hs256",
+    ]
+    assert specs[5].gw == GwOptions()  # gunicorn.conf.py's own defaults
+    assert [s.auth for s in specs[5:]] == [None, "RS256", "HS256"]
 
 
 def test_quick_is_one_short_round() -> None:
@@ -56,3 +66,27 @@ def test_no_access_log_reaches_every_gw_row() -> None:
     args = run.parse_args(["--targets", "gw", "--gw-no-access-log", "--gw-variant", "sync:2"])
     (spec,) = run.target_specs(args)
     assert spec.gw.access_log is False and spec.gw.workers == 2
+
+
+def test_full_rows_take_the_worker_flags_but_not_the_variants() -> None:
+    args = run.parse_args(["--targets", "gw,gw-full-hs256", "--gw-workers", "1"])
+    args.gw_variant.append("sync:4")
+    names = [(s.name, s.gw.workers) for s in run.target_specs(args)]
+    assert names == [("gw-sync:4", 4), ("gw-full-hs256", 1)]
+
+
+def test_connections_per_worker_labels_each_level_and_scales_by_workers() -> None:
+    plan = run.make_plan(run.parse_args(["--connections-per-worker", "1,8"]))
+    assert plan.levels == ("1/w", "8/w", "1")
+    assert [plan.connections(level, workers=2) for level in plan.levels] == [2, 16, 1]
+
+
+def test_default_levels_are_total_connections() -> None:
+    plan = run.make_plan(run.parse_args([]))
+    assert plan.levels == ("16", "64", "1") and plan.connections("64", workers=2) == 64
+
+
+@pytest.mark.parametrize("text", ["0", "8,8", "x", ""])
+def test_bad_connection_counts_are_refused(text: str) -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["--connections-per-worker", text])

@@ -16,7 +16,19 @@ def _sample(target: str, rnd: int, conns: int, rps: float, p50: float, cpu_us: f
     """Return a sample of a 5-second run with the given rate, p50 and CPU per request."""
     requests = int(rps * 5)
     result = LoadResult(conns, 5.0, requests, 0, 0, p50, p50 * 2, p50 * 4, p50, p50 * 8)
-    return Sample(target, rnd, 0, result, cpu_us * requests / 1e6, 0.1, other_cpu_s=0.5)
+    # One worker of two served 40 % of the requests at 1.1x the tree's CPU per request.
+    worker = (cpu_us * 1.1 * requests * 0.4 / 1e6, int(requests * 0.4)) if conns > 1 else None
+    return Sample(
+        target,
+        rnd,
+        0,
+        result,
+        cpu_us * requests / 1e6,
+        0.1,
+        other_cpu_s=0.5,
+        worker_cpu_s=worker[0] if worker else None,
+        worker_requests=worker[1] if worker else None,
+    )
 
 
 def _samples() -> list[Sample]:
@@ -39,8 +51,8 @@ def _summaries() -> dict[str, report.Summary]:
 
 def test_rates_are_medians_of_rounds_so_one_bad_round_does_not_count() -> None:
     summaries = _summaries()
-    assert summaries["gw"].rps[16] == pytest.approx(4000)
-    assert summaries["direct"].rps[64] == pytest.approx(60000)
+    assert summaries["gw"].rps["16"] == pytest.approx(4000)
+    assert summaries["direct"].rps["64"] == pytest.approx(60000)
 
 
 def test_added_latency_is_measured_against_direct_in_the_same_round() -> None:
@@ -57,13 +69,15 @@ def test_cpu_per_request_is_the_median_with_its_range() -> None:
 
 def test_gate_compares_gw_with_the_express_cluster() -> None:
     verdict = report.gate(list(_summaries().values()), PLAN)["gw"]
-    assert verdict["ratios"][16] == pytest.approx(4000 / 6000)
+    assert verdict["ratios"]["16"] == pytest.approx(4000 / 6000)
     assert verdict["pass"] is True
 
 
 def test_gate_fails_below_six_tenths() -> None:
     summaries = _summaries()
-    slow = report.Summary(**{**summaries["gw"].__dict__, "rps": {16: 3000.0, 64: 4000.0, 1: 1.0}})
+    slow = report.Summary(
+        **{**summaries["gw"].__dict__, "rps": {"16": 3000.0, "64": 4000.0, "1": 1.0}}
+    )
     verdict = report.gate([summaries["express-cluster-2"], slow], PLAN)["gw"]
     assert verdict["pass"] is False
 
@@ -110,3 +124,24 @@ def test_document_is_json_ready() -> None:
     decoded = json.loads(json.dumps(doc))
     assert decoded["gate"]["gw"]["pass"] is True
     assert len(decoded["samples"]) == 4 * 3 * 3
+
+
+def test_one_workers_cpu_is_divided_by_the_requests_it_served() -> None:
+    gw = _summaries()["gw"]
+    assert gw.worker_cpu_us == pytest.approx(495, rel=1e-2)  # 450 x 1.1
+    text = table.render(list(_summaries().values()), PLAN, {"nproc": 2})
+    assert "1 worker µs/req" in text and "495 (495-495)" in text
+
+
+def test_per_worker_levels_are_reported_by_label() -> None:
+    plan = Plan(rounds=1, duration=5.0, throughput=(4,), per_worker=True, script=Path("x.lua"))
+    samples = []
+    for name, rps in (("direct", 50000.0), ("gw", 5000.0)):
+        for level, conns in (("4/w", 8), ("1", 1)):
+            result = LoadResult(conns, 5.0, int(rps * 5), 0, 0, 100, 200, 400, 100, 800)
+            samples.append(Sample(name, 0, 0, result, 1.0, 0.1, level=level))
+    summaries = report.summarize(samples, plan, {"direct": 3, "gw": 3})
+    assert summaries[1].rps == {"4/w": 5000.0, "1": 5000.0}
+    text = table.render(summaries, plan, {"nproc": 2})
+    assert "req/s@4/w" in text and "N x workers" in text
+    assert "gate" not in text  # no Express cluster in this run

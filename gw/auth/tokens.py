@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -95,14 +95,16 @@ class IssuerKeys:
         return [k.key for k in self.jwks.keys_for(kid) if k.fits(alg)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VerifiedToken:
-    """What a verified token says."""
+    """What a verified token says, and what vouched for it (see ``TokenVerifier.trusts``)."""
 
     claims: Mapping[str, Any]
     issuer: str
     alg: str
     kid: str | None
+    key: Any = field(default=None, repr=False)  # the key that verified the signature
+    expires: float = 0.0  # its ``exp`` (seconds since the epoch)
 
 
 class TokenVerifier:
@@ -152,8 +154,25 @@ class TokenVerifier:
         _check_numeric_dates(payload, detail)
         issuer = self._issuer_for(alg, payload, detail)
         keys = self._keys(issuer, alg, kid, detail)
-        claims = self._decode(token, issuer, alg, keys, detail)
-        return VerifiedToken(MappingProxyType(claims), issuer.issuer, alg, kid)
+        claims, key = self._decode(token, issuer, alg, keys, detail)
+        expires = float(claims["exp"])  # required, and a finite number (checked above)
+        return VerifiedToken(MappingProxyType(claims), issuer.issuer, alg, kid, key, expires)
+
+    def trusts(self, verified: VerifiedToken) -> bool:
+        """Whether a token verified earlier is still good without verifying it again: it has
+        not expired (``exp``, no leeway), and the key that verified it is still offered for
+        its ``alg`` and ``kid`` (a JWKS refresh, rotation or removal, or a reload, makes new
+        key objects, so the token is verified afresh against the new set)."""
+        if time.time() >= verified.expires:
+            return False
+        issuer = self._issuers.get(verified.issuer)
+        if issuer is None:
+            return False
+        try:
+            offered = issuer.keys_for(verified.alg, verified.kid)
+        except KeysUnavailable:
+            return False
+        return any(key is verified.key for key in offered)
 
     def _issuer_for(
         self, alg: str, payload: Mapping[str, Any], detail: dict[str, Any]
@@ -186,12 +205,13 @@ class TokenVerifier:
         alg: str,
         keys: list[Any],
         detail: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Let PyJWT verify with each candidate key in turn; translate what it raises."""
+    ) -> tuple[dict[str, Any], Any]:
+        """Let PyJWT verify with each candidate key in turn; return the claims and the key
+        that verified them; translate what PyJWT raises."""
         reason = "bad_signature"
         for key in keys:
             try:
-                return jwt.decode(
+                claims = jwt.decode(
                     token,
                     key,
                     algorithms=[alg],
@@ -200,6 +220,7 @@ class TokenVerifier:
                     leeway=self._leeway,
                     options={"require": ["exp"], "enforce_minimum_key_length": True},
                 )
+                return claims, key
             except jwt_errors.InvalidSignatureError:
                 continue
             except (jwt_errors.PyJWTError, ValueError, TypeError) as ex:

@@ -28,7 +28,15 @@ class UpstreamSettings(UpstreamHealthSettings):
 
     connect_timeout: Seconds = 2.0
     read_timeout: Seconds = 20.0
-    pool_size: int = Field(default=16, ge=1, le=1024, description="Kept-alive connections.")
+    pool_size: int = Field(
+        default=512,
+        ge=1,
+        le=4096,
+        description="Idle kept-alive connections kept per target, per worker: the cap on the "
+        "connections a burst leaves open for the next (Kong's default; idle_timeout closes "
+        "them when the burst is over). A lower value closes the connections of a burst above "
+        "it, and the next burst connects again.",
+    )
     idle_timeout: Seconds = Field(
         default=4.0,
         description="Seconds an idle kept-alive connection may wait for reuse; older ones are "

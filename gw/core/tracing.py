@@ -11,8 +11,9 @@ Reference: https://www.w3.org/TR/trace-context/ (header format, versioning, trac
 from __future__ import annotations
 
 import re
-import secrets
 from typing import NamedTuple
+
+from gw.core.ids import random_hex
 
 VERSION = "00"
 SAMPLED = "01"
@@ -92,9 +93,9 @@ def start(sampled: bool = True) -> tuple[str, str]:
     log, and an upstream with a parent-based sampler would otherwise record nothing for
     clients that send no ``traceparent``.
     """
-    trace_id = _random_hex(16)
+    trace_id = random_hex(16)
     flags = SAMPLED if sampled else NOT_SAMPLED
-    return trace_id, TraceParent(trace_id, _random_hex(8), flags).header()
+    return trace_id, TraceParent(trace_id, random_hex(8), flags).header()
 
 
 def propagate(traceparent: str | None, tracestate: str | None) -> Trace:
@@ -140,12 +141,4 @@ def _truncate(members: list[str]) -> str:
 
 
 def _hop(parent: TraceParent) -> TraceParent:
-    return TraceParent(parent.trace_id, _random_hex(8), parent.flags)
-
-
-def _random_hex(nbytes: int) -> str:
-    """Return a random non-zero id of ``nbytes`` bytes as lowercase hex."""
-    while True:
-        value = secrets.token_hex(nbytes)
-        if value.strip("0"):
-            return value
+    return TraceParent(parent.trace_id, random_hex(8), parent.flags)

@@ -1,30 +1,115 @@
-"""One JSON line per request, written when the response body is finished."""
+"""One JSON line per request, written when the response body is finished, in batches.
+
+Lines go to stdout (journald under systemd) in the order their requests finished in this
+worker. They are kept in a buffer and written together, with one ``write`` per batch:
+- when the worker has no other request in flight (``flush``, called by the pipeline), so a
+  quiet gateway writes each line at once;
+- when ``BATCH_LINES`` lines are waiting, or the oldest has waited ``MAX_WAIT`` seconds;
+- by a background flusher every ``MAX_WAIT`` seconds, for the last lines of a burst;
+- at exit (``atexit``: gunicorn workers leave through ``sys.exit``).
+A batch that cannot be written (stdout closed, a full disk) is not lost silently: the count of
+lines dropped is reported on stderr, once per incident.
+"""
 
 from __future__ import annotations
 
+import atexit
+import errno
 import json
 import logging
 import os
 import sys
+import threading
 import time
 
 from gw.core.exchange import Exchange
+from gw.observe.incident import IncidentLog
 
-_logger = logging.getLogger("gw.access")
+BATCH_LINES = 64
+MAX_WAIT = 0.5
+
+log = logging.getLogger("gw")
+
+
+class _Writer:
+    """The batching writer of one process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.fd = 1
+        self.pending: list[str] = []
+        self.oldest = 0.0
+        self.lock = threading.Lock()
+        self.failures = IncidentLog(log, "access log")
+        self.flusher_pid = -1
+
+    def add(self, line: str) -> None:
+        with self.lock:
+            if not self.pending:
+                self.oldest = time.monotonic()
+            self.pending.append(line)
+            due = len(self.pending) >= BATCH_LINES or time.monotonic() - self.oldest >= MAX_WAIT
+            if due:
+                self._write_pending()
+        self._ensure_flusher()
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.lock:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write every waiting line (the caller holds the lock)."""
+        lines, self.pending = self.pending, []
+        data = "".join(lines).encode()
+        try:
+            _write_all(self.fd, data)
+        except OSError as ex:
+            self.failures.failed(ex, f"{len(lines)} access line(s) dropped")
+            return
+        self.failures.succeeded()
+
+    def _ensure_flusher(self) -> None:
+        # A thread started before a fork does not exist in the child: one per process.
+        pid = _pid()
+        if self.flusher_pid == pid:
+            return
+        self.flusher_pid = pid
+        threading.Thread(target=self._flush_forever, name="gw-access-log", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(MAX_WAIT)
+            self.flush()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            time.sleep(0.001)  # a non-blocking stdout that is full: wait for the reader
+            continue
+        if written <= 0:
+            raise OSError(errno.EIO, "stdout accepted no bytes")
+        view = view[written:]
+
+
+_writer = _Writer()
+atexit.register(_writer.flush)
 
 
 def configure(enabled: bool) -> None:
-    """Send access lines to stdout, one JSON object each, unless disabled."""
-    _logger.propagate = False
-    _logger.setLevel(logging.INFO if enabled else logging.CRITICAL)
-    if enabled and not _logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        _logger.addHandler(handler)
+    """Write access lines to stdout, one JSON object each, unless disabled."""
+    _writer.enabled = enabled
+    _writer.fd = sys.stdout.fileno() if enabled else 1
 
 
 def configure_diagnostics() -> None:
-    """Send gw's own warnings and errors (gw, gw.observe.audit, gw.ratelimit, ...) to stderr."""
+    """Send gw's own warnings and errors (gw, gw.audit, gw.ratelimit, ...) to stderr."""
     logger = logging.getLogger("gw")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -37,12 +122,12 @@ def configure_diagnostics() -> None:
 
 
 def write(exchange: Exchange) -> None:
-    """Log ``exchange`` as one JSON line."""
-    if not _logger.isEnabledFor(logging.INFO):
+    """Queue ``exchange``'s access line (written with its batch; see the module docstring)."""
+    if not _writer.enabled:
         return
     client = exchange.client
     line = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "time": _now(),
         "request_id": exchange.request_id,
         "client": client.ip if client else None,
         "method": exchange.method,
@@ -53,9 +138,37 @@ def write(exchange: Exchange) -> None:
         "status": exchange.status,
         "bytes": exchange.bytes_sent,
         "duration_ms": round(exchange.elapsed_ms(), 3),
-        "worker": os.getpid(),
+        "worker": _pid(),
     }
     if exchange.error:
         line["error"] = exchange.error
     line.update(exchange.extra)
-    _logger.info(json.dumps(line, separators=(",", ":")))
+    _writer.add(json.dumps(line, separators=(",", ":")) + "\n")
+
+
+def flush() -> None:
+    """Write the waiting lines now (the pipeline calls this when the worker goes idle)."""
+    _writer.flush()
+
+
+_clock: dict[str, int | str] = {"second": -1, "text": ""}
+
+
+def _now() -> str:
+    """The local time as ISO 8601 with its offset, formatted once per second.
+
+    PERF: ``strftime`` per line is most of a microsecond; the text changes once a second.
+    """
+    second = int(time.time())
+    if second != _clock["second"]:
+        _clock["text"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        _clock["second"] = second
+    return str(_clock["text"])
+
+
+_pids = {"pid": os.getpid()}
+os.register_at_fork(after_in_child=lambda: _pids.__setitem__("pid", os.getpid()))
+
+
+def _pid() -> int:
+    return _pids["pid"]

@@ -210,9 +210,10 @@ class Metrics:
         self.directory = multiprocess_directory() if shared else None
         self._file_lost = False
         if self.directory:
-            from gw.observe import metricfiles
+            from gw.observe import metricfiles, published
 
             metricfiles.allocate_files()  # a full directory fails a create, never a store
+            published.install()  # PERF: counted in memory, written in batches (see there)
         self._registry = CollectorRegistry()
         # In multiprocess mode the files are the registry; scrapes read them afresh.
         reg = None if self.directory else self._registry
@@ -282,6 +283,18 @@ class Metrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def publish(self, idle: bool) -> None:
+        """Write this worker's counts to its files: now when the worker is ``idle``, else
+        when ``gw.observe.published.PUBLISH_EVERY`` has passed."""
+        if not self.directory:
+            return
+        from gw.observe import published
+
+        if idle:
+            published.publish()
+        else:
+            published.publish_if_due()
+
     def inflight(self, delta: int) -> None:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
         self._inflight.inc(delta)
@@ -349,7 +362,9 @@ class Metrics:
         if not self.directory:
             return content_type, encoder(self._registry)
         from gw.observe.metricfiles import scrape_lock
+        from gw.observe.published import publish
 
+        publish()  # this worker's own counts are exact in its answer
         with scrape_lock(self.directory):  # the master never compacts files while we read
             return content_type, encoder(self._scrape_registry())
 

@@ -8,7 +8,9 @@ and response reading run as in production.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.support.fake_transport import FakeTransport, Received, json_answer
 
 KEY = "alice-key-" + "a" * 24
 SVC = "svc.test:8001"
+BURST = 32
 
 
 @pytest.fixture
@@ -289,3 +292,22 @@ def test_an_error_body_is_the_one_json_shape(transport: FakeTransport) -> None:
     assert answer.header("Content-Type") == "application/json"
     body = json.loads(answer.body)
     assert set(body) >= {"error", "message"}
+
+
+def test_a_burst_leaves_its_connections_open_for_the_next(transport: FakeTransport) -> None:
+    """32 requests in flight at once, twice: the second burst reuses the first's connections
+    (with pool_size 16, as before, 16 of them were closed and opened again)."""
+    in_flight = threading.Barrier(BURST, timeout=10)
+
+    def held(received: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+        in_flight.wait()  # every request of the burst is at the upstream at once
+        return json_answer({"ok": True})
+
+    svc = transport.add(SVC, held)
+    gw = gateway(transport, [{"name": "api", "path": "/api/**", "upstream": "svc"}])
+    for _ in range(2):
+        with ThreadPoolExecutor(BURST) as pool:
+            answers = list(pool.map(lambda i: gw.request("GET", f"/api/{i}"), range(BURST)))
+        assert [a.status for a in answers] == [200] * BURST
+    assert len(svc.received) == 2 * BURST
+    assert svc.connections == BURST

@@ -1,0 +1,99 @@
+"""Access lines are batched, complete, in order, flushed when the worker goes idle and at
+exit, and a batch that cannot be written is reported, never dropped silently."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from gw.core.exchange import Exchange
+from gw.core.forwarding import ClientInfo
+from gw.observe import accesslog
+
+
+def exchange(number: int) -> Exchange:
+    done = Exchange(request_id=f"req_{number:020d}", method="GET", raw_target=f"/api/{number}")
+    done.client = ClientInfo("10.0.0.1", "http", "10.0.0.1", False)
+    done.status = 200
+    return done
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    accesslog.configure(True)
+    accesslog._writer.fd = write
+    yield read, write
+    accesslog.flush()
+    accesslog.configure(False)
+    for fd in (read, write):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def drain(fd: int) -> list[dict[str, object]]:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def test_lines_wait_for_their_batch_and_come_out_whole_and_in_order(
+    pipe: tuple[int, int],
+) -> None:
+    read, _ = pipe
+    for number in range(10):
+        accesslog.write(exchange(number))
+    assert drain(read) == []  # batched: nothing written while the worker is busy
+    accesslog.flush()  # the worker went idle
+    lines = drain(read)
+    assert [line["request_id"] for line in lines] == [f"req_{n:020d}" for n in range(10)]
+    assert all(line["status"] == 200 and line["worker"] == os.getpid() for line in lines)
+
+
+def test_a_full_batch_is_written_without_waiting(pipe: tuple[int, int]) -> None:
+    read, _ = pipe
+    for number in range(accesslog.BATCH_LINES):
+        accesslog.write(exchange(number))
+    assert len(drain(read)) == accesslog.BATCH_LINES
+
+
+def test_a_batch_that_cannot_be_written_is_reported(
+    pipe: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    read, _ = pipe
+    os.close(read)  # nobody reads stdout any more: the write fails with EPIPE
+    accesslog.write(exchange(1))
+    accesslog.write(exchange(2))
+    with caplog.at_level(logging.WARNING, logger="gw"):
+        accesslog.flush()
+    assert any("2 access line(s) dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_lines_still_waiting_are_written_at_exit() -> None:
+    code = (
+        "from gw.observe import accesslog\n"
+        "from gw.core.exchange import Exchange\n"
+        "accesslog.configure(True)\n"
+        "accesslog.write(Exchange(request_id='req_exit_0000000000000', method='GET',"
+        " raw_target='/x'))\n"
+        "raise SystemExit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    [line] = [json.loads(text) for text in out.stdout.decode().splitlines()]
+    assert line["request_id"] == "req_exit_0000000000000"
