@@ -10,51 +10,44 @@ pipeline knows nothing of Falcon.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
 
-from gw import __version__
-from gw.auth import Unauthorized
+from gw import __version__, cors
+from gw.auth.stage import AuthStage
 from gw.cache.stage import CacheStage
 from gw.config.assemble import Config, RouteSpec
-from gw.core import tracing
-from gw.core.body import LimitedBody
+from gw.core.body import LimitedBody, request_body
 from gw.core.exchange import ClosingBody, Exchange, Outcome
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import (
     GATEWAY_OWNED,
-    Headers,
-    check_connection,
-    chunked_only,
-    forwardable,
-    request_id,
     response_headers,
 )
-from gw.core.hosts import HostAllowList, effective_host
-from gw.core.paths import canonicalize, encode_path, split_target
+from gw.core.hosts import HostAllowList
+from gw.core.ingress import exchange_from, request_from
+from gw.core.outgoing import upstream_headers
+from gw.core.paths import encode_path
 from gw.core.request import Request
 from gw.core.retry import RetryBudget
 from gw.core.routing import RouteMatch
 from gw.cors import is_preflight
 from gw.edge import inflight
 from gw.errors import (
-    BodyTooLarge,
     ClientError,
     GatewayError,
-    InvalidHeader,
-    RouteNotFound,
     UpstreamError,
 )
 from gw.health import state as health_state
 from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
 from gw.observe import accesslog
+from gw.observe.endpoints import Endpoints
 from gw.observe.metrics import worker_metrics
 from gw.shaping.compose import Aggregator, PartReport
+from gw.shaping.stage import Shaper
 from gw.upstream.client import Connector, UpstreamClient, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("gw")
@@ -62,20 +55,6 @@ log = logging.getLogger("gw")
 _BODILESS = frozenset({204, 304})
 _CLOSING = frozenset({400, 408, 413, 501, 505})
 _JSON = "application/json"
-
-
-class InvalidQuery(ClientError):
-    code = "invalid_query"
-
-
-class UnsupportedCoding(ClientError):
-    status = 501
-    code = "not_implemented"
-
-
-class CorsRefused(ClientError):
-    status = 403
-    code = "cors_refused"
 
 
 class Gateway:
@@ -88,7 +67,6 @@ class Gateway:
         health and ready paths (``GW_METRICS_BIND``); the metrics path is then served there
         alone. ``connect``: how upstream connections are made (tests pass a fake transport)."""
         self.config = config
-        self.metrics_port = metrics_port
         self.server = config.server
         self.proxies = TrustedProxies(config.server.trusted_proxies)
         hosts = config.server.hosts
@@ -110,26 +88,32 @@ class Gateway:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
+        self.shaper = Shaper(config.transformer, config.compressor)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
-        self.authenticator = config.authenticator
-        self.auth_throttle = config.auth_throttle
+        authenticator = config.authenticator
+        self.auth = AuthStage(authenticator, config.auth_throttle) if authenticator else None
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
         # every client request in every spelling, on every route, authenticated or not.
-        owned = self.authenticator.header_names() if self.authenticator else frozenset()
+        owned = authenticator.header_names() if authenticator else frozenset()
         self.owned = GATEWAY_OWNED | owned
-        self.builtins: dict[str, Callable[[Request], Outcome]] = {
-            config.server.health_path: self._health,
-            config.server.ready_path: self._ready,
-        }
+        self.endpoints = Endpoints(
+            config.server.health_path,
+            config.server.ready_path,
+            len(config.table.ordered()),
+            __version__,
+            self.metrics,
+            config.metrics,
+            metrics_port,
+        )
 
     def handle(self, environ: Mapping[str, Any]) -> Outcome:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
-        exchange = self._exchange(environ)
+        exchange = exchange_from(environ, self.proxies)
         inflight.started(exchange)
         if self.metrics is not None:
             self.metrics.inflight(1)
         try:
-            request = self._ingress(exchange, environ)
+            request = request_from(exchange, environ, self.owned)
             local = self._local_answer(request)
             if local is not None:
                 return local
@@ -139,7 +123,8 @@ class Gateway:
             preflight = self._cors(request, route)
             if preflight is not None:
                 return preflight
-            self._authenticate(request, route)
+            if self.auth is not None:
+                self.auth.apply(request, route.auth)
             headers = self._upstream_headers(request, route)
             self._admit(request, route, headers)
             if route.aggregate is not None:
@@ -153,53 +138,6 @@ class Gateway:
             log.exception("unexpected error serving %s", exchange.request_id)
             failure = GatewayError("the gateway failed to handle this request")
             return self._error(exchange, failure)
-
-    # -- ingress: the only functions that read the environ ------------------------------------
-
-    def _exchange(self, environ: Mapping[str, Any]) -> Exchange:
-        """Mint or honour the request id, start the clock, resolve who the client is."""
-        raw_target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or _rebuild(environ)
-        exchange = Exchange(
-            request_id=request_id(environ.get("HTTP_X_REQUEST_ID")),
-            method=environ["REQUEST_METHOD"],
-            raw_target=raw_target,
-        )
-        exchange.client = self.proxies.resolve(
-            environ.get("REMOTE_ADDR") or "",
-            environ.get("HTTP_X_FORWARDED_FOR"),
-            environ.get("HTTP_X_FORWARDED_PROTO"),
-            environ.get("wsgi.url_scheme", "http"),
-        )
-        return exchange
-
-    def _ingress(self, exchange: Exchange, environ: Mapping[str, Any]) -> Request:
-        """Build the one ``Request``: decode and canonicalize the path once, one effective
-        host (400 if Host is missing, repeated or invalid), and no Connection header that
-        names a framing or gateway-owned header (400)."""
-        raw_path, query = split_target(exchange.raw_target)
-        # APPSEC: the query passes byte for byte, so it must be a legal request-target
-        # query; anything else could be read differently by the upstream.
-        if query and not (
-            query.isascii() and query.isprintable() and " " not in query and "#" not in query
-        ):
-            raise InvalidQuery("the query string has characters that must be percent-encoded")
-        exchange.path = canonicalize(raw_path)
-        exchange.query = query
-        protocol = environ.get("SERVER_PROTOCOL", "")
-        exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
-        headers = Headers.from_environ(environ)
-        check_connection(headers.get("Connection"), self.owned)
-        return Request(
-            exchange=exchange,
-            headers=headers,
-            path=exchange.path,
-            query=query,
-            authority=exchange.authority,
-            protocol=protocol,
-            peer=environ.get("REMOTE_ADDR") or "",
-            port=environ.get("SERVER_PORT"),
-            body=environ["wsgi.input"],
-        )
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -223,53 +161,11 @@ class Gateway:
         return match.route.payload
 
     def _cors(self, request: Request, route: RouteSpec) -> Outcome | None:
-        """Answer a preflight here; mark an actual cross-origin response's headers."""
-        policy = route.cors
-        if policy is None:
+        """Answer a preflight here (``gw.cors``); an actual request goes on."""
+        if route.cors is None:
             return None
-        headers = request.headers
-        origin = headers.get("Origin")
-        if not is_preflight(request.method, headers):
-            request.exchange.add_headers += policy.response_headers(origin)
-            return None
-        allowed = policy.preflight(
-            origin or "",
-            headers.get("Access-Control-Request-Method") or "",
-            headers.get("Access-Control-Request-Headers") or "",
-        )
-        if not allowed:
-            raise CorsRefused("this cross-origin request is not allowed by the route's CORS policy")
-        return self._respond(request.exchange, 204, allowed, [], shape=None)
-
-    def _authenticate(self, request: Request, route: RouteSpec) -> None:
-        """Verify the caller once, at the edge, by the route's policy (401/403 otherwise).
-
-        An address that failed too often gets 429 before its credential is read (see
-        ``gw.auth.throttle`` for what counts and why a valid credential waits too).
-        """
-        if self.authenticator is None:
-            return
-        client = request.client.ip
-        throttle = self.auth_throttle
-        if throttle is not None and self.authenticator.applies(request.path, route.auth):
-            throttle.check(client)
-        try:
-            identity = self.authenticator.authenticate(
-                request.path,
-                request.headers.items(),
-                route.auth,
-                client=client,
-                request_id=request.request_id,
-            )
-        except Unauthorized as ex:
-            if throttle is not None and throttle.counts(ex):
-                throttle.record_failure(client)
-            raise
-        request.identity = identity
-        if identity is not None:
-            request.exchange.extra["user"] = identity.subject
-            if identity.issuer is not None:
-                request.exchange.extra["issuer"] = identity.issuer
+        allowed = cors.apply(route.cors, request)
+        return None if allowed is None else self._respond(request.exchange, 204, allowed, [], None)
 
     def _admit(self, request: Request, route: RouteSpec, headers: Mapping[str, str]) -> None:
         """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
@@ -292,7 +188,10 @@ class Gateway:
         path = encode_path(route.rewrite.apply(request.path))
         if request.query:
             path = f"{path}?{request.query}"
-        body, length = self._request_body(request)
+        server = self.server
+        body, length = request_body(
+            request, server.max_body_bytes, server.min_upload_rate, server.upload_grace
+        )
         sent: LimitedBody | bytes | None = body
         buffer = self.server.request_buffer_bytes
         if body is not None and buffer and (length is None or length <= buffer):
@@ -351,43 +250,19 @@ class Gateway:
         return self._respond(exchange, outcome.status, outcome.headers, outcome.body, request)
 
     def _cached(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
-        """Answer from the cache, or fill it (once per host for concurrent misses)."""
-        assert self.cache is not None
-        rules = route.cache
-        assert rules is not None
+        """Answer from the cache, or fill it (``gw.cache.stage``)."""
+        assert self.cache is not None and route.cache is not None
         exchange = request.exchange
-        lookup = self.cache.lookup(request, route.name, rules)
-        if lookup.hit is not None:
-            hit = lookup.hit
-            return self._respond(
-                exchange, hit.status, list(hit.response_headers()), [hit.body], request
-            )
-        if lookup.key is None or lookup.lease is None:
-            exchange.add_headers.append(("X-Cache", "BYPASS"))
-            return self._relay(request, self._forward(request, route, headers))
-        try:
-            upstream = self._forward(request, route, headers)
-            storage = self.cache.storage(
-                rules, upstream.status, upstream.headers, request.identity is not None
-            )
-            length = _length(upstream.headers)
-            if (
-                storage.ttl > 0
-                and request.method == "GET"
-                and length is not None
-                and length <= rules.max_body_bytes
-            ):
-                body = b"".join(upstream.body())
-                self.cache.store(lookup.key, upstream.status, upstream.headers, body, storage)
-                exchange.add_headers.append(("X-Cache", "MISS"))
-                kept = response_headers(upstream.headers)
-                return self._respond(exchange, upstream.status, kept, [body], request)
-            if request.method == "GET":
-                self.cache.decline(lookup.key)
-        finally:
-            lookup.lease.release()
-        exchange.add_headers.append(("X-Cache", "BYPASS"))
-        return self._relay(request, upstream)
+        return self.cache.serve(
+            request,
+            route.name,
+            route.cache,
+            forward=lambda: self._forward(request, route, headers),
+            relay=lambda upstream: self._relay(request, upstream),
+            answer=lambda status, kept, body: self._respond(
+                exchange, status, kept, [body], request
+            ),
+        )
 
     def _relay(self, request: Request, upstream: UpstreamResponse) -> Outcome:
         """Pass the upstream's status, headers and streamed body on."""
@@ -419,7 +294,7 @@ class Gateway:
                 upstream, body = None, []
             shape = None
         if shape is not None:
-            headers, body = self._shape(shape, status, headers, body)
+            headers, body = self.shaper.response(shape, status, headers, body)
         headers = self._decorate(exchange, headers)
         if upstream is None:
             chunks = list(body)
@@ -428,28 +303,6 @@ class Gateway:
             return Outcome(status, headers, [] if exchange.method == "HEAD" else chunks)
         closing = ClosingBody(body, exchange, lambda: self._egress(exchange, upstream))
         return Outcome(status, headers, closing)
-
-    def _shape(
-        self,
-        request: Request,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: Iterable[bytes],
-    ) -> tuple[list[tuple[str, str]], Iterable[bytes]]:
-        """Apply the path's transformations (JSON within the size limit), then compression."""
-        transformer = self.config.transformer
-        rules = transformer.for_path(request.path) if transformer else None
-        if rules is not None:
-            if rules.wants_body(status, headers):
-                headers, data = rules.apply(status, headers, b"".join(body))
-                body = [data]
-            else:
-                headers = rules.response_headers(headers)
-        compressor = self.config.compressor
-        if compressor is not None:
-            accept = request.headers.get("Accept-Encoding")
-            headers, body = compressor.apply(request.method, status, accept, headers, body)
-        return list(headers), body
 
     def _decorate(
         self, exchange: Exchange, headers: list[tuple[str, str]]
@@ -491,45 +344,11 @@ class Gateway:
     # -- answers gw makes itself -------------------------------------------------------------
 
     def _local_answer(self, request: Request) -> Outcome | None:
-        """Metrics, health and ready, answered by gw itself; None for everything else.
-
-        With ``GW_METRICS_BIND`` the metrics path is served on that listener alone, and that
-        listener serves nothing else (404).
-        """
-        on_metrics_listener = self.metrics_port is not None and request.port == self.metrics_port
-        scrape = self.metrics is not None and request.path == self.config.metrics.path
-        if scrape and (self.metrics_port is None or on_metrics_listener):
-            return self._scrape(request)
-        builtin = self.builtins.get(request.path)
-        if builtin is not None:
-            return builtin(request)
-        if on_metrics_listener:
-            raise RouteNotFound("the metrics listener serves only metrics, health and ready")
-        return None
-
-    def _scrape(self, request: Request) -> Outcome:
-        """Answer a Prometheus scrape, but only to the peers ``metrics.allow_from`` lists."""
-        assert self.metrics is not None
-        # APPSEC: the direct socket peer decides, never X-Forwarded-For: behind nginx every
-        # public request arrives from nginx, so a forwarded address would prove nothing.
-        if not self.config.metrics.allows(request.peer):
-            raise RouteNotFound("no route matches this path")
-        content_type, body = self.metrics.render(request.headers.by_name())
-        return self._local(request, 200, content_type, body)
-
-    def _health(self, request: Request) -> Outcome:
-        payload = {
-            "status": "healthy",
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "version": __version__,
-        }
-        return self._local(request, 200, _JSON, json.dumps(payload).encode())
-
-    def _ready(self, request: Request) -> Outcome:
-        payload = {"status": "ready", "routes": len(self.config.table.ordered())}
-        return self._local(request, 200, _JSON, json.dumps(payload).encode())
-
-    def _local(self, request: Request, status: int, content_type: str, body: bytes) -> Outcome:
+        """Metrics, health and ready, answered by gw itself (``gw.observe.endpoints``)."""
+        answer = self.endpoints.answer(request)
+        if answer is None:
+            return None
+        status, content_type, body = answer
         headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
@@ -539,53 +358,10 @@ class Gateway:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _request_body(self, request: Request) -> tuple[LimitedBody | None, int | None]:
-        """The body to send and its length (None: chunked, length unknown)."""
-        limit = self.server.max_body_bytes
-        coding = request.headers.get("Transfer-Encoding")
-        if coding is not None:
-            _check_transfer_coding(coding, request.protocol)
-            length = None
-        else:
-            length = _content_length(request.headers.get("Content-Length"))
-            if length == 0:
-                return None, None
-            if length > limit:
-                raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-        body = LimitedBody(request.body, limit, length)
-        if self.server.min_upload_rate:
-            body.require_rate(self.server.min_upload_rate, self.server.upload_grace)
-        return body, length
-
     def _upstream_headers(self, request: Request, route: RouteSpec) -> dict[str, str]:
-        """Client headers minus hop-by-hop and gateway-owned ones, then the gateway's own."""
-        headers = dict(forwardable(request.headers.items(), self.owned))
-        info = request.client
-        host = request.host or ""
-        if route.upstream is not None and host and self.clients[route.upstream].spec.preserve_host:
-            headers["Host"] = host
-        # Otherwise no Host here: each target's own host:port is written when the request is
-        # sent to the target the balancer picked (gw.upstream.wire.request_head).
-        headers["X-Forwarded-For"] = info.forwarded_for
-        headers["X-Forwarded-Proto"] = info.proto
-        if host:
-            headers["X-Forwarded-Host"] = host
-        headers["X-Real-IP"] = info.ip
-        headers["X-Request-Id"] = request.request_id
-        trace = tracing.propagate(
-            request.headers.get("Traceparent"), request.headers.get("Tracestate")
-        )
-        headers["traceparent"] = trace.traceparent
-        if trace.tracestate:
-            headers["tracestate"] = trace.tracestate
-        request.exchange.extra["trace_id"] = trace.trace_id
-        if request.identity is not None:
-            headers.update(request.identity.headers())
-        transformer = self.config.transformer
-        rules = transformer.for_path(request.path) if transformer else None
-        if rules is not None:
-            headers = rules.request_headers(headers)
-        return headers
+        """What the upstream receives (``gw.core.outgoing``), then the path's header rules."""
+        preserve = route.upstream is not None and self.clients[route.upstream].spec.preserve_host
+        return self.shaper.request_headers(request, upstream_headers(request, self.owned, preserve))
 
     def _aggregator(self) -> Aggregator:
         if self._composer is None:
@@ -635,42 +411,3 @@ def _balance_key(
         return request.identity.subject if request.identity else None
     wanted = name.lower()
     return next((v for k, v in headers.items() if k.lower() == wanted), None)
-
-
-def _length(headers: list[tuple[str, str]]) -> int | None:
-    value = next((v for n, v in headers if n.lower() == "content-length"), None)
-    return int(value) if value and value.isdigit() else None
-
-
-def _content_length(value: str | None) -> int:
-    if not value:
-        return 0
-    if not value.isdigit():
-        raise InvalidHeader("Content-Length must be a non-negative integer")
-    return int(value)
-
-
-def _check_transfer_coding(coding: str, protocol: str) -> None:
-    """Accept only a lone ``chunked`` coding, and only from HTTP/1.1 (RFC 9112 section 6.1).
-
-    APPSEC: the gevent worker refuses these before the app runs; this holds for gunicorn's
-    own parser too, whatever its version lets through.
-    """
-    if not chunked_only(coding):
-        raise UnsupportedCoding(f"transfer coding {coding[:60]!r} is not supported")
-    if protocol == "HTTP/1.0":
-        raise InvalidHeader("Transfer-Encoding is not allowed in an HTTP/1.0 request")
-
-
-def _rebuild(environ: Mapping[str, Any]) -> str:
-    """Servers without a raw target: best effort from the decoded PATH_INFO.
-
-    Warning:
-        Without RAW_URI an encoded ``/`` cannot be told from a real one; gunicorn provides
-        RAW_URI, which is what gw is deployed with.
-    """
-    path = quote(
-        environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/"), safe="/!$&'()*+,;=:@"
-    )
-    query = environ.get("QUERY_STRING")
-    return f"{path}?{query}" if query else path

@@ -7,15 +7,17 @@ shared directory or Redis). The store is opened lazily in each worker, after the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gw.cache import Cache, CachedResponse, CacheKey, Lease, open_cache
 from gw.cache.keys import cache_key
 from gw.cache.policy import Storage, request_bypass, response_ttl
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
-from gw.core.headers import HOP_BY_HOP
+from gw.core.exchange import Outcome
+from gw.core.headers import HOP_BY_HOP, response_headers
 from gw.core.request import Request
+from gw.upstream.client import UpstreamResponse
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,49 @@ class CacheStage:
         self.settings = settings
         self._cache: Cache | None = None
         self._pid = -1
+
+    def serve(
+        self,
+        request: Request,
+        route: str,
+        rules: RouteCacheSettings,
+        forward: Callable[[], UpstreamResponse],
+        relay: Callable[[UpstreamResponse], Outcome],
+        answer: Callable[[int, list[tuple[str, str]], bytes], Outcome],
+    ) -> Outcome:
+        """Answer from the cache (``answer`` with the stored response), or ``forward`` and
+        fill it (once per host for concurrent misses), or ``relay`` what may not be stored.
+        ``X-Cache`` says which: HIT, MISS or BYPASS."""
+        lookup = self.lookup(request, route, rules)
+        if lookup.hit is not None:
+            hit = lookup.hit
+            return answer(hit.status, list(hit.response_headers()), hit.body)
+        bypass = ("X-Cache", "BYPASS")
+        if lookup.key is None or lookup.lease is None:
+            request.exchange.add_headers.append(bypass)
+            return relay(forward())
+        try:
+            upstream = forward()
+            storage = self.storage(
+                rules, upstream.status, upstream.headers, request.identity is not None
+            )
+            length = _content_length(upstream.headers)
+            if (
+                storage.ttl > 0
+                and request.method == "GET"
+                and length is not None
+                and length <= rules.max_body_bytes
+            ):
+                body = b"".join(upstream.body())
+                self.store(lookup.key, upstream.status, upstream.headers, body, storage)
+                request.exchange.add_headers.append(("X-Cache", "MISS"))
+                return answer(upstream.status, response_headers(upstream.headers), body)
+            if request.method == "GET":
+                self.decline(lookup.key)
+        finally:
+            lookup.lease.release()
+        request.exchange.add_headers.append(bypass)
+        return relay(upstream)
 
     def lookup(self, request: Request, route: str, rules: RouteCacheSettings) -> Lookup:
         """Return a hit, or a lease to fill the key (None key: bypass).
@@ -113,3 +158,8 @@ class CacheStage:
             self._cache = open_cache(self.settings)
             self._pid = os.getpid()
         return self._cache
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    value = next((v for n, v in headers if n.lower() == "content-length"), None)
+    return int(value) if value and value.isdigit() else None

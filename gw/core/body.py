@@ -5,13 +5,65 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
-from gw.errors import BodyTooLarge, ClientError, GatewayError
+from gw.core.headers import chunked_only
+from gw.core.request import Request
+from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
 
 CHUNK = 64 * 1024
 
 
 class ClientBodyIncomplete(ClientError):
     code = "client_body_incomplete"
+
+
+class UnsupportedCoding(ClientError):
+    status = 501
+    code = "not_implemented"
+
+
+def request_body(
+    request: Request, limit: int, min_rate: float | None, grace: float
+) -> tuple[LimitedBody | None, int | None]:
+    """The body to send and its length (None: chunked, length unknown); None for no body.
+
+    Raises:
+        BodyTooLarge: the announced length is over ``limit`` (the stream enforces it too).
+        InvalidHeader, UnsupportedCoding: the body's framing is not one gw accepts.
+    """
+    coding = request.headers.get("Transfer-Encoding")
+    if coding is not None:
+        _check_transfer_coding(coding, request.protocol)
+        length = None
+    else:
+        length = _content_length(request.headers.get("Content-Length"))
+        if length == 0:
+            return None, None
+        if length > limit:
+            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+    body = LimitedBody(request.body, limit, length)
+    if min_rate:
+        body.require_rate(min_rate, grace)
+    return body, length
+
+
+def _content_length(value: str | None) -> int:
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise InvalidHeader("Content-Length must be a non-negative integer")
+    return int(value)
+
+
+def _check_transfer_coding(coding: str, protocol: str) -> None:
+    """Accept only a lone ``chunked`` coding, and only from HTTP/1.1 (RFC 9112 section 6.1).
+
+    APPSEC: the gevent worker refuses these before the app runs; this holds for gunicorn's
+    own parser too, whatever its version lets through.
+    """
+    if not chunked_only(coding):
+        raise UnsupportedCoding(f"transfer coding {coding[:60]!r} is not supported")
+    if protocol == "HTTP/1.0":
+        raise InvalidHeader("Transfer-Encoding is not allowed in an HTTP/1.0 request")
 
 
 class LimitedBody:

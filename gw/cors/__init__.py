@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gw.core.headers import Headers
+from gw.core.request import Request
+from gw.errors import ClientError
 
 if TYPE_CHECKING:
     from gw.cors.settings import CorsSettings
@@ -104,3 +106,27 @@ def is_preflight(method: str, headers: Headers) -> bool:
     return (
         method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
     )
+
+
+class CorsRefused(ClientError):
+    status = 403
+    code = "cors_refused"
+
+
+def apply(policy: CorsPolicy, request: Request) -> list[tuple[str, str]] | None:
+    """The CORS stage: for a preflight, the headers of gw's own 204 answer (``CorsRefused``
+    when the policy refuses it); for an actual request, mark the response's CORS headers on
+    the exchange and return None (the request goes on)."""
+    headers = request.headers
+    origin = headers.get("Origin")
+    if not is_preflight(request.method, headers):
+        request.exchange.add_headers += policy.response_headers(origin)
+        return None
+    allowed = policy.preflight(
+        origin or "",
+        headers.get("Access-Control-Request-Method") or "",
+        headers.get("Access-Control-Request-Headers") or "",
+    )
+    if not allowed:
+        raise CorsRefused("this cross-origin request is not allowed by the route's CORS policy")
+    return allowed

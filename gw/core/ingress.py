@@ -1,0 +1,84 @@
+"""Ingress: a WSGI environ becomes an ``Exchange`` (the log record) and the one ``Request``.
+
+Pure module. The only code of gw that reads the environ; every stage after reads the
+``Request``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from gw.core.exchange import Exchange
+from gw.core.forwarding import TrustedProxies
+from gw.core.headers import Headers, check_connection, request_id
+from gw.core.hosts import effective_host
+from gw.core.paths import canonicalize, split_target
+from gw.core.request import Request
+from gw.errors import ClientError
+
+
+class InvalidQuery(ClientError):
+    code = "invalid_query"
+
+
+def exchange_from(environ: Mapping[str, Any], proxies: TrustedProxies) -> Exchange:
+    """Mint or honour the request id, start the clock, resolve who the client is."""
+    raw_target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or _rebuild(environ)
+    exchange = Exchange(
+        request_id=request_id(environ.get("HTTP_X_REQUEST_ID")),
+        method=environ["REQUEST_METHOD"],
+        raw_target=raw_target,
+    )
+    exchange.client = proxies.resolve(
+        environ.get("REMOTE_ADDR") or "",
+        environ.get("HTTP_X_FORWARDED_FOR"),
+        environ.get("HTTP_X_FORWARDED_PROTO"),
+        environ.get("wsgi.url_scheme", "http"),
+    )
+    return exchange
+
+
+def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozenset[str]) -> Request:
+    """Build the one ``Request``: decode and canonicalize the path once, one effective
+    host (400 if Host is missing, repeated or invalid), and no Connection header that
+    names a framing or gateway-owned header (400)."""
+    raw_path, query = split_target(exchange.raw_target)
+    # APPSEC: the query passes byte for byte, so it must be a legal request-target
+    # query; anything else could be read differently by the upstream.
+    if query and not (
+        query.isascii() and query.isprintable() and " " not in query and "#" not in query
+    ):
+        raise InvalidQuery("the query string has characters that must be percent-encoded")
+    exchange.path = canonicalize(raw_path)
+    exchange.query = query
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
+    headers = Headers.from_environ(environ)
+    check_connection(headers.get("Connection"), owned)
+    return Request(
+        exchange=exchange,
+        headers=headers,
+        path=exchange.path,
+        query=query,
+        authority=exchange.authority,
+        protocol=protocol,
+        peer=environ.get("REMOTE_ADDR") or "",
+        port=environ.get("SERVER_PORT"),
+        body=environ["wsgi.input"],
+    )
+
+
+def _rebuild(environ: Mapping[str, Any]) -> str:
+    """Servers without a raw target: best effort from the decoded PATH_INFO.
+
+    Warning:
+        Without RAW_URI an encoded ``/`` cannot be told from a real one; gunicorn provides
+        RAW_URI, which is what gw is deployed with.
+    """
+    path = quote(
+        environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/"), safe="/!$&'()*+,;=:@"
+    )
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path
