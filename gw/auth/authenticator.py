@@ -23,7 +23,7 @@ from gw.auth.errors import (
     IssuerNotAccepted,
 )
 from gw.auth.identity import UnsafeClaim, build_identity, owned_header_names
-from gw.auth.jwks import Fetcher, UrllibFetcher
+from gw.auth.jwks import Fetcher, HttpFetcher
 from gw.auth.remembered import Remembered
 from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import TokenVerifier, VerifiedToken
@@ -59,9 +59,7 @@ class Authenticator:
         self.settings = settings
         self._verifier = None
         if settings.all_issuers():
-            self._verifier = TokenVerifier.from_settings(
-                settings, fetcher or UrllibFetcher(), clock
-            )
+            self._verifier = TokenVerifier.from_settings(settings, fetcher or HttpFetcher(), clock)
         self._api_keys = ApiKeyStore.from_settings(settings.api_keys) if settings.api_keys else None
         self._key_header = canonical_name(settings.api_keys.header) if settings.api_keys else ""
         self._claim_headers = MappingProxyType(dict(settings.claim_headers))

@@ -1,4 +1,5 @@
-"""JSON Web Key Sets: fetch over urllib3, parse with PyJWT, cache, refetch with restraint.
+"""JSON Web Key Sets: fetched over gw's own upstream transport, parsed with PyJWT, cached,
+refetched with restraint.
 
 One ``JwksCache`` per key-set URI per process. The first request that needs keys fetches them
 (nothing touches the network at construction, so the cache is safe to build before a fork).
@@ -26,14 +27,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
-import urllib3
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.exceptions import PyJWTError
 
 from gw import __version__
 from gw.auth.settings import check_jwks_uri
+from gw.upstream.connection import BodyTooLarge, fetch
+from gw.upstream.wire import BodyBrokenOff, MalformedResponse
 
 log = logging.getLogger("gw.auth")
 
@@ -171,57 +174,36 @@ def _index(keys: list[VerificationKey]) -> KeySet:
 _HEADERS = {"Accept": "application/json", "User-Agent": f"gw/{__version__}"}
 
 
-class UrllibFetcher:
-    """Fetch key sets with urllib3: no redirects, no retries, bounded time and size."""
+class HttpFetcher:
+    """Fetch key sets over gw's own upstream transport (``gw.upstream.connection.fetch``): a
+    connection of its own, no redirects, no retries, bounded time and size."""
 
     def __init__(self, max_bytes: int = MAX_JWKS_BYTES) -> None:
         self.max_bytes = max_bytes
 
     def __call__(self, uri: str, timeout: float) -> bytes:
-        """Return the body of a 200 answer to ``GET uri``.
+        """Return the body of a 200 answer to ``GET uri``, all of it within twice ``timeout``.
 
-        ``timeout`` bounds the connect and each read; the whole fetch gets twice that.
+        A fetch every few minutes gains nothing from keep-alive, and reusing a connection
+        that the provider is closing at that moment would be a spurious failed fetch: each
+        fetch gets its own connection (and nothing is shared across gunicorn's fork).
         """
         check_jwks_uri(uri)
-        deadline = time.monotonic() + 2 * timeout
-        # A fetch every few minutes gains nothing from keep-alive, and reusing a connection
-        # that the provider is closing at that moment would be a spurious failed fetch: each
-        # fetch gets its own connection (and nothing is shared across gunicorn's fork).
-        manager = urllib3.PoolManager(num_pools=1, maxsize=1)
+        parts = urlsplit(uri)
+        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
         try:
-            response = manager.request(
-                "GET",
-                uri,
-                headers=_HEADERS,
-                redirect=False,
-                retries=False,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                preload_content=False,
-            )
-            try:
-                return self._body(response, deadline)
-            finally:
-                response.close()
-        except (urllib3.exceptions.HTTPError, OSError) as ex:
+            status, body = fetch(uri, target, _HEADERS, None, 2 * timeout, self.max_bytes)
+        except BodyTooLarge:
+            raise JwksFetchError(f"the key set is larger than {self.max_bytes} bytes") from None
+        except TimeoutError:
+            raise JwksFetchError("the key set took too long to arrive") from None
+        except (OSError, MalformedResponse, BodyBrokenOff) as ex:
             raise JwksFetchError(f"request failed ({type(ex).__name__})") from None
-        finally:
-            manager.clear()
-
-    def _body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
-        if 300 <= response.status < 400:
-            raise JwksFetchError(f"HTTP {response.status}: redirects are not followed")
-        if response.status != 200:
-            raise JwksFetchError(f"HTTP {response.status}")
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.stream(16384):
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise JwksFetchError(f"the key set is larger than {self.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise JwksFetchError("the key set took too long to arrive")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        if 300 <= status < 400:
+            raise JwksFetchError(f"HTTP {status}: redirects are not followed")
+        if status != 200:
+            raise JwksFetchError(f"HTTP {status}")
+        return body
 
 
 class JwksCache:

@@ -69,6 +69,20 @@ def fetch_status(
         OSError: any other connection or TLS failure (name resolution, reset, bad certificate).
         MalformedResponse, BodyBrokenOff: the answer is not valid HTTP/1.x.
     """
+    status, _ = fetch(url, path, headers, tls, timeout, max_bytes=None)
+    return status
+
+
+def fetch(
+    url: str,
+    path: str,
+    headers: Mapping[str, str],
+    tls: TlsClient | None,
+    timeout: float,
+    max_bytes: int | None,
+) -> tuple[int, bytes]:
+    """GET ``path`` as ``fetch_status`` does; return the status and the body, which is kept
+    only when ``max_bytes`` is given (``BodyTooLarge`` past it); never follows a redirect."""
     deadline = time.monotonic() + timeout
     parts = urlsplit(url)
     conn = _connect(parts.scheme, parts.hostname or "", parts.port, tls, timeout)
@@ -79,11 +93,26 @@ def fetch_status(
         head = request_head("GET", path, headers, parts.netloc, False, True)
         send_request(sock, head, None, False)
         response = Response(sock, head_request=False)
-        for _ in response.body(deadline):
-            pass
-        return response.status
+        return response.status, _read(response, deadline, max_bytes)
     finally:
         conn.close()
+
+
+class BodyTooLarge(ValueError):
+    """An answer's body is larger than the caller would read."""
+
+
+def _read(response: Response, deadline: float, max_bytes: int | None) -> bytes:
+    kept: list[bytes] = []
+    size = 0
+    for chunk in response.body(deadline):
+        if max_bytes is None:
+            continue
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"the body is larger than {max_bytes} bytes")
+        kept.append(chunk)
+    return b"".join(kept)
 
 
 def _connect(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from gw.auth import Authenticator, AuthUnavailable, InvalidToken
-from gw.auth.jwks import JwksFetchError, UrllibFetcher
+from gw.auth.jwks import HttpFetcher, JwksFetchError
 from tests.auth.fakes import FakeClock, settle_refreshes
 from tests.support.jwks_server import JwksServer, start_jwks_server
 from tests.support.tokens import SigningKey, bearer, claims, jwks, unknown_kid, with_jku
@@ -27,7 +27,7 @@ class Counting:
     """The real fetcher, counting attempts (a refused connection never reaches the server)."""
 
     def __init__(self) -> None:
-        self.fetcher = UrllibFetcher()
+        self.fetcher = HttpFetcher()
         self.attempts = 0
 
     def __call__(self, uri: str, timeout: float) -> bytes:
@@ -226,14 +226,14 @@ def test_jku_header_is_never_fetched(
 def test_fetcher_refuses_oversized_key_sets(jwks_server: JwksServer, rsa: SigningKey) -> None:
     jwks_server.publish({"keys": [rsa.public_jwk], "padding": "x" * 5000})
     with pytest.raises(JwksFetchError):
-        UrllibFetcher(max_bytes=4096)(jwks_server.url, 1.0)
-    assert json.loads(UrllibFetcher()(jwks_server.url, 1.0))["keys"]
+        HttpFetcher(max_bytes=4096)(jwks_server.url, 1.0)
+    assert json.loads(HttpFetcher()(jwks_server.url, 1.0))["keys"]
 
 
 @pytest.mark.parametrize("uri", ["http://example.com/jwks", "file:///etc/passwd"])
 def test_fetcher_refuses_insecure_uris_without_connecting(uri: str) -> None:
     with pytest.raises(ValueError):
-        UrllibFetcher()(uri, 1.0)
+        HttpFetcher()(uri, 1.0)
 
 
 def test_known_keys_are_answered_at_once_while_a_slow_refresh_runs(
