@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from gw.core.headers import GATEWAY_OWNED, HOP_BY_HOP
 from gw.core.routing import parse_pattern
-from gw.shaping.compose import MISSING_FIELD, parse_template
+from gw.shaping.templates import MISSING_FIELD, parse_template
 from gw.shaping.transform import check_rename, parse_field_path
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
