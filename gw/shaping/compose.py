@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gw.core.exchange import Outcome
-from gw.core.routing import SegmentKind, parse_pattern
+from gw.core.patterns import SegmentKind, parse_pattern
 from gw.errors import ConfigError
 from gw.shaping import dump_json
 from gw.shaping.parts import PartObserver, _Call, _Result
