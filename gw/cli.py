@@ -209,7 +209,7 @@ def _requester(args: argparse.Namespace, route: str) -> Requester:
 
 
 def _print_winner(config: Config, route: object, params: object, path: str, query: str) -> None:
-    from gw.core.routing import Route
+    from gw.core.routes import Route
 
     assert isinstance(route, Route)
     spec: RouteSpec = route.payload

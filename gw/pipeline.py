@@ -45,8 +45,9 @@ from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
 from gw.observe import accesslog
 from gw.observe.endpoints import Endpoints
-from gw.observe.metrics import worker_metrics
-from gw.shaping.compose import Aggregator, PartReport
+from gw.observe.instruments import worker_metrics
+from gw.shaping.compose import Aggregator
+from gw.shaping.parts import PartReport
 from gw.shaping.stage import Shaper
 from gw.upstream.client import Connector, UpstreamClient, UpstreamRequest, UpstreamResponse
 

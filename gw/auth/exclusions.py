@@ -1,6 +1,6 @@
 """Which routes an ``exclude_paths`` entry opens, and which ones it must never open.
 
-Pure module (standard library and ``gw.core.routing``'s pattern parser). An exclusion skips
+Pure module (standard library and ``gw.core.patterns``' pattern parser). An exclusion skips
 authentication for every method and every host on the paths it covers, before the route's
 own policy is read. The rule, checked when the configuration is loaded:
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gw.auth.settings import RoutePolicy
-from gw.core.routing import Pattern, SegmentKind, parse_pattern
+from gw.core.patterns import Pattern, SegmentKind, parse_pattern
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.config.settings import GatewaySettings, RouteSettings, ServerSettings
 from gw.config.upstreams import UpstreamSettings, compile_upstreams, retry_policy, upstream_for_url
+from gw.core.patterns import SegmentKind, parse_pattern
 from gw.core.retry import RetryPolicy
 from gw.core.rewrite import Rewrite, validate_prefix
-from gw.core.routing import EXPLICIT_ONLY_METHODS, Route, RouteTable, SegmentKind, parse_pattern
+from gw.core.routes import Route
+from gw.core.routing import EXPLICIT_ONLY_METHODS, RouteTable
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.limits.admission import Admission

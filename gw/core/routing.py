@@ -1,13 +1,7 @@
 """Match a request's method, canonical path and host to exactly one configured route.
 
-Precedence: the most specific route wins, whatever the order of the routes in the file.
-
-1. A route with a ``host`` beats a route without one.
-2. Then by class: a fully literal (exact) pattern beats a pattern with parameters or ``*`` but
-   no trailing wildcard, which beats a pattern ending in a trailing wildcard.
-3. Then more literal segments beat fewer.
-4. Then the segment kinds are compared left to right, literal > parameter (``{id}``, ``*``) >
-   trailing ``{.+}`` > trailing ``**``; the first difference decides.
+Precedence: the most specific route wins, whatever the order of the routes in the file
+(``gw.core.routes`` orders them).
 
 The method is part of the match: if the most specific routes for a path do not allow the
 request's method, a less specific route that allows it wins. ``GET`` implies ``HEAD``. A
@@ -16,41 +10,24 @@ route without ``methods`` allows every method except the table's ``explicit_only
 The answer is 405 (listing the allowed methods) only when some route matches the path but
 none allows the method, and 404 when no route matches the path.
 
-Pattern syntax, matched against canonical paths (see ``gw.core.paths``) segment by segment,
-exactly and case-sensitively:
-
-- a literal segment (``orders``, ``v1.2``; percent-encoding in it is decoded once);
-- ``{id}`` or ``*``: exactly one non-empty segment (``{id}`` captures it as ``id``);
-- last segment only: ``**`` matches zero or more segments (``/api/users/**`` matches
-  ``/api/users``, ``/api/users/`` and ``/api/users/42/x``); ``{.+}`` or ``{name:.+}`` one or
-  more non-empty segments (``/api/users/{.+}`` matches neither ``/api/users`` nor
-  ``/api/users/``); ``rest`` in the match holds what they matched, without the leading ``/``;
-- a trailing ``/`` is significant: ``/a/`` matches only ``/a/``. A path ending in ``/`` has an
-  empty last segment that only a trailing wildcard or a pattern ending in ``/`` matches.
+Pattern syntax: ``gw.core.patterns``.
 
 Pure module: imports only the standard library and other pure gw modules.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from gw.core.paths import canonicalize_config, encode_path
-from gw.errors import ConfigError, InvalidPath, MethodNotAllowed, RouteNotFound
+from gw.core.patterns import Pattern, SegmentKind, parse_pattern
+from gw.core.routes import Route, _effective_methods, _find_duplicates, _parse_all, _sort_key
+from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
 
 T = TypeVar("T")
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_PARAM = re.compile(rf"\{{({_NAME})\}}")
-_TAIL = re.compile(rf"\{{(?:({_NAME}):)?\.\+\}}")
-_BRACED = re.compile(r"\{([^{}]*)\}")
-_METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
-_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 # What a 405 lists for a route without ``methods`` (RFC 9110's methods and PATCH).
 _STANDARD_METHODS = frozenset(
@@ -60,78 +37,6 @@ _STANDARD_METHODS = frozenset(
 # tracing), and CONNECT asks for a tunnel that gw does not build; a route that leaves out
 # ``methods`` means "this API's methods", so it serves neither unless it names them.
 EXPLICIT_ONLY_METHODS = frozenset({"TRACE", "CONNECT"})
-
-
-class SegmentKind(IntEnum):
-    """What one pattern segment matches; the numeric order is the precedence order."""
-
-    LITERAL = 0
-    PARAM = 1
-    PLUS = 2  # trailing {.+}: one or more segments
-    STAR = 3  # trailing **: zero or more segments
-
-
-_TAILS = (SegmentKind.PLUS, SegmentKind.STAR)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One parsed pattern segment: a decoded literal value, or a parameter name ('' if none)."""
-
-    kind: SegmentKind
-    value: str = ""
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A parsed route pattern."""
-
-    text: str
-    segments: tuple[Segment, ...]
-    trailing_slash: bool
-
-    @property
-    def tail(self) -> SegmentKind | None:
-        """Return the trailing wildcard kind, or None."""
-        last = self.segments[-1].kind if self.segments else None
-        return last if last in _TAILS else None
-
-    @property
-    def rule_class(self) -> int:
-        """Return 0 for exact, 1 for parameters without a trailing wildcard, 2 for wildcard."""
-        if self.tail is not None:
-            return 2
-        return 0 if self.literal_count == len(self.segments) else 1
-
-    @property
-    def literal_count(self) -> int:
-        """Return how many segments are literal."""
-        return sum(1 for seg in self.segments if seg.kind is SegmentKind.LITERAL)
-
-    @property
-    def normalized(self) -> str:
-        """Return the pattern with parameter names erased: equal strings match equal paths."""
-        parts = [_NORMAL_FORMS.get(seg.kind) or _literal_form(seg.value) for seg in self.segments]
-        return "/" + "/".join(parts) + ("/" if self.trailing_slash and parts else "")
-
-
-_NORMAL_FORMS = {SegmentKind.PARAM: "*", SegmentKind.PLUS: "{.+}", SegmentKind.STAR: "**"}
-
-
-def _literal_form(value: str) -> str:
-    """Encode a literal for a normalized pattern; a literal '*' must not read as a parameter."""
-    return encode_path("/" + value)[1:].replace("*", "%2A")
-
-
-@dataclass(frozen=True)
-class Route(Generic[T]):
-    """A configured route: a pattern, optional method and host limits, and a payload."""
-
-    name: str
-    pattern: str
-    payload: T
-    methods: frozenset[str] | None = None
-    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,79 +51,6 @@ class RouteMatch(Generic[T]):
     route: Route[T]
     params: Mapping[str, str]
     rest: str
-
-
-def parse_pattern(pattern: str) -> Pattern:
-    """Parse a route pattern.
-
-    Raises:
-        ValueError: with a readable message saying what is wrong and how to write it.
-    """
-    if not pattern.startswith("/"):
-        raise ValueError(f"pattern {pattern!r} must start with '/'")
-    if pattern == "/":
-        return Pattern(pattern, (), False)
-    body = pattern[1:]
-    trailing = body.endswith("/")
-    raw_segments = (body[:-1] if trailing else body).split("/")
-    if "" in raw_segments:
-        raise ValueError(f"pattern {pattern!r} has an empty segment ('//')")
-    segments = tuple(_parse_segment(raw) for raw in raw_segments)
-    _check_shape(segments, trailing)
-    return Pattern(pattern, segments, trailing)
-
-
-def _parse_segment(raw: str) -> Segment:
-    """Parse one raw pattern segment."""
-    if raw == "**":
-        return Segment(SegmentKind.STAR)
-    if raw == "*":
-        return Segment(SegmentKind.PARAM)
-    if found := _PARAM.fullmatch(raw):
-        return Segment(SegmentKind.PARAM, found.group(1))
-    if found := _TAIL.fullmatch(raw):
-        return Segment(SegmentKind.PLUS, found.group(1) or "")
-    if found := _BRACED.fullmatch(raw):
-        raise ValueError(_explain_braces(found.group(1)))
-    if "{" in raw or "}" in raw or "*" in raw:
-        raise ValueError(f"segment {raw!r}: '{{...}}', '*' and '**' must be a whole segment")
-    return Segment(SegmentKind.LITERAL, _decode_literal(raw))
-
-
-def _explain_braces(inner: str) -> str:
-    """Say why a braced segment is not a parameter."""
-    name, colon, regex = inner.partition(":")
-    if colon and regex != ".+":
-        return f"'{{{inner}}}': the only regex supported in braces is '.+' ({{{name}:.+}})"
-    return (
-        f"'{{{inner}}}' is not a parameter: write {{name}} (a letter or '_', then letters, "
-        "digits or '_') for one segment, or {.+} / {name:.+} for the rest"
-    )
-
-
-def _decode_literal(raw: str) -> str:
-    """Decode a literal pattern segment exactly as a request path segment is decoded."""
-    try:
-        # The '/_/' anchor turns a dot segment into a visible change instead of an error.
-        canonical = canonicalize_config("/_/" + raw)
-    except InvalidPath as ex:
-        raise ValueError(f"segment {raw!r}: {ex.message}") from None
-    if canonical in ("/", "/_/"):
-        raise ValueError(f"segment {raw!r}: '.' and '..' segments never reach the router")
-    return canonical[3:]
-
-
-def _check_shape(segments: tuple[Segment, ...], trailing: bool) -> None:
-    """Check wildcard placement and parameter names."""
-    for seg in segments[:-1]:
-        if seg.kind in _TAILS:
-            raise ValueError("'**' and '{.+}' may only be the last segment")
-    if trailing and segments[-1].kind in _TAILS:
-        raise ValueError("a trailing wildcard already matches a trailing '/': remove the '/'")
-    names = [seg.value for seg in segments if seg.kind is not SegmentKind.LITERAL and seg.value]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"parameter name {twice[0]!r} is used twice")
 
 
 @dataclass(frozen=True, eq=False)
@@ -470,13 +302,6 @@ def _host_key(host: str) -> str:
     return host[:-1] if host.endswith(".") else host
 
 
-def _effective_methods(route: Route[T]) -> frozenset[str] | None:
-    """Return the route's methods with HEAD added when GET is allowed."""
-    if route.methods is None or "GET" not in route.methods:
-        return route.methods
-    return route.methods | {"HEAD"}
-
-
 def _allowed_methods(entries: list[_Entry[T]]) -> list[str]:
     """Return the sorted union of the methods the entries allow."""
     allowed: set[str] = set()
@@ -499,89 +324,3 @@ def _compile(
     tail_name = pattern.segments[-1].value if tail else ""
     methods = _effective_methods(route)
     return _Entry(rank, route, methods, params, tail_at, tail_name, explicit_only)
-
-
-def _sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
-    """Return the precedence key; the fields after the kinds only make the order total."""
-    methods = sorted(route.methods) if route.methods is not None else ["~"]
-    return (
-        0 if route.host else 1,
-        pattern.rule_class,
-        -pattern.literal_count,
-        tuple(seg.kind for seg in pattern.segments),
-        pattern.normalized,
-        route.host or "",
-        methods,
-        route.name,
-    )
-
-
-def _parse_all(routes: Sequence[Route[T]]) -> tuple[list[Pattern | None], list[str]]:
-    """Parse every pattern and check every field, collecting all problems."""
-    patterns: list[Pattern | None] = []
-    problems: list[str] = []
-    names: dict[str, int] = {}
-    for i, route in enumerate(routes):
-        try:
-            patterns.append(parse_pattern(route.pattern))
-        except ValueError as ex:
-            problems.append(f"routes[{i}].pattern: {ex}")
-            patterns.append(None)
-        problems += [f"routes[{i}].{problem}" for problem in _check_fields(route)]
-        if route.name in names:
-            problems.append(
-                f"routes[{names[route.name]}] and routes[{i}] are both named {route.name!r}"
-            )
-        names.setdefault(route.name, i)
-    return patterns, problems
-
-
-def _check_fields(route: Route[T]) -> list[str]:
-    """Return the problems with a route's methods and host."""
-    problems = []
-    if route.methods is not None and not route.methods:
-        problems.append("methods: empty; leave it unset to allow every method")
-    for method in sorted(route.methods or ()):
-        if not _METHOD.fullmatch(method):
-            problems.append(f"methods: {method!r} is not an upper-case HTTP method")
-    if route.host is not None and not _HOST.fullmatch(route.host):
-        problems.append(f"host: {route.host!r} must be a lower-case host name without port")
-    return problems
-
-
-def _find_duplicates(
-    routes: Sequence[Route[T]], patterns: list[Pattern | None], explicit_only: frozenset[str]
-) -> list[str]:
-    """Report pairs of routes that would match the same requests."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, (route, pattern) in enumerate(zip(routes, patterns, strict=True)):
-        if pattern is not None:
-            groups.setdefault((route.host or "", pattern.normalized), []).append(i)
-    problems = []
-    for members in groups.values():
-        for pos, i in enumerate(members):
-            for j in members[pos + 1 :]:
-                overlap = _overlap(routes[i], routes[j], explicit_only)
-                if overlap is not None:
-                    problems.append(_duplicate_message(i, j, routes, overlap))
-    return problems
-
-
-def _overlap(first: Route[T], second: Route[T], explicit_only: frozenset[str]) -> str | None:
-    """Return the methods two routes share, as text, or None when they share none."""
-    a, b = _effective_methods(first), _effective_methods(second)
-    if a is None and b is None:
-        return "(any method)"
-    shared = frozenset.intersection(*(methods for methods in (a, b) if methods is not None))
-    if a is None or b is None:
-        shared -= explicit_only  # a route without methods does not serve these
-    return ",".join(sorted(shared)) or None
-
-
-def _duplicate_message(i: int, j: int, routes: Sequence[Route[T]], methods: str) -> str:
-    """Describe two routes that match the same requests."""
-    where = f" on host {routes[i].host}" if routes[i].host else ""
-    return (
-        f"routes[{i}] and routes[{j}] match exactly the same requests: "
-        f"{methods} {routes[i].pattern}{where} (routes {routes[i].name!r} and {routes[j].name!r})"
-    )

@@ -17,7 +17,8 @@ from typing import Any
 
 from gw.core.forwarding import client_key
 from gw.core.request import Request
-from gw.core.routing import Route, RouteTable
+from gw.core.routes import Route
+from gw.core.routing import RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError, Unauthorized
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.settings import LimitSettings, RateLimitingSettings

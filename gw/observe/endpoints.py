@@ -7,7 +7,8 @@ import time
 
 from gw.core.request import Request
 from gw.errors import RouteNotFound
-from gw.observe.metrics import Metrics, MetricsSettings
+from gw.observe.instruments import Metrics
+from gw.observe.metrics import MetricsSettings
 
 JSON = "application/json"
 Answer = tuple[int, str, bytes]  # status, Content-Type, body

@@ -5,7 +5,7 @@ to 64 KiB, doubled by ``truncate`` when it fills) and maps it. On a full tmpfs a
 into a page without a block behind it kills the worker with SIGBUS. ``allocate_files()``
 makes it use ``_AllocatedMmapedDict``, which allocates the blocks (``posix_fallocate``)
 before the file is created or grown, so a full directory fails that call with OSError
-(ENOSPC), which ``gw.observe.metrics`` turns into "this worker serves without its metrics".
+(ENOSPC), which ``gw.observe.instruments`` turns into "this worker serves without its metrics".
 
 Compaction: a dead worker's counters and histograms must stay in the totals, but one file
 per dead worker makes every scrape slower (104 restarts left 214 files; the scrape went

@@ -1,7 +1,8 @@
 """Composition and shaping: aggregate routes, response transformations, gzip compression.
 
 - ``gw.shaping.compose``: ``Aggregator`` fans one request out to several upstreams in parallel
-  and merges their JSON answers, in configuration order, into one document.
+  and merges their JSON answers, in configuration order, into one document; its part path
+  templates are ``gw.shaping.templates``, one part's request ``gw.shaping.parts``.
 - ``gw.shaping.transform``: ``Transformer`` removes and renames JSON fields and adds or removes
   headers, for the routes a path pattern selects.
 - ``gw.shaping.compress``: ``Compressor`` gzips responses for clients that accept it.

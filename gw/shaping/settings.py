@@ -15,8 +15,8 @@ from typing import Annotated, Any, Self
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gw.core.headers import GATEWAY_OWNED, HOP_BY_HOP
-from gw.core.routing import parse_pattern
-from gw.shaping.compose import MISSING_FIELD, parse_template
+from gw.core.patterns import parse_pattern
+from gw.shaping.templates import MISSING_FIELD, parse_template
 from gw.shaping.transform import check_rename, parse_field_path
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -195,7 +195,7 @@ class TransformationSettings(BaseModel):
 
     model_config = _STRICT
 
-    path: str = Field(description="A route pattern (gw.core.routing syntax), e.g. /api/users/**.")
+    path: str = Field(description="A route pattern (gw.core.patterns syntax), e.g. /api/users/**.")
     request: RequestRules | None = None
     response: ResponseRules | None = None
     max_body_bytes: int = Field(

@@ -3,7 +3,7 @@
 Seed 003's block loads unchanged::
 
     transformations:
-      - path: /api/users/**            # a route pattern (gw.core.routing), matched against the
+      - path: /api/users/**            # a route pattern (gw.core.patterns), matched against the
         response:                      # canonical request path the client sent
           remove_fields: [internal_id, db_shard, feature_flags, created_by_admin]
           rename_fields: {email_address: email}
@@ -38,7 +38,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gw.core.routing import Route, RouteTable, parse_pattern
+from gw.core.patterns import parse_pattern
+from gw.core.routes import Route
+from gw.core.routing import RouteTable
 from gw.errors import ConfigError
 from gw.shaping import dump_json, load_json
 

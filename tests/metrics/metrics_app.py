@@ -1,4 +1,4 @@
-"""A tiny WSGI app that counts its requests through gw.observe.metrics, for the multi-worker test.
+"""A tiny WSGI app counting its requests through gw.observe.instruments, for the multi-worker test.
 
 ``/orders/...`` and ``/users/...`` answer 200 on routes ``orders`` and ``users``; anything else
 is a 404 on no route. ``/metrics`` is the scrape (not counted). ``/hang`` holds a request in
@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gw.observe import metrics
+from gw.observe.instruments import Metrics, worker_metrics
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 ROUTES = {"orders": "200 OK", "users": "200 OK"}
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    instruments = metrics.worker_metrics()
+    instruments = worker_metrics()
     path = environ["PATH_INFO"]
     if path == "/metrics":
         content_type, body = instruments.render(environ)
@@ -40,7 +40,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     return _answer(start_response, status, "text/plain", b"ok\n")
 
 
-def _hang(instruments: metrics.Metrics, start_response: StartResponse) -> Iterable[bytes]:
+def _hang(instruments: Metrics, start_response: StartResponse) -> Iterable[bytes]:
     instruments.inflight(1)
     instruments.publish(idle=True)  # the gauge must be seen while this request hangs
     with open(os.environ["METRICS_TEST_HANG_FILE"], "w") as out:

@@ -17,7 +17,8 @@ import prometheus_client  # noqa: F401
 import pytest
 from pydantic import ValidationError
 
-from gw.observe.metrics import DURATION_BUCKETS, Metrics, MetricsSettings, worker_exited
+from gw.observe.instruments import DURATION_BUCKETS, Metrics
+from gw.observe.metrics import MetricsSettings, worker_exited
 from tests.metrics.scrape import samples, total, value
 
 ROOT = Path(__file__).resolve().parents[2]

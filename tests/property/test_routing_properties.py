@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gw.core.paths import canonicalize, encode_path
-from gw.core.routing import Route, RouteTable
+from gw.core.routes import Route
+from gw.core.routing import RouteTable
 from gw.errors import InvalidPath, MethodNotAllowed, RouteNotFound
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

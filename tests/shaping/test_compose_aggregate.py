@@ -13,14 +13,10 @@ import pytest
 
 from gw.core.exchange import Outcome
 from gw.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
-from gw.shaping.compose import (
-    MISSING_PARTS_HEADER,
-    Aggregator,
-    MissingParameter,
-    PartFailed,
-    compile_aggregate,
-)
+from gw.shaping.compose import MISSING_PARTS_HEADER, Aggregator, compile_aggregate
+from gw.shaping.parts import PartFailed
 from gw.shaping.settings import AggregateSettings
+from gw.shaping.templates import MissingParameter
 from gw.upstream.client import UpstreamClient
 from tests.shaping.json_upstream import JsonUpstream, Reply
 from tests.support.upstream import wait_for

@@ -13,14 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gw.errors import ConfigError
-from gw.shaping.compose import (
-    InvalidParameter,
-    MissingParameter,
-    RequestValues,
-    compile_aggregate,
-    parse_template,
-)
+from gw.shaping.compose import compile_aggregate
 from gw.shaping.settings import AggregateSettings
+from gw.shaping.templates import InvalidParameter, MissingParameter, RequestValues, parse_template
 
 
 @dataclass(frozen=True)

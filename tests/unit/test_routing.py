@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gw.core.paths import canonicalize
-from gw.core.routing import Route, RouteTable, parse_pattern
+from gw.core.patterns import parse_pattern
+from gw.core.routes import Route
+from gw.core.routing import RouteTable
 from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
 
 

@@ -1,0 +1,378 @@
+"""One worker's Prometheus instruments and the collectors read at scrape time.
+
+Each worker makes its ``Metrics`` after the fork (``worker_metrics()``); in multiprocess mode
+(``gw.observe.metrics``) they write to that worker's files and a scrape merges every worker's.
+Like ``gw.observe.metrics``, this module imports prometheus_client only inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from gw.observe.metrics import multiprocess_directory
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger("gw")
+
+# 1 ms .. 30 s: a fast hop is a few ms, and 30 s is past every timeout a route may set.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+NO_ROUTE = "(none)"  # route label when nothing matched: no route name can be spelled this way
+BREAKER_STATES = ("closed", "open", "half_open")
+RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
+UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
+RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+_STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+TableStats = Callable[[], Mapping[str, Any]]
+
+
+class Metrics:
+    """One worker's instruments: small calls for the pipeline, label children cached.
+
+    Label values are route names, upstream names, status classes and fixed words, never
+    anything a client spelled (an unknown method is counted as ``OTHER``).
+
+    Warning:
+        In multiprocess mode make one per process (``worker_metrics()``): two instances in
+        one process write the same keys of the same file and overwrite each other's counts.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+        # The mode prometheus_client chose when it was imported, whatever the environment
+        # says now: a process that imported it before the variable was set counts alone.
+        shared = values.ValueClass is not values.MutexValue
+        self.directory = multiprocess_directory() if shared else None
+        self._file_lost = False
+        if self.directory:
+            from gw.observe import metricfiles, published
+
+            metricfiles.allocate_files()  # a full directory fails a create, never a store
+            published.install()  # PERF: counted in memory, written in batches (see there)
+        self._registry = CollectorRegistry()
+        # In multiprocess mode the files are the registry; scrapes read them afresh.
+        reg = None if self.directory else self._registry
+        self._requests = Counter(
+            "gw_requests_total",
+            "Requests answered, by route, method and status class.",
+            ["route", "method", "status_class"],
+            registry=reg,
+        )
+        self._duration = Histogram(
+            "gw_request_duration_seconds",
+            "Time from the request's arrival to the end of its response, by route.",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        # via: "proxy" (a proxied request) or "aggregate" (a part of an aggregate route).
+        self._upstream = Histogram(
+            "gw_upstream_duration_seconds",
+            "Time until an upstream's response headers arrived, by upstream and via.",
+            ["upstream", "via"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._upstream_errors = Counter(
+            "gw_upstream_errors_total",
+            "Upstream failures, by upstream, gateway error code and via.",
+            ["upstream", "kind", "via"],
+            registry=reg,
+        )
+        self._retries = Counter(
+            "gw_upstream_retries_total",
+            "Retries made (attempted) or refused by the retry budget (budget_exhausted).",
+            ["upstream", "outcome"],
+            registry=reg,
+        )
+        self._ratelimit = Counter(
+            "gw_ratelimit_decisions_total",
+            "Rate-limit decisions, by policy and decision.",
+            ["policy", "decision"],
+            registry=reg,
+        )
+        self._inflight = self._recorded(
+            lambda: Gauge(
+                "gw_requests_in_flight",
+                "Requests being served by the live workers.",
+                multiprocess_mode="livesum",
+                registry=reg,
+            )
+        )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._table_stats: TableStats | None = None
+        self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
+
+    # -- per request ---------------------------------------------------------------------
+
+    def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        if method not in _METHODS:
+            method = "OTHER"  # APPSEC: a client-chosen word must not become a new series
+        key = (route or NO_ROUTE, method, status // 100)
+        # PERF: .labels() hashes and validates its arguments; a dict hit costs ~60 ns.
+        pair = self._request_children.get(key)
+        if pair is None:
+            pair = self._request_pair(*key)
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def publish(self, idle: bool) -> None:
+        """Write this worker's counts to its files: now when the worker is ``idle``, else
+        when ``gw.observe.published.PUBLISH_EVERY`` has passed."""
+        if not self.directory:
+            return
+        from gw.observe import published
+
+        if idle:
+            published.publish()
+        else:
+            published.publish_if_due()
+
+    def inflight(self, delta: int) -> None:
+        """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
+        self._inflight.inc(delta)
+
+    def upstream(self, upstream: str, seconds: float, via: str = "proxy") -> None:
+        """Observe how long ``upstream`` took to send its response headers.
+
+        ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part.
+        """
+        _check(via, UPSTREAM_VIAS)
+        self._child(self._upstream, "u", upstream, via).observe(seconds)
+
+    def upstream_error(self, upstream: str, kind: str, via: str = "proxy") -> None:
+        """Count a failure of ``upstream``; ``kind`` is the gateway error code."""
+        _check(via, UPSTREAM_VIAS)
+        self._child(self._upstream_errors, "e", upstream, kind, via).inc()
+
+    def retry(self, upstream: str, outcome: str) -> None:
+        """Count a retry ``attempted``, or one the budget refused (``budget_exhausted``)."""
+        _check(outcome, RETRY_OUTCOMES)
+        self._child(self._retries, "r", upstream, outcome).inc()
+
+    def ratelimit(self, policy: str, decision: str) -> None:
+        """Count a decision: allowed, rejected, failed_open or failed_closed."""
+        _check(decision, RATELIMIT_DECISIONS)
+        self._child(self._ratelimit, "l", policy, decision).inc()
+
+    # -- state changes -------------------------------------------------------------------
+
+    def watch_health(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        """Report breaker and target states from the host's shared health table at each scrape.
+
+        The state is shared by every worker (gw/health/state.py), so the worker answering the
+        scrape reads it for all; nothing is written per request.
+        """
+        first = self._health_snapshot is None
+        self._health_snapshot = snapshot
+        if first and not self.directory:
+            self._registry.register(_HealthCollector(self))
+
+    def watch_limiter_table(self, stats: TableStats) -> None:
+        """Report the shared rate-limit table's occupancy at each scrape.
+
+        ``stats`` returns a mapping with ``used``, ``slots`` and ``table_full`` (what
+        ``SharedTable.stats`` returns). It is called by ``render``, not per request: the table
+        is shared by the host's workers, so the worker answering the scrape reads it for all.
+        """
+        first = self._table_stats is None
+        self._table_stats = stats
+        if first and not self.directory:
+            self._registry.register(_TableCollector(self))
+
+    # -- scrape --------------------------------------------------------------------------
+
+    def render(self, request: Mapping[str, Any]) -> tuple[str, bytes]:
+        """Return ``(content_type, body)`` for a scrape, every worker's counts merged.
+
+        ``request`` is a WSGI environ (``HTTP_ACCEPT``) or a header mapping (``Accept``);
+        OpenMetrics is answered when the scraper asks for it.
+        """
+        from prometheus_client.exposition import choose_encoder
+
+        accept = request.get("HTTP_ACCEPT") or request.get("Accept") or request.get("accept")
+        encoder, content_type = choose_encoder(str(accept or ""))
+        if not self.directory:
+            return content_type, encoder(self._registry)
+        from gw.observe.metricfiles import scrape_lock
+        from gw.observe.published import publish
+
+        publish()  # this worker's own counts are exact in its answer
+        with scrape_lock(self.directory):  # the master never compacts files while we read
+            return content_type, encoder(self._scrape_registry())
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        if not self.directory:
+            return self._registry
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        # The documented way: a fresh registry per scrape that reads every worker's files.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
+        if self._table_stats is not None:
+            registry.register(_TableCollector(self))
+        if self._health_snapshot is not None:
+            registry.register(_HealthCollector(self))
+        return registry
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _request_pair(self, route: str, method: str, status_class: int) -> tuple[Any, Any]:
+        cls = _STATUS_CLASSES[status_class] if 0 <= status_class < len(_STATUS_CLASSES) else "other"
+        pair = (
+            self._recorded(lambda: self._requests.labels(route, method, cls)),
+            self._recorded(lambda: self._duration.labels(route)),
+        )
+        if _UNRECORDED not in pair:  # retried on the next request, once there is room
+            self._request_children[(route, method, status_class)] = pair
+        return pair
+
+    def _child(self, metric: Any, tag: str, *labels: str) -> Any:
+        """Return ``metric.labels(*labels)``, cached (``tag`` keeps metrics apart)."""
+        key = (tag, *labels)
+        child = self._children.get(key)
+        if child is None:
+            # Two gthread threads may both miss: .labels() is locked and returns one child.
+            child = self._recorded(lambda: metric.labels(*labels))
+            if child is not _UNRECORDED:
+                self._children[key] = child
+        return child
+
+    def _recorded(self, make: Callable[[], Any]) -> Any:
+        """Return ``make()``, a metric or child backed by this worker's file; when the file
+        cannot be created or grown (a full runtime directory), one that records nothing.
+
+        Stores into a child that exists never fail (its blocks are allocated), so only
+        creating one can, and a request is never refused because its metrics cannot be kept.
+        """
+        try:
+            made = make()
+        except OSError as ex:
+            if not self._file_lost:
+                self._file_lost = True
+                log.error(
+                    "metrics: this worker's metrics file cannot grow (%s); it serves without "
+                    "recording new series until there is room",
+                    ex.strerror or ex,
+                )
+            return _UNRECORDED
+        if self._file_lost:
+            self._file_lost = False
+            log.info("metrics: this worker's metrics file can grow again")
+        return made
+
+    def _table_families(self) -> list[Metric]:
+        """Read the limiter table now and return its gauge and counter families."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if self._table_stats is None:
+            return []
+        try:
+            stats = self._table_stats()
+        except Exception:  # a scrape must not fail because the table could not be read
+            log.exception("could not read the rate-limit table for metrics")
+            return []
+        return [
+            GaugeMetricFamily(
+                "gw_ratelimit_table_slots", "Slots in the shared table.", stats["slots"]
+            ),
+            GaugeMetricFamily(
+                "gw_ratelimit_table_used_slots", "Slots holding a bucket.", stats["used"]
+            ),
+            CounterMetricFamily(
+                "gw_ratelimit_table_full",
+                "New keys refused a slot since the table was made.",
+                stats["table_full"],
+            ),
+        ]
+
+
+class _Unrecorded:
+    """A metric child that records nothing: what a worker uses when its file is full."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_UNRECORDED = _Unrecorded()
+
+
+class _HealthCollector:
+    """A scrape-time collector: breaker and target states from the shared health table."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        snapshot = self._metrics._health_snapshot
+        try:
+            rows = snapshot() if snapshot else []
+        except Exception:  # a scrape must not fail because the table could not be read
+            log.exception("could not read the health table for metrics")
+            return []
+        breaker = GaugeMetricFamily(
+            "gw_circuit_breaker_state",
+            "1 for the state the upstream's circuit breaker is in (shared by all workers).",
+            labels=["upstream", "state"],
+        )
+        healthy = GaugeMetricFamily(
+            "gw_upstream_target_healthy",
+            "1 when the target is in service (not ejected, not down by active checks).",
+            labels=["upstream", "target"],
+        )
+        for row in rows:
+            if row["kind"] == "upstream":
+                for state in BREAKER_STATES:
+                    breaker.add_metric([row["upstream"], state], int(row["breaker"] == state))
+            else:
+                in_service = row["state"] in ("healthy", "half_open", "probing")
+                healthy.add_metric([row["upstream"], row["target"]], int(in_service))
+        return [breaker, healthy]
+
+
+class _TableCollector:
+    """A scrape-time collector: the limiter table read by the worker serving the scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self._metrics._table_families()
+
+
+def _check(value: str, allowed: frozenset[str] | tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {sorted(allowed)}")
+
+
+_process_metrics: tuple[int, Metrics] | None = None
+_process_lock = threading.Lock()
+
+
+def worker_metrics() -> Metrics:
+    """Return this process's one ``Metrics``, made on first use (after the fork)."""
+    global _process_metrics
+    pid = os.getpid()
+    with _process_lock:
+        if _process_metrics is None or _process_metrics[0] != pid:
+            _process_metrics = (pid, Metrics())
+        return _process_metrics[1]
