@@ -38,14 +38,14 @@ class Route(Generic[T]):
     host: str | None = None
 
 
-def _effective_methods(route: Route[T]) -> frozenset[str] | None:
+def effective_methods(route: Route[T]) -> frozenset[str] | None:
     """Return the route's methods with HEAD added when GET is allowed."""
     if route.methods is None or "GET" not in route.methods:
         return route.methods
     return route.methods | {"HEAD"}
 
 
-def _sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
+def sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
     """Return the precedence key; the fields after the kinds only make the order total."""
     methods = sorted(route.methods) if route.methods is not None else ["~"]
     return (
@@ -60,7 +60,7 @@ def _sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
     )
 
 
-def _parse_all(routes: Sequence[Route[T]]) -> tuple[list[Pattern | None], list[str]]:
+def parse_all(routes: Sequence[Route[T]]) -> tuple[list[Pattern | None], list[str]]:
     """Parse every pattern and check every field, collecting all problems."""
     patterns: list[Pattern | None] = []
     problems: list[str] = []
@@ -93,7 +93,7 @@ def _check_fields(route: Route[T]) -> list[str]:
     return problems
 
 
-def _find_duplicates(
+def find_duplicates(
     routes: Sequence[Route[T]], patterns: list[Pattern | None], explicit_only: frozenset[str]
 ) -> list[str]:
     """Report pairs of routes that would match the same requests."""
@@ -113,7 +113,7 @@ def _find_duplicates(
 
 def _overlap(first: Route[T], second: Route[T], explicit_only: frozenset[str]) -> str | None:
     """Return the methods two routes share, as text, or None when they share none."""
-    a, b = _effective_methods(first), _effective_methods(second)
+    a, b = effective_methods(first), effective_methods(second)
     if a is None and b is None:
         return "(any method)"
     shared = frozenset.intersection(*(methods for methods in (a, b) if methods is not None))

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from gw.core.patterns import Pattern, SegmentKind, parse_pattern
-from gw.core.routes import Route, _effective_methods, _find_duplicates, _parse_all, _sort_key
+from gw.core.routes import Route, effective_methods, find_duplicates, parse_all, sort_key
 from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
 
 T = TypeVar("T")
@@ -194,12 +194,12 @@ class RouteTable(Generic[T]):
         Raises:
             ConfigError: listing every problem (bad patterns, methods, hosts, duplicates).
         """
-        parsed, problems = _parse_all(routes)
-        problems += _find_duplicates(routes, parsed, explicit_only)
+        parsed, problems = parse_all(routes)
+        problems += find_duplicates(routes, parsed, explicit_only)
         if problems:
             raise ConfigError(problems)
         patterns = [pattern for pattern in parsed if pattern is not None]  # all parsed here
-        order = sorted(range(len(routes)), key=lambda i: _sort_key(routes[i], patterns[i]))
+        order = sorted(range(len(routes)), key=lambda i: sort_key(routes[i], patterns[i]))
         self._ordered = [routes[i] for i in order]
         self._default: _Tier[T] = _Tier()
         self._hosts: dict[str, _Tier[T]] = {}
@@ -322,5 +322,5 @@ def _compile(
     tail = pattern.tail is not None
     tail_at = len(pattern.segments) - 1 if tail else -1
     tail_name = pattern.segments[-1].value if tail else ""
-    methods = _effective_methods(route)
+    methods = effective_methods(route)
     return _Entry(rank, route, methods, params, tail_at, tail_name, explicit_only)

@@ -11,7 +11,7 @@ reloaded if Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``).
 
 Every Redis failure (refused, reset, timed out, error reply) becomes ``LimiterUnavailable``:
 the host's adapter (``gw.host.redis``) connects and turns redis-py's errors into
-``RedisUnavailable``, which ``_translated`` turns into the limiter's. The ``redis`` package
+``RedisUnavailable``, which ``limiter_failures`` turns into the limiter's. The ``redis`` package
 is imported on first use, so the rest of gw works without the ``redis`` extra installed.
 """
 
@@ -106,12 +106,12 @@ class RedisLimiter:
 
     def reset(self, key: str) -> bool:
         """Make ``key``'s bucket full again; return whether it held live state."""
-        with _translated("reset"):
+        with limiter_failures("reset"):
             return bool(self._client.delete(self.prefix + key))
 
     def stats(self) -> dict[str, Any]:
         """Return what Redis can tell cheaply: its version and the live keys under the prefix."""
-        with _translated("stats"):
+        with limiter_failures("stats"):
             info = self._client.info("server")
             pattern = host_redis.glob_escape(self.prefix) + "*"
             keys = sum(1 for _ in self._client.scan_iter(match=pattern))
@@ -141,7 +141,7 @@ class RedisLimiter:
     def _eval(self, script: str, keys: Sequence[str], args: Sequence[int]) -> Any:
         """Run ``script`` on the prefixed ``keys`` by its digest, loading it when needed."""
         names = [self.prefix + key for key in keys]
-        with _translated("check"):
+        with limiter_failures("check"):
             sha = self._shas.get(script) or self._load(script)
             try:
                 return self._client.evalsha(sha, len(names), *names, *args)
@@ -174,7 +174,7 @@ def decisions(
     ]
 
 
-class _translated:
+class limiter_failures:
     """Turn any Redis failure inside a ``with`` block into LimiterUnavailable.
 
     Both a redis-py or socket error raised in the block and the adapter's

@@ -40,8 +40,8 @@ from gw.limits.redis_backend import (
     SCRIPT_VERSION,
     US_PER_SECOND,
     RedisLimiter,
-    _translated,
     decisions,
+    limiter_failures,
 )
 
 SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
@@ -100,7 +100,7 @@ class RedisClusterLimiter(RedisLimiter):
 
     def stats(self) -> dict[str, Any]:
         """Return the live keys under the prefix, counted on every primary."""
-        with _translated("stats"):
+        with limiter_failures("stats"):
             pattern = host_redis.glob_escape(self.prefix) + "*"
             keys = sum(1 for _ in self._client.scan_iter(match=pattern))
         return {
@@ -151,5 +151,5 @@ class RedisClusterLimiter(RedisLimiter):
     def _open(url: str, timeout: float) -> Any:
         """Connect to the cluster (this reads its slot map now); never retry."""
         scheme = next(s for s in SCHEMES if url.startswith(s))
-        with _translated("connect"):
+        with limiter_failures("connect"):
             return host_redis.connect_cluster(SCHEMES[scheme] + url[len(scheme) :], timeout)

@@ -45,7 +45,7 @@ from gw.core.exchange import Outcome
 from gw.core.patterns import SegmentKind, parse_pattern
 from gw.errors import ConfigError
 from gw.shaping import dump_json
-from gw.shaping.parts import PartObserver, _Call, _Result
+from gw.shaping.parts import PartCall, PartObserver, PartResult
 from gw.shaping.templates import MISSING_FIELD, Identity, RequestValues, Template, parse_template
 
 if TYPE_CHECKING:
@@ -208,19 +208,19 @@ class Aggregator:
         client: UpstreamClient,
         started: float,
         observe: PartObserver | None,
-    ) -> _Call:
+    ) -> PartCall:
         deadline = started + min(part.timeout or spec.timeout, spec.timeout)
         target_path = _under_base(client.spec.targets[0].base_path, path)
         sent = _part_headers(headers, client)
-        return _Call(part, target_path, sent, client, deadline, spec.max_part_bytes, observe)
+        return PartCall(part, target_path, sent, client, deadline, spec.max_part_bytes, observe)
 
-    def _gather(self, calls: list[_Call]) -> list[_Result]:
+    def _gather(self, calls: list[PartCall]) -> list[PartResult]:
         """Wait for every part; stop at the first failed required part or past a deadline."""
         pool = self._executor()
         futures = {pool.submit(call.fetch): call for call in calls}
-        results: dict[_Call, _Result] = {}
+        results: dict[PartCall, PartResult] = {}
         try:
-            pending: set[Future[_Result]] = set(futures)
+            pending: set[Future[PartResult]] = set(futures)
             while pending:
                 timeout = min(futures[f].deadline for f in pending) - time.monotonic()
                 done, pending = wait(pending, timeout=max(timeout, 0), return_when=FIRST_COMPLETED)
@@ -247,12 +247,12 @@ class Aggregator:
         return self._pool
 
 
-def _settled(future: Future[_Result], call: _Call) -> _Result:
+def _settled(future: Future[PartResult], call: PartCall) -> PartResult:
     """Return the result of a part past its deadline: a timeout unless it just finished."""
-    return future.result() if future.done() else _Result(error=call.timed_out())
+    return future.result() if future.done() else PartResult(error=call.timed_out())
 
 
-def _record(call: _Call, result: _Result, results: dict[_Call, _Result]) -> None:
+def _record(call: PartCall, result: PartResult, results: dict[PartCall, PartResult]) -> None:
     """Keep a part's result; raise at once when a required part failed."""
     results[call] = result
     if result.error is None:
@@ -264,7 +264,7 @@ def _record(call: _Call, result: _Result, results: dict[_Call, _Result]) -> None
     log.warning("%s (optional: answered with null)", message)
 
 
-def _merge(spec: AggregateSpec, results: list[_Result]) -> Outcome:
+def _merge(spec: AggregateSpec, results: list[PartResult]) -> Outcome:
     """Build the document: keys in configuration order, failed optional parts as null."""
     document: dict[str, Any] = {}
     missing = []

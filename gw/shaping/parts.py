@@ -1,7 +1,7 @@
 """One part of an aggregate route: its GET on a pool thread, its JSON answer, its report.
 
-``gw.shaping.compose.Aggregator`` makes a ``_Call`` per part and waits for them; a call never
-raises an upstream failure, it returns it in its ``_Result``.
+``gw.shaping.compose.Aggregator`` makes a ``PartCall`` per part and waits for them; a call never
+raises an upstream failure, it returns it in its ``PartResult``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class PartFailed(UpstreamError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Result:
+class PartResult:
     value: Any = None
     error: GatewayError | None = None
 
@@ -58,7 +58,7 @@ class PartReport:
 PartObserver = Callable[[PartReport], None]
 
 
-class _Call:
+class PartCall:
     """One part's request, run on a pool thread; the request thread may cancel it."""
 
     def __init__(
@@ -81,23 +81,23 @@ class _Call:
         # PERF: a plain attribute is enough: it only ever goes from False to True.
         self.cancelled = False
 
-    def fetch(self) -> _Result:
+    def fetch(self) -> PartResult:
         """Send the part and read its JSON answer; never raise an UpstreamError."""
         remaining = self.deadline - time.monotonic()
         if self.cancelled or remaining <= 0:
-            return _Result(error=self.timed_out())  # never sent: no upstream saw it
+            return PartResult(error=self.timed_out())  # never sent: no upstream saw it
         started = time.monotonic()
         try:
             request = UpstreamRequest("GET", self.path, self.headers, read_timeout=remaining)
             response = self.client.send(request)
         except UpstreamError as ex:
             self._report(None, time.monotonic() - started, ex)
-            return _Result(error=ex)
+            return PartResult(error=ex)
         seconds = time.monotonic() - started
         try:
-            result = _Result(value=self._read(response))
+            result = PartResult(value=self._read(response))
         except UpstreamError as ex:
-            result = _Result(error=ex)
+            result = PartResult(error=ex)
         finally:
             if not response.finished:
                 response.abandon()  # cancelled, failed or too large: never reuse half-read
