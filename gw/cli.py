@@ -27,7 +27,8 @@ from gw.core.paths import canonicalize, encode_path, split_target
 from gw.core.routing import RouteTable
 from gw.errors import ConfigError, GatewayError
 from gw.health import HealthUnavailable
-from gw.health import state as health_state
+from gw.health import layout as health_layout
+from gw.health import snapshot as health_snapshot
 from gw.host import rundir
 from gw.limits import LimiterAdmin, LimiterUnavailable
 from gw.limits import shared as limits_shared
@@ -281,9 +282,9 @@ def _open_table(path: str) -> SharedTable:
 
 def upstreams_command(args: argparse.Namespace) -> int:
     """``gw upstreams``: the shared health table, read from outside the server."""
-    path = os.path.join(_gateway_dir(args), health_state.TABLE_FILE)
+    path = os.path.join(_gateway_dir(args), health_layout.TABLE_FILE)
     try:
-        rows = health_state.snapshot(path)
+        rows = health_snapshot.snapshot(path)
     except (OSError, HealthUnavailable) as ex:
         raise OperatorError(f"cannot read the health table {path}: {ex}") from None
     print(json.dumps(rows, indent=2))

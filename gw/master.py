@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from gw.cache.store import CACHE_DIR, reset_store
 from gw.errors import ConfigError
+from gw.health import layout as health_layout
 from gw.health import state as health_state
 from gw.host import rundir, runtime
 from gw.limits import shared as limits_shared
@@ -33,7 +34,7 @@ def _create_shared_files(directory: str) -> None:
     """Make the host's tables (every block allocated now) and empty the cache."""
     limits_shared.create_in(directory)
     # Fresh target state: no ejection outlives a restart.
-    health_state.create(os.path.join(directory, health_state.TABLE_FILE))
+    health_state.create(os.path.join(directory, health_layout.TABLE_FILE))
     reset_store(os.path.join(directory, CACHE_DIR))  # no entry outlives a restart either
 
 
@@ -64,5 +65,5 @@ def _publish_targets(pairs: Iterable[tuple[str, str]]) -> None:
     directory = rundir.runtime_dir()
     if directory is None:
         raise runtime.RuntimeDirUnusable("GW_RUNTIME_DIR is not set: call prepare() first")
-    path = os.path.join(directory, health_state.TABLE_FILE)
+    path = os.path.join(directory, health_layout.TABLE_FILE)
     health_state.register(path, list(pairs))

@@ -40,7 +40,7 @@ from gw.errors import (
     GatewayError,
     UpstreamError,
 )
-from gw.health import state as health_state
+from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
 from gw.observe import accesslog
@@ -84,7 +84,7 @@ class Gateway:
             for name, spec in config.upstreams.items()
         }
         if self.metrics is not None:
-            self.metrics.watch_health(health_state.snapshot)
+            self.metrics.watch_health(health_snapshot.snapshot)
         if self.metrics is not None and config.admission is not None:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)

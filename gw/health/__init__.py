@@ -3,9 +3,12 @@ with one state for every worker of a host.
 
 Modules (each imported on its own, so importing this package costs nothing):
 
-- ``gw.health.state``: the shared mmap'd table (``create``/``register`` in the master,
-  ``shared()`` in a worker, ``snapshot()`` for the operator).
-- ``gw.health.balancer``: ``Balancer.pick(key) -> TargetChoice``, then ``choice.done(...)``.
+- ``gw.health.state``: the shared mmap'd table's life (``create``/``register`` in the
+  master, ``shared()`` in a worker); ``gw.health.table``: a process's ``HealthTable``;
+  ``gw.health.layout``: the file format and each slot's fields.
+- ``gw.health.snapshot``: ``snapshot()``, the table read by the operator's tools.
+- ``gw.health.balancer``: ``Balancer.pick(key) -> TargetChoice``, then ``choice.done(...)``;
+  ``gw.health.choice``: the ``TargetChoice``, its result kinds and the ``PassivePolicy``.
 - ``gw.health.breaker``: the per-upstream circuit breaker the balancer consults.
 - ``gw.health.checker``: active checks, run by one elected worker per host.
 - ``gw.health.settings``: the configuration models.

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from gw.health import CircuitOpen, HealthUnavailable
-from gw.health.state import (
+from gw.health.layout import (
     BREAKER,
     BUCKET_NS,
     BUCKETS,
@@ -30,9 +30,9 @@ from gw.health.state import (
     TRIALS,
     TRIPS,
     UPSTREAM_USED,
-    HealthTable,
     window_counts,
 )
+from gw.health.table import HealthTable
 
 log = logging.getLogger("gw.health")
 NS = 1_000_000_000

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gw.health import HealthUnavailable
-from gw.health.state import (
+from gw.health.layout import (
     ACTIVE_AT,
     ACTIVE_DOWN,
     ACTIVE_STATUS,
@@ -37,9 +37,9 @@ from gw.health.state import (
     CHECK_ERROR,
     CHECK_REFUSED,
     CHECK_TIMEOUT,
-    HealthTable,
-    shared,
 )
+from gw.health.state import shared
+from gw.health.table import HealthTable
 from gw.upstream.connection import fetch_status
 from gw.upstream.tls import TlsClient
 from gw.upstream.wire import BodyBrokenOff, MalformedResponse

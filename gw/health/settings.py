@@ -39,9 +39,10 @@ from pydantic import (
     model_validator,
 )
 
-from gw.health.balancer import Balancer, PassivePolicy
+from gw.health.balancer import Balancer
 from gw.health.breaker import BreakerPolicy
 from gw.health.checker import CheckSpec
+from gw.health.choice import PassivePolicy
 from gw.upstream.tls import TlsClient
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)

@@ -3,7 +3,8 @@
 Backends (each imported from its own module, so that importing this package costs nothing):
 
 - ``gw.limits.table.SharedTable``: an mmap'd table with striped ``fcntl`` locks, exact
-  across the worker processes (and threads) of one host.
+  across the worker processes (and threads) of one host (its file format:
+  ``gw.limits.layout``).
 - ``gw.limits.redis_backend.RedisLimiter``: one atomic Lua script, exact across hosts.
 - ``gw.limits.redis_cluster.RedisClusterLimiter``: the same on a Redis Cluster; a request
   whose keys sit in different hash slots takes, then gives back (stricter, never laxer).

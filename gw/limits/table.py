@@ -3,13 +3,7 @@
 Lifecycle: the gunicorn master calls ``SharedTable.create(path)`` once before forking; each
 worker calls ``SharedTable.open(path)`` after the fork and keeps the result for its life.
 The data file ``path`` and the lock file ``path + ".lock"`` belong on a memory file system
-(``/dev/shm`` or the systemd ``RuntimeDirectory``).
-
-Layout of the data file (native byte order and alignment: it never leaves its host)::
-
-    0     header: magic b"GWRLTAB\\0", layout version, slots, stripes, probe bound, salt
-    64    table_full counters: one uint64 per stripe, each written under its stripe's lock
-    ...   slots (64-byte aligned): ``slots`` x 16 bytes = int64 TAT, int64 key hash
+(``/dev/shm`` or the systemd ``RuntimeDirectory``); their format is ``gw.limits.layout``.
 
 A key's hash is a salted blake2b-8 of the key (0 means "empty"; a key hashing to 0 is
 stored as 1). The TAT is int64 nanoseconds on CLOCK_MONOTONIC, which on Linux is one clock
@@ -38,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import secrets
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
@@ -50,43 +42,23 @@ from gw.host import files
 from gw.host import locks as host_locks
 from gw.host.locks import DEFAULT_DEADLINE, LockUnavailable, StripeLocks
 from gw.limits import LimiterUnavailable, StripeFrozen, TableLayoutError
+from gw.limits.layout import (
+    COUNTERS_AT,
+    DEFAULT_PROBE,
+    DEFAULT_SLOTS,
+    DEFAULT_STRIPES,
+    LAYOUT_VERSION,
+    LOCK_MAGIC,
+    SLOT_WORDS,
+    WORD,
+    DataFile,
+    Geometry,
+    data_header,
+    open_locks,
+)
 
-MAGIC = b"GWRLTAB\x00"
-LOCK_MAGIC = b"GWRLLCK\x00"
-LAYOUT_VERSION = 1
-DEFAULT_SLOTS = 65536
-DEFAULT_STRIPES = 64
-DEFAULT_PROBE = 32
-
-# PERF: every struct is compiled once at import.
-_HEADER = struct.Struct("@8sIIII16s")
-_COUNTERS_AT = 64
-_WORD = 8
-_SLOT_WORDS = 2  # TAT, hash
 _PLACE_CACHE_SIZE = 8192
 _OPEN_ATTEMPTS = 5
-
-
-class Geometry:
-    """Where everything lives in a table file of a given shape."""
-
-    def __init__(self, slots: int, stripes: int, probe: int) -> None:
-        self.slots = slots
-        self.stripes = stripes
-        self.probe = probe
-        self.per_stripe = slots // stripes
-        counters_end = _COUNTERS_AT + _WORD * stripes
-        self.slots_at = -(-counters_end // 64) * 64
-        self.size = self.slots_at + _SLOT_WORDS * _WORD * slots
-
-    @classmethod
-    def plan(cls, slots: int, stripes: int, probe: int) -> Geometry:
-        """Validate a requested shape, rounding ``slots`` up to a multiple of ``stripes``."""
-        for name, value in (("slots", slots), ("stripes", stripes), ("probe", probe)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        per_stripe = -(-slots // stripes)
-        return cls(per_stripe * stripes, stripes, min(probe, per_stripe))
 
 
 class SharedTable:
@@ -98,7 +70,7 @@ class SharedTable:
     def __init__(
         self,
         path: str,
-        data: _DataFile,
+        data: DataFile,
         locks: StripeLocks,
         clock: Callable[[], int],
     ) -> None:
@@ -111,7 +83,7 @@ class SharedTable:
         self._stripes = data.geometry.stripes
         self._per_stripe = data.geometry.per_stripe
         self._probe = data.geometry.probe
-        self._first_word = data.geometry.slots_at // _WORD
+        self._first_word = data.geometry.slots_at // WORD
         self._places: dict[str, tuple[int, int, int]] = {}
 
     @staticmethod
@@ -134,7 +106,7 @@ class SharedTable:
         lock_size = max(files.LOCK_HEADER_SIZE, geometry.stripes)
         lock = files.lock_header(LOCK_MAGIC, salt)
         files.write_atomically(path + ".lock", lock, lock_size, mode, owner)
-        files.write_atomically(path, _data_header(geometry, salt), geometry.size, mode, owner)
+        files.write_atomically(path, data_header(geometry, salt), geometry.size, mode, owner)
         return geometry
 
     @classmethod
@@ -153,8 +125,8 @@ class SharedTable:
             clock: nanoseconds on a clock shared by every process (tests inject one).
         """
         for _ in range(_OPEN_ATTEMPTS):
-            data = _DataFile(path)
-            locks = _open_locks(path + ".lock", data, deadline)
+            data = DataFile(path)
+            locks = open_locks(path + ".lock", data, deadline)
             if files.lock_salt(locks.fd, LOCK_MAGIC) == data.salt:
                 return cls(path, data, locks, clock)
             # The master is replacing the files between our two opens: try again.
@@ -242,7 +214,7 @@ class SharedTable:
             "stripes": geometry.stripes,
             "probe": geometry.probe,
             "size_bytes": geometry.size,
-            "table_full": sum(self._words[_COUNTERS_AT // _WORD : self._first_word]),
+            "table_full": sum(self._words[COUNTERS_AT // WORD : self._first_word]),
         }
 
     def close(self) -> None:
@@ -267,7 +239,7 @@ class SharedTable:
         h = int.from_bytes(digest, "little", signed=True) or 1
         stripe = h % self._stripes
         offset = (h // self._stripes) % self._per_stripe
-        home = self._first_word + _SLOT_WORDS * (self._per_stripe * stripe + offset)
+        home = self._first_word + SLOT_WORDS * (self._per_stripe * stripe + offset)
         # PERF: a hit skips blake2b and the arithmetic; the cache is bounded by dropping it
         # whole when full (cheaper than LRU bookkeeping on every hit).
         if len(self._places) >= _PLACE_CACHE_SIZE:
@@ -288,7 +260,7 @@ class SharedTable:
             if free < 0 and words[at] <= now:
                 free = at
         if free < 0:
-            words[_COUNTERS_AT // _WORD + stripe] += 1
+            words[COUNTERS_AT // WORD + stripe] += 1
             raise LimiterUnavailable("rate-limit table full")
         return free
 
@@ -333,13 +305,13 @@ class SharedTable:
 
     def _window(self, stripe: int, home: int) -> range | itertools.chain[int]:
         """Return the word indexes of the slots a key may occupy, in probing order."""
-        first = self._first_word + _SLOT_WORDS * self._per_stripe * stripe
-        end = first + _SLOT_WORDS * self._per_stripe
-        stop = home + _SLOT_WORDS * self._probe
+        first = self._first_word + SLOT_WORDS * self._per_stripe * stripe
+        end = first + SLOT_WORDS * self._per_stripe
+        stop = home + SLOT_WORDS * self._probe
         if stop <= end:
-            return range(home, stop, _SLOT_WORDS)
-        wrapped = range(first, first + stop - end, _SLOT_WORDS)
-        return itertools.chain(range(home, end, _SLOT_WORDS), wrapped)
+            return range(home, stop, SLOT_WORDS)
+        wrapped = range(first, first + stop - end, SLOT_WORDS)
+        return itertools.chain(range(home, end, SLOT_WORDS), wrapped)
 
 
 class _Held:
@@ -393,69 +365,3 @@ def _limiter_error(ex: LockUnavailable) -> LimiterUnavailable:
     if isinstance(ex, host_locks.StripeFrozen):
         return StripeFrozen(f"rate-limit {ex}")
     return LimiterUnavailable(f"rate-limit {ex}")
-
-
-class _DataFile:
-    """The mapped data file of an existing table, its header checked."""
-
-    def __init__(self, path: str) -> None:
-        fd = _open_existing(path)
-        try:
-            size = os.fstat(fd).st_size
-            if size < _HEADER.size:
-                raise TableLayoutError(f"{path} is too short to be a rate-limit table")
-            self.geometry, self.salt = _read_header(path, os.pread(fd, _HEADER.size, 0))
-            if size != self.geometry.size:
-                raise TableLayoutError(
-                    f"{path} is {size} bytes, its header says {self.geometry.size}"
-                )
-            self._map = files.map_shared(fd, size)
-        finally:
-            os.close(fd)
-        # PERF: one int64 view of the whole file: a field is one index, with no struct
-        # unpacking and no tuple per probe; each store is one aligned 8-byte write.
-        self.words = memoryview(self._map).cast("q")
-
-    def close(self) -> None:
-        """Unmap the file."""
-        self.words.release()
-        self._map.close()
-
-
-def _open_existing(path: str) -> int:
-    """Open a table file for reading and writing (never through a symlink)."""
-    try:
-        return files.open_existing(path)
-    except OSError as ex:
-        raise TableLayoutError(f"cannot open rate-limit table {path}: {ex.strerror}") from ex
-
-
-def _open_locks(path: str, data: _DataFile, deadline: float) -> StripeLocks:
-    """Open the lock file paired with ``data``; raise TableLayoutError if it cannot be."""
-    try:
-        return StripeLocks(path, data.geometry.stripes, deadline)
-    except (OSError, ValueError) as ex:
-        data.close()
-        raise TableLayoutError(f"cannot open rate-limit lock file {path}: {ex}") from ex
-
-
-def _read_header(path: str, raw: bytes) -> tuple[Geometry, bytes]:
-    """Check a data file header and return the geometry and salt it describes."""
-    magic, version, slots, stripes, probe, salt = _HEADER.unpack(raw)
-    if magic != MAGIC:
-        raise TableLayoutError(f"{path} is not a gw rate-limit table (bad magic)")
-    if version != LAYOUT_VERSION:
-        raise TableLayoutError(
-            f"{path} has table layout version {version}, this gw reads version "
-            f"{LAYOUT_VERSION}: recreate it (restart the gunicorn master)"
-        )
-    if stripes < 1 or slots < stripes or slots % stripes or not 1 <= probe <= slots // stripes:
-        raise TableLayoutError(f"{path} has an inconsistent header")
-    return Geometry(slots, stripes, probe), salt
-
-
-def _data_header(geometry: Geometry, salt: bytes) -> bytes:
-    """Return the header bytes of a new data file."""
-    return _HEADER.pack(
-        MAGIC, LAYOUT_VERSION, geometry.slots, geometry.stripes, geometry.probe, salt
-    )

@@ -173,7 +173,7 @@ class Metrics:
     def watch_health(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
         """Report breaker and target states from the host's shared health table at each scrape.
 
-        The state is shared by every worker (gw/health/state.py), so the worker answering the
+        The state is shared by every worker (gw/health/table.py), so the worker answering the
         scrape reads it for all; nothing is written per request.
         """
         first = self._health_snapshot is None

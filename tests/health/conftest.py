@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from gw.health.balancer import Balancer, PassivePolicy
+from gw.health.balancer import Balancer
 from gw.health.breaker import BreakerPolicy
-from gw.health.state import HealthTable, create
+from gw.health.choice import PassivePolicy
+from gw.health.state import create
+from gw.health.table import HealthTable
 from tests.health.helpers import URLS, FakeClock
 
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from gw.health.balancer import Balancer, PassivePolicy, TargetChoice
-from gw.health.state import EJECTED_UNTIL, HealthTable
+from gw.health.balancer import Balancer
+from gw.health.choice import PassivePolicy, TargetChoice
+from gw.health.layout import EJECTED_UNTIL
+from gw.health.table import HealthTable
 from tests.health.helpers import URLS, FakeClock
 
 Build = Callable[..., Balancer]

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from gw.health import CircuitOpen
-from gw.health.balancer import CONNECT, Balancer, PassivePolicy, TargetChoice
+from gw.health.balancer import Balancer
 from gw.health.breaker import BreakerPolicy
-from gw.health.state import HealthTable, snapshot
+from gw.health.choice import CONNECT, PassivePolicy, TargetChoice
+from gw.health.snapshot import snapshot
+from gw.health.table import HealthTable
 from tests.health.helpers import FakeClock
 
 Build = Callable[..., Balancer]

@@ -17,7 +17,10 @@ import pytest
 from gw.health import NoHealthyTarget
 from gw.health.balancer import Balancer
 from gw.health.checker import ActiveChecker, CheckSpec, probe, record
-from gw.health.state import CHECK_REFUSED, CHECK_TIMEOUT, HealthTable, create, snapshot
+from gw.health.layout import CHECK_REFUSED, CHECK_TIMEOUT
+from gw.health.snapshot import snapshot
+from gw.health.state import create
+from gw.health.table import HealthTable
 from tests.support.upstream import Upstream, wait_for
 
 FORK = multiprocessing.get_context("fork")

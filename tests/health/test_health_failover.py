@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from gw.health import NoHealthyTarget
-from gw.health.balancer import BAD_RESPONSE, Balancer, PassivePolicy, TargetChoice
-from gw.health.state import HealthTable, create, snapshot
+from gw.health.balancer import Balancer
+from gw.health.choice import BAD_RESPONSE, PassivePolicy, TargetChoice
+from gw.health.snapshot import snapshot
+from gw.health.state import create
+from gw.health.table import HealthTable
 
 FORK = multiprocessing.get_context("fork")
 POLICY = PassivePolicy(consecutive_failures=5, cooldown=0.5, max_cooldown=2, probe_timeout=2)

@@ -9,17 +9,10 @@ import pytest
 
 from gw.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
 from gw.health import NoHealthyTarget
-from gw.health.balancer import (
-    CANCELLED,
-    CONNECT,
-    RESET,
-    STATUS,
-    TIMEOUT,
-    Balancer,
-    PassivePolicy,
-    kind_of,
-)
-from gw.health.state import HealthTable, snapshot
+from gw.health.balancer import Balancer
+from gw.health.choice import CANCELLED, CONNECT, RESET, STATUS, TIMEOUT, PassivePolicy, kind_of
+from gw.health.snapshot import snapshot
+from gw.health.table import HealthTable
 from tests.health.helpers import URLS, FakeClock
 
 Build = Callable[..., Balancer]

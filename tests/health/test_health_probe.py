@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gw.health.checker import CheckSpec, probe
-from gw.health.state import CHECK_ERROR, CHECK_TIMEOUT
+from gw.health.layout import CHECK_ERROR, CHECK_TIMEOUT
 from gw.upstream.settings import UpstreamTlsSettings
 from gw.upstream.tls import TlsClient, build_client
 from tests.support.evil_upstream import CLOSE, EvilUpstream, Step, start_evil_upstream

@@ -16,8 +16,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gw.health import NoHealthyTarget
-from gw.health.balancer import CONNECT, Balancer, PassivePolicy, TargetChoice
-from gw.health.state import HealthTable, snapshot
+from gw.health.balancer import Balancer
+from gw.health.choice import CONNECT, PassivePolicy, TargetChoice
+from gw.health.snapshot import snapshot
+from gw.health.table import HealthTable
 from tests.health.helpers import URLS
 
 FORK = multiprocessing.get_context("fork")

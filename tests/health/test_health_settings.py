@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gw.health.balancer import PassivePolicy
+from gw.health.choice import PassivePolicy
 from gw.health.settings import UpstreamHealthSettings, parse_statuses
 
 

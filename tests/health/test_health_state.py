@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from gw.health import HealthTableError, HealthUnavailable
-from gw.health.state import HealthTable, create, register, shared, snapshot
+from gw.health.snapshot import snapshot
+from gw.health.state import create, register, shared
+from gw.health.table import HealthTable
 from tests.health.helpers import URLS
 from tests.support.stripes import hold_stripe
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gw.health.state import TABLE_FILE, snapshot
+from gw.health.layout import TABLE_FILE
+from gw.health.snapshot import snapshot
 from tests.support.evil_upstream import EvilUpstream, start_evil_upstream
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.rawhttp import get

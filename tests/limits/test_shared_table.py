@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from gw.limits import LimiterUnavailable, Rate, TableLayoutError
-from gw.limits.table import LAYOUT_VERSION, MAGIC, SharedTable
+from gw.limits.layout import LAYOUT_VERSION, MAGIC
+from gw.limits.table import SharedTable
 
 REPO = Path(__file__).resolve().parents[2]
 S = 1_000_000_000
