@@ -93,7 +93,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="also run gw from another source tree (e.g. `git archive COMMIT | tar -x -C DIR`) "
-        "as row gw-baseline, with the same options, to compare two versions in one run",
+        "as row gw-baseline (and each gw-full row as <row>-baseline), with the same options, to "
+        "compare two versions in one run",
     )
     add("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON result file")
     add("--keep-logs", action="store_true", help="keep the temp dir with configs and logs")
@@ -212,6 +213,9 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
             specs.extend(gw_specs(args))
         elif name in FULL_ROWS:
             specs.append(full_spec(name, args))
+            if args.gw_baseline:
+                tree = args.gw_baseline.resolve()
+                specs.append(replace(full_spec(name, args), name=f"{name}-baseline", tree=tree))
         else:
             specs.append(targets.PEERS[name])
     return specs
