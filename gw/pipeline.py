@@ -55,7 +55,8 @@ from gw.limits.admission import Requester
 from gw.observe import accesslog
 from gw.observe.metrics import worker_metrics
 from gw.shaping.compose import Aggregator, PartReport
-from gw.upstream.client import Connector, UpstreamClient, UpstreamRequest, UpstreamResponse
+from gw.upstream.client import UpstreamClient, UpstreamRequest, UpstreamResponse
+from gw.upstream.pool import Connector
 
 log = logging.getLogger("gw")
 
