@@ -49,7 +49,8 @@ from gw.observe.instruments import worker_metrics
 from gw.shaping.compose import Aggregator
 from gw.shaping.parts import PartReport
 from gw.shaping.stage import Shaper
-from gw.upstream.client import Connector, UpstreamClient, UpstreamRequest, UpstreamResponse
+from gw.upstream.client import UpstreamClient, UpstreamRequest, UpstreamResponse
+from gw.upstream.pool import Connector
 
 log = logging.getLogger("gw")
 

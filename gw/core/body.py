@@ -99,7 +99,7 @@ class LimitedBody:
         """Ask the server for ``min_rate`` bytes/s after ``grace`` seconds (408 below it).
 
         Warning:
-            Only gw's gevent worker (``gw.edge.serve``) can enforce it; gunicorn's own readers
+            Only gw's gevent worker (``gw.edge.upload``) can enforce it; gunicorn's own readers
             cannot, and a trickled body there is bounded by its per-read timeout only.
         """
         require = getattr(self._stream, "require_rate", None)

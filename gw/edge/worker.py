@@ -1,8 +1,8 @@
 """gunicorn worker classes: fair to keep-alive clients, with JSON parse errors.
 
 ``BalancedGeventWorker`` (the default) serves each connection in a greenlet, one thread per
-process, and speaks HTTP/1.1 through ``gw.edge.serve`` (llhttp) instead of gunicorn's pure-Python
-parser. gunicorn still runs the processes: forking, heartbeats, signals, graceful stops,
+process, and speaks HTTP/1.1 through ``gw.edge.connection`` (llhttp) instead of gunicorn's
+pure-Python parser. gunicorn still runs the processes: forking, heartbeats, signals, graceful stops,
 ``max_requests``. On the 2-core bench box a request costs about half the CPU of gunicorn's
 gthread worker, whose threads spend their time passing the GIL and the poller between each
 other (bench/README.md has the figures). ``BalancedThreadWorker`` stays for deployments that
@@ -33,14 +33,16 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from gw.core.headers import request_id
 from gw.edge.arbiter import worker_stop_limit
-from gw.edge.serve import Connection, Limits, WaitingConnections
+from gw.edge.connection import Connection
+from gw.edge.request import Limits
+from gw.edge.waiting import WaitingConnections
 from gw.errors import EdgeError
 
 KEEPALIVE_REQUESTS = int(os.environ.get("GW_KEEPALIVE_REQUESTS", "200"))
 
 
 class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
-    """gunicorn's gevent worker with gw's HTTP/1.1 connection handling (``gw.edge.serve``)."""
+    """gunicorn's gevent worker with gw's HTTP/1.1 connection handling (``gw.edge.connection``)."""
 
     def init_process(self) -> None:
         cfg = self.cfg
@@ -166,7 +168,7 @@ def closing_when_asked(app: Any) -> Any:
     """Close the connection after an answer whose headers say ``Connection: close``.
 
     gunicorn's response drops the app's hop-by-hop headers without acting on them; gw's
-    own server (gw.edge.serve) honours this one, and so must the threaded worker: gw asks for it
+    own server (gw.edge.reply) honours this one, and so must the threaded worker: gw asks for it
     after refusing a malformed request, whose connection must carry nothing more.
     """
 

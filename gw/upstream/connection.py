@@ -1,6 +1,6 @@
 """Upstream connections: the one way gw connects to a target, and a one-off GET on a fresh one.
 
-The pools of ``gw.upstream.client`` and the active health checks (the health package's
+The pools of ``gw.upstream.pool`` and the active health checks (the health package's
 ``checker``) both connect with ``connect``, so a check measures the transport the traffic
 uses: the same urllib3 connection classes, TLS context, SNI and certificate name; and
 ``fetch_status`` speaks ``gw.upstream.wire`` as a proxied request does.

@@ -4,7 +4,7 @@ response read with llhttp (the parser Node.js uses, through ``httptools``).
 PERF: ``http.client``'s message layer (a ``putheader`` call per header, responses parsed by the
 ``email`` package) cost about 150 µs of CPU per proxied request on the bench box, more than the
 rest of the gateway. Here the head is one ``sendall`` and the response parsing is C. urllib3
-still makes the connections (connect timeouts, socket options, TLS); see ``gw.upstream.client``.
+still makes the connections (connect timeouts, socket options, TLS); see ``gw.upstream.pool``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""gw's own HTTP/1.1 connection handling (gw.edge.serve) in real gunicorn workers, byte for byte.
+"""gw's own HTTP/1.1 server (gw.edge.connection) in real gunicorn workers, byte for byte.
 
 One gateway (the default worker class) and one recording upstream serve the whole module.
 """

@@ -41,7 +41,7 @@ class InProcessGateway:
         body: bytes = b"",
         peer: str = "127.0.0.1",
     ) -> Answer:
-        environ = _environ(method, target, headers or {}, body, peer)
+        environ = build_environ(method, target, headers or {}, body, peer)
         outcome = self.gateway.handle(environ)
         chunks: Iterator[bytes] = iter(outcome.body)
         try:
@@ -53,7 +53,7 @@ class InProcessGateway:
         return Answer(outcome.status, list(outcome.headers), data)
 
 
-def _environ(
+def build_environ(
     method: str, target: str, headers: dict[str, str], body: bytes, peer: str
 ) -> dict[str, Any]:
     path, _, query = target.partition("?")

@@ -1,6 +1,6 @@
 """An in-process transport for ``Gateway``: upstreams that answer over socket pairs.
 
-``FakeTransport.connect`` is a ``gw.upstream.client.Connector``: each new upstream connection
+``FakeTransport.connect`` is a ``gw.upstream.pool.Connector``: each new upstream connection
 is one end of a ``socket.socketpair()``, and a thread speaks HTTP/1.1 (h11, an independent
 implementation) on the other end. gw's own framing, pooling and response reading run
 unchanged; only TCP is gone. Each upstream records what it received.

@@ -1,4 +1,4 @@
-"""gw.upstream.client's pool: an idle connection is reused only if nothing is readable on it.
+"""gw.upstream.pool: an idle connection is reused only if nothing is readable on it.
 
 Real sockets on 127.0.0.1, plain and TLS, as the stdlib makes them (gthread and sync workers)
 and as gevent does (the default worker), without monkey-patching this process.
@@ -17,7 +17,7 @@ import gevent.socket
 import gevent.ssl
 import pytest
 
-from gw.upstream.client import ConnectionPool, _nothing_to_read
+from gw.upstream.pool import ConnectionPool, _nothing_to_read
 from gw.upstream.spec import Target
 from tests.support.tls import make_certificate, server_context
 

@@ -1,4 +1,4 @@
-"""The max_connections cap of gw.upstream.client's pool, under real threads: never more slots in use
+"""The max_connections cap of gw.upstream.pool, under real threads: never more slots in use
 than the cap, every waiter gets a slot given back in time, and a wait ends at its timeout."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gw.upstream.client import _Slots
+from gw.upstream.pool import _Slots
 
 CAP = 3
 THREADS = 12

@@ -1,0 +1,148 @@
+"""The answer to one request: ``start_response``, the response head, and the body's framing.
+
+Framing of answers: the app's Content-Length, else chunked for HTTP/1.1, else the end of the
+connection. An app body that fails part-way (an upstream that broke off) ends the connection
+without the final chunk, so the client sees a broken response, never a clean short one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from typing import Any
+
+from gw.core.headers import HOP_BY_HOP  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
+from gw.edge.request import Message
+
+log = logging.getLogger("gw.serve")
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Reply:
+    """The answer to one request: ``start_response`` and the framing of the body."""
+
+    def __init__(self, sock: socket.socket, message: Message, keep_alive: bool) -> None:
+        self.sock = sock
+        self.message = message
+        self.keep_alive = keep_alive and message.keep_alive and not message.upgrade
+        self.started = False  # the head has been sent
+        self._status = ""
+        self._headers: list[tuple[str, str]] = []
+        self._length: int | None = None
+        self._chunked = False
+        self._bodyless = message.method == "HEAD"
+        self._sent = 0
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self._status = status
+        self._headers = headers
+        return self._write_legacy
+
+    def send(self, body: Iterable[bytes]) -> None:
+        """Send the head and the body; end the connection if the body fails part-way.
+
+        Raises:
+            OSError: writing to the client failed.
+            Exception: the app failed before calling ``start_response``.
+        """
+        pieces = iter(body)
+        while True:
+            try:
+                data = next(pieces)
+            except StopIteration:
+                break
+            except Exception as ex:
+                if not self._status:
+                    raise
+                log.warning("the answer broke off: %s", ex)
+                self.keep_alive = False  # no final chunk, no full length: visibly broken
+                if not self.started:
+                    self._write(b"")
+                return
+            if data:
+                self._write(data)
+        if not self.started:
+            self._write(b"")
+        elif self._chunked:
+            self.sock.sendall(b"0\r\n\r\n")
+        if self._length is not None and self._sent < self._length and not self._bodyless:
+            self.keep_alive = False  # short body: the client must see the connection end
+
+    def _write_legacy(self, data: bytes) -> None:
+        if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not self.started:
+            self.sock.sendall(self._head() + self._frame(data))
+            self.started = True
+            return
+        self.sock.sendall(self._frame(data))
+
+    def _frame(self, data: bytes) -> bytes:
+        if not data or self._bodyless:
+            return b""
+        if self._length is not None:
+            room = self._length - self._sent
+            if len(data) > room:
+                data = data[:room]  # never more than announced
+                self.keep_alive = False
+        self._sent += len(data)
+        if self._chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
+
+    def _head(self) -> bytes:
+        status = self._status
+        code = int(status[:3])
+        if code in _NO_BODY_STATUSES or code < 200:
+            self._bodyless = True
+        lines = [f"HTTP/1.1 {status}"]
+        has_date = False
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == "connection" and "close" in value.lower():
+                    self.keep_alive = False
+                continue
+            if lname == "content-length":
+                self._length = int(value)
+            elif lname == "date":
+                has_date = True
+            lines.append(f"{name}: {value}")
+        if not has_date:
+            lines.append(f"Date: {_http_date()}")
+        if self._length is None and not self._bodyless:
+            if self.message.version == "1.1":
+                self._chunked = True
+                lines.append("Transfer-Encoding: chunked")
+            else:
+                self.keep_alive = False  # HTTP/1.0: the end of the connection ends the body
+        # Said in both cases, as gunicorn does: clients and tests read it either way.
+        lines.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
+        # APPSEC: the app's header names and values must not split the answer into more lines
+        # (a CR or LF from an upstream value would forge headers or a second response).
+        probe = "".join(lines)
+        if "\n" in probe or "\r" in probe:
+            raise ValueError("a response header contains CR or LF")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_date_cache = (0, "")
+
+
+def _http_date() -> str:
+    """Return the current HTTP date, formatted once per second (PERF)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
