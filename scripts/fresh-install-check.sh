@@ -118,8 +118,8 @@ for _ in $(seq 150); do # at most about 30 s
   sleep 0.2
 done
 [ "$up" = 1 ] || fail "the gateway did not answer $B/health in 30 s"
-grep -q "Using worker: gw.worker.BalancedGeventWorker" gateway.log ||
-  fail "the gateway does not run the default worker gw.worker.BalancedGeventWorker"
+grep -q "Using worker: gw.edge.worker.BalancedGeventWorker" gateway.log ||
+  fail "the gateway does not run the default worker gw.edge.worker.BalancedGeventWorker"
 
 # expect NAME STATUS PATTERN CURL_ARGS...: the status, and PATTERN (grep -E) in headers + body.
 expect() {
@@ -161,7 +161,7 @@ echo "== demo: ok ($((SECONDS - t1)) s)"
 t2=$SECONDS
 echo "== bash examples/demo/run.sh --check with a worker class that does not exist"
 rc=0
-out="$(GW_WORKER_CLASS=gw.worker.NoSuchWorker GW_DEMO_PORT="$(free_port)" \
+out="$(GW_WORKER_CLASS=gw.edge.worker.NoSuchWorker GW_DEMO_PORT="$(free_port)" \
   DEMO_USERS_PORT="$(free_port)" DEMO_ORDERS_PORT="$(free_port)" \
   DEMO_PRODUCTS_PORT="$(free_port)" bash examples/demo/run.sh --check 2>&1)" || rc=$?
 shown="$(sed -n "/^The gateway exited. The gateway's log/,\$p" <<<"$out")"
