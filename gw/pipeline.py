@@ -91,6 +91,8 @@ class Gateway:
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
         self.shaper = Shaper(config.transformer, config.compressor)
+        # PERF: lower-cased once here, not per answer.
+        self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         authenticator = config.authenticator
         self.auth = AuthStage(authenticator, config.auth_throttle) if authenticator else None
@@ -314,7 +316,7 @@ class Gateway:
         present.discard("vary")  # several Vary headers combine
         headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
         headers.append(("X-Request-Id", exchange.request_id))
-        headers += [(n, v) for n, v in self.config.security_headers if n.lower() not in present]
+        headers += [(n, v) for n, v, lower in self.security_headers if lower not in present]
         return headers
 
     def _error(self, exchange: Exchange, ex: GatewayError) -> Outcome:

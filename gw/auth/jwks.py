@@ -35,7 +35,7 @@ from jwt.exceptions import PyJWTError
 
 from gw import __version__
 from gw.auth.settings import check_jwks_uri
-from gw.upstream.connection import BodyTooLarge, fetch
+from gw.upstream.connection import AnswerTooLarge, fetch
 from gw.upstream.wire import BodyBrokenOff, MalformedResponse
 
 log = logging.getLogger("gw.auth")
@@ -193,7 +193,7 @@ class HttpFetcher:
         target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
         try:
             status, body = fetch(uri, target, _HEADERS, None, 2 * timeout, self.max_bytes)
-        except BodyTooLarge:
+        except AnswerTooLarge:
             raise JwksFetchError(f"the key set is larger than {self.max_bytes} bytes") from None
         except TimeoutError:
             raise JwksFetchError("the key set took too long to arrive") from None

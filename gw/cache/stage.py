@@ -62,7 +62,7 @@ class CacheStage:
             storage = self.storage(
                 rules, upstream.status, upstream.headers, request.identity is not None
             )
-            length = _content_length(upstream.headers)
+            length = upstream.content_length
             if (
                 storage.ttl > 0
                 and request.method == "GET"
@@ -158,8 +158,3 @@ class CacheStage:
             self._cache = open_cache(self.settings)
             self._pid = os.getpid()
         return self._cache
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    value = next((v for n, v in headers if n.lower() == "content-length"), None)
-    return int(value) if value and value.isdigit() else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import json
 import logging
 import os
@@ -151,19 +152,17 @@ def flush() -> None:
     _writer.flush()
 
 
-_clock: dict[str, int | str] = {"second": -1, "text": ""}
-
-
 def _now() -> str:
-    """The local time as ISO 8601 with its offset, formatted once per second.
+    """The local time as ISO 8601 with its offset.
 
     PERF: ``strftime`` per line is most of a microsecond; the text changes once a second.
     """
-    second = int(time.time())
-    if second != _clock["second"]:
-        _clock["text"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
-        _clock["second"] = second
-    return str(_clock["text"])
+    return _formatted(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)
+def _formatted(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
 
 
 _pids = {"pid": os.getpid()}

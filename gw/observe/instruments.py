@@ -55,11 +55,14 @@ class Metrics:
         shared = values.ValueClass is not values.MutexValue
         self.directory = multiprocess_directory() if shared else None
         self._file_lost = False
+        # (publish now, publish when due): None in single-process mode, which has no files.
+        self._publishers: tuple[Callable[[], None], Callable[[], None]] | None = None
         if self.directory:
             from gw.observe import metricfiles, published
 
             metricfiles.allocate_files()  # a full directory fails a create, never a store
             published.install()  # PERF: counted in memory, written in batches (see there)
+            self._publishers = (published.publish, published.publish_if_due)
         self._registry = CollectorRegistry()
         # In multiprocess mode the files are the registry; scrapes read them afresh.
         reg = None if self.directory else self._registry
@@ -132,14 +135,8 @@ class Metrics:
     def publish(self, idle: bool) -> None:
         """Write this worker's counts to its files: now when the worker is ``idle``, else
         when ``gw.observe.published.PUBLISH_EVERY`` has passed."""
-        if not self.directory:
-            return
-        from gw.observe import published
-
-        if idle:
-            published.publish()
-        else:
-            published.publish_if_due()
+        if self._publishers is not None:
+            self._publishers[0 if idle else 1]()
 
     def inflight(self, delta: int) -> None:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""

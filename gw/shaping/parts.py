@@ -121,7 +121,7 @@ class PartCall:
                 f"upstream {name} answered with status {response.status}",
                 extra={"upstream_status": response.status},
             )
-        declared = _content_length(response.headers)
+        declared = response.content_length
         if declared is not None and declared > self.max_bytes:
             raise self._too_large()
         data = self._collect(response)
@@ -153,10 +153,3 @@ class PartCall:
 
     def cancel(self) -> None:
         self.cancelled = True
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length" and value.strip().isdigit():
-            return int(value)
-    return None

@@ -103,6 +103,11 @@ class UpstreamResponse:
         self.choice: Choice | None = None  # told how the exchange ended (health)
         self.deadline: float | None = None  # time.monotonic() by which the body must be in
 
+    @property
+    def content_length(self) -> int | None:
+        """The answer's declared Content-Length, or None (chunked, or until close)."""
+        return self.raw.content_length
+
     def body(self) -> Iterator[bytes]:
         """Yield the body as it arrives, undecoded; raise UpstreamError if it breaks off."""
         try:

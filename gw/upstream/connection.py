@@ -82,7 +82,7 @@ def fetch(
     max_bytes: int | None,
 ) -> tuple[int, bytes]:
     """GET ``path`` as ``fetch_status`` does; return the status and the body, which is kept
-    only when ``max_bytes`` is given (``BodyTooLarge`` past it); never follows a redirect."""
+    only when ``max_bytes`` is given (``AnswerTooLarge`` past it); never follows a redirect."""
     deadline = time.monotonic() + timeout
     parts = urlsplit(url)
     conn = _connect(parts.scheme, parts.hostname or "", parts.port, tls, timeout)
@@ -98,7 +98,7 @@ def fetch(
         conn.close()
 
 
-class BodyTooLarge(ValueError):
+class AnswerTooLarge(ValueError):
     """An answer's body is larger than the caller would read."""
 
 
@@ -110,7 +110,7 @@ def _read(response: Response, deadline: float, max_bytes: int | None) -> bytes:
             continue
         size += len(chunk)
         if size > max_bytes:
-            raise BodyTooLarge(f"the body is larger than {max_bytes} bytes")
+            raise AnswerTooLarge(f"the body is larger than {max_bytes} bytes")
         kept.append(chunk)
     return b"".join(kept)
 
