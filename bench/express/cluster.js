@@ -1,18 +1,3 @@
 'use strict';
-// proxy.js under node's cluster module: WORKERS processes (default 2) sharing one listen port,
-// connections handed out round-robin by the primary (node's default on Linux).
-const cluster = require('node:cluster');
-
-const workers = Number(process.env.WORKERS || 2);
-
-if (cluster.isPrimary) {
-  for (let i = 0; i < workers; i += 1) {
-    cluster.fork();
-  }
-  cluster.on('exit', (worker, code, signal) => {
-    // No respawn: a worker that dies mid-benchmark must show up as a failure, not be hidden.
-    console.error(`express worker ${worker.process.pid} exited (code ${code}, signal ${signal})`);
-  });
-} else {
-  require('./proxy.js');
-}
+// proxy.js under node's cluster module (../node-cluster.js).
+require('../node-cluster.js')('express', require.resolve('./proxy.js'));
