@@ -34,6 +34,32 @@ def parse_networks(entries: Sequence[str]) -> tuple[bool, tuple[IPNetwork, ...]]
     return "unix" in entries, networks
 
 
+class PeerList:
+    """Peers from a list (``parse_networks``), asked about one direct socket peer at a time.
+
+    ``''`` is what gunicorn reports for a unix socket peer: in the list when ``unix`` is.
+    """
+
+    def __init__(self, entries: Sequence[str]) -> None:
+        self._unix, self._networks = parse_networks(entries)
+        # PERF: the same few peers are asked about on every request.
+        self.contains = lru_cache(maxsize=1024)(self._contains)
+
+    def _contains(self, address: str) -> bool:
+        if address == "":
+            return self._unix
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            # APPSEC: a dual-stack listener reports the IPv4 peer a.b.c.d as ::ffff:a.b.c.d;
+            # it is the same host, so it is in the list when a.b.c.d (or its mapped form) is.
+            mapped = ip.ipv4_mapped
+            return any(ip in net or mapped in net for net in self._networks)
+        return any(ip in net for net in self._networks)
+
+
 @dataclass(frozen=True)
 class ClientInfo:
     ip: str
@@ -52,23 +78,7 @@ class TrustedProxies:
     """
 
     def __init__(self, entries: Sequence[str]) -> None:
-        self._unix, self._networks = parse_networks(entries)
-        # PERF: the same few proxy addresses are asked about on every request.
-        self.is_trusted = lru_cache(maxsize=1024)(self._is_trusted)
-
-    def _is_trusted(self, address: str) -> bool:
-        if address == "":
-            return self._unix
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            # APPSEC: a dual-stack listener reports the IPv4 peer a.b.c.d as ::ffff:a.b.c.d;
-            # it is the same host, so it is trusted when a.b.c.d (or its mapped form) is.
-            mapped = ip.ipv4_mapped
-            return any(ip in net or mapped in net for net in self._networks)
-        return any(ip in net for net in self._networks)
+        self.is_trusted = PeerList(entries).contains
 
     def resolve(
         self, remote_addr: str, xff: str | None, xfp: str | None, scheme: str

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import ipaddress
 import logging
 import os
 import sys
@@ -29,7 +28,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gw.core.forwarding import parse_networks
+from gw.core.forwarding import PeerList, parse_networks
 from gw.host import rundir
 
 log = logging.getLogger("gw")
@@ -72,24 +71,15 @@ class MetricsSettings(BaseModel):
             behind nginx every request comes from the proxy, and scrapes must not be
             reachable through it.
         """
-        return _peer_allowed(tuple(self.allow_from), remote_addr)
+        # APPSEC: trust is decided on the socket peer only; '' is what gunicorn reports for
+        # a unix socket, which only the local proxy (or root) can reach.
+        return _peer_list(tuple(self.allow_from)).contains(remote_addr)
 
 
-# PERF: parsing the networks and the address once per distinct (list, peer) pair.
-@lru_cache(maxsize=256)
-def _peer_allowed(entries: tuple[str, ...], remote_addr: str) -> bool:
-    # APPSEC: trust is decided on the socket peer only; '' is what gunicorn reports for a
-    # unix socket, which only the local proxy (or root) can reach.
-    unix, networks = parse_networks(entries)
-    if remote_addr == "":
-        return unix
-    try:
-        ip = ipaddress.ip_address(remote_addr)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in networks)
+# PERF: the networks are parsed once per list, each peer's answer kept (PeerList).
+@lru_cache(maxsize=16)
+def _peer_list(entries: tuple[str, ...]) -> PeerList:
+    return PeerList(entries)
 
 
 # -- the master's side ------------------------------------------------------------------------
