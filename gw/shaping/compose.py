@@ -42,11 +42,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gw.core.exchange import Outcome
+from gw.core.identity import Identity
 from gw.core.patterns import SegmentKind, parse_pattern
 from gw.errors import ConfigError
 from gw.shaping import dump_json
 from gw.shaping.parts import PartCall, PartObserver, PartResult
-from gw.shaping.templates import MISSING_FIELD, Identity, RequestValues, Template, parse_template
+from gw.shaping.templates import MISSING_FIELD, RequestValues, Template, parse_template
 
 if TYPE_CHECKING:
     from gw.shaping.settings import AggregateSettings

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from gw.core.identity import Identity
 from gw.core.paths import canonicalize, encode_path
 from gw.errors import ClientError, InvalidPath
 
@@ -39,19 +40,6 @@ class InvalidParameter(ClientError):
     """A value cannot be placed in a part's path safely (400)."""
 
     code = "invalid_parameter"
-
-
-class Identity(Protocol):
-    """The verified caller, as the authentication stage describes it."""
-
-    @property
-    def subject(self) -> str: ...
-
-    @property
-    def role(self) -> str | None: ...
-
-    @property
-    def claims(self) -> Mapping[str, Any]: ...
 
 
 # -- templates ------------------------------------------------------------------------------
