@@ -20,19 +20,17 @@ from gw.auth.exclusions import exclusion_notes
 from gw.cache import open_cache
 from gw.cache.settings import CacheStoreSettings
 from gw.cache.store import CACHE_DIR
-from gw.config.assemble import Config, RouteSpec
+from gw.config.assemble import Config
 from gw.config.load import load_config
 from gw.config.schema import config_schema
-from gw.core.paths import canonicalize, encode_path, split_target
-from gw.core.routing import RouteTable
-from gw.errors import ConfigError, GatewayError
+from gw.errors import ConfigError
+from gw.explain import Live, Probe, explain
 from gw.health import HealthUnavailable
 from gw.health import layout as health_layout
 from gw.health import snapshot as health_snapshot
 from gw.host import rundir
-from gw.limits import LimiterAdmin, LimiterUnavailable
+from gw.limits import Decision, LimiterAdmin, LimiterUnavailable, Rate
 from gw.limits import shared as limits_shared
-from gw.limits.admission import Requester
 from gw.limits.table import SharedTable
 from gw.observe import audit
 
@@ -80,14 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("check", "validate a config file (exit 1 and name every problem if invalid)"),
         ("routes", "list the routes in precedence order"),
-        ("explain", "show which route a request matches, why, and where it goes"),
+        ("explain", "show every decision the gateway takes for a request, in order"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("-c", "--config", help="config file (default: $GW_CONFIG)")
         if name == "explain":
             cmd.add_argument("method", help="HTTP method, e.g. GET")
             cmd.add_argument("target", help="request target, e.g. /api/orders/42?x=1")
-            cmd.add_argument("--host", help="Host header of the request")
             _add_requester_options(cmd)
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
     upstreams = sub.add_parser(
@@ -149,87 +146,121 @@ def _routes(config: Config, _: argparse.Namespace) -> int:
 
 
 def _explain(config: Config, args: argparse.Namespace) -> int:
-    method = args.method.upper()
+    """``gw explain``: every decision for one request, in pipeline order (``gw.explain``)."""
     try:
-        raw_path, query = split_target(args.target)
-        path = canonicalize(raw_path)
-    except GatewayError as ex:
-        print(f"rejected with {ex.status} {ex.code}: {ex.message}")
-        return 1
-    print(f"canonical path: {path}" + (f"  (query passed as is: {query})" if query else ""))
-    if path in (config.server.health_path, config.server.ready_path):
-        print("answered by the gateway itself (server.health_path / server.ready_path)")
-        return 0
-    host = args.host.lower().split(":")[0] if args.host else None
-    candidates = config.table.candidates(method, path, host)
-    if not candidates:
-        try:
-            config.table.match(method, path, host)
-        except GatewayError as ex:
-            print(f"no route: {ex.status} {ex.code}: {ex.message}")
-        return 1
-    winner = candidates[0]
-    _print_winner(config, winner.route, winner.params, path, query)
-    if config.admission is not None:
-        who = _requester(args, winner.route.name)
-        print("\n".join(config.admission.explain(method, path, who)))
-    for other in candidates[1:]:
-        print(f"  also matches, ranks lower: {other.route.pattern} [{other.route.payload.source}]")
-    return 0
+        probe = Probe(
+            method=args.method.upper(),
+            target=args.target,
+            host=args.host,
+            headers=[_header(item) for item in args.header],
+            cookies=list(args.cookie),
+            client_ip=args.client_ip,
+            token=args.token,
+            claims=_claims(args),
+            api_key_id=args.api_key_id,
+        )
+    except ValueError as ex:
+        print(f"gw explain: {ex}", file=sys.stderr)
+        return 2
+    explanation = explain(config, probe, _live(args))
+    if args.json:
+        print(json.dumps(explanation.as_json(), indent=2))
+    else:
+        print(explanation.render())
+    answer = explanation.answer or ""
+    return 1 if answer[:1] in ("4", "5") else 0
 
 
 def _add_requester_options(cmd: argparse.ArgumentParser) -> None:
-    """Options that say who sends the request, for the rate-limit keys ``explain`` shows."""
-    cmd.add_argument("--client-ip", default="127.0.0.1", help="client address (default 127.0.0.1)")
+    """Options that say who sends the request, and what it carries."""
+    cmd.add_argument("--host", help="Host header of the request")
     cmd.add_argument(
-        "--user", help="the authenticated subject (a JWT's sub, an API key's consumer)"
-    )
-    cmd.add_argument("--api-key-id", help="the id of the API key the caller presents")
-    cmd.add_argument(
+        "-H",
         "--header",
         action="append",
         default=[],
-        metavar="NAME:VALUE",
-        help="a header the gateway sends upstream (for header:NAME keys); repeatable",
+        metavar="'NAME: VALUE'",
+        help="a request header, as the client sends it; repeatable",
     )
-
-
-def _requester(args: argparse.Namespace, route: str) -> Requester:
-    """Build the requester ``gw explain`` describes from its options."""
-    headers = {}
-    for item in args.header:
-        name, _, value = item.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Requester(
-        client_ip=args.client_ip,
-        route=route,
-        headers=headers,
-        subject=args.user,
-        api_key=args.api_key_id,
+    cmd.add_argument(
+        "--cookie", action="append", default=[], metavar="NAME=VALUE", help="a cookie; repeatable"
     )
+    cmd.add_argument(
+        "--client",
+        "--client-ip",
+        dest="client_ip",
+        default="127.0.0.1",
+        help="the address the request comes from (default 127.0.0.1); a trusted proxy's "
+        "X-Forwarded-For (-H) is resolved as the gateway does",
+    )
+    cmd.add_argument("--token", help="a bearer token, verified as a worker would")
+    cmd.add_argument(
+        "--identity",
+        metavar="sub=...,role=...",
+        help="assume this verified identity (claims) instead of verifying a token",
+    )
+    cmd.add_argument("--user", help="shorthand for --identity sub=USER")
+    cmd.add_argument("--api-key-id", help="the caller is this API key (its id)")
+    cmd.add_argument("--json", action="store_true", help="the same decisions as JSON")
 
 
-def _print_winner(config: Config, route: object, params: object, path: str, query: str) -> None:
-    from gw.core.routes import Route
+def _header(item: str) -> tuple[str, str]:
+    name, colon, value = item.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"-H {item!r}: expected 'Name: value'")
+    return name.strip(), value.strip()
 
-    assert isinstance(route, Route)
-    spec: RouteSpec = route.payload
-    print(f"route: {route.name} [{spec.source}] pattern {route.pattern}")
-    print(f"why: {RouteTable.explain_rank(route)}")
-    if params:
-        print(f"params: {params}")
-    if spec.aggregate is not None or spec.upstream is None:
-        parts = spec.aggregate.parts if spec.aggregate else ()
-        print(f"aggregate: {len(parts)} parts called in parallel, merged in this order:")
-        for part in parts:
-            need = "required" if part.required else "optional"
-            print(f"  {part.key}: {part.upstream} ({need})")
-        return
-    upstream = config.upstreams[spec.upstream]
-    upstream_path = encode_path(spec.rewrite.apply(path)) + (f"?{query}" if query else "")
-    for target in upstream.targets:
-        origin = f"{target.scheme}://{target.netloc}"
-        print(f"upstream: {spec.upstream} -> {origin}{upstream_path}")
+
+def _claims(args: argparse.Namespace) -> dict[str, str] | None:
+    """The identity ``--identity``/``--user``/``--api-key-id`` assume, as claims."""
+    claims: dict[str, str] = {}
+    for pair in (args.identity or "").split(","):
+        if not pair.strip():
+            continue
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--identity {args.identity!r}: expected name=value,...")
+        claims[name.strip()] = value.strip()
+    if args.user:
+        claims["sub"] = args.user
+    if args.api_key_id and "sub" not in claims:
+        claims["sub"] = args.api_key_id
+    return claims or None
+
+
+class _LiveGateway:
+    """The running gateway's limiter and health table, read as ``gw limits`` and
+    ``gw upstreams`` read them."""
+
+    def __init__(self, config: Config, args: argparse.Namespace) -> None:
+        self.directory = _gateway_dir(args)
+        self.limiter, _ = _limits_backend(config, argparse.Namespace(table=None, **vars(args)))
+
+    def peek(self, key: str, rate: Rate) -> Decision | None:
+        return self.limiter.peek(key, rate)
+
+    def targets(self, upstream: str) -> dict[str, str]:
+        path = os.path.join(self.directory, health_layout.TABLE_FILE)
+        try:
+            rows = health_snapshot.snapshot(path)
+        except (OSError, HealthUnavailable):
+            return {}
+        return {
+            row["target"]: row["state"]
+            for row in rows
+            if row["kind"] == "target" and row["upstream"] == upstream
+        }
+
+
+def _live(args: argparse.Namespace) -> Live | None:
+    """The running gateway that serves the config, when there is one."""
+    config = _operator_config(args)
+    if config is None:
+        return None
+    try:
+        return _LiveGateway(config, args)
+    except (OperatorError, LimiterUnavailable):
+        return None
 
 
 class OperatorError(Exception):

@@ -28,16 +28,18 @@ from gw.core.headers import (
 )
 from gw.core.hosts import HostAllowList
 from gw.core.ingress import exchange_from, request_from
+from gw.core.nearest import describe, nearest
 from gw.core.outgoing import upstream_headers
 from gw.core.paths import encode_path
 from gw.core.request import Request
 from gw.core.retry import RetryBudget
-from gw.core.routing import RouteMatch
+from gw.core.routing import RouteMatch, RouteTable
 from gw.cors import is_preflight
 from gw.edge import inflight
 from gw.errors import (
     ClientError,
     GatewayError,
+    RouteNotFound,
     UpstreamError,
 )
 from gw.health import snapshot as health_snapshot
@@ -146,20 +148,12 @@ class Gateway:
     # -- stages ------------------------------------------------------------------------------
 
     def _route(self, request: Request) -> RouteSpec:
-        host = request.authority.name if request.authority else None
-        table = self.config.table
-        match: RouteMatch[RouteSpec] | None = None
-        if is_preflight(request.method, request.headers):
-            # A CORS preflight is about the route the real request will take, but only a
-            # route whose CORS policy gw answers itself may take the requested method.
-            # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
-            requested = (request.headers.get("Access-Control-Request-Method") or "").upper()
-            with contextlib.suppress(ClientError):
-                match = table.match(requested, request.path, host)
-            if match is not None and match.route.payload.cors is None:
-                match = None
-        if match is None:
-            match = table.match(request.method, request.path, host)
+        try:
+            match = choose_route(self.config.table, request)
+        except RouteNotFound:
+            if log.isEnabledFor(logging.DEBUG):
+                _log_nearest(self.config.table, request)
+            raise
         request.exchange.route = match.route.name
         request.params = match.params
         return match.route.payload
@@ -392,6 +386,38 @@ class Gateway:
         if metrics is None:
             return None
         return lambda outcome: metrics.retry(upstream, outcome)
+
+
+def choose_route(table: RouteTable[RouteSpec], request: Request) -> RouteMatch[RouteSpec]:
+    """The route ``request`` takes (``gw explain`` asks the same function).
+
+    Raises:
+        ClientError: no route matches (404), or none allows the method (405).
+    """
+    host = request.authority.name if request.authority else None
+    if is_preflight(request.method, request.headers):
+        # A CORS preflight is about the route the real request will take, but only a
+        # route whose CORS policy gw answers itself may take the requested method.
+        # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
+        requested = (request.headers.get("Access-Control-Request-Method") or "").upper()
+        with contextlib.suppress(ClientError):
+            match = table.match(requested, request.path, host)
+            if match.route.payload.cors is not None:
+                return match
+    return table.match(request.method, request.path, host)
+
+
+def _log_nearest(table: RouteTable[RouteSpec], request: Request) -> None:
+    """Say at debug level which routes came nearest to a request that matched none."""
+    host = request.authority.name if request.authority else None
+    misses = nearest(table.ordered(), request.method, request.path, host)
+    log.debug(
+        "no route for %s %s (request %s); nearest: %s",
+        request.method,
+        request.path,
+        request.request_id,
+        describe(misses) or "no routes",
+    )
 
 
 def _log_parts(exchange: Exchange, reports: list[PartReport]) -> None:

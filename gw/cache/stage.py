@@ -89,25 +89,9 @@ class CacheStage:
         scheme the resolved client scheme (``ClientInfo.proto``): both are keyed, so an answer
         built for one host or scheme (links, redirects) is never served for another.
         """
-        identity = request.identity
-        user = identity.principal if identity else None
-        api_key = identity.key_id if identity and identity.method == "api_key" else None
-        method, request_headers = request.method, request.headers.by_name()
-        keyed = user is not None or api_key is not None
-        if request_bypass(method, request_headers, keyed, rules.honor_client_no_cache):
+        key, _ = key_for(request, route, rules)
+        if key is None:
             return Lookup(None)
-        key = cache_key(
-            route,
-            method,
-            request.host,
-            request.path,
-            request.query,
-            request_headers,
-            rules.vary_headers,
-            user,
-            api_key,
-            scheme=request.client.proto,
-        )
         cache = self._store()
         hit = cache.lookup(key)
         if hit is not None:
@@ -158,3 +142,35 @@ class CacheStage:
             self._cache = open_cache(self.settings)
             self._pid = os.getpid()
         return self._cache
+
+
+def key_for(
+    request: Request, route: str, rules: RouteCacheSettings
+) -> tuple[CacheKey | None, str | None]:
+    """Return ``(key, None)`` for ``request`` on ``route``, or ``(None, why)`` when it
+    bypasses the cache.
+
+    APPSEC: the verified caller (``request.identity``) is part of the key whenever the route
+    authenticates, so one caller's response is never served to another.
+    """
+    identity = request.identity
+    user = identity.principal if identity else None
+    api_key = identity.key_id if identity and identity.method == "api_key" else None
+    method, request_headers = request.method, request.headers.by_name()
+    keyed = user is not None or api_key is not None
+    bypass = request_bypass(method, request_headers, keyed, rules.honor_client_no_cache)
+    if bypass is not None:
+        return None, bypass
+    key = cache_key(
+        route,
+        method,
+        request.host,
+        request.path,
+        request.query,
+        request_headers,
+        rules.vary_headers,
+        user,
+        api_key,
+        scheme=request.client.proto,
+    )
+    return key, None

@@ -165,15 +165,6 @@ class Admission:
         self._incidents.succeeded()
         return decisions
 
-    def explain(self, method: str, path: str, who: Requester) -> list[str]:
-        """Describe, one line per limit, which bucket this request would draw from (for
-        ``gw explain``); nothing is taken."""
-        limits = self.limits_for(method, path)
-        if not limits:
-            return ["rate limits: none"]
-        head = "rate limits (decided together: all take a token or none does):"
-        return [head] + [f"  {_explain_key(limit, who)}" for limit in limits]
-
     def limit_named(self, name: str) -> Limit | None:
         """Return the compiled limit called ``name`` (for the operator CLI)."""
         every = list(self.default)
@@ -201,19 +192,21 @@ def _ignore(policy: str, decision: str) -> None:
     pass
 
 
-def _explain_key(limit: Limit, who: Requester) -> str:
-    """Say which bucket ``who`` gets under ``limit``, or why it gets none."""
+def explain_bucket(limit: Limit, who: Requester) -> tuple[str, str | None, ClientError | None]:
+    """Say which bucket ``who`` gets under ``limit``, or why it gets none (for ``gw explain``):
+    the line, the bucket key (None: skipped or refused) and the refusal, if the limit refuses.
+    """
     rule = f"{limit.name} ({limit.rate.limit}/{limit.rate.period:g}s key {'+'.join(limit.key)})"
     try:
         key = bucket_key(limit, who)
     except ClientError as ex:
-        return f"{rule}: refused, {ex.status} {ex.code}: {ex}"
+        return f"{rule}: refused, {ex.status} {ex.code}: {ex}", None, ex
     missing = ", ".join(part for part in limit.key if _key_part(part, who) is None)
     if key is None:
-        return f"{rule}: skipped (no {missing}; when_missing: skip)"
+        return f"{rule}: skipped (no {missing}; when_missing: skip)", None, None
     if missing:
-        return f"{rule}: bucket {key} (no {missing}: the client address stands in)"
-    return f"{rule}: bucket {key}"
+        return f"{rule}: bucket {key} (no {missing}: the client address stands in)", key, None
+    return f"{rule}: bucket {key}", key, None
 
 
 def _longest_wait(outcome: tuple[Limit, Decision]) -> tuple[float, str]:

@@ -109,6 +109,9 @@ def configure(enabled: bool) -> None:
     _writer.fd = sys.stdout.fileno() if enabled else 1
 
 
+_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
 def configure_diagnostics() -> None:
     """Send gw's own warnings and errors (gw, gw.audit, gw.ratelimit, ...) to stderr."""
     logger = logging.getLogger("gw")
@@ -118,7 +121,10 @@ def configure_diagnostics() -> None:
             logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
         )
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        # GW_LOG_LEVEL (gunicorn.conf.py's loglevel too); debug adds e.g. the nearest routes
+        # of a 404. gunicorn itself refuses a level it does not know.
+        level = os.environ.get("GW_LOG_LEVEL", "info").upper()
+        logger.setLevel(level if level in _LEVELS else logging.INFO)
         logger.propagate = False
 
 

@@ -38,18 +38,24 @@ CONFIG = {
 }
 
 
-def explain(tmp_path: Path, capsys: pytest.CaptureFixture[str], *options: str) -> list[str]:
+def explain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *options: str, status: int = 0
+) -> list[str]:
+    """The rate-limit stage's lines of ``gw explain GET /api/x``."""
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
-    assert main(["explain", "-c", str(path), "GET", "/api/x", *options]) == 0
+    assert main(["explain", "-c", str(path), "GET", "/api/x", *options]) == status
     lines = capsys.readouterr().out.splitlines()
-    return lines[lines.index("rate limits (decided together: all take a token or none does):") :]
+    start = lines.index("rate limits: decided together: all take a token or none does")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))
+    return lines[start:end]
 
 
 def test_an_anonymous_request_shows_fallbacks_skips_and_refusals(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert explain(tmp_path, capsys, "--client-ip", "::ffff:198.51.100.7")[1:] == [
+    lines = explain(tmp_path, capsys, "--client-ip", "::ffff:198.51.100.7", status=1)
+    assert lines[1:] == [
         "  per-ip (100/60s key client_ip): bucket per-ip|ip:198.51.100.7",
         "  per-user (30/60s key user): bucket per-user|ip:198.51.100.7"
         " (no user: the client address stands in)",
@@ -65,7 +71,7 @@ def test_an_api_key_caller_gets_a_bucket_in_every_limit(
     options = ["--user", "acme", "--api-key-id", "partner-1", "--header", "X-Tenant: t1"]
     assert explain(tmp_path, capsys, *options)[1:] == [
         "  per-ip (100/60s key client_ip): bucket per-ip|ip:127.0.0.1",
-        "  per-user (30/60s key user): bucket per-user|user:acme",
+        '  per-user (30/60s key user): bucket per-user|user:["api_key","acme"]',
         "  per-key (10/60s key api_key): bucket per-key|key:partner-1",
         "  tenant (5/60s key header:X-Tenant+route): bucket tenant|h:x-tenant=t1|route:api",
     ]
