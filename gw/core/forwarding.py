@@ -5,6 +5,7 @@ Pure module.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class TrustedProxies:
         return ClientInfo(client, proto, chain or client, True)
 
 
+@functools.lru_cache(maxsize=4096)  # PERF: parsed once per address, not per request
 def client_key(address: str) -> str:
     """Return the part of a client address that names one client (for per-client limits).
 

@@ -181,7 +181,15 @@ class SharedTable:
 
     def peek(self, key: str, rate: Rate) -> Decision | None:
         """Describe ``key``'s bucket now without taking from it; None when it is full."""
-        h, stripe, home = self._place(key)
+        h, stripe, home = self._places.get(key) or self._place(key)
+        # PERF+APPSEC: a first look without the lock answers "full" for a key with no live
+        # state (every address that never failed to authenticate: the failure throttle's
+        # question on every request). It is exact for every write that completed before the
+        # look (writes are under the lock, TAT before hash; a slot never empties again, so
+        # the probe finds a stored key), and a write still under way is read as not yet done,
+        # as if the look had come just before it. Any live state is read again under the lock.
+        if not self._may_be_live(h, stripe, home):
+            return None
         with _Held(self._locks, stripe):
             now = self._clock()
             at = self._lookup(h, stripe, home)
@@ -263,6 +271,11 @@ class SharedTable:
             words[COUNTERS_AT // WORD + stripe] += 1
             raise LimiterUnavailable("rate-limit table full")
         return free
+
+    def _may_be_live(self, h: int, stripe: int, home: int) -> bool:
+        """Whether ``h`` has a slot whose TAT has not passed (read without the lock)."""
+        at = home if self._words[home + 1] == h else self._lookup(h, stripe, home)
+        return at >= 0 and self._words[at] > self._clock()
 
     def _stored_tat(self, h: int, stripe: int, home: int) -> int | None:
         """Return the TAT stored for ``h``, or None when it has no slot (a full bucket)."""

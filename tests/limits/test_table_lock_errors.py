@@ -52,3 +52,24 @@ def test_a_busy_holder_past_the_deadline_is_limiter_unavailable(tmp_path: Path) 
         finally:
             child.kill()
             child.wait()
+
+
+def test_peek_answers_a_key_with_no_live_state_without_the_stripe_lock(tmp_path: Path) -> None:
+    """The failure throttle peeks on every request: an address that never failed must not
+    wait for (or fail on) a stripe another process holds; live state is still read locked."""
+    path = str(tmp_path / "ratelimit.table")
+    SharedTable.create(path, slots=64, stripes=1)  # one stripe: every key shares its lock
+    with SharedTable.open(path, deadline=0.05) as table:
+        table.check("failed-once", RATE)
+        child = hold_stripe(path + ".lock", 0)
+        try:
+            started = time.monotonic()
+            assert table.peek("never-failed", RATE) is None
+            assert time.monotonic() - started < 0.04  # no lock wait
+            with pytest.raises(LimiterUnavailable, match="rate-limit lock deadline"):
+                table.peek("failed-once", RATE)
+        finally:
+            child.kill()
+            child.wait()
+        decision = table.peek("failed-once", RATE)
+        assert decision is not None and decision.remaining == RATE.limit - 1

@@ -1,0 +1,208 @@
+"""The pipeline's own cost per request, in process: ``Gateway.handle`` without the server.
+
+Runs ``--requests`` requests through ``Gateway.handle`` (ingress to egress, the upstream
+answer read through gw's pool from a tiny raw-socket upstream on 127.0.0.1) for the plain
+proxy path and the full pipeline (HS256 JWT, a per-user limit, metrics, the access log to
+/dev/null), and prints CPU microseconds per request for each.
+
+What it is for: comparing one step of work on the request path with the step before it on a
+busy machine. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
+whatever else the machine does (``--callgrind``: runs each row under valgrind and prints
+instructions per request, the plain row subtracted from the full one too). It leaves out the
+edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures whole.
+
+    .venv/bin/python bench/pipeline_cost.py                 # CPU µs per request
+    .venv/bin/python bench/pipeline_cost.py --callgrind     # instructions per request
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 27
+
+
+def upstream() -> int:
+    """A raw HTTP/1.1 upstream: the same 27-byte answer to every GET, keep-alive."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        buffered = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffered:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                _, _, buffered = buffered.partition(b"\r\n\r\n")
+                conn.sendall(ANSWER)
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def config(row: str, port: int) -> dict[str, Any]:
+    plain: dict[str, Any] = {
+        "upstreams": {"bench": {"targets": [f"http://127.0.0.1:{port}"]}},
+        "routes": [{"name": "bench", "path": "/api/**", "upstream": "bench"}],
+    }
+    if row == "plain":
+        return plain
+    return {
+        **plain,
+        "metrics": {"enabled": True},
+        "auth": {
+            "type": "jwt",
+            "issuer": "https://bench.local",
+            "secret": SECRET,
+            "audiences": ["bench"],
+            "algorithms": ["HS256"],
+        },
+        "rate_limiting": {
+            "default": {
+                "requests_per_second": 1000000,
+                "burst": 1000000,
+                "key": "user",
+                "when_missing": "reject",
+            }
+        },
+    }
+
+
+def environ(token: str | None) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/api/x",
+        "PATH_INFO": "/api/x",
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8080",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "HTTP_HOST": "127.0.0.1:8080",
+        "HTTP_USER_AGENT": "wrk",
+        "HTTP_ACCEPT": "*/*",
+    }
+    if token:
+        env["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return env
+
+
+def run_row(row: str, requests: int) -> float:
+    """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
+    with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
+        return _serve(row, requests, runtime)
+
+
+def _serve(row: str, requests: int, runtime: str) -> float:
+    os.environ["GW_RUNTIME_DIR"] = runtime
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # the access log's lines
+    import jwt
+
+    from gw.config.load import parse_config
+    from gw.limits import shared
+    from gw.observe import accesslog
+    from gw.pipeline import Gateway
+
+    shared.create_in(runtime)
+    token = None
+    if row == "full":
+        now = int(time.time())
+        claims = {"iss": "https://bench.local", "aud": "bench", "sub": "user-1", "exp": now + 3600}
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+    accesslog.configure(row == "full")
+    gateway = Gateway(parse_config(config(row, upstream()), environ={}))
+
+    def one() -> None:
+        outcome = gateway.handle(environ(token))
+        body = outcome.body
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        assert outcome.status == 200, outcome.status
+
+    for _ in range(200):  # warm-up, also in the 0-request run that --callgrind subtracts
+        one()
+    started = time.process_time()
+    for _ in range(requests):
+        one()
+    return (time.process_time() - started) / max(1, requests) * 1e6
+
+
+def callgrind(row: str, requests: int) -> int:
+    """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
+    counts = []
+    for n in (0, requests):
+        with tempfile.TemporaryDirectory() as out:
+            done = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={out}/cg.out",
+                    sys.executable,
+                    __file__,
+                    "--row",
+                    row,
+                    "--requests",
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+        match = re.search(r"Collected : (\d+)", done.stderr)
+        assert match, "no callgrind summary"
+        counts.append(int(match.group(1)))
+    return (counts[1] - counts[0]) // max(1, requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--row", choices=["plain", "full"], help="one row, in this process")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per request")
+    args = parser.parse_args()
+    if args.row:
+        print(f"{args.row}: {run_row(args.row, args.requests):.1f} CPU µs/request", file=sys.stderr)
+        return
+    for row in ("plain", "full"):
+        if args.callgrind:
+            print(f"{row}: {callgrind(row, min(args.requests, 2000)):,} instructions/request")
+        else:
+            result = subprocess.run(
+                [sys.executable, __file__, "--row", row, "--requests", str(args.requests)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            print(result.stderr.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
