@@ -170,6 +170,10 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
         return 1
     winner = candidates[0]
     _print_winner(config, winner.route, winner.params, path, query)
+    addresses = winner.route.payload.addresses
+    if addresses is not None:
+        verdict = "allowed" if addresses.permits(args.client_ip) else "refused: 403 ip_forbidden"
+        print(f"client {args.client_ip}: {verdict} (allow_from / deny_from)")
     if config.admission is not None:
         who = _requester(args, winner.route.name)
         print("\n".join(config.admission.explain(method, path, who)))

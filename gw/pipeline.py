@@ -124,6 +124,8 @@ class Gateway:
             if self.hosts is not None:
                 self.hosts.check(request.authority)
             route = self._route(request)
+            if route.addresses is not None:  # before CORS and auth: Kong's ip-restriction
+                route.addresses.check(request.client.ip)
             preflight = self._cors(request, route)
             if preflight is not None:
                 return preflight
@@ -193,9 +195,8 @@ class Gateway:
         if request.query:
             path = f"{path}?{request.query}"
         server = self.server
-        body, length = request_body(
-            request, server.max_body_bytes, server.min_upload_rate, server.upload_grace
-        )
+        limit = server.max_body_bytes if route.max_body_bytes is None else route.max_body_bytes
+        body, length = request_body(request, limit, server.min_upload_rate, server.upload_grace)
         sent: LimitedBody | bytes | None = body
         buffer = self.server.request_buffer_bytes
         if body is not None and buffer and (length is None or length <= buffer):
@@ -220,6 +221,7 @@ class Gateway:
             deadline=exchange.started + self.server.deadline,
             body_deadline=exchange.started + (route.stream_timeout or self.server.deadline),
             balance_key=_balance_key(client, request, headers),
+            connect_timeout=route.connect_timeout,
         )
         started = time.monotonic()
         try:

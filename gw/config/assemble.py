@@ -27,6 +27,7 @@ from gw.core.routes import Route
 from gw.core.routing import EXPLICIT_ONLY_METHODS, RouteTable
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
+from gw.guards import AddressRule, compile_rule
 from gw.limits.admission import Admission
 from gw.limits.compile import compile_admission, limiter_opener
 from gw.limits.settings import RateLimitingSettings
@@ -55,6 +56,9 @@ class RouteSpec:
     auth: RoutePolicy = DEFAULT_POLICY
     cache: RouteCacheSettings | None = None
     stream_timeout: float | None = None  # None: server.deadline bounds the body too
+    max_body_bytes: int | None = None  # None: server.max_body_bytes
+    connect_timeout: float | None = None  # None: the upstream's
+    addresses: AddressRule | None = None  # allow_from / deny_from; None: any address
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,9 @@ def _route(
         policy,
         route.cache,
         route.stream_timeout,
+        route.max_body_bytes,
+        route.connect_timeout,
+        compile_rule(route.allow_from, route.deny_from),
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
