@@ -43,6 +43,7 @@ from gw.errors import (
 from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
+from gw.mirror.stage import Mirror
 from gw.observe import accesslog
 from gw.observe.endpoints import Endpoints
 from gw.observe.instruments import worker_metrics
@@ -90,6 +91,8 @@ class Gateway:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
+        threads, deadline = config.mirror_threads, config.server.deadline
+        self.mirror = Mirror(self.clients, threads, deadline, self.metrics) if threads else None
         self.shaper = Shaper(config.transformer, config.compressor)
         # PERF: lower-cased once here, not per answer.
         self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
@@ -223,6 +226,8 @@ class Gateway:
             balance_key=_balance_key(client, request, headers),
             connect_timeout=route.connect_timeout,
         )
+        if route.mirror is not None and self.mirror is not None:  # fire and forget
+            self.mirror.copy(route.name, route.mirror, request.host, outgoing)
         started = time.monotonic()
         try:
             response = client.send(outgoing)

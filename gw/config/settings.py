@@ -23,6 +23,7 @@ from gw.core.methods import upper_methods
 from gw.cors.settings import CorsSettings
 from gw.guards.settings import NetworkList
 from gw.limits.settings import RateLimitingSettings
+from gw.mirror.settings import MirrorSettings
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
@@ -146,6 +147,9 @@ class RouteSettings(BaseModel):
     deny_from: NetworkList | None = Field(
         default=None,
         description="Client addresses in these CIDR networks get 403; deny wins over allow.",
+    )
+    mirror: MirrorSettings | None = Field(
+        default=None, description="Copy a share of the requests to a shadow upstream."
     )
 
     _methods = field_validator("methods")(upper_methods)
