@@ -170,16 +170,26 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
         return 1
     winner = candidates[0]
     _print_winner(config, winner.route, winner.params, path, query)
-    addresses = winner.route.payload.addresses
-    if addresses is not None:
-        verdict = "allowed" if addresses.permits(args.client_ip) else "refused: 403 ip_forbidden"
-        print(f"client {args.client_ip}: {verdict} (allow_from / deny_from)")
+    _print_guards(winner.route.payload, args.client_ip, path, query)
     if config.admission is not None:
         who = _requester(args, winner.route.name)
         print("\n".join(config.admission.explain(method, path, who)))
     for other in candidates[1:]:
         print(f"  also matches, ranks lower: {other.route.pattern} [{other.route.payload.source}]")
     return 0
+
+
+def _print_guards(spec: RouteSpec, client_ip: str, path: str, query: str) -> None:
+    """Whether the client address may use the route; where a mirrored copy goes."""
+    if spec.addresses is not None:
+        verdict = "allowed" if spec.addresses.permits(client_ip) else "refused: 403 ip_forbidden"
+        print(f"client {client_ip}: {verdict} (allow_from / deny_from)")
+    if spec.mirror is not None:
+        sent = encode_path(spec.rewrite.apply(path)) + (f"?{query}" if query else "")
+        print(
+            f"mirror: {spec.mirror.percent:g}% copied to {spec.mirror.upstream} as "
+            f"{spec.mirror.path(sent)} (bodies up to {spec.mirror.max_body_bytes} bytes)"
+        )
 
 
 def _add_requester_options(cmd: argparse.ArgumentParser) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gw.auth import hash_api_key
+from gw.cli import main
 from gw.config.load import parse_config
 from gw.errors import ConfigError
 from gw.mirror.stage import shadow_host
@@ -234,4 +237,17 @@ def test_gw_check_warns_when_the_body_cap_exceeds_what_gw_buffers() -> None:
     assert parse_config(config, environ={}).warnings == (
         "routes[0].mirror.max_body_bytes: bodies over server.request_buffer_bytes (1000) "
         "stream to the upstream and are never mirrored",
+    )
+
+
+def test_gw_explain_shows_where_the_copy_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    route = mirrored("explained", percent=12.5) | {"strip_prefix": "/api"}
+    path.write_text(yaml.safe_dump({"upstreams": UPSTREAMS, "routes": [route]}))
+    assert main(["explain", "-c", str(path), "GET", "/api/orders/7?x=1"]) == 0
+    assert (
+        "mirror: 12.5% copied to next as /next/orders/7?x=1 (bodies up to 65536 bytes)"
+        in capsys.readouterr().out.splitlines()
     )
