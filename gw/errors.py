@@ -99,6 +99,13 @@ class UploadTooSlow(ClientError):
     code = "request_timeout"
 
 
+class IpForbidden(ClientError):
+    """The client's address is outside the route's allow list or inside its deny list."""
+
+    status = 403
+    code = "ip_forbidden"
+
+
 class RouteNotFound(ClientError):
     status = 404
     code = "route_not_found"

@@ -45,6 +45,7 @@ from gw.errors import (
 from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
 from gw.limits.admission import Requester
+from gw.mirror.stage import Mirror
 from gw.observe import accesslog
 from gw.observe.endpoints import Endpoints
 from gw.observe.instruments import worker_metrics
@@ -92,6 +93,8 @@ class Gateway:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
+        threads, deadline = config.mirror_threads, config.server.deadline
+        self.mirror = Mirror(self.clients, threads, deadline, self.metrics) if threads else None
         self.shaper = Shaper(config.transformer, config.compressor)
         # PERF: lower-cased once here, not per answer.
         self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
@@ -126,6 +129,8 @@ class Gateway:
             if self.hosts is not None:
                 self.hosts.check(request.authority)
             route = self._route(request)
+            if route.addresses is not None:  # before CORS and auth: Kong's ip-restriction
+                route.addresses.check(request.client.ip)
             preflight = self._cors(request, route)
             if preflight is not None:
                 return preflight
@@ -187,9 +192,8 @@ class Gateway:
         if request.query:
             path = f"{path}?{request.query}"
         server = self.server
-        body, length = request_body(
-            request, server.max_body_bytes, server.min_upload_rate, server.upload_grace
-        )
+        limit = server.max_body_bytes if route.max_body_bytes is None else route.max_body_bytes
+        body, length = request_body(request, limit, server.min_upload_rate, server.upload_grace)
         sent: LimitedBody | bytes | None = body
         buffer = self.server.request_buffer_bytes
         if body is not None and buffer and (length is None or length <= buffer):
@@ -214,7 +218,10 @@ class Gateway:
             deadline=exchange.started + self.server.deadline,
             body_deadline=exchange.started + (route.stream_timeout or self.server.deadline),
             balance_key=_balance_key(client, request, headers),
+            connect_timeout=route.connect_timeout,
         )
+        if route.mirror is not None and self.mirror is not None:  # fire and forget
+            self.mirror.copy(route.name, route.mirror, request.host, outgoing)
         started = time.monotonic()
         try:
             response = client.send(outgoing)

@@ -27,9 +27,11 @@ from gw.core.routes import Route
 from gw.core.routing import EXPLICIT_ONLY_METHODS, RouteTable
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
+from gw.guards import AddressRule, compile_rule
 from gw.limits.admission import Admission
 from gw.limits.compile import compile_admission, limiter_opener
 from gw.limits.settings import RateLimitingSettings
+from gw.mirror.policy import MirrorPolicy, compile_mirror
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.compile import compile_route_aggregate, compile_transformer
 from gw.shaping.compose import AggregateSpec
@@ -55,6 +57,10 @@ class RouteSpec:
     auth: RoutePolicy = DEFAULT_POLICY
     cache: RouteCacheSettings | None = None
     stream_timeout: float | None = None  # None: server.deadline bounds the body too
+    max_body_bytes: int | None = None  # None: server.max_body_bytes
+    connect_timeout: float | None = None  # None: the upstream's
+    addresses: AddressRule | None = None  # allow_from / deny_from; None: any address
+    mirror: MirrorPolicy | None = None  # shadow traffic
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Config:
     cache_store: CacheStoreSettings | None = None  # None: no route caches
     warnings: tuple[str, ...] = ()  # loads and serves, but probably not as meant
     limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
+    mirror_threads: int = 0  # the routes' mirror.max_in_flight summed; 0: no mirroring
 
 
 def assemble(settings: GatewaySettings, source: str) -> Config:
@@ -113,6 +120,7 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
         warnings=tuple(warnings),
         limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
+        mirror_threads=sum(r.mirror.max_in_flight for r in settings.routes if r.mirror),
     )
 
 
@@ -198,6 +206,9 @@ def _route(
         problems.append(f"{where}.{field}: no upstream named {route.upstream!r} (known: {known})")
     aggregate = compile_route_aggregate(route.aggregate, upstreams, route.path, where, problems)
     rewrite = _rewrite(where, route, upstream, problems)
+    mirror = None
+    if route.mirror is not None:
+        mirror = compile_mirror(route.mirror, route.upstream, upstreams, where, problems)
     if len(problems) > count or rewrite is None or (upstream is None and aggregate is None):
         return None
     methods = frozenset(route.methods) if route.methods else None
@@ -218,6 +229,10 @@ def _route(
         policy,
         route.cache,
         route.stream_timeout,
+        route.max_body_bytes,
+        route.connect_timeout,
+        compile_rule(route.allow_from, route.deny_from),
+        mirror,
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
@@ -265,6 +280,12 @@ def _route_warnings(settings: GatewaySettings) -> list[str]:
             warnings.append(
                 f"routes[{i}].{field}: {prefix!r} never applies: no path that {route.path!r} "
                 "matches starts with it, so requests go upstream unchanged"
+            )
+        buffered = settings.server.request_buffer_bytes
+        if route.mirror is not None and route.mirror.max_body_bytes > buffered:
+            warnings.append(
+                f"routes[{i}].mirror.max_body_bytes: bodies over server.request_buffer_bytes "
+                f"({buffered}) stream to the upstream and are never mirrored"
             )
     return warnings + _host_only_twins(settings.routes)
 

@@ -21,7 +21,9 @@ from gw.config.upstreams import UpstreamSettings
 from gw.core.forwarding import parse_networks
 from gw.core.methods import upper_methods
 from gw.cors.settings import CorsSettings
+from gw.guards.settings import NetworkList
 from gw.limits.settings import RateLimitingSettings
+from gw.mirror.settings import MirrorSettings
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
     AggregateSettings,
@@ -119,6 +121,9 @@ class RouteSettings(BaseModel):
     strip_prefix: str | None = None
     rewrite: PrefixRewrite | None = None
     read_timeout: Seconds | None = None
+    connect_timeout: Seconds | None = Field(
+        default=None, description="Instead of the upstream's connect_timeout, on this route."
+    )
     stream_timeout: Seconds | None = Field(
         default=None,
         description="Seconds the whole upstream answer may take, body included, instead of "
@@ -131,6 +136,20 @@ class RouteSettings(BaseModel):
     )
     cache: RouteCacheSettings | None = Field(
         default=None, description="Cache this route's responses (GET/HEAD) for ttl seconds."
+    )
+    max_body_bytes: int | None = Field(
+        default=None, ge=0, description="413 above this on this route, instead of the server's."
+    )
+    allow_from: NetworkList | None = Field(
+        default=None,
+        description="Only client addresses in these CIDR networks may use the route (403).",
+    )
+    deny_from: NetworkList | None = Field(
+        default=None,
+        description="Client addresses in these CIDR networks get 403; deny wins over allow.",
+    )
+    mirror: MirrorSettings | None = Field(
+        default=None, description="Copy a share of the requests to a shadow upstream."
     )
 
     _methods = field_validator("methods")(upper_methods)

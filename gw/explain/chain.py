@@ -229,6 +229,23 @@ def _near_misses(walk: _Walk, request: Request, table: RouteTable[RouteSpec]) ->
     )
 
 
+def _guards(walk: _Walk) -> None:
+    request, spec = _request(walk), _spec(walk)
+    details = []
+    if spec.max_body_bytes is not None:
+        details.append(f"request bodies up to {spec.max_body_bytes} bytes (413 beyond)")
+    if spec.connect_timeout is not None:
+        details.append(f"connect timeout {spec.connect_timeout:g} s")
+    if spec.addresses is None:
+        walk.add(Stage("guards", "no address lists on this route", details))
+        return
+    ip = request.client.ip
+    allowed = spec.addresses.permits(ip)
+    verdict = "allowed" if allowed else "refused: 403 ip_forbidden"
+    walk.add(Stage("guards", f"client {ip}: {verdict} (allow_from / deny_from)", details))
+    spec.addresses.check(ip)
+
+
 def _cors(walk: _Walk) -> None:
     request, spec = _request(walk), _spec(walk)
     if spec.cors is None:
@@ -457,6 +474,12 @@ def _upstream(walk: _Walk) -> None:
         details.append(f"{url} (weight {weight}{state})")
     if health is not None and health.hash_key:
         details.append(f"sticky by {health.hash_key}")
+    mirror = spec.mirror
+    if mirror is not None:
+        details.append(
+            f"mirror: {mirror.percent:g}% copied to {mirror.upstream} as {mirror.path(path)} "
+            f"(bodies up to {mirror.max_body_bytes} bytes)"
+        )
     retry = spec.retry or upstream.retry
     read = spec.read_timeout or upstream.read_timeout
     details.append(
@@ -476,6 +499,7 @@ def _upstream(walk: _Walk) -> None:
 _STEPS: tuple[Callable[[_Walk], None], ...] = (
     _ingress,
     _route,
+    _guards,
     _cors,
     _auth,
     _upstream_request,

@@ -105,6 +105,21 @@ class Metrics:
             ["policy", "decision"],
             registry=reg,
         )
+        # outcome: the shadow's status class, a gateway error code (upstream_timeout...),
+        # dropped (over the route's max_in_flight) or body_too_large (not copied).
+        self._mirror = Counter(
+            "gw_mirror_requests_total",
+            "Mirrored (shadow) copies of requests, by route, shadow upstream and outcome.",
+            ["route", "upstream", "outcome"],
+            registry=reg,
+        )
+        self._mirror_duration = Histogram(
+            "gw_mirror_duration_seconds",
+            "Time a shadow upstream took to answer a copy, body read, by upstream.",
+            ["upstream"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -164,6 +179,12 @@ class Metrics:
         """Count a decision: allowed, rejected, failed_open or failed_closed."""
         _check(decision, RATELIMIT_DECISIONS)
         self._child(self._ratelimit, "l", policy, decision).inc()
+
+    def mirror(self, route: str, upstream: str, outcome: str, seconds: float | None) -> None:
+        """Count a mirrored copy's ``outcome``; observe ``seconds`` for one that was sent."""
+        self._child(self._mirror, "m", route, upstream, outcome).inc()
+        if seconds is not None:
+            self._child(self._mirror_duration, "md", upstream).observe(seconds)
 
     # -- state changes -------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class UpstreamRequest:
     deadline: float | None = None
     body_deadline: float | None = None
     balance_key: str | None = None
+    connect_timeout: float | None = None  # None: the upstream's
 
 
 class UpstreamResponse:
@@ -261,7 +262,7 @@ class UpstreamClient:
                 been idle for ``STALE_IDLE_SECONDS`` closed before any byte of the answer
                 (the upstream's keep-alive timeout raced this request: see ``gw.core.retry``).
         """
-        connect_timeout = min(self.spec.connect_timeout, read_timeout)
+        connect_timeout = min(request.connect_timeout or self.spec.connect_timeout, read_timeout)
         try:
             conn, idle = pool.get(connect_timeout)
         except PoolBusy:

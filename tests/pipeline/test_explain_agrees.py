@@ -154,6 +154,7 @@ def test_json_holds_the_same_stages_as_the_text() -> None:
     assert names == [
         "request",
         "route",
+        "guards",
         "cors",
         "auth",
         "upstream headers",
@@ -166,6 +167,6 @@ def test_json_holds_the_same_stages_as_the_text() -> None:
     assert [line.split(":")[0] for line in text if not line.startswith(" ")] == [*names, "answer"]
     upstream = data["stages"][-1]
     assert upstream["urls"] == [f"http://{SVC}/api/orders/1?b=2"]
-    auth = data["stages"][3]
+    auth = data["stages"][4]
     assert auth["identity"]["subject"] == "alice"
     assert auth["identity"]["headers"]["X-User-Id"] == "alice"
