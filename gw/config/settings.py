@@ -21,6 +21,7 @@ from gw.config.upstreams import UpstreamSettings
 from gw.core.forwarding import parse_networks
 from gw.core.methods import upper_methods
 from gw.cors.settings import CorsSettings
+from gw.idempotency.settings import IdempotencyStoreSettings, RouteIdempotencySettings
 from gw.limits.settings import RateLimitingSettings
 from gw.observe.metrics import MetricsSettings
 from gw.shaping.settings import (
@@ -132,6 +133,11 @@ class RouteSettings(BaseModel):
     cache: RouteCacheSettings | None = Field(
         default=None, description="Cache this route's responses (GET/HEAD) for ttl seconds."
     )
+    idempotency: RouteIdempotencySettings | None = Field(
+        default=None,
+        description="Replay the first answer to a retried POST/PATCH with the same "
+        "Idempotency-Key instead of forwarding it again.",
+    )
 
     _methods = field_validator("methods")(upper_methods)
 
@@ -196,6 +202,7 @@ class GatewaySettings(BaseModel):
     aggregation: AggregatorSettings = AggregatorSettings()
     metrics: MetricsSettings = MetricsSettings()
     cache_store: CacheStoreSettings = CacheStoreSettings()
+    idempotency_store: IdempotencyStoreSettings = IdempotencyStoreSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",
