@@ -282,18 +282,20 @@ class Gateway:
             route.name,
             route.idempotency,
             forward=lambda: self._forward(request, route, headers),
-            relay=lambda upstream: self._relay(request, upstream),
+            relay=lambda upstream, body: self._relay(request, upstream, body),
             answer=lambda status, kept, body: self._respond(
                 exchange, status, kept, [body], request
             ),
         )
 
-    def _relay(self, request: Request, upstream: UpstreamResponse) -> Outcome:
-        """Pass the upstream's status, headers and streamed body on."""
+    def _relay(
+        self, request: Request, upstream: UpstreamResponse, body: Iterable[bytes] | None = None
+    ) -> Outcome:
+        """Pass the upstream's status, headers and streamed body on (``body``: the chunks a
+        stage already began to read, then the rest)."""
         headers = response_headers(upstream.headers)
-        return self._respond(
-            request.exchange, upstream.status, headers, upstream.body(), request, upstream
-        )
+        chunks = upstream.body() if body is None else body
+        return self._respond(request.exchange, upstream.status, headers, chunks, request, upstream)
 
     # -- the one respond tail ----------------------------------------------------------------
 

@@ -19,10 +19,11 @@ One request with a key, on a route and method that opted in:
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gw.cache import Cache, CachedResponse, CacheKey
 from gw.core.body import request_body
@@ -43,6 +44,8 @@ REPLAYED = ("Idempotent-Replayed", "true")
 STORE_DIR = "idempotency"
 
 Answer = Callable[[int, list[tuple[str, str]], bytes], Outcome]
+# Pass an upstream answer on, streamed: its body from the start (None), or these chunks.
+Relay = Callable[[UpstreamResponse, Iterable[bytes] | None], Outcome]
 
 
 class IdempotencyStage:
@@ -67,7 +70,7 @@ class IdempotencyStage:
         route: str,
         rules: RouteIdempotencySettings,
         forward: Callable[[], UpstreamResponse],
-        relay: Callable[[UpstreamResponse], Outcome],
+        relay: Relay,
         answer: Answer,
     ) -> Outcome:
         """Answer ``request`` from its key's record, or ``forward`` it and record the answer
@@ -76,7 +79,7 @@ class IdempotencyStage:
         if raw is None:
             if rules.required:
                 raise IdempotencyKeyMissing(f"{request.method} here requires an {HEADER} header")
-            return relay(forward())
+            return relay(forward(), None)
         name = keys.record_key(route, self.scope(request), keys.parse_key(raw))
         sent = keys.fingerprint(
             request.method, request.path, request.query, self._body(request, rules)
@@ -100,7 +103,7 @@ class IdempotencyStage:
                     )
             if not lease.leader:
                 self._count(route, "unavailable")  # the store failed: pass through, unguarded
-                return relay(forward())
+                return relay(forward(), None)
             return self._record(store, name, route, rules, sent, forward(), relay, answer)
         finally:
             lease.release()
@@ -149,19 +152,32 @@ class IdempotencyStage:
         rules: RouteIdempotencySettings,
         sent: bytes,
         upstream: UpstreamResponse,
-        relay: Callable[[UpstreamResponse], Outcome],
+        relay: Relay,
         answer: Answer,
     ) -> Outcome:
-        """Store a final answer read whole, then send it; relay any other answer unstored."""
+        """Store a final answer read whole, then send it; relay any other answer unstored.
+
+        A body without Content-Length (chunked) is read up to ``max_body_bytes``: past that,
+        what was read and the rest stream on, unstored. An upstream failure mid-body raises
+        (UpstreamError): nothing is stored.
+        """
         length = upstream.content_length
-        if not keys.storable(upstream.status) or length is None or length > rules.max_body_bytes:
+        if not keys.storable(upstream.status) or (length or 0) > rules.max_body_bytes:
             self._count(route, "unstored")
-            return relay(upstream)
-        body = b"".join(upstream.body())  # an upstream failure mid-body raises: not stored
+            return relay(upstream, None)
+        chunks = upstream.body()
+        parts: list[bytes] = []
+        have = 0
+        for chunk in chunks:
+            parts.append(chunk)
+            have += len(chunk)
+            if have > rules.max_body_bytes:
+                self._count(route, "unstored")
+                return relay(upstream, itertools.chain(parts, chunks))
+        body = b"".join(parts)
         headers = response_headers(upstream.headers)
         kept = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
-        sealed = keys.seal(sent, body)
-        stored = store.store(name, upstream.status, kept, sealed, rules.ttl)
+        stored = store.store(name, upstream.status, kept, keys.seal(sent, body), rules.ttl)
         self._count(route, "stored" if stored else "unstored")
         return answer(upstream.status, headers, body)
 

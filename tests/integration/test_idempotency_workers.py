@@ -4,6 +4,7 @@ upstream twice, whichever worker takes it."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +55,12 @@ def gw(request: pytest.FixtureRequest, upstream: Upstream) -> Iterator[GatewayPr
             "idempotency_store": store,
             "routes": [
                 {"name": "orders", "path": "/orders/**", "upstream": "svc", "idempotency": keyed},
+                {
+                    "name": "small",
+                    "path": "/small/**",
+                    "upstream": "svc",
+                    "idempotency": {"max_body_bytes": 1000},
+                },
                 {
                     "name": "brief",
                     "path": "/brief/**",
@@ -141,3 +148,38 @@ def test_after_the_ttl_the_key_reaches_the_upstream_again(
     later = post(gw, path, key, b"{}")
     assert later.status_code == 200 and "Idempotent-Replayed" not in later.headers
     assert reached(upstream, path) == 2
+
+
+def test_a_chunked_answer_within_max_body_bytes_is_stored(
+    gw: GatewayProcess, upstream: Upstream
+) -> None:
+    path, key = f"/small/{uuid.uuid4()}/__bytes/900", str(uuid.uuid4())
+    first, again = post(gw, path, key, b"{}"), post(gw, path, key, b"{}")
+    assert first.content == again.content == b"x" * 900
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert reached(upstream, path) == 1
+
+
+def test_a_chunked_answer_over_max_body_bytes_is_passed_whole_and_not_stored(
+    gw: GatewayProcess, upstream: Upstream
+) -> None:
+    path, key = f"/small/{uuid.uuid4()}/__bytes/5000", str(uuid.uuid4())
+    first, again = post(gw, path, key, b"{}"), post(gw, path, key, b"{}")
+    assert first.content == again.content == b"x" * 5000
+    assert "Idempotent-Replayed" not in again.headers
+    assert reached(upstream, path) == 2
+
+
+def test_the_outcomes_are_counted_in_the_metrics(gw: GatewayProcess) -> None:
+    path, key = f"/orders/{uuid.uuid4()}", str(uuid.uuid4())
+    post(gw, path, key, b"{}")
+    post(gw, path, key, b"{}")
+    assert post(gw, path, key, b"{ }").status_code == 422
+    text = requests.get(f"{gw.url}/metrics", timeout=5).text
+    counts = {
+        outcome: float(value)
+        for outcome, value in re.findall(
+            r'^gw_idempotency_total\{outcome="(\w+)",route="orders"\} (\S+)$', text, re.M
+        )
+    }
+    assert counts["stored"] >= 1 and counts["replayed"] >= 1 and counts["conflict"] >= 1
