@@ -92,12 +92,12 @@ class IdempotencyStoreSettings(CacheStoreSettings):
     the first request with its key before it gets 409."""
 
     lock_timeout: float = Field(
-        default=10.0,
+        default=30.0,
         gt=0,
         le=300,
         description="Longest wait (s) of a concurrent duplicate for the first request's answer "
         "(then 409). With Redis it is also the in-flight mark's life: keep it above the "
-        "route's slowest answer.",
+        "route's slowest answer (the default is above server.deadline's default, 25 s).",
     )
     key_prefix: str = Field(default="gw:idem:", description="Redis key prefix.")
     decline_seconds: float = Field(default=0.0, ge=0, le=0, description="Not used here.")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.harness import Answer, InProcessGateway
+from tests.support.gateway import free_port
 from tests.support.fake_transport import FakeTransport, Received
 
 SVC = "svc.test:8001"
@@ -209,3 +210,15 @@ def test_get_on_a_keyed_route_is_not_keyed(transport: FakeTransport) -> None:
     gw = gateway(transport, {"required": True})
     assert gw.request("GET", "/orders").status == 201
     assert len(svc.received) == 1
+
+
+def test_an_unreachable_redis_lets_keyed_requests_through_unguarded(
+    transport: FakeTransport,
+) -> None:
+    svc = transport.add(SVC, numbered)
+    store = {"backend": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout": 0.2}
+    gw = gateway(transport, idempotency_store=store)
+    first, second = post(gw, '"k-10"', b"{}"), post(gw, '"k-10"', b"{}")
+    assert first.status == second.status == 201
+    assert first.body != second.body and second.header("Idempotent-Replayed") is None
+    assert len(svc.received) == 2
