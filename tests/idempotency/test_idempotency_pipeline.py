@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.harness import Answer, InProcessGateway
-from tests.support.gateway import free_port
 from tests.support.fake_transport import FakeTransport, Received
+from tests.support.gateway import free_port
 
 SVC = "svc.test:8001"
 _serial = itertools.count()
