@@ -124,6 +124,32 @@ class MethodNotAllowed(ClientError):
         self.allowed = allowed
 
 
+class IdempotencyKeyMissing(ClientError):
+    """A route that requires ``Idempotency-Key`` got a request without one."""
+
+    code = "idempotency_key_missing"
+
+
+class IdempotencyKeyInvalid(ClientError):
+    """``Idempotency-Key`` is not one quoted structured-field string of 1..255 characters."""
+
+    code = "idempotency_key_invalid"
+
+
+class IdempotencyKeyReused(ClientError):
+    """The key was first used with another request (method, target or body)."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInFlight(ClientError):
+    """The first request with this key is still being answered (waited, then gave up)."""
+
+    status = 409
+    code = "idempotency_request_in_flight"
+
+
 class UpstreamError(GatewayError):
     """The upstream could not produce a usable response (5xx)."""
 

@@ -44,6 +44,7 @@ from gw.errors import (
 )
 from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
+from gw.idempotency.stage import IdempotencyStage
 from gw.limits.admission import Requester
 from gw.mirror.stage import Mirror
 from gw.observe import accesslog
@@ -99,6 +100,7 @@ class Gateway:
         # PERF: lower-cased once here, not per answer.
         self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
+        self.idempotency = self._idempotency_stage(config)
         authenticator = config.authenticator
         self.auth = AuthStage(authenticator, config.auth_throttle) if authenticator else None
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
@@ -140,6 +142,8 @@ class Gateway:
             self._admit(request, route, headers)
             if route.aggregate is not None:
                 return self._compose(request, route, headers)
+            if route.idempotency and request.method in route.idempotency.methods:
+                return self._keyed(request, route, headers)
             if route.cache is not None and self.cache is not None:
                 return self._cached(request, route, headers)
             return self._relay(request, self._forward(request, route, headers))
@@ -269,12 +273,30 @@ class Gateway:
             ),
         )
 
-    def _relay(self, request: Request, upstream: UpstreamResponse) -> Outcome:
-        """Pass the upstream's status, headers and streamed body on."""
-        headers = response_headers(upstream.headers)
-        return self._respond(
-            request.exchange, upstream.status, headers, upstream.body(), request, upstream
+    def _keyed(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
+        """Replay the first answer to the request's Idempotency-Key, or record it
+        (``gw.idempotency.stage``)."""
+        assert self.idempotency is not None and route.idempotency is not None
+        exchange = request.exchange
+        return self.idempotency.serve(
+            request,
+            route.name,
+            route.idempotency,
+            forward=lambda: self._forward(request, route, headers),
+            relay=lambda upstream, body: self._relay(request, upstream, body),
+            answer=lambda status, kept, body: self._respond(
+                exchange, status, kept, [body], request
+            ),
         )
+
+    def _relay(
+        self, request: Request, upstream: UpstreamResponse, body: Iterable[bytes] | None = None
+    ) -> Outcome:
+        """Pass the upstream's status, headers and streamed body on (``body``: the chunks a
+        stage already began to read, then the rest)."""
+        headers = response_headers(upstream.headers)
+        chunks = upstream.body() if body is None else body
+        return self._respond(request.exchange, upstream.status, headers, chunks, request, upstream)
 
     # -- the one respond tail ----------------------------------------------------------------
 
@@ -367,6 +389,14 @@ class Gateway:
         """What the upstream receives (``gw.core.outgoing``), then the path's header rules."""
         preserve = route.upstream is not None and self.clients[route.upstream].spec.preserve_host
         return self.shaper.request_headers(request, upstream_headers(request, self.owned, preserve))
+
+    def _idempotency_stage(self, config: Config) -> IdempotencyStage | None:
+        if config.idempotency_store is None:
+            return None
+        server = config.server
+        return IdempotencyStage(
+            config.idempotency_store, server.min_upload_rate, server.upload_grace, self.metrics
+        )
 
     def _aggregator(self) -> Aggregator:
         if self._composer is None:

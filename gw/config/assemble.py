@@ -28,6 +28,7 @@ from gw.core.routing import EXPLICIT_ONLY_METHODS, RouteTable
 from gw.cors import CorsPolicy
 from gw.errors import ConfigError
 from gw.guards import AddressRule, compile_rule
+from gw.idempotency.settings import IdempotencyStoreSettings, RouteIdempotencySettings
 from gw.limits.admission import Admission
 from gw.limits.compile import compile_admission, limiter_opener
 from gw.limits.settings import RateLimitingSettings
@@ -61,6 +62,7 @@ class RouteSpec:
     connect_timeout: float | None = None  # None: the upstream's
     addresses: AddressRule | None = None  # allow_from / deny_from; None: any address
     mirror: MirrorPolicy | None = None  # shadow traffic
+    idempotency: RouteIdempotencySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Config:
     auth_throttle: FailureThrottle | None = None  # None: no auth block, or failure_limit: null
     metrics: MetricsSettings = DEFAULT_METRICS
     cache_store: CacheStoreSettings | None = None  # None: no route caches
+    idempotency_store: IdempotencyStoreSettings | None = None  # None: no route keyed
     warnings: tuple[str, ...] = ()  # loads and serves, but probably not as meant
     limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
     mirror_threads: int = 0  # the routes' mirror.max_in_flight summed; 0: no mirroring
@@ -102,6 +105,9 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
     ):
         problems.append("metrics.path: must differ from server.health_path and server.ready_path")
     authenticator = compile_authenticator(settings.auth, _guarded_routes(settings), problems)
+    keyed = any(r.idempotency for r in settings.routes)
+    if keyed:
+        warnings += _idempotency_warnings(settings)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -118,6 +124,7 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
         auth_throttle=_auth_throttle(settings),
         metrics=settings.metrics,
         cache_store=settings.cache_store if any(r.cache for r in settings.routes) else None,
+        idempotency_store=settings.idempotency_store if keyed else None,
         warnings=tuple(warnings),
         limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
         mirror_threads=sum(r.mirror.max_in_flight for r in settings.routes if r.mirror),
@@ -205,6 +212,8 @@ def _route(
         field = "integration.server" if seed_000 else "upstream"
         problems.append(f"{where}.{field}: no upstream named {route.upstream!r} (known: {known})")
     aggregate = compile_route_aggregate(route.aggregate, upstreams, route.path, where, problems)
+    if route.idempotency is not None and route.aggregate is not None:
+        problems.append(f"{where}.idempotency: an aggregate route cannot be keyed (it only GETs)")
     rewrite = _rewrite(where, route, upstream, problems)
     mirror = None
     if route.mirror is not None:
@@ -233,6 +242,7 @@ def _route(
         route.connect_timeout,
         compile_rule(route.allow_from, route.deny_from),
         mirror,
+        route.idempotency,
     )
     host = route.host.lower() if route.host else None
     return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
@@ -322,4 +332,24 @@ def _host_only_twins(routes: list[RouteSettings]) -> list[str]:
                 f"after its host ({_default_name(route)!r}): give them names of your own"
             )
         seen.setdefault(shape, i)
+    return warnings
+
+
+def _idempotency_warnings(settings: GatewaySettings) -> list[str]:
+    """Keyed routes that serve, but not as safely as meant."""
+    warnings = []
+    for i, route in enumerate(settings.routes):
+        rules = route.idempotency
+        if rules and route.methods and not set(rules.methods) & set(route.methods):
+            warnings.append(
+                f"routes[{i}].idempotency.methods: the route takes none of "
+                f"{', '.join(rules.methods)}: no request is keyed"
+            )
+    store = settings.idempotency_store
+    if store.backend != "shared" and store.lock_timeout < settings.server.deadline:
+        warnings.append(
+            f"idempotency_store.lock_timeout: {store.lock_timeout:g}s is below "
+            f"server.deadline ({settings.server.deadline:g}s): in Redis a request slower than "
+            "it loses its in-flight mark, and a concurrent duplicate may be forwarded too"
+        )
     return warnings

@@ -22,6 +22,7 @@ from gw.core.forwarding import parse_networks
 from gw.core.methods import upper_methods
 from gw.cors.settings import CorsSettings
 from gw.guards.settings import NetworkList
+from gw.idempotency.settings import IdempotencyStoreSettings, RouteIdempotencySettings
 from gw.limits.settings import RateLimitingSettings
 from gw.mirror.settings import MirrorSettings
 from gw.observe.metrics import MetricsSettings
@@ -151,6 +152,11 @@ class RouteSettings(BaseModel):
     mirror: MirrorSettings | None = Field(
         default=None, description="Copy a share of the requests to a shadow upstream."
     )
+    idempotency: RouteIdempotencySettings | None = Field(
+        default=None,
+        description="Replay the first answer to a retried POST/PATCH with the same "
+        "Idempotency-Key instead of forwarding it again.",
+    )
 
     _methods = field_validator("methods")(upper_methods)
 
@@ -215,6 +221,7 @@ class GatewaySettings(BaseModel):
     aggregation: AggregatorSettings = AggregatorSettings()
     metrics: MetricsSettings = MetricsSettings()
     cache_store: CacheStoreSettings = CacheStoreSettings()
+    idempotency_store: IdempotencyStoreSettings = IdempotencyStoreSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",

@@ -30,6 +30,9 @@ BREAKER_STATES = ("closed", "open", "half_open")
 RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
 UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
 RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+IDEMPOTENCY_OUTCOMES = frozenset(
+    {"stored", "replayed", "conflict", "waited", "in_flight", "unstored", "unavailable"}
+)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -120,6 +123,13 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=reg,
         )
+        self._idempotency = Counter(
+            "gw_idempotency_total",
+            "Keyed requests, by route and outcome: stored, replayed, conflict (422), waited "
+            "(for a duplicate in flight), in_flight (409), unstored, unavailable (store down).",
+            ["route", "outcome"],
+            registry=reg,
+        )
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -185,6 +195,11 @@ class Metrics:
         self._child(self._mirror, "m", route, upstream, outcome).inc()
         if seconds is not None:
             self._child(self._mirror_duration, "md", upstream).observe(seconds)
+
+    def idempotency(self, route: str, outcome: str) -> None:
+        """Count one keyed request's outcome (``IDEMPOTENCY_OUTCOMES``)."""
+        _check(outcome, IDEMPOTENCY_OUTCOMES)
+        self._child(self._idempotency, "i", route, outcome).inc()
 
     # -- state changes -------------------------------------------------------------------
 
