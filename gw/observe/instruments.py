@@ -30,6 +30,9 @@ BREAKER_STATES = ("closed", "open", "half_open")
 RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
 UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
 RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+INTROSPECTION_OUTCOMES = frozenset({"active", "inactive", "unavailable"})
+INTROSPECTION_ANSWERS = frozenset({"active", "inactive"})
+JWKS_OUTCOMES = frozenset({"ok", "failed"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -105,6 +108,33 @@ class Metrics:
             ["policy", "decision"],
             registry=reg,
         )
+        # issuer: the issuer's name in the config (bounded); uri: a configured key-set or
+        # discovery URL. Provider calls only; cache hits are counted apart.
+        self._introspection = Counter(
+            "gw_introspection_requests_total",
+            "Token introspection calls to the provider, by issuer and outcome.",
+            ["issuer", "outcome"],
+            registry=reg,
+        )
+        self._introspection_seconds = Histogram(
+            "gw_introspection_seconds",
+            "Time a token introspection call took, by issuer.",
+            ["issuer"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._introspection_hits = Counter(
+            "gw_introspection_cache_hits_total",
+            "Introspection answers reused from the worker's cache, by issuer and answer.",
+            ["issuer", "answer"],
+            registry=reg,
+        )
+        self._jwks = Counter(
+            "gw_jwks_fetches_total",
+            "Key-set fetches (with discovery: document and key set), by URI and outcome.",
+            ["uri", "outcome"],
+            registry=reg,
+        )
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -164,6 +194,22 @@ class Metrics:
         """Count a decision: allowed, rejected, failed_open or failed_closed."""
         _check(decision, RATELIMIT_DECISIONS)
         self._child(self._ratelimit, "l", policy, decision).inc()
+
+    def introspection(self, issuer: str, outcome: str, seconds: float) -> None:
+        """Count one introspection call (active, inactive or unavailable) and its time."""
+        _check(outcome, INTROSPECTION_OUTCOMES)
+        self._child(self._introspection, "i", issuer, outcome).inc()
+        self._child(self._introspection_seconds, "is", issuer).observe(seconds)
+
+    def introspection_cache_hit(self, issuer: str, answer: str) -> None:
+        """Count an introspection answer reused from the cache (active or inactive)."""
+        _check(answer, INTROSPECTION_ANSWERS)
+        self._child(self._introspection_hits, "ih", issuer, answer).inc()
+
+    def jwks_fetch(self, uri: str, outcome: str) -> None:
+        """Count one key-set fetch (``ok`` or ``failed``)."""
+        _check(outcome, JWKS_OUTCOMES)
+        self._child(self._jwks, "k", uri, outcome).inc()
 
     # -- state changes -------------------------------------------------------------------
 
