@@ -216,7 +216,13 @@ class Introspector:
     # -- the call --------------------------------------------------------------------------
 
     def _ask(self, token: str) -> dict[str, Any]:
-        """POST the token to the endpoint; return the answer's JSON object."""
+        """POST the token to the endpoint; return the answer's JSON object.
+
+        APPSEC: every way the call can fail ends in ``IntrospectionUnavailable`` (503): fail
+        closed, but without blaming the caller. Failing open would admit any string while the
+        provider is down (and an attacker who can slow it down would choose when); "inactive"
+        would count honest callers as guessers and cache a wrong answer.
+        """
         started = time.monotonic()
         try:
             answer = self._post(token)

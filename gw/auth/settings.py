@@ -17,6 +17,11 @@ with an optional short ``name`` that route policies use (default: its ``issuer``
     routes:
       - {path: /admin/**, upstream: admin, auth: {issuers: [main], roles: {main: [admin]}}}
 
+An issuer may also be written with ``discovery: true`` instead of ``jwks_uri`` (its key set is
+found in ``{issuer}/.well-known/openid-configuration``, ``gw.auth.discovery``), and one issuer
+may carry an ``introspection:`` block for opaque tokens (``gw.auth.introspection``), alone or
+next to its JWT keys.
+
 A caller is the pair (issuer, subject): partner ``alice`` and main ``alice`` are two callers
 (``Identity.principal``), and the upstream receives the issuer in ``issuer_header``
 (``X-User-Issuer``) next to the subject in ``X-User-Id``.
