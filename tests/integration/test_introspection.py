@@ -159,3 +159,38 @@ def test_introspection_and_key_fetches_are_in_the_metrics(
     assert (value(found, "gw_introspection_seconds_count", issuer="idp") or 0) >= 1
     uri = idp.issuer + "/.well-known/openid-configuration"
     assert (value(found, "gw_jwks_fetches_total", uri=uri, outcome="ok") or 0) >= 1
+
+
+def test_guessed_opaque_tokens_cost_the_provider_at_most_the_failure_limit(
+    idp: IdpServer, upstream: Upstream
+) -> None:
+    """Each guess is an introspection call; past ``failure_limit`` the address gets 429
+    before its token is read, so the provider is not asked any more."""
+    gw = start_gateway(
+        {
+            "upstreams": {"svc": {"targets": [upstream.url]}},
+            "auth": {
+                "issuers": [
+                    {
+                        "issuer": idp.issuer,
+                        "introspection": {
+                            "endpoint": idp.introspect_url,
+                            "client_id": CLIENT_ID,
+                            "client_secret_env": "GW_INTROSPECTION_SECRET",
+                        },
+                    }
+                ],
+                "failure_limit": {"limit": 3, "period": 60},
+            },
+            "routes": [{"path": "/api/**", "upstream": "svc"}],
+        },
+        workers=1,
+        extra_env={"GW_INTROSPECTION_SECRET": CLIENT_SECRET},
+    )
+    try:
+        before = idp.introspections
+        statuses = [get(gw, "/api/x", f"guess-{n}").status_code for n in range(6)]
+    finally:
+        gw.stop()
+    assert statuses == [401, 401, 401, 429, 429, 429]
+    assert idp.introspections - before == 3
