@@ -7,6 +7,7 @@ clock, as it is for JWTs. The provider counts its calls, so "cached" means "not 
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -318,3 +319,43 @@ def test_the_client_secret_may_come_from_a_file(
         {"issuers": [{"issuer": idp.issuer, "introspection": block}]}
     )
     assert Authenticator(settings, clock=clock).authenticate("/api", bearer(OPAQUE))
+
+
+def test_concurrent_first_requests_for_one_token_cost_one_call(make: Make, idp: IdpServer) -> None:
+    idp.activate(OPAQUE, sub="alice")
+    idp.delay = 0.2
+    authenticator = make()
+    subjects: list[str] = []
+
+    def one() -> None:
+        identity = authenticator.authenticate("/api", bearer(OPAQUE))
+        subjects.append(identity.subject if identity else "")
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert subjects == ["alice"] * 6
+    assert idp.introspections == 1
+
+
+def test_requests_waiting_on_a_failed_call_ask_for_themselves(make: Make, idp: IdpServer) -> None:
+    idp.mode = "error"
+    idp.delay = 0.2
+    authenticator = make()
+    codes: list[str] = []
+
+    def one() -> None:
+        try:
+            authenticator.authenticate("/api", bearer(OPAQUE))
+        except IntrospectionUnavailable as ex:
+            codes.append(ex.code)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert codes == ["introspection_unavailable"] * 3
+    assert idp.introspections == 3  # a failure is never shared as an answer

@@ -12,7 +12,7 @@
   any other token is ``{"active": false}``.
 
 The test can set ``mode`` (``"ok"``, ``"error"`` (500), ``"garbage"`` (200, not JSON),
-``"active_string"`` (``"active": "true"``), ``"hang"`` (never answers)), call
+``"active_string"`` (``"active": "true"``), ``"hang"`` (never answers)) or ``delay``, call
 ``go_down()`` / ``come_back()``, and read ``introspections`` (calls answered or refused),
 ``forms`` (each introspection's form), ``authorizations`` and ``paths``.
 """
@@ -45,6 +45,7 @@ class IdpServer:
     jwks_uri: str | None = None
     port: int = 0
     mode: str = "ok"
+    delay: float = 0.0  # seconds before each introspection answer
     paths: list[str] = field(default_factory=list)
     forms: list[dict[str, str]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
@@ -157,6 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
             idp.forms.append(form)
             idp.authorizations.append(self.headers.get("Authorization"))
             mode, members = idp.mode, idp.tokens.get(form.get("token", ""))
+        if idp.delay:
+            idp.released.wait(idp.delay)
         if self.path != "/introspect":
             self._json(404, {"error": "not_found"})
         elif mode == "hang":
