@@ -318,7 +318,13 @@ def test_the_client_secret_may_come_from_a_file(
     settings = AuthSettings.model_validate(
         {"issuers": [{"issuer": idp.issuer, "introspection": block}]}
     )
-    assert Authenticator(settings, clock=clock).authenticate("/api", bearer(OPAQUE))
+    authenticator = Authenticator(settings, clock=clock)
+    assert authenticator.authenticate("/api", bearer(OPAQUE))
+    # With no issuer that verifies JWTs, a JWT is refused without asking the provider.
+    assert refusal(authenticator, mint_hs256(SECRET, claims(iss=idp.issuer))).reason == (
+        "unknown_issuer"
+    )
+    assert idp.introspections == 1
 
 
 def test_concurrent_first_requests_for_one_token_cost_one_call(make: Make, idp: IdpServer) -> None:
