@@ -103,6 +103,8 @@ class Gateway:
         self.idempotency = self._idempotency_stage(config)
         authenticator = config.authenticator
         self.auth = AuthStage(authenticator, config.auth_throttle) if authenticator else None
+        if authenticator is not None and self.metrics is not None:
+            authenticator.report_to(self.metrics)
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
         # every client request in every spelling, on every route, authenticated or not.
         owned = authenticator.header_names() if authenticator else frozenset()

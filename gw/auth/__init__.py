@@ -1,4 +1,5 @@
-"""Identity at the edge: JWT (keys from a JWKS or a shared secret), API keys, route policies.
+"""Identity at the edge: JWT (keys from a JWKS, found by OpenID Connect Discovery, or a shared
+secret), opaque tokens by introspection (RFC 7662), API keys, route policies.
 
 The pipeline needs only this package's top level::
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from gw.auth.apikeys import ApiKeyStore
 from gw.auth.errors import (
@@ -23,10 +23,16 @@ from gw.auth.errors import (
     IssuerNotAccepted,
 )
 from gw.auth.identity import UnsafeClaim, build_identity, owned_header_names
+from gw.auth.introspection import (
+    IntrospectionMetrics,
+    Introspector,
+    looks_like_jwt,
+    read_client_secret,
+)
 from gw.auth.jwks import Fetcher, HttpFetcher
 from gw.auth.remembered import Remembered
 from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
-from gw.auth.tokens import TokenVerifier, VerifiedToken
+from gw.auth.tokens import MESSAGES, TokenVerifier, VerifiedToken
 from gw.core.headers import canonical_name
 from gw.core.identity import Identity
 from gw.errors import Unauthorized
@@ -57,9 +63,14 @@ class Authenticator:
             ConfigError: when the API key file cannot be read or holds an invalid entry.
         """
         self.settings = settings
+        self._reporter = _Reporter()
         self._verifier = None
-        if settings.all_issuers():
-            self._verifier = TokenVerifier.from_settings(settings, fetcher or HttpFetcher(), clock)
+        if any(i.verifies_jwts for i in settings.all_issuers()):
+            self._verifier = TokenVerifier.from_settings(
+                settings, fetcher or HttpFetcher(), clock, self._reporter.jwks_fetch
+            )
+        self._introspector = _introspector(settings, clock)
+        self._takes_bearer = self._verifier is not None or self._introspector is not None
         self._api_keys = ApiKeyStore.from_settings(settings.api_keys) if settings.api_keys else None
         self._key_header = canonical_name(settings.api_keys.header) if settings.api_keys else ""
         self._claim_headers = MappingProxyType(dict(settings.claim_headers))
@@ -93,7 +104,7 @@ class Authenticator:
             return None
         mode = policy.effective_mode
         try:
-            identity = self._identify(headers)
+            identity = self._identify(headers, policy)
             if identity is None:
                 if mode == "optional":
                     return None
@@ -126,6 +137,12 @@ class Authenticator:
         """
         return owned_header_names(self._claim_headers, self._issuer_header)
 
+    def report_to(self, metrics: AuthMetrics) -> None:
+        """Count introspection calls and key fetches in ``metrics`` (this worker's)."""
+        self._reporter.target = metrics
+        if self._introspector is not None:
+            self._introspector.metrics = metrics
+
     def _source(self, identity: Identity) -> str:
         """Return the name route policies know the caller's issuer by (``api_key`` for keys)."""
         if identity.method == "api_key" or identity.issuer is None:
@@ -134,8 +151,8 @@ class Authenticator:
 
     # -- credentials ------------------------------------------------------------------------
 
-    def _identify(self, headers: Sequence[tuple[str, str]]) -> Identity | None:
-        token = self._bearer(headers) if self._verifier is not None else None
+    def _identify(self, headers: Sequence[tuple[str, str]], policy: RoutePolicy) -> Identity | None:
+        token = self._bearer(headers) if self._takes_bearer else None
         key = self._presented_key(headers) if self._api_keys is not None else None
         if token is not None and key is not None:
             # APPSEC: two credentials could name two callers; refuse rather than pick one.
@@ -144,7 +161,7 @@ class Authenticator:
                 reason="ambiguous_credentials",
             )
         if token is not None:
-            return self._from_token(token)
+            return self._from_token(token, policy)
         if key is not None:
             return self._from_api_key(key)
         return None
@@ -165,7 +182,13 @@ class Authenticator:
         value = _single(headers, self._key_header, "the API key header")
         return None if value is None else value.strip(" \t")
 
-    def _from_token(self, token: str) -> Identity:
+    def _from_token(self, token: str, policy: RoutePolicy) -> Identity:
+        introspector = self._introspector
+        if introspector is not None and not looks_like_jwt(token):
+            return self._introspect(introspector, token, policy)
+        if self._verifier is None:
+            detail = {"credential": "jwt"}
+            raise InvalidToken(MESSAGES["unknown_issuer"], reason="unknown_issuer", detail=detail)
         # PERF: a token seen before is one dict lookup and two checks (gw.auth.remembered
         # says why that is safe); verifying an RS256 token costs tens of microseconds.
         remembered = self._remembered.get(token)
@@ -174,6 +197,19 @@ class Authenticator:
         entry = self._verify(token)
         self._remembered.put(token, entry)
         return entry[1]
+
+    def _introspect(self, introspector: Introspector, token: str, policy: RoutePolicy) -> Identity:
+        # APPSEC: a route that accepts none of the introspecting issuer's callers never
+        # calls the provider: an opaque token cannot stand in for the JWT such a route asks
+        # for, and cannot be used to make the gateway flood the provider through it.
+        accepted = policy.accepted_sources()
+        if accepted is not None and introspector.ref not in accepted:
+            detail = {"iss": introspector.issuer, "credential": "introspection"}
+            message = "this route accepts only tokens it can verify itself (JWTs)"
+            raise InvalidToken(message, reason="opaque_not_accepted", detail=detail)
+        if len(token) > self.settings.max_token_bytes:
+            raise InvalidToken(MESSAGES["token_too_large"], reason="token_too_large")
+        return introspector.identify(token)
 
     def _trusts(self, entry: tuple[VerifiedToken, Identity]) -> bool:
         return self._verifier is not None and self._verifier.trusts(entry[0])
@@ -211,11 +247,52 @@ class Authenticator:
         )
 
     def _missing_message(self) -> str:
-        if self._verifier is not None and self._api_keys is not None:
+        if self._takes_bearer and self._api_keys is not None:
             return "authentication is required: send a bearer token or an API key"
         if self._api_keys is not None:
             return "authentication is required: send an API key"
         return "authentication is required: send a bearer token"
+
+
+class AuthMetrics(IntrospectionMetrics, Protocol):
+    """What authentication reports (``gw.observe.instruments.Metrics`` has these)."""
+
+    def jwks_fetch(self, uri: str, outcome: str) -> None: ...
+
+
+class _Reporter:
+    """Hands key-fetch outcomes to this worker's metrics, once the pipeline has named them."""
+
+    def __init__(self) -> None:
+        self.target: AuthMetrics | None = None
+
+    def jwks_fetch(self, uri: str, outcome: str) -> None:
+        if self.target is not None:
+            self.target.jwks_fetch(uri, outcome)
+
+
+def _introspector(settings: AuthSettings, clock: Callable[[], float]) -> Introspector | None:
+    """Build the introspector of the one issuer with an ``introspection`` block, if any.
+
+    Raises:
+        ConfigError: the client secret cannot be read.
+    """
+    for index, entry in enumerate(settings.all_issuers()):
+        if entry.introspection is None:
+            continue
+        where = f"issuers[{index}].introspection"
+        return Introspector(
+            entry.introspection,
+            issuer=entry.issuer,
+            ref=entry.ref,
+            secret=read_client_secret(entry.introspection, where),
+            audiences=tuple(entry.audiences or ()),
+            claim_headers=MappingProxyType(dict(settings.claim_headers)),
+            issuer_header=settings.issuer_header,
+            leeway=settings.leeway,
+            clock=clock,
+        )
+    return None
 
 
 def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | None:

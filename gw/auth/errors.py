@@ -94,3 +94,21 @@ class AuthUnavailable(GatewayError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
         self.reason = "keys_unavailable"
         self.detail = dict(detail or {})
+
+
+class IntrospectionUnavailable(AuthUnavailable):
+    """The introspection endpoint gave no usable answer (down, slow, refused us, garbage): 503.
+
+    APPSEC: never read as "active" (that would let any string in while the provider is down)
+    nor as "inactive" (that would log honest callers out and count them as guessers).
+    """
+
+    code = "introspection_unavailable"
+
+    def __init__(self, reason: str, detail: Mapping[str, Any] | None = None) -> None:
+        super().__init__(
+            "the identity provider could not check the token; try again shortly",
+            retry_after=2,
+            detail=detail,
+        )
+        self.reason = reason

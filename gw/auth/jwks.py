@@ -42,6 +42,8 @@ log = logging.getLogger("gw.auth")
 
 Fetcher = Callable[[str, float], bytes]
 """Return the body of ``GET uri`` within ``timeout`` seconds per phase, or raise JwksFetchError."""
+FetchObserver = Callable[[str, str], None]
+"""Told ``(uri, outcome)`` after each fetch; outcome ``ok`` or ``failed`` (for metrics)."""
 
 MAX_JWKS_BYTES = 512 * 1024
 MAX_KEYS = 64
@@ -218,8 +220,10 @@ class JwksCache:
         cooldown: float = 30.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        observe: FetchObserver | None = None,
     ) -> None:
         self.uri = uri
+        self._observe = observe
         self._fetcher = fetcher
         self._cache_seconds = cache_seconds
         self._cooldown = cooldown
@@ -307,12 +311,21 @@ class JwksCache:
             keys = parse_jwks(self._fetcher(self.uri, self._timeout))
         except Exception as ex:  # a failed fetch must never fail a request by itself
             self._failed(ex)
+            self._report("failed")
             return
+        self._report("ok")
         now = self._clock()
         self._keys, self._failures = keys, 0
         self._expires = now + self._cache_seconds
         self._next_attempt = now + self._cooldown
         log.info("fetched %d key(s) from %s", len(keys), self.uri)
+
+    def _report(self, outcome: str) -> None:
+        if self._observe is not None:
+            try:
+                self._observe(self.uri, outcome)
+            except Exception:  # metrics must never break key fetching
+                log.exception("could not record a key fetch")
 
     def _failed(self, ex: Exception) -> None:
         self._failures += 1

@@ -17,6 +17,11 @@ with an optional short ``name`` that route policies use (default: its ``issuer``
     routes:
       - {path: /admin/**, upstream: admin, auth: {issuers: [main], roles: {main: [admin]}}}
 
+An issuer may also be written with ``discovery: true`` instead of ``jwks_uri`` (its key set is
+found in ``{issuer}/.well-known/openid-configuration``, ``gw.auth.discovery``), and one issuer
+may carry an ``introspection:`` block for opaque tokens (``gw.auth.introspection``), alone or
+next to its JWT keys.
+
 A caller is the pair (issuer, subject): partner ``alice`` and main ``alice`` are two callers
 (``Identity.principal``), and the upstream receives the issuer in ``issuer_header``
 (``X-User-Issuer``) next to the subject in ``X-User-Id``.
@@ -97,6 +102,60 @@ def _long_secret(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+class IntrospectionCacheSettings(BaseModel):
+    """``introspection.cache``: answers remembered per worker, keyed by the token's digest."""
+
+    model_config = _STRICT
+
+    max_entries: int = Field(default=10_000, ge=0, le=1_000_000, description="0: no cache.")
+    max_ttl: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description="Longest an active answer is reused (and never past the token's exp).",
+    )
+    negative_ttl: float = Field(
+        default=5, ge=0, le=3600, description="How long an inactive answer is reused (0: never)."
+    )
+
+
+class IntrospectionSettings(BaseModel):
+    """``introspection:`` on an issuer: where and how to ask about opaque tokens (RFC 7662)."""
+
+    model_config = _STRICT
+
+    endpoint: str = Field(description="https:// URL (http:// only on loopback), POSTed to.")
+    client_id: str = Field(min_length=1, max_length=256)
+    client_secret_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Environment variable holding the client secret (read at start).",
+    )
+    client_secret_file: str | None = Field(
+        default=None, description="File holding the client secret (read at start)."
+    )
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    timeout: float = Field(default=2, gt=0, le=30, description="The whole call, seconds.")
+    subject_claim: str = Field(
+        default="sub",
+        min_length=1,
+        max_length=128,
+        description="The answer's member that names the caller (sub; client_id for "
+        "client-credentials tokens without a sub).",
+    )
+    cache: IntrospectionCacheSettings = IntrospectionCacheSettings()
+
+    _endpoint = field_validator("endpoint")(lambda cls, v: check_jwks_uri(v))
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> IntrospectionSettings:
+        # APPSEC: the client secret is never written in the config file itself, which is
+        # read by `gw check`, copied into tickets and kept in version control.
+        if (self.client_secret_env is None) == (self.client_secret_file is None):
+            raise ValueError("give exactly one of client_secret_env or client_secret_file")
+        return self
+
+
 class IssuerSettings(BaseModel):
     """One identity provider: tokens whose ``iss`` is ``issuer`` are checked with its keys."""
 
@@ -114,13 +173,24 @@ class IssuerSettings(BaseModel):
     secret: SecretStr | None = Field(
         default=None, description="HS256 shared secret (write `${JWT_SECRET}`), 32+ bytes."
     )
-    audiences: list[Text] = Field(
-        min_length=1, description="Accepted `aud` values; a token must name one of them."
+    audiences: list[Text] | None = Field(
+        default=None,
+        description="Accepted `aud` values; a token must name one of them (required for JWT "
+        "issuers; optional with introspection, where an answer then must name one).",
     )
     algorithms: list[str] | None = Field(
         default=None,
         description="Allowed `alg` values (default RS256, ES256, EdDSA for a JWKS; HS256 "
         "for a secret). `none` is never allowed.",
+    )
+
+    discovery: bool = Field(
+        default=False,
+        description="Find jwks_uri in {issuer}/.well-known/openid-configuration (OpenID "
+        "Connect Discovery) instead of writing it.",
+    )
+    introspection: IntrospectionSettings | None = Field(
+        default=None, description="Check opaque tokens with the provider (RFC 7662)."
     )
 
     _jwks_uri = field_validator("jwks_uri")(_optional_jwks_uri)
@@ -129,11 +199,32 @@ class IssuerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _keys_and_algorithms(self) -> IssuerSettings:
-        if (self.jwks_uri is None) == (self.secret is None):
-            raise ValueError(f"issuer {self.issuer!r}: give exactly one of jwks_uri or secret")
+        sources = [self.jwks_uri is not None, self.secret is not None, self.discovery]
+        if sum(sources) > 1 or (not any(sources) and self.introspection is None):
+            raise ValueError(
+                f"issuer {self.issuer!r}: give exactly one of jwks_uri, secret or discovery: "
+                "true (or an introspection block alone, for opaque tokens only)"
+            )
+        if self.discovery:
+            check_jwks_uri(self.discovery_uri())
+        if any(sources) and not self.audiences:
+            raise ValueError(f"issuer {self.issuer!r}: audiences must list at least one `aud`")
+        if self.audiences is not None and not self.audiences:
+            raise ValueError(f"issuer {self.issuer!r}: audiences must not be empty")
+        if not any(sources) and self.algorithms is not None:
+            raise ValueError(f"issuer {self.issuer!r}: algorithms apply to JWTs only")
         _check_algorithms(self.algorithms, hmac=self.secret is not None)
         _check_secret_strength(self.secret, self.algorithms)
         return self
+
+    @property
+    def verifies_jwts(self) -> bool:
+        """Tell whether this issuer's JWTs are verified here (keys, secret or discovery)."""
+        return self.jwks_uri is not None or self.secret is not None or self.discovery
+
+    def discovery_uri(self) -> str:
+        """Return where OpenID Connect Discovery (section 4) says the issuer's metadata is."""
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
     @property
     def ref(self) -> str:
@@ -298,6 +389,9 @@ class AuthSettings(BaseModel):
         names = [i.issuer for i in self._resolved]
         if len(set(names)) != len(names):
             raise ValueError("each issuer may be listed only once")
+        if sum(i.introspection is not None for i in self._resolved) > 1:
+            # An opaque token does not say who issued it: one provider is asked about them.
+            raise ValueError("at most one issuer may have an introspection block")
         self._check_refs()
         self._check_issuer_header()
         return self

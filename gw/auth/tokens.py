@@ -25,8 +25,9 @@ from typing import Any
 import jwt
 from jwt import exceptions as jwt_errors
 
+from gw.auth.discovery import DiscoveringFetcher
 from gw.auth.errors import AuthUnavailable, InvalidToken
-from gw.auth.jwks import Fetcher, JwksCache, KeysUnavailable
+from gw.auth.jwks import Fetcher, FetchObserver, JwksCache, KeysUnavailable
 from gw.auth.settings import HMAC_ALGORITHMS, AuthSettings
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -123,18 +124,25 @@ class TokenVerifier:
         settings: AuthSettings,
         fetcher: Fetcher,
         clock: Callable[[], float] = time.monotonic,
+        observe: FetchObserver | None = None,
     ) -> TokenVerifier:
         """Compile the settings' issuers; issuers sharing a key-set URI share one cache."""
         caches: dict[str, JwksCache] = {}
         issuers = []
         for entry in settings.all_issuers():
+            if not entry.verifies_jwts:
+                continue  # introspection only: its JWTs (if any) are unknown_issuer
             cache = None
             if entry.jwks_uri is not None:
                 cache = caches.setdefault(
-                    entry.jwks_uri, _cache(entry.jwks_uri, settings, fetcher, clock)
+                    entry.jwks_uri, _cache(entry.jwks_uri, settings, fetcher, clock, observe)
                 )
+            elif entry.discovery:
+                finder = DiscoveringFetcher(entry.issuer, fetcher)
+                uri = entry.discovery_uri()
+                cache = caches.setdefault(uri, _cache(uri, settings, finder, clock, observe))
             secret = entry.secret.get_secret_value().encode() if entry.secret else None
-            audiences = tuple(entry.audiences)
+            audiences = tuple(entry.audiences or ())
             algorithms = entry.allowed_algorithms()
             issuers.append(IssuerKeys(entry.issuer, audiences, algorithms, secret, cache))
         return cls(issuers, leeway=settings.leeway, max_token_bytes=settings.max_token_bytes)
@@ -230,7 +238,11 @@ class TokenVerifier:
 
 
 def _cache(
-    uri: str, settings: AuthSettings, fetcher: Fetcher, clock: Callable[[], float]
+    uri: str,
+    settings: AuthSettings,
+    fetcher: Fetcher,
+    clock: Callable[[], float],
+    observe: FetchObserver | None,
 ) -> JwksCache:
     return JwksCache(
         uri,
@@ -239,6 +251,7 @@ def _cache(
         cooldown=settings.jwks_refetch_cooldown,
         timeout=settings.jwks_timeout,
         clock=clock,
+        observe=observe,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-Method = Literal["jwt", "api_key"]
+Method = Literal["jwt", "introspection", "api_key"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class Identity:
     def principal(self) -> str:
         """Return the caller's name, unique across issuers and credential kinds.
 
-        The compact JSON array ``["jwt", issuer, subject]`` for a token and
-        ``["api_key", consumer]`` for an API key.
+        The compact JSON array ``["jwt", issuer, subject]`` for a token (a JWT or an
+        introspected opaque token) and ``["api_key", consumer]`` for an API key.
 
         APPSEC: partner ``alice`` and the main IdP's ``alice`` are two callers. JSON quoting
         makes the text unambiguous: no (issuer, subject) pair can be spelled like another,
@@ -54,7 +54,9 @@ class Identity:
         """
         if self.issuer is None:
             return json.dumps([self.method, self.subject], separators=(",", ":"))
-        return json.dumps([self.method, self.issuer, self.subject], separators=(",", ":"))
+        # An issuer's subject is one caller whether its token was a JWT or an opaque token
+        # the issuer vouched for by introspection: both are spelled "jwt".
+        return json.dumps(["jwt", self.issuer, self.subject], separators=(",", ":"))
 
     @property
     def roles(self) -> frozenset[str]:

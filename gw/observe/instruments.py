@@ -33,6 +33,9 @@ RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_c
 IDEMPOTENCY_OUTCOMES = frozenset(
     {"stored", "replayed", "conflict", "waited", "in_flight", "unstored", "unavailable"}
 )
+INTROSPECTION_OUTCOMES = frozenset({"active", "inactive", "unavailable"})
+INTROSPECTION_ANSWERS = frozenset({"active", "inactive"})
+JWKS_OUTCOMES = frozenset({"ok", "failed"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -130,6 +133,33 @@ class Metrics:
             ["route", "outcome"],
             registry=reg,
         )
+        # issuer: the issuer's name in the config (bounded); uri: a configured key-set or
+        # discovery URL. Provider calls only; cache hits are counted apart.
+        self._introspection = Counter(
+            "gw_introspection_requests_total",
+            "Token introspection calls to the provider, by issuer and outcome.",
+            ["issuer", "outcome"],
+            registry=reg,
+        )
+        self._introspection_seconds = Histogram(
+            "gw_introspection_seconds",
+            "Time a token introspection call took, by issuer.",
+            ["issuer"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._introspection_hits = Counter(
+            "gw_introspection_cache_hits_total",
+            "Introspection answers reused from the worker's cache, by issuer and answer.",
+            ["issuer", "answer"],
+            registry=reg,
+        )
+        self._jwks = Counter(
+            "gw_jwks_fetches_total",
+            "Key-set fetches (with discovery: document and key set), by URI and outcome.",
+            ["uri", "outcome"],
+            registry=reg,
+        )
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -139,7 +169,7 @@ class Metrics:
             )
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -173,33 +203,49 @@ class Metrics:
         ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part.
         """
         _check(via, UPSTREAM_VIAS)
-        self._child(self._upstream, "u", upstream, via).observe(seconds)
+        self._child(self._upstream, upstream, via).observe(seconds)
 
     def upstream_error(self, upstream: str, kind: str, via: str = "proxy") -> None:
         """Count a failure of ``upstream``; ``kind`` is the gateway error code."""
         _check(via, UPSTREAM_VIAS)
-        self._child(self._upstream_errors, "e", upstream, kind, via).inc()
+        self._child(self._upstream_errors, upstream, kind, via).inc()
 
     def retry(self, upstream: str, outcome: str) -> None:
         """Count a retry ``attempted``, or one the budget refused (``budget_exhausted``)."""
         _check(outcome, RETRY_OUTCOMES)
-        self._child(self._retries, "r", upstream, outcome).inc()
+        self._child(self._retries, upstream, outcome).inc()
 
     def ratelimit(self, policy: str, decision: str) -> None:
         """Count a decision: allowed, rejected, failed_open or failed_closed."""
         _check(decision, RATELIMIT_DECISIONS)
-        self._child(self._ratelimit, "l", policy, decision).inc()
+        self._child(self._ratelimit, policy, decision).inc()
 
     def mirror(self, route: str, upstream: str, outcome: str, seconds: float | None) -> None:
         """Count a mirrored copy's ``outcome``; observe ``seconds`` for one that was sent."""
-        self._child(self._mirror, "m", route, upstream, outcome).inc()
+        self._child(self._mirror, route, upstream, outcome).inc()
         if seconds is not None:
-            self._child(self._mirror_duration, "md", upstream).observe(seconds)
+            self._child(self._mirror_duration, upstream).observe(seconds)
 
     def idempotency(self, route: str, outcome: str) -> None:
         """Count one keyed request's outcome (``IDEMPOTENCY_OUTCOMES``)."""
         _check(outcome, IDEMPOTENCY_OUTCOMES)
-        self._child(self._idempotency, "i", route, outcome).inc()
+        self._child(self._idempotency, route, outcome).inc()
+
+    def introspection(self, issuer: str, outcome: str, seconds: float) -> None:
+        """Count one introspection call (active, inactive or unavailable) and its time."""
+        _check(outcome, INTROSPECTION_OUTCOMES)
+        self._child(self._introspection, issuer, outcome).inc()
+        self._child(self._introspection_seconds, issuer).observe(seconds)
+
+    def introspection_cache_hit(self, issuer: str, answer: str) -> None:
+        """Count an introspection answer reused from the cache (active or inactive)."""
+        _check(answer, INTROSPECTION_ANSWERS)
+        self._child(self._introspection_hits, issuer, answer).inc()
+
+    def jwks_fetch(self, uri: str, outcome: str) -> None:
+        """Count one key-set fetch (``ok`` or ``failed``)."""
+        _check(outcome, JWKS_OUTCOMES)
+        self._child(self._jwks, uri, outcome).inc()
 
     # -- state changes -------------------------------------------------------------------
 
@@ -274,9 +320,9 @@ class Metrics:
             self._request_children[(route, method, status_class)] = pair
         return pair
 
-    def _child(self, metric: Any, tag: str, *labels: str) -> Any:
-        """Return ``metric.labels(*labels)``, cached (``tag`` keeps metrics apart)."""
-        key = (tag, *labels)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """Return ``metric.labels(*labels)``, cached per metric and labels."""
+        key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             # Two gthread threads may both miss: .labels() is locked and returns one child.

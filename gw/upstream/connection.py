@@ -80,9 +80,15 @@ def fetch(
     tls: TlsClient | None,
     timeout: float,
     max_bytes: int | None,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> tuple[int, bytes]:
     """GET ``path`` as ``fetch_status`` does; return the status and the body, which is kept
-    only when ``max_bytes`` is given (``AnswerTooLarge`` past it); never follows a redirect."""
+    only when ``max_bytes`` is given (``AnswerTooLarge`` past it); never follows a redirect.
+
+    ``method`` and ``body`` send another request (the token introspection's POST): the body
+    is sent whole, framed by a ``Content-Length`` that ``headers`` must not carry."""
     deadline = time.monotonic() + timeout
     parts = urlsplit(url)
     conn = _connect(parts.scheme, parts.hostname or "", parts.port, tls, timeout)
@@ -90,9 +96,11 @@ def fetch(
         sock = conn.sock
         assert sock is not None  # connected above
         sock.settimeout(_time_left(deadline))
-        head = request_head("GET", path, headers, parts.netloc, False, True)
-        send_request(sock, head, None, False)
-        response = Response(sock, head_request=False)
+        if body is not None:
+            headers = {**headers, "Content-Length": str(len(body))}
+        head = request_head(method, path, headers, parts.netloc, False, body is None)
+        send_request(sock, head, body, False)
+        response = Response(sock, head_request=method == "HEAD")
         return response.status, _read(response, deadline, max_bytes)
     finally:
         conn.close()

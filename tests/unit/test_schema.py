@@ -20,7 +20,10 @@ from tests.data import seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 # Values for the ${VAR}s the documents use without a default.
-ENV = {"JWT_SECRET": "a-test-secret-of-at-least-32-bytes-for-HS256"}
+ENV = {
+    "JWT_SECRET": "a-test-secret-of-at-least-32-bytes-for-HS256",
+    "GW_INTROSPECTION_SECRET": "the-introspection-client-secret",  # client_secret_env
+}
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 # README blocks that show one section of a file and name upstreams defined in another block:
