@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gw import __version__, cors
+from gw.auth.jwks import observe_fetches
 from gw.auth.stage import AuthStage
 from gw.cache.stage import CacheStage
 from gw.config.assemble import Config, RouteSpec
@@ -86,6 +87,7 @@ class Gateway:
         }
         if self.metrics is not None:
             self.metrics.watch_health(health_snapshot.snapshot)
+            observe_fetches(self.metrics.jwks_fetch)
         if self.metrics is not None and config.admission is not None:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
@@ -257,7 +259,7 @@ class Gateway:
         """Answer from the cache, or fill it (``gw.cache.stage``)."""
         assert self.cache is not None and route.cache is not None
         exchange = request.exchange
-        return self.cache.serve(
+        outcome = self.cache.serve(
             request,
             route.name,
             route.cache,
@@ -267,6 +269,12 @@ class Gateway:
                 exchange, status, kept, [body], request
             ),
         )
+        if self.metrics is not None:
+            # The stage adds MISS or BYPASS itself; a hit carries the stored X-Cache: HIT.
+            # APPSEC: read from the stage's own headers, never from what the upstream sent.
+            said = next((v for n, v in exchange.add_headers if n == "X-Cache"), "HIT")
+            self.metrics.cache(route.name, said.lower())
+        return outcome
 
     def _relay(self, request: Request, upstream: UpstreamResponse) -> Outcome:
         """Pass the upstream's status, headers and streamed body on."""

@@ -43,6 +43,9 @@ log = logging.getLogger("gw.auth")
 Fetcher = Callable[[str, float], bytes]
 """Return the body of ``GET uri`` within ``timeout`` seconds per phase, or raise JwksFetchError."""
 
+FetchObserver = Callable[[str, bool], None]
+"""Told ``(uri, ok)`` when a fetch ends (the gateway's metrics, ``observe_fetches``)."""
+
 MAX_JWKS_BYTES = 512 * 1024
 MAX_KEYS = 64
 MIN_RSA_BITS = 2048
@@ -56,6 +59,25 @@ _KEY_TYPES: Mapping[str, tuple[str, frozenset[str] | None]] = {
     "ES512": ("EC", frozenset({"P-521"})),
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
+
+
+_observer: FetchObserver | None = None
+
+
+def observe_fetches(observer: FetchObserver | None) -> None:
+    """Tell ``observer`` how each key-set fetch of this process ends (None: tell no one)."""
+    global _observer
+    _observer = observer
+
+
+def _report(uri: str, ok: bool) -> None:
+    observer = _observer
+    if observer is None:
+        return
+    try:
+        observer(uri, ok)
+    except Exception:  # counting a fetch must never fail the fetch
+        log.exception("could not count a key-set fetch of %s", uri)
 
 
 class JwksFetchError(Exception):
@@ -313,8 +335,10 @@ class JwksCache:
         self._expires = now + self._cache_seconds
         self._next_attempt = now + self._cooldown
         log.info("fetched %d key(s) from %s", len(keys), self.uri)
+        _report(self.uri, True)
 
     def _failed(self, ex: Exception) -> None:
+        _report(self.uri, False)
         self._failures += 1
         backoff = min(self._cooldown, 2.0 ** (self._failures - 1))
         self._next_attempt = self._clock() + backoff

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ BREAKER_STATES = ("closed", "open", "half_open")
 RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
 UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
 RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+CACHE_RESULTS = frozenset({"hit", "miss", "bypass"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -105,6 +107,37 @@ class Metrics:
             ["policy", "decision"],
             registry=reg,
         )
+        self._cache = Counter(
+            "gw_cache_lookups_total",
+            "Cacheable-route answers, by route and result (hit, miss or bypass).",
+            ["route", "result"],
+            registry=reg,
+        )
+        self._jwks_fetches = Counter(
+            "gw_jwks_fetches_total",
+            "Key-set fetches ended, by JWKS URI and outcome (ok or failed).",
+            ["uri", "outcome"],
+            registry=reg,
+        )
+        self._jwks_fetched = Gauge(
+            "gw_jwks_last_success_timestamp_seconds",
+            "Unix time of the newest successful key-set fetch by a live worker, by JWKS URI.",
+            ["uri"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        # One per process: its increase beyond the worker count is workers dying and
+        # being replaced (a reload replaces each worker once).
+        self._recorded(
+            lambda: Counter(
+                "gw_worker_starts_total", "Worker processes started (after the fork).", registry=reg
+            )
+        ).inc()
+        self._recorded(
+            lambda: Gauge(
+                "gw_workers", "Live worker processes.", multiprocess_mode="livesum", registry=reg
+            )
+        ).inc()
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -164,6 +197,17 @@ class Metrics:
         """Count a decision: allowed, rejected, failed_open or failed_closed."""
         _check(decision, RATELIMIT_DECISIONS)
         self._child(self._ratelimit, "l", policy, decision).inc()
+
+    def cache(self, route: str, result: str) -> None:
+        """Count a cacheable route's answer: hit, miss or bypass (its ``X-Cache``)."""
+        _check(result, CACHE_RESULTS)
+        self._child(self._cache, "c", route, result).inc()
+
+    def jwks_fetch(self, uri: str, ok: bool) -> None:
+        """Count a key-set fetch that ended; a successful one stamps the time."""
+        self._child(self._jwks_fetches, "j", uri, "ok" if ok else "failed").inc()
+        if ok:
+            self._child(self._jwks_fetched, "J", uri).set(time.time())
 
     # -- state changes -------------------------------------------------------------------
 
@@ -305,6 +349,9 @@ class _Unrecorded:
         pass
 
     def observe(self, amount: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
         pass
 
 
