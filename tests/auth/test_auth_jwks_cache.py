@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gw.auth.jwks import JwksCache, JwksFetchError, KeysUnavailable, parse_jwks
+from gw.auth.jwks import JwksCache, JwksFetchError, KeysUnavailable, observe_fetches, parse_jwks
 from tests.auth.fakes import FakeClock
 from tests.support.tokens import SigningKey, jwks, rsa_key
 
@@ -231,3 +231,20 @@ def test_the_request_that_finds_the_keys_expired_does_not_wait_for_the_refresh(
     provider.gate.set()
     assert keys.settle(5)
     assert provider.calls == 2
+
+
+def test_each_ended_fetch_is_told_to_the_observer_once(rsa: SigningKey, clock: FakeClock) -> None:
+    told: list[tuple[str, bool]] = []
+    observe_fetches(lambda uri, ok: told.append((uri, ok)))
+    try:
+        provider = Provider(None)
+        keys = cache(provider, clock)
+        with pytest.raises(KeysUnavailable):
+            keys.keys_for("rsa-1")
+        clock.advance(31)
+        provider.document = jwks(rsa)
+        for _ in range(5):
+            keys.keys_for("rsa-1")
+    finally:
+        observe_fetches(None)
+    assert told == [("https://idp/jwks", False), ("https://idp/jwks", True)]
