@@ -150,6 +150,7 @@ class Metrics:
         self._children: dict[tuple[str, ...], Any] = {}
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
+        self.publish(idle=True)  # the start is seen by scrapes before any request is served
 
     # -- per request ---------------------------------------------------------------------
 

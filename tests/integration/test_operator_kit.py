@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,134 @@ def test_the_alert_rules_pass_promtool() -> None:
     assert f"SUCCESS: {len(rule_exprs())} rules found" in done.stdout
 
 
+def _s(name: str, **labels: str) -> str:
+    """A series of gateway ``a`` of job ``gw``, in promtool's notation."""
+    pairs = {"job": "gw", "instance": "a", **labels}
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in pairs.items()) + "}"
+
+
+# Each alert against synthetic series (promtool test rules; 1m steps, time() starts at 0):
+# (alert, input series, eval time, labels of the alerts expected to fire then).
+RULE_CASES: list[tuple[str, dict[str, str], str, list[dict[str, str]]]] = [
+    ("GwDown", {_s("up"): "1 1 0 0 0 0"}, "2m", []),  # pending
+    ("GwDown", {_s("up"): "1 1 0 0 0 0"}, "4m", [{"instance": "a"}]),
+    (
+        "GwHigh5xxRatio",
+        {
+            _s("gw_requests_total", route="r", status_class="2xx"): "0+60x12",
+            _s("gw_requests_total", route="r", status_class="5xx"): "0+10x12",
+            _s("gw_requests_total", route="ok", status_class="2xx"): "0+99x12",
+            _s("gw_requests_total", route="ok", status_class="5xx"): "0+1x12",
+        },
+        "10m",
+        [{"instance": "a", "route": "r"}],
+    ),
+    (
+        "GwCircuitBreakerOpen",
+        {
+            _s("gw_circuit_breaker_state", upstream="u", state="open"): "0 0 1 1 1",
+            _s("gw_circuit_breaker_state", upstream="v", state="open"): "0 0 0 0 0",
+        },
+        "4m",
+        [{"instance": "a", "upstream": "u"}],
+    ),
+    (
+        "GwUpstreamAllTargetsDown",
+        {
+            _s("gw_upstream_target_healthy", upstream="u", target="t1"): "1 0 0 0",
+            _s("gw_upstream_target_healthy", upstream="u", target="t2"): "1 1 0 0",
+            _s("gw_upstream_target_healthy", upstream="v", target="t1"): "1 0 0 0",
+            _s("gw_upstream_target_healthy", upstream="v", target="t2"): "1 1 1 1",
+        },
+        "3m",
+        [{"instance": "a", "upstream": "u"}],
+    ),
+    (
+        "GwRateLimiterUnavailable",
+        {
+            _s("gw_ratelimit_decisions_total", policy="p", decision="allowed"): "0+100x8",
+            _s("gw_ratelimit_decisions_total", policy="p", decision="failed_open"): "0 0 0+5x6",
+        },
+        "6m",
+        [{"instance": "a", "policy": "p"}],
+    ),
+    (
+        "GwJwksStale",
+        {
+            # old: failing, last success at time 0; fresh: failing, succeeded a minute ago;
+            # quiet: no fetch failing, last success long ago (an idle gateway); never: failing,
+            # never succeeded.
+            _s("gw_jwks_fetches_total", uri="old", outcome="failed"): "0+1x80",
+            _s("gw_jwks_last_success_timestamp_seconds", uri="old"): "0x80",
+            _s("gw_jwks_fetches_total", uri="fresh", outcome="failed"): "0+1x80",
+            _s("gw_jwks_last_success_timestamp_seconds", uri="fresh"): "0+60x80",
+            _s("gw_jwks_fetches_total", uri="quiet", outcome="ok"): "1x80",
+            _s("gw_jwks_last_success_timestamp_seconds", uri="quiet"): "0x80",
+            _s("gw_jwks_fetches_total", uri="never", outcome="failed"): "0+1x80",
+        },
+        "75m",
+        [{"instance": "a", "uri": "old"}, {"instance": "a", "uri": "never"}],
+    ),
+    (
+        "GwWorkersRestarting",
+        {
+            _s("gw_workers"): "2x10",
+            _s("gw_worker_starts_total"): "2 2 3 4 5 6 7 8 8 8",
+        },
+        "8m",
+        [{"instance": "a"}],
+    ),
+    (
+        "GwWorkersRestarting",  # one reload (every worker replaced once) is not restarting
+        {
+            _s("gw_workers"): "2x10",
+            _s("gw_worker_starts_total"): "2 2 4 4 4 4 4 4 4 4",
+        },
+        "8m",
+        [],
+    ),
+]
+
+
+def test_every_alert_fires_on_the_series_it_is_about_and_only_those(tmp_path: Path) -> None:
+    promtool = _binary("promtool")
+    rules = yaml.safe_load(RULES.read_text())
+    severity = {}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            severity[rule["alert"]] = rule["labels"]["severity"]
+            rule.pop("annotations")  # promtool would compare their rendered text too
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    assert {case[0] for case in RULE_CASES} == set(severity)  # every alert has a case
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series.items()],
+            "alert_rule_test": [
+                {
+                    "eval_time": at,
+                    "alertname": alert,
+                    "exp_alerts": [
+                        {"exp_labels": {"job": "gw", "severity": severity[alert], **labels}}
+                        for labels in firing
+                    ],
+                }
+            ],
+        }
+        for alert, series, at, firing in RULE_CASES
+    ]
+    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_dashboard_is_importable_with_a_datasource_input() -> None:
     board = json.loads(DASHBOARD.read_text())
     assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
@@ -140,6 +269,11 @@ class Prometheus:
         answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
         body: dict[str, Any] = answer.json()
         return body
+
+    def value(self, expr: str) -> float:
+        """The value of a query that has one series."""
+        [series] = self.query(expr)["data"]["result"]
+        return float(series["value"][1])
 
     def firing(self) -> list[dict[str, str]]:
         alerts = requests.get(f"{self.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
@@ -215,12 +349,17 @@ def test_every_dashboard_query_has_series_and_a_dead_upstream_fires_its_alerts(
     prometheus: Prometheus | None = None
     try:
         gw = start_gateway(_config(svc, victim, idp.url), workers=2)
+        os.kill(gw.worker_pids()[0], signal.SIGKILL)  # a worker dies and is replaced
+        assert wait_for(lambda: len(gw.worker_pids()) == 2, timeout=15)
         dead = f"127.0.0.1:{free_port()}"  # a gateway that does not answer: GwDown
         prometheus = start_prometheus(workdir, [f"127.0.0.1:{gw.port}", dead])
         _load(gw, victim, f"Bearer {key.mint(claims())}")
 
         missing = _queries_without_series(prometheus)
         assert not missing, "dashboard queries without series:\n" + "\n".join(missing)
+        this = f'instance="127.0.0.1:{gw.port}"'
+        assert prometheus.value(f"sum(gw_workers{{{this}}})") == 2  # the dead one is dropped
+        assert prometheus.value(f"sum(gw_worker_starts_total{{{this}}})") == 3
         for alert, expr in rule_exprs().items():
             answer = prometheus.query(expr)
             assert answer["status"] == "success", (alert, answer)
