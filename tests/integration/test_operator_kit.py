@@ -371,6 +371,7 @@ def test_every_dashboard_query_has_series_and_a_dead_upstream_fires_its_alerts(
         expected = {
             ("GwUpstreamAllTargetsDown", "upstream", "victim"),
             ("GwHigh5xxRatio", "route", "victim"),
+            ("GwCircuitBreakerOpen", "upstream", "flaky"),
             ("GwDown", "instance", dead),
         }
 
@@ -432,8 +433,8 @@ def start_victim() -> Victim:
 
 
 def _load(gw: GatewayProcess, victim: Victim, bearer: str) -> None:
-    """About 200 requests of every kind the dashboard shows; then the victim's only target
-    dies and its requests fail."""
+    """About 200 requests of every kind the dashboard shows, flaky's breaker opened; then the
+    victim's only target dies and its requests fail."""
     with requests.Session() as client:
 
         def get(path: str, **headers: str) -> int:
@@ -446,6 +447,8 @@ def _load(gw: GatewayProcess, victim: Victim, bearer: str) -> None:
         assert [r.headers.get("X-Cache") for r in cached].count("HIT") >= 18
         assert {get(f"/secure/{i}", Authorization=bearer) for i in range(20)} == {200}
         assert get("/secure/x") == 401
+        # Every answer a 503: the breaker opens (ejection is out of reach, see _config).
+        assert {get("/flaky/__status/503") for _ in range(8)} == {503}
         assert {get(f"/victim/{i}") for i in range(10)} == {200}
         victim.proc.kill()  # the only target of upstream victim dies
         victim.proc.wait(timeout=5)
@@ -457,6 +460,11 @@ def _config(svc: Upstream, victim: Victim, jwks_uri: str) -> dict[str, Any]:
     return {
         "upstreams": {
             "svc": {"targets": [svc.url]},
+            "flaky": {
+                "targets": [svc.url],
+                "passive": {"consecutive_failures": 1000},
+                "breaker": {"window": 10, "min_requests": 4, "failure_ratio": 0.5},
+            },
             "victim": {
                 "targets": [victim.url],
                 "passive": {"consecutive_failures": 2, "cooldown": 60},
@@ -486,6 +494,7 @@ def _config(svc: Upstream, victim: Victim, jwks_uri: str) -> dict[str, Any]:
                 "cache": {"ttl": 60},
             },
             {"name": "secure", "path": "/secure/**", "upstream": "svc"},
+            {"name": "flaky", "path": "/flaky/**", "upstream": "flaky", "auth": "none"},
             {"name": "victim", "path": "/victim/**", "upstream": "victim", "auth": "none"},
         ],
         "auth": {"type": "jwt", "jwks_uri": jwks_uri, "issuer": ISSUER, "audiences": [AUDIENCE]},
