@@ -264,7 +264,7 @@ class Gateway:
         """Answer from the cache, or fill it (``gw.cache.stage``)."""
         assert self.cache is not None and route.cache is not None
         exchange = request.exchange
-        return self.cache.serve(
+        outcome = self.cache.serve(
             request,
             route.name,
             route.cache,
@@ -274,6 +274,12 @@ class Gateway:
                 exchange, status, kept, [body], request
             ),
         )
+        if self.metrics is not None:
+            # The stage adds MISS or BYPASS itself; a hit carries the stored X-Cache: HIT.
+            # APPSEC: read from the stage's own headers, never from what the upstream sent.
+            said = next((v for n, v in exchange.add_headers if n == "X-Cache"), "HIT")
+            self.metrics.cache(route.name, said.lower())
+        return outcome
 
     def _keyed(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
         """Replay the first answer to the request's Idempotency-Key, or record it

@@ -5,13 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Binary -> Debian package. prometheus gives promtool and prometheus (tests/integration/
+# test_operator_kit.py runs its own on a free port; the package's service is never used).
+declare -A package=([nginx]=nginx [redis-server]=redis-server [promtool]=prometheus
+                    [prometheus]=prometheus)
 need=()
-for bin in nginx redis-server; do
-  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$bin")
+for bin in nginx redis-server promtool prometheus; do
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("${package[$bin]}")
 done
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # Sorted and unique: promtool and prometheus name one package.
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ IDEMPOTENCY_OUTCOMES = frozenset(
 INTROSPECTION_OUTCOMES = frozenset({"active", "inactive", "unavailable"})
 INTROSPECTION_ANSWERS = frozenset({"active", "inactive"})
 JWKS_OUTCOMES = frozenset({"ok", "failed"})
+CACHE_RESULTS = frozenset({"hit", "miss", "bypass"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -160,6 +162,31 @@ class Metrics:
             ["uri", "outcome"],
             registry=reg,
         )
+        self._cache = Counter(
+            "gw_cache_lookups_total",
+            "Cacheable-route answers, by route and result (hit, miss or bypass).",
+            ["route", "result"],
+            registry=reg,
+        )
+        self._jwks_fetched = Gauge(
+            "gw_jwks_last_success_timestamp_seconds",
+            "Unix time of the newest successful key-set fetch by a live worker, by JWKS URI.",
+            ["uri"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        # One per process: its increase beyond the worker count is workers dying and
+        # being replaced (a reload replaces each worker once).
+        self._recorded(
+            lambda: Counter(
+                "gw_worker_starts_total", "Worker processes started (after the fork).", registry=reg
+            )
+        ).inc()
+        self._recorded(
+            lambda: Gauge(
+                "gw_workers", "Live worker processes.", multiprocess_mode="livesum", registry=reg
+            )
+        ).inc()
         self._inflight = self._recorded(
             lambda: Gauge(
                 "gw_requests_in_flight",
@@ -172,6 +199,7 @@ class Metrics:
         self._children: dict[tuple[object, ...], Any] = {}
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
+        self.publish(idle=True)  # the start is seen by scrapes before any request is served
 
     # -- per request ---------------------------------------------------------------------
 
@@ -246,8 +274,13 @@ class Metrics:
         """Count one key-set fetch (``ok`` or ``failed``)."""
         _check(outcome, JWKS_OUTCOMES)
         self._child(self._jwks, uri, outcome).inc()
+        if outcome == "ok":
+            self._child(self._jwks_fetched, uri).set(time.time())
 
-    # -- state changes -------------------------------------------------------------------
+    def cache(self, route: str, result: str) -> None:
+        """Count a cacheable route's answer: hit, miss or bypass (its ``X-Cache``)."""
+        _check(result, CACHE_RESULTS)
+        self._child(self._cache, route, result).inc()
 
     def watch_health(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
         """Report breaker and target states from the host's shared health table at each scrape.
@@ -387,6 +420,9 @@ class _Unrecorded:
         pass
 
     def observe(self, amount: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
         pass
 
 

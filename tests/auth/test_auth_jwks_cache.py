@@ -231,3 +231,16 @@ def test_the_request_that_finds_the_keys_expired_does_not_wait_for_the_refresh(
     provider.gate.set()
     assert keys.settle(5)
     assert provider.calls == 2
+
+
+def test_each_ended_fetch_is_told_to_the_observer_once(rsa: SigningKey, clock: FakeClock) -> None:
+    told: list[tuple[str, str]] = []
+    provider = Provider(None)
+    keys = cache(provider, clock, observe=lambda uri, outcome: told.append((uri, outcome)))
+    with pytest.raises(KeysUnavailable):
+        keys.keys_for("rsa-1")
+    clock.advance(31)
+    provider.document = jwks(rsa)
+    for _ in range(5):
+        keys.keys_for("rsa-1")
+    assert told == [("https://idp/jwks", "failed"), ("https://idp/jwks", "ok")]

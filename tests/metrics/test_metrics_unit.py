@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,23 @@ def test_without_a_runtime_directory_the_master_says_what_is_missing() -> None:
     """
     got = _in_a_fresh_master(code, {})
     assert "GW_RUNTIME_DIR" in got["error"]
+
+
+def test_cache_answers_jwks_fetches_and_worker_starts_are_exported(metrics: Metrics) -> None:
+    for result in ("miss", "hit", "hit", "bypass"):
+        metrics.cache("catalog", result)
+    metrics.jwks_fetch("https://idp.example/jwks.json", "failed")
+    before = time.time()
+    metrics.jwks_fetch("https://idp.example/jwks.json", "ok")
+    found = scrape(metrics)
+    assert value(found, "gw_cache_lookups_total", route="catalog", result="hit") == 2
+    assert value(found, "gw_cache_lookups_total", route="catalog", result="bypass") == 1
+    uri = "https://idp.example/jwks.json"
+    assert value(found, "gw_jwks_fetches_total", uri=uri, outcome="failed") == 1
+    assert value(found, "gw_jwks_fetches_total", uri=uri, outcome="ok") == 1
+    stamp = value(found, "gw_jwks_last_success_timestamp_seconds", uri=uri)
+    assert before <= stamp <= time.time()
+    assert value(found, "gw_worker_starts_total") == 1
+    assert value(found, "gw_workers") == 1
+    with pytest.raises(ValueError):
+        metrics.cache("catalog", "HIT from squid")  # only the stage's own words

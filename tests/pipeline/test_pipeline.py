@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gw.auth import hash_api_key
+from tests.metrics.scrape import samples, value
 from tests.pipeline.harness import InProcessGateway
 from tests.support.fake_transport import FakeTransport, Received, json_answer
 
@@ -210,6 +211,33 @@ def test_a_cached_answer_is_served_without_the_upstream_and_per_caller(
     assert first.json() == again.json() == {"for": "alice"}
     assert bob.json() == {"for": "bob"} and bob.header("X-Cache") == "MISS"
     assert len(svc.received) == 2
+
+
+def test_cache_answers_are_counted_by_what_the_stage_did_not_what_the_upstream_said(
+    transport: FakeTransport,
+) -> None:
+    # The upstream claims HIT on every answer; the counter follows the stage's own verdict.
+    transport.add(SVC, lambda r: (200, [("X-Cache", "HIT")], b"payload"))
+    gw = gateway(
+        transport,
+        [{"name": "counted", "path": "/counted/**", "upstream": "svc", "cache": {"ttl": 30}}],
+        metrics={"enabled": True},
+    )
+    metrics = gw.gateway.metrics
+    assert metrics is not None
+
+    def counts() -> dict[str, float]:
+        found = samples(metrics.render({})[1].decode())
+        name = "gw_cache_lookups_total"
+        words = ("hit", "miss", "bypass")
+        return {w: value(found, name, route="counted", result=w) or 0.0 for w in words}
+
+    before = counts()
+    gw.request("GET", "/counted/a")  # stored
+    gw.request("GET", "/counted/a")  # from the store
+    gw.request("POST", "/counted/a", body=b"x")  # never cached
+    after = counts()
+    assert {w: after[w] - before[w] for w in after} == {"hit": 1, "miss": 1, "bypass": 1}
 
 
 # -- composition -----------------------------------------------------------------------------
