@@ -30,6 +30,8 @@ BREAKER_STATES = ("closed", "open", "half_open")
 RETRY_OUTCOMES = frozenset({"attempted", "budget_exhausted"})
 UPSTREAM_VIAS = frozenset({"proxy", "aggregate"})
 RATELIMIT_DECISIONS = frozenset({"allowed", "rejected", "failed_open", "failed_closed"})
+RATELIMIT_MODES = frozenset({"enforce", "shadow"})
+AUTH_SHADOW_DECISIONS = frozenset({"would_allow", "would_reject"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -101,8 +103,16 @@ class Metrics:
         )
         self._ratelimit = Counter(
             "gw_ratelimit_decisions_total",
-            "Rate-limit decisions, by policy and decision.",
-            ["policy", "decision"],
+            "Rate-limit decisions, by policy, decision and mode (enforce, or shadow: the "
+            "limit never refuses, 'rejected' means it would have).",
+            ["policy", "decision", "mode"],
+            registry=reg,
+        )
+        self._auth_shadow = Counter(
+            "gw_auth_shadow_decisions_total",
+            "What routes with auth mode: shadow would have done (they never refuse), by route, "
+            "decision and reason (the auth failure's reason code; empty when allowed).",
+            ["route", "decision", "reason"],
             registry=reg,
         )
         self._inflight = self._recorded(
@@ -160,10 +170,21 @@ class Metrics:
         _check(outcome, RETRY_OUTCOMES)
         self._child(self._retries, "r", upstream, outcome).inc()
 
-    def ratelimit(self, policy: str, decision: str) -> None:
-        """Count a decision: allowed, rejected, failed_open or failed_closed."""
+    def ratelimit(self, policy: str, decision: str, mode: str = "enforce") -> None:
+        """Count a decision: allowed, rejected, failed_open or failed_closed, of an enforced
+        limit or of a shadow one (``mode``)."""
         _check(decision, RATELIMIT_DECISIONS)
-        self._child(self._ratelimit, "l", policy, decision).inc()
+        _check(mode, RATELIMIT_MODES)
+        self._child(self._ratelimit, "l", policy, decision, mode).inc()
+
+    def auth_shadow(self, route: str, decision: str, reason: str) -> None:
+        """Count what a shadow auth policy would have done: would_allow or would_reject.
+
+        ``reason`` is gw's own reason code (``expired``, ``unknown_kid``, ...), never
+        anything a client spelled.
+        """
+        _check(decision, AUTH_SHADOW_DECISIONS)
+        self._child(self._auth_shadow, "a", route, decision, reason).inc()
 
     # -- state changes -------------------------------------------------------------------
 
