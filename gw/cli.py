@@ -35,6 +35,9 @@ from gw.limits import shared as limits_shared
 from gw.limits.admission import Requester
 from gw.limits.table import SharedTable
 from gw.observe import audit
+from gw.observe.instruments import ratelimit_totals
+from gw.observe.metrics import SUBDIR as metrics_subdir
+from gw.observe.metrics import multiprocess_directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +247,7 @@ def limits_command(args: argparse.Namespace) -> int:
         return 2
     backend, where = _limits_backend(config, args)
     if args.action == "stats":
-        print(json.dumps(backend.stats(), indent=2))
+        print(json.dumps({**backend.stats(), **_decisions(args)}, indent=2))
         return 0
     if args.action == "reset":
         held = backend.reset(args.key)
@@ -260,6 +263,16 @@ def limits_command(args: argparse.Namespace) -> int:
     decision = backend.peek(args.key, limit.rate)
     print(json.dumps(decision._asdict() if decision else {"state": "full bucket"}))
     return 0
+
+
+def _decisions(args: argparse.Namespace) -> dict[str, object]:
+    """The running gateway's decisions so far, enforced and shadow apart (its metric files)."""
+    if args.table:
+        return {}
+    directory = multiprocess_directory() or os.path.join(_gateway_dir(args), metrics_subdir)
+    if not os.path.isdir(directory):
+        return {}
+    return {"decisions": ratelimit_totals(directory)}
 
 
 def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[LimiterAdmin, str]:

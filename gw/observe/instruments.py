@@ -394,3 +394,27 @@ def worker_metrics() -> Metrics:
         if _process_metrics is None or _process_metrics[0] != pid:
             _process_metrics = (pid, Metrics())
         return _process_metrics[1]
+
+
+def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
+    """Sum the rate-limit decisions in a gateway's metric files (for ``gw limits stats``).
+
+    Returns ``{mode: {policy: {decision: count}}}``, mode ``enforce`` or ``shadow``: every
+    worker's counts as last published (a worker writes its counts within
+    ``gw.observe.published.PUBLISH_EVERY`` of a request, or when it goes idle).
+    """
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    totals: dict[str, dict[str, dict[str, int]]] = {"enforce": {}, "shadow": {}}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name != "gw_ratelimit_decisions_total":
+                continue
+            labels = sample.labels
+            policies = totals.setdefault(labels.get("mode", "enforce"), {})
+            counts = policies.setdefault(labels["policy"], {})
+            counts[labels["decision"]] = counts.get(labels["decision"], 0) + int(sample.value)
+    return totals
