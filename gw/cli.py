@@ -252,7 +252,7 @@ def limits_command(args: argparse.Namespace) -> int:
     if args.action == "reset":
         held = backend.reset(args.key)
         result = "reset" if held else "no state"
-        audit.record("limits.reset", where, _dir_of(where), key=args.key, result=result)
+        audit.record("limits.reset", where, _audit_dir(args, where), key=args.key, result=result)
         print("reset" if held else "no live state for that key")
         return 0
     admission = config.admission if config else None
@@ -318,8 +318,9 @@ def cache_command(args: argparse.Namespace) -> int:
         return 0
     removed = store.purge(args.key, args.route)
     scope = {"route": args.route, "key": args.key}
-    local = os.path.dirname(where) if settings.backend == "shared" else None
-    audit.record("cache.purge", where, local, **scope, result=f"{removed} removed")
+    audit.record(
+        "cache.purge", where, _audit_dir(args, where), **scope, result=f"{removed} removed"
+    )
     print(f"purged {removed} entr{'y' if removed == 1 else 'ies'}")
     return 0
 
@@ -350,9 +351,15 @@ def _gateway_dir(args: argparse.Namespace) -> str:
         raise OperatorError(str(ex)) from None
 
 
-def _dir_of(where: str) -> str | None:
-    """The directory of a table file (for the audit file); None for a Redis URL."""
-    return None if "://" in where else os.path.dirname(where)
+def _audit_dir(args: argparse.Namespace, where: str) -> str | None:
+    """Where the audit file goes: beside the file acted on; for a Redis backend, the running
+    gateway's runtime directory (where its reloads are audited), if one serves the config."""
+    if "://" not in where:
+        return os.path.dirname(where)
+    try:
+        return _gateway_dir(args)
+    except OperatorError:
+        return None  # the line still goes to stderr
 
 
 def _redacted(url: str) -> str:

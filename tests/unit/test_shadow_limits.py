@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+import yaml
 
+from gw.cli import main
 from gw.errors import ConfigError
 from gw.limits import LimiterUnavailable, Rate
 from gw.limits.admission import Admission, RateLimited, Requester
@@ -139,3 +142,21 @@ def test_rate_is_unchanged_by_shadow() -> None:
     admission, _ = _admission([{"name": "p", "requests_per_minute": 7, "mode": "shadow"}])
     (limit,) = admission.limits_for("GET", "/x/a")
     assert limit.rate == Rate(7, 60.0) and limit.shadow and not limit.shadow_headers
+
+
+def test_gw_check_accepts_shadow_modes_and_refuses_shadow_headers_on_an_enforced_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "upstreams": {"svc": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"path": "/**", "upstream": "svc", "auth": "shadow"}],
+        "auth": {"issuer": "https://idp.test", "secret": "s" * 48, "audiences": ["api"]},
+        "rate_limiting": {"default": {"requests_per_minute": 1, "mode": "shadow"}},
+    }
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "-c", str(path)]) == 0
+    config["rate_limiting"] = {"default": {"requests_per_minute": 1, "shadow_headers": True}}
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "-c", str(path)]) == 1
+    assert "rate_limiting.default.shadow_headers: needs mode: shadow" in capsys.readouterr().err
