@@ -419,7 +419,7 @@ class RoutePolicy(BaseModel):
     @model_validator(mode="after")
     def _checks_need_identity(self) -> RoutePolicy:
         if (self.roles or self.scopes) and self.effective_mode not in ("required", "shadow"):
-            raise ValueError("roles and scopes need mode: required (or shadow)")
+            raise ValueError("roles and scopes need mode: required or shadow")
         if isinstance(self.roles, dict) and not self.roles:
             raise ValueError("roles: an empty mapping accepts no issuer; use [] for no roles")
         if self.issuers is None:
