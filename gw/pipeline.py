@@ -95,10 +95,9 @@ class Gateway:
         self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         authenticator = config.authenticator
+        shadow = self.metrics.auth_shadow if self.metrics is not None else None
         self.auth = (
-            AuthStage(authenticator, config.auth_throttle, *self._shadow_auth_observer())
-            if authenticator
-            else None
+            AuthStage(authenticator, config.auth_throttle, shadow) if authenticator else None
         )
         # APPSEC: every header the gateway sets, identity headers included, is dropped from
         # every client request in every spelling, on every route, authenticated or not.
@@ -390,10 +389,6 @@ class Gateway:
                 metrics.upstream(report.upstream, report.seconds, via="aggregate")
 
         return observe
-
-    def _shadow_auth_observer(self) -> tuple[Callable[[str, str, str], None], ...]:
-        """Count what ``auth: shadow`` routes would have done (none without metrics)."""
-        return (self.metrics.auth_shadow,) if self.metrics is not None else ()
 
     def _retry_observer(self, upstream: str) -> Callable[[str], None] | None:
         metrics = self.metrics

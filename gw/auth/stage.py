@@ -18,16 +18,12 @@ from gw.observe.sampled import SampledLog
 shadow_log = SampledLog(logging.getLogger("gw.audit"))
 
 
-def _ignore(route: str, decision: str, reason: str) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class AuthStage:
     authenticator: Authenticator
     throttle: FailureThrottle | None = None
     # Told what each shadow policy would have done: (route, would_allow|would_reject, reason).
-    observe_shadow: Callable[[str, str, str], None] = _ignore
+    observe_shadow: Callable[[str, str, str], None] | None = None
 
     def apply(self, request: Request, policy: RoutePolicy) -> None:
         """Set ``request.identity`` (None where the route needs no caller); 401/403 otherwise.
@@ -69,10 +65,11 @@ class AuthStage:
         if not self.authenticator.applies(request.path, policy):
             return
         route = request.exchange.route or ""
+        observe = self.observe_shadow or _ignore
         try:
             self.authenticator.authenticate(request.path, request.headers.items(), policy)
         except (Unauthorized, Forbidden, AuthUnavailable) as ex:
-            self.observe_shadow(route, "would_reject", ex.reason)
+            observe(route, "would_reject", ex.reason)
             line = {
                 "event": "auth_shadow",
                 "decision": "would_reject",
@@ -86,9 +83,13 @@ class AuthStage:
             }
             shadow_log.write(route, line)
         else:
-            self.observe_shadow(route, "would_allow", "")
+            observe(route, "would_allow", "")
         # APPSEC: a shadow policy grants nothing: the identity it may have verified is
         # dropped, so no identity header is sent and user-keyed limits see an anonymous
         # caller. Client copies of identity headers were already dropped at ingress
         # (Gateway.owned), whatever the route's mode.
         request.identity = None
+
+
+def _ignore(route: str, decision: str, reason: str) -> None:
+    pass

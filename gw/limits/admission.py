@@ -174,6 +174,9 @@ class Admission:
         if not keyed:
             return []
         try:
+            # PERF: a second backend call (lock or round trip), made only for requests that
+            # have shadow limits; one call for both would let a shadow refusal stop the
+            # enforced limits from taking their tokens.
             decisions = self._backend().check_all([(key, limit.rate) for limit, key in keyed])
         except LimiterUnavailable as ex:
             # APPSEC: a shadow limit never refuses, whatever on_error says or a frozen stripe.
@@ -181,6 +184,7 @@ class Admission:
             for limit, _ in keyed:
                 self.observe(limit.name, "failed_open", "shadow")
             return []
+        self._incidents.succeeded()
         outcomes = list(zip([limit for limit, _ in keyed], decisions, strict=True))
         refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
         for limit, _ in refused or outcomes:
