@@ -269,10 +269,16 @@ def _decisions(args: argparse.Namespace) -> dict[str, object]:
     """The running gateway's decisions so far, enforced and shadow apart (its metric files)."""
     if args.table:
         return {}
-    directory = multiprocess_directory() or os.path.join(_gateway_dir(args), metrics_subdir)
+    try:
+        directory = multiprocess_directory() or os.path.join(_gateway_dir(args), metrics_subdir)
+    except OperatorError:  # a Redis backend, and no gateway of this config on this host
+        return {}
     if not os.path.isdir(directory):
         return {}
-    return {"decisions": ratelimit_totals(directory)}
+    try:
+        return {"decisions": ratelimit_totals(directory)}
+    except OSError as ex:  # TimeoutError: the master is compacting the files
+        return {"decisions_unavailable": str(ex)}
 
 
 def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[LimiterAdmin, str]:

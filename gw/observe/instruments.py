@@ -400,16 +400,20 @@ def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
     """Sum the rate-limit decisions in a gateway's metric files (for ``gw limits stats``).
 
     Returns ``{mode: {policy: {decision: count}}}``, mode ``enforce`` or ``shadow``: every
-    worker's counts as last published (a worker writes its counts within
+    worker's counts (dead workers' too) as last published (a worker writes its counts within
     ``gw.observe.published.PUBLISH_EVERY`` of a request, or when it goes idle).
     """
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from gw.observe.metricfiles import scrape_lock
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     totals: dict[str, dict[str, dict[str, int]]] = {"enforce": {}, "shadow": {}}
-    for family in registry.collect():
+    with scrape_lock(directory):  # as a scrape does: no compaction while the files are read
+        families = list(registry.collect())
+    for family in families:
         for sample in family.samples:
             if sample.name != "gw_ratelimit_decisions_total":
                 continue
