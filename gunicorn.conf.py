@@ -104,7 +104,7 @@ def on_reload(server):
     from gw.host import runtime
 
     try:
-        master.stage_config()
+        master.reload_config()  # and one gw.audit line, accepted or refused
         server.log.info("reloaded config %s", os.environ.get("GW_CONFIG"))
     except ConfigError as ex:
         for problem in ex.problems:

@@ -33,6 +33,9 @@ from gw.limits import Decision, LimiterAdmin, LimiterUnavailable, Rate
 from gw.limits import shared as limits_shared
 from gw.limits.table import SharedTable
 from gw.observe import audit
+from gw.observe.instruments import ratelimit_totals
+from gw.observe.metrics import SUBDIR as metrics_subdir
+from gw.observe.metrics import multiprocess_directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,12 +278,12 @@ def limits_command(args: argparse.Namespace) -> int:
         return 2
     backend, where = _limits_backend(config, args)
     if args.action == "stats":
-        print(json.dumps(backend.stats(), indent=2))
+        print(json.dumps({**backend.stats(), **_decisions(args)}, indent=2))
         return 0
     if args.action == "reset":
         held = backend.reset(args.key)
         result = "reset" if held else "no state"
-        audit.record("limits.reset", where, _dir_of(where), key=args.key, result=result)
+        audit.record("limits.reset", where, _audit_dir(args, where), key=args.key, result=result)
         print("reset" if held else "no live state for that key")
         return 0
     admission = config.admission if config else None
@@ -291,6 +294,22 @@ def limits_command(args: argparse.Namespace) -> int:
     decision = backend.peek(args.key, limit.rate)
     print(json.dumps(decision._asdict() if decision else {"state": "full bucket"}))
     return 0
+
+
+def _decisions(args: argparse.Namespace) -> dict[str, object]:
+    """The running gateway's decisions so far, enforced and shadow apart (its metric files)."""
+    if args.table:
+        return {}
+    try:
+        directory = multiprocess_directory() or os.path.join(_gateway_dir(args), metrics_subdir)
+    except OperatorError:  # a Redis backend, and no gateway of this config on this host
+        return {}
+    if not os.path.isdir(directory):
+        return {}
+    try:
+        return {"decisions": ratelimit_totals(directory)}
+    except OSError as ex:  # TimeoutError: the master is compacting the files
+        return {"decisions_unavailable": str(ex)}
 
 
 def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[LimiterAdmin, str]:
@@ -336,8 +355,9 @@ def cache_command(args: argparse.Namespace) -> int:
         return 0
     removed = store.purge(args.key, args.route)
     scope = {"route": args.route, "key": args.key}
-    local = os.path.dirname(where) if settings.backend == "shared" else None
-    audit.record("cache.purge", where, local, **scope, result=f"{removed} removed")
+    audit.record(
+        "cache.purge", where, _audit_dir(args, where), **scope, result=f"{removed} removed"
+    )
     print(f"purged {removed} entr{'y' if removed == 1 else 'ies'}")
     return 0
 
@@ -368,9 +388,15 @@ def _gateway_dir(args: argparse.Namespace) -> str:
         raise OperatorError(str(ex)) from None
 
 
-def _dir_of(where: str) -> str | None:
-    """The directory of a table file (for the audit file); None for a Redis URL."""
-    return None if "://" in where else os.path.dirname(where)
+def _audit_dir(args: argparse.Namespace, where: str) -> str | None:
+    """Where the audit file goes: beside the file acted on; for a Redis backend, the running
+    gateway's runtime directory (where its reloads are audited), if one serves the config."""
+    if "://" not in where:
+        return os.path.dirname(where)
+    try:
+        return _gateway_dir(args)
+    except OperatorError:
+        return None  # the line still goes to stderr
 
 
 def _redacted(url: str) -> str:

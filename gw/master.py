@@ -9,6 +9,7 @@ reloading it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ from gw.health import layout as health_layout
 from gw.health import state as health_state
 from gw.host import rundir, runtime
 from gw.limits import shared as limits_shared
+from gw.observe import audit
 
 
 def prepare() -> str | None:
@@ -58,6 +60,34 @@ def stage_config() -> None:
         raise ConfigError(["GW_CONFIG is not set: name the gateway's config file"])
     _publish_targets(load_targets(source))
     runtime.publish_config(source)
+
+
+def reload_config() -> None:
+    """On HUP: ``stage_config`` and write one audit line, accepted or refused, with the
+    sha256 of the config bytes (the published copy's when accepted, the file's when not).
+
+    Raises:
+        ConfigError, RuntimeDirUnusable: as ``stage_config`` (after the audit line).
+    """
+    source = os.environ.get("GW_CONFIG") or ""
+    try:
+        stage_config()
+    except (ConfigError, runtime.RuntimeDirUnusable) as ex:
+        problems = len(ex.problems) if isinstance(ex, ConfigError) else 1
+        refused = {"result": "refused", "digest": _digest(source), "problems": problems}
+        audit.record("config.reload", source, rundir.runtime_dir(), **refused)
+        raise
+    digest = _digest(os.environ.get("GW_ACTIVE_CONFIG") or source)
+    audit.record("config.reload", source, rundir.runtime_dir(), result="accepted", digest=digest)
+
+
+def _digest(path: str) -> str | None:
+    """``sha256:<hex>`` of the file's bytes; None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return "sha256:" + hashlib.sha256(file.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def _publish_targets(pairs: Iterable[tuple[str, str]]) -> None:

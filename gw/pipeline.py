@@ -102,7 +102,10 @@ class Gateway:
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         self.idempotency = self._idempotency_stage(config)
         authenticator = config.authenticator
-        self.auth = AuthStage(authenticator, config.auth_throttle) if authenticator else None
+        shadow = self.metrics.auth_shadow if self.metrics is not None else None
+        self.auth = (
+            AuthStage(authenticator, config.auth_throttle, shadow) if authenticator else None
+        )
         if authenticator is not None and self.metrics is not None:
             authenticator.report_to(self.metrics)
         # APPSEC: every header the gateway sets, identity headers included, is dropped from

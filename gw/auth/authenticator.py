@@ -93,7 +93,9 @@ class Authenticator:
 
         ``path`` must be the canonical path. Excluded paths and ``mode: none`` return None
         without looking at credentials; ``optional`` returns None when no credential was sent
-        but still rejects a bad one. ``client`` and ``request_id`` only go to the audit log.
+        but still rejects a bad one. ``shadow`` decides as ``required`` does but leaves the
+        audit line to its caller (``gw.auth.stage``, sampled), which never lets it refuse.
+        ``client`` and ``request_id`` only go to the audit log.
 
         Raises:
             Unauthorized: no credential where one is required (``InvalidToken`` for a bad one).
@@ -112,7 +114,8 @@ class Authenticator:
             _authorize(identity, policy, self._source(identity))
             return identity
         except (Unauthorized, Forbidden, AuthUnavailable) as ex:
-            _audit(ex, path, client, request_id)
+            if mode != "shadow":
+                _audit(ex, path, client, request_id)
             raise
 
     def applies(self, path: str, policy: RoutePolicy = DEFAULT_POLICY) -> bool:

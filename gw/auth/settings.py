@@ -461,7 +461,11 @@ def _plain_mode(data: Any) -> Any:
 
 
 class RoutePolicy(BaseModel):
-    """A route's ``auth:``: ``required`` (the default), ``optional`` or ``none``.
+    """A route's ``auth:``: ``required`` (the default), ``optional``, ``none`` or ``shadow``.
+
+    ``shadow`` checks the credential as ``required`` would (roles, scopes and issuers too)
+    and reports what it would have done, but never refuses and never grants an identity:
+    the request goes upstream as an anonymous one.
 
     ``roles`` admits a caller holding any one of them; ``scopes`` requires every one (from the
     ``scope`` or ``scp`` claim). A route may write the plain strings
@@ -487,8 +491,11 @@ class RoutePolicy(BaseModel):
 
     model_config = _STRICT
 
-    mode: Literal["required", "optional", "none"] | None = Field(
-        default=None, description="Default: required when the gateway has an auth block."
+    mode: Literal["required", "optional", "none", "shadow"] | None = Field(
+        default=None,
+        description="Default: required when the gateway has an auth block. shadow: check "
+        "as required would and report would-be rejections, but forward every request as "
+        "anonymous (no identity headers).",
     )
     issuers: list[Text] | None = Field(
         default=None, description="Issuer names (or api_key) this route accepts; default all."
@@ -505,14 +512,14 @@ class RoutePolicy(BaseModel):
 
     @model_validator(mode="after")
     def _checks_need_identity(self) -> RoutePolicy:
-        if (self.roles or self.scopes) and self.effective_mode != "required":
-            raise ValueError("roles and scopes need mode: required")
+        if (self.roles or self.scopes) and self.effective_mode not in ("required", "shadow"):
+            raise ValueError("roles and scopes need mode: required or shadow")
         if isinstance(self.roles, dict) and not self.roles:
             raise ValueError("roles: an empty mapping accepts no issuer; use [] for no roles")
         if self.issuers is None:
             return self
         if self.effective_mode == "none":
-            raise ValueError("issuers need mode: required or optional")
+            raise ValueError("issuers need mode: required, optional or shadow")
         if not self.issuers:
             raise ValueError("issuers: list at least one (omit the key to accept every issuer)")
         if isinstance(self.roles, dict):
@@ -522,7 +529,7 @@ class RoutePolicy(BaseModel):
         return self
 
     @property
-    def effective_mode(self) -> Literal["required", "optional", "none"]:
+    def effective_mode(self) -> Literal["required", "optional", "none", "shadow"]:
         """Return the mode, ``required`` when none was written."""
         return self.mode or "required"
 
@@ -544,6 +551,8 @@ class RoutePolicy(BaseModel):
         """Say in a few words what this policy requires (for config error messages)."""
         if self.effective_mode == "none":
             return "needs no authentication"
+        if self.effective_mode == "shadow":
+            return "is in shadow mode (checks, never refuses, forwards no identity)"
         parts = []
         if isinstance(self.roles, dict):
             parts.append(f"requires roles {_listing(self.roles)}")
@@ -569,7 +578,7 @@ RouteAuth = Annotated[
     RoutePolicy,
     BeforeValidator(
         _plain_mode,
-        json_schema_input_type=Literal["required", "optional", "none"] | RoutePolicy,
+        json_schema_input_type=Literal["required", "optional", "none", "shadow"] | RoutePolicy,
     ),
 ]
 

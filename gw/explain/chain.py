@@ -290,7 +290,7 @@ def _auth(walk: _Walk) -> None:
         why = "mode: none" if mode == "none" else "the path is in auth.exclude_paths"
         walk.add(Stage("auth", f"not checked ({why})", details, data))
         return
-    if config.auth_throttle is not None:
+    if config.auth_throttle is not None and mode != "shadow":  # shadow never throttles
         details.append(_throttle_state(walk, request.client.ip))
     if probe.claims is not None:
         walk.add(
@@ -302,8 +302,17 @@ def _auth(walk: _Walk) -> None:
             lambda: authenticator.authenticate(request.path, request.headers.items(), policy)
         )
     except (Forbidden, AuthUnavailable, GatewayError) as ex:
+        if mode == "shadow":  # never refuses, never grants: forwarded as anonymous
+            data["would"] = ex.code
+            summary = f"shadow; would refuse ({ex.status} {ex.code}), forwarded as anonymous"
+            walk.add(Stage("auth", summary, details, data))
+            return
         walk.add(Stage("auth", f"{mode}; the credential is refused", details, data))
         raise ex from None
+    if mode == "shadow":
+        data["would"] = "allow"
+        walk.add(Stage("auth", "shadow; would allow, forwarded as anonymous", details, data))
+        return
     request.identity = identity
     if identity is None:
         walk.add(Stage("auth", f"{mode}; no credential sent: anonymous", details, data))

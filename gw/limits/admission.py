@@ -24,8 +24,11 @@ from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.settings import LimitSettings, RateLimitingSettings
 from gw.limits.table import SharedTable
 from gw.observe.incident import IncidentLog
+from gw.observe.sampled import SampledLog
 
 log = logging.getLogger("gw.ratelimit")
+# One line per would-be rejection of a shadow limit, at most PER_SECOND per limit per worker.
+shadow_log = SampledLog(logging.getLogger("gw.audit"))
 
 _KEY_KINDS = ("client_ip", "user", "api_key", "route")
 _ALWAYS_PRESENT = ("client_ip", "route")
@@ -39,6 +42,9 @@ class Limit:
     API key, no such header): ``client_ip`` puts the client address in that part's place
     (the default), ``skip`` leaves the request out of this limit, ``reject`` refuses it.
 
+    A ``shadow`` limit is decided (and its bucket drawn from) but never refuses: its
+    would-be rejections are counted and logged; ``shadow_headers`` sends its quota headers.
+
     Warning:
         With ``skip``, a caller escapes the limit by not presenting the part: keep another
         limit (such as ``client_ip``) that every request meets.
@@ -48,6 +54,8 @@ class Limit:
     rate: Rate
     key: tuple[str, ...]
     when_missing: str = "client_ip"
+    shadow: bool = False
+    shadow_headers: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class Requester:
     headers: Mapping[str, str]  # the upstream-bound headers, lower-case names
     subject: str | None = None
     api_key: str | None = None
+    request_id: str | None = None  # for the shadow log line only
 
     @classmethod
     def of(cls, request: Request, route: str, headers: Mapping[str, str]) -> Requester:
@@ -70,6 +79,7 @@ class Requester:
             headers={name.lower(): value for name, value in headers.items()},
             subject=identity.principal if identity else None,
             api_key=identity.key_id if identity and identity.method == "api_key" else None,
+            request_id=request.request_id,
         )
 
 
@@ -105,8 +115,9 @@ class Admission:
         self._pid = -1
         # One warning per outage of the backend, with counts (not one per request).
         self._incidents = IncidentLog(log, "rate limiter")
-        # Told every decision as (limit name, allowed|rejected|failed_open|failed_closed).
-        self.observe: Callable[[str, str], None] = _ignore
+        # Told every decision as (limit name, allowed|rejected|failed_open|failed_closed,
+        # enforce|shadow).
+        self.observe: Callable[[str, str, str], None] = _ignore
 
     def limits_for(self, method: str, path: str) -> tuple[Limit, ...]:
         """Return the limits for this request: the most specific override's, or the default."""
@@ -123,25 +134,82 @@ class Admission:
         The limits are decided as one: a request every limit admits takes one token from
         each, a request any limit refuses takes none, and the order of the limits never
         changes the outcome. The 429 describes the refusing limit with the longest wait.
+        Shadow limits are then decided as one among themselves, for the requests the
+        enforced limits admitted (``_shadow``); they never refuse.
 
         Raises:
             RateLimited: a limit has no room (the request must not reach the upstream).
             Unauthorized, MissingLimitKey: a limit with ``when_missing: reject`` lacks its key.
             LimiterDown: the limiter cannot decide in time and the rule is fail_closed.
         """
-        keyed = [(limit, key) for limit in limits if (key := bucket_key(limit, who)) is not None]
-        decisions = self._decide(keyed) if keyed else None
-        if decisions is None:
+        enforced = [limit for limit in limits if not limit.shadow]
+        keyed = [(limit, key) for limit in enforced if (key := bucket_key(limit, who)) is not None]
+        decisions = self._decide(keyed) if keyed else []
+        if decisions is None:  # fail_open: admitted uncounted, and so are the shadow limits
             return []
         outcomes = [
             (limit, decision) for (limit, _), decision in zip(keyed, decisions, strict=True)
         ]
         refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
         for limit, _ in refused or outcomes:
-            self.observe(limit.name, "rejected" if refused else "allowed")
+            self.observe(limit.name, "rejected" if refused else "allowed", "enforce")
         if refused:
             raise _rejection(*max(refused, key=_longest_wait))
-        return quota_headers(*min(outcomes, key=_fewest_remaining))
+        if len(enforced) < len(limits):
+            outcomes += self._shadow([limit for limit in limits if limit.shadow], who)
+        return quota_headers(*min(outcomes, key=_fewest_remaining)) if outcomes else []
+
+    def _shadow(self, limits: Sequence[Limit], who: Requester) -> list[tuple[Limit, Decision]]:
+        """Decide the shadow limits as one; count, log, never raise; return the outcomes
+        whose headers the client is shown (``shadow_headers``)."""
+        keyed: list[tuple[Limit, str]] = []
+        for limit in limits:
+            try:
+                key = bucket_key(limit, who)
+            except ClientError as ex:  # when_missing: reject would refuse it
+                self._would_reject(limit, who, None, ex.code)
+                continue
+            if key is not None:
+                keyed.append((limit, key))
+        if not keyed:
+            return []
+        try:
+            # PERF: a second backend call (lock or round trip), made only for requests that
+            # have shadow limits; one call for both would let a shadow refusal stop the
+            # enforced limits from taking their tokens.
+            decisions = self._backend().check_all([(key, limit.rate) for limit, key in keyed])
+        except LimiterUnavailable as ex:
+            # APPSEC: a shadow limit never refuses, whatever on_error says or a frozen stripe.
+            self._incidents.failed(ex, "admitting (shadow limits never refuse)")
+            for limit, _ in keyed:
+                self.observe(limit.name, "failed_open", "shadow")
+            return []
+        self._incidents.succeeded()
+        outcomes = list(zip([limit for limit, _ in keyed], decisions, strict=True))
+        refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
+        for limit, _ in refused or outcomes:
+            self.observe(limit.name, "rejected" if refused else "allowed", "shadow")
+        for limit, decision in refused:
+            self._would_reject(limit, who, decision, RateLimited.code)
+        return [(limit, decision) for limit, decision in outcomes if limit.shadow_headers]
+
+    def _would_reject(
+        self, limit: Limit, who: Requester, decision: Decision | None, code: str
+    ) -> None:
+        if decision is None:
+            self.observe(limit.name, "rejected", "shadow")
+        line: dict[str, Any] = {
+            "event": "ratelimit_shadow",
+            "decision": "would_reject",
+            "limit": limit.name,
+            "code": code,
+            "route": who.route,
+            "client": who.client_ip,
+            "request_id": who.request_id,
+        }
+        if decision is not None and math.isfinite(decision.retry_after):
+            line["retry_after"] = max(1, math.ceil(decision.retry_after))
+        shadow_log.write(limit.name, line)
 
     def _decide(self, keyed: Sequence[tuple[Limit, str]]) -> list[Decision] | None:
         """Ask the backend about every bucket at once; None means admit (fail_open)."""
@@ -155,7 +223,7 @@ class Admission:
             rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")
             self._incidents.failed(ex, f"{'admitting' if admit else 'refusing'} ({rule})")
             for limit, _ in keyed:
-                self.observe(limit.name, "failed_open" if admit else "failed_closed")
+                self.observe(limit.name, "failed_open" if admit else "failed_closed", "enforce")
             if admit:
                 return None
             raise LimiterDown(
@@ -188,18 +256,25 @@ class Admission:
         return self._limiter
 
 
-def _ignore(policy: str, decision: str) -> None:
+def _ignore(policy: str, decision: str, mode: str) -> None:
     pass
 
 
 def explain_bucket(limit: Limit, who: Requester) -> tuple[str, str | None, ClientError | None]:
     """Say which bucket ``who`` gets under ``limit``, or why it gets none (for ``gw explain``):
-    the line, the bucket key (None: skipped or refused) and the refusal, if the limit refuses.
+    the line, the bucket key (None: skipped or refused) and the refusal, if the limit refuses
+    (a shadow limit never does).
     """
-    rule = f"{limit.name} ({limit.rate.limit}/{limit.rate.period:g}s key {'+'.join(limit.key)})"
+    shadow = ", shadow: never refuses" if limit.shadow else ""
+    rule = (
+        f"{limit.name} ({limit.rate.limit}/{limit.rate.period:g}s key {'+'.join(limit.key)}"
+        f"{shadow})"
+    )
     try:
         key = bucket_key(limit, who)
     except ClientError as ex:
+        if limit.shadow:
+            return f"{rule}: would be refused (shadow), {ex.status} {ex.code}: {ex}", None, None
         return f"{rule}: refused, {ex.status} {ex.code}: {ex}", None, ex
     missing = ", ".join(part for part in limit.key if _key_part(part, who) is None)
     if key is None:
@@ -355,8 +430,11 @@ def _limit(where: str, settings: LimitSettings) -> Limit:
                 f"{settings.key!r} is always present (it matters for user, api_key, header:NAME)"
             ]
         )
+    if settings.shadow_headers and settings.mode != "shadow":
+        raise ConfigError([f"{where}.shadow_headers: needs mode: shadow"])
     name = settings.name or where.removeprefix("rate_limiting.")
-    return Limit(name, rate, key, when_missing)
+    shadow = settings.mode == "shadow"
+    return Limit(name, rate, key, when_missing, shadow, settings.shadow_headers)
 
 
 def _parse_key(text: str) -> tuple[str, ...]:

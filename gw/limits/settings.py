@@ -40,6 +40,16 @@ class LimitSettings(BaseModel):
         "client address in its place, leave the request out of this limit, or refuse it "
         "(401 for user/api_key, 400 for a header).",
     )
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce",
+        description="shadow: count and decide, report would-be rejections in metrics "
+        '(mode="shadow") and a sampled gw.audit line, but never refuse a request.',
+    )
+    shadow_headers: bool = Field(
+        default=False,
+        description="With mode: shadow, send this limit's X-RateLimit-*/RateLimit headers "
+        "as an enforced limit would (off: clients see nothing of a shadow limit).",
+    )
 
     def rate(self) -> tuple[int, float]:
         """Return ``(limit, period_seconds)``; raise ValueError unless exactly one form is set."""

@@ -38,6 +38,8 @@ INTROSPECTION_OUTCOMES = frozenset({"active", "inactive", "unavailable"})
 INTROSPECTION_ANSWERS = frozenset({"active", "inactive"})
 JWKS_OUTCOMES = frozenset({"ok", "failed"})
 CACHE_RESULTS = frozenset({"hit", "miss", "bypass"})
+RATELIMIT_MODES = frozenset({"enforce", "shadow"})
+AUTH_SHADOW_DECISIONS = frozenset({"would_allow", "would_reject"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -109,8 +111,16 @@ class Metrics:
         )
         self._ratelimit = Counter(
             "gw_ratelimit_decisions_total",
-            "Rate-limit decisions, by policy and decision.",
-            ["policy", "decision"],
+            "Rate-limit decisions, by policy, decision and mode (enforce, or shadow: the "
+            "limit never refuses, 'rejected' means it would have).",
+            ["policy", "decision", "mode"],
+            registry=reg,
+        )
+        self._auth_shadow = Counter(
+            "gw_auth_shadow_decisions_total",
+            "What routes with auth mode: shadow would have done (they never refuse), by route, "
+            "decision and reason (the auth failure's reason code; empty when allowed).",
+            ["route", "decision", "reason"],
             registry=reg,
         )
         # outcome: the shadow's status class, a gateway error code (upstream_timeout...),
@@ -243,10 +253,21 @@ class Metrics:
         _check(outcome, RETRY_OUTCOMES)
         self._child(self._retries, upstream, outcome).inc()
 
-    def ratelimit(self, policy: str, decision: str) -> None:
-        """Count a decision: allowed, rejected, failed_open or failed_closed."""
+    def ratelimit(self, policy: str, decision: str, mode: str = "enforce") -> None:
+        """Count a decision: allowed, rejected, failed_open or failed_closed, of an enforced
+        limit or of a shadow one (``mode``)."""
         _check(decision, RATELIMIT_DECISIONS)
-        self._child(self._ratelimit, policy, decision).inc()
+        _check(mode, RATELIMIT_MODES)
+        self._child(self._ratelimit, policy, decision, mode).inc()
+
+    def auth_shadow(self, route: str, decision: str, reason: str) -> None:
+        """Count what a shadow auth policy would have done: would_allow or would_reject.
+
+        ``reason`` is gw's own reason code (``expired``, ``unknown_kid``, ...), never
+        anything a client spelled.
+        """
+        _check(decision, AUTH_SHADOW_DECISIONS)
+        self._child(self._auth_shadow, route, decision, reason).inc()
 
     def mirror(self, route: str, upstream: str, outcome: str, seconds: float | None) -> None:
         """Count a mirrored copy's ``outcome``; observe ``seconds`` for one that was sent."""
@@ -491,3 +512,31 @@ def worker_metrics() -> Metrics:
         if _process_metrics is None or _process_metrics[0] != pid:
             _process_metrics = (pid, Metrics())
         return _process_metrics[1]
+
+
+def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
+    """Sum the rate-limit decisions in a gateway's metric files (for ``gw limits stats``).
+
+    Returns ``{mode: {policy: {decision: count}}}``, mode ``enforce`` or ``shadow``: every
+    worker's counts (dead workers' too) as last published (a worker writes its counts within
+    ``gw.observe.published.PUBLISH_EVERY`` of a request, or when it goes idle).
+    """
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gw.observe.metricfiles import scrape_lock
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    totals: dict[str, dict[str, dict[str, int]]] = {"enforce": {}, "shadow": {}}
+    with scrape_lock(directory):  # as a scrape does: no compaction while the files are read
+        families = list(registry.collect())
+    for family in families:
+        for sample in family.samples:
+            if sample.name != "gw_ratelimit_decisions_total":
+                continue
+            labels = sample.labels
+            policies = totals.setdefault(labels.get("mode", "enforce"), {})
+            counts = policies.setdefault(labels["policy"], {})
+            counts[labels["decision"]] = counts.get(labels["decision"], 0) + int(sample.value)
+    return totals

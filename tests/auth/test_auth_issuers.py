@@ -218,9 +218,12 @@ def test_issuer_header_is_checked(header: str, expected: str) -> None:
     ("policy", "expected"),
     [
         ({"issuers": []}, "issuers: list at least one (omit the key to accept every issuer)"),
-        ({"mode": "none", "issuers": ["a"]}, "issuers need mode: required or optional"),
+        ({"mode": "none", "issuers": ["a"]}, "issuers need mode: required, optional or shadow"),
         ({"roles": {}}, "roles: an empty mapping accepts no issuer; use [] for no roles"),
-        ({"mode": "optional", "roles": {"a": ["x"]}}, "roles and scopes need mode: required"),
+        (
+            {"mode": "optional", "roles": {"a": ["x"]}},
+            "roles and scopes need mode: required or shadow",
+        ),
         (
             {"issuers": ["a"], "roles": {"b": ["x"]}},
             "roles names issuer 'b', which issuers does not list",

@@ -213,7 +213,7 @@ def test_route_policy_roles_and_scopes() -> None:
 @pytest.mark.parametrize("mode", ["optional", "none"])
 def test_roles_need_mode_required(mode: str) -> None:
     assert messages({"mode": mode, "roles": ["admin"]}, RoutePolicy) == [
-        "roles and scopes need mode: required"
+        "roles and scopes need mode: required or shadow"
     ]
 
 

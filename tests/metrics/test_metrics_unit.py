@@ -116,11 +116,27 @@ def test_aggregate_parts_count_in_their_upstreams_series_apart_from_proxied_requ
 def test_rate_limit_decisions_are_counted_per_policy(metrics: Metrics) -> None:
     for decision in ("allowed", "allowed", "rejected", "failed_open"):
         metrics.ratelimit("per-ip", decision)
+    metrics.ratelimit("per-ip", "rejected", "shadow")
     found = scrape(metrics)
-    assert value(found, "gw_ratelimit_decisions_total", policy="per-ip", decision="allowed") == 2
-    assert value(found, "gw_ratelimit_decisions_total", policy="per-ip", decision="rejected") == 1
+    name = "gw_ratelimit_decisions_total"
+    assert value(found, name, policy="per-ip", decision="allowed", mode="enforce") == 2
+    assert value(found, name, policy="per-ip", decision="rejected", mode="enforce") == 1
+    assert value(found, name, policy="per-ip", decision="rejected", mode="shadow") == 1
     with pytest.raises(ValueError):
         metrics.ratelimit("per-ip", "denied")
+    with pytest.raises(ValueError):
+        metrics.ratelimit("per-ip", "allowed", "dry")
+
+
+def test_shadow_auth_verdicts_are_counted_apart(metrics: Metrics) -> None:
+    metrics.auth_shadow("api", "would_reject", "expired")
+    metrics.auth_shadow("api", "would_allow", "")
+    found = scrape(metrics)
+    name = "gw_auth_shadow_decisions_total"
+    assert value(found, name, route="api", decision="would_reject", reason="expired") == 1
+    assert value(found, name, route="api", decision="would_allow", reason="") == 1
+    with pytest.raises(ValueError):
+        metrics.auth_shadow("api", "rejected", "expired")
 
 
 def test_breaker_and_target_states_come_from_the_shared_health_table(metrics: Metrics) -> None:

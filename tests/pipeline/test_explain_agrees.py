@@ -29,6 +29,7 @@ CONFIG: dict[str, Any] = {
     "routes": [
         {"name": "api", "path": "/api/**", "upstream": "svc", "methods": ["GET", "POST"]},
         {"name": "admin", "path": "/admin/**", "upstream": "svc", "auth": {"roles": ["admin"]}},
+        {"name": "trial", "path": "/trial/**", "upstream": "svc", "auth": "shadow"},
         {
             "name": "open",
             "path": "/open/{id}",
@@ -62,6 +63,7 @@ PROBES: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/admin/users", {"Authorization": f"Bearer {TOKEN}"}),
     ("GET", "/admin/users", {"Authorization": f"Bearer {ADMIN}"}),
     ("GET", "/open/7", {}),
+    ("GET", "/trial/x", {"Authorization": f"Bearer {FORGED}"}),
     ("GET", "/open/7/8", {}),
     ("GET", "/api/x/%2e%2e/%2e%2e/open/7", {}),
     ("GET", "/api/%2Fetc", {"Authorization": f"Bearer {TOKEN}"}),
