@@ -18,6 +18,8 @@ the rest of gw works without the ``redis`` extra installed.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +31,7 @@ _GLOB_CHARACTERS = "*?[]\\"
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 SENTINEL_SCHEME = "redis+sentinel://"
 SENTINEL_PORT = 26379
+PRIMARY_RECHECK = 1.0  # seconds between a Sentinel client's "which is the primary?" checks
 _SENTINEL_FORM = "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]"
 
 
@@ -147,9 +150,12 @@ def connect_sentinel(target: SentinelTarget, timeout: float) -> redis.Redis:
     """Build a client of the primary that ``target``'s sentinels name; never retry.
 
     A new connection asks the sentinels (in turn, each within ``timeout``) where the primary
-    is, then connects to it within ``timeout``; pooled connections stay on the primary they
-    found until it fails or answers ``READONLY`` (it was demoted), and redis-py drops every
-    pooled connection to an address the sentinels no longer name.
+    is, then connects to it within ``timeout``. Pooled connections would stay on the primary
+    they found for as long as it accepts writes, and a primary that Sentinel replaced while
+    it was still up (``SENTINEL FAILOVER``, a partition) accepts them until Sentinel gets
+    round to demoting it (up to ~10 s): writes there are lost. So the pool asks the
+    sentinels again every ``PRIMARY_RECHECK`` seconds and drops its connections to an
+    address they no longer name (``_recheck_pool``).
     """
     import_redis()  # a clear message when the extra is missing
     from redis.backoff import NoBackoff
@@ -167,6 +173,7 @@ def connect_sentinel(target: SentinelTarget, timeout: float) -> redis.Redis:
     )
     client: redis.Redis = sentinel.master_for(
         target.service,
+        connection_pool_class=_recheck_pool(),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
@@ -272,3 +279,26 @@ def _sentinel_options(query: str) -> str | None:
     if len(values) > 1:
         raise ValueError("sentinel_password is given twice")
     return values[0] if values and values[0] else None
+
+
+def _recheck_pool() -> Any:
+    """Return a ``SentinelConnectionPool`` that re-asks where the primary is each second."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.sentinel import SentinelConnectionPool
+
+    class RecheckedPool(SentinelConnectionPool):
+        checked = 0.0
+
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            now = time.monotonic()
+            if now - self.checked >= PRIMARY_RECHECK:
+                # PERF: one sentinel round trip per process per second, not per command.
+                self.checked = now
+                # No sentinel answered: keep using the primary already known.
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                    # This drops the idle connections to a former primary.
+                    self.get_master_address()  # type: ignore[no-untyped-call]
+            return super().get_connection(*args, **kwargs)
+
+    return RecheckedPool
