@@ -30,9 +30,10 @@ Start = Callable[..., GatewayProcess]
 
 LIMIT = 40
 DECISION_MS = 100
-# A decision: ask a sentinel, connect, one reply, maybe reload the script: a few timeouts.
-WORST_DECISION = 4 * DECISION_MS / 1000
-MARGIN = 1.5  # gunicorn and the test's own threads on a shared two-core machine
+# A decision on a frozen primary: connect (the kernel accepts for it), then the reply that
+# never comes; the sentinels answer at once. Measured: 0.11 s at most.
+WORST_DECISION = 2 * DECISION_MS / 1000
+MARGIN = 1.0  # gunicorn and the test's own threads on a shared two-core machine
 RATE = 40  # requests per second the driver sends while failing over
 
 
@@ -115,6 +116,8 @@ def test_a_frozen_primary_fails_over_and_the_limit_stays_exact(
     driver.stop_when(lambda: driver.refusals_after(promoted_at) >= 10, within=20)
 
     statuses = driver.statuses()
+    slowest = max(took for _, took in driver.results)
+    print(f"frozen primary: slowest {slowest:.3f} s, {dict(statuses)}")
     assert statuses[503] >= 1  # the outage was seen, and refused: fail_closed
     # Frozen, the old primary acknowledged nothing more: no token was lost.
     assert statuses[200] == LIMIT
@@ -136,15 +139,20 @@ def test_a_failover_with_the_old_primary_up_moves_within_a_second(
     driver.start()
     ha.failover()
     new = ha.wait_for_new_primary(old)
-    promoted_at = len(driver.results)
-    driver.stop_when(lambda: driver.refusals_after(promoted_at) >= 10, within=20)
+    promoted_at, moved_by = len(driver.results), time.monotonic() + PRIMARY_RECHECK + 0.5
+    # Refusals from the old primary do not count: run until the clients have moved.
+    driver.stop_when(
+        lambda: time.monotonic() > moved_by and driver.refusals_after(promoted_at) >= 10,
+        within=20,
+    )
     # The gateway decides on the new primary now (the old one still answers, as a
     # primary: without the recheck, pooled connections would stay on it).
     assert ha.calls(new, "evalsha") >= 5
 
     statuses = driver.statuses()
     lost = statuses[200] - LIMIT
-    print(f"tokens lost in the failover: {lost} (statuses {dict(statuses)})")
+    slowest = max(took for _, took in driver.results)
+    print(f"tokens lost in the failover: {lost}, slowest {slowest:.3f} s, {dict(statuses)}")
     assert 0 <= lost <= RATE * (PRIMARY_RECHECK + 1)
     assert upstream.count() == statuses[200]
     assert set(statuses) <= {200, 429, 503}
