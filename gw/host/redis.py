@@ -301,4 +301,11 @@ def _recheck_pool() -> Any:
                     self.get_master_address()  # type: ignore[no-untyped-call]
             return super().get_connection(*args, **kwargs)
 
+        def close(self) -> None:
+            """Close the primary's connections and the sentinels' (the client owns both)."""
+            try:
+                super().close()
+            finally:
+                self.sentinel_manager.close()
+
     return RecheckedPool
