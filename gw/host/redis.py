@@ -67,6 +67,7 @@ class SentinelTarget:
     service: str
     db: int = 0
     username: str | None = None
+    # APPSEC: the passwords stay out of repr(), so a log line or an error never shows them.
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
 
