@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from gw.host import redis as host_redis
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 MIB = 1024 * 1024
 DEFAULT_STATUSES = (200, 203, 204, 300, 301, 404, 405, 410, 414, 501)
@@ -26,7 +28,7 @@ _UNITS = {
     "mib": 1024**2,
     "gib": 1024**3,
 }
-_BACKEND = re.compile(r"shared|(rediss?|unix)://.+")
+_BACKEND = re.compile(r"shared|(rediss?|unix|rediss?\+cluster|redis\+sentinel)://.+")
 
 
 def parse_size(value: Any) -> Any:
@@ -100,8 +102,9 @@ class CacheStoreSettings(BaseModel):
 
     backend: str = Field(
         default="shared",
-        description="'shared' (files under GW_RUNTIME_DIR/cache) or a redis://, rediss:// or "
-        "unix:// URL shared by many hosts.",
+        description="'shared' (files under GW_RUNTIME_DIR/cache) or a redis://, rediss://, "
+        "unix://, redis+cluster://, rediss+cluster:// or redis+sentinel:// URL shared by "
+        "many hosts.",
     )
     max_bytes: Size = Field(
         default=64 * MIB, gt=0, description="Bound of the shared store (Redis: use maxmemory)."
@@ -129,5 +132,9 @@ class CacheStoreSettings(BaseModel):
     def _check_backend(cls, backend: str) -> str:
         """Accept 'shared' or a Redis URL."""
         if not _BACKEND.fullmatch(backend):
-            raise ValueError("backend is 'shared' or a redis://, rediss:// or unix:// URL")
+            raise ValueError(
+                "backend is 'shared' or a redis://, rediss://, unix://, redis+cluster://, "
+                "rediss+cluster:// or redis+sentinel:// URL"
+            )
+        host_redis.check_url(backend)
         return backend

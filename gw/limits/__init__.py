@@ -5,7 +5,8 @@ Backends (each imported from its own module, so that importing this package cost
 - ``gw.limits.table.SharedTable``: an mmap'd table with striped ``fcntl`` locks, exact
   across the worker processes (and threads) of one host (its file format:
   ``gw.limits.layout``).
-- ``gw.limits.redis_backend.RedisLimiter``: one atomic Lua script, exact across hosts.
+- ``gw.limits.redis_backend.RedisLimiter``: one atomic Lua script, exact across hosts; on
+  one Redis or on the primary that Redis Sentinel names (``redis+sentinel://``).
 - ``gw.limits.redis_cluster.RedisClusterLimiter``: the same on a Redis Cluster; a request
   whose keys sit in different hash slots takes, then gives back (stricter, never laxer).
 - ``gw.limits.local.LocalLimiter``: a per-process dict, for tests and single-process runs

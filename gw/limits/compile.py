@@ -24,7 +24,8 @@ def compile_admission(
     if opener is None:
         problems.append(
             f"rate_limiting.backend: {settings.backend!r} is neither 'shared' nor a "
-            "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
+            "redis://, rediss://, unix://, redis+cluster://, rediss+cluster:// or "
+            "redis+sentinel:// URL"
         )
         return None
     try:
@@ -41,7 +42,7 @@ def limiter_opener(settings: RateLimitingSettings) -> Callable[[], Limiter] | No
         deadline = (settings.decision_timeout_ms or 50.0) / 1000
         return lambda: open_shared_table(deadline)
     timeout = (settings.decision_timeout_ms or 5.0) / 1000
-    if backend.startswith(("redis://", "rediss://", "unix://")):
+    if backend.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
 
         def open_redis() -> Limiter:
             from gw.limits.redis_backend import RedisLimiter

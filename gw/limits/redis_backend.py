@@ -68,7 +68,9 @@ class RedisLimiter:
     Thread-safe and fork-safe (redis-py's pool reconnects in a forked child).
 
     Args:
-        url: a redis-py URL (``redis://host:6379/0``, ``rediss://...``, ``unix://...``).
+        url: a redis-py URL (``redis://host:6379/0``, ``rediss://...``, ``unix://...``) or
+            ``redis+sentinel://s1:26379,s2:26379/service/0`` (the primary Sentinel names;
+            see ``gw.host.redis.parse_sentinel_url``).
         timeout: seconds allowed to connect and for each reply; past it, LimiterUnavailable.
         prefix: prepended to every key, so that gw's keys stay apart from others.
     """

@@ -44,7 +44,7 @@ from gw.limits.redis_backend import (
     limiter_failures,
 )
 
-SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
+SCHEMES = host_redis.CLUSTER_SCHEMES
 
 # KEYS: buckets of one slot that a refused request took from. ARGV[1]: cost (tokens), then
 # for each key i, ARGV[1 + i]: its emission interval (us). Moves each TAT back by what the
@@ -68,9 +68,7 @@ return 1
 """
 
 
-def is_cluster_url(url: str) -> bool:
-    """Say whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
-    return url.startswith(tuple(SCHEMES))
+is_cluster_url = host_redis.is_cluster_url
 
 
 class RedisClusterLimiter(RedisLimiter):
@@ -150,6 +148,5 @@ class RedisClusterLimiter(RedisLimiter):
     @staticmethod
     def _open(url: str, timeout: float) -> Any:
         """Connect to the cluster (this reads its slot map now); never retry."""
-        scheme = next(s for s in SCHEMES if url.startswith(s))
         with limiter_failures("connect"):
-            return host_redis.connect_cluster(SCHEMES[scheme] + url[len(scheme) :], timeout)
+            return host_redis.connect(url, timeout)

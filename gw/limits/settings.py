@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gw.core.methods import upper_methods
+from gw.host import redis as host_redis
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,8 +89,9 @@ class RateLimitingSettings(BaseModel):
 
     backend: str = Field(
         default="shared",
-        description="'shared' (the host's mmap table, exact across workers), redis://... "
-        "or redis+cluster://... (a Redis Cluster)",
+        description="'shared' (the host's mmap table, exact across workers), redis://..., "
+        "redis+cluster://... (a Redis Cluster) or redis+sentinel://h1:26379,h2:26379/"
+        "service[/db] (the primary Redis Sentinel names)",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
@@ -98,3 +100,10 @@ class RateLimitingSettings(BaseModel):
     decision_timeout_ms: float | None = Field(default=None, gt=0, le=1000)
     default: LimitSettings | None = None
     overrides: list[OverrideSettings] = []
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, backend: str) -> str:
+        """Refuse a Sentinel URL gw cannot parse (other schemes: ``compile_admission``)."""
+        host_redis.check_url(backend)
+        return backend

@@ -12,9 +12,10 @@ import pytest
 from gw.limits.local import LocalLimiter
 from gw.limits.table import SharedTable
 from tests.fixtures.redis_cluster import RedisCluster, session_cluster
+from tests.fixtures.redis_sentinel import RedisSentinel, session_sentinel
 from tests.fixtures.redis_server import RedisServer, session_server
 
-BACKENDS = ["table", "redis", "redis-cluster", "local"]
+BACKENDS = ["table", "redis", "redis-cluster", "redis-sentinel", "local"]
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,12 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_cluster() -> Iterator[RedisCluster]:
     """Start one real three-node Redis Cluster for the session."""
     yield from session_cluster()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """Start a real primary, replica and three sentinels for the session."""
+    yield from session_sentinel()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -51,6 +58,13 @@ def limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flush()  # stats() counts every key under the prefix, on every node
         limiter = RedisClusterLimiter(cluster.url, timeout=2.0)
+        yield limiter
+        limiter.close()
+    elif request.param == "redis-sentinel":
+        from gw.limits.redis_backend import RedisLimiter
+
+        ha: RedisSentinel = request.getfixturevalue("redis_sentinel")
+        limiter = RedisLimiter(ha.url, timeout=2.0, prefix=f"gw:test:{uuid.uuid4().hex}:")
         yield limiter
         limiter.close()
     else:

@@ -35,6 +35,17 @@ def test_a_cluster_nobody_answers_is_redis_unavailable() -> None:
         host_redis.connect_cluster(f"redis://127.0.0.1:{closed_port()}", timeout=0.2)
 
 
+def test_sentinels_nobody_answers_are_redis_unavailable_at_once() -> None:
+    url = f"redis+sentinel://127.0.0.1:{closed_port()},127.0.0.1:{closed_port()}/mymaster/0"
+    client = host_redis.connect(url, timeout=0.2)
+    started = time.monotonic()
+    failed = pytest.raises(host_redis.RedisUnavailable, match="No master found")
+    with failed, host_redis.translated("get"):
+        client.get("k")
+    assert time.monotonic() - started < 1.0  # each sentinel refused once, no retries
+    client.close()
+
+
 def test_only_redis_and_socket_errors_are_translated() -> None:
     module = host_redis.import_redis()
     assert host_redis.failure("x", module.exceptions.ResponseError("ERR")) is not None
