@@ -2,12 +2,15 @@
 
 Precedence: the most specific route wins, whatever the order of the routes in the file.
 
-1. A route with a ``host`` beats a route without one.
+1. A route with an exact ``host`` beats one with a wildcard host (``*.example.com``; the
+   longer suffix first), which beats a route without a host.
 2. Then by class: a fully literal (exact) pattern beats a pattern with parameters or ``*`` but
    no trailing wildcard, which beats a pattern ending in a trailing wildcard.
 3. Then more literal segments beat fewer.
 4. Then the segment kinds are compared left to right, literal > parameter (``{id}``, ``*``) >
    trailing ``{.+}`` > trailing ``**``; the first difference decides.
+5. Then more conditions (``gw.core.conditions``) beat fewer. Two routes that could match one
+   request and rank the same on all of this are a config error.
 
 Pure module: imports only the standard library and other pure gw modules.
 """
@@ -19,23 +22,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from gw.core.conditions import Condition, compatible
 from gw.core.patterns import Pattern, parse_pattern
 
 T = TypeVar("T")
 
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
-_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+_HOST = re.compile(r"(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 
 
 @dataclass(frozen=True)
 class Route(Generic[T]):
-    """A configured route: a pattern, optional method and host limits, and a payload."""
+    """A configured route: a pattern, optional method, host and condition limits, a payload.
+
+    ``host`` is exact or ``*.`` and a suffix (any subdomain, at any depth, not the suffix
+    itself); ``conditions`` must all hold for the route to serve a request.
+    """
 
     name: str
     pattern: str
     payload: T
     methods: frozenset[str] | None = None
     host: str | None = None
+    conditions: tuple[Condition, ...] = ()
 
 
 def effective_methods(route: Route[T]) -> frozenset[str] | None:
@@ -49,15 +58,23 @@ def sort_key(route: Route[T], pattern: Pattern) -> tuple[object, ...]:
     """Return the precedence key; the fields after the kinds only make the order total."""
     methods = sorted(route.methods) if route.methods is not None else ["~"]
     return (
-        0 if route.host else 1,
+        host_rank(route.host),
         pattern.rule_class,
         -pattern.literal_count,
         tuple(seg.kind for seg in pattern.segments),
+        -len(route.conditions),
         pattern.normalized,
         route.host or "",
         methods,
         route.name,
     )
+
+
+def host_rank(host: str | None) -> tuple[int, int]:
+    """Exact hosts first, then wildcard hosts (longer suffix first), then no host."""
+    if host is None:
+        return (2, 0)
+    return (1, -len(host)) if host.startswith("*.") else (0, 0)
 
 
 def parse_all(routes: Sequence[Route[T]]) -> tuple[list[Pattern | None], list[str]]:
@@ -106,9 +123,15 @@ def find_duplicates(
         for pos, i in enumerate(members):
             for j in members[pos + 1 :]:
                 overlap = _overlap(routes[i], routes[j], explicit_only)
-                if overlap is not None:
+                if overlap is not None and not _conditions_separate(routes[i], routes[j]):
                     problems.append(_duplicate_message(i, j, routes, overlap))
     return problems
+
+
+def _conditions_separate(first: Route[T], second: Route[T]) -> bool:
+    """Whether conditions rank one route above the other, or no request satisfies both."""
+    a, b = first.conditions, second.conditions
+    return len(a) != len(b) or not compatible(a, b)
 
 
 def _overlap(first: Route[T], second: Route[T], explicit_only: frozenset[str]) -> str | None:
@@ -125,7 +148,15 @@ def _overlap(first: Route[T], second: Route[T], explicit_only: frozenset[str]) -
 def _duplicate_message(i: int, j: int, routes: Sequence[Route[T]], methods: str) -> str:
     """Describe two routes that match the same requests."""
     where = f" on host {routes[i].host}" if routes[i].host else ""
+    names = f"(routes {routes[i].name!r} and {routes[j].name!r})"
+    if not routes[i].conditions and not routes[j].conditions:
+        return (
+            f"routes[{i}] and routes[{j}] match exactly the same requests: "
+            f"{methods} {routes[i].pattern}{where} {names}"
+        )
+    shown = [" and ".join(c.describe() for c in routes[k].conditions) for k in (i, j)]
     return (
-        f"routes[{i}] and routes[{j}] match exactly the same requests: "
-        f"{methods} {routes[i].pattern}{where} (routes {routes[i].name!r} and {routes[j].name!r})"
+        f"routes[{i}] and routes[{j}] can both match one request with the same precedence: "
+        f"{methods} {routes[i].pattern}{where} with {shown[0]} / with {shown[1]} {names}; "
+        "make their conditions exclude each other, or give one more conditions"
     )

@@ -10,6 +10,10 @@ route without ``methods`` allows every method except the table's ``explicit_only
 The answer is 405 (listing the allowed methods) only when some route matches the path but
 none allows the method, and 404 when no route matches the path.
 
+Conditions (``gw.core.conditions``) are part of the match too: a route whose conditions do not
+hold is passed over as if its path did not match. They read a ``RequestView``; a table
+without conditions never builds or reads one (``RouteTable.conditional``).
+
 Pattern syntax: ``gw.core.patterns``.
 
 Pure module: imports only the standard library and other pure gw modules.
@@ -22,8 +26,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
+from gw.core.conditions import EMPTY_VIEW, Condition, RequestView
 from gw.core.patterns import Pattern, SegmentKind, parse_pattern
-from gw.core.routes import Route, effective_methods, find_duplicates, parse_all, sort_key
+from gw.core.routes import (
+    Route,
+    effective_methods,
+    find_duplicates,
+    host_rank,
+    parse_all,
+    sort_key,
+)
 from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
 
 T = TypeVar("T")
@@ -64,6 +76,7 @@ class _Entry(Generic[T]):
     tail_at: int  # index of the first segment a trailing wildcard matches, -1 if none
     tail_name: str
     refused: frozenset[str]  # what the route does not serve when methods is None
+    conditions: tuple[Condition, ...]
     static: RouteMatch[T] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +88,10 @@ class _Entry(Generic[T]):
         if self.methods is None:
             return method not in self.refused
         return method in self.methods
+
+    def passes(self, view: RequestView) -> bool:
+        """Return whether every condition of the route holds for the request."""
+        return all(condition.holds(view) for condition in self.conditions)
 
     def bind(self, segments: list[str], trailing: bool) -> RouteMatch[T]:
         """Build the match for a path that this route matched."""
@@ -149,12 +166,16 @@ class _Tier(Generic[T]):
             self.trie.insert(pattern, entry)
             self.has_trie = True
 
-    def best(self, method: str, path: str, seen: list[_Entry[T]]) -> RouteMatch[T] | None:
-        """Return the most specific match allowing the method; add path matches to seen."""
+    def best(
+        self, method: str, path: str, view: RequestView, seen: list[_Entry[T]]
+    ) -> RouteMatch[T] | None:
+        """Return the most specific match allowing the method whose conditions hold; add path
+        matches to seen."""
         exact = self.exact.get(path)
         if exact is not None:
             for entry in exact:
-                if entry.allows(method):
+                # PERF: an entry without conditions never touches the view.
+                if entry.allows(method) and (not entry.conditions or entry.passes(view)):
                     return entry.static
             seen.extend(exact)
         if not self.has_trie:
@@ -165,7 +186,11 @@ class _Tier(Generic[T]):
         seen.extend(found)
         winner: _Entry[T] | None = None
         for entry in found:
-            if entry.allows(method) and (winner is None or entry.rank < winner.rank):
+            if (
+                entry.allows(method)
+                and (winner is None or entry.rank < winner.rank)
+                and (not entry.conditions or entry.passes(view))
+            ):
                 winner = entry
         return None if winner is None else winner.bind(segs, trailing)
 
@@ -203,15 +228,20 @@ class RouteTable(Generic[T]):
         self._ordered = [routes[i] for i in order]
         self._default: _Tier[T] = _Tier()
         self._hosts: dict[str, _Tier[T]] = {}
+        self._wildcards: dict[str, _Tier[T]] = {}  # by suffix: "example.com" for *.example.com
+        self.conditional = any(route.conditions for route in routes)
         for rank, i in enumerate(order):
             entry = _compile(rank, routes[i], patterns[i], explicit_only)
             self._tier(routes[i].host).add(patterns[i], entry)
 
-    def match(self, method: str, path: str, host: str | None = None) -> RouteMatch[T]:
+    def match(
+        self, method: str, path: str, host: str | None = None, view: RequestView | None = None
+    ) -> RouteMatch[T]:
         """Return the most specific route for a method, canonical path and request host.
 
         ``host`` is the request's host (any case, a port is ignored); None matches only routes
-        without a host.
+        without a host. ``view``: what conditions read (None: a request without headers,
+        query or cookies); only needed when ``conditional``.
 
         Warning:
             ``path`` must come from ``gw.core.paths.canonicalize``: routing a raw or PATH_INFO path
@@ -222,19 +252,35 @@ class RouteTable(Generic[T]):
             RouteNotFound: no route matches the path.
         """
         seen: list[_Entry[T]] = []
+        view = view or EMPTY_VIEW
         for tier in self._tiers_for(host):
-            found = tier.best(method, path, seen)
+            found = tier.best(method, path, view, seen)
             if found is not None:
                 return found
+        seen = [entry for entry in seen if entry.passes(view)]
         if seen:
             raise MethodNotAllowed(method, _allowed_methods(seen))
         raise RouteNotFound("no route matches this path")
 
-    def candidates(self, method: str, path: str, host: str | None = None) -> list[RouteMatch[T]]:
-        """Return every route matching path, host and method, most specific first."""
+    def candidates(
+        self, method: str, path: str, host: str | None = None, view: RequestView | None = None
+    ) -> list[RouteMatch[T]]:
+        """Return every route matching path, host, method and conditions, most specific first."""
+        return [hit for hit, holds in self.considered(method, path, host, view) if holds]
+
+    def considered(
+        self, method: str, path: str, host: str | None = None, view: RequestView | None = None
+    ) -> list[tuple[RouteMatch[T], bool]]:
+        """Return every route matching path, host and method, most specific first, each with
+        whether its conditions hold (for ``gw explain``)."""
+        view = view or EMPTY_VIEW
         found = [hit for tier in self._tiers_for(host) for hit in tier.all(path)]
         found.sort(key=lambda hit: hit[0].rank)
-        return [entry.bind(segs, tr) for entry, segs, tr in found if entry.allows(method)]
+        return [
+            (entry.bind(segs, tr), entry.passes(view))
+            for entry, segs, tr in found
+            if entry.allows(method)
+        ]
 
     def ordered(self) -> list[Route[T]]:
         """Return every route in precedence order, most specific first."""
@@ -244,28 +290,45 @@ class RouteTable(Generic[T]):
     def explain_rank(route: Route[T]) -> str:
         """Say in one line why a route ranks where it does."""
         pattern = parse_pattern(route.pattern)
-        host = f"host {route.host}" if route.host else "any host"
+        tier = host_rank(route.host)[0]
+        host = (f"host {route.host}", f"wildcard host {route.host}", "any host")[tier]
+        conditions = len(route.conditions)
         kind = ("exact", "parameters, no trailing wildcard", "trailing wildcard")
         kinds = ", ".join(_KIND_NAMES[seg.kind] for seg in pattern.segments) or "root"
         return (
-            f"{host} (host-specific routes first); {kind[pattern.rule_class]} "
+            f"{host} (exact host > wildcard host > any host); {kind[pattern.rule_class]} "
             f"(exact > parameters > trailing wildcard); {pattern.literal_count} literal "
-            f"segment(s) (more first); segments: {kinds} (literal > param > {{.+}} > **)"
+            f"segment(s) (more first); segments: {kinds} (literal > param > {{.+}} > **); "
+            f"{conditions} condition(s) (more first)"
         )
 
     def _tier(self, host: str | None) -> _Tier[T]:
         """Return the tier that holds routes for a configured host (None: every host)."""
         if host is None:
             return self._default
+        if host.startswith("*."):
+            return self._wildcards.setdefault(host[2:], _Tier())
         return self._hosts.setdefault(host, _Tier())
 
     def _tiers_for(self, host: str | None) -> tuple[_Tier[T], ...]:
-        """Return the tiers to search for a request host, most specific first."""
-        if host and self._hosts:
-            tier = self._hosts.get(_host_key(host))
-            if tier is not None:
-                return (tier, self._default)
-        return (self._default,)
+        """Return the tiers to search for a request host, most specific first: the exact host,
+        then wildcard hosts from the longest suffix to the shortest, then any host."""
+        if not host or not (self._hosts or self._wildcards):
+            return (self._default,)
+        name = _host_key(host)
+        tiers = []
+        exact = self._hosts.get(name)
+        if exact is not None:
+            tiers.append(exact)
+        if self._wildcards:
+            dot = name.find(".")
+            while dot >= 0:
+                wildcard = self._wildcards.get(name[dot + 1 :])
+                if wildcard is not None:
+                    tiers.append(wildcard)
+                dot = name.find(".", dot + 1)
+        tiers.append(self._default)
+        return tuple(tiers)
 
 
 _KIND_NAMES = {
@@ -323,4 +386,4 @@ def _compile(
     tail_at = len(pattern.segments) - 1 if tail else -1
     tail_name = pattern.segments[-1].value if tail else ""
     methods = effective_methods(route)
-    return _Entry(rank, route, methods, params, tail_at, tail_name, explicit_only)
+    return _Entry(rank, route, methods, params, tail_at, tail_name, explicit_only, route.conditions)
