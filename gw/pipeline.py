@@ -20,6 +20,7 @@ from gw.auth.stage import AuthStage
 from gw.cache.stage import CacheStage
 from gw.config.assemble import Config, RouteSpec
 from gw.core.body import LimitedBody, request_body
+from gw.core.conditions import RequestView
 from gw.core.exchange import ClosingBody, Exchange, Outcome
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import (
@@ -163,7 +164,7 @@ class Gateway:
 
     def _route(self, request: Request) -> RouteSpec:
         try:
-            match = choose_route(self.config.table, request)
+            match = choose_route(self.config.table, request, self.owned)
         except RouteNotFound:
             if log.isEnabledFor(logging.DEBUG):
                 _log_nearest(self.config.table, request)
@@ -436,23 +437,36 @@ class Gateway:
         return lambda outcome: metrics.retry(upstream, outcome)
 
 
-def choose_route(table: RouteTable[RouteSpec], request: Request) -> RouteMatch[RouteSpec]:
-    """The route ``request`` takes (``gw explain`` asks the same function).
+def choose_route(
+    table: RouteTable[RouteSpec], request: Request, owned: frozenset[str]
+) -> RouteMatch[RouteSpec]:
+    """The route ``request`` takes (``gw explain`` asks the same function); ``owned``: the
+    gateway-owned headers, which route conditions never see.
 
     Raises:
         ClientError: no route matches (404), or none allows the method (405).
     """
     host = request.authority.name if request.authority else None
+    view = route_view(table, request, owned)
     if is_preflight(request.method, request.headers):
         # A CORS preflight is about the route the real request will take, but only a
         # route whose CORS policy gw answers itself may take the requested method.
         # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.
         requested = (request.headers.get("Access-Control-Request-Method") or "").upper()
         with contextlib.suppress(ClientError):
-            match = table.match(requested, request.path, host)
+            match = table.match(requested, request.path, host, view)
             if match.route.payload.cors is not None:
                 return match
-    return table.match(request.method, request.path, host)
+    return table.match(request.method, request.path, host, view)
+
+
+def route_view(
+    table: RouteTable[RouteSpec], request: Request, owned: frozenset[str]
+) -> RequestView | None:
+    """What route conditions read of ``request``: None when no route has conditions."""
+    if not table.conditional:
+        return None  # PERF: no view, nor header, query or cookie parsing, without conditions
+    return RequestView(request.headers.items(), request.query, owned)
 
 
 def _log_nearest(table: RouteTable[RouteSpec], request: Request) -> None:

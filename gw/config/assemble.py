@@ -18,8 +18,10 @@ from gw.auth.compile import compile_authenticator, compile_throttle
 from gw.auth.exclusions import GuardedRoute
 from gw.auth.throttle import FailureThrottle
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
+from gw.config.matching import compile_conditions
 from gw.config.settings import GatewaySettings, RouteSettings, ServerSettings
 from gw.config.upstreams import UpstreamSettings, compile_upstreams, retry_policy, upstream_for_url
+from gw.core.headers import canonical_name
 from gw.core.patterns import SegmentKind, parse_pattern
 from gw.core.retry import RetryPolicy
 from gw.core.rewrite import Rewrite, validate_prefix
@@ -108,6 +110,8 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
     keyed = any(r.idempotency for r in settings.routes)
     if keyed:
         warnings += _idempotency_warnings(settings)
+    if authenticator is not None:
+        _check_identity_conditions(routes, authenticator.header_names(), problems)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -218,6 +222,7 @@ def _route(
     mirror = None
     if route.mirror is not None:
         mirror = compile_mirror(route.mirror, route.upstream, upstreams, where, problems)
+    conditions = compile_conditions(where, route.match, problems)
     if len(problems) > count or rewrite is None or (upstream is None and aggregate is None):
         return None
     methods = frozenset(route.methods) if route.methods else None
@@ -245,7 +250,27 @@ def _route(
         route.idempotency,
     )
     host = route.host.lower() if route.host else None
-    return Route(name=name, pattern=route.path, payload=spec, methods=methods, host=host)
+    return Route(
+        name=name,
+        pattern=route.path,
+        payload=spec,
+        methods=methods,
+        host=host,
+        conditions=conditions,
+    )
+
+
+def _check_identity_conditions(
+    routes: list[Route[RouteSpec]], owned: frozenset[str], problems: list[str]
+) -> None:
+    """A condition on an identity header could never hold: gw drops the client's copy."""
+    for route in routes:
+        for condition in route.conditions:
+            if condition.source == "header" and canonical_name(condition.name) in owned:
+                problems.append(
+                    f"{route.payload.source}.match.headers: {condition.name!r} is an identity "
+                    "header gw sets itself (auth), so no condition can see a client's copy"
+                )
 
 
 def _rewrite(
@@ -273,9 +298,12 @@ def _rewrite(
 
 
 def _default_name(route: RouteSettings) -> str:
-    """``GET,POST /api/orders/**``, with the host when the route has one (``GET a.example/x``)."""
+    """``GET,POST /api/orders/**``, with the host when the route has one (``GET a.example/x``)
+    and its conditions (``GET /x if header x-canary = '1'``)."""
     methods = ",".join(route.methods) if route.methods else "ANY"
-    return f"{methods} {route.host.lower() if route.host else ''}{route.path}"
+    name = f"{methods} {route.host.lower() if route.host else ''}{route.path}"
+    conditions = compile_conditions("", route.match, [])
+    return name + (" if " + " and ".join(c.describe() for c in conditions) if conditions else "")
 
 
 def _route_warnings(settings: GatewaySettings) -> list[str]:

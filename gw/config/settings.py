@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gw.auth.settings import AuthSettings, RouteAuth
 from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
+from gw.config.matching import MatchSettings
 from gw.config.upstreams import UpstreamSettings
 from gw.core.forwarding import parse_networks
 from gw.core.methods import upper_methods
@@ -112,7 +113,13 @@ class RouteSettings(BaseModel):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     path: str
     methods: list[str] | None = None
-    host: str | None = None
+    host: str | None = Field(
+        default=None, description="Exact host, or '*.example.com' for any subdomain."
+    )
+    match: MatchSettings | None = Field(
+        default=None,
+        description="Conditions on headers, query parameters and cookies; all must hold.",
+    )
     upstream: str | None = Field(
         default=None, description="An upstream name, or a URL (seed 003 style)."
     )

@@ -168,7 +168,7 @@ def _route(walk: _Walk) -> None:
     request = _request(walk)
     table = walk.config.table
     try:
-        match = choose_route(table, request)
+        match = choose_route(table, request, _owned(walk.config))
     except RouteNotFound as ex:
         _near_misses(walk, request, table)
         walk.stop(ex.status, ex.code, ex.message)
