@@ -1,0 +1,81 @@
+"""Routes chosen by headers, query parameters and cookies, through ``Gateway.handle``: which
+upstream receives the request, and what a client cannot make gw pick."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.pipeline.harness import InProcessGateway
+from tests.support.fake_transport import FakeTransport
+
+STABLE = "stable.test:8001"
+CANARY = "canary.test:8002"
+
+
+@pytest.fixture
+def transport() -> Iterator[FakeTransport]:
+    fake = FakeTransport()
+    yield fake
+    fake.close()
+
+
+def gateway(transport: FakeTransport, *canary_matches: dict[str, object]) -> InProcessGateway:
+    routes: list[dict[str, object]] = [{"path": "/api/**", "upstream": "stable"}]
+    routes += [{"path": "/api/**", "upstream": "canary", "match": m} for m in canary_matches]
+    upstreams = {"stable": {"targets": [f"http://{STABLE}"]}}
+    upstreams["canary"] = {"targets": [f"http://{CANARY}"]}
+    return InProcessGateway({"upstreams": upstreams, "routes": routes}, transport)
+
+
+def test_a_canary_header_sends_the_request_to_the_canary(transport: FakeTransport) -> None:
+    stable, canary = transport.add(STABLE), transport.add(CANARY)
+    gw = gateway(transport, {"headers": {"X-Canary": "1"}})
+    assert gw.request("GET", "/api/a", {"x-canary": "1"}).status == 200
+    assert gw.request("GET", "/api/b", {"X-Canary": "0"}).status == 200
+    assert gw.request("GET", "/api/c").status == 200
+    assert [r.target for r in canary.received] == ["/api/a"]
+    assert [r.target for r in stable.received] == ["/api/b", "/api/c"]
+    assert canary.received[0].headers.get("x-canary") == "1"  # the header is forwarded
+
+
+def test_a_header_gw_drops_cannot_pick_a_route(transport: FakeTransport) -> None:
+    """Conditions see what the upstream receives: not a header the client names in
+    Connection (gw drops it), so naming it there cannot pick the route either."""
+    stable, canary = transport.add(STABLE), transport.add(CANARY)
+    gw = gateway(transport, {"headers": {"X-Canary": "1"}})
+    gw.request("GET", "/api/x", {"X-Canary": "1", "Connection": "X-Canary"})
+    assert canary.received == [] and len(stable.received) == 1
+    assert "x-canary" not in stable.received[0].headers
+
+
+def test_a_repeated_query_parameter_never_selects_a_route(transport: FakeTransport) -> None:
+    stable, canary = transport.add(STABLE), transport.add(CANARY)
+    gw = gateway(transport, {"query": {"version": ["v2", "v3"]}})
+    gw.request("GET", "/api/x?version=v2")
+    gw.request("GET", "/api/x?version=v2&version=v1")
+    gw.request("GET", "/api/x?version=v2&versio%6E=v1")
+    assert [r.target for r in canary.received] == ["/api/x?version=v2"]
+    assert len(stable.received) == 2
+
+
+def test_cookies_select_by_presence_and_prefix(transport: FakeTransport) -> None:
+    stable, canary = transport.add(STABLE), transport.add(CANARY)
+    gw = gateway(transport, {"cookies": {"beta": {"present": True}, "uid": {"prefix": "emp-"}}})
+    gw.request("GET", "/api/1", {"Cookie": "uid=emp-7; beta="})
+    gw.request("GET", "/api/2", {"Cookie": "uid=cust-7; beta=1"})
+    gw.request("GET", "/api/3", {"Cookie": "uid=emp-7"})
+    assert [r.target for r in canary.received] == ["/api/1"]
+    assert [r.target for r in stable.received] == ["/api/2", "/api/3"]
+
+
+def test_a_route_whose_conditions_fail_is_404_when_alone(transport: FakeTransport) -> None:
+    canary = transport.add(CANARY)
+    upstreams = {"canary": {"targets": [f"http://{CANARY}"]}}
+    route = {"path": "/beta/**", "upstream": "canary", "match": {"headers": {"X-Beta": "yes"}}}
+    gw = InProcessGateway({"upstreams": upstreams, "routes": [route]}, transport)
+    answer = gw.request("GET", "/beta/x")
+    assert answer.status == 404 and answer.json()["error"] == "route_not_found"
+    assert gw.request("GET", "/beta/x", {"X-Beta": "yes"}).status == 200
+    assert len(canary.received) == 1
