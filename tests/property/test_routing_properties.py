@@ -1,26 +1,31 @@
 """Properties of route precedence, checked against a naive reference matcher written here.
 
 The reference sorts the routes by the documented precedence rules and takes the first route
-that matches, segment by segment. It shares no code with ``gw.core.routing``.
+that matches, segment by segment, host and conditions (headers, query, cookies) included. It
+shares no code with ``gw.core.routing`` or ``gw.core.conditions``.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from urllib.parse import unquote
+from itertools import product
+from urllib.parse import parse_qsl, unquote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gw.core.conditions import Condition, RequestView
+from gw.core.headers import GATEWAY_OWNED
 from gw.core.paths import canonicalize, encode_path
 from gw.core.routes import Route
 from gw.core.routing import RouteTable
-from gw.errors import InvalidPath, MethodNotAllowed, RouteNotFound
+from gw.errors import ConfigError, InvalidPath, MethodNotAllowed, RouteNotFound
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 HOST = "tenant.example"
+WILDCARD = "*.example"  # serves tenant.example and deep.tenant.example, not example
 METHODS = ["GET", "HEAD", "POST", "DELETE"]
 LITERALS = ["a", "b", "sp%20ace"]  # as written in config; 'sp%20ace' is 'sp ace' in a path
 PATH_SEGMENTS = ["a", "b", "sp ace", "zz"]
@@ -63,10 +68,58 @@ def _rule_class(route: Route[str]) -> int:
     return 2 if kinds and kinds[-1] >= 2 else int(any(k != 0 for k in kinds))
 
 
+def _host_rank(host: str | None) -> int:
+    """0 an exact host, 1 a wildcard host, 2 no host."""
+    return 2 if host is None else 1 if host.startswith("*.") else 0
+
+
+def _host_matches(route_host: str | None, host: str | None) -> bool:
+    if route_host is None or route_host == host:
+        return True
+    return bool(host and route_host.startswith("*.") and host.endswith(route_host[1:]))
+
+
 def reference_key(route: Route[str]) -> tuple[object, ...]:
-    """The documented precedence: host, class, literal count, kinds left to right."""
+    """The documented precedence: host, class, literal count, kinds, number of conditions."""
     kinds = [_kind(part) for part in _pattern_parts(route.pattern)[0]]
-    return (route.host is None, _rule_class(route), -kinds.count(0), kinds)
+    return (
+        _host_rank(route.host),
+        _rule_class(route),
+        -kinds.count(0),
+        kinds,
+        -len(route.conditions),
+    )
+
+
+# What a request carries for conditions: header x-a, the raw query, the Cookie header.
+Carried = tuple[str | None, str, str | None]
+NOTHING: Carried = (None, "", None)
+
+
+def _carried_values(source: str, carried: Carried) -> list[str]:
+    header, query, cookie = carried
+    if source == "header":
+        return [] if header is None else [header]
+    if source == "query":
+        return [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "q"]
+    parts = (cookie or "").split("; ") if cookie else []
+    return [part.split("=", 1)[1] for part in parts if part.startswith("c=")]
+
+
+def _reference_holds(condition: Condition, carried: Carried) -> bool:
+    """A condition's documented meaning: a value test needs exactly one value."""
+    values = _carried_values(condition.source, carried)
+    if condition.kind in ("present", "absent"):
+        return bool(values) == (condition.kind == "present")
+    if len(values) != 1:
+        return False
+    if condition.kind == "prefix":
+        return values[0].startswith(condition.values[0])
+    return values[0] in condition.values
+
+
+def _conditions_hold(route: Route[str], carried: Carried) -> bool:
+    return all(_reference_holds(c, carried) for c in route.conditions)
 
 
 def _path_matches(pattern: str, path: str) -> bool:
@@ -87,9 +140,17 @@ def _allows(route: Route[str], method: str) -> bool:
     return methods is None or method in methods or (method == "HEAD" and "GET" in methods)
 
 
-def reference_match(routes: list[Route[str]], method: str, path: str, host: str | None) -> Outcome:
+def reference_match(
+    routes: list[Route[str]], method: str, path: str, host: str | None, carried: Carried = NOTHING
+) -> Outcome:
     """Loop over the routes in precedence order and take the first that matches."""
-    on_path = [r for r in routes if r.host in (None, host) and _path_matches(r.pattern, path)]
+    on_path = [
+        r
+        for r in routes
+        if _host_matches(r.host, host)
+        and _path_matches(r.pattern, path)
+        and _conditions_hold(r, carried)
+    ]
     for route in sorted(on_path, key=reference_key):
         if _allows(route, method):
             return Outcome(route.name)
@@ -100,9 +161,18 @@ def reference_match(routes: list[Route[str]], method: str, path: str, host: str 
     return Outcome(None, 405, tuple(sorted(allowed)))
 
 
-def compiled_match(table: RouteTable[str], method: str, path: str, host: str | None) -> Outcome:
+def view_of(carried: Carried) -> RequestView:
+    header, query, cookie = carried
+    headers = [("X-A", header)] if header is not None else []
+    headers += [("Cookie", cookie)] if cookie is not None else []
+    return RequestView(headers, query, GATEWAY_OWNED)
+
+
+def compiled_match(
+    table: RouteTable[str], method: str, path: str, host: str | None, carried: Carried = NOTHING
+) -> Outcome:
     try:
-        return Outcome(table.match(method, path, host).route.name)
+        return Outcome(table.match(method, path, host, view_of(carried)).route.name)
     except RouteNotFound:
         return Outcome(None, 404)
     except MethodNotAllowed as ex:
@@ -154,34 +224,84 @@ def _effective(methods: frozenset[str] | None) -> set[str]:
     return set(methods) | ({"HEAD"} if "GET" in methods else set())
 
 
+# Every value a condition of CONDITION_SETS can tell apart: enough to find a request that
+# satisfies two routes' conditions at once, when there is one.
+_WITNESSES = [None, "1", "2", "12", "3"]
+_WITNESS_REQUESTS: list[Carried] = [
+    (h, "" if q is None else f"q={q}", None if c is None else f"c={c}")
+    for h, q, c in product(_WITNESSES, repeat=3)
+]
+
+
+def _one_request_satisfies_both(a: Route[str], b: Route[str]) -> bool:
+    return any(
+        _conditions_hold(a, carried) and _conditions_hold(b, carried)
+        for carried in _WITNESS_REQUESTS
+    )
+
+
 def _without_clashes(routes: list[Route[str]]) -> list[Route[str]]:
-    """Drop routes that would be a config error: same signature, overlapping methods."""
+    """Drop routes that would be a config error: same signature, overlapping methods, as many
+    conditions, and some request that satisfies both routes' conditions."""
     kept: list[Route[str]] = []
     for route in routes:
         if not any(
             _signature(other) == _signature(route)
             and _effective(other.methods) & _effective(route.methods)
+            and len(other.conditions) == len(route.conditions)
+            and _one_request_satisfies_both(other, route)
             for other in kept
         ):
             kept.append(route)
     return kept
 
 
-def route_sets(hosts: bool = True) -> st.SearchStrategy[list[Route[str]]]:
+def _conditions(source: str, name: str) -> list[Condition]:
+    return [
+        Condition(source, name, "equals", ("1",)),
+        Condition(source, name, "equals", ("1", "2")),
+        Condition(source, name, "prefix", ("1",)),
+        Condition(source, name, "present"),
+        Condition(source, name, "absent"),
+    ]
+
+
+_HEADER, _QUERY, _COOKIE = (
+    _conditions("header", "x-a"),
+    _conditions("query", "q"),
+    _conditions("cookie", "c"),
+)
+CONDITION_SETS: list[tuple[Condition, ...]] = [
+    (),
+    (),
+    (),
+    *((c,) for c in _HEADER + _QUERY + _COOKIE),
+    *((h, q) for h, q in zip(_HEADER, _QUERY[1:] + _QUERY[:1], strict=True)),
+    *((q, c) for q, c in zip(_QUERY, _COOKIE[2:] + _COOKIE[:2], strict=True)),
+]
+
+
+def route_sets(
+    hosts: bool = True, patterns: list[str] = PATTERNS
+) -> st.SearchStrategy[list[Route[str]]]:
     """Draw up to 12 routes without config errors (one draw per field: data generation is the
     slow part of these tests)."""
     route = st.tuples(
-        st.sampled_from(PATTERNS),
+        st.sampled_from(patterns),
         st.sampled_from(METHOD_SETS),
-        st.sampled_from([None, None, HOST] if hosts else [None]),
+        st.sampled_from([None, None, HOST, WILDCARD] if hosts else [None]),
+        st.sampled_from(CONDITION_SETS),
     )
     return st.lists(route, min_size=1, max_size=12).map(_to_routes)
 
 
-def _to_routes(drawn: list[tuple[str, frozenset[str] | None, str | None]]) -> list[Route[str]]:
+Drawn = tuple[str, frozenset[str] | None, str | None, tuple[Condition, ...]]
+
+
+def _to_routes(drawn: list[Drawn]) -> list[Route[str]]:
     routes = [
-        Route(name=f"r{i}", pattern=pattern, payload=f"r{i}", methods=methods, host=host)
-        for i, (pattern, methods, host) in enumerate(drawn)
+        Route(f"r{i}", pattern, f"r{i}", methods=methods, host=host, conditions=conditions)
+        for i, (pattern, methods, host, conditions) in enumerate(drawn)
     ]
     return _without_clashes(routes)
 
@@ -194,7 +314,18 @@ def paths(draw: st.DrawFn) -> str:
     return "/" + "/".join(segments) + ("/" if draw(st.booleans()) else "")
 
 
-REQUESTS = st.tuples(st.sampled_from(METHODS), paths(), st.sampled_from([None, HOST, "other"]))
+CARRIED = st.tuples(
+    st.sampled_from([None, "1", "2", "12", "1,2"]),
+    st.sampled_from(["", "q=1", "q=2", "q=12", "q=1&q=2", "%71=1", "q=1&%71=1", "q"]),
+    st.sampled_from([None, "c=1", "c=2", "c=12", "c=1; c=2", "a=1; c=1"]),
+)
+REQUESTS = st.tuples(
+    st.sampled_from(METHODS),
+    paths(),
+    st.sampled_from([None, HOST, "deep.tenant.example", "example", "other"]),
+    CARRIED,
+)
+Request = tuple[str, str, str | None, Carried]
 
 
 # ---------------------------------------------------------------- properties
@@ -203,42 +334,42 @@ REQUESTS = st.tuples(st.sampled_from(METHODS), paths(), st.sampled_from([None, H
 @SETTINGS
 @given(route_sets(), st.lists(REQUESTS, min_size=1, max_size=8))
 def test_compiled_table_picks_the_same_route_as_the_naive_reference(
-    routes: list[Route[str]], requests: list[tuple[str, str, str | None]]
+    routes: list[Route[str]], requests: list[Request]
 ) -> None:
     """The trie picks what a plain loop over routes sorted by the documented rules picks."""
     table = RouteTable(routes)
-    for method, path, host in requests:
-        assert compiled_match(table, method, path, host) == reference_match(
-            routes, method, path, host
+    for method, path, host, carried in requests:
+        assert compiled_match(table, method, path, host, carried) == reference_match(
+            routes, method, path, host, carried
         )
 
 
 @SETTINGS
 @given(route_sets(), st.randoms(use_true_random=False), st.lists(REQUESTS, min_size=1, max_size=8))
 def test_shuffling_the_routes_never_changes_the_winner(
-    routes: list[Route[str]], rng: random.Random, requests: list[tuple[str, str, str | None]]
+    routes: list[Route[str]], rng: random.Random, requests: list[Request]
 ) -> None:
     """The most specific route wins whatever order the routes are written in."""
     shuffled = list(routes)
     rng.shuffle(shuffled)
     table, reshuffled = RouteTable(routes), RouteTable(shuffled)
     assert [r.name for r in table.ordered()] == [r.name for r in reshuffled.ordered()]
-    for method, path, host in requests:
-        assert compiled_match(table, method, path, host) == compiled_match(
-            reshuffled, method, path, host
+    for method, path, host, carried in requests:
+        assert compiled_match(table, method, path, host, carried) == compiled_match(
+            reshuffled, method, path, host, carried
         )
 
 
 @SETTINGS
 @given(route_sets(), st.lists(REQUESTS, min_size=1, max_size=8))
 def test_a_wildcard_never_shadows_a_more_specific_route(
-    routes: list[Route[str]], requests: list[tuple[str, str, str | None]]
+    routes: list[Route[str]], requests: list[Request]
 ) -> None:
     """If an exact or parameter route (of the same or a better host) matches, it wins."""
     table = RouteTable(routes)
     by_name = {r.name: r for r in routes}
-    for method, path, host in requests:
-        outcome = compiled_match(table, method, path, host)
+    for method, path, host, carried in requests:
+        outcome = compiled_match(table, method, path, host, carried)
         if outcome.winner is None:
             continue
         winner = by_name[outcome.winner]
@@ -248,27 +379,84 @@ def test_a_wildcard_never_shadows_a_more_specific_route(
             r.name
             for r in routes
             if _rule_class(r) < 2
-            and r.host in (None, host)
-            and (r.host is not None or winner.host is None)  # same or better host rank
+            and _host_matches(r.host, host)
+            and _host_rank(r.host) <= _host_rank(winner.host)  # same or better host rank
             and _path_matches(r.pattern, path)
             and _allows(r, method)
+            and _conditions_hold(r, carried)
         ]
         assert shadowed == [], f"{winner.pattern} won over {shadowed} for {method} {path}"
 
 
 @SETTINGS
 @given(route_sets(), st.lists(REQUESTS, min_size=1, max_size=8))
-def test_best_candidate_is_the_match(
-    routes: list[Route[str]], requests: list[tuple[str, str, str | None]]
-) -> None:
+def test_best_candidate_is_the_match(routes: list[Route[str]], requests: list[Request]) -> None:
     """`gw explain` lists candidates best first: its first one is the route that serves."""
     table = RouteTable(routes)
-    for method, path, host in requests:
-        candidates = table.candidates(method, path, host)
-        outcome = compiled_match(table, method, path, host)
+    for method, path, host, carried in requests:
+        candidates = table.candidates(method, path, host, view_of(carried))
+        outcome = compiled_match(table, method, path, host, carried)
         assert [c.route.name for c in candidates[:1]] == (
             [outcome.winner] if outcome.winner else []
         )
+
+
+FEW_PATTERNS = ["/a", "/{p0}", "/a/**", "/**"]  # so that routes share paths, and conditions decide
+FEW_REQUESTS = st.tuples(
+    st.sampled_from(METHODS),
+    st.sampled_from(["/a", "/b", "/a/b"]),
+    st.sampled_from([None, HOST, "deep.tenant.example"]),
+    CARRIED,
+)
+
+
+@SETTINGS
+@given(
+    route_sets(patterns=FEW_PATTERNS),
+    st.randoms(use_true_random=False),
+    st.lists(FEW_REQUESTS, min_size=1, max_size=12),
+)
+def test_on_shared_paths_conditions_pick_the_reference_route_in_any_order(
+    routes: list[Route[str]], rng: random.Random, requests: list[Request]
+) -> None:
+    """Among routes of one path, the route with more conditions that hold wins, whatever order
+    the routes are written in; one with conditions that fail is passed over."""
+    shuffled = list(routes)
+    rng.shuffle(shuffled)
+    table, reshuffled = RouteTable(routes), RouteTable(shuffled)
+    for method, path, host, carried in requests:
+        expected = reference_match(routes, method, path, host, carried)
+        assert compiled_match(table, method, path, host, carried) == expected
+        assert compiled_match(reshuffled, method, path, host, carried) == expected
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["/a", "/{p0}"]),
+            st.sampled_from(METHOD_SETS),
+            st.sampled_from([None, HOST]),
+            st.sampled_from(CONDITION_SETS),
+        ),
+        min_size=2,
+        max_size=2,
+    )
+)
+def test_two_routes_one_request_could_match_at_equal_rank_are_refused(pair: list[Drawn]) -> None:
+    """A config is refused exactly when some request would match two routes of equal rank."""
+    routes = [
+        Route(f"r{i}", pattern, f"r{i}", methods=methods, host=host, conditions=conditions)
+        for i, (pattern, methods, host, conditions) in enumerate(pair)
+    ]
+    clash = len(_without_clashes(routes)) < 2
+    try:
+        RouteTable(routes)
+    except ConfigError as ex:
+        assert clash, str(ex)
+        assert "routes[0] and routes[1]" in str(ex)
+    else:
+        assert not clash
 
 
 RAW_SEGMENTS = st.sampled_from(
