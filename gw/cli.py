@@ -140,6 +140,7 @@ def _routes(config: Config, _: argparse.Namespace) -> int:
     for rank, route in enumerate(config.table.ordered(), 1):
         methods = ",".join(sorted(route.methods)) if route.methods else "ANY"
         host = f" host={route.host}" if route.host else ""
+        host += "".join(f" [{c.describe()}]" for c in route.conditions)
         spec = route.payload
         print(
             f"{rank:3d}. {methods:<12} {route.pattern}{host} -> {spec.upstream}"

@@ -167,7 +167,7 @@ class Gateway:
             match = choose_route(self.config.table, request, self.owned)
         except RouteNotFound:
             if log.isEnabledFor(logging.DEBUG):
-                _log_nearest(self.config.table, request)
+                _log_nearest(self.config.table, request, self.owned)
             raise
         request.exchange.route = match.route.name
         request.params = match.params
@@ -469,10 +469,11 @@ def route_view(
     return RequestView(request.headers.items(), request.query, owned)
 
 
-def _log_nearest(table: RouteTable[RouteSpec], request: Request) -> None:
+def _log_nearest(table: RouteTable[RouteSpec], request: Request, owned: frozenset[str]) -> None:
     """Say at debug level which routes came nearest to a request that matched none."""
     host = request.authority.name if request.authority else None
-    misses = nearest(table.ordered(), request.method, request.path, host)
+    view = route_view(table, request, owned)
+    misses = nearest(table.ordered(), request.method, request.path, host, view=view)
     log.debug(
         "no route for %s %s (request %s); nearest: %s",
         request.method,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Generic, TypeVar
 
+from gw.core.conditions import EMPTY_VIEW, RequestView
 from gw.core.patterns import Pattern, SegmentKind, parse_pattern
 from gw.core.routes import Route, effective_methods
 
@@ -31,11 +32,17 @@ class NearMiss(Generic[T]):
 
 
 def nearest(
-    routes: Sequence[Route[T]], method: str, path: str, host: str | None, limit: int = 3
+    routes: Sequence[Route[T]],
+    method: str,
+    path: str,
+    host: str | None,
+    limit: int = 3,
+    view: RequestView | None = None,
 ) -> list[NearMiss[T]]:
     """Return up to ``limit`` routes nearest to the request, nearest first (ties: precedence).
 
-    ``path`` is canonical; ``host`` the effective host name, lower case, without its port.
+    ``path`` is canonical; ``host`` the effective host name, lower case, without its port;
+    ``view`` what route conditions read (None: no headers, query or cookies).
     """
     segments = path.split("/")[1:] if path != "/" else []
     trailing = path.endswith("/") and path != "/"
@@ -47,7 +54,7 @@ def nearest(
             _pattern(route.pattern), segments, trailing
         )
         differences = [path_difference] if path_difference else []
-        if route.host is not None and route.host != host:
+        if route.host is not None and not _host_accepts(route.host, host):
             differences.append(
                 f"host: the route wants {route.host}, the request has {host or 'no host'}"
             )
@@ -55,6 +62,9 @@ def nearest(
         if methods is not None and method not in methods:
             allowed = ", ".join(sorted(methods))
             differences.append(f"method: {method} is not allowed (the route allows {allowed})")
+        failed = [c.describe() for c in route.conditions if not c.holds(view or EMPTY_VIEW)]
+        if failed:
+            differences.append(f"conditions: {', '.join(failed)} failed")
         if not differences:
             continue  # it matches: not a near miss
         key = (-accepted, -likeness, len(differences), rank)
@@ -69,6 +79,13 @@ def describe(misses: Sequence[NearMiss[T]]) -> str:
         f"{miss.route.name} ({miss.route.pattern}): {', '.join(miss.differences)}"
         for miss in misses
     )
+
+
+def _host_accepts(wanted: str, host: str | None) -> bool:
+    """Whether a route's host (exact, or ``*.suffix``) accepts the request's host."""
+    if wanted.startswith("*."):
+        return host is not None and host.endswith(wanted[1:])
+    return wanted == host
 
 
 @lru_cache(maxsize=1024)

@@ -17,6 +17,7 @@ from gw.auth.identity import UnsafeClaim, build_identity
 from gw.auth.throttle import key_for as throttle_key
 from gw.cache.stage import key_for as cache_key_for
 from gw.config.assemble import Config, RouteSpec
+from gw.core.conditions import Condition, RequestView
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import GATEWAY_OWNED
 from gw.core.hosts import HostAllowList
@@ -167,10 +168,11 @@ def _ingress(walk: _Walk) -> None:
 def _route(walk: _Walk) -> None:
     request = _request(walk)
     table = walk.config.table
+    view = RequestView(request.headers.items(), request.query, _owned(walk.config))
     try:
         match = choose_route(table, request, _owned(walk.config))
     except RouteNotFound as ex:
-        _near_misses(walk, request, table)
+        _near_misses(walk, request, table, view)
         walk.stop(ex.status, ex.code, ex.message)
         return
     route = match.route
@@ -178,14 +180,21 @@ def _route(walk: _Walk) -> None:
     request.exchange.route = route.name
     request.params = match.params
     host = request.authority.name if request.authority else None
-    beaten = table.candidates(request.method, request.path, host)[1:]
+    considered = table.considered(request.method, request.path, host, view)
+    at = next(i for i, (hit, _) in enumerate(considered) if hit.route is route)
     details = [f"why: {RouteTable.explain_rank(route)}"]
+    details += [f"condition {text}" for text in _verdicts(route.conditions, view)]
     if match.params:
         details.append(f"params: {dict(match.params)}")
-    details += [
-        f"also matches, ranks lower: {other.route.pattern} [{other.route.payload.source}]"
-        for other in beaten
-    ]
+    excluded = [hit.route for hit, holds in considered if not holds]
+    for i, (hit, holds) in enumerate(considered):
+        if i == at:
+            continue
+        other = hit.route
+        place = "ranks higher" if i < at else "ranks lower"
+        verdict = "also matches" if holds else "excluded by conditions"
+        details.append(f"{verdict}, {place}: {other.pattern} [{other.payload.source}]")
+        details += [f"  condition {text}" for text in _verdicts(other.conditions, view)]
     walk.add(
         Stage(
             "route",
@@ -196,16 +205,25 @@ def _route(walk: _Walk) -> None:
                 "source": spec.source,
                 "pattern": route.pattern,
                 "params": dict(match.params),
-                "ranks_lower": [other.route.name for other in beaten],
+                "conditions": _verdicts(route.conditions, view),
+                "ranks_lower": [hit.route.name for hit, holds in considered[at + 1 :] if holds],
+                "excluded_by_conditions": [other.name for other in excluded],
             },
         )
     )
     walk.spec = spec
 
 
-def _near_misses(walk: _Walk, request: Request, table: RouteTable[RouteSpec]) -> None:
+def _verdicts(conditions: Sequence[Condition], view: RequestView) -> list[str]:
+    """Each condition and whether the request satisfied it."""
+    return [f"{c.describe()}: {'matched' if c.holds(view) else 'failed'}" for c in conditions]
+
+
+def _near_misses(
+    walk: _Walk, request: Request, table: RouteTable[RouteSpec], view: RequestView
+) -> None:
     host = request.authority.name if request.authority else None
-    misses = nearest(table.ordered(), request.method, request.path, host)
+    misses = nearest(table.ordered(), request.method, request.path, host, view=view)
     walk.add(
         Stage(
             "route",

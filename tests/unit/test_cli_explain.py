@@ -75,3 +75,79 @@ def test_an_api_key_caller_gets_a_bucket_in_every_limit(
         "  per-key (10/60s key api_key): bucket per-key|key:partner-1",
         "  tenant (5/60s key header:X-Tenant+route): bucket tenant|h:x-tenant=t1|route:api",
     ]
+
+
+CANARY_CONFIG = {
+    "upstreams": {
+        "stable": {"targets": ["http://127.0.0.1:9"]},
+        "canary": {"targets": ["http://127.0.0.1:10"]},
+    },
+    "routes": [
+        {"name": "api", "path": "/api/**", "upstream": "stable"},
+        {
+            "name": "canary",
+            "path": "/api/**",
+            "upstream": "canary",
+            "match": {"headers": {"X-Canary": "1"}, "cookies": {"beta": {"present": True}}},
+        },
+        {"name": "v2", "path": "/api/**", "upstream": "canary", "match": {"query": {"v": "2"}}},
+    ],
+}
+
+
+def explain_canary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, *options: str
+) -> list[str]:
+    """The route stage's lines, without the rank explanation."""
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(CANARY_CONFIG))
+    assert main(["explain", "-c", str(path), "GET", target, *options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("route: "))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))
+    return [line for line in lines[start:end] if not line.startswith("  why: ")]
+
+
+def test_explain_shows_which_conditions_chose_the_route(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["-H", "X-Canary: 1", "--cookie", "beta=yes", "--cookie", "other=1"]
+    assert explain_canary(tmp_path, capsys, "/api/x?v=3", *options) == [
+        "route: canary [routes[1]] pattern /api/**",
+        "  condition cookie beta present: matched",
+        "  condition header x-canary = '1': matched",
+        "  excluded by conditions, ranks lower: /api/** [routes[2]]",
+        "    condition query v = '2': failed",
+        "  also matches, ranks lower: /api/** [routes[0]]",
+    ]
+
+
+def test_explain_shows_the_routes_conditions_excluded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Routes that rank above the winner but whose conditions failed are listed, and why."""
+    assert explain_canary(tmp_path, capsys, "/api/x?v=2", "-H", "X-Canary: 1") == [
+        "route: v2 [routes[2]] pattern /api/**",
+        "  condition query v = '2': matched",
+        "  excluded by conditions, ranks higher: /api/** [routes[1]]",
+        "    condition cookie beta present: failed",
+        "    condition header x-canary = '1': matched",
+        "  also matches, ranks lower: /api/** [routes[0]]",
+    ]
+
+
+def test_explain_says_which_conditions_failed_when_no_route_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When no route matches, the nearest routes say which of their conditions failed."""
+    config = {
+        "upstreams": CANARY_CONFIG["upstreams"],
+        "routes": [
+            {"path": "/beta/**", "upstream": "canary", "match": {"headers": {"X-Beta": "1"}}}
+        ],
+    }
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["explain", "-c", str(path), "GET", "/beta/x", "-H", "X-Beta: 2"]) == 1
+    out = capsys.readouterr().out
+    assert "conditions: header x-beta = '1' failed" in out
