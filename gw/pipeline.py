@@ -20,7 +20,7 @@ from gw.auth.stage import AuthStage
 from gw.cache.stage import CacheStage
 from gw.config.assemble import Config, RouteSpec
 from gw.core.body import LimitedBody, request_body
-from gw.core.conditions import RequestView
+from gw.core.conditions import RequestView, parse_cookies
 from gw.core.exchange import ClosingBody, Exchange, Outcome
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import (
@@ -493,7 +493,8 @@ def _log_parts(exchange: Exchange, reports: list[PartReport]) -> None:
 def _balance_key(
     client: UpstreamClient, request: Request, headers: Mapping[str, str]
 ) -> str | None:
-    """The sticky key of a ``balance: hash`` upstream: client address, user, or a header."""
+    """The sticky key of a ``balance: hash`` upstream: client address, user, a header or a
+    cookie (as forwarded); None (no key: weighted round robin) when it is missing."""
     source = client.hash_source
     if source is None:
         return None
@@ -502,5 +503,10 @@ def _balance_key(
         return request.client.ip
     if kind == "user":
         return request.identity.subject if request.identity else None
+    if kind == "cookie":
+        cookie = next((v for k, v in headers.items() if k.lower() == "cookie"), "")
+        values = parse_cookies(cookie).get(name, [])
+        # A repeated cookie is no key: the upstream could read the other copy.
+        return values[0] if len(values) == 1 else None
     wanted = name.lower()
     return next((v for k, v in headers.items() if k.lower() == wanted), None)

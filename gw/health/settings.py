@@ -9,7 +9,7 @@
           - http://10.0.0.5:8080                     # weight 1
           - {url: "http://10.0.0.9:8080", weight: 19}
         balance: weighted        # round_robin (default) | least_outstanding | weighted | hash
-        hash_key: header:X-Tenant   # with balance: hash; client_ip | user | header:NAME
+        hash_key: header:X-Tenant   # with balance: hash; client_ip, user, header:NAME, cookie:NAME
         passive: {consecutive_failures: 5, cooldown: 10, max_cooldown: 300,
                   failure_statuses: [502, 503, 504]}
         active: {path: /health, interval: 5, timeout: 2,
@@ -49,7 +49,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Count = Annotated[int, Field(ge=1, le=1000)]
 
-_HASH_KEY = re.compile(r"client_ip|user|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HASH_KEY = re.compile(r"client_ip|user|(?:header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS_RANGE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
 # APPSEC: the check path goes on the request line as is: no spaces, no control characters.
 _CHECK_PATH = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"
@@ -203,7 +203,7 @@ class UpstreamHealthSettings(BaseModel):
     balance: Literal["round_robin", "least_outstanding", "weighted", "hash"] = "round_robin"
     hash_key: str | None = Field(
         default=None,
-        description="With balance: hash: client_ip, user, or header:NAME.",
+        description="With balance: hash: client_ip, user, header:NAME or cookie:NAME.",
     )
     passive: PassiveSettings = PassiveSettings()
     active: ActiveSettings | None = None
@@ -213,7 +213,7 @@ class UpstreamHealthSettings(BaseModel):
     @classmethod
     def _hash_key(cls, value: str | None) -> str | None:
         if value is not None and not _HASH_KEY.fullmatch(value):
-            raise ValueError("must be client_ip, user or header:NAME")
+            raise ValueError("must be client_ip, user, header:NAME or cookie:NAME")
         return value
 
     @model_validator(mode="after")
@@ -229,7 +229,7 @@ class UpstreamHealthSettings(BaseModel):
         return [(t.url, t.weight) for t in self.targets]
 
     def hash_source(self) -> tuple[str, str] | None:
-        """Return ``("client_ip"|"user"|"header", header name or "")``, or None."""
+        """Return ``("client_ip"|"user"|"header"|"cookie", the name or "")``, or None."""
         if self.hash_key is None:
             return None
         kind, _, name = self.hash_key.partition(":")

@@ -129,6 +129,14 @@ def test_hash_weights_shape_the_share_of_keys(balancer: Build) -> None:
     assert 2850 <= seen[0] <= 3150 and seen[2] == 0, seen
 
 
+def test_a_hash_split_of_90_10_stays_90_10_over_many_keys(balancer: Build) -> None:
+    """A sticky canary split: each key keeps its side, and the sides keep their weights."""
+    b = balancer(weights=(90, 10), urls=URLS[:2], balance="hash")
+    first = [b.pick(f"uid-{i}").target_index for i in range(5000)]
+    assert abs(first.count(1) / 5000 - 0.10) <= 0.015, first.count(1)
+    assert [b.pick(f"uid-{i}").target_index for i in range(5000)] == first
+
+
 def test_ejecting_a_target_moves_only_its_own_keys(
     balancer: Build, table: HealthTable, clock: FakeClock
 ) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gw.errors import ConfigError
 from tests.pipeline.harness import InProcessGateway
 from tests.support.fake_transport import FakeTransport
 
@@ -79,3 +80,35 @@ def test_a_route_whose_conditions_fail_is_404_when_alone(transport: FakeTranspor
     assert answer.status == 404 and answer.json()["error"] == "route_not_found"
     assert gw.request("GET", "/beta/x", {"X-Beta": "yes"}).status == 200
     assert len(canary.received) == 1
+
+
+def test_a_hash_on_a_cookie_keeps_a_user_on_one_target(transport: FakeTransport) -> None:
+    """``hash_key: cookie:uid``: one uid, one target; a repeated uid is no key (round robin)."""
+    a, b = transport.add("a.test:8001"), transport.add("b.test:8002")
+    app = {
+        "targets": ["http://a.test:8001", "http://b.test:8002"],
+        "balance": "hash",
+        "hash_key": "cookie:uid",
+    }
+    routes = [{"path": "/**", "upstream": "app"}]
+    gw = InProcessGateway({"upstreams": {"app": app}, "routes": routes}, transport)
+    for user in range(8):
+        for _ in range(3):
+            gw.request("GET", f"/u{user}", {"Cookie": f"theme=dark; uid={user}"})
+    by_user = {r.target for r in a.received}, {r.target for r in b.received}
+    assert not by_user[0] & by_user[1] and len(by_user[0] | by_user[1]) == 8
+    assert len(a.received) + len(b.received) == 24
+    before = len(a.received), len(b.received)
+    for _ in range(4):
+        gw.request("GET", "/twice", {"Cookie": "uid=1; uid=2"})
+    assert (len(a.received) - before[0], len(b.received) - before[1]) == (2, 2)
+
+
+@pytest.mark.parametrize("key", ["cookie:", "cookie:a b", "cookies:uid"])
+def test_a_bad_cookie_hash_key_is_refused(transport: FakeTransport, key: str) -> None:
+    app = {"targets": ["http://a.test:8001"], "balance": "hash", "hash_key": key}
+    with pytest.raises(ConfigError) as caught:
+        InProcessGateway({"upstreams": {"app": app}, "routes": []}, transport)
+    assert "upstreams.app.hash_key: must be client_ip, user, header:NAME or cookie:NAME" in str(
+        caught.value
+    )
