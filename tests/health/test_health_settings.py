@@ -43,7 +43,9 @@ def test_hash_keys_are_named_and_required_with_hash_balancing() -> None:
     assert load(balance="hash", hash_key="client_ip").hash_source() == ("client_ip", "")
     assert "hash_key is required" in problem(balance="hash")
     assert "only there" in problem(hash_key="user")
-    assert problem(balance="hash", hash_key="cookie:sid").startswith("hash_key:")
+    assert load(balance="hash", hash_key="cookie:sid").hash_source() == ("cookie", "sid")
+    assert problem(balance="hash", hash_key="cookie:").startswith("hash_key:")
+    assert problem(balance="hash", hash_key="session:sid").startswith("hash_key:")
     assert problem(balance="hash", hash_key="header:Bad Name").startswith("hash_key:")
 
 
