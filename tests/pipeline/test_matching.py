@@ -4,15 +4,19 @@ upstream receives the request, and what a client cannot make gw pick."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from gw.errors import ConfigError
+from gw.explain import Probe, explain
 from tests.pipeline.harness import InProcessGateway
 from tests.support.fake_transport import FakeTransport
 
 STABLE = "stable.test:8001"
 CANARY = "canary.test:8002"
+BETA = "beta.test:8003"
+UPSTREAMS = {"stable": STABLE, "canary": CANARY, "beta": BETA}  # named like their routes
 
 
 @pytest.fixture
@@ -112,3 +116,51 @@ def test_a_bad_cookie_hash_key_is_refused(transport: FakeTransport, key: str) ->
     assert "upstreams.app.hash_key: must be client_ip, user, header:NAME or cookie:NAME" in str(
         caught.value
     )
+
+
+AGREE_CONFIG: dict[str, Any] = {
+    "upstreams": {
+        "stable": {"targets": [f"http://{STABLE}"]},
+        "canary": {"targets": [f"http://{CANARY}"]},
+        "beta": {"targets": [f"http://{BETA}"]},
+    },
+    "routes": [
+        {"name": "stable", "path": "/api/**", "upstream": "stable"},
+        {
+            "name": "canary",
+            "path": "/api/**",
+            "upstream": "canary",
+            "match": {"headers": {"X-Canary": "1"}, "query": {"v": ["2", "3"]}},
+        },
+        {
+            "name": "beta",
+            "path": "/api/**",
+            "upstream": "beta",
+            "match": {"cookies": {"beta": {"prefix": "on"}}, "query": {"v": {"present": False}}},
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/api/x?v=2", {"X-Canary": "1"}),
+        ("/api/x?v=2&v=3", {"X-Canary": "1"}),
+        ("/api/x?v=2", {"X-Canary": "1", "Connection": "X-Canary"}),
+        ("/api/x?v=4", {"X-Canary": "1"}),
+        ("/api/x", {"Cookie": "beta=on-1"}),
+        ("/api/x?v", {"Cookie": "beta=on-1"}),
+        ("/api/x", {"Cookie": "beta=on; beta=off"}),
+    ],
+)
+def test_explain_names_the_route_the_live_request_takes(
+    transport: FakeTransport, target: str, headers: dict[str, str]
+) -> None:
+    upstreams = {name: transport.add(netloc) for name, netloc in UPSTREAMS.items()}
+    live = InProcessGateway(AGREE_CONFIG, transport)
+    assert live.request("GET", target, headers).status == 200
+    probe = Probe("GET", target, host="gw.test", headers=list(headers.items()))
+    route = next(s for s in explain(live.gateway.config, probe).stages if s.name == "route")
+    reached = [name for name, upstream in upstreams.items() if upstream.received]
+    assert reached == [route.data["route"]]

@@ -9,6 +9,7 @@ import pytest
 from gw.config.load import parse_config
 from gw.core.conditions import Condition, RequestView, compatible
 from gw.core.headers import GATEWAY_OWNED
+from gw.core.nearest import nearest
 from gw.core.routes import Route
 from gw.core.routing import RouteTable
 from gw.errors import ConfigError, RouteNotFound
@@ -223,3 +224,14 @@ def test_a_condition_on_an_identity_header_is_refused() -> None:
             auth=auth,
         )
     assert "routes[0].match.headers: 'x-consumer' is an identity header" in str(caught.value)
+
+
+def test_nearest_says_which_conditions_failed_and_reads_wildcard_hosts() -> None:
+    routes = [route("canary", CANARY, host="*.example.com")]
+    misses = nearest(routes, "GET", "/api/x", "shop.example.com", view=view({"X-Canary": "2"}))
+    assert [m.differences for m in misses] == [("conditions: header x-canary = '1' failed",)]
+    assert nearest(routes, "GET", "/api/x", "shop.example.com", view=view({"X-Canary": "1"})) == []
+    misses = nearest(routes, "GET", "/api/x", "example.com", view=view({"X-Canary": "1"}))
+    assert misses[0].differences == (
+        "host: the route wants *.example.com, the request has example.com",
+    )
