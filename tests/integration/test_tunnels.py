@@ -1,0 +1,217 @@
+"""WebSocket tunnels through real gunicorn (gw's gevent worker), with the ``websockets``
+library on both sides: echo both ways, closes passed on, the idle limit, the per-worker cap,
+authentication of the handshake, the open-tunnel gauge, and a worker stop."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from gw.auth import hash_api_key
+from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.ws_upstream import WsUpstream, connect_kwargs, start_ws_upstream, ws_url
+
+pytestmark = pytest.mark.integration
+
+KEY = "alice-key-" + "a" * 24
+AUTH = {"X-API-Key": KEY}
+
+
+def gateway_config(upstream: WsUpstream, **tunnels: Any) -> dict[str, Any]:
+    return {
+        "upstreams": {"chat": {"targets": [upstream.url]}},
+        "auth": {
+            "type": "api_key",
+            "api_keys": {
+                "keys": [{"id": "alice", "sha256": hash_api_key(KEY), "consumer": "alice"}]
+            },
+        },
+        "tunnels": tunnels,
+        "routes": [
+            {"name": "ws", "path": "/ws/**", "upstream": "chat", "upgrade": ["websocket"]},
+            {"name": "open", "path": "/open/**", "upstream": "chat", "auth": "none"},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[GatewayProcess, WsUpstream]]:
+    upstream = start_ws_upstream()
+    gw = start_gateway(
+        gateway_config(upstream, idle_timeout=1.5, max_per_worker=2), workers=1, threads=1
+    )
+    yield gw, upstream
+    gw.stop()
+    upstream.close()
+
+
+def ws(gw: GatewayProcess, path: str = "/ws/room", **headers: str) -> ClientConnection:
+    return connect(ws_url(gw.url, path), additional_headers=headers, **connect_kwargs())
+
+
+def test_messages_echo_both_ways_text_and_binary(stack: tuple[GatewayProcess, WsUpstream]) -> None:
+    gw, upstream = stack
+    with ws(gw, **AUTH) as conn:
+        conn.send("hello")
+        assert conn.recv(timeout=5) == "hello"
+        blob = bytes(range(256)) * 300  # several TCP segments, every byte value
+        conn.send(blob)
+        assert conn.recv(timeout=5) == blob
+        assert conn.response.status_code == 101
+        assert conn.response.headers["Upgrade"].lower() == "websocket"
+        assert conn.response.headers["X-Request-Id"]
+    seen = upstream.handshakes[-1]
+    assert seen["X-User-Id"] == "alice"  # the handshake was authenticated like any request
+    assert "Sec-WebSocket-Key" in seen and seen["Sec-WebSocket-Version"] == "13"
+
+
+def test_handshake_without_credential_is_refused_before_the_upstream(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, upstream = stack
+    before = len(upstream.handshakes)
+    with pytest.raises(InvalidStatus) as refused:
+        ws(gw)
+    assert refused.value.response.status_code == 401
+    assert b'"unauthorized"' in refused.value.response.body
+    assert len(upstream.handshakes) == before
+
+
+def test_client_going_away_closes_the_upstream_side(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, upstream = stack
+    ended = len(upstream.ended)
+    with ws(gw, **AUTH) as conn:
+        conn.send("x")
+        assert conn.recv(timeout=5) == "x"
+        conn.socket.shutdown(socket.SHUT_RDWR)  # no close frame: only the TCP close says it
+        assert upstream.wait_ended(ended + 1, timeout=5)
+
+
+def test_upstream_close_reaches_the_client(stack: tuple[GatewayProcess, WsUpstream]) -> None:
+    gw, _ = stack
+    with ws(gw, **AUTH) as conn:
+        conn.send("close")
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=5)
+        assert time.monotonic() - started < 3  # the TCP close too (close_timeout is 10 s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+
+
+def test_an_idle_tunnel_is_closed(stack: tuple[GatewayProcess, WsUpstream]) -> None:
+    gw, upstream = stack
+    ended = len(upstream.ended)
+    with ws(gw, **AUTH) as conn:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            conn.recv(timeout=10)
+        assert time.monotonic() - started < 6  # idle_timeout 1.5 s, checked every second
+    assert upstream.wait_ended(ended + 1, timeout=5)
+
+
+def test_over_the_cap_the_handshake_gets_503_and_the_gauge_counts(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, upstream = stack
+    with ws(gw, **AUTH) as first, ws(gw, **AUTH) as second:
+        assert _gauge(gw) == 2
+        before = len(upstream.handshakes)
+        with pytest.raises(InvalidStatus) as refused:
+            ws(gw, **AUTH)
+        assert refused.value.response.status_code == 503
+        assert b'"tunnel_limit"' in refused.value.response.body
+        assert len(upstream.handshakes) == before  # refused before connecting
+        second.send("still here")
+        assert second.recv(timeout=5) == "still here"
+        first.send("me too")
+        assert first.recv(timeout=5) == "me too"
+    assert _wait(lambda: _gauge(gw) == 0)
+    with ws(gw, **AUTH) as conn:  # the places were given back
+        conn.send("again")
+        assert conn.recv(timeout=5) == "again"
+
+
+def test_upgrade_on_a_route_without_upgrade_is_a_plain_request(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, upstream = stack
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /open/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"plain\n")
+    seen = upstream.plain[-1]
+    assert "Upgrade" not in seen and "upgrade" not in seen.get("Connection", "").lower()
+
+
+def test_upgrade_with_a_body_is_still_refused(stack: tuple[GatewayProcess, WsUpstream]) -> None:
+    gw, upstream = stack
+    before = len(upstream.handshakes)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /ws/room HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert len(upstream.handshakes) == before
+
+
+def test_a_stopping_worker_closes_its_tunnels_promptly() -> None:
+    upstream = start_ws_upstream()
+    gw = start_gateway(gateway_config(upstream, idle_timeout=60), workers=1, threads=1)
+    try:
+        with ws(gw, **AUTH) as conn:
+            conn.send("before the stop")
+            assert conn.recv(timeout=5) == "before the stop"
+            started = time.monotonic()
+            gw.stop()  # SIGTERM: graceful, GW_GRACEFUL_TIMEOUT=5
+            assert gw.proc.returncode == 0
+            assert time.monotonic() - started < 4.5  # not held until the graceful timeout
+            with pytest.raises(ConnectionClosed):
+                conn.recv(timeout=5)
+        assert upstream.wait_ended(1, timeout=5)
+        assert "tunnel (websocket) ended: worker_stopping" in gw.log_text()
+    finally:
+        gw.stop()
+        upstream.close()
+
+
+def _gauge(gw: GatewayProcess) -> float:
+    text = requests.get(gw.url + "/metrics", timeout=5).text
+    found = re.search(r"^gw_tunnels_open(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+    assert found, text[:2000]
+    return float(found.group(1))
+
+
+def _wait(check: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
