@@ -8,6 +8,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from gw.auth import hash_api_key
+from tests.integration.test_deploy import require_tool, start_nginx, wait_healthy_through
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.ws_upstream import WsUpstream, connect_kwargs, start_ws_upstream, ws_url
 
@@ -186,6 +188,36 @@ def test_a_stopping_worker_closes_its_tunnels_promptly() -> None:
         assert upstream.wait_ended(1, timeout=5)
         assert "tunnel (websocket) ended: worker_stopping" in gw.log_text()
     finally:
+        gw.stop()
+        upstream.close()
+
+
+def test_through_the_nginx_drop_in(tmp_path: Path) -> None:
+    """deploy/nginx/gw.conf as shipped passes the upgrade to gw, and relays the tunnel; the
+    plain requests on the same location keep their keep-alive connection to gunicorn."""
+    nginx_bin = require_tool("nginx", "nginx", fail_on_ci=True)
+    upstream = start_ws_upstream()
+    sock = tmp_path / "gw.sock"
+    gw = start_gateway(gateway_config(upstream), workers=1, threads=1, bind=f"unix:{sock}")
+    nginx = None
+    try:
+        nginx = start_nginx(nginx_bin, tmp_path / "nginx", sock)
+        wait_healthy_through(nginx, gw)
+        url = f"ws://127.0.0.1:{nginx.port}/ws/room"
+        with connect(url, additional_headers=AUTH, **connect_kwargs()) as conn:
+            conn.send("through nginx")
+            assert conn.recv(timeout=5) == "through nginx"
+            conn.send(b"\x00\xff" * 5000)
+            assert conn.recv(timeout=5) == b"\x00\xff" * 5000
+        assert upstream.handshakes[-1]["X-User-Id"] == "alice"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, **connect_kwargs())
+        assert refused.value.response.status_code == 401
+        assert requests.get(f"{nginx.url}/open/x", timeout=5).text == "plain\n"
+        assert "upgrade" not in upstream.plain[-1].get("Connection", "").lower()
+    finally:
+        if nginx is not None:
+            nginx.stop()
         gw.stop()
         upstream.close()
 
