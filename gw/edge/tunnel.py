@@ -173,6 +173,11 @@ def _pump(src: socket.socket, dst: socket.socket, state: _Relay, way: int, first
             if not data:
                 if state.closing is None:
                     state.closing = time.monotonic()
+                if _is_tls(dst):
+                    # A TLS socket drops its TLS layer on any shutdown: the other direction
+                    # would then read raw records. The tunnel ends here instead.
+                    state.reason = state.reason or "closed"
+                    break
                 with contextlib.suppress(OSError):
                     dst.shutdown(socket.SHUT_WR)  # the other side learns of the close
                 return
@@ -201,6 +206,10 @@ def _send(dst: socket.socket, data: bytes, state: _Relay, way: int) -> bool:
         state.last = time.monotonic()
     state.sent[way] += len(data)
     return True
+
+
+def _is_tls(sock: socket.socket) -> bool:
+    return hasattr(sock, "cipher")  # ssl.SSLSocket and gevent's, which is not a subclass
 
 
 def _cut(*socks: socket.socket) -> None:

@@ -87,6 +87,18 @@ def test_handshake_without_credential_is_refused_before_the_upstream(
     assert len(upstream.handshakes) == before
 
 
+def test_a_handshake_the_upstream_refuses_is_relayed_as_an_answer(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, _ = stack
+    for _ in range(3):  # more than max_per_worker: each refused handshake gives its place back
+        with pytest.raises(InvalidStatus) as refused:
+            ws(gw, "/ws/deny", **AUTH)
+        assert refused.value.response.status_code == 403
+        assert refused.value.response.body == b"denied\n"
+    assert _gauge(gw) == 0
+
+
 def test_client_going_away_closes_the_upstream_side(
     stack: tuple[GatewayProcess, WsUpstream],
 ) -> None:
@@ -172,10 +184,19 @@ def test_upgrade_with_a_body_is_still_refused(stack: tuple[GatewayProcess, WsUps
     assert len(upstream.handshakes) == before
 
 
-def test_a_stopping_worker_closes_its_tunnels_promptly() -> None:
+def test_a_busy_tunnel_ends_at_its_lifetime_and_a_stopping_worker_ends_the_rest() -> None:
     upstream = start_ws_upstream()
-    gw = start_gateway(gateway_config(upstream, idle_timeout=60), workers=1, threads=1)
+    gw = start_gateway(gateway_config(upstream, max_lifetime=2), workers=1, threads=1)
     try:
+        with ws(gw, **AUTH) as conn:
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                for _ in range(40):  # never idle: a message every 0.2 s, for up to 8 s
+                    conn.send("busy")
+                    assert conn.recv(timeout=5) == "busy"
+                    time.sleep(0.2)
+            assert 1.5 < time.monotonic() - started < 5
+        assert _wait(lambda: "tunnel (websocket) ended: max_lifetime" in gw.log_text())
         with ws(gw, **AUTH) as conn:
             conn.send("before the stop")
             assert conn.recv(timeout=5) == "before the stop"
@@ -185,7 +206,7 @@ def test_a_stopping_worker_closes_its_tunnels_promptly() -> None:
             assert time.monotonic() - started < 4.5  # not held until the graceful timeout
             with pytest.raises(ConnectionClosed):
                 conn.recv(timeout=5)
-        assert upstream.wait_ended(1, timeout=5)
+        assert upstream.wait_ended(2, timeout=5)
         assert "tunnel (websocket) ended: worker_stopping" in gw.log_text()
     finally:
         gw.stop()
@@ -193,8 +214,8 @@ def test_a_stopping_worker_closes_its_tunnels_promptly() -> None:
 
 
 def test_through_the_nginx_drop_in(tmp_path: Path) -> None:
-    """deploy/nginx/gw.conf as shipped passes the upgrade to gw, and relays the tunnel; the
-    plain requests on the same location keep their keep-alive connection to gunicorn."""
+    """deploy/nginx/gw.conf as shipped passes the upgrade to gw and relays the tunnel; the
+    handshake is authenticated by gw; plain requests on the same location stay plain."""
     nginx_bin = require_tool("nginx", "nginx", fail_on_ci=True)
     upstream = start_ws_upstream()
     sock = tmp_path / "gw.sock"

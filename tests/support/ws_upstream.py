@@ -1,6 +1,7 @@
 """A real WebSocket upstream (the ``websockets`` library's sync server) on 127.0.0.1.
 
-It echoes every message, text or binary; ``close`` makes it close the connection (code 1000),
+It echoes every message, text or binary; ``close`` makes it close the connection (code 1000);
+a handshake for a path ending in ``/deny`` is answered 403,
 and it records each handshake's headers, each plain HTTP request's, and each connection's end.
 """
 
@@ -64,6 +65,8 @@ def start_ws_upstream() -> WsUpstream:
             up.plain.append(request.headers)
             return conn.respond(200, "plain\n")
         up.handshakes.append(request.headers)
+        if request.path.endswith("/deny"):
+            return conn.respond(403, "denied\n")
         return None
 
     server = serve(
