@@ -4,8 +4,10 @@ authentication of the handshake, the open-tunnel gauge, and a worker stop."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,8 @@ KEY = "alice-key-" + "a" * 24
 AUTH = {"X-API-Key": KEY}
 
 
-def gateway_config(upstream: WsUpstream, **tunnels: Any) -> dict[str, Any]:
+def gateway_config(upstream: WsUpstream, liar: str = "", **tunnels: Any) -> dict[str, Any]:
+    liar_routes = [{"path": "/liar/**", "upstream": liar, "upgrade": ["websocket"]}]
     return {
         "upstreams": {"chat": {"targets": [upstream.url]}},
         "auth": {
@@ -40,6 +43,7 @@ def gateway_config(upstream: WsUpstream, **tunnels: Any) -> dict[str, Any]:
         "routes": [
             {"name": "ws", "path": "/ws/**", "upstream": "chat", "upgrade": ["websocket"]},
             {"name": "open", "path": "/open/**", "upstream": "chat", "auth": "none"},
+            *(liar_routes if liar else []),
         ],
     }
 
@@ -47,12 +51,39 @@ def gateway_config(upstream: WsUpstream, **tunnels: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[GatewayProcess, WsUpstream]]:
     upstream = start_ws_upstream()
-    gw = start_gateway(
-        gateway_config(upstream, idle_timeout=1.5, max_per_worker=2), workers=1, threads=1
+    liar = socket.create_server(("127.0.0.1", 0))
+    serving = threading.Thread(target=_switch_to_h2c, args=(liar,), daemon=True)
+    serving.start()
+    port = liar.getsockname()[1]
+    config = gateway_config(
+        upstream, f"http://127.0.0.1:{port}", idle_timeout=1.5, max_per_worker=2
     )
+    gw = start_gateway(config, workers=1, threads=1)
     yield gw, upstream
     gw.stop()
     upstream.close()
+    liar.close()
+    serving.join(timeout=5)
+
+
+def _switch_to_h2c(listener: socket.socket) -> None:
+    """An upstream that answers every request with a switch to another protocol than asked."""
+    listener.settimeout(0.2)
+    for _ in range(600):  # bounded: two minutes at most
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return  # closed: the module is done
+        with conn:
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                    b"Connection: Upgrade\r\n\r\n"
+                )
 
 
 def ws(gw: GatewayProcess, path: str = "/ws/room", **headers: str) -> ClientConnection:
@@ -96,6 +127,17 @@ def test_a_handshake_the_upstream_refuses_is_relayed_as_an_answer(
             ws(gw, "/ws/deny", **AUTH)
         assert refused.value.response.status_code == 403
         assert refused.value.response.body == b"denied\n"
+    assert _gauge(gw) == 0
+
+
+def test_a_switch_to_another_protocol_than_asked_is_a_502(
+    stack: tuple[GatewayProcess, WsUpstream],
+) -> None:
+    gw, _ = stack
+    with pytest.raises(InvalidStatus) as refused:
+        ws(gw, "/liar/x", **AUTH)
+    assert refused.value.response.status_code == 502
+    assert b'"upstream_bad_response"' in refused.value.response.body
     assert _gauge(gw) == 0
 
 
