@@ -123,6 +123,7 @@ class Response:
         self._sock = sock
         self._head_request = head_request
         self._upgrade = upgrade
+        self._switched = False  # llhttp saw a 101 that switches (Connection: upgrade)
         self.early = b""
         self.status = 0
         self.headers: list[tuple[str, str]] = []
@@ -311,6 +312,10 @@ class Response:
             self._feed(data)
             if not self._head_done and received > MAX_HEAD_BYTES:
                 raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
+        if self.status == 101 and not self._switched:
+            # APPSEC: without "Connection: upgrade" llhttp reads what follows as another
+            # answer, so the protocol's first bytes would be lost (or taken for HTTP).
+            raise MalformedResponse("a 101 answer without Connection: upgrade")
         if self._sock.gettimeout() != timeout:
             self._sock.settimeout(timeout)  # the body's reads wait up to the read timeout again
 
@@ -319,6 +324,7 @@ class Response:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as ex:
             # Only after a 101 gw asked for (any other final answer is not an upgrade).
+            self._switched = True
             self.early = data[ex.args[0] :]
         except httptools.HttpParserError as ex:
             if not self._complete:

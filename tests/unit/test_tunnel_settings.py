@@ -95,6 +95,15 @@ def test_a_101_gw_asked_for_is_final_and_keeps_the_bytes_after_it(
     assert not response.reusable
 
 
+def test_a_101_that_does_not_say_connection_upgrade_is_malformed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    theirs.sendall(SWITCHED.replace(b"Connection: Upgrade\r\n", b""))
+    with pytest.raises(MalformedResponse):
+        Response(ours, head_request=False, upgrade=True)
+
+
 def test_a_101_gw_did_not_ask_for_is_malformed(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
