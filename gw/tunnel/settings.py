@@ -43,4 +43,8 @@ def upgrade_protocols(value: list[str] | None) -> list[str] | None:
     for name in value:
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"{name!r} is not a protocol name (an HTTP token like 'websocket')")
+        if name.lower() == "h2c":
+            # APPSEC: "h2c smuggling": after the switch the client speaks HTTP/2 to the
+            # upstream, and every request on that connection bypasses routing and auth.
+            raise ValueError("h2c is refused: its requests would bypass gw's routes and auth")
     return [name.lower() for name in value]

@@ -49,6 +49,7 @@ def test_a_route_allows_the_protocols_it_names_in_lower_case() -> None:
     ("route", "expected"),
     [
         ({"upgrade": ["web socket"]}, "routes[0].upgrade"),
+        ({"upgrade": ["websocket", "H2C"]}, "routes[0].upgrade: h2c is refused"),
         ({"upgrade": ["websocket"], "cache": {"ttl": 5}}, "routes[0].upgrade: a tunnel"),
     ],
 )
