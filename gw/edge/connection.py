@@ -33,6 +33,7 @@ from typing import Any
 import httptools
 
 from gw.edge.environ import address_environ, build_environ
+from gw.edge.relay import relay
 from gw.edge.reply import Reply
 from gw.edge.request import (
     CHUNK,
@@ -46,7 +47,7 @@ from gw.edge.request import (
     has_header,
     served_version,
 )
-from gw.edge.tunnel import SWITCH, Switch, relay
+from gw.edge.tunnel import SWITCH, Switch
 from gw.edge.upload import Input
 from gw.edge.waiting import WaitingConnections
 from gw.errors import UploadTooSlow
