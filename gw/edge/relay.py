@@ -1,4 +1,5 @@
-"""The bytes of a tunnel (``gw.edge.tunnel``), relayed both ways in two greenlets.
+"""The bytes of a tunnel (``gw.edge.tunnel``), relayed both ways in two greenlets (so only
+under gevent's monkey-patching: gw's default worker).
 
 A tunnel ends when either side closes (the other is then closed too), when it is idle or old
 (``Tunnel.idle_timeout``, ``Tunnel.max_lifetime``), or when the worker stops.
