@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import threading
 import time
@@ -226,7 +227,7 @@ def test_upgrade_with_a_body_is_still_refused(stack: tuple[GatewayProcess, WsUps
     assert len(upstream.handshakes) == before
 
 
-def test_a_busy_tunnel_ends_at_its_lifetime_and_a_stopping_worker_ends_the_rest() -> None:
+def test_tunnels_end_at_their_lifetime_and_when_their_worker_reloads_or_stops() -> None:
     upstream = start_ws_upstream()
     gw = start_gateway(gateway_config(upstream, max_lifetime=2), workers=1, threads=1)
     try:
@@ -240,6 +241,14 @@ def test_a_busy_tunnel_ends_at_its_lifetime_and_a_stopping_worker_ends_the_rest(
             assert 1.5 < time.monotonic() - started < 5
         assert _wait(lambda: "tunnel (websocket) ended: max_lifetime" in gw.log_text())
         with ws(gw, **AUTH) as conn:
+            conn.send("before the reload")
+            assert conn.recv(timeout=5) == "before the reload"
+            gw.proc.send_signal(signal.SIGHUP)  # new workers; the old one is stopped
+            with pytest.raises(ConnectionClosed):
+                conn.recv(timeout=15)
+        assert _wait(lambda: "tunnel (websocket) ended: worker_stopping" in gw.log_text())
+        assert upstream.wait_ended(2, timeout=5)
+        with ws(gw, **AUTH) as conn:
             conn.send("before the stop")
             assert conn.recv(timeout=5) == "before the stop"
             started = time.monotonic()
@@ -248,8 +257,8 @@ def test_a_busy_tunnel_ends_at_its_lifetime_and_a_stopping_worker_ends_the_rest(
             assert time.monotonic() - started < 4.5  # not held until the graceful timeout
             with pytest.raises(ConnectionClosed):
                 conn.recv(timeout=5)
-        assert upstream.wait_ended(2, timeout=5)
-        assert "tunnel (websocket) ended: worker_stopping" in gw.log_text()
+        assert upstream.wait_ended(3, timeout=5)
+        assert gw.log_text().count("tunnel (websocket) ended: worker_stopping") == 2
     finally:
         gw.stop()
         upstream.close()
