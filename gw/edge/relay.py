@@ -34,8 +34,8 @@ class _Relay:
     def __init__(self, tunnel: Tunnel, running: Callable[[], bool]) -> None:
         now = time.monotonic()
         self.idle_timeout = tunnel.idle_timeout
+        self.started = self.last = now
         self.ends = now + tunnel.max_lifetime
-        self.last = now
         self.running = running
         self.closing: float | None = None  # when the first side closed
         self.reason = ""
@@ -81,7 +81,7 @@ def relay(client: socket.socket, rest: bytes, tunnel: Tunnel, running: Callable[
         "tunnel (%s) ended: %s after %.1f s, %d bytes up, %d bytes down",
         tunnel.protocol,
         state.reason or "closed",
-        time.monotonic() - (state.ends - tunnel.max_lifetime),
+        time.monotonic() - state.started,
         *state.sent,
     )
     return state.reason or "closed"
@@ -116,7 +116,7 @@ def _pump(src: socket.socket, dst: socket.socket, state: _Relay, way: int, first
             if not _send(dst, data, state, way):
                 break
     except OSError as ex:
-        state.reason = state.reason or f"{'client' if way == 0 else 'upstream'} failed ({ex})"
+        state.reason = state.reason or f"socket error ({ex})"
     _cut(src, dst)
 
 
