@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 from gw.auth import hash_api_key
 from tests.integration.test_deploy import require_tool, start_nginx, wait_healthy_through
 from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.tls import make_certificate, server_context
 from tests.support.ws_upstream import WsUpstream, connect_kwargs, start_ws_upstream, ws_url
 
 pytestmark = pytest.mark.integration
@@ -259,6 +260,32 @@ def test_tunnels_end_at_their_lifetime_and_when_their_worker_reloads_or_stops() 
                 conn.recv(timeout=5)
         assert upstream.wait_ended(3, timeout=5)
         assert gw.log_text().count("tunnel (websocket) ended: worker_stopping") == 2
+    finally:
+        gw.stop()
+        upstream.close()
+
+
+def test_a_tls_upstream_tunnel_echoes_and_closes_both_ways(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    upstream = start_ws_upstream(tls=server_context(cert, key))
+    config = gateway_config(upstream)
+    config["upstreams"]["chat"]["tls"] = {"ca_file": str(cert)}
+    gw = start_gateway(config, workers=1, threads=1)
+    try:
+        with ws(gw, **AUTH) as conn:
+            conn.send("over tls")
+            assert conn.recv(timeout=5) == "over tls"
+            conn.send(b"\x01" * 100_000)
+            assert conn.recv(timeout=5) == b"\x01" * 100_000
+            conn.send("close")  # the upstream closes first
+            with pytest.raises(ConnectionClosed) as closed:
+                conn.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        with ws(gw, **AUTH) as conn:
+            conn.send("x")
+            assert conn.recv(timeout=5) == "x"
+            conn.socket.shutdown(socket.SHUT_RDWR)  # the client goes away without a word
+            assert upstream.wait_ended(2, timeout=5)
     finally:
         gw.stop()
         upstream.close()

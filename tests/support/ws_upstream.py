@@ -7,6 +7,7 @@ and it records each handshake's headers, each plain HTTP request's, and each con
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 class WsUpstream:
     server: Server
     thread: threading.Thread
+    scheme: str = "http"
     handshakes: list[Headers] = field(default_factory=list)
     plain: list[Headers] = field(default_factory=list)  # requests that did not ask to upgrade
     ended: list[float] = field(default_factory=list)  # when each connection's handler ended
@@ -29,7 +31,7 @@ class WsUpstream:
     @property
     def url(self) -> str:
         host, port = self.server.socket.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def wait_ended(self, count: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -44,7 +46,7 @@ class WsUpstream:
         self.thread.join(timeout=5)
 
 
-def start_ws_upstream() -> WsUpstream:
+def start_ws_upstream(tls: ssl.SSLContext | None = None) -> WsUpstream:
     holder: dict[str, WsUpstream] = {}
 
     def handler(conn: ServerConnection) -> None:
@@ -76,9 +78,10 @@ def start_ws_upstream() -> WsUpstream:
         process_request=process_request,
         compression=None,
         ping_interval=None,
+        ssl=tls,
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
-    holder["up"] = WsUpstream(server, thread)
+    holder["up"] = WsUpstream(server, thread, "https" if tls else "http")
     thread.start()
     return holder["up"]
 
