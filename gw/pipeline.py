@@ -235,8 +235,9 @@ class Gateway:
             connect_timeout=route.connect_timeout,
             upgrade=upgrade,
         )
-        if route.mirror is not None and self.mirror is not None:  # fire and forget
-            self.mirror.copy(route.name, route.mirror, request.host, outgoing)
+        # A handshake is never mirrored: a shadow that switched would hold a tunnel nobody reads.
+        if route.mirror is not None and self.mirror is not None and not upgrade:
+            self.mirror.copy(route.name, route.mirror, request.host, outgoing)  # fire and forget
         started = time.monotonic()
         try:
             response = client.send(outgoing)

@@ -3,6 +3,7 @@ when it does not (no server support, a route without ``upgrade:``, the worker's 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -93,3 +94,33 @@ def test_an_upstream_that_does_not_switch_is_relayed_and_the_place_given_back(
     assert switch.tunnel is None
     switch.finish()  # the edge's last word, whatever the answer
     assert open_count() == before
+
+
+def test_a_handshake_is_never_mirrored(transport: FakeTransport) -> None:
+    shadow = transport.add("shadow.test:8009")
+    config = {
+        "metrics": {"enabled": False},
+        "upstreams": {
+            "svc": {"targets": [f"http://{SVC}"]},
+            "next": {"targets": ["http://shadow.test:8009"]},
+        },
+        "routes": [
+            {
+                "path": "/ws/**",
+                "upstream": "svc",
+                "upgrade": ["websocket"],
+                "mirror": {"upstream": "next"},
+            }
+        ],
+    }
+    gw = Gateway(parse_config(config, environ={}), connect=transport.connect)
+    switch = Switch()
+    assert handle(gw, "/ws/a", switch) == 200
+    switch.finish()
+    assert transport.upstreams[SVC].received[-1].headers["upgrade"] == "websocket"
+    plain = build_environ("GET", "/ws/b", {}, b"", "127.0.0.1")
+    list(gw.handle(plain).body)
+    deadline = time.monotonic() + 5
+    while not shadow.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.target for r in shadow.received] == ["/ws/b"]  # the plain GET only
