@@ -181,6 +181,13 @@ class UpstreamBadResponse(UpstreamError):
     code = "upstream_bad_response"
 
 
+class TunnelLimit(GatewayError):
+    """This worker has ``tunnels.max_per_worker`` tunnels open; no upstream was contacted."""
+
+    status = 503
+    code = "tunnel_limit"
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; each problem names its exact location."""
 

@@ -37,6 +37,7 @@ from gw.core.retry import RetryBudget
 from gw.core.routing import RouteMatch, RouteTable
 from gw.cors import is_preflight
 from gw.edge import inflight
+from gw.edge.tunnel import SWITCH
 from gw.errors import (
     ClientError,
     GatewayError,
@@ -54,6 +55,7 @@ from gw.observe.instruments import worker_metrics
 from gw.shaping.compose import Aggregator
 from gw.shaping.parts import PartReport
 from gw.shaping.stage import Shaper
+from gw.tunnel.stage import TunnelStage
 from gw.upstream.client import UpstreamClient, UpstreamRequest, UpstreamResponse
 from gw.upstream.pool import Connector
 
@@ -102,6 +104,7 @@ class Gateway:
         self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         self.idempotency = self._idempotency_stage(config)
+        self.tunnels = TunnelStage(config.tunnels, self.metrics.tunnels if self.metrics else None)
         authenticator = config.authenticator
         shadow = self.metrics.auth_shadow if self.metrics is not None else None
         self.auth = (
@@ -146,6 +149,8 @@ class Gateway:
                 self.auth.apply(request, route.auth)
             headers = self._upstream_headers(request, route)
             self._admit(request, route, headers)
+            if route.upgrade and (switched := self._tunnel(request, route, headers, environ)):
+                return switched
             if route.aggregate is not None:
                 return self._compose(request, route, headers)
             if route.idempotency and request.method in route.idempotency.methods:
@@ -191,7 +196,7 @@ class Gateway:
             request.exchange.add_headers += admission.admit(limits, who)
 
     def _forward(
-        self, request: Request, route: RouteSpec, headers: dict[str, str]
+        self, request: Request, route: RouteSpec, headers: dict[str, str], upgrade: bool = False
     ) -> UpstreamResponse:
         """Rewrite the path, stream the body, send through the upstream's pool."""
         assert route.upstream is not None
@@ -229,9 +234,11 @@ class Gateway:
             body_deadline=exchange.started + (route.stream_timeout or self.server.deadline),
             balance_key=_balance_key(client, request, headers),
             connect_timeout=route.connect_timeout,
+            upgrade=upgrade,
         )
-        if route.mirror is not None and self.mirror is not None:  # fire and forget
-            self.mirror.copy(route.name, route.mirror, request.host, outgoing)
+        # A handshake is never mirrored: a shadow that switched would hold a tunnel nobody reads.
+        if route.mirror is not None and self.mirror is not None and not upgrade:
+            self.mirror.copy(route.name, route.mirror, request.host, outgoing)  # fire and forget
         started = time.monotonic()
         try:
             response = client.send(outgoing)
@@ -299,6 +306,24 @@ class Gateway:
             answer=lambda status, kept, body: self._respond(
                 exchange, status, kept, [body], request
             ),
+        )
+
+    def _tunnel(
+        self,
+        request: Request,
+        route: RouteSpec,
+        headers: dict[str, str],
+        environ: Mapping[str, Any],
+    ) -> Outcome | None:
+        """Forward an upgrade handshake; on 101 the edge relays the tunnel (``gw.tunnel``)."""
+        return self.tunnels.serve(
+            request,
+            route.upgrade,
+            headers,
+            environ.get(SWITCH),
+            forward=lambda asked: self._forward(request, route, asked, upgrade=True),
+            relay=lambda upstream: self._relay(request, upstream),
+            answer=lambda status, kept: self._respond(request.exchange, status, kept, [], None),
         )
 
     def _relay(

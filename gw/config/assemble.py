@@ -40,9 +40,11 @@ from gw.shaping.compile import compile_route_aggregate, compile_transformer
 from gw.shaping.compose import AggregateSpec
 from gw.shaping.compress import Compressor
 from gw.shaping.transform import Transformer
+from gw.tunnel.settings import TunnelSettings
 from gw.upstream.spec import UpstreamSpec
 
 DEFAULT_METRICS = MetricsSettings()
+DEFAULT_TUNNELS = TunnelSettings()
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class RouteSpec:
     addresses: AddressRule | None = None  # allow_from / deny_from; None: any address
     mirror: MirrorPolicy | None = None  # shadow traffic
     idempotency: RouteIdempotencySettings | None = None
+    upgrade: frozenset[str] = frozenset()  # protocols tunnelled (gw.tunnel); empty: none
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Config:
     warnings: tuple[str, ...] = ()  # loads and serves, but probably not as meant
     limits_backend: str = "shared"  # rate_limiting.backend, for the operator CLI
     mirror_threads: int = 0  # the routes' mirror.max_in_flight summed; 0: no mirroring
+    tunnels: TunnelSettings = DEFAULT_TUNNELS
 
 
 def assemble(settings: GatewaySettings, source: str) -> Config:
@@ -132,6 +136,7 @@ def assemble(settings: GatewaySettings, source: str) -> Config:
         warnings=tuple(warnings),
         limits_backend=settings.rate_limiting.backend if settings.rate_limiting else "shared",
         mirror_threads=sum(r.mirror.max_in_flight for r in settings.routes if r.mirror),
+        tunnels=settings.tunnels,
     )
 
 
@@ -218,6 +223,8 @@ def _route(
     aggregate = compile_route_aggregate(route.aggregate, upstreams, route.path, where, problems)
     if route.idempotency is not None and route.aggregate is not None:
         problems.append(f"{where}.idempotency: an aggregate route cannot be keyed (it only GETs)")
+    if route.upgrade and (route.aggregate or route.cache):
+        problems.append(f"{where}.upgrade: a tunnel goes to one upstream, uncached")
     rewrite = _rewrite(where, route, upstream, problems)
     mirror = None
     if route.mirror is not None:
@@ -248,6 +255,7 @@ def _route(
         compile_rule(route.allow_from, route.deny_from),
         mirror,
         route.idempotency,
+        frozenset(route.upgrade or ()),
     )
     host = route.host.lower() if route.host else None
     return Route(

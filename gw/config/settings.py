@@ -33,6 +33,7 @@ from gw.shaping.settings import (
     CompressionSettings,
     TransformationSettings,
 )
+from gw.tunnel.settings import TunnelSettings, upgrade_protocols
 from gw.upstream.settings import RetrySettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -164,8 +165,14 @@ class RouteSettings(BaseModel):
         description="Replay the first answer to a retried POST/PATCH with the same "
         "Idempotency-Key instead of forwarding it again.",
     )
+    upgrade: list[str] | None = Field(
+        default=None,
+        description="Protocols a GET may switch to (e.g. [websocket]): the handshake is "
+        "forwarded and, on the upstream's 101, bytes are relayed both ways (see tunnels).",
+    )
 
     _methods = field_validator("methods")(upper_methods)
+    _upgrade = field_validator("upgrade")(upgrade_protocols)
 
     @model_validator(mode="after")
     def _one_destination(self) -> RouteSettings:
@@ -229,6 +236,7 @@ class GatewaySettings(BaseModel):
     metrics: MetricsSettings = MetricsSettings()
     cache_store: CacheStoreSettings = CacheStoreSettings()
     idempotency_store: IdempotencyStoreSettings = IdempotencyStoreSettings()
+    tunnels: TunnelSettings = TunnelSettings()
     security_headers: dict[str, str] = Field(
         default=DEFAULT_SECURITY_HEADERS,
         description="Added to every response unless the upstream set them ({} for none).",

@@ -33,6 +33,7 @@ from typing import Any
 import httptools
 
 from gw.edge.environ import address_environ, build_environ
+from gw.edge.relay import relay
 from gw.edge.reply import Reply
 from gw.edge.request import (
     CHUNK,
@@ -46,6 +47,7 @@ from gw.edge.request import (
     has_header,
     served_version,
 )
+from gw.edge.tunnel import SWITCH, Switch
 from gw.edge.upload import Input
 from gw.edge.waiting import WaitingConnections
 from gw.errors import UploadTooSlow
@@ -109,6 +111,7 @@ class Connection:
         self._parsing: Message | None = None
         self._eof = False
         self._upgraded = False
+        self._rest = b""  # what the client sent after an upgrade request's head
         self._last_request = False  # a request said close: what follows is never parsed
 
     # -- llhttp callbacks (the parser runs inside ``_fill``) ----------------------------------
@@ -275,8 +278,11 @@ class Connection:
     def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgraded = True  # what follows the head is not HTTP/1: answer, then close
+        except httptools.HttpParserUpgrade as ex:
+            # What follows the head is not HTTP/1: answer, then close (or relay it, when the
+            # answer switched protocols: gw.edge.tunnel).
+            self._upgraded = True
+            self._rest = data[ex.args[0] :]
         except httptools.HttpParserCallbackError as ex:
             cause = ex.__context__
             if isinstance(cause, RequestRefused):
@@ -293,6 +299,24 @@ class Connection:
         reply = Reply(self.sock, message, self.next_request() and served < self.limits.requests)
         body = Input(self, message)
         environ["wsgi.input"] = body
+        if message.upgrade:
+            switch = environ[SWITCH] = reply.switch = Switch()
+            try:
+                self._answer_upgrade(environ, reply, switch)
+            finally:
+                switch.finish()
+            return False
+        return self._run(environ, reply, message)
+
+    def _answer_upgrade(self, environ: dict[str, Any], reply: Reply, switch: Switch) -> None:
+        """Answer an upgrade request; relay the tunnel the app offered once 101 is written."""
+        self._run(environ, reply, None)
+        tunnel = switch.tunnel
+        if tunnel is not None and reply.switched:
+            relay(self.sock, self._rest, tunnel, self.running)
+
+    def _run(self, environ: dict[str, Any], reply: Reply, message: Message | None) -> bool:
+        """Run the app and send its answer; return whether the connection may go on."""
         try:
             result = self.app(environ, reply.start_response)
         except Exception:
@@ -312,7 +336,7 @@ class Connection:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-        if not reply.keep_alive or self._upgraded:
+        if not reply.keep_alive or self._upgraded or message is None:
             return False
         if not message.complete:
             self._linger()  # the app left body bytes unread: never parse them as a request

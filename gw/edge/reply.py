@@ -16,6 +16,7 @@ from typing import Any
 
 from gw.core.headers import HOP_BY_HOP  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.edge.request import Message
+from gw.edge.tunnel import Switch
 
 log = logging.getLogger("gw.serve")
 
@@ -36,6 +37,8 @@ class Reply:
         self._chunked = False
         self._bodyless = message.method == "HEAD"
         self._sent = 0
+        self.switch: Switch | None = None  # an upgrade request's (gw.edge.tunnel)
+        self.switched = False  # a 101 head was written: the tunnel's bytes follow
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -126,14 +129,30 @@ class Reply:
                 lines.append("Transfer-Encoding: chunked")
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the connection ends the body
-        # Said in both cases, as gunicorn does: clients and tests read it either way.
-        lines.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
+        if code == 101:
+            lines += self._switching()
+        else:
+            # Said in both cases, as gunicorn does: clients and tests read it either way.
+            lines.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
         # APPSEC: the app's header names and values must not split the answer into more lines
         # (a CR or LF from an upstream value would forge headers or a second response).
         probe = "".join(lines)
         if "\n" in probe or "\r" in probe:
             raise ValueError("a response header contains CR or LF")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _switching(self) -> list[str]:
+        """The Upgrade fields of a 101 head: only for a tunnel the app offered.
+
+        APPSEC: hop-by-hop fields from the app are never written (see ``_head``); a 101 says
+        which protocol follows only when the edge will relay one (``gw.edge.tunnel``).
+        """
+        tunnel = self.switch.tunnel if self.switch is not None else None
+        if tunnel is None:
+            raise ValueError("a 101 answer without a tunnel to relay")
+        self.keep_alive = False
+        self.switched = True
+        return [f"Upgrade: {tunnel.protocol}", "Connection: Upgrade"]
 
 
 _date_cache = (0, "")

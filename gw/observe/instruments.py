@@ -205,6 +205,14 @@ class Metrics:
                 registry=reg,
             )
         )
+        self._tunnels = self._recorded(
+            lambda: Gauge(
+                "gw_tunnels_open",
+                "Upgrade tunnels (WebSocket) open in the live workers.",
+                multiprocess_mode="livesum",
+                registry=reg,
+            )
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[object, ...], Any] = {}
         self._table_stats: TableStats | None = None
@@ -234,6 +242,11 @@ class Metrics:
     def inflight(self, delta: int) -> None:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
         self._inflight.inc(delta)
+
+    def tunnels(self, delta: int) -> None:
+        """Add ``delta`` (+1 when a tunnel opens, -1 when it closes); published at once."""
+        self._tunnels.inc(delta)
+        self.publish(True)  # a tunnel outlives any request: no egress publishes it later
 
     def upstream(self, upstream: str, seconds: float, via: str = "proxy") -> None:
         """Observe how long ``upstream`` took to send its response headers.

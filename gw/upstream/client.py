@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -89,6 +90,7 @@ class UpstreamRequest:
     body_deadline: float | None = None
     balance_key: str | None = None
     connect_timeout: float | None = None  # None: the upstream's
+    upgrade: bool = False  # the headers ask to switch protocols: a 101 is a final answer
 
 
 class UpstreamResponse:
@@ -140,6 +142,16 @@ class UpstreamResponse:
     @property
     def finished(self) -> bool:
         return self._conn is None
+
+    def switched(self) -> tuple[socket.socket, bytes]:
+        """The socket of an answer that switched protocols (101), and the bytes the upstream
+        sent after its head. The connection is the caller's until ``abandon`` closes it: it
+        never goes back to the pool."""
+        assert self.status == 101 and self._conn is not None and self._conn.sock is not None
+        if self.choice is not None:
+            self.choice.answered(self.status)
+            self.choice = None
+        return self._conn.sock, self.raw.early
 
 
 class Attempt(Exception):
@@ -297,7 +309,8 @@ class UpstreamClient:
         assert sock is not None  # connected by the pool
         sock.settimeout(read_timeout)
         send_request(sock, head, body, chunked)
-        return UpstreamResponse(Response(sock, request.method == "HEAD"), conn, pool)
+        raw = Response(sock, request.method == "HEAD", request.upgrade)
+        return UpstreamResponse(raw, conn, pool)
 
     def _local(self) -> tuple[ConnectionPool, ...]:
         """This process's pools, made after the fork."""

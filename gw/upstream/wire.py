@@ -117,9 +117,14 @@ def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
 class Response:
     """One upstream response, read from ``sock``: the head at once, the body as it arrives."""
 
-    def __init__(self, sock: socket.socket, head_request: bool) -> None:
+    def __init__(self, sock: socket.socket, head_request: bool, upgrade: bool = False) -> None:
+        """``upgrade``: gw asked to switch protocols, so a 101 is a final answer; the bytes
+        after its head are kept in ``early`` (the connection is then a tunnel's)."""
         self._sock = sock
         self._head_request = head_request
+        self._upgrade = upgrade
+        self._switched = False  # llhttp saw a 101 that switches (Connection: upgrade)
+        self.early = b""
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self._chunks: list[bytes] = []
@@ -165,6 +170,10 @@ class Response:
             # llhttp reads any three digits. It is never passed on.
             self._error = MalformedResponse(f"the status {status} is not an HTTP status")
             raise self._error
+        if status == 101 and self._upgrade:
+            self.status = status
+            self._head_done = self._complete = True
+            return
         if status < 200:
             self._interim_answer(status)
             return
@@ -199,7 +208,7 @@ class Response:
     def _interim_answer(self, status: int) -> None:
         """Skip a 1xx answer (100 Continue, 103 Early Hints) to wait for the final one.
 
-        APPSEC: an upstream may not switch protocols (gw never asks it to) or hold the exchange
+        APPSEC: an upstream may not switch protocols unasked (``upgrade``) or hold the exchange
         open with endless interim answers: each is a MalformedResponse (502), never passed on.
         """
         self._interim += 1
@@ -303,12 +312,20 @@ class Response:
             self._feed(data)
             if not self._head_done and received > MAX_HEAD_BYTES:
                 raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
+        if self.status == 101 and not self._switched:
+            # APPSEC: without "Connection: upgrade" llhttp reads what follows as another
+            # answer, so the protocol's first bytes would be lost (or taken for HTTP).
+            raise MalformedResponse("a 101 answer without Connection: upgrade")
         if self._sock.gettimeout() != timeout:
             self._sock.settimeout(timeout)  # the body's reads wait up to the read timeout again
 
     def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as ex:
+            # Only after a 101 gw asked for (any other final answer is not an upgrade).
+            self._switched = True
+            self.early = data[ex.args[0] :]
         except httptools.HttpParserError as ex:
             if not self._complete:
                 raise MalformedResponse(str(ex)) from None
