@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gw import __version__, cors
@@ -37,7 +38,6 @@ from gw.core.retry import RetryBudget
 from gw.core.routing import RouteMatch, RouteTable
 from gw.cors import is_preflight
 from gw.edge import inflight
-from gw.edge.tunnel import SWITCH
 from gw.errors import (
     ClientError,
     GatewayError,
@@ -64,6 +64,26 @@ log = logging.getLogger("gw")
 _BODILESS = frozenset({204, 304})
 _CLOSING = frozenset({400, 408, 413, 501, 505})
 _JSON = "application/json"
+
+
+Check = Callable[[Request, RouteSpec], "Outcome | None"]
+"""A stage before the upstream headers: raises to refuse, or answers itself (a preflight)."""
+Answer = Callable[[Request, RouteSpec, dict[str, str]], "Outcome | None"]
+"""A stage that answers the request, or None to leave it to the next one."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One route's stages, compiled at start: only those it configures, in pipeline order.
+
+    ``checks`` (address lists, CORS, authentication) run first; then, with ``admits``, the
+    rate limits; then the first of ``answers`` that answers (a tunnel, composition, an
+    idempotent replay, the cache, and last the plain proxy, which always answers).
+    """
+
+    checks: tuple[Check, ...]
+    admits: bool
+    answers: tuple[Answer, ...]
 
 
 class Gateway:
@@ -125,6 +145,7 @@ class Gateway:
             config.metrics,
             metrics_port,
         )
+        self.plans = {route.name: self._plan(route.payload) for route in config.table.ordered()}
 
     def handle(self, environ: Mapping[str, Any]) -> Outcome:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
@@ -140,30 +161,60 @@ class Gateway:
             if self.hosts is not None:
                 self.hosts.check(request.authority)
             route = self._route(request)
-            if route.addresses is not None:  # before CORS and auth: Kong's ip-restriction
-                route.addresses.check(request.client.ip)
-            preflight = self._cors(request, route)
-            if preflight is not None:
-                return preflight
-            if self.auth is not None:
-                self.auth.apply(request, route.auth)
+            plan = self.plans[route.name]
+            for check in plan.checks:
+                early = check(request, route)
+                if early is not None:
+                    return early
             headers = self._upstream_headers(request, route)
-            self._admit(request, route, headers)
-            if route.upgrade and (switched := self._tunnel(request, route, headers, environ)):
-                return switched
-            if route.aggregate is not None:
-                return self._compose(request, route, headers)
-            if route.idempotency and request.method in route.idempotency.methods:
-                return self._keyed(request, route, headers)
-            if route.cache is not None and self.cache is not None:
-                return self._cached(request, route, headers)
-            return self._relay(request, self._forward(request, route, headers))
+            if plan.admits:
+                self._admit(request, route, headers)
+            for answer in plan.answers:
+                outcome = answer(request, route, headers)
+                if outcome is not None:
+                    return outcome
+            raise AssertionError(f"route {route.name}: no stage answered")  # _plan ends in one
         except GatewayError as ex:
             return self._error(exchange, ex)
         except Exception:
             log.exception("unexpected error serving %s", exchange.request_id)
             failure = GatewayError("the gateway failed to handle this request")
             return self._error(exchange, failure)
+
+    # -- each route's stages, compiled at start ----------------------------------------------
+
+    def _plan(self, route: RouteSpec) -> Plan:
+        """The stages ``route`` configures, in pipeline order; no check for what it lacks."""
+        checks: list[Check] = []
+        if route.addresses is not None:  # before CORS and auth: Kong's ip-restriction
+            checks.append(self._addresses)
+        if route.cors is not None:
+            checks.append(self._cors)
+        if self.auth is not None and route.auth.effective_mode != "none":
+            checks.append(self._authenticate)
+        answers: list[Answer] = []
+        if route.upgrade:
+            answers.append(self._tunnel)  # only an upgrade handshake: others go on
+        if route.aggregate is not None:
+            answers.append(self._compose)
+        else:
+            if route.idempotency is not None:
+                answers.append(self._keyed)  # only the keyed methods: others go on
+            if route.cache is not None and self.cache is not None:
+                answers.append(self._cached)
+            answers.append(self._proxied)
+        return Plan(tuple(checks), self.config.admission is not None, tuple(answers))
+
+    def _addresses(self, request: Request, route: RouteSpec) -> None:
+        assert route.addresses is not None
+        route.addresses.check(request.client.ip)
+
+    def _authenticate(self, request: Request, route: RouteSpec) -> None:
+        assert self.auth is not None
+        self.auth.apply(request, route.auth)
+
+    def _proxied(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
+        return self._relay(request, self._forward(request, route, headers))
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -292,10 +343,12 @@ class Gateway:
             self.metrics.cache(route.name, said.lower())
         return outcome
 
-    def _keyed(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:
+    def _keyed(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome | None:
         """Replay the first answer to the request's Idempotency-Key, or record it
-        (``gw.idempotency.stage``)."""
+        (``gw.idempotency.stage``); None for a method the route does not key."""
         assert self.idempotency is not None and route.idempotency is not None
+        if request.method not in route.idempotency.methods:
+            return None
         exchange = request.exchange
         return self.idempotency.serve(
             request,
@@ -309,18 +362,14 @@ class Gateway:
         )
 
     def _tunnel(
-        self,
-        request: Request,
-        route: RouteSpec,
-        headers: dict[str, str],
-        environ: Mapping[str, Any],
+        self, request: Request, route: RouteSpec, headers: dict[str, str]
     ) -> Outcome | None:
-        """Forward an upgrade handshake; on 101 the edge relays the tunnel (``gw.tunnel``)."""
+        """Forward an upgrade handshake; on 101 the edge relays the tunnel (``gw.tunnel``);
+        None for a request that is not one."""
         return self.tunnels.serve(
             request,
             route.upgrade,
             headers,
-            environ.get(SWITCH),
             forward=lambda asked: self._forward(request, route, asked, upgrade=True),
             relay=lambda upstream: self._relay(request, upstream),
             answer=lambda status, kept: self._respond(request.exchange, status, kept, [], None),

@@ -40,6 +40,9 @@ def exchange_from(environ: Mapping[str, Any], proxies: TrustedProxies) -> Exchan
     return exchange
 
 
+SWITCH = "gw.edge.switch"  # the environ key of the edge's handle on an upgrade request
+
+
 def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozenset[str]) -> Request:
     """Build the one ``Request``: decode and canonicalize the path once, one effective
     host (400 if Host is missing, repeated or invalid), and no Connection header that
@@ -67,6 +70,7 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
         peer=environ.get("REMOTE_ADDR") or "",
         port=environ.get("SERVER_PORT"),
         body=environ["wsgi.input"],
+        switch=environ.get(SWITCH),
     )
 
 

@@ -33,6 +33,9 @@ class Request:
     port: str | None  # the listener's port
     body: IO[bytes]
     identity: Identity | None = None
+    # The edge's handle on an upgrade request (gw.edge.tunnel.Switch), None where the server
+    # cannot relay a switched protocol. Opaque here: only the tunnel stage uses it.
+    switch: object | None = None
     params: Mapping[str, str] = field(default_factory=dict)  # the route's captured segments
 
     @property

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SWITCH = "gw.edge.switch"  # the environ key of an upgrade request's Switch
+from gw.core.ingress import SWITCH as SWITCH  # the environ key of an upgrade's Switch
 
 _lock = threading.Lock()
 _reserved = 0  # tunnels of this worker: open, or being opened (a handshake under way)

@@ -52,14 +52,14 @@ class TunnelStage:
         request: Request,
         allowed: frozenset[str],
         headers: Mapping[str, str],
-        switch: Switch | None,
         forward: Forward,
         relay: Relay,
         answer: Answer,
     ) -> Outcome | None:
         """Forward an upgrade handshake; None when the request is not one to tunnel.
 
-        ``switch`` is the edge's (None: the server cannot relay, so nothing is tunnelled).
+        ``request.switch`` is the edge's (None: the server cannot relay, so nothing is
+        tunnelled).
         A 101 is answered with the upstream's headers and offered to the edge; any other
         answer is relayed as usual.
 
@@ -68,7 +68,8 @@ class TunnelStage:
             UpstreamBadResponse: the upstream switched to a protocol other than the one asked.
         """
         protocol = asked(request, allowed)
-        if protocol is None or switch is None:
+        switch = request.switch
+        if protocol is None or not isinstance(switch, Switch):
             return None
         if not switch.reserve(self.settings.max_per_worker):
             cap = self.settings.max_per_worker

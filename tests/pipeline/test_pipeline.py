@@ -339,3 +339,36 @@ def test_a_burst_leaves_its_connections_open_for_the_next(transport: FakeTranspo
         assert [a.status for a in answers] == [200] * BURST
     assert len(svc.received) == 2 * BURST
     assert svc.connections == BURST
+
+
+def test_each_route_runs_only_the_stages_it_configures(transport: FakeTransport) -> None:
+    """Issue 15's target 8: stages compiled per route at start, in pipeline order."""
+    gw = gateway(
+        transport,
+        [
+            {"name": "plain", "path": "/plain/**", "upstream": "svc", "auth": "none"},
+            {
+                "name": "everything",
+                "path": "/all/**",
+                "upstream": "svc",
+                "allow_from": ["10.0.0.0/8"],
+                "cors": {"allowed_origins": ["https://app.example"]},
+                "cache": {"ttl": 5},
+            },
+        ],
+        auth={
+            "type": "api_key",
+            "api_keys": {"keys": [{"id": "k1", "sha256": hash_api_key(KEY), "consumer": "alice"}]},
+        },
+        cache_store={"backend": "shared"},
+    )
+    plans = gw.gateway.plans
+
+    def names(stages: tuple[object, ...]) -> list[str]:
+        return [getattr(stage, "__name__", "?") for stage in stages]
+
+    assert names(plans["plain"].checks) == []
+    assert names(plans["plain"].answers) == ["_proxied"]
+    assert not plans["plain"].admits
+    assert names(plans["everything"].checks) == ["_addresses", "_cors", "_authenticate"]
+    assert names(plans["everything"].answers) == ["_cached", "_proxied"]
