@@ -150,9 +150,10 @@ cmd "for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' -X POST $B/
   "" '^200 (200 )*(429 )+$'
 
 section "The gateway explains itself:"
-cmd ".venv/bin/gw explain -c examples/demo/gw.yaml GET '/api/orders/x/../ord_x7k9'" "" \
-  '^canonical path: /api/orders/ord_x7k9$' '^route: order-by-id ' \
-  "-> http://127.0.0.1:$DEMO_ORDERS_PORT/orders/ord_x7k9\$"
+cmd ".venv/bin/gw explain -c examples/demo/gw.yaml GET '/api/orders/x/../ord_x7k9' --token \"\$TOKEN\"" \
+  "# every decision, in order" \
+  '^request: GET /api/orders/ord_x7k9 ' '^route: order-by-id ' '^auth: required; credential verified' \
+  "-> http://127.0.0.1:$DEMO_ORDERS_PORT/orders/ord_x7k9\$" '^answer: forwarded upstream'
 cmd ".venv/bin/gw routes -c examples/demo/gw.yaml" "" \
   '/api/auth/login -> users' '/api/home ' '/api/orders/\{id\} -> orders' '/api/products/\*\* -> products'
 
