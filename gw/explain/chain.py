@@ -501,6 +501,20 @@ def _upstream(walk: _Walk) -> None:
         details.append(f"{url} (weight {weight}{state})")
     if health is not None and health.hash_key:
         details.append(f"sticky by {health.hash_key}")
+    if spec.upgrade:
+        tunnels = config.tunnels
+        details.append(
+            f"upgrade: {', '.join(sorted(spec.upgrade))} handshakes become tunnels (idle "
+            f"{tunnels.idle_timeout:g} s, at most {tunnels.max_lifetime:g} s, "
+            f"{tunnels.max_per_worker} per worker)"
+        )
+    keyed = spec.idempotency
+    if keyed is not None:
+        details.append(
+            f"idempotency: {', '.join(keyed.methods)} with an Idempotency-Key"
+            f"{' (required)' if keyed.required else ''} answered once per key and caller, "
+            f"replayed for {keyed.ttl:g} s"
+        )
     mirror = spec.mirror
     if mirror is not None:
         details.append(

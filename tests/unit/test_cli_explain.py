@@ -151,3 +151,27 @@ def test_explain_says_which_conditions_failed_when_no_route_matches(
     assert main(["explain", "-c", str(path), "GET", "/beta/x", "-H", "X-Beta: 2"]) == 1
     out = capsys.readouterr().out
     assert "conditions: header x-beta = '1' failed" in out
+
+
+def test_explain_names_tunnels_and_idempotent_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "upstreams": {"svc": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"name": "ws", "path": "/ws/**", "upstream": "svc", "upgrade": ["websocket"]},
+            {"name": "pay", "path": "/pay/**", "upstream": "svc", "idempotency": {"ttl": "1h"}},
+        ],
+    }
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["explain", "-c", str(path), "GET", "/ws/chat"]) == 0
+    assert (
+        "  upgrade: websocket handshakes become tunnels (idle 60 s, at most 3600 s, 256 per worker)"
+        in capsys.readouterr().out.splitlines()
+    )
+    assert main(["explain", "-c", str(path), "POST", "/pay/x"]) == 0
+    assert (
+        "  idempotency: POST, PATCH with an Idempotency-Key answered once per key and caller,"
+        " replayed for 3600 s" in capsys.readouterr().out.splitlines()
+    )
