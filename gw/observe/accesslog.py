@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 from gw.core.exchange import Exchange
 from gw.observe.incident import IncidentLog
@@ -132,8 +133,40 @@ def write(exchange: Exchange) -> None:
     """Queue ``exchange``'s access line (written with its batch; see the module docstring)."""
     if not _writer.enabled:
         return
+    _writer.add(line_of(exchange))
+
+
+def line_of(exchange: Exchange) -> str:
+    """The access line of ``exchange``: one JSON object and its newline.
+
+    PERF: written field by field with the json module's own C string encoder, not built as a
+    dict and passed to ``json.dumps``; the text is the same (``tests/unit/test_accesslog.py``
+    compares the two).
+    """
+    extra = exchange.extra
+    if not _BASE_FIELDS.isdisjoint(extra):
+        return _ENCODE(_fields(exchange)) + "\n"  # a stage's field replaces a base one
     client = exchange.client
-    line = {
+    text = (
+        f'{{"time":{_str(_now())},"request_id":{_str(exchange.request_id)},'
+        f'"client":{_text(client.ip if client else None)},"method":{_str(exchange.method)},'
+        f'"path":{_str(exchange.path or exchange.raw_target[:512])},'
+        f'"route":{_text(exchange.route)},"upstream":{_text(exchange.upstream)},'
+        f'"target":{_text(exchange.upstream_target)},"status":{int(exchange.status)},'
+        f'"bytes":{int(exchange.bytes_sent)},'
+        f'"duration_ms":{float(round(exchange.elapsed_ms(), 3))!r},"worker":{_pid()}'
+    )
+    if exchange.error:
+        text += f',"error":{_str(exchange.error)}'
+    for name, value in extra.items():
+        text += f",{_str(name)}:{_ENCODE(value)}"
+    return text + "}\n"
+
+
+def _fields(exchange: Exchange) -> dict[str, Any]:
+    """The access line as a dict (what ``line_of`` writes)."""
+    client = exchange.client
+    line: dict[str, Any] = {
         "time": _now(),
         "request_id": exchange.request_id,
         "client": client.ip if client else None,
@@ -150,7 +183,32 @@ def write(exchange: Exchange) -> None:
     if exchange.error:
         line["error"] = exchange.error
     line.update(exchange.extra)
-    _writer.add(json.dumps(line, separators=(",", ":")) + "\n")
+    return line
+
+
+_BASE_FIELDS = frozenset(
+    [
+        "time",
+        "request_id",
+        "client",
+        "method",
+        "path",
+        "route",
+        "upstream",
+        "target",
+        "status",
+        "bytes",
+        "duration_ms",
+        "worker",
+        "error",
+    ]
+)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_str = json.encoder.encode_basestring_ascii
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _str(value)
 
 
 def flush() -> None:

@@ -97,3 +97,31 @@ def test_lines_still_waiting_are_written_at_exit() -> None:
     assert out.returncode == 0, out.stderr
     [line] = [json.loads(text) for text in out.stdout.decode().splitlines()]
     assert line["request_id"] == "req_exit_0000000000000"
+
+
+ODD = ["plain", "é ünïcödé", 'quote " back\\slash', "ctl \x00\x1f\x7f", "\ud800 lone", "😀", ""]
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_the_line_is_exactly_json_dumps_of_its_fields(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The field-by-field line (PERF) is the text json.dumps makes of the same fields."""
+    monkeypatch.setattr(accesslog, "_now", lambda: "2026-12-05T02:40:00+0000")
+    monkeypatch.setattr(Exchange, "elapsed_ms", lambda self: 12.34567)
+    for error, route, client in ((None, None, None), ("upstream_timeout", text, "::1")):
+        e = Exchange(request_id=f"req-{text}", method="GET", raw_target=f"/{text}", path="")
+        e.client = ClientInfo(client, "http", client, False) if client else None
+        e.route, e.upstream, e.upstream_target = route, text or None, None
+        e.status, e.bytes_sent, e.error = 504, 2**40, error
+        e.extra.update({"trace_id": "0af7", "user": text, "parts": [{"key": text, "n": 1.5}]})
+        line = accesslog.line_of(e)
+        assert line == json.dumps(accesslog._fields(e), separators=(",", ":")) + "\n"
+        assert json.loads(line)["path"] == f"/{text}"
+
+
+def test_a_stage_field_named_like_a_base_field_replaces_it() -> None:
+    e = Exchange(request_id="req-1", method="GET", raw_target="/x", path="/x")
+    e.extra["route"] = "from-a-stage"
+    line = json.loads(accesslog.line_of(e))
+    assert line["route"] == "from-a-stage" and list(line).count("route") == 1
