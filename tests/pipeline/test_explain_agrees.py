@@ -51,9 +51,11 @@ CONFIG: dict[str, Any] = {
     },
 }
 
-TOKEN = mint_hs256(SECRET, claims(sub="alice"))
-ADMIN = mint_hs256(SECRET, claims(sub="root", role="admin"))
-FORGED = mint_hs256("not-the-secret-" * 3, claims(sub="alice"))
+# Minted at collection: valid for a day, however long the suite runs before these tests.
+DAY = 86400
+TOKEN = mint_hs256(SECRET, claims(sub="alice", ttl=DAY))
+ADMIN = mint_hs256(SECRET, claims(sub="root", role="admin", ttl=DAY))
+FORGED = mint_hs256("not-the-secret-" * 3, claims(sub="alice", ttl=DAY))
 
 PROBES: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/api/orders/1", {"Authorization": f"Bearer {TOKEN}"}),
