@@ -41,10 +41,6 @@ audit_log = logging.getLogger("gw.audit")
 
 DEFAULT_POLICY = RoutePolicy()
 _AUTHORIZATION = "authorization"
-_CLAIM_MESSAGES = {
-    "missing_claim": "the token lacks a required claim",
-    "unsafe_claim": "the token has a claim that cannot be forwarded",
-}
 
 
 class Authenticator:
@@ -232,7 +228,7 @@ class Authenticator:
                 issuer_header=self._issuer_header,
             )
         except UnsafeClaim as ex:
-            message = _CLAIM_MESSAGES[ex.reason]
+            message = MESSAGES[ex.reason]
             detail["claim"] = ex.claim
             raise InvalidToken(message, reason=ex.reason, detail=detail, signed=True) from None
         return verified, identity

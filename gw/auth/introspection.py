@@ -33,6 +33,7 @@ from gw import __version__
 from gw.auth.errors import IntrospectionUnavailable, InvalidToken
 from gw.auth.identity import UnsafeClaim, build_identity
 from gw.auth.settings import IntrospectionSettings
+from gw.auth.tokens import MESSAGES
 from gw.core.identity import Identity
 from gw.errors import ConfigError
 from gw.upstream.connection import AnswerTooLarge, fetch
@@ -42,17 +43,6 @@ MAX_ANSWER_BYTES = 64 * 1024
 # RFC 6750 section 2.1 b64token: what a bearer token may be made of.
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _NUMERIC_DATES = ("exp", "nbf", "iat")
-_MESSAGES = {
-    "malformed": "the token is malformed",
-    "inactive": "the token is not active",
-    "expired": "the token has expired",
-    "not_yet_valid": "the token is not valid yet",
-    "wrong_issuer": "the token's issuer is not accepted",
-    "wrong_audience": "the token is not meant for this API",
-    "missing_claim": "the token lacks a required claim",
-    "invalid_claim": "the token has an invalid claim",
-    "unsafe_claim": "the token has a claim that cannot be forwarded",
-}
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -363,7 +353,7 @@ class Introspector:
         if cached:
             detail["cached"] = True
         signed = signed and reason not in ("inactive", "malformed")
-        return InvalidToken(_MESSAGES[reason], reason=reason, detail=detail, signed=signed)
+        return InvalidToken(MESSAGES[reason], reason=reason, detail=detail, signed=signed)
 
     def _unavailable(self, reason: str, **detail: Any) -> IntrospectionUnavailable:
         info = {"iss": self.issuer, "credential": "introspection", **detail}

@@ -50,6 +50,8 @@ MESSAGES: Mapping[str, str] = MappingProxyType(
         "wrong_audience": "the token is not meant for this API",
         "missing_claim": "the token lacks a required claim",
         "invalid_claim": "the token has an invalid claim",
+        "unsafe_claim": "the token has a claim that cannot be forwarded",
+        "inactive": "the token is not active",  # an introspection answer
     }
 )
 
