@@ -154,7 +154,7 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
     try:
         probe = Probe(
             method=args.method.upper(),
-            target=args.target,
+            target=_with_query(args.target, args.query),
             host=args.host,
             headers=[_header(item) for item in args.header],
             cookies=list(args.cookie),
@@ -190,6 +190,13 @@ def _add_requester_options(cmd: argparse.ArgumentParser) -> None:
         "--cookie", action="append", default=[], metavar="NAME=VALUE", help="a cookie; repeatable"
     )
     cmd.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a query parameter, added to the target's query as written; repeatable",
+    )
+    cmd.add_argument(
         "--client",
         "--client-ip",
         dest="client_ip",
@@ -206,6 +213,13 @@ def _add_requester_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--user", help="shorthand for --identity sub=USER")
     cmd.add_argument("--api-key-id", help="the caller is this API key (its id)")
     cmd.add_argument("--json", action="store_true", help="the same decisions as JSON")
+
+
+def _with_query(target: str, parameters: list[str]) -> str:
+    """The target with ``--query`` parameters appended to its query, as written."""
+    if not parameters:
+        return target
+    return target + ("&" if "?" in target else "?") + "&".join(parameters)
 
 
 def _header(item: str) -> tuple[str, str]:

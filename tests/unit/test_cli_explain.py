@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,14 @@ def test_explain_names_tunnels_and_idempotent_replays(
         "  idempotency: POST, PATCH with an Idempotency-Key answered once per key and caller,"
         " replayed for 3600 s" in capsys.readouterr().out.splitlines()
     )
+
+
+def test_query_parameters_can_be_given_apart_from_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "rate_limiting": None}))
+    options = ["--query", "version=v2", "--query", "b=1"]
+    assert main(["explain", "-c", str(path), "GET", "/api/x?a=0", *options, "--json"]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert stages[0]["query"] == "a=0&version=v2&b=1"
