@@ -89,6 +89,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "log nothing",
     )
     add(
+        "--gw-no-metrics",
+        action="store_true",
+        help="turn off gw's metrics (metrics.enabled: false) in every gw row; with "
+        "--gw-no-access-log, what observability costs is the difference from a default run",
+    )
+    add(
         "--gw-baseline",
         type=Path,
         metavar="DIR",
@@ -176,11 +182,17 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
         except ValueError as ex:
             raise SystemExit(f"--gw-variant: {ex}") from ex
         return [
-            TargetSpec(f"gw-{text}", "gw", gw=replace(options, access_log=access_log))
+            TargetSpec(
+                f"gw-{text}",
+                "gw",
+                gw=replace(options, access_log=access_log, metrics=not args.gw_no_metrics),
+            )
             for text, options in variants
         ]
     worker_class = WORKER_CLASSES.get(args.gw_worker_class, args.gw_worker_class)
-    options = GwOptions(worker_class, args.gw_workers, args.gw_threads, access_log)
+    options = GwOptions(
+        worker_class, args.gw_workers, args.gw_threads, access_log, not args.gw_no_metrics
+    )
     specs = [TargetSpec("gw", "gw", gw=options)]
     if args.gw_baseline:
         specs.append(TargetSpec("gw-baseline", "gw", gw=options, tree=args.gw_baseline.resolve()))
@@ -191,7 +203,9 @@ def full_spec(name: str, args: argparse.Namespace) -> TargetSpec:
     """Return a gw-full row: the --gw-* worker flags (not --gw-variant), JWTs of its algorithm."""
     worker_class = WORKER_CLASSES.get(args.gw_worker_class, args.gw_worker_class)
     access_log = not args.gw_no_access_log
-    options = GwOptions(worker_class, args.gw_workers, args.gw_threads, access_log)
+    options = GwOptions(
+        worker_class, args.gw_workers, args.gw_threads, access_log, not args.gw_no_metrics
+    )
     return TargetSpec(name, "gw", gw=options, auth=FULL_ROWS[name])
 
 

@@ -35,6 +35,7 @@ class GwOptions:
     workers: int | None = None
     threads: int | None = None
     access_log: bool = True
+    metrics: bool = True
 
     def env(self) -> dict[str, str]:
         """Return the GW_* environment that selects this worker model."""
@@ -257,7 +258,12 @@ def _start_gw(
     }
     argv = [gunicorn_path(), "-c", "gunicorn.conf.py", "gw.app:app"]
     child = start(spec.name, argv, log_dir=workdir, env=env, cwd=spec.tree)
-    info = {"gw_env": spec.gw.env(), "access_log": spec.gw.access_log, "tree": str(spec.tree)}
+    info = {
+        "gw_env": spec.gw.env(),
+        "access_log": spec.gw.access_log,
+        "metrics": spec.gw.metrics,
+        "tree": str(spec.tree),
+    }
     if auth is None:
         return Target(spec, port, child, info)
     info |= {"auth": auth.credentials.alg, "users": len(auth.credentials.tokens)}
@@ -267,13 +273,17 @@ def _start_gw(
 def _gw_config(spec: TargetSpec, dest: Path, upstream_port: int, auth: AuthSetup | None) -> Path:
     """Write gw's config: the plain proxy path, or the full pipeline when ``auth`` is given."""
     access_log = "true" if spec.gw.access_log else "false"
+    metrics = "true" if spec.gw.metrics else "false"
     if auth is None:
-        return render("gw.yaml", dest, upstream_port=upstream_port, access_log=access_log)
+        return render(
+            "gw.yaml", dest, upstream_port=upstream_port, access_log=access_log, metrics=metrics
+        )
     return render(
         "gw-full.yaml",
         dest,
         upstream_port=upstream_port,
         access_log=access_log,
+        metrics=metrics,
         issuer=ISSUER,
         audience=AUDIENCE,
         alg=auth.credentials.alg,
