@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +21,17 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Each gateway's directory (config, log, runtime tables) is removed when the test process ends,
+# not at stop: a test may read the log of a gateway it stopped. GW_TEST_KEEP_TMP=1 keeps them.
+_made: list[Path] = []
+
+
+@atexit.register
+def _remove_made() -> None:
+    if os.environ.get("GW_TEST_KEEP_TMP") != "1":
+        for path in _made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -83,6 +96,7 @@ def start_gateway(
     ``gunicorn gw.app:app`` do: the gateway derives its directory from the config's path.
     """
     tmp = Path(tempfile.mkdtemp(prefix="gw-test-"))
+    _made.append(tmp)
     config_path = tmp / "gw.yaml"
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     config_path.write_text(text)
