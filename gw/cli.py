@@ -252,7 +252,7 @@ class _LiveGateway:
 
     def __init__(self, config: Config, args: argparse.Namespace) -> None:
         self.directory = _gateway_dir(args)
-        self.limiter, _ = _limits_backend(config, argparse.Namespace(table=None, **vars(args)))
+        self.limiter, _ = _limits_backend(config, args)
 
     def peek(self, key: str, rate: Rate) -> Decision | None:
         return self.limiter.peek(key, rate)
@@ -329,8 +329,9 @@ def _decisions(args: argparse.Namespace) -> dict[str, object]:
 
 def _limits_backend(config: Config | None, args: argparse.Namespace) -> tuple[LimiterAdmin, str]:
     """Open the limiter the gateway uses; return it with where it lives (for the audit)."""
-    if args.table:
-        return _open_table(args.table), args.table
+    table = getattr(args, "table", None)  # gw limits --table; gw explain has none
+    if table:
+        return _open_table(table), table
     backend = config.limits_backend if config else "shared"
     if config is not None and config.admission is not None and backend != "shared":
         return cast(LimiterAdmin, config.admission.open_backend()), _redacted(backend)

@@ -237,10 +237,10 @@ class Gateway:
         return None if allowed is None else self._respond(request.exchange, 204, allowed, [], None)
 
     def _admit(self, request: Request, route: RouteSpec, headers: Mapping[str, str]) -> None:
-        """Draw from every rate limit that applies; 429 before anything reaches the upstream."""
+        """Draw from every rate limit that applies; 429 before anything reaches the upstream.
+        (Only in a plan whose ``admits``: the config has rate limits.)"""
         admission = self.config.admission
-        if admission is None:
-            return
+        assert admission is not None
         limits = admission.limits_for(request.method, request.path)
         if limits:
             who = Requester.of(request, route.name, headers)
