@@ -13,6 +13,7 @@ from gw.cache import open_cache
 from gw.cache.keys import CacheKey, cache_key
 from gw.cache.redis_store import RedisCache
 from gw.cache.settings import CacheStoreSettings
+from gw.host.redis import PRIMARY_RECHECK
 from tests.fixtures.redis_cluster import RedisCluster, session_cluster
 from tests.fixtures.redis_sentinel import RedisSentinel, session_sentinel
 
@@ -48,7 +49,13 @@ def test_an_entry_outlives_a_failover_and_the_outage_is_misses_in_time(
         assert store.lookup(_key("/kept")) is None  # the frozen primary: a miss, in time
         assert time.monotonic() - started < 4 * TIMEOUT + 1.0
         ha.wait_for_new_primary(old)
+        # The client asks the sentinels again within PRIMARY_RECHECK; until then a lookup may
+        # still go to the frozen primary and miss in time.
+        deadline = time.monotonic() + PRIMARY_RECHECK + 4 * TIMEOUT + 2.0
         found = store.lookup(_key("/kept"))
+        while found is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = store.lookup(_key("/kept"))
         assert found is not None and found.body == b"kept"
         assert store.store(_key("/new"), 200, [], b"new", ttl=60)
         assert store.lookup(_key("/new")) is not None
