@@ -446,19 +446,13 @@ class Gateway:
         accesslog.write(exchange)
         inflight.finished(exchange)
         idle = inflight.idle()
+        if idle:
+            accesslog.flush()  # nothing else in flight: write this line (and any before) now
         if self.metrics is not None:
             self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started
             self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
-            if not idle:
-                self.metrics.publish(False)  # when due
-        if idle:  # nothing else in flight: this line (and any before) and the counts go out
-            inflight.when_idle(self._idle_work)
-
-    def _idle_work(self) -> None:
-        accesslog.flush()
-        if self.metrics is not None:
-            self.metrics.publish(True)
+            self.metrics.publish(idle)
 
     # -- answers gw makes itself -------------------------------------------------------------
 

@@ -8,7 +8,6 @@ share one registry without a lock; ``report_cut`` reads a copy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from gw.core.exchange import Exchange
@@ -34,42 +33,6 @@ def finished(exchange: Exchange) -> None:
 def idle() -> bool:
     """Whether this worker is serving no request at all right now."""
     return not _serving
-
-
-_later: Callable[[Callable[[], None]], object] | None = None  # the event loop's "after this turn"
-_idle_work_pending = False
-
-
-def defer_idle_work(later: Callable[[Callable[[], None]], object]) -> None:
-    """Have ``when_idle`` run its work through ``later`` (gevent's ``loop.run_callback``)."""
-    global _later
-    _later = later
-
-
-def when_idle(work: Callable[[], None]) -> None:
-    """Run ``work`` (write the waiting access lines, publish the metrics) now that this worker
-    serves nothing: at once, or, under an event loop, at the end of this turn of the loop and
-    only if the worker is still idle then.
-
-    PERF: under load a worker is idle for a moment between many requests while the next ones
-    are already waking up; once per turn, one ``write`` and one publish serve them all. A
-    quiet gateway still writes each line at once (within the same turn).
-    """
-    global _idle_work_pending
-    if _later is None:
-        work()
-        return
-    if _idle_work_pending:
-        return
-    _idle_work_pending = True
-
-    def run() -> None:
-        global _idle_work_pending
-        _idle_work_pending = False
-        if not _serving:
-            work()
-
-    _later(run)
 
 
 def report_cut(log: WarningLog, pid: int) -> int:

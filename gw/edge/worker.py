@@ -32,7 +32,6 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from gw.core.headers import request_id
-from gw.edge import inflight
 from gw.edge.arbiter import worker_stop_limit
 from gw.edge.connection import Connection
 from gw.edge.request import Limits
@@ -66,8 +65,6 @@ class BalancedGeventWorker(GeventWorker):  # type: ignore[misc]
         self.open_connections = 0
         self.waiting = WaitingConnections()
         leave_cutting_to_the_master(cfg)
-        # PERF: idle work (access lines, metrics) once per turn of the loop (gw.edge.inflight).
-        inflight.defer_idle_work(lambda work: gevent.get_hub().loop.run_callback(work))
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
