@@ -103,6 +103,7 @@ def products(path: str) -> tuple[int, Any]:
 def _handler(name: str, app: Any) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # keep-alive: head and body are two writes
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

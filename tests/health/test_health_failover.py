@@ -30,6 +30,7 @@ RUN_SECONDS = 1.5
 
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive: head and body are two writes
 
     def do_GET(self) -> None:
         self.send_response(200)

@@ -47,6 +47,7 @@ class SlowJson(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive: head and body are two writes
     server: SlowJson
 
     def log_message(self, *args: Any) -> None:

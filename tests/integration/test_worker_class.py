@@ -38,6 +38,7 @@ class CountingUpstream(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive: head and body are two writes
     server: CountingUpstream
 
     def log_message(self, *args: Any) -> None:

@@ -116,6 +116,7 @@ class IdpServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive: head and body are two writes
     idp: IdpServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -85,6 +85,7 @@ class JwksServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive: head and body are two writes
     jwks: JwksServer
 
     def log_message(self, format: str, *args: Any) -> None:
