@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -46,6 +45,7 @@ from gw.auth.errors import InvalidToken, TooManyAuthFailures
 from gw.auth.settings import FailureLimitSettings
 from gw.core.forwarding import client_key
 from gw.errors import Unauthorized
+from gw.host import process
 from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
 
 audit_log = logging.getLogger("gw.audit")
@@ -109,11 +109,11 @@ class FailureThrottle:
             return None
 
     def _backend(self) -> FailureCounter:
-        if self._pid != os.getpid() or self._counter is None:
+        if self._pid != process.pid() or self._counter is None:
             limiter = self._open_limiter()
             if not isinstance(limiter, FailureCounter):
                 raise TypeError(f"{type(limiter).__name__} cannot peek at a bucket")
-            self._counter, self._pid = limiter, os.getpid()
+            self._counter, self._pid = limiter, process.pid()
         return self._counter
 
 

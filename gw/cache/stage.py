@@ -6,7 +6,6 @@ shared directory or Redis). The store is opened lazily in each worker, after the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from gw.cache.settings import CacheStoreSettings, RouteCacheSettings
 from gw.core.exchange import Outcome
 from gw.core.headers import HOP_BY_HOP, response_headers
 from gw.core.request import Request
+from gw.host import process
 from gw.upstream.client import UpstreamResponse
 
 
@@ -138,9 +138,9 @@ class CacheStage:
         return self._store().purge(key, route)
 
     def _store(self) -> Cache:
-        if self._cache is None or self._pid != os.getpid():
+        if self._cache is None or self._pid != process.pid():
             self._cache = open_cache(self.settings)
-            self._pid = os.getpid()
+            self._pid = process.pid()
         return self._cache
 
 

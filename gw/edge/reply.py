@@ -17,6 +17,7 @@ from typing import Any
 from gw.core.headers import HOP_BY_HOP  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.edge.request import Message
 from gw.edge.tunnel import Switch
+from gw.host.process import send_all
 
 log = logging.getLogger("gw.serve")
 
@@ -75,7 +76,7 @@ class Reply:
         if not self.started:
             self._write(b"")
         elif self._chunked:
-            self.sock.sendall(b"0\r\n\r\n")
+            send_all(self.sock, b"0\r\n\r\n")
         if self._length is not None and self._sent < self._length and not self._bodyless:
             self.keep_alive = False  # short body: the client must see the connection end
 
@@ -85,10 +86,10 @@ class Reply:
 
     def _write(self, data: bytes) -> None:
         if not self.started:
-            self.sock.sendall(self._head() + self._frame(data))
+            send_all(self.sock, self._head() + self._frame(data))
             self.started = True
             return
-        self.sock.sendall(self._frame(data))
+        send_all(self.sock, self._frame(data))
 
     def _frame(self, data: bytes) -> bytes:
         if not data or self._bodyless:

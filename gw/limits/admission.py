@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from gw.core.request import Request
 from gw.core.routes import Route
 from gw.core.routing import RouteTable
 from gw.errors import ClientError, ConfigError, GatewayError, Unauthorized
+from gw.host import process
 from gw.limits import Decision, Limiter, LimiterUnavailable, Rate, StripeFrozen
 from gw.limits.settings import LimitSettings, RateLimitingSettings
 from gw.limits.table import SharedTable
@@ -250,9 +250,9 @@ class Admission:
         return backend.stats() if isinstance(backend, SharedTable) else {}
 
     def _backend(self) -> Limiter:
-        if self._pid != os.getpid() or self._limiter is None:
+        if self._pid != process.pid() or self._limiter is None:
             self._limiter = self._open_limiter()
-            self._pid = os.getpid()
+            self._pid = process.pid()
         return self._limiter
 
 

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from gw.core.exchange import Exchange
+from gw.host import process
 from gw.observe.incident import IncidentLog
 
 BATCH_LINES = 64
@@ -73,7 +74,7 @@ class _Writer:
 
     def _ensure_flusher(self) -> None:
         # A thread started before a fork does not exist in the child: one per process.
-        pid = _pid()
+        pid = process.pid()
         if self.flusher_pid == pid:
             return
         self.flusher_pid = pid
@@ -154,7 +155,7 @@ def line_of(exchange: Exchange) -> str:
         f'"route":{_text(exchange.route)},"upstream":{_text(exchange.upstream)},'
         f'"target":{_text(exchange.upstream_target)},"status":{int(exchange.status)},'
         f'"bytes":{int(exchange.bytes_sent)},'
-        f'"duration_ms":{float(round(exchange.elapsed_ms(), 3))!r},"worker":{_pid()}'
+        f'"duration_ms":{float(round(exchange.elapsed_ms(), 3))!r},"worker":{process.pid()}'
     )
     if exchange.error:
         text += f',"error":{_str(exchange.error)}'
@@ -178,7 +179,7 @@ def _fields(exchange: Exchange) -> dict[str, Any]:
         "status": exchange.status,
         "bytes": exchange.bytes_sent,
         "duration_ms": round(exchange.elapsed_ms(), 3),
-        "worker": _pid(),
+        "worker": process.pid(),
     }
     if exchange.error:
         line["error"] = exchange.error
@@ -227,11 +228,3 @@ def _now() -> str:
 @functools.lru_cache(maxsize=1)
 def _formatted(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
-
-
-_pids = {"pid": os.getpid()}
-os.register_at_fork(after_in_child=lambda: _pids.__setitem__("pid", os.getpid()))
-
-
-def _pid() -> int:
-    return _pids["pid"]

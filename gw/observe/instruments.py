@@ -8,12 +8,12 @@ Like ``gw.observe.metrics``, this module imports prometheus_client only inside f
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from gw.host import process
 from gw.observe.metrics import multiprocess_directory
 
 if TYPE_CHECKING:
@@ -520,7 +520,7 @@ _process_lock = threading.Lock()
 def worker_metrics() -> Metrics:
     """Return this process's one ``Metrics``, made on first use (after the fork)."""
     global _process_metrics
-    pid = os.getpid()
+    pid = process.pid()
     with _process_lock:
         if _process_metrics is None or _process_metrics[0] != pid:
             _process_metrics = (pid, Metrics())

@@ -14,7 +14,6 @@ redirects, no retries, one fixed target per pool.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import time
@@ -46,6 +45,7 @@ from gw.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gw.host import process
 from gw.upstream.choice import CANCELLED, Choice, Picker
 from gw.upstream.pool import ConnectionPool, Connector, PoolBusy
 from gw.upstream.spec import Target, UpstreamSpec
@@ -314,7 +314,7 @@ class UpstreamClient:
 
     def _local(self) -> tuple[ConnectionPool, ...]:
         """This process's pools, made after the fork."""
-        if self._pid != os.getpid():
+        if self._pid != process.pid():
             spec = self.spec
             self._pools = tuple(
                 ConnectionPool(
@@ -327,7 +327,7 @@ class UpstreamClient:
                 )
                 for t in spec.targets
             )
-            self._pid = os.getpid()
+            self._pid = process.pid()
         return self._pools
 
 

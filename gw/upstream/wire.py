@@ -3,7 +3,7 @@ response read with llhttp (the parser Node.js uses, through ``httptools``).
 
 PERF: ``http.client``'s message layer (a ``putheader`` call per header, responses parsed by the
 ``email`` package) cost about 150 µs of CPU per proxied request on the bench box, more than the
-rest of the gateway. Here the head is one ``sendall`` and the response parsing is C. urllib3
+rest of the gateway. Here the head is one ``send`` and the response parsing is C. urllib3
 still makes the connections (connect timeouts, socket options, TLS); see ``gw.upstream.pool``.
 """
 
@@ -19,6 +19,7 @@ import httptools
 
 from gw.core.headers import chunked_only
 from gw.errors import InvalidHeader
+from gw.host.process import send_all
 
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
@@ -87,22 +88,22 @@ def send_request(sock: socket.socket, head: bytes, body: Body, chunked: bool) ->
     if body is None or isinstance(body, bytes):
         if chunked:
             tail = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
-            sock.sendall(head + tail)
+            send_all(sock, head + tail)
         else:
-            sock.sendall(head + body if body else head)
+            send_all(sock, head + body if body else head)
         return
-    sock.sendall(head)
+    send_all(sock, head)
     for data in _pieces(body):
         if not data:
             continue
         if chunked:
-            sock.sendall(b"%x\r\n" % len(data))
-            sock.sendall(data)
-            sock.sendall(b"\r\n")
+            send_all(sock, b"%x\r\n" % len(data))
+            send_all(sock, data)
+            send_all(sock, b"\r\n")
         else:
-            sock.sendall(data)
+            send_all(sock, data)
     if chunked:
-        sock.sendall(b"0\r\n\r\n")
+        send_all(sock, b"0\r\n\r\n")
 
 
 def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:

@@ -1,0 +1,35 @@
+"""This process's identity and its sockets, as the request path needs them cheaply.
+
+- ``pid()``: this process's id, kept in memory and renewed in a forked child. Since glibc
+  2.25 ``os.getpid()`` is a system call each time; the request path asks for it several times
+  a request (the access line, per-process pools and tables made after the fork).
+- ``send_all(sock, data)``: ``sock.sendall(data)`` in one ``send`` when it fits, as a small
+  HTTP message does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def pid() -> int:
+    """Return this process's id (renewed in a child after ``fork``)."""
+    return _pid[0]
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """Send every byte of ``data`` on ``sock`` (within its timeout), as ``sendall`` does.
+
+    PERF: gevent's ``sendall`` asks the kernel for the socket's send buffer size
+    (``getsockopt``) on every call, to size its chunks; one ``send`` takes a small message
+    whole, and only what it leaves goes through ``sendall``.
+    """
+    if not data:
+        return
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
