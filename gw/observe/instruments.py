@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gw.host import process
 from gw.observe.metrics import multiprocess_directory
+from gw.observe.tally import Tally, add_to_histogram
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -215,6 +216,15 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[object, ...], Any] = {}
+        # The per-request series, tallied between publishes (gw.observe.tally).
+        self._requests_tally: Tally[tuple[str, str, int]] = Tally(DURATION_BUCKETS)
+        self._upstream_tally: Tally[tuple[str, str]] = Tally(DURATION_BUCKETS)
+        self._inflight_lock = threading.Lock()
+        self._inflight_now = self._inflight_published = 0
+        if self.directory:
+            from gw.observe import published
+
+            published.before_publish(self._fold)
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
         self.publish(idle=True)  # the start is seen by scrapes before any request is served
@@ -225,13 +235,7 @@ class Metrics:
         """Count one answered request and observe its duration."""
         if method not in _METHODS:
             method = "OTHER"  # APPSEC: a client-chosen word must not become a new series
-        key = (route or NO_ROUTE, method, status // 100)
-        # PERF: .labels() hashes and validates its arguments; a dict hit costs ~60 ns.
-        pair = self._request_children.get(key)
-        if pair is None:
-            pair = self._request_pair(*key)
-        pair[0].inc()
-        pair[1].observe(seconds)
+        self._requests_tally.add((route or NO_ROUTE, method, status // 100), seconds)
 
     def publish(self, idle: bool) -> None:
         """Write this worker's counts to its files: now when the worker is ``idle``, else
@@ -240,8 +244,11 @@ class Metrics:
             self._publishers[0 if idle else 1]()
 
     def inflight(self, delta: int) -> None:
-        """Add ``delta`` (+1 when a request starts, -1 when its response is done)."""
-        self._inflight.inc(delta)
+        """Add ``delta`` (+1 when a request starts, -1 when its response is done).
+
+        PERF: counted here and set on the gauge when the worker publishes (``_fold``)."""
+        with self._inflight_lock:
+            self._inflight_now += delta
 
     def tunnels(self, delta: int) -> None:
         """Add ``delta`` (+1 when a tunnel opens, -1 when it closes); published at once."""
@@ -254,7 +261,7 @@ class Metrics:
         ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part.
         """
         _check(via, UPSTREAM_VIAS)
-        self._child(self._upstream, upstream, via).observe(seconds)
+        self._upstream_tally.add((upstream, via), seconds)
 
     def upstream_error(self, upstream: str, kind: str, via: str = "proxy") -> None:
         """Count a failure of ``upstream``; ``kind`` is the gateway error code."""
@@ -352,6 +359,7 @@ class Metrics:
         accept = request.get("HTTP_ACCEPT") or request.get("Accept") or request.get("accept")
         encoder, content_type = choose_encoder(str(accept or ""))
         if not self.directory:
+            self._fold()
             return content_type, encoder(self._registry)
         from gw.observe.metricfiles import scrape_lock
         from gw.observe.published import publish
@@ -376,6 +384,23 @@ class Metrics:
         return registry
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _fold(self) -> None:
+        """Add what the tallies counted since the last fold to the metric children (run at
+        the start of every publish, and before a single-process scrape)."""
+        for key, row in self._requests_tally.take().items():
+            counter, duration = self._request_children.get(key) or self._request_pair(*key)
+            counter.inc(row[0])
+            if duration is not _UNRECORDED:
+                add_to_histogram(duration, row)
+        for (upstream, via), row in self._upstream_tally.take().items():
+            child = self._child(self._upstream, upstream, via)
+            if child is not _UNRECORDED:
+                add_to_histogram(child, row)
+        inflight = self._inflight_now
+        if inflight != self._inflight_published:
+            self._inflight.set(inflight)
+            self._inflight_published = inflight
 
     def _request_pair(self, route: str, method: str, status_class: int) -> tuple[Any, Any]:
         cls = _STATUS_CLASSES[status_class] if 0 <= status_class < len(_STATUS_CLASSES) else "other"

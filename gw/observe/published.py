@@ -20,6 +20,7 @@ import atexit
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import values
@@ -39,6 +40,7 @@ class _Shared:
         self.pid = os.getpid()
         self.published_at = time.monotonic()
         self.publisher_pid = -1
+        self.folds: list[Callable[[], None]] = []
 
     def file(self, prefix: str) -> Any:
         found = self.files.get(prefix)
@@ -54,6 +56,7 @@ class _Shared:
         self.pid = os.getpid()
         self.files.clear()
         self.marked.clear()
+        self.folds.clear()  # the parent's tallies: a worker makes its own Metrics
         for value in self.all:
             value.load()
 
@@ -124,8 +127,16 @@ def install() -> None:
     values.ValueClass = PublishedValue
 
 
+def before_publish(fold: Callable[[], None]) -> None:
+    """Run ``fold`` first at every publish: it adds what was tallied to the values
+    (``gw.observe.tally``); it must not publish itself."""
+    _shared.folds.append(fold)
+
+
 def publish() -> None:
     """Write every value changed since the last publish to this process's files."""
+    for fold in _shared.folds:
+        fold()  # outside the lock: a fold changes values, which takes it
     with _shared.lock:
         marked, _shared.marked = _shared.marked, set()
         for value in marked:
@@ -150,8 +161,7 @@ def _ensure_publisher() -> None:
 def _publish_forever() -> None:
     while True:
         time.sleep(PUBLISH_EVERY)
-        if _shared.marked:
-            publish()
+        publish()  # what was marked, and what the tallies hold
 
 
 atexit.register(publish)
