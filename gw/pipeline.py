@@ -381,8 +381,15 @@ class Gateway:
         """Pass the upstream's status, headers and streamed body on (``body``: the chunks a
         stage already began to read, then the rest)."""
         headers = response_headers(upstream.headers)
-        chunks = upstream.body() if body is None else body
-        return self._respond(request.exchange, upstream.status, headers, chunks, request, upstream)
+        if body is None:
+            # PERF: a body that came with the head (a small answer) is answered in hand, with
+            # no streaming wrapper: the connection goes back to the pool before the client is
+            # written to, and the exchange is logged then, as for any answer in hand.
+            whole = upstream.body_in_hand()
+            if whole is not None:
+                return self._respond(request.exchange, upstream.status, headers, whole, request)
+            body = upstream.body()
+        return self._respond(request.exchange, upstream.status, headers, body, request, upstream)
 
     # -- the one respond tail ----------------------------------------------------------------
 

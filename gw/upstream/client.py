@@ -130,6 +130,11 @@ class UpstreamResponse:
                 self._pool.discard(self._conn)
             self._conn = None
 
+    def body_in_hand(self) -> list[bytes] | None:
+        """The whole body when it came with the head (a small answer), the connection then
+        released; None when there is more to read (``body()`` streams it)."""
+        return list(self.body()) if self.raw.complete else None
+
     def abandon(self) -> None:
         """Close the connection: a half-read response must never be reused."""
         if self.choice is not None:

@@ -237,6 +237,11 @@ class Response:
     # -- reading ---------------------------------------------------------------------------
 
     @property
+    def complete(self) -> bool:
+        """Whether the whole answer, body included, has been read already."""
+        return self._complete
+
+    @property
     def reusable(self) -> bool:
         """Whether the connection may carry another request once the body has been read."""
         return self._complete and not self._extra and not self._until_close and self._keep_alive
