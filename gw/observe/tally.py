@@ -58,7 +58,6 @@ def add_to_histogram(child: Any, row: Row) -> None:
     """
     child._sum.inc(row[1])
     buckets = child._buckets
-    for index in range(len(buckets)):
-        hits = row[2 + index]
+    for index, hits in enumerate(row[2:]):
         if hits:
             buckets[index].inc(hits)

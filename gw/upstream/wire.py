@@ -29,6 +29,9 @@ Body = IO[bytes] | Iterable[bytes] | bytes | None
 
 # RFC 9110 token characters for header names; values must not break the message framing.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKENS = re.compile(
+    r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*"
+)  # one a line
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _EXPECTS_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -62,25 +65,34 @@ def request_head(
     # APPSEC: client header values arrive already split by the front parser, but identity and
     # transformation headers are built by gw; every one is checked here, where a CR, LF or NUL
     # would let a value forge extra headers or a second request on the kept-alive connection.
+    # PERF: all names in one regex call and all values in another (one per header cost ~4 µs).
     if _BAD_TARGET.search(target) or not _TOKEN.fullmatch(method):
         raise InvalidHeader(f"refusing to send the request target {target!r} upstream")
-    lines = [f"{method} {target} HTTP/1.1"]
-    seen = set()
-    for name, value in headers.items():
-        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-            raise InvalidHeader(f"refusing to send the header {name!r} upstream")
-        lines.append(f"{name}: {value}")
-        seen.add(name.lower())
-    if "host" not in seen:
-        lines.append(f"Host: {host}")
+    names = "\n".join(headers)
+    if headers and (
+        not _TOKENS.fullmatch(names)
+        or names.count("\n") != len(headers) - 1  # a name holding the newline itself
+        or _BAD_VALUE.search("".join(headers.values()))
+    ):
+        raise InvalidHeader(f"refusing to send the header {_first_bad(headers)!r} upstream")
+    block = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    # Each line of the block starts after a "\n" and no value holds one (checked above).
+    present = "\n" + block.lower()
+    if "\nhost:" not in present:
+        block += f"Host: {host}\r\n"
     if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    elif no_body and method in _EXPECTS_BODY and "content-length" not in seen:
-        lines.append("Content-Length: 0")
-    if "accept-encoding" not in seen:
-        lines.append("Accept-Encoding: identity")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+        block += "Transfer-Encoding: chunked\r\n"
+    elif no_body and method in _EXPECTS_BODY and "\ncontent-length:" not in present:
+        block += "Content-Length: 0\r\n"
+    if "\naccept-encoding:" not in present:
+        block += "Accept-Encoding: identity\r\n"
+    return f"{method} {target} HTTP/1.1\r\n{block}\r\n".encode("latin-1")
+
+
+def _first_bad(headers: Mapping[str, str]) -> str:
+    """The first header name that is not a token, or whose value would break the framing."""
+    bad = (n for n, v in headers.items() if not _TOKEN.fullmatch(n) or _BAD_VALUE.search(v))
+    return next(bad, "")
 
 
 def send_request(sock: socket.socket, head: bytes, body: Body, chunked: bool) -> None:

@@ -3,12 +3,15 @@ checked."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gw.errors import InvalidHeader
 from gw.upstream.wire import (
@@ -268,6 +271,10 @@ def test_request_head_adds_host_length_and_identity_encoding_only_when_missing()
         ("GET", "/a", {"X-A": "1\nX-Injected: yes"}),
         ("GET", "/a", {"X A": "1"}),
         ("GET", "/a", {"X-A": "nul\x00"}),
+        ("GET", "/a", {"X-A\nX-Injected": "yes"}),  # a newline inside a name
+        ("GET", "/a", {"X-A": "1", "X: Y": "2"}),  # a name holding ": "
+        ("GET", "/a", {"": "1"}),
+        ("GET", "/a", {"X-A": "1", "X-B": "2\r"}),  # only the last value is bad
         ("GET", "/a b", {}),
         ("GET", "/a\r\nX: y", {}),
         ("G T", "/a", {}),
@@ -288,3 +295,50 @@ def test_streamed_chunked_body_is_framed(pair: Pair) -> None:
     while data := theirs.recv(65536):
         received += data
     assert received == b"HEAD\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+
+
+def _reference_head(method: str, target: str, headers: dict[str, str], host: str) -> bytes:
+    """request_head as it was written first, one check per header (the differential's oracle)."""
+    token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+    if re.search(r"[\x00-\x20\x7f]", target) or not token.fullmatch(method):
+        raise InvalidHeader("target")
+    lines, seen = [f"{method} {target} HTTP/1.1"], set()
+    for name, value in headers.items():
+        if not token.fullmatch(name) or re.search(r"[\x00\r\n]", value):
+            raise InvalidHeader(name)
+        lines.append(f"{name}: {value}")
+        seen.add(name.lower())
+    if "host" not in seen:
+        lines.append(f"Host: {host}")
+    if method in ("POST", "PUT", "PATCH") and "content-length" not in seen:
+        lines.append("Content-Length: 0")
+    if "accept-encoding" not in seen:
+        lines.append("Accept-Encoding: identity")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+_PIECES = st.sampled_from(["X-A", "host", "Content-Length", "accept-encoding", "a", ":", " "])
+_NAMES = st.lists(st.one_of(_PIECES, st.sampled_from(["\r", "\n", "\x00", "é", "1"])), max_size=4)
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "G T"]),
+    headers=st.dictionaries(
+        _NAMES.map("".join),
+        st.text(alphabet="ab :\r\n\x00\t", max_size=6),
+        max_size=5,
+    ),
+)
+def test_request_head_agrees_with_one_check_per_header(
+    method: str, headers: dict[str, str]
+) -> None:
+    try:
+        expected: bytes | None = _reference_head(method, "/t", headers, "up:1")
+    except InvalidHeader:
+        expected = None
+    try:
+        got: bytes | None = request_head(method, "/t", headers, "up:1", chunked=False, no_body=True)
+    except InvalidHeader:
+        got = None
+    assert got == expected
