@@ -8,6 +8,7 @@ used afterwards: for routing, the cache key, ``X-Forwarded-Host`` and ``preserve
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -62,6 +63,10 @@ def effective_host(raw_target: str, host_fields: str | None, version: str) -> Au
     return _parse(absolute["authority"])
 
 
+# PERF: a gateway sees few Host values; parsing one is a regex and a few string calls.
+# APPSEC: the key is the exact header text and the entry the immutable value parsing it gives;
+# a refused value raises and is never cached, and the cache is bounded (LRU).
+@functools.lru_cache(maxsize=1024)
 def _parse(value: str) -> Authority:
     value = value.strip(" \t")
     match = _HOST.fullmatch(value) if len(value) <= _MAX_HOST else None
