@@ -106,6 +106,38 @@ class IpForbidden(ClientError):
     code = "ip_forbidden"
 
 
+class InvalidHost(ClientError):
+    """Host is missing (HTTP/1.1), repeated, or not a valid host[:port]."""
+
+    code = "invalid_host"
+
+
+class UnknownHost(ClientError):
+    """The request's host is not one ``server.hosts`` lists."""
+
+    status = 421
+    code = "unknown_host"
+
+
+class InvalidQuery(ClientError):
+    """The query string has characters that must be percent-encoded."""
+
+    code = "invalid_query"
+
+
+class ClientBodyIncomplete(ClientError):
+    """The client's body ended before the length it announced."""
+
+    code = "client_body_incomplete"
+
+
+class UnsupportedCoding(ClientError):
+    """A request transfer coding other than ``chunked``."""
+
+    status = 501
+    code = "not_implemented"
+
+
 class RouteNotFound(ClientError):
     status = 404
     code = "route_not_found"

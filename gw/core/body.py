@@ -7,18 +7,15 @@ from typing import IO
 
 from gw.core.headers import chunked_only
 from gw.core.request import Request
-from gw.errors import BodyTooLarge, ClientError, GatewayError, InvalidHeader
+from gw.errors import (
+    BodyTooLarge,
+    ClientBodyIncomplete,
+    GatewayError,
+    InvalidHeader,
+    UnsupportedCoding,
+)
 
 CHUNK = 64 * 1024
-
-
-class ClientBodyIncomplete(ClientError):
-    code = "client_body_incomplete"
-
-
-class UnsupportedCoding(ClientError):
-    status = 501
-    code = "not_implemented"
 
 
 def request_body(

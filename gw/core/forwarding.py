@@ -42,13 +42,13 @@ class PeerList:
     """
 
     def __init__(self, entries: Sequence[str]) -> None:
-        self._unix, self._networks = parse_networks(entries)
+        self._unix_socket, self._networks = parse_networks(entries)
         # PERF: the same few peers are asked about on every request.
         self.contains = lru_cache(maxsize=1024)(self._contains)
 
     def _contains(self, address: str) -> bool:
         if address == "":
-            return self._unix
+            return self._unix_socket
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

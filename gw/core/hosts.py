@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gw.errors import ClientError
+from gw.errors import InvalidHost, UnknownHost
 
 # APPSEC: stricter than RFC 3986's reg-name on purpose. DNS names and IP addresses need
 # letters, digits, '-', '.' and '_'; sub-delims (',' ';' '=' ...), '%', '@', '/' and spaces
@@ -23,15 +23,6 @@ from gw.errors import ClientError
 _HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{0,5}))?")
 _SCHEME_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)")
 _MAX_HOST = 255 + 1 + 5
-
-
-class InvalidHost(ClientError):
-    code = "invalid_host"
-
-
-class UnknownHost(ClientError):
-    status = 421
-    code = "unknown_host"
 
 
 @dataclass(frozen=True, slots=True)

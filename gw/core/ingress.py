@@ -16,11 +16,7 @@ from gw.core.headers import Headers, check_connection, request_id
 from gw.core.hosts import effective_host
 from gw.core.paths import canonicalize, split_target
 from gw.core.request import Request
-from gw.errors import ClientError
-
-
-class InvalidQuery(ClientError):
-    code = "invalid_query"
+from gw.errors import InvalidQuery
 
 
 def exchange_from(environ: Mapping[str, Any], proxies: TrustedProxies) -> Exchange:
