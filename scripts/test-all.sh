@@ -36,5 +36,3 @@ echo "== mypy --strict gw"
 .venv/bin/mypy --strict gw
 echo "== pytest"
 .venv/bin/pytest -q "$@"
-echo "== the mypyc-compiled form (scripts/test-compiled.sh)"
-bash scripts/test-compiled.sh

@@ -80,9 +80,8 @@ def install_closure(requirements: list[Requirement]) -> set[str]:
 
 def imported_distributions() -> dict[str, set[str]]:
     """Top-level module -> the distributions that provide it, for everything the entry modules
-    load. Left out: the standard library, gw itself (with the runtime module of a mypyc build),
-    and names no installed distribution's file list provides (modules that extensions register
-    at run time, such as ``_cython_3_3_0``)."""
+    load. Left out: the standard library, gw itself, and names no installed distribution's file
+    list provides (modules that extensions register at run time, such as ``_cython_3_3_0``)."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_ALL, json.dumps(ENTRY_MODULES)],
         capture_output=True,
@@ -96,9 +95,8 @@ def imported_distributions() -> dict[str, set[str]]:
     for module in json.loads(result.stdout):
         if module in sys.stdlib_module_names or module in ("gw", "__main__"):
             continue
-        dists = {canonicalize_name(d) for d in providers.get(module, [])}
-        if dists and "gw" not in dists:  # gw's own: the mypyc runtime of a compiled build
-            found[module] = dists
+        if module in providers:
+            found[module] = {canonicalize_name(d) for d in providers[module]}
     return found
 
 

@@ -46,14 +46,11 @@ def loaded_by(module: str) -> list[str]:
 def third_party(names: list[str]) -> list[str]:
     """The names that belong neither to the standard library nor to gw."""
     own = sys.stdlib_module_names | {"gw"}
-    # _sysconfigdata_<abi>: the standard library's sysconfig data, named per platform;
-    # <hash>__mypyc: the runtime of gw's own modules compiled with mypyc (setup.py)
+    # _sysconfigdata_<abi>: the standard library's sysconfig data, named per platform
     return [
         name
         for name in names
-        if name.partition(".")[0] not in own
-        and not name.startswith("_sysconfigdata_")
-        and not name.endswith("__mypyc")
+        if name.partition(".")[0] not in own and not name.startswith("_sysconfigdata_")
     ]
 
 
