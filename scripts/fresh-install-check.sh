@@ -82,6 +82,8 @@ case "$where" in
   "$VENV"/lib/*) echo "   gw imports from $where" ;;
   *) fail "gw imports from $where, not from the new virtualenv" ;;
 esac
+# The default worker under both its names (gw.worker: the one older env files and units use).
+"$VENV/bin/python" -c 'import gw.edge.worker, gw.worker, gw.app' || fail "the worker classes do not import"
 
 free_port() {
   "$VENV/bin/python" -c 'import socket
