@@ -26,18 +26,19 @@ from typing import Any
 from prometheus_client import values
 from prometheus_client.mmap_dict import mmap_key
 
+from gw.host import process
+
 PUBLISH_EVERY = 0.1
 
 
 class _Shared:
-    """The state of all values of this process: files, marked values, the pid."""
+    """The state of all values of this process: files and marked values."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.files: dict[str, Any] = {}
         self.all: list[PublishedValue] = []
         self.marked: set[PublishedValue] = set()
-        self.pid = os.getpid()
         self.published_at = time.monotonic()
         self.publisher_pid = -1
         self.folds: list[Callable[[], None]] = []
@@ -46,14 +47,13 @@ class _Shared:
         found = self.files.get(prefix)
         if found is None:
             directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-            path = os.path.join(directory, f"{prefix}_{self.pid}.db")
+            path = os.path.join(directory, f"{prefix}_{process.pid()}.db")
             found = self.files[prefix] = values.MmapedDict(path)  # type: ignore[attr-defined,no-untyped-call]
         return found
 
     def after_fork(self) -> None:
         """A child starts its own files with the values they hold (none, in a new worker)."""
         self.lock = threading.Lock()
-        self.pid = os.getpid()
         self.files.clear()
         self.marked.clear()
         self.folds.clear()  # the parent's tallies: a worker makes its own Metrics
@@ -152,9 +152,10 @@ def publish_if_due() -> None:
 
 
 def _ensure_publisher() -> None:
-    if _shared.publisher_pid == _shared.pid:
+    pid = process.pid()
+    if _shared.publisher_pid == pid:
         return
-    _shared.publisher_pid = _shared.pid
+    _shared.publisher_pid = pid
     threading.Thread(target=_publish_forever, name="gw-metrics", daemon=True).start()
 
 
