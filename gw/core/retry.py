@@ -40,7 +40,10 @@ STALE_IDLE_SECONDS = 1.0
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 2  # tries in all, the first included
-    retry_on: frozenset[str] = frozenset({CONNECT_FAILURE})
+    # A reset (the connection closed or was reset before an answer) is retried by default, as
+    # nginx's proxy_next_upstream does: a target that dies resets the requests it had read but
+    # not answered, and only idempotent bodyless ones are ever sent again (may_retry).
+    retry_on: frozenset[str] = frozenset({CONNECT_FAILURE, RESET})
     statuses: frozenset[int] = frozenset({502, 503, 504})
     per_try_timeout: float | None = None
     backoff: float = 0.025  # seconds before the second try, doubled each time

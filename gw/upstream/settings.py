@@ -78,7 +78,10 @@ class RetrySettings(BaseModel):
     model_config = STRICT
 
     attempts: int = Field(default=2, ge=1, le=5, description="Tries in all, the first included.")
-    retry_on: list[Literal["connect_failure", "timeout", "reset", "status"]] = ["connect_failure"]
+    retry_on: list[Literal["connect_failure", "timeout", "reset", "status"]] = [
+        "connect_failure",
+        "reset",
+    ]
     statuses: list[int] = [502, 503, 504]
     per_try_timeout: Seconds | None = None
     backoff: float = Field(default=0.025, ge=0, le=5)

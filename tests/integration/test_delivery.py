@@ -43,7 +43,7 @@ def warm(gw: GatewayProcess) -> None:
     ("retries", "most"),
     [
         ({"attempts": 1}, 1),
-        ({"attempts": 2}, 1),  # retry_on: connect_failure only: a dropped GET is not retried
+        ({"attempts": 2}, 2),  # retry_on: connect_failure and reset: retried once
         ({"attempts": 3, "retry_on": ["reset"]}, 3),
     ],
     ids=["attempts-1", "attempts-2-default", "attempts-3-on-reset"],

@@ -21,6 +21,7 @@ prefix rewrites):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -59,6 +60,8 @@ class Upstream:
     force_status: int | None = None
     force_headers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0  # seconds to wait before answering anything
+    killed: bool = False  # set by kill(): requests read from now on are never answered
+    handlers: set[_Handler] = field(default_factory=set)  # one per open connection
 
     @property
     def port(self) -> int:
@@ -78,9 +81,23 @@ class Upstream:
             return self.received[-1]
 
     def close(self) -> None:
+        """Stop accepting; connections already open stay served (a graceful stop)."""
         self.stop_event.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self) -> None:
+        """Die as a killed process does: new connections are refused (or reset, when they were
+        still in the listen backlog), open ones close, and a request read but not yet answered
+        is never answered (nor recorded). No answer is cut in the middle: each connection is
+        closed between answers, so what a client sees depends only on the gateway."""
+        self.killed = True
+        self.close()
+        with self.lock:
+            handlers = list(self.handlers)
+        for handler in handlers:
+            with handler.answering, contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,6 +107,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.answering = threading.Lock()  # held from a request's first byte to its answer
+        with self.upstream.lock:
+            self.upstream.handlers.add(self)
+
+    def finish(self) -> None:
+        with self.upstream.lock:
+            self.upstream.handlers.discard(self)
+        super().finish()
 
     def _hash_body(self) -> tuple[int, str]:
         digest = hashlib.sha256()
@@ -122,6 +150,14 @@ class _Handler(BaseHTTPRequestHandler):
         return total, digest.hexdigest()
 
     def _serve(self) -> None:
+        with self.answering:
+            if self.upstream.killed:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._answer()
+
+    def _answer(self) -> None:
         if "__early" in self.path:
             self._send(200, b"early", [])
             self.wfile.flush()

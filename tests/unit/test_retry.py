@@ -112,3 +112,13 @@ def _spend_all(budget: RetryBudget, now: float) -> int:
     while spent < 1000 and budget.try_spend(now=now):
         spent += 1
     return spent
+
+
+def test_by_default_a_reset_is_retried_for_idempotent_bodyless_requests_only() -> None:
+    policy = RetryPolicy()
+    assert policy.may_retry(1, "GET", False, RESET)
+    assert not policy.may_retry(1, "GET", True, RESET)
+    assert not policy.may_retry(1, "POST", False, RESET)
+    assert not policy.may_retry(1, "GET", False, TIMEOUT)
+    assert not policy.may_retry(1, "GET", False, STATUS)
+    assert not policy.may_retry(2, "GET", False, RESET)  # two tries in all
