@@ -337,6 +337,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+def scraped(gw: GatewayProcess, name: str) -> float:
+    """The sum of ``name``'s samples in a scrape of ``gw`` now."""
+    text = requests.get(f"{gw.url}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+    )
+
+
 def test_every_dashboard_query_has_series_and_a_dead_upstream_fires_its_alerts(
     workdir: Path,
 ) -> None:
@@ -358,6 +368,9 @@ def test_every_dashboard_query_has_series_and_a_dead_upstream_fires_its_alerts(
             extra_env={"GW_INTROSPECTION_SECRET": CLIENT_SECRET},
         )
         stack.callback(gw.stop)
+        # A worker counts its start once it is up (a worker killed while it still loads gw
+        # never started): kill one once a scrape shows both up.
+        assert wait_for(lambda: scraped(gw, "gw_worker_starts_total") == 2, timeout=15)
         os.kill(gw.worker_pids()[0], signal.SIGKILL)  # a worker dies and is replaced
         assert wait_for(lambda: len(gw.worker_pids()) == 2, timeout=15)
         dead = f"127.0.0.1:{free_port()}"  # a gateway that does not answer: GwDown
