@@ -450,16 +450,15 @@ class Gateway:
         """Log the exchange; release an upstream connection the client did not read to the end."""
         if upstream is not None and not upstream.finished:
             upstream.abandon()
+        # PERF: the line and the counts wait for their batch (within 0.1 s): nothing is
+        # written on the request path.
         accesslog.write(exchange)
         inflight.finished(exchange)
-        idle = inflight.idle()
-        if idle:
-            accesslog.flush()  # nothing else in flight: write this line (and any before) now
         if self.metrics is not None:
             self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started
             self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
-            self.metrics.publish(idle)
+            self.metrics.publish_if_due()
 
     # -- answers gw makes itself -------------------------------------------------------------
 

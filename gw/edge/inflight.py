@@ -30,11 +30,6 @@ def finished(exchange: Exchange) -> None:
     _serving.pop(id(exchange), None)
 
 
-def idle() -> bool:
-    """Whether this worker is serving no request at all right now."""
-    return not _serving
-
-
 def report_cut(log: WarningLog, pid: int) -> int:
     """Log one line per request still being served by this worker; return how many."""
     cut = list(_serving.values())

@@ -2,11 +2,12 @@
 
 Lines go to stdout (journald under systemd) in the order their requests finished in this
 worker. They are kept in a buffer and written together, with one ``write`` per batch:
-- when the worker has no other request in flight (``flush``, called by the pipeline), so a
-  quiet gateway writes each line at once;
 - when ``BATCH_LINES`` lines are waiting, or the oldest has waited ``MAX_WAIT`` seconds;
-- by a background flusher every ``MAX_WAIT`` seconds, for the last lines of a burst;
+- by a background flusher every ``MAX_WAIT`` seconds, so a quiet gateway's lines are out
+  within ``MAX_WAIT``;
 - at exit (``atexit``: gunicorn workers leave through ``sys.exit``).
+PERF: never because a request ended: a worker under load goes idle between many requests, and
+a ``write`` there costs a system call per one or two requests.
 A batch that cannot be written (stdout closed, a full disk) is not lost silently: the count of
 lines dropped is reported on stderr, once per incident.
 """
@@ -29,7 +30,7 @@ from gw.host import process
 from gw.observe.incident import IncidentLog
 
 BATCH_LINES = 64
-MAX_WAIT = 0.5
+MAX_WAIT = 0.1
 
 log = logging.getLogger("gw")
 
@@ -213,7 +214,7 @@ def _text(value: str | None) -> str:
 
 
 def flush() -> None:
-    """Write the waiting lines now (the pipeline calls this when the worker goes idle)."""
+    """Write the waiting lines now."""
     _writer.flush()
 
 

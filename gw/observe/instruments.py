@@ -227,7 +227,7 @@ class Metrics:
             published.before_publish(self._fold)
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
-        self.publish(idle=True)  # the start is seen by scrapes before any request is served
+        self.publish()  # the start is seen by scrapes before any request is served
 
     # -- per request ---------------------------------------------------------------------
 
@@ -237,11 +237,17 @@ class Metrics:
             method = "OTHER"  # APPSEC: a client-chosen word must not become a new series
         self._requests_tally.add((route or NO_ROUTE, method, status // 100), seconds)
 
-    def publish(self, idle: bool) -> None:
-        """Write this worker's counts to its files: now when the worker is ``idle``, else
-        when ``gw.observe.published.PUBLISH_EVERY`` has passed."""
+    def publish(self) -> None:
+        """Write this worker's counts to its files now."""
         if self._publishers is not None:
-            self._publishers[0 if idle else 1]()
+            self._publishers[0]()
+
+    def publish_if_due(self) -> None:
+        """Write this worker's counts to its files when ``gw.observe.published.PUBLISH_EVERY``
+        has passed since they were last written (a background publisher writes them that often
+        too: this call starts it in a new worker)."""
+        if self._publishers is not None:
+            self._publishers[1]()
 
     def inflight(self, delta: int) -> None:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done).
@@ -253,7 +259,7 @@ class Metrics:
     def tunnels(self, delta: int) -> None:
         """Add ``delta`` (+1 when a tunnel opens, -1 when it closes); published at once."""
         self._tunnels.inc(delta)
-        self.publish(True)  # a tunnel outlives any request: no egress publishes it later
+        self.publish()  # a tunnel outlives any request: seen at once
 
     def upstream(self, upstream: str, seconds: float, via: str = "proxy") -> None:
         """Observe how long ``upstream`` took to send its response headers.
@@ -557,7 +563,7 @@ def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
 
     Returns ``{mode: {policy: {decision: count}}}``, mode ``enforce`` or ``shadow``: every
     worker's counts (dead workers' too) as last published (a worker writes its counts within
-    ``gw.observe.published.PUBLISH_EVERY`` of a request, or when it goes idle).
+    ``gw.observe.published.PUBLISH_EVERY`` of a request).
     """
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector

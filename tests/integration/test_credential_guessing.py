@@ -98,9 +98,10 @@ def one_session_per_worker(gw: GatewayProcess, workers: int = 2) -> list[request
     for _ in range(60):
         session = requests.Session()
         request_id = session.get(gw.url + "/open/probe", timeout=5).headers["X-Request-Id"]
-        time.sleep(0.05)  # the access line is written as the response ends
         pid = next(
-            line["worker"] for line in gw.access_lines() if line.get("request_id") == request_id
+            line["worker"]
+            for line in gw.access_lines(request_id=request_id)
+            if line.get("request_id") == request_id
         )
         found.setdefault(pid, session)
         if len(found) == workers:
@@ -113,11 +114,15 @@ def test_budget_is_shared_by_both_workers_and_refills(
 ) -> None:
     client = "198.51.100.7"
     sessions = one_session_per_worker(small_gw)  # the failures alternate between workers
-    statuses = [call(sessions[i % 2], small_gw, client, **bad_key(i)).status_code for i in range(6)]
-    assert statuses == [401] * 5 + [429]
-    time.sleep(0.1)
-    workers = [line["worker"] for line in small_gw.access_lines() if line["status"] in (401, 429)]
-    assert len(workers) == 6 and workers[0::2] != workers[1::2]
+    answers = [call(sessions[i % 2], small_gw, client, **bad_key(i)) for i in range(6)]
+    assert [a.status_code for a in answers] == [401] * 5 + [429]
+    # Each worker writes its own batches: the log's order is not the requests' order.
+    ids = [a.headers["X-Request-Id"] for a in answers]
+    for request_id in ids:
+        small_gw.access_lines(request_id=request_id)  # wait for each one's batch
+    worker_of = {line.get("request_id"): line["worker"] for line in small_gw.access_lines()}
+    workers = [worker_of.get(request_id) for request_id in ids]
+    assert None not in workers and workers[0::2] != workers[1::2]
     assert len(set(workers[0::2])) == len(set(workers[1::2])) == 1  # one worker each
 
     # A valid credential from the throttled address is refused too, before it is looked at.

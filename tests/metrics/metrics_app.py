@@ -36,13 +36,13 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     instruments.request(
         name, environ["REQUEST_METHOD"], int(status[:3]), time.monotonic() - started
     )
-    instruments.publish(idle=True)  # as gw's pipeline does when a worker goes idle
+    instruments.publish_if_due()  # as gw's pipeline does after a request
     return _answer(start_response, status, "text/plain", b"ok\n")
 
 
 def _hang(instruments: Metrics, start_response: StartResponse) -> Iterable[bytes]:
     instruments.inflight(1)
-    instruments.publish(idle=True)  # the gauge must be seen while this request hangs
+    instruments.publish()  # the gauge must be seen while this request hangs
     with open(os.environ["METRICS_TEST_HANG_FILE"], "w") as out:
         out.write(str(os.getpid()))
     time.sleep(20)  # bounded: the test kills this worker long before

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.metrics.scrape import samples, total, value
+from tests.metrics.scrape import scrape_settled, total, value
 from tests.shaping.json_upstream import JsonUpstream, start_json_upstream
 from tests.support.gateway import GatewayProcess, free_port, start_gateway
 
@@ -92,8 +92,9 @@ def test_sixteen_home_requests_count_sixteen_in_each_parts_upstream_series(
 
 
 def _scrape(gw: GatewayProcess) -> dict[Any, float]:
-    """A Prometheus scrape of the gateway's /metrics, parsed."""
-    return samples(requests.get(f"{gw.url}/metrics", timeout=10).text)
+    """A Prometheus scrape of the gateway's /metrics, parsed, once every worker's counts are
+    in."""
+    return scrape_settled(f"{gw.url}/metrics")
 
 
 def test_the_access_line_names_the_parts_upstreams_and_targets(
@@ -102,7 +103,9 @@ def test_the_access_line_names_the_parts_upstreams_and_targets(
     gw, servers = home
     assert requests.get(f"{gw.url}/api/home/42", timeout=10).status_code == 200
     line = next(
-        entry for entry in reversed(gw.access_lines()) if entry.get("path") == "/api/home/42"
+        entry
+        for entry in reversed(gw.access_lines(path="/api/home/42"))
+        if entry.get("path") == "/api/home/42"
     )
     urls = [f"http://127.0.0.1:{servers[name].port}" for name in PARTS]
     assert line["upstream"] == "users,orders,products"
@@ -118,7 +121,9 @@ def test_a_failed_part_is_in_the_access_line_with_its_error(
     gw, _ = home
     assert requests.get(f"{gw.url}/api/degraded/9", timeout=10).status_code == 200
     line = next(
-        entry for entry in reversed(gw.access_lines()) if entry.get("path") == "/api/degraded/9"
+        entry
+        for entry in reversed(gw.access_lines(path="/api/degraded/9"))
+        if entry.get("path") == "/api/degraded/9"
     )
     assert line["upstream"] == "users,dead"
     dead = next(part for part in line["parts"] if part["key"] == "picks")

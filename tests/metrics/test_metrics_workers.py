@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.metrics.scrape import samples, total, value
+from tests.metrics.scrape import Found, scrape_until, total, value
 from tests.support.gateway import free_port
 
 pytestmark = pytest.mark.integration
@@ -47,10 +47,10 @@ class Server:
         )
         return [int(p) for p in out.stdout.split()]
 
-    def scrape(self, **headers: str) -> dict[Any, float]:
-        answer = requests.get(f"{self.url}/metrics", headers=headers, timeout=10)
-        assert answer.status_code == 200
-        return samples(answer.text)
+    def scrape(self, when: Callable[[Found], bool] = lambda found: True) -> Found:
+        """A scrape, repeated for up to 5 s until ``when`` holds (a worker publishes its
+        counts within 0.1 s)."""
+        return scrape_until(f"{self.url}/metrics", when)
 
 
 def _until(check: Callable[[], bool], what: str, server: Server, timeout: float = 15.0) -> None:
@@ -149,7 +149,7 @@ def test_a_scrape_adds_up_every_workers_requests_even_after_a_worker_is_killed(
     assert int(server.hang_file.read_text()) == victim
 
     sent = _expected(range(first)) + Counter({("orders", "2xx"): 10})
-    found = server.scrape()
+    found = server.scrape(when=lambda found: _counted(found) == sent)
     assert _counted(found) == sent
     assert value(found, "gw_requests_in_flight") == 1
 
@@ -161,13 +161,13 @@ def test_a_scrape_adds_up_every_workers_requests_even_after_a_worker_is_killed(
         server,
     )
     # The dead worker's in-flight request is gone; its counts are not.
-    found = server.scrape()
+    found = server.scrape(when=lambda found: value(found, "gw_requests_in_flight") == 0)
     assert value(found, "gw_requests_in_flight") == 0
     assert _counted(found) == sent
 
     pids += _send(server, first, second)
     sent += _expected(range(first, first + second))
-    found = server.scrape()
+    found = server.scrape(when=lambda found: _counted(found) == sent)
     assert _counted(found) == sent
     assert total(found, "gw_requests_total") == first + 10 + second
     for route in ("orders", "users", "(none)"):
@@ -183,6 +183,7 @@ def test_a_scrape_adds_up_every_workers_requests_even_after_a_worker_is_killed(
 
 def test_a_scraper_that_asks_for_openmetrics_gets_it(server: Server) -> None:
     _send(server, 0, 6)
+    server.scrape(when=lambda found: _counted(found) == _expected(range(6)))
     answer = requests.get(
         f"{server.url}/metrics",
         headers={"Accept": "application/openmetrics-text; version=1.0.0"},
@@ -204,7 +205,7 @@ def test_counts_survive_a_graceful_reload(server: Server) -> None:
         server,
     )
     _send(server, 30, 30)
-    found = server.scrape()
+    found = server.scrape(when=lambda found: _counted(found) == _expected(range(60)))
     assert _counted(found) == _expected(range(60))
     assert value(found, "gw_requests_in_flight") == 0
 

@@ -52,7 +52,26 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def access_lines(self) -> list[dict[str, Any]]:
+    def access_lines(
+        self, count: int = 0, timeout: float = 5.0, **where: Any
+    ) -> list[dict[str, Any]]:
+        """Every access line written so far.
+
+        gw writes its lines in batches, within 0.1 s of their answers (``gw.observe.accesslog``).
+        With ``count``, or with ``where`` (field values, e.g. ``request_id=...``), wait up to
+        ``timeout`` until at least ``count`` lines (1 when only ``where`` is given) carry those
+        values, then return every line all the same (the caller asserts).
+        """
+        wanted = count or (1 if where else 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self._read_access_lines()
+            matching = [x for x in lines if all(x.get(k) == v for k, v in where.items())]
+            if len(matching) >= wanted or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.02)
+
+    def _read_access_lines(self) -> list[dict[str, Any]]:
         lines = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
