@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.answering = threading.Lock()  # held from a request's first byte to its answer
+        self.answering = threading.Lock()  # held while a request is answered (see kill)
         with self.upstream.lock:
             self.upstream.handlers.add(self)
 
