@@ -144,9 +144,15 @@ def test_a_full_runtime_dir_never_kills_a_worker(
 
     filler.unlink()
     assert send(gw, 50, first_user=9000) == [200] * 50
-    scrape = requests.get(f"{gw.url}/metrics", timeout=5)
-    assert scrape.status_code == 200
-    assert "gw_requests_total" in scrape.text
+
+    def scraped() -> str:
+        scrape = requests.get(f"{gw.url}/metrics", timeout=5)
+        assert scrape.status_code == 200
+        return scrape.text
+
+    # Each worker publishes its counts within 0.1 s; the scrape may come to the other one.
+    wait_for(lambda: "gw_requests_total" in scraped(), 5)
+    assert "gw_requests_total" in scraped()
     assert sigbus_deaths(gw) == 0
 
 

@@ -16,7 +16,7 @@ import requests
 from gw.auth import hash_api_key
 from tests.fixtures.redis_server import RedisServer, require_redis_server
 from tests.support.gateway import GatewayProcess, start_gateway
-from tests.support.upstream import Upstream, start_upstream
+from tests.support.upstream import Upstream, start_upstream, wait_for
 
 KEYS = {"alice-key-" + "a" * 24: "alice", "bob-key-" + "b" * 26: "bob"}
 ALICE, BOB = KEYS
@@ -175,11 +175,18 @@ def test_the_outcomes_are_counted_in_the_metrics(gw: GatewayProcess) -> None:
     post(gw, path, key, b"{}")
     post(gw, path, key, b"{}")
     assert post(gw, path, key, b"{ }").status_code == 422
-    text = requests.get(f"{gw.url}/metrics", timeout=5).text
-    counts = {
-        outcome: float(value)
-        for outcome, value in re.findall(
-            r'^gw_idempotency_total\{outcome="(\w+)",route="orders"\} (\S+)$', text, re.M
-        )
-    }
-    assert counts["stored"] >= 1 and counts["replayed"] >= 1 and counts["conflict"] >= 1
+
+    def counted() -> dict[str, float]:
+        text = requests.get(f"{gw.url}/metrics", timeout=5).text
+        return {
+            outcome: float(value)
+            for outcome, value in re.findall(
+                r'^gw_idempotency_total\{outcome="(\w+)",route="orders"\} (\S+)$', text, re.M
+            )
+        }
+
+    # Each worker publishes its counts within 0.1 s; the scrape may come to the other one.
+    wanted = ("stored", "replayed", "conflict")
+    wait_for(lambda: all(counted().get(outcome, 0) >= 1 for outcome in wanted), timeout=5)
+    counts = counted()
+    assert all(counts.get(outcome, 0) >= 1 for outcome in wanted), counts

@@ -88,10 +88,14 @@ def test_a_shadow_limit_lets_every_request_through_and_reports_the_would_be_reje
     request_ids = {a.headers["X-Request-Id"] for a in answers[1:]}
     assert {ln["request_id"] for ln in log_events(gw, "ratelimit_shadow")} == request_ids
 
-    stats = gw_cli(gw, "limits", "stats")
-    assert stats.returncode == 0, stats.stderr
-    decisions = json.loads(stats.stdout)["decisions"]
-    assert decisions == {"enforce": {}, "shadow": {"probe": {"allowed": 1, "rejected": 4}}}
+    def decisions() -> Any:
+        stats = gw_cli(gw, "limits", "stats")
+        assert stats.returncode == 0, stats.stderr
+        return json.loads(stats.stdout)["decisions"]
+
+    expected = {"enforce": {}, "shadow": {"probe": {"allowed": 1, "rejected": 4}}}
+    wait_for(lambda: decisions() == expected, timeout=5)  # every worker's counts published
+    assert decisions() == expected
 
 
 def test_shadow_auth_forwards_every_caller_anonymously_and_counts_the_verdicts(
