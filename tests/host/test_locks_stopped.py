@@ -1,17 +1,26 @@
-"""A stripe held by a stopped process is refused at once; a busy holder is waited for."""
+"""A stripe held by a process that stays stopped is refused within ``frozen_after``; one stopped
+for a moment (a sampling profiler, strace) and a busy holder are waited for."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from gw.host.locks import LockTimeout, LockUnavailable, StripeFrozen, StripeLocks, holder_pid
-from tests.support.stripes import hold_stripe
+from gw.host.locks import (
+    FROZEN_AFTER,
+    LockTimeout,
+    LockUnavailable,
+    StripeFrozen,
+    StripeLocks,
+    holder_pid,
+)
+from tests.support.stripes import hold_stripe, hold_stripe_until_told
 
 
 def hold_stripe_three(path: Path) -> subprocess.Popen[str]:
@@ -25,7 +34,7 @@ def lock_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_stopped_holder_is_refused_without_waiting(lock_file: Path) -> None:
+def test_a_holder_that_stays_stopped_is_refused_long_before_the_deadline(lock_file: Path) -> None:
     child = hold_stripe_three(lock_file)
     locks = StripeLocks(str(lock_file), 8, deadline=2.0)
     try:
@@ -35,9 +44,42 @@ def test_a_stopped_holder_is_refused_without_waiting(lock_file: Path) -> None:
         started = time.monotonic()
         with pytest.raises(StripeFrozen, match=f"stopped process {child.pid}"):
             locks.acquire(3)
-        assert time.monotonic() - started < 1.0  # far from the 2 s deadline
+        # FROZEN_AFTER (10 ms) of seeing it stopped, far from the 2 s deadline
+        assert FROZEN_AFTER <= time.monotonic() - started < 1.0
         locks.acquire(4)  # other stripes are untouched
         locks.release(4)
+    finally:
+        child.kill()
+        child.wait()
+        locks.close()
+
+
+def test_a_holder_stopped_for_a_moment_is_waited_for_not_refused(lock_file: Path) -> None:
+    """py-spy stops the process it samples, 100-200 times a second: a worker sampled while it
+    held a stripe had its peers answer 503 (3 of 113,000 requests in a bench run)."""
+    child = hold_stripe_until_told(str(lock_file), 3)
+    assert child.stdin is not None
+    locks = StripeLocks(str(lock_file), 8, deadline=5.0, frozen_after=2.0)
+    outcome: list[object] = []
+
+    def take() -> None:
+        try:
+            locks.acquire(3)
+            outcome.append("acquired")
+            locks.release(3)
+        except LockUnavailable as ex:
+            outcome.append(ex)
+
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        time.sleep(0.3)  # the waiter has seen the holder stopped, many times
+        os.kill(child.pid, signal.SIGCONT)
+        child.stdin.write("let go\n")
+        child.stdin.flush()
+        waiter.join(timeout=10)
+        assert outcome == ["acquired"]
     finally:
         child.kill()
         child.wait()

@@ -24,3 +24,29 @@ def hold_stripe(path: str, stripe: int) -> subprocess.Popen[str]:
     )
     assert child.stdout is not None and child.stdout.readline() == "held\n"
     return child
+
+
+HOLD_UNTIL_TOLD = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(sys.argv[2]))
+    print("held", flush=True)
+    sys.stdin.readline()
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, int(sys.argv[2]))
+    print("released", flush=True)
+    time.sleep(30)
+    """
+)
+
+
+def hold_stripe_until_told(path: str, stripe: int) -> subprocess.Popen[str]:
+    """Like ``hold_stripe``, but the holder lets go when a line is written to its stdin."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_UNTIL_TOLD, path, str(stripe)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
