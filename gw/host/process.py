@@ -5,12 +5,16 @@
   a request (the access line, per-process pools and tables made after the fork).
 - ``send_all(sock, data)``: ``sock.sendall(data)`` in one ``send`` when it fits, as a small
   HTTP message does.
+- ``every(seconds, work, name)``: ``work`` repeated by one background thread of this process.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
@@ -19,6 +23,25 @@ os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 def pid() -> int:
     """Return this process's id (renewed in a child after ``fork``)."""
     return _pid[0]
+
+
+_looping: dict[str, int] = {}  # name -> the pid of the process whose thread runs it
+
+
+def every(seconds: float, work: Callable[[], None], name: str) -> None:
+    """Run ``work`` every ``seconds`` in a daemon thread named ``name``, started by the first
+    call in each process (a thread started before a fork does not exist in the child); later
+    calls cost a dict lookup."""
+    if _looping.get(name) == _pid[0]:
+        return
+    _looping[name] = _pid[0]
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            work()
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:

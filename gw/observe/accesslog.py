@@ -45,7 +45,6 @@ class _Writer:
         self.oldest = 0.0
         self.lock = threading.Lock()
         self.failures = IncidentLog(log, "access log")
-        self.flusher_pid = -1
 
     def add(self, line: str) -> None:
         with self.lock:
@@ -55,7 +54,7 @@ class _Writer:
             due = len(self.pending) >= BATCH_LINES or time.monotonic() - self.oldest >= MAX_WAIT
             if due:
                 self._write_pending()
-        self._ensure_flusher()
+        process.every(MAX_WAIT, self.flush, "gw-access-log")
 
     def flush(self) -> None:
         if self.pending:
@@ -72,19 +71,6 @@ class _Writer:
             self.failures.failed(ex, f"{len(lines)} access line(s) dropped")
             return
         self.failures.succeeded()
-
-    def _ensure_flusher(self) -> None:
-        # A thread started before a fork does not exist in the child: one per process.
-        pid = process.pid()
-        if self.flusher_pid == pid:
-            return
-        self.flusher_pid = pid
-        threading.Thread(target=self._flush_forever, name="gw-access-log", daemon=True).start()
-
-    def _flush_forever(self) -> None:
-        while True:
-            time.sleep(MAX_WAIT)
-            self.flush()
 
 
 def _write_all(fd: int, data: bytes) -> None:

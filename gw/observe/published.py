@@ -43,7 +43,6 @@ class _Shared:
         self.all: list[PublishedValue] = []
         self.marked: set[PublishedValue] = set()
         self.published_at = time.monotonic()
-        self.publisher_pid = -1
         self.folds: list[Callable[[], None]] = []
 
     def file(self, prefix: str) -> Any:
@@ -145,27 +144,13 @@ def publish() -> None:
         for value in marked:
             value.write()
         _shared.published_at = time.monotonic()
-    _ensure_publisher()
+    process.every(PUBLISH_EVERY, publish, "gw-metrics")  # what was marked, and the tallies
 
 
 def publish_if_due() -> None:
     """Publish when ``PUBLISH_EVERY`` has passed since the last publish (one clock read)."""
     if time.monotonic() - _shared.published_at >= PUBLISH_EVERY:
         publish()
-
-
-def _ensure_publisher() -> None:
-    pid = process.pid()
-    if _shared.publisher_pid == pid:
-        return
-    _shared.publisher_pid = pid
-    threading.Thread(target=_publish_forever, name="gw-metrics", daemon=True).start()
-
-
-def _publish_forever() -> None:
-    while True:
-        time.sleep(PUBLISH_EVERY)
-        publish()  # what was marked, and what the tallies hold
 
 
 atexit.register(publish)
