@@ -66,14 +66,16 @@ class Metrics:
         shared = values.ValueClass is not values.MutexValue
         self.directory = multiprocess_directory() if shared else None
         self._file_lost = False
-        # (publish now, publish when due): None in single-process mode, which has no files.
-        self._publishers: tuple[Callable[[], None], Callable[[], None]] | None = None
+        # Single-process mode has no files: nothing to publish.
+        self._publish_now: Callable[[], None] = _nothing
+        self._publish_when_due: Callable[[], None] = _nothing
         if self.directory:
             from gw.observe import metricfiles, published
 
             metricfiles.allocate_files()  # a full directory fails a create, never a store
             published.install()  # PERF: counted in memory, written in batches (see there)
-            self._publishers = (published.publish, published.publish_if_due)
+            self._publish_now = published.publish
+            self._publish_when_due = published.publish_if_due
         self._registry = CollectorRegistry()
         # In multiprocess mode the files are the registry; scrapes read them afresh.
         reg = None if self.directory else self._registry
@@ -239,15 +241,13 @@ class Metrics:
 
     def publish(self) -> None:
         """Write this worker's counts to its files now."""
-        if self._publishers is not None:
-            self._publishers[0]()
+        self._publish_now()
 
     def publish_if_due(self) -> None:
         """Write this worker's counts to its files when ``gw.observe.published.PUBLISH_EVERY``
         has passed since they were last written (a background publisher writes them that often
         too: this call starts it in a new worker)."""
-        if self._publishers is not None:
-            self._publishers[1]()
+        self._publish_when_due()
 
     def inflight(self, delta: int) -> None:
         """Add ``delta`` (+1 when a request starts, -1 when its response is done).
@@ -584,3 +584,7 @@ def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
             counts = policies.setdefault(labels["policy"], {})
             counts[labels["decision"]] = counts.get(labels["decision"], 0) + int(sample.value)
     return totals
+
+
+def _nothing() -> None:
+    pass
