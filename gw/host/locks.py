@@ -153,7 +153,7 @@ class StripeLocks:
         else:
             deadline = time.monotonic() + self.deadline
             if not tlock.acquire(timeout=self.deadline):
-                self._refuse_if_frozen(stripe)  # our thread holding it may wait on one
+                self._watch_stopped(stripe, None, 0.0)  # our thread holding it may wait on one
                 raise LockTimeout("lock deadline passed (thread)")
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
@@ -182,7 +182,7 @@ class StripeLocks:
             if first.errno not in _BUSY:
                 raise LockUnavailable(f"lock failed: {first}") from first
             # PERF: only a contended stripe pays for asking (one fcntl, one read of /proc).
-            stopped = self._watch_stopped(stripe, None)
+            stopped = self._watch_stopped(stripe, None, self.frozen_after)
             self._poll_file(stripe, deadline or time.monotonic() + self.deadline, stopped)
         except BaseException:
             self._threads[stripe].release()
@@ -201,19 +201,23 @@ class StripeLocks:
                 if ex.errno not in _BUSY:
                     raise LockUnavailable(f"lock failed: {ex}") from ex
             if time.monotonic() >= deadline:
-                self._refuse_if_frozen(stripe)  # a frozen holder is never failed open
+                # At the deadline a stopped holder is refused however briefly it was seen so:
+                # a frozen holder is never failed open.
+                self._watch_stopped(stripe, stopped, 0.0)
                 raise LockTimeout("lock deadline passed (process)")
             if stopped is not None or pause >= _LONGEST_PAUSE:
-                stopped = self._watch_stopped(stripe, stopped)
+                stopped = self._watch_stopped(stripe, stopped, self.frozen_after)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
-    def _watch_stopped(self, stripe: int, stopped: _Stopped | None) -> _Stopped | None:
+    def _watch_stopped(
+        self, stripe: int, stopped: _Stopped | None, patience: float
+    ) -> _Stopped | None:
         """The holder of ``stripe`` if it is stopped now, with when this wait first saw it
         stopped (None: running, or gone).
 
         Raises:
-            StripeFrozen: it has been seen stopped for ``frozen_after``, or a wait of this
-                process refused for it in the last ``_FROZEN_MEMORY`` seconds.
+            StripeFrozen: it has been seen stopped for ``patience`` seconds, or a wait of
+                this process refused for it in the last ``_FROZEN_MEMORY`` seconds.
         """
         holder = holder_pid(self.fd, stripe)
         if not holder or not _is_stopped(holder):
@@ -226,17 +230,10 @@ class StripeLocks:
         recently_refused = (
             known is not None and known[0] == holder and now - known[1] < _FROZEN_MEMORY
         )
-        if recently_refused or now - stopped[1] >= self.frozen_after:
+        if recently_refused or now - stopped[1] >= patience:
             self._frozen[stripe] = (holder, now)
             raise StripeFrozen(f"stripe {stripe} held by stopped process {holder}")
         return stopped
-
-    def _refuse_if_frozen(self, stripe: int) -> None:
-        """At a deadline: raise StripeFrozen when the process holding ``stripe`` is stopped,
-        however briefly it was seen so (a frozen holder is never failed open)."""
-        holder = holder_pid(self.fd, stripe)
-        if holder and _is_stopped(holder):
-            raise StripeFrozen(f"stripe {stripe} held by stopped process {holder}")
 
 
 def holder_pid(fd: int, stripe: int) -> int:
