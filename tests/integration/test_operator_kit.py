@@ -27,6 +27,7 @@ import pytest
 import requests
 import yaml
 
+from tests.metrics.scrape import samples, total
 from tests.support.gateway import ROOT, GatewayProcess, free_port, start_gateway
 from tests.support.idp_server import CLIENT_ID, CLIENT_SECRET, start_idp_server
 from tests.support.jwks_server import start_jwks_server
@@ -339,12 +340,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def scraped(gw: GatewayProcess, name: str) -> float:
     """The sum of ``name``'s samples in a scrape of ``gw`` now."""
-    text = requests.get(f"{gw.url}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
-    )
+    return total(samples(requests.get(f"{gw.url}/metrics", timeout=5).text), name)
 
 
 def test_every_dashboard_query_has_series_and_a_dead_upstream_fires_its_alerts(
