@@ -29,7 +29,7 @@ from gw.health.layout import (
     Layout,
 )
 from gw.health.table import HealthTable
-from gw.host import files, rundir
+from gw.host import files, process, rundir
 
 log = logging.getLogger("gw.health")
 
@@ -102,11 +102,12 @@ def shared() -> HealthTable:
         is then per process, and each worker must find a dead target on its own.
     """
     table = _SHARED
-    # PERF: one getpid per call; the handle is opened once per process.
-    if table is not None and table.pid == os.getpid():
+    # PERF: the pid kept in memory (a getpid is a system call); the handle is opened once per
+    # process.
+    if table is not None and table.pid == process.pid():
         return table
     with _SHARED_LOCK:
-        if _SHARED is None or _SHARED.pid != os.getpid():
+        if _SHARED is None or _SHARED.pid != process.pid():
             _set_shared(_open_default())
         assert _SHARED is not None
         return _SHARED
