@@ -95,6 +95,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gw-no-access-log, what observability costs is the difference from a default run",
     )
     add(
+        "--gw-dark",
+        action="store_true",
+        help="also run every gw row with its access log and metrics off, as <row>-dark, in the "
+        "same interleaved run: the difference prices observability",
+    )
+    add(
         "--gw-baseline",
         type=Path,
         metavar="DIR",
@@ -232,7 +238,18 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
                 specs.append(replace(full_spec(name, args), name=f"{name}-baseline", tree=tree))
         else:
             specs.append(targets.PEERS[name])
-    return specs
+    return with_dark_twins(specs) if args.gw_dark else specs
+
+
+def with_dark_twins(specs: list[TargetSpec]) -> list[TargetSpec]:
+    """Return ``specs`` with each gw row followed by its twin without access log and metrics."""
+    out: list[TargetSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.kind == "gw":
+            dark = replace(spec.gw, access_log=False, metrics=False)
+            out.append(replace(spec, name=f"{spec.name}-dark", gw=dark))
+    return out
 
 
 def preflight(specs: Sequence[TargetSpec]) -> None:

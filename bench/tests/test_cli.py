@@ -90,3 +90,21 @@ def test_default_levels_are_total_connections() -> None:
 def test_bad_connection_counts_are_refused(text: str) -> None:
     with pytest.raises(SystemExit):
         run.parse_args(["--connections-per-worker", text])
+
+
+def test_dark_twins_follow_each_gw_row_with_observability_off() -> None:
+    args = run.parse_args(
+        ["--targets", "direct,gw,gw-full-hs256", "--gw-dark", "--gw-workers", "1"]
+    )
+    specs = run.target_specs(args)
+    assert [s.name for s in specs] == [
+        "direct",
+        "gw",
+        "gw-dark",
+        "gw-full-hs256",
+        "gw-full-hs256-dark",
+    ]
+    lit, dark = specs[3], specs[4]
+    assert (lit.gw.access_log, lit.gw.metrics) == (True, True)
+    assert (dark.gw.access_log, dark.gw.metrics) == (False, False)
+    assert dark.auth == "HS256" and dark.gw.workers == 1
