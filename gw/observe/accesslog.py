@@ -1,13 +1,17 @@
 """One JSON line per request, written when the response body is finished, in batches.
 
 Lines go to stdout (journald under systemd) in the order their requests finished in this
-worker. They are kept in a buffer and written together, with one ``write`` per batch:
-- when ``BATCH_LINES`` lines are waiting, or the oldest has waited ``MAX_WAIT`` seconds;
+worker. A finished request is queued with its end time and duration, and its line is made
+when its batch is written, with one ``write`` per batch:
+- when ``BATCH_LINES`` lines are waiting;
 - by a background flusher every ``MAX_WAIT`` seconds, so a quiet gateway's lines are out
   within ``MAX_WAIT``;
 - at exit (``atexit``: gunicorn workers leave through ``sys.exit``).
 PERF: never because a request ended: a worker under load goes idle between many requests, and
-a ``write`` there costs a system call per one or two requests.
+a ``write`` there costs a system call per one or two requests. The request path only appends
+to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic); the lines of a batch
+are made together, which costs a third of making each one as its request ends, scattered
+between the other work of a loaded worker (bench/README.md).
 A batch that cannot be written (stdout closed, a full disk) is not lost silently: the count of
 lines dropped is reported on stderr, once per incident.
 """
@@ -23,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from gw.core.exchange import Exchange
@@ -34,6 +39,10 @@ MAX_WAIT = 0.1
 
 log = logging.getLogger("gw")
 
+Ended = tuple[Exchange, int, float]
+"""A finished request waiting for its line: the exchange, the second it ended (Unix time) and
+its duration in milliseconds."""
+
 
 class _Writer:
     """The batching writer of one process (see the module docstring)."""
@@ -41,20 +50,17 @@ class _Writer:
     def __init__(self) -> None:
         self.enabled = False
         self.fd = 1
-        self.pending: list[str] = []
-        self.oldest = 0.0
-        self.lock = threading.Lock()
+        self.pending: deque[Ended] = deque()
+        self.lock = threading.Lock()  # one batch written at a time, so batches stay in order
         self.failures = IncidentLog(log, "access log")
 
-    def add(self, line: str) -> None:
-        with self.lock:
-            if not self.pending:
-                self.oldest = time.monotonic()
-            self.pending.append(line)
-            due = len(self.pending) >= BATCH_LINES or time.monotonic() - self.oldest >= MAX_WAIT
-            if due:
-                self._write_pending()
-        process.every(MAX_WAIT, self.flush, "gw-access-log")
+    def add(self, ended: Ended) -> None:
+        pending = self.pending
+        pending.append(ended)
+        if len(pending) >= BATCH_LINES:
+            self.flush()
+        else:
+            process.every(MAX_WAIT, self.flush, "gw-access-log")
 
     def flush(self) -> None:
         if self.pending:
@@ -62,15 +68,26 @@ class _Writer:
                 self._write_pending()
 
     def _write_pending(self) -> None:
-        """Write every waiting line (the caller holds the lock)."""
-        lines, self.pending = self.pending, []
-        data = "".join(lines).encode()
+        """Write the lines of every queued request (the caller holds the lock)."""
+        pending = self.pending
+        batch = [pending.popleft() for _ in range(len(pending))]
+        data = "".join(_lines(batch)).encode()
         try:
             _write_all(self.fd, data)
         except OSError as ex:
-            self.failures.failed(ex, f"{len(lines)} access line(s) dropped")
+            self.failures.failed(ex, f"{len(batch)} access line(s) dropped")
             return
         self.failures.succeeded()
+
+
+def _lines(batch: list[Ended]) -> list[str]:
+    lines = []
+    for exchange, second, duration_ms in batch:
+        try:
+            lines.append(_line(exchange, _formatted(second), duration_ms))
+        except Exception:  # a stage's field that is not JSON: reported, the batch goes on
+            log.exception("access line of request %s dropped", exchange.request_id)
+    return lines
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -118,14 +135,19 @@ def configure_diagnostics() -> None:
 
 
 def write(exchange: Exchange) -> None:
-    """Queue ``exchange``'s access line (written with its batch; see the module docstring)."""
-    if not _writer.enabled:
-        return
-    _writer.add(line_of(exchange))
+    """Queue ``exchange``'s access line (made and written with its batch; see the module
+    docstring)."""
+    if _writer.enabled:
+        _writer.add((exchange, int(time.time()), exchange.elapsed_ms()))
 
 
 def line_of(exchange: Exchange) -> str:
-    """The access line of ``exchange``: one JSON object and its newline.
+    """The access line of ``exchange`` if it ended now: one JSON object and its newline."""
+    return _line(exchange, _now(), exchange.elapsed_ms())
+
+
+def _line(exchange: Exchange, when: str, duration_ms: float) -> str:
+    """The access line of ``exchange``, which ended at ``when`` after ``duration_ms``.
 
     PERF: written field by field with the json module's own C string encoder, not built as a
     dict and passed to ``json.dumps``; the text is the same (``tests/unit/test_accesslog.py``
@@ -133,16 +155,16 @@ def line_of(exchange: Exchange) -> str:
     """
     extra = exchange.extra
     if not _BASE_FIELDS.isdisjoint(extra):
-        return _ENCODE(_fields(exchange)) + "\n"  # a stage's field replaces a base one
+        return _ENCODE(_fields(exchange, when, duration_ms)) + "\n"  # a stage's field wins
     client = exchange.client
     text = (
-        f'{{"time":{_str(_now())},"request_id":{_str(exchange.request_id)},'
+        f'{{"time":{_str(when)},"request_id":{_str(exchange.request_id)},'
         f'"client":{_text(client.ip if client else None)},"method":{_str(exchange.method)},'
         f'"path":{_str(exchange.path or exchange.raw_target[:512])},'
         f'"route":{_text(exchange.route)},"upstream":{_text(exchange.upstream)},'
         f'"target":{_text(exchange.upstream_target)},"status":{int(exchange.status)},'
         f'"bytes":{int(exchange.bytes_sent)},'
-        f'"duration_ms":{float(round(exchange.elapsed_ms(), 3))!r},"worker":{process.pid()}'
+        f'"duration_ms":{float(round(duration_ms, 3))!r},"worker":{process.pid()}'
     )
     if exchange.error:
         text += f',"error":{_str(exchange.error)}'
@@ -151,11 +173,11 @@ def line_of(exchange: Exchange) -> str:
     return text + "}\n"
 
 
-def _fields(exchange: Exchange) -> dict[str, Any]:
-    """The access line as a dict (what ``line_of`` writes)."""
+def _fields(exchange: Exchange, when: str, duration_ms: float) -> dict[str, Any]:
+    """The access line as a dict (what ``_line`` writes)."""
     client = exchange.client
     line: dict[str, Any] = {
-        "time": _now(),
+        "time": when,
         "request_id": exchange.request_id,
         "client": client.ip if client else None,
         "method": exchange.method,
@@ -165,7 +187,7 @@ def _fields(exchange: Exchange) -> dict[str, Any]:
         "target": exchange.upstream_target,
         "status": exchange.status,
         "bytes": exchange.bytes_sent,
-        "duration_ms": round(exchange.elapsed_ms(), 3),
+        "duration_ms": round(duration_ms, 3),
         "worker": process.pid(),
     }
     if exchange.error:
