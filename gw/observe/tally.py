@@ -1,18 +1,20 @@
-"""Per-request histogram observations kept as plain numbers until the worker publishes.
+"""Per-request histogram observations queued as plain numbers until the worker publishes.
 
 PERF: a prometheus_client ``observe`` goes through several Python calls and changes two
 values (the sum and one bucket), each under this process's value lock; a request observes
-two histograms and counts itself once, seven value updates in all. A ``Tally`` adds a request
-to one row of plain numbers under one lock (the bucket found with ``bisect``, in C), and
-``take`` hands the rows over when the worker publishes its values
-(``gw.observe.published``), which adds them to the metric children then. The files, and so
-every scrape, see the same numbers as before, at the same moments.
+two histograms and counts itself once, seven value updates in all. ``Tally.add`` only appends
+the observation to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic), and
+``take``, when the worker publishes its values (``gw.observe.published``), sorts them into one
+row of plain numbers per label key, which are added to the metric children then. Binning a
+batch together costs less than binning each observation as its request ends, scattered
+between the other work of a loaded worker. The files, and so every scrape, see the same
+numbers as before, at the same moments.
 """
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -27,26 +29,32 @@ class Tally(Generic[Key]):
         """``bounds``: the histogram's finite upper bounds, ascending (+Inf is implied)."""
         self._bounds = tuple(bounds)
         self._width = len(self._bounds) + 1
-        self._lock = threading.Lock()
-        self._rows: dict[Key, Row] = {}
+        self._seen: deque[tuple[Key, float]] = deque()
 
     def add(self, key: Key, amount: float) -> None:
         """Count one observation of ``amount`` under ``key``."""
-        # The first bound >= amount, as prometheus_client's ``amount <= bound`` scan finds it.
-        bucket = 2 + bisect_left(self._bounds, amount)
-        with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                row = self._rows[key] = [0, 0.0] + [0] * self._width
-            row[0] += 1
-            row[1] += amount
-            row[bucket] += 1
+        self._seen.append((key, amount))
 
     def take(self) -> dict[Key, Row]:
-        """Return what was counted since the last ``take`` and start afresh."""
-        with self._lock:
-            rows, self._rows = self._rows, {}
-        return rows
+        """Return what was counted since the last ``take``, by key, and start afresh.
+
+        Concurrent calls (the publisher, a scrape) each take a share, never the same
+        observation twice.
+        """
+        seen, bounds = self._seen, self._bounds
+        rows: dict[Key, Row] = {}
+        while True:
+            try:
+                key, amount = seen.popleft()
+            except IndexError:
+                return rows
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = [0, 0.0] + [0] * self._width
+            row[0] += 1
+            row[1] += amount
+            # The first bound >= amount, as prometheus_client's ``amount <= bound`` scan finds it.
+            row[2 + bisect_left(bounds, amount)] += 1
 
 
 def add_to_histogram(child: Any, row: Row) -> None:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 
@@ -44,3 +47,37 @@ def test_take_starts_afresh() -> None:
     tally.add("a", 2.0)
     assert tally.take() == {"a": [1, 2.0, 0, 1]}
     assert tally.take() == {}
+
+
+def test_observations_added_while_others_take_are_each_counted_once() -> None:
+    """Adders never wait for a lock; takers racing each other and them lose and repeat none."""
+    tally: Tally[str] = Tally((1.0,))
+    adders, each = 4, 20_000
+    taken: list[int] = []
+    adding = threading.Event()
+
+    def add() -> None:
+        for _ in range(each):
+            tally.add("k", 0.5)
+
+    def take() -> None:
+        while adding.is_set():
+            taken.append(sum(row[0] for row in tally.take().values()))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        adding.set()
+        takers = [threading.Thread(target=take) for _ in range(2)]
+        workers = [threading.Thread(target=add) for _ in range(adders)]
+        for thread in takers + workers:
+            thread.start()
+        for thread in workers:
+            thread.join(timeout=60)
+        adding.clear()
+        for thread in takers:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert sum(taken) + tally.take().get("k", [0])[0] == adders * each
+    assert len([n for n in taken if n]) > 1  # the takers did run while adders added
