@@ -113,6 +113,7 @@ class Gateway:
         }
         if self.metrics is not None:
             self.metrics.watch_health(health_snapshot.snapshot)
+            self.metrics.watch_inflight(inflight.serving)
         if self.metrics is not None and config.admission is not None:
             config.admission.observe = self.metrics.ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
@@ -151,8 +152,6 @@ class Gateway:
         """Serve one request: ingress, route, forward, respond; egress when the body closes."""
         exchange = exchange_from(environ, self.proxies)
         inflight.started(exchange)
-        if self.metrics is not None:
-            self.metrics.inflight(1)
         try:
             request = request_from(exchange, environ, self.owned)
             local = self._local_answer(request)
@@ -455,7 +454,6 @@ class Gateway:
         accesslog.write(exchange)
         inflight.finished(exchange)
         if self.metrics is not None:
-            self.metrics.inflight(-1)
             seconds = time.monotonic() - exchange.started
             self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
             self.metrics.publish_if_due()

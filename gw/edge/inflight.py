@@ -30,6 +30,11 @@ def finished(exchange: Exchange) -> None:
     _serving.pop(id(exchange), None)
 
 
+def serving() -> int:
+    """How many requests this worker is serving now (the in-flight gauge)."""
+    return len(_serving)
+
+
 def report_cut(log: WarningLog, pid: int) -> int:
     """Log one line per request still being served by this worker; return how many."""
     cut = list(_serving.values())

@@ -221,8 +221,8 @@ class Metrics:
         # The per-request series, tallied between publishes (gw.observe.tally).
         self._requests_tally: Tally[tuple[str, str, int]] = Tally(DURATION_BUCKETS)
         self._upstream_tally: Tally[tuple[str, str]] = Tally(DURATION_BUCKETS)
-        self._inflight_lock = threading.Lock()
-        self._inflight_now = self._inflight_published = 0
+        self._count_inflight: Callable[[], int] = _none_counted
+        self._inflight_published = 0
         if self.directory:
             from gw.observe import published
 
@@ -248,13 +248,6 @@ class Metrics:
         has passed since they were last written (a background publisher writes them that often
         too: this call starts it in a new worker)."""
         self._publish_when_due()
-
-    def inflight(self, delta: int) -> None:
-        """Add ``delta`` (+1 when a request starts, -1 when its response is done).
-
-        PERF: counted here and set on the gauge when the worker publishes (``_fold``)."""
-        with self._inflight_lock:
-            self._inflight_now += delta
 
     def tunnels(self, delta: int) -> None:
         """Add ``delta`` (+1 when a tunnel opens, -1 when it closes); published at once."""
@@ -340,6 +333,14 @@ class Metrics:
         if first and not self.directory:
             self._registry.register(_HealthCollector(self))
 
+    def watch_inflight(self, count: Callable[[], int]) -> None:
+        """Report ``count()``, the requests this worker is serving, as the in-flight gauge.
+
+        PERF: read when the worker publishes, not counted per request (the pipeline keeps a
+        registry of the requests it serves anyway, ``gw.edge.inflight``).
+        """
+        self._count_inflight = count
+
     def watch_limiter_table(self, stats: TableStats) -> None:
         """Report the shared rate-limit table's occupancy at each scrape.
 
@@ -403,7 +404,7 @@ class Metrics:
             child = self._child(self._upstream, upstream, via)
             if child is not _UNRECORDED:
                 add_to_histogram(child, row)
-        inflight = self._inflight_now
+        inflight = self._count_inflight()
         if inflight != self._inflight_published:
             self._inflight.set(inflight)
             self._inflight_published = inflight
@@ -588,3 +589,7 @@ def ratelimit_totals(directory: str) -> dict[str, dict[str, dict[str, int]]]:
 
 def _nothing() -> None:
     pass
+
+
+def _none_counted() -> int:
+    return 0

@@ -17,10 +17,12 @@ from gw.observe.instruments import Metrics, worker_metrics
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 ROUTES = {"orders": "200 OK", "users": "200 OK"}
+_serving = [0]  # requests in flight in this worker (gw's pipeline keeps gw.edge.inflight)
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     instruments = worker_metrics()
+    instruments.watch_inflight(lambda: _serving[0])
     path = environ["PATH_INFO"]
     if path == "/metrics":
         content_type, body = instruments.render(environ)
@@ -28,10 +30,10 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/hang":
         return _hang(instruments, start_response)
     started = time.monotonic()
-    instruments.inflight(1)
+    _serving[0] += 1
     route = path.split("/")[1] if path.count("/") >= 2 else ""
     status = ROUTES.get(route, "404 Not Found")
-    instruments.inflight(-1)
+    _serving[0] -= 1
     name = route if route in ROUTES else None
     instruments.request(
         name, environ["REQUEST_METHOD"], int(status[:3]), time.monotonic() - started
@@ -41,12 +43,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
 
 
 def _hang(instruments: Metrics, start_response: StartResponse) -> Iterable[bytes]:
-    instruments.inflight(1)
+    _serving[0] += 1
     instruments.publish()  # the gauge must be seen while this request hangs
     with open(os.environ["METRICS_TEST_HANG_FILE"], "w") as out:
         out.write(str(os.getpid()))
     time.sleep(20)  # bounded: the test kills this worker long before
-    instruments.inflight(-1)
+    _serving[0] -= 1
     return _answer(start_response, "200 OK", "text/plain", b"woke\n")
 
 

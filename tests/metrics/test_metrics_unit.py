@@ -170,11 +170,12 @@ def test_breaker_and_target_states_come_from_the_shared_health_table(metrics: Me
     assert value(found, "gw_circuit_breaker_state", upstream="orders-service", state="closed") == 1
 
 
-def test_requests_in_flight(metrics: Metrics) -> None:
-    for delta in (1, 1, 1, -1):
-        metrics.inflight(delta)
-    found = scrape(metrics)
-    assert value(found, "gw_requests_in_flight") == 2
+def test_requests_in_flight_are_read_from_the_watched_count(metrics: Metrics) -> None:
+    serving = [2]
+    metrics.watch_inflight(lambda: serving[0])
+    assert value(scrape(metrics), "gw_requests_in_flight") == 2
+    serving[0] = 0
+    assert value(scrape(metrics), "gw_requests_in_flight") == 0
 
 
 def test_the_limiter_table_is_read_at_each_scrape_not_per_request(metrics: Metrics) -> None:

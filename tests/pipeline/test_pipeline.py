@@ -240,6 +240,27 @@ def test_cache_answers_are_counted_by_what_the_stage_did_not_what_the_upstream_s
     assert {w: after[w] - before[w] for w in after} == {"hit": 1, "miss": 1, "bypass": 1}
 
 
+def test_a_request_is_in_flight_while_its_upstream_answers(transport: FakeTransport) -> None:
+    seen: list[float] = []
+
+    def in_flight() -> float:
+        assert metrics is not None
+        return value(samples(metrics.render({})[1].decode()), "gw_requests_in_flight") or 0.0
+
+    def answer(_: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+        seen.append(in_flight())
+        return 200, [], b"payload"
+
+    transport.add(SVC, answer)
+    routes: list[dict[str, object]] = [{"name": "held", "path": "/held/**", "upstream": "svc"}]
+    gw = gateway(transport, routes, metrics={"enabled": True})
+    metrics = gw.gateway.metrics
+    before = in_flight()  # requests other tests left open, if any
+    assert gw.request("GET", "/held/a").body == b"payload"
+    assert seen == [before + 1]
+    assert in_flight() == before
+
+
 # -- composition -----------------------------------------------------------------------------
 
 
