@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gw.host import process
 from gw.observe.metrics import multiprocess_directory
-from gw.observe.tally import Tally, add_to_histogram
+from gw.observe.tally import Counts, Tally, add_to_histogram
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -221,6 +221,7 @@ class Metrics:
         # The per-request series, tallied between publishes (gw.observe.tally).
         self._requests_tally: Tally[tuple[str, str, int]] = Tally(DURATION_BUCKETS)
         self._upstream_tally: Tally[tuple[str, str]] = Tally(DURATION_BUCKETS)
+        self._counts: Counts[tuple[Any, ...]] = Counts()  # (metric, *labels) of the counters
         self._count_inflight: Callable[[], int] = _none_counted
         self._inflight_published = 0
         if self.directory:
@@ -277,7 +278,7 @@ class Metrics:
         limit or of a shadow one (``mode``)."""
         _check(decision, RATELIMIT_DECISIONS)
         _check(mode, RATELIMIT_MODES)
-        self._child(self._ratelimit, policy, decision, mode).inc()
+        self._counts.add((self._ratelimit, policy, decision, mode))
 
     def auth_shadow(self, route: str, decision: str, reason: str) -> None:
         """Count what a shadow auth policy would have done: would_allow or would_reject.
@@ -320,7 +321,7 @@ class Metrics:
     def cache(self, route: str, result: str) -> None:
         """Count a cacheable route's answer: hit, miss or bypass (its ``X-Cache``)."""
         _check(result, CACHE_RESULTS)
-        self._child(self._cache, route, result).inc()
+        self._counts.add((self._cache, route, result))
 
     def watch_health(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
         """Report breaker and target states from the host's shared health table at each scrape.
@@ -393,7 +394,7 @@ class Metrics:
     # -- helpers -------------------------------------------------------------------------
 
     def _fold(self) -> None:
-        """Add what the tallies counted since the last fold to the metric children (run at
+        """Add what the tallies and counts took since the last fold to the metric children (run at
         the start of every publish, and before a single-process scrape)."""
         for key, row in self._requests_tally.take().items():
             counter, duration = self._request_children.get(key) or self._request_pair(*key)
@@ -404,6 +405,8 @@ class Metrics:
             child = self._child(self._upstream, upstream, via)
             if child is not _UNRECORDED:
                 add_to_histogram(child, row)
+        for (metric, *labels), count in self._counts.take().items():
+            self._child(metric, *labels).inc(count)
         inflight = self._count_inflight()
         if inflight != self._inflight_published:
             self._inflight.set(inflight)

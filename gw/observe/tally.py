@@ -57,6 +57,28 @@ class Tally(Generic[Key]):
             row[2 + bisect_left(bounds, amount)] += 1
 
 
+class Counts(Generic[Key]):
+    """Counter increments by key, queued like a ``Tally``'s observations (no lock per count)."""
+
+    def __init__(self) -> None:
+        self._seen: deque[Key] = deque()
+
+    def add(self, key: Key) -> None:
+        """Count one under ``key``."""
+        self._seen.append(key)
+
+    def take(self) -> dict[Key, int]:
+        """Return the counts since the last ``take``, by key, and start afresh."""
+        seen = self._seen
+        counts: dict[Key, int] = {}
+        while True:
+            try:
+                key = seen.popleft()
+            except IndexError:
+                return counts
+            counts[key] = counts.get(key, 0) + 1
+
+
 def add_to_histogram(child: Any, row: Row) -> None:
     """Add a tallied ``row`` to a prometheus_client histogram child.
 
