@@ -110,7 +110,8 @@ ODD = ["plain", "é ünïcödé", 'quote " back\\slash', "ctl \x00\x1f\x7f", "\u
 def test_the_line_is_exactly_json_dumps_of_its_fields(
     text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The field-by-field line (PERF) is the text json.dumps makes of the same fields."""
+    """The field-by-field line (PERF) is the text json.dumps makes of the same fields (with a
+    duration whose three decimals ``repr`` writes too)."""
     monkeypatch.setattr(accesslog, "_now", lambda: "2026-12-05T02:40:00+0000")
     monkeypatch.setattr(Exchange, "elapsed_ms", lambda self: 12.34567)
     for error, route, client in ((None, None, None), ("upstream_timeout", text, "::1")):
@@ -120,9 +121,22 @@ def test_the_line_is_exactly_json_dumps_of_its_fields(
         e.status, e.bytes_sent, e.error = 504, 2**40, error
         e.extra.update({"trace_id": "0af7", "user": text, "parts": [{"key": text, "n": 1.5}]})
         line = accesslog.line_of(e)
-        fields = accesslog._fields(e, accesslog._now(), e.elapsed_ms())
+        fields = accesslog._fields(e, accesslog._now(), e.elapsed_ms(), os.getpid())
         assert line == json.dumps(fields, separators=(",", ":")) + "\n"
         assert json.loads(line)["path"] == f"/{text}"
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "text"),
+    [(3.49, "3.490"), (0.0004, "0.000"), (0.0005001, "0.001"), (61000.0, "61000.000")],
+)
+def test_the_duration_is_written_to_the_microsecond(
+    elapsed: float, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Exchange, "elapsed_ms", lambda self: elapsed)
+    line = accesslog.line_of(Exchange(request_id="req-1", method="GET", raw_target="/x"))
+    assert f'"duration_ms":{text},' in line
+    assert json.loads(line)["duration_ms"] == round(elapsed, 3)
 
 
 def test_a_stage_field_named_like_a_base_field_replaces_it() -> None:
