@@ -10,8 +10,8 @@ when its batch is written, with one ``write`` per batch:
 PERF: never because a request ended: a worker under load goes idle between many requests, and
 a ``write`` there costs a system call per one or two requests. The request path only appends
 to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic); the lines of a batch
-are made together, which costs a third of making each one as its request ends, scattered
-between the other work of a loaded worker (bench/README.md).
+are made together, which in a loaded worker cost about half of making each one as its request
+ends, scattered between other work (bench/README.md, fifth run).
 A batch that cannot be written (stdout closed, a full disk) is not lost silently: the count of
 lines dropped is reported on stderr, once per incident.
 """

@@ -394,8 +394,9 @@ class Metrics:
     # -- helpers -------------------------------------------------------------------------
 
     def _fold(self) -> None:
-        """Add what the tallies and counts took since the last fold to the metric children (run at
-        the start of every publish, and before a single-process scrape)."""
+        """Add what the tallies and counts took since the last fold to the metric children,
+        and set the in-flight gauge (at the start of every publish, and before a
+        single-process scrape)."""
         for key, row in self._requests_tally.take().items():
             counter, duration = self._request_children.get(key) or self._request_pair(*key)
             counter.inc(row[0])

@@ -5,10 +5,10 @@ values (the sum and one bucket), each under this process's value lock; a request
 two histograms and counts itself once, seven value updates in all. ``Tally.add`` only appends
 the observation to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic), and
 ``take``, when the worker publishes its values (``gw.observe.published``), sorts them into one
-row of plain numbers per label key, which are added to the metric children then. Binning a
-batch together costs less than binning each observation as its request ends, scattered
-between the other work of a loaded worker. The files, and so every scrape, see the same
-numbers as before, at the same moments.
+row of plain numbers per label key, which are added to the metric children then: the request
+path only appends, and the binning runs many times in a row. The files, and so every scrape,
+see the same numbers as before, at the same moments. ``Counts`` does the same for counters
+that move on the request path (rate-limit decisions, cache results).
 """
 
 from __future__ import annotations
