@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from gw.core.conditions import EMPTY_VIEW, Condition, RequestView
 from gw.core.patterns import Pattern, SegmentKind, parse_pattern
@@ -51,13 +51,15 @@ _STANDARD_METHODS = frozenset(
 EXPLICIT_ONLY_METHODS = frozenset({"TRACE", "CONNECT"})
 
 
-@dataclass(frozen=True)
-class RouteMatch(Generic[T]):
+class RouteMatch(NamedTuple, Generic[T]):
     """The route chosen for a request.
 
     ``params`` maps parameter names to decoded segment values (a named ``{name:.+}`` maps to
     the same text as ``rest``). ``rest`` is what a trailing wildcard matched, without the
     leading ``/`` but with the path's trailing ``/`` (``42/x/``); ``''`` when none.
+
+    PERF: a named tuple, immutable as a frozen dataclass but made in half its time (one per
+    request to a route with parameters or a wildcard).
     """
 
     route: Route[T]

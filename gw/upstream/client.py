@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
@@ -72,12 +72,14 @@ BUSY = "busy"
 _NOT_THE_TARGETS_FAULT = frozenset({STALE, BUSY})
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
+class UpstreamRequest(NamedTuple):
     """One request for an upstream, framed by gw (``gw.upstream.wire``) whatever the client
     sent: ``path`` is origin-form (query included), ``chunked`` says how ``body`` is framed
     when ``headers`` carry no Content-Length. Deadlines are ``time.monotonic()`` seconds:
-    ``deadline`` for the answer's head (retries included), ``body_deadline`` for its body."""
+    ``deadline`` for the answer's head (retries included), ``body_deadline`` for its body.
+
+    PERF: a named tuple, immutable as a frozen dataclass but made in a fraction of its time
+    (one per proxied request)."""
 
     method: str
     path: str
