@@ -42,7 +42,10 @@ def test_an_entry_outlives_a_failover_and_the_outage_is_misses_in_time(
     store = open_cache(CacheStoreSettings(backend=ha.url, redis_timeout=TIMEOUT))
     assert isinstance(store, RedisCache)
     assert store.store(_key("/kept"), 200, [("Content-Type", "text/plain")], b"kept", ttl=60)
-    time.sleep(0.2)  # replicated (asynchronously: an entry younger than this may be lost)
+    # Replication is asynchronous: an entry the replica has not acknowledged may be lost in
+    # the failover. (A 0.2 s sleep stood here; on a loaded CI box the entry was once missing
+    # on the new primary.)
+    ha.wait_for_replica()
     old = ha.freeze_primary()
     try:
         started = time.monotonic()
