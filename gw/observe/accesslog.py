@@ -33,6 +33,7 @@ from typing import Any
 from gw.core.exchange import Exchange
 from gw.host import process
 from gw.observe.incident import IncidentLog
+from gw.observe.tally import drained
 
 BATCH_LINES = 64
 MAX_WAIT = 0.1
@@ -69,8 +70,7 @@ class _Writer:
 
     def _write_pending(self) -> None:
         """Write the lines of every queued request (the caller holds the lock)."""
-        pending = self.pending
-        batch = [pending.popleft() for _ in range(len(pending))]
+        batch = list(drained(self.pending))
         data = "".join(_lines(batch)).encode()
         try:
             _write_all(self.fd, data)

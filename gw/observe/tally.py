@@ -15,11 +15,22 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 Row = list[Any]  # [count, sum, one count per bucket (the last one: +Inf)]
 Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
+
+
+def drained(queue: deque[Item]) -> Iterator[Item]:
+    """Pop ``queue``'s items oldest first until it is empty. Items appended meanwhile are
+    taken too; two drains at once each take a share, never the same item twice."""
+    while True:
+        try:
+            yield queue.popleft()
+        except IndexError:
+            return
 
 
 class Tally(Generic[Key]):
@@ -41,13 +52,9 @@ class Tally(Generic[Key]):
         Concurrent calls (the publisher, a scrape) each take a share, never the same
         observation twice.
         """
-        seen, bounds = self._seen, self._bounds
+        bounds = self._bounds
         rows: dict[Key, Row] = {}
-        while True:
-            try:
-                key, amount = seen.popleft()
-            except IndexError:
-                return rows
+        for key, amount in drained(self._seen):
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0.0] + [0] * self._width
@@ -55,6 +62,7 @@ class Tally(Generic[Key]):
             row[1] += amount
             # The first bound >= amount, as prometheus_client's ``amount <= bound`` scan finds it.
             row[2 + bisect_left(bounds, amount)] += 1
+        return rows
 
 
 class Counts(Generic[Key]):
@@ -69,14 +77,10 @@ class Counts(Generic[Key]):
 
     def take(self) -> dict[Key, int]:
         """Return the counts since the last ``take``, by key, and start afresh."""
-        seen = self._seen
         counts: dict[Key, int] = {}
-        while True:
-            try:
-                key = seen.popleft()
-            except IndexError:
-                return counts
+        for key in drained(self._seen):
             counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 def add_to_histogram(child: Any, row: Row) -> None:
