@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.upstream import Upstream, start_upstream
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_dir_of_this_run() -> Iterator[None]:
+    """Put every temp file of this test process under one directory, removed at the end.
+
+    A gateway built in process without ``GW_RUNTIME_DIR`` makes private directories for its
+    tables (``gw.host.rundir.private_dir``: a 1 MiB rate-limit table each) that no process
+    removes; before this, each run of the suite left hundreds in /tmp. ``GW_TEST_KEEP_TMP=1``
+    keeps them, as it keeps the test gateways' directories.
+    """
+    base = tempfile.mkdtemp(prefix="gw-tests-")
+    previous, tempfile.tempdir = tempfile.tempdir, base
+    yield
+    tempfile.tempdir = previous
+    if os.environ.get("GW_TEST_KEEP_TMP") != "1":
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from typing import Any
 import requests
 import yaml
 
+from gw.host import rundir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Each gateway's directory (config, log, runtime tables) is removed when the test process ends,
@@ -134,6 +136,9 @@ def start_gateway(
     }
     if not runtime_dir:
         env.pop("GW_RUNTIME_DIR")
+        # The directory the gateway derives from its config's path (under /dev/shm, so in
+        # memory): a fresh name per test gateway, so it goes with the rest at exit.
+        _made.append(Path(rundir.default_runtime_dir(str(config_path))))
     if worker_class:
         env["GW_WORKER_CLASS"] = worker_class
     log_path = tmp / "gw.log"
