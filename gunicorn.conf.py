@@ -64,7 +64,6 @@ control_socket_disable = True
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
     from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
-    from gw import master  # the master's steps only; never gw.app (see the module docstring)
     from gw.errors import ConfigError
     from gw.host import runtime
 
@@ -77,6 +76,21 @@ def on_starting(server):
     # gunicorn has no setting for the arbiter class; this hook is the first to see the
     # arbiter, before any worker is forked.
     GwArbiter.adopt(server, drain_timeout)
+    try:
+        _prepare_runtime(server)
+    except SystemExit:
+        # gunicorn runs on_exit only for a master that started: a refused start removes the
+        # directory it derived itself (None when it was given, or is another gateway's).
+        runtime.cleanup(getattr(server, "gw_created_runtime", None))
+        raise
+
+
+def _prepare_runtime(server):
+    """Make the runtime directory and its tables, and publish the checked config."""
+    from gw import master  # the master's steps only; never gw.app (see the module docstring)
+    from gw.errors import ConfigError
+    from gw.host import runtime
+
     try:
         # On the arbiter, not in a global of this file: gunicorn runs this file again on every
         # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.

@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from gw.host import rundir
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.upstream import Upstream, wait_for
 
@@ -280,4 +281,18 @@ def test_a_master_that_made_its_runtime_dir_removes_it_at_exit_even_after_a_hup(
     assert wait_for(lambda: len(set(gw.worker_pids()) - old) == 1, timeout=10)
     gw.stop()
     assert gw.proc.returncode == 0
+    assert not os.path.exists(made), f"{made} left behind"
+
+
+def test_a_master_that_refuses_to_start_removes_the_runtime_dir_it_made(
+    upstream: Upstream,
+) -> None:
+    # gunicorn runs on_exit only for a master that started; the directory derived from the
+    # config's path was made before the config was checked.
+    bad = config(upstream, "/a/**")
+    bad["routes"][0]["upstream"] = "nowhere"
+    gw = start_gateway(bad, workers=1, runtime_dir=False, wait=False)
+    assert gw.proc.wait(timeout=20) == 1
+    assert "config error" in gw.log_text()
+    made = rundir.default_runtime_dir(str(gw.config_path))
     assert not os.path.exists(made), f"{made} left behind"
