@@ -36,6 +36,8 @@ ALL_TARGETS = (
     "express-1",
     "express-cluster-2",
     "fastify",
+    "floor",
+    "floor-falcon",
     "gw",
     *FULL_ROWS,
 )

@@ -58,8 +58,9 @@ class TargetSpec:
     """What to start for one row of the table."""
 
     name: str
-    kind: str  # direct | nginx | express | fastify | gw
+    kind: str  # direct | nginx | express | fastify | floor | gw
     processes: int = 1
+    options: tuple[str, ...] = ()  # floor: more arguments of bench/floor/proxy.py
     gw: GwOptions = field(default_factory=GwOptions)
     tree: Path = REPO_DIR  # gw: the source tree (with gw/ and gunicorn.conf.py) to run
     auth: str | None = None  # gw: the full pipeline with JWTs of this algorithm (RS256, HS256)
@@ -71,6 +72,8 @@ PEERS = {
     "express-1": TargetSpec("express-1", "express", processes=1),
     "express-cluster-2": TargetSpec("express-cluster-2", "express", processes=2),
     "fastify": TargetSpec("fastify", "fastify", processes=2),
+    "floor": TargetSpec("floor", "floor", processes=2),
+    "floor-falcon": TargetSpec("floor-falcon", "floor", processes=2, options=("--falcon",)),
 }
 FULL_ROWS = {"gw-full-rs256": "RS256", "gw-full-hs256": "HS256"}
 
@@ -155,7 +158,12 @@ def launch(
         return Target(spec, upstream.port, upstream.child)
     if spec.kind == "gw":
         return _start_gw(spec, workdir, upstream.port, auth if spec.auth else None)
-    starters = {"nginx": _start_nginx, "express": _start_node, "fastify": _start_node}
+    starters = {
+        "nginx": _start_nginx,
+        "express": _start_node,
+        "fastify": _start_node,
+        "floor": _start_floor,
+    }
     return starters[spec.kind](spec, workdir, upstream.port)
 
 
@@ -241,6 +249,16 @@ def _start_node(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
         "WORKERS": str(spec.processes),
     }
     child = start(spec.name, ["node", script], log_dir=workdir, env=env, cwd=NODE_DIRS[spec.kind])
+    return Target(spec, port, child)
+
+
+def _start_floor(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
+    """Start the minimal gevent + llhttp proxy (``bench/floor/proxy.py``) with gw's Python."""
+    port = free_port()
+    python = str(Path(gunicorn_path()).with_name("python"))
+    argv = [python, str(BENCH_DIR / "floor" / "proxy.py"), "--port", str(port)]
+    argv += ["--upstream", f"127.0.0.1:{upstream_port}", "--workers", str(spec.processes)]
+    child = start(spec.name, [*argv, *spec.options], log_dir=workdir)
     return Target(spec, port, child)
 
 

@@ -15,12 +15,14 @@ def test_default_runs_every_row_in_table_order() -> None:
         "express-1",
         "express-cluster-2",
         "fastify",
+        "floor",
+        "floor-falcon",
         "gw",
         "gw-full-rs256",
         "gw-full-hs256",
     ]
-    assert specs[5].gw == GwOptions()  # gunicorn.conf.py's own defaults
-    assert [s.auth for s in specs[5:]] == [None, "RS256", "HS256"]
+    assert specs[7].gw == GwOptions()  # gunicorn.conf.py's own defaults
+    assert [s.auth for s in specs[7:]] == [None, "RS256", "HS256"]
 
 
 def test_quick_is_one_short_round() -> None:

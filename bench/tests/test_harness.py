@@ -86,6 +86,13 @@ def test_express_cluster_runs_two_workers(tmp_path: Path, upstream: targets.Targ
     assert _proxied(targets.PEERS["express-cluster-2"], tmp_path, upstream) == 3
 
 
+@pytest.mark.parametrize("name", ["floor", "floor-falcon"])
+def test_the_floor_proxies_the_upstream_with_two_workers(
+    name: str, tmp_path: Path, upstream: targets.Target
+) -> None:
+    assert _proxied(targets.PEERS[name], tmp_path, upstream) == 3  # leader + 2 workers
+
+
 def test_gw_proxies_the_upstream_under_gunicorn(tmp_path: Path, upstream: targets.Target) -> None:
     if not _gw_imports():
         pytest.skip("gw.app does not import yet")
