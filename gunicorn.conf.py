@@ -64,6 +64,7 @@ control_socket_disable = True
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
     from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
+    from gw import master  # the master's steps only; never gw.app (see the module docstring)
     from gw.errors import ConfigError
     from gw.host import runtime
 
@@ -77,24 +78,11 @@ def on_starting(server):
     # arbiter, before any worker is forked.
     GwArbiter.adopt(server, drain_timeout)
     try:
-        _prepare_runtime(server)
-    except SystemExit:
-        # gunicorn runs on_exit only for a master that started: a refused start removes the
-        # directory it derived itself (None when it was given, or is another gateway's).
-        runtime.cleanup(getattr(server, "gw_created_runtime", None))
-        raise
-
-
-def _prepare_runtime(server):
-    """Make the runtime directory and its tables, and publish the checked config."""
-    from gw import master  # the master's steps only; never gw.app (see the module docstring)
-    from gw.errors import ConfigError
-    from gw.host import runtime
-
-    try:
         # On the arbiter, not in a global of this file: gunicorn runs this file again on every
         # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.
         server.gw_created_runtime = master.prepare()
+        # A refused start and an error in gunicorn's main loop skip on_exit: removed at exit.
+        runtime.cleanup_at_exit(server.gw_created_runtime)
         from gw.observe import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client

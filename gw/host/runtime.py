@@ -9,6 +9,7 @@ their files.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -94,3 +95,21 @@ def cleanup(created: str | None) -> None:
     """Remove the runtime directory ``prepare`` derived (None: it was given, so it stays)."""
     if created:
         shutil.rmtree(created, ignore_errors=True)
+
+
+def cleanup_at_exit(created: str | None) -> None:
+    """Remove the directory ``prepare`` derived when this process exits, however it exits.
+
+    gunicorn's ``on_exit`` runs only for a master that started and stops normally: a refused
+    start, or an error in its main loop (a worker class that does not load), skips it. Not in
+    a process forked from this one (the workers inherit the exit handler).
+    """
+    if not created:
+        return
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            cleanup(created)
+
+    atexit.register(remove)

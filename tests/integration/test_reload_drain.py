@@ -296,3 +296,21 @@ def test_a_master_that_refuses_to_start_removes_the_runtime_dir_it_made(
     assert "config error" in gw.log_text()
     made = rundir.default_runtime_dir(str(gw.config_path))
     assert not os.path.exists(made), f"{made} left behind"
+
+
+def test_a_master_whose_main_loop_fails_removes_the_runtime_dir_it_made(
+    upstream: Upstream,
+) -> None:
+    # A worker class that does not load fails in gunicorn's main loop, which exits without
+    # on_exit (the demo's "gateway cannot start" check does this).
+    gw = start_gateway(
+        config(upstream, "/a/**"),
+        workers=1,
+        runtime_dir=False,
+        wait=False,
+        worker_class="gw.edge.worker.NoSuchWorker",
+    )
+    assert gw.proc.wait(timeout=20) != 0
+    assert "Unhandled exception in main loop" in gw.log_text()
+    made = rundir.default_runtime_dir(str(gw.config_path))
+    assert not os.path.exists(made), f"{made} left behind"
