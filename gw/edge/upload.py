@@ -22,10 +22,10 @@ class Input:
         self._min_rate = 0.0
         self._started = 0.0
         self._received = 0
-        expect = next((v for n, v in message.headers if n.lower() == b"expect"), b"")
         # HTTP/1.0 has no 100 (Continue): a 1.0 client's Expect is ignored (RFC 9110 10.1.1).
+        # PERF: the headers are searched only for a body still to come (never for a GET).
         self._continue = (
-            expect.lower() == b"100-continue" and not message.complete and message.version != "1.0"
+            not message.complete and message.version != "1.0" and _expects_continue(message)
         )
 
     def require_rate(self, min_rate: float, grace: float) -> None:
@@ -85,3 +85,8 @@ class Input:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+def _expects_continue(message: Message) -> bool:
+    expect = next((v for n, v in message.headers if n.lower() == b"expect"), b"")
+    return expect.lower() == b"100-continue"
