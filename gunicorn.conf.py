@@ -78,11 +78,9 @@ def on_starting(server):
     # arbiter, before any worker is forked.
     GwArbiter.adopt(server, drain_timeout)
     try:
-        # On the arbiter, not in a global of this file: gunicorn runs this file again on every
-        # HUP, in a fresh module, whose on_exit would see the global unset and leak the dir.
-        server.gw_created_runtime = master.prepare()
-        # A refused start and an error in gunicorn's main loop skip on_exit: removed at exit.
-        runtime.cleanup_at_exit(server.gw_created_runtime)
+        # A derived directory goes when this master exits, however it exits: gunicorn's
+        # on_exit would miss a refused start and an error in its main loop.
+        runtime.cleanup_at_exit(master.prepare())
         from gw.observe import metrics
 
         metrics.prepare_master()  # before any worker imports prometheus_client
@@ -129,9 +127,3 @@ def child_exit(server, worker):
     from gw.observe import metrics
 
     metrics.worker_exited(worker.pid)
-
-
-def on_exit(server):
-    from gw.host import runtime
-
-    runtime.cleanup(getattr(server, "gw_created_runtime", None))

@@ -98,7 +98,8 @@ def cleanup(created: str | None) -> None:
 
 
 def cleanup_at_exit(created: str | None) -> None:
-    """Remove the directory ``prepare`` derived when this process exits, however it exits.
+    """Remove the directory ``prepare`` derived when this process exits, however it exits (the
+    one place it is removed).
 
     gunicorn's ``on_exit`` runs only for a master that started and stops normally: a refused
     start, or an error in its main loop (a worker class that does not load), skips it. Not in
