@@ -57,7 +57,6 @@ GATEWAY_OWNED = frozenset(
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
-_CGI_HEADERS = (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length"))
 
 
 def canonical_name(name: str) -> str:
@@ -65,15 +64,29 @@ def canonical_name(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Return the client's headers as ``(Name-As-Sent-Case, value)`` pairs from a WSGI environ."""
-    headers = [
-        (key[5:].replace("_", "-").title(), value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    ]
-    headers += [(name, environ[key]) for key, name in _CGI_HEADERS if environ.get(key)]
-    return headers
+# PERF: the header names of environ keys, as ``(Name-As-Sent-Case, lower-case)`` (``()`` for a
+# key that is not a header), kept per process so that a request's headers are read from the
+# environ in one pass of dict lookups, not with ``startswith``, ``title`` and ``lower`` per key.
+# APPSEC: clients choose the keys, so the memo is bounded; past its bound names are derived
+# per request, exactly as they would be memoized (a pure function of the key).
+_NAME_MEMO: dict[str, tuple[str, str] | tuple[()]] = {}
+_NAME_MEMO_LIMIT = 1024
+_CGI_HEADERS = (
+    ("CONTENT_TYPE", "Content-Type", "content-type"),
+    ("CONTENT_LENGTH", "Content-Length", "content-length"),
+)
+
+
+def _environ_names(key: str) -> tuple[str, str] | tuple[()]:
+    """The header names of environ key ``key`` (``HTTP_X_TOKEN``: ``X-Token``), or ``()``
+    for a key that is not an ``HTTP_*`` one."""
+    names: tuple[str, str] | tuple[()] = ()
+    if key.startswith("HTTP_"):
+        name = key[5:].replace("_", "-").title()
+        names = (name, name.lower())
+    if len(_NAME_MEMO) < _NAME_MEMO_LIMIT:
+        _NAME_MEMO[key] = names
+    return names
 
 
 class Headers:
@@ -82,13 +95,33 @@ class Headers:
 
     __slots__ = ("_by_name", "_pairs")
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+    def __init__(self, pairs: list[tuple[str, str]], by_name: dict[str, str] | None = None) -> None:
+        """``by_name``: the same fields by lower-case name, when the caller has it."""
         self._pairs = pairs
-        self._by_name = {name.lower(): value for name, value in pairs}
+        if by_name is None:
+            by_name = {name.lower(): value for name, value in pairs}
+        self._by_name = by_name
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
-        return cls(request_headers(environ))
+        """The client's headers from a WSGI environ: the ``HTTP_*`` keys in the environ's
+        order, then Content-Type and Content-Length when they are not empty."""
+        pairs: list[tuple[str, str]] = []
+        by_name: dict[str, str] = {}
+        memo = _NAME_MEMO
+        for key, value in environ.items():
+            names = memo.get(key)
+            if names is None:
+                names = _environ_names(key)
+            if names:
+                pairs.append((names[0], value))
+                by_name[names[1]] = value
+        for key, name, lower in _CGI_HEADERS:
+            value = environ.get(key)
+            if value:
+                pairs.append((name, value))
+                by_name[lower] = value
+        return cls(pairs, by_name)
 
     def get(self, name: str) -> str | None:
         """The field's value (repeated fields arrive joined by the server), or None."""

@@ -1,0 +1,54 @@
+"""The client's headers as the pipeline reads them from the WSGI environ (gw.core.headers)."""
+
+from __future__ import annotations
+
+from gw.core import headers as module
+from gw.core.headers import Headers
+
+
+def _environ(**extra: str) -> dict[str, object]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "HTTP_HOST": "gw.test",
+        "CONTENT_LENGTH": "3",
+        "HTTP_X_TRACE_NOTE": "a",
+        "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": "text/plain",
+        "HTTP_ACCEPT": "*/*",
+        "REMOTE_ADDR": "127.0.0.1",
+        **extra,
+    }
+
+
+def test_header_keys_become_fields_in_environ_order_then_content_type_and_length() -> None:
+    headers = Headers.from_environ(_environ())
+
+    assert headers.items() == [
+        ("Host", "gw.test"),
+        ("X-Trace-Note", "a"),
+        ("Accept", "*/*"),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "3"),
+    ]
+    assert headers.get("x-trace-note") == "a"
+    assert headers.get("Content-Type") == "text/plain"
+    assert "REMOTE_ADDR" not in headers.by_name()
+
+
+def test_empty_content_type_and_length_are_no_fields_but_an_empty_header_is_one() -> None:
+    headers = Headers.from_environ(_environ(CONTENT_TYPE="", CONTENT_LENGTH="", HTTP_X_EMPTY=""))
+
+    assert [name for name, _ in headers.items()] == ["Host", "X-Trace-Note", "Accept", "X-Empty"]
+    assert headers.get("X-Empty") == ""
+
+
+def test_the_name_memo_stays_bounded_and_names_past_its_bound_are_read_alike() -> None:
+    # APPSEC: clients choose header names; a worker must not keep every name it ever saw.
+    many = module._NAME_MEMO_LIMIT * 3
+    for n in range(many):
+        Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{n}": "v"})
+
+    assert len(module._NAME_MEMO) <= module._NAME_MEMO_LIMIT
+    late = Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{many}": "late", "HTTP_HOST": "h"})
+    assert late.items() == [(f"X-Client-Chosen-{many}", "late"), ("Host", "h")]
+    assert late.get(f"x-client-chosen-{many}") == "late"
