@@ -46,6 +46,7 @@ from gw.errors import (
 )
 from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
+from gw.host.process import native_lock
 from gw.idempotency.stage import IdempotencyStage
 from gw.limits.admission import Requester
 from gw.mirror.stage import Mirror
@@ -105,7 +106,8 @@ class Gateway:
             name: UpstreamClient(
                 spec,
                 for_upstream(spec),
-                RetryBudget(spec.budget_ratio, spec.budget_min_per_second),
+                # PERF: a native lock (gw.host.process): one lock taken on every request
+                RetryBudget(spec.budget_ratio, spec.budget_min_per_second, lock=native_lock()),
                 self._retry_observer(name),
                 connect=connect,
             )

@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -90,8 +92,14 @@ class RetryBudget:
     """
 
     def __init__(
-        self, ratio: float = 0.2, min_per_second: float = 3.0, window: float = 10.0
+        self,
+        ratio: float = 0.2,
+        min_per_second: float = 3.0,
+        window: float = 10.0,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
+        """``lock``: what guards the counters (default: a ``threading.Lock``); recording and
+        spending never wait inside it."""
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.window = window
@@ -101,7 +109,7 @@ class RetryBudget:
         self._total_requests = 0
         self._total_retries = 0
         self._second = 0  # the second the ring's newest slot counts
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else threading.Lock()
 
     def record_request(self, now: float | None = None) -> None:
         with self._lock:
