@@ -1,0 +1,56 @@
+"""The WSGI environ the edge builds from one parsed request (gw.edge.environ)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gw.edge import environ as module
+from gw.edge.environ import build_environ
+from gw.edge.request import Message, RequestRefused
+
+
+def _message(*headers: tuple[bytes, bytes]) -> Message:
+    message = Message()
+    message.url = b"/a%2Fb?q=1"
+    message.headers = list(headers)
+    return message
+
+
+def test_header_fields_become_environ_keys_as_gunicorn_names_them() -> None:
+    environ = build_environ(
+        {"REMOTE_ADDR": "127.0.0.1"},
+        _message(
+            (b"Host", b"gw.test"),
+            (b"X-Token", b"a "),
+            (b"x-token", b"b"),
+            (b"X_User_Id", b"forged"),
+            (b"Content-Type", b"text/plain"),
+            (b"Content-Length", b"3"),
+        ),
+    )
+
+    headers = {k: v for k, v in environ.items() if k.startswith(("HTTP_", "CONTENT_"))}
+    assert headers == {
+        "HTTP_HOST": "gw.test",
+        "HTTP_X_TOKEN": "a,b",  # repeated fields joined; trailing whitespace dropped
+        "CONTENT_TYPE": "text/plain",
+        "CONTENT_LENGTH": "3",
+    }
+    assert environ["PATH_INFO"] == "/a/b" and environ["RAW_URI"] == "/a%2Fb?q=1"
+
+
+def test_a_second_host_field_is_refused() -> None:
+    with pytest.raises(RequestRefused):
+        build_environ({}, _message((b"Host", b"a"), (b"host", b"b")))
+
+
+def test_the_key_memo_stays_bounded_and_names_past_its_bound_are_read_alike() -> None:
+    # APPSEC: clients choose header names; a worker must not keep every name it ever saw.
+    many = module._KEY_MEMO_LIMIT * 3
+    for n in range(many):
+        build_environ({}, _message((b"X-Chosen-%d" % n, b"v")))
+
+    assert len(module._KEY_MEMO) <= module._KEY_MEMO_LIMIT
+    late = build_environ({}, _message((b"X-Chosen-%d" % many, b"late"), (b"X_Late", b"no")))
+    assert late[f"HTTP_X_CHOSEN_{many}"] == "late"
+    assert not any("LATE" in key for key in late)
