@@ -308,23 +308,29 @@ def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | N
 
 
 def _authorize(identity: Identity, policy: RoutePolicy, source: str) -> None:
-    detail = {
+    # PERF: the caller's scopes are read, and the audit detail made, only when needed.
+    accepted = policy.accepted_sources()
+    if accepted is not None and source not in accepted:
+        message = "this route does not accept credentials from this issuer"
+        raise IssuerNotAccepted(message, reason="issuer_not_accepted", detail=_detail(identity))
+    roles = policy.roles_for(source)
+    if roles and not identity.roles.intersection(roles):
+        message = "this route requires a role the caller does not have"
+        raise Forbidden(message, reason="insufficient_role", detail=_detail(identity))
+    if policy.scopes and not identity.scopes.issuperset(policy.scopes):
+        message = "the credential lacks a scope this route requires"
+        detail = _detail(identity)
+        raise Forbidden(message, reason="insufficient_scope", scopes=policy.scopes, detail=detail)
+
+
+def _detail(identity: Identity) -> dict[str, Any]:
+    """What the audit line says of a caller that was refused."""
+    return {
         "subject": identity.subject,
         "iss": identity.issuer,
         "kid": identity.key_id,
         "credential": identity.method,
     }
-    accepted = policy.accepted_sources()
-    if accepted is not None and source not in accepted:
-        message = "this route does not accept credentials from this issuer"
-        raise IssuerNotAccepted(message, reason="issuer_not_accepted", detail=detail)
-    roles = policy.roles_for(source)
-    if roles and not identity.roles.intersection(roles):
-        message = "this route requires a role the caller does not have"
-        raise Forbidden(message, reason="insufficient_role", detail=detail)
-    if not identity.scopes.issuperset(policy.scopes):
-        message = "the credential lacks a scope this route requires"
-        raise Forbidden(message, reason="insufficient_scope", scopes=policy.scopes, detail=detail)
 
 
 def _audit(

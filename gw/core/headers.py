@@ -59,22 +59,29 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 
-def canonical_name(name: str) -> str:
-    """Return the comparison form of a header name: lower case, ``_`` and ``.`` as ``-``."""
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 # PERF: the header names of environ keys, as ``(Name-As-Sent-Case, lower-case)`` (``()`` for a
-# key that is not a header), kept per process so that a request's headers are read from the
-# environ in one pass of dict lookups, not with ``startswith``, ``title`` and ``lower`` per key.
-# APPSEC: clients choose the keys, so the memo is bounded; past its bound names are derived
-# per request, exactly as they would be memoized (a pure function of the key).
+# key that is not a header), and the comparison form of names, kept per process: a request's
+# headers are read from the environ in one pass of dict lookups, not with ``startswith``,
+# ``title`` and ``lower`` per key, and compared without ``lower`` and two ``replace``.
+# APPSEC: clients choose the names, so each memo is bounded; past its bound names are derived
+# per request, exactly as they would be memoized (a pure function of the name).
 _NAME_MEMO: dict[str, tuple[str, str] | tuple[()]] = {}
 _NAME_MEMO_LIMIT = 1024
+_CANONICAL_MEMO: dict[str, str] = {}
 _CGI_HEADERS = (
     ("CONTENT_TYPE", "Content-Type", "content-type"),
     ("CONTENT_LENGTH", "Content-Length", "content-length"),
 )
+
+
+def canonical_name(name: str) -> str:
+    """Return the comparison form of a header name: lower case, ``_`` and ``.`` as ``-``."""
+    canonical = _CANONICAL_MEMO.get(name)
+    if canonical is None:
+        canonical = name.lower().replace("_", "-").replace(".", "-")
+        if len(_CANONICAL_MEMO) < _NAME_MEMO_LIMIT:
+            _CANONICAL_MEMO[name] = canonical
+    return canonical
 
 
 def _environ_names(key: str) -> tuple[str, str] | tuple[()]:

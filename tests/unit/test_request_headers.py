@@ -52,3 +52,12 @@ def test_the_name_memo_stays_bounded_and_names_past_its_bound_are_read_alike() -
     late = Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{many}": "late", "HTTP_HOST": "h"})
     assert late.items() == [(f"X-Client-Chosen-{many}", "late"), ("Host", "h")]
     assert late.get(f"x-client-chosen-{many}") == "late"
+
+
+def test_the_comparison_form_memo_stays_bounded_and_names_past_it_compare_alike() -> None:
+    many = module._NAME_MEMO_LIMIT * 3
+    for n in range(many):
+        module.canonical_name(f"X_Client.Chosen-{n}")
+
+    assert len(module._CANONICAL_MEMO) <= module._NAME_MEMO_LIMIT
+    assert module.canonical_name(f"X_Client.Chosen-{many}") == f"x-client-chosen-{many}"
