@@ -114,6 +114,14 @@ def on_reload(server):
         server.log.error("reload refused, workers keep serving the previous config: %s", ex)
 
 
+def post_worker_init(worker):
+    """In a worker whose app is loaded: keep the garbage collector off what loading made
+    (``gw.host.process.freeze_loaded_heap``)."""
+    from gw.host import process
+
+    process.freeze_loaded_heap()
+
+
 def worker_int(worker):
     """In a worker told to stop now (SIGQUIT: the drain limit, a forced stop; or SIGINT):
     log every request it is cutting, with its request id."""

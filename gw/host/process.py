@@ -7,10 +7,13 @@
   HTTP message does.
 - ``every(seconds, work, name)``: ``work`` repeated by one background thread of this process.
 - ``native_lock()``: a lock of the OS threads, for critical sections that never wait.
+- ``freeze_loaded_heap()``: in a worker whose app is loaded, keep the garbage collector off
+  what loading made.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
@@ -44,6 +47,31 @@ def native_lock() -> Any:
     code: about 1.5 µs a request in a loaded worker for one uncontended lock.
     """
     return _allocate_lock()
+
+
+# Allocations (net of frees) of tracked objects between two young collections; CPython's
+# default is 700. See freeze_loaded_heap.
+YOUNG_COLLECTION_EVERY = 10_000
+
+
+def freeze_loaded_heap() -> None:
+    """Keep the garbage collector off the objects that loading the app made (about 65,000:
+    the config, its compiled routes, pydantic, cryptography, prometheus_client), and collect
+    the young generation every ``YOUNG_COLLECTION_EVERY`` allocations instead of every 700.
+
+    PERF: a loaded worker allocates objects that live a little (the access log's and the
+    metrics' batches hold every request's for up to 0.1 s), so at CPython's default it ran a
+    young collection every 22 requests and a full one every few seconds, each walking all
+    65,000 startup objects: one worker at 64 connections spent 525 ms of 8 s collecting
+    (about 12 µs a request, none of it garbage: requests make no reference cycles, see
+    ``gw.upstream.wire.Response.close``), and each full collection stopped every connection
+    for up to 28 ms, the p99 latency. Frozen objects are never walked again (``gc.freeze``,
+    which CPython's documentation recommends for pre-forked servers); a cycle that does become
+    garbage is still collected, after at most ``YOUNG_COLLECTION_EVERY`` allocations.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, old)
 
 
 _looping: dict[str, int] = {}  # name -> the pid of the process whose thread runs it

@@ -110,8 +110,11 @@ def start_gateway(
     extra_env: dict[str, str] | None = None,
     wait: bool = True,
     runtime_dir: bool = True,
+    app: str = "gw.app:app",
 ) -> GatewayProcess:
     """Write ``config`` to a temp file and start gunicorn on it; wait until /health answers.
+
+    ``app``: the WSGI app gunicorn loads (a probe that wraps gw's, for tests of the worker).
 
     ``runtime_dir=False`` starts it without ``GW_RUNTIME_DIR``, as the demo and a plain
     ``gunicorn gw.app:app`` do: the gateway derives its directory from the config's path.
@@ -144,7 +147,7 @@ def start_gateway(
     log_path = tmp / "gw.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "gw.app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app],
             cwd=ROOT,
             env=env,
             stdout=log,
