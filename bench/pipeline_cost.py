@@ -20,6 +20,8 @@ edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures
 
     .venv/bin/python bench/pipeline_cost.py                 # CPU µs per request
     .venv/bin/python bench/pipeline_cost.py --callgrind     # instructions per request
+    .venv/bin/python bench/pipeline_cost.py --inline-upstream --rows plain,full-dark
+        # the upstream answers within gw's send, in the same thread (steadier CPU figures)
 """
 
 from __future__ import annotations
@@ -68,6 +70,31 @@ def upstream() -> int:
 
     threading.Thread(target=accept, daemon=True).start()
     return int(listener.getsockname()[1])
+
+
+class _AnsweringSocket(socket.socket):
+    """gw's end of a socketpair whose other end answers inside ``send``: no thread."""
+
+    peer: socket.socket
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self.peer.recv(65536)
+        self.peer.sendall(ANSWER)
+        return sent
+
+
+def inline_connect(target: Any, timeout: float) -> Any:
+    """A ``Connector`` (``gw.upstream.pool``) whose upstream answers within gw's own send,
+    in this thread: no second thread to hand the GIL to, so the figures move less."""
+    from urllib3.connection import HTTPConnection
+
+    ours, theirs = socket.socketpair()
+    answering = _AnsweringSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    answering.peer = theirs
+    conn = HTTPConnection(target.host, target.port, timeout=timeout)
+    conn.sock = answering
+    return conn
 
 
 def config(row: str, port: int) -> dict[str, Any]:
@@ -119,13 +146,13 @@ def environ(token: str | None) -> dict[str, Any]:
     return env
 
 
-def run_row(row: str, requests: int) -> float:
+def run_row(row: str, requests: int, inline: bool = False) -> float:
     """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
     with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
-        return _serve(row, requests, runtime)
+        return _serve(row, requests, runtime, inline)
 
 
-def _serve(row: str, requests: int, runtime: str) -> float:
+def _serve(row: str, requests: int, runtime: str, inline: bool) -> float:
     os.environ["GW_RUNTIME_DIR"] = runtime
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -144,7 +171,12 @@ def _serve(row: str, requests: int, runtime: str) -> float:
         claims = {"iss": "https://bench.local", "aud": "bench", "sub": "user-1", "exp": now + 3600}
         token = jwt.encode(claims, SECRET, algorithm="HS256")
     accesslog.configure(row in ACCESS_LOG_ON)
-    gateway = Gateway(parse_config(config(row, upstream()), environ={}))
+    if inline:
+        never_dialled = 9  # inline_connect answers for the target's address
+        settings = parse_config(config(row, never_dialled), environ={})
+        gateway = Gateway(settings, connect=inline_connect)
+    else:
+        gateway = Gateway(parse_config(config(row, upstream()), environ={}))
     # As in a worker under load, another request is always in flight.
     from gw.core.exchange import Exchange
     from gw.edge import inflight
@@ -169,7 +201,7 @@ def _serve(row: str, requests: int, runtime: str) -> float:
     return (time.process_time() - started) / max(1, requests) * 1e6
 
 
-def callgrind(row: str, requests: int) -> int:
+def callgrind(row: str, requests: int, inline: list[str]) -> int:
     """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
     counts = []
     for n in (0, requests):
@@ -185,6 +217,7 @@ def callgrind(row: str, requests: int) -> int:
                     row,
                     "--requests",
                     str(n),
+                    *inline,
                 ],
                 check=True,
                 capture_output=True,
@@ -203,16 +236,24 @@ def main() -> None:
     parser.add_argument("--row", choices=ROWS, help="one row, in this process")
     parser.add_argument("--rows", default="plain,full", help=f"rows to run, of {','.join(ROWS)}")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request")
+    parser.add_argument(
+        "--inline-upstream",
+        action="store_true",
+        help="the upstream answers on a socketpair within gw's send (no thread): steadier",
+    )
     args = parser.parse_args()
+    inline = ["--inline-upstream"] if args.inline_upstream else []
     if args.row:
-        print(f"{args.row}: {run_row(args.row, args.requests):.1f} CPU µs/request", file=sys.stderr)
+        cost = run_row(args.row, args.requests, args.inline_upstream)
+        print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
     for row in args.rows.split(","):
         if args.callgrind:
-            print(f"{row}: {callgrind(row, min(args.requests, 2000)):,} instructions/request")
+            count = callgrind(row, min(args.requests, 2000), inline)
+            print(f"{row}: {count:,} instructions/request")
         else:
             result = subprocess.run(
-                [sys.executable, __file__, "--row", row, "--requests", str(args.requests)],
+                [sys.executable, __file__, "--row", row, "--requests", str(args.requests), *inline],
                 check=True,
                 capture_output=True,
                 text=True,
