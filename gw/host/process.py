@@ -66,7 +66,7 @@ def freeze_loaded_heap() -> None:
     (about 12 µs a request, none of it garbage: requests make no reference cycles, see
     ``gw.upstream.wire.Response.close``), and each full collection stopped every connection
     for up to 28 ms, the p99 latency. Frozen objects are never walked again (``gc.freeze``,
-    which CPython's documentation recommends for pre-forked servers); a cycle that does become
+    the tool CPython's documentation gives pre-forking servers); a cycle that does become
     garbage is still collected, after at most ``YOUNG_COLLECTION_EVERY`` allocations.
     """
     gc.freeze()

@@ -1,7 +1,7 @@
 """A worker keeps the garbage collector off the objects that loading gw made.
 
 At CPython's defaults a loaded worker walked its ~65,000 startup objects in every full
-collection, stopping every connection for up to 28 ms (the p99 latency of the bench at 64
+collection, stopping every connection for up to 28 ms (the p99 of one worker at 64
 connections) and spending about 12 µs a request collecting (``gw.host.process``).
 """
 
