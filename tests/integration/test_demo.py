@@ -3,35 +3,22 @@ composition and transformation, with the demo's own upstream services."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.gateway import ROOT, GatewayProcess, free_port, start_gateway
+from tests.support.demo import DEMO, start_demo_upstreams
+from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.upstream import wait_for
 
-DEMO = ROOT / "examples" / "demo"
 API_KEY = "demo-partner-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[GatewayProcess]:
-    ports = {name: str(free_port()) for name in ("users", "orders", "products")}
-    env = {
-        "DEMO_USERS_PORT": ports["users"],
-        "DEMO_ORDERS_PORT": ports["orders"],
-        "DEMO_PRODUCTS_PORT": ports["products"],
-        "JWT_SECRET": "demo-secret-" + "x" * 40,
-    }
-    services = subprocess.Popen(
-        [sys.executable, str(DEMO / "upstreams.py"), *[f"--{k}={v}" for k, v in ports.items()]],
-        env={**os.environ, **env},
-    )
+    services, env = start_demo_upstreams("demo-secret-" + "x" * 40)
     try:
         gw = start_gateway(Path(DEMO / "gw.yaml").read_text(), extra_env=env)
         assert wait_for(lambda: _up(gw), timeout=10)

@@ -16,10 +16,10 @@ import pytest
 import requests
 import yaml
 
+from tests.support.demo import DEMO, start_demo_upstreams
 from tests.support.gateway import ROOT, GatewayProcess, free_port, start_gateway
 from tests.support.upstream import wait_for
 
-DEMO = ROOT / "examples" / "demo"
 SECRET = "demo-secret-" + "x" * 40
 LOGIN_BUCKET = "overrides[0]|ip:127.0.0.1"  # the demo's 10/min login limit, for 127.0.0.1
 
@@ -35,13 +35,7 @@ def _demo_with_a_cache() -> str:
 @pytest.fixture(scope="module")
 def demo() -> Iterator[GatewayProcess]:
     """The demo's services and gateway, started as run.sh does: without GW_RUNTIME_DIR."""
-    ports = {name: str(free_port()) for name in ("users", "orders", "products")}
-    env = {f"DEMO_{name.upper()}_PORT": port for name, port in ports.items()}
-    env["JWT_SECRET"] = SECRET
-    services = subprocess.Popen(
-        [sys.executable, str(DEMO / "upstreams.py"), *[f"--{k}={v}" for k, v in ports.items()]],
-        env={**os.environ, **env},
-    )
+    services, env = start_demo_upstreams(SECRET)
     try:
         gw = start_gateway(_demo_with_a_cache(), extra_env=env, runtime_dir=False)
         try:
