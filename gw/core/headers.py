@@ -59,41 +59,30 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 
-# PERF: the header names of environ keys, as ``(Name-As-Sent-Case, lower-case)`` (``()`` for a
-# key that is not a header), and the comparison form of names, kept per process: a request's
-# headers are read from the environ in one pass of dict lookups, not with ``startswith``,
-# ``title`` and ``lower`` per key, and compared without ``lower`` and two ``replace``.
-# APPSEC: clients choose the names, so each memo is bounded; past its bound names are derived
-# per request, exactly as they would be memoized (a pure function of the name).
-_NAME_MEMO: dict[str, tuple[str, str] | tuple[()]] = {}
-_NAME_MEMO_LIMIT = 1024
-_CANONICAL_MEMO: dict[str, str] = {}
+# PERF: header names are converted once per process, not per request (``functools.lru_cache``):
+# the environ key's names, and the comparison form of a name.
+# APPSEC: clients choose the names, so each cache is bounded (least recently used names go).
+NAME_CACHE_SIZE = 1024
 _CGI_HEADERS = (
     ("CONTENT_TYPE", "Content-Type", "content-type"),
     ("CONTENT_LENGTH", "Content-Length", "content-length"),
 )
 
 
+@lru_cache(maxsize=NAME_CACHE_SIZE)
 def canonical_name(name: str) -> str:
     """Return the comparison form of a header name: lower case, ``_`` and ``.`` as ``-``."""
-    canonical = _CANONICAL_MEMO.get(name)
-    if canonical is None:
-        canonical = name.lower().replace("_", "-").replace(".", "-")
-        if len(_CANONICAL_MEMO) < _NAME_MEMO_LIMIT:
-            _CANONICAL_MEMO[name] = canonical
-    return canonical
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
+@lru_cache(maxsize=NAME_CACHE_SIZE)
 def _environ_names(key: str) -> tuple[str, str] | tuple[()]:
-    """The header names of environ key ``key`` (``HTTP_X_TOKEN``: ``X-Token``), or ``()``
-    for a key that is not an ``HTTP_*`` one."""
-    names: tuple[str, str] | tuple[()] = ()
-    if key.startswith("HTTP_"):
-        name = key[5:].replace("_", "-").title()
-        names = (name, name.lower())
-    if len(_NAME_MEMO) < _NAME_MEMO_LIMIT:
-        _NAME_MEMO[key] = names
-    return names
+    """The header names of environ key ``key`` (``HTTP_X_TOKEN``: ``X-Token``), as
+    ``(Name-As-Sent-Case, lower-case)``, or ``()`` for a key that is not an ``HTTP_*`` one."""
+    if not key.startswith("HTTP_"):
+        return ()
+    name = key[5:].replace("_", "-").title()
+    return (name, name.lower())
 
 
 class Headers:
@@ -115,11 +104,8 @@ class Headers:
         order, then Content-Type and Content-Length when they are not empty."""
         pairs: list[tuple[str, str]] = []
         by_name: dict[str, str] = {}
-        memo = _NAME_MEMO
         for key, value in environ.items():
-            names = memo.get(key)
-            if names is None:
-                names = _environ_names(key)
+            names = _environ_names(key)
             if names:
                 pairs.append((names[0], value))
                 by_name[names[1]] = value

@@ -6,19 +6,14 @@ as ``X-User-Id`` once both are folded into the WSGI ``HTTP_X_USER_ID`` key.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from gw.core.headers import NAME_CACHE_SIZE
 from gw.edge.request import Message, RequestRefused
 
 _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
-# PERF: the environ key of each header name as received (``b"X-Token"``: ``HTTP_X_TOKEN``; ``""``
-# for a name with an underscore, which is dropped), kept per process: one dict lookup a header
-# instead of a decode, ``upper``, ``replace`` and a concatenation.
-# APPSEC: clients choose the names, so the memo is bounded; past its bound keys are derived per
-# request, exactly as they would be memoized (a pure function of the name).
-_KEY_MEMO: dict[bytes, str] = {}
-_KEY_MEMO_LIMIT = 1024
 
 
 def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
@@ -33,11 +28,8 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
     environ["QUERY_STRING"] = query
     environ["SERVER_PROTOCOL"] = f"HTTP/{message.version}"
-    keys = _KEY_MEMO
     for raw_name, raw_value in message.headers:
-        key = keys.get(raw_name)
-        if key is None:
-            key = _environ_key(raw_name)
+        key = _environ_key(raw_name)
         if not key:
             continue  # APPSEC: see the module docstring (header names with underscores)
         value = raw_value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
@@ -52,16 +44,16 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     return environ
 
 
+# PERF: converted once per process, not per request; APPSEC: bounded, as clients choose the
+# names (see gw.core.headers).
+@lru_cache(maxsize=NAME_CACHE_SIZE)
 def _environ_key(raw_name: bytes) -> str:
-    """The WSGI environ key of header ``raw_name``, or "" for one the environ never holds."""
-    key = ""
-    if b"_" not in raw_name:
-        key = raw_name.decode("latin-1").upper().replace("-", "_")
-        if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
-            key = "HTTP_" + key
-    if len(_KEY_MEMO) < _KEY_MEMO_LIMIT:
-        _KEY_MEMO[raw_name] = key
-    return key
+    """The WSGI environ key of header ``raw_name`` (``b"X-Token"``: ``HTTP_X_TOKEN``), or ""
+    for a name with an underscore, which the environ never holds."""
+    if b"_" in raw_name:
+        return ""
+    key = raw_name.decode("latin-1").upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 def address_environ(client: Any, server: Any) -> dict[str, str]:

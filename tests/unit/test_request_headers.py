@@ -42,22 +42,22 @@ def test_empty_content_type_and_length_are_no_fields_but_an_empty_header_is_one(
     assert headers.get("X-Empty") == ""
 
 
-def test_the_name_memo_stays_bounded_and_names_past_its_bound_are_read_alike() -> None:
+def test_the_name_cache_stays_bounded_and_names_past_its_bound_are_read_alike() -> None:
     # APPSEC: clients choose header names; a worker must not keep every name it ever saw.
-    many = module._NAME_MEMO_LIMIT * 3
+    many = module.NAME_CACHE_SIZE * 3
     for n in range(many):
         Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{n}": "v"})
 
-    assert len(module._NAME_MEMO) <= module._NAME_MEMO_LIMIT
+    assert module._environ_names.cache_info().currsize <= module.NAME_CACHE_SIZE
     late = Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{many}": "late", "HTTP_HOST": "h"})
     assert late.items() == [(f"X-Client-Chosen-{many}", "late"), ("Host", "h")]
     assert late.get(f"x-client-chosen-{many}") == "late"
 
 
-def test_the_comparison_form_memo_stays_bounded_and_names_past_it_compare_alike() -> None:
-    many = module._NAME_MEMO_LIMIT * 3
+def test_the_comparison_form_cache_stays_bounded_and_names_past_it_compare_alike() -> None:
+    many = module.NAME_CACHE_SIZE * 3
     for n in range(many):
         module.canonical_name(f"X_Client.Chosen-{n}")
 
-    assert len(module._CANONICAL_MEMO) <= module._NAME_MEMO_LIMIT
+    assert module.canonical_name.cache_info().currsize <= module.NAME_CACHE_SIZE
     assert module.canonical_name(f"X_Client.Chosen-{many}") == f"x-client-chosen-{many}"
