@@ -7,12 +7,13 @@ Redis) is opened lazily in each worker process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gw.core.forwarding import client_key
 from gw.core.request import Request
@@ -57,14 +58,27 @@ class Limit:
     shadow: bool = False
     shadow_headers: bool = False
 
+    @functools.cached_property
+    def quota(self) -> tuple[str, str, str]:
+        """The parts of its quota headers that never change: X-RateLimit-Limit's value,
+        RateLimit-Policy's value and the head of RateLimit's (PERF: made once, not per
+        request)."""
+        period = self.rate.period
+        window = int(period) if float(period).is_integer() else period
+        name = f'"{self.name}"'
+        return str(self.rate.limit), f"{name};q={self.rate.limit};w={window}", name
 
-@dataclass(frozen=True)
-class Requester:
-    """What a key can be made of, for one request."""
+
+class Requester(NamedTuple):
+    """What a key can be made of, for one request.
+
+    PERF: a NamedTuple is built in C; a frozen dataclass pays one ``object.__setattr__`` per
+    field (2.6 against 0.7 µs here), once per rate-limited request.
+    """
 
     client_ip: str
     route: str
-    headers: Mapping[str, str]  # the upstream-bound headers, lower-case names
+    headers: Mapping[str, str]  # the upstream-bound headers, names in any case
     subject: str | None = None
     api_key: str | None = None
     request_id: str | None = None  # for the shadow log line only
@@ -76,7 +90,7 @@ class Requester:
         return cls(
             client_ip=request.client.ip,
             route=route,
-            headers={name.lower(): value for name, value in headers.items()},
+            headers=headers,
             subject=identity.principal if identity else None,
             api_key=identity.key_id if identity and identity.method == "api_key" else None,
             request_id=request.request_id,
@@ -142,8 +156,13 @@ class Admission:
             Unauthorized, MissingLimitKey: a limit with ``when_missing: reject`` lacks its key.
             LimiterDown: the limiter cannot decide in time and the rule is fail_closed.
         """
-        enforced = [limit for limit in limits if not limit.shadow]
-        keyed = [(limit, key) for limit in enforced if (key := bucket_key(limit, who)) is not None]
+        keyed: list[tuple[Limit, str]] = []
+        shadows: list[Limit] = []
+        for limit in limits:  # PERF: one pass, as most routes have one enforced limit
+            if limit.shadow:
+                shadows.append(limit)
+            elif (key := bucket_key(limit, who)) is not None:
+                keyed.append((limit, key))
         decisions = self._decide(keyed) if keyed else []
         if decisions is None:  # fail_open: admitted uncounted, and so are the shadow limits
             return []
@@ -155,9 +174,11 @@ class Admission:
             self.observe(limit.name, "rejected" if refused else "allowed", "enforce")
         if refused:
             raise _rejection(*max(refused, key=_longest_wait))
-        if len(enforced) < len(limits):
-            outcomes += self._shadow([limit for limit in limits if limit.shadow], who)
-        return quota_headers(*min(outcomes, key=_fewest_remaining)) if outcomes else []
+        if shadows:
+            outcomes += self._shadow(shadows, who)
+        if len(outcomes) > 1:
+            return quota_headers(*min(outcomes, key=_fewest_remaining))
+        return quota_headers(*outcomes[0]) if outcomes else []
 
     def _shadow(self, limits: Sequence[Limit], who: Requester) -> list[tuple[Limit, Decision]]:
         """Decide the shadow limits as one; count, log, never raise; return the outcomes
@@ -331,8 +352,22 @@ def _key_part(part: str, who: Requester) -> str | None:
     # gateway-owned headers (X-User-Id, ...) were stripped and verified identity was added, so
     # a client cannot pick its own bucket by sending the header.
     name = part[len("header:") :].lower()
-    value = who.headers.get(name)
+    value = _header(who.headers, name)
     return f"h:{name}={value}" if value else None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (lower case) in ``headers``, whatever its spelling (the
+    last, if two spellings were there).
+
+    PERF: looked up only by the limits keyed on a header; the requester keeps the headers as
+    they came, not a lower-cased copy made for every request.
+    """
+    value = None
+    for key, candidate in headers.items():
+        if key.lower() == name:
+            value = candidate
+    return value
 
 
 def _missing(limit: Limit, part: str) -> ClientError:
@@ -355,14 +390,14 @@ def _missing(limit: Limit, part: str) -> ClientError:
 def quota_headers(limit: Limit, decision: Decision) -> list[tuple[str, str]]:
     """X-RateLimit-* (seed 003) and the IETF RateLimit / RateLimit-Policy fields."""
     reset_in = math.ceil(decision.reset_after)
-    period = limit.rate.period
-    window = int(period) if float(period).is_integer() else period
+    remaining = str(decision.remaining)
+    most, policy, quoted_name = limit.quota
     return [
-        ("X-RateLimit-Limit", str(limit.rate.limit)),
-        ("X-RateLimit-Remaining", str(decision.remaining)),
+        ("X-RateLimit-Limit", most),
+        ("X-RateLimit-Remaining", remaining),
         ("X-RateLimit-Reset", str(int(time.time()) + reset_in)),
-        ("RateLimit-Policy", f'"{limit.name}";q={limit.rate.limit};w={window}'),
-        ("RateLimit", f'"{limit.name}";r={decision.remaining};t={reset_in}'),
+        ("RateLimit-Policy", policy),
+        ("RateLimit", f"{quoted_name};r={remaining};t={reset_in}"),
     ]
 
 

@@ -274,7 +274,10 @@ class SharedTable:
 
     def _may_be_live(self, h: int, stripe: int, home: int) -> bool:
         """Whether ``h`` has a slot whose TAT has not passed (read without the lock)."""
-        at = home if self._words[home + 1] == h else self._lookup(h, stripe, home)
+        held = self._words[home + 1]
+        if held == 0:  # PERF: an empty home slot ends the probe before it starts
+            return False
+        at = home if held == h else self._lookup(h, stripe, home)
         return at >= 0 and self._words[at] > self._clock()
 
     def _stored_tat(self, h: int, stripe: int, home: int) -> int | None:

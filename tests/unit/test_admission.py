@@ -97,6 +97,13 @@ def test_a_present_part_keys_the_bucket_whatever_the_fallback(key: str) -> None:
         )
 
 
+def test_a_header_key_finds_the_header_whatever_its_spelling() -> None:
+    for spelling in ("X-Tenant", "x-tenant", "X-TENANT"):
+        who = Requester(client_ip="10.0.0.1", route="r", headers={"Accept": "*/*", spelling: "t1"})
+        for key in ("header:X-Tenant", "header:x-tenant"):
+            assert bucket_key(_limit(key), who) == "l|h:x-tenant=t1"
+
+
 @pytest.mark.parametrize(
     ("key", "who"), [("user", ANONYMOUS), ("api_key", JWT_USER), ("header:X-Tenant", JWT_USER)]
 )
