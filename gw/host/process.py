@@ -41,7 +41,9 @@ def native_lock() -> Any:
     Only for a critical section that never waits (no I/O, no sleep, no other lock): a
     greenlet cannot be switched out while it holds the lock, so no other greenlet of its
     thread can find it taken; other OS threads (a gthread worker's, gevent's thread pool)
-    wait for it as for any lock.
+    wait for it as for any lock. A section that may wait must have its lock polled, never
+    waited for by blocking (``gw.host.locks``): a blocked thread would never run the
+    greenlet that holds it.
 
     PERF: in a gevent worker ``threading.Lock`` is gevent's, whose ``acquire`` is Python
     code: about 1.5 µs a request in a loaded worker for one uncontended lock.
