@@ -33,7 +33,7 @@ from typing import Any
 from gw.core.exchange import Exchange
 from gw.host import process
 from gw.observe.incident import IncidentLog
-from gw.observe.tally import drained
+from gw.observe.tally import taken
 
 BATCH_LINES = 64
 MAX_WAIT = 0.1
@@ -70,7 +70,7 @@ class _Writer:
 
     def _write_pending(self) -> None:
         """Write the lines of every queued request (the caller holds the lock)."""
-        batch = list(drained(self.pending))
+        batch = taken(self.pending)
         data = "".join(_lines(batch)).encode()
         try:
             _write_all(self.fd, data)

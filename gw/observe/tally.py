@@ -13,9 +13,9 @@ that move on the request path (rate-limit decisions, cache results).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 Row = list[Any]  # [count, sum, one count per bucket (the last one: +Inf)]
@@ -23,14 +23,20 @@ Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 
 
-def drained(queue: deque[Item]) -> Iterator[Item]:
-    """Pop ``queue``'s items oldest first until it is empty. Items appended meanwhile are
-    taken too; two drains at once each take a share, never the same item twice."""
-    while True:
-        try:
-            yield queue.popleft()
-        except IndexError:
-            return
+def taken(queue: deque[Item]) -> list[Item]:
+    """Pop the items ``queue`` holds now, oldest first; items appended meanwhile wait for the
+    next call. Two calls at once each take a share, never the same item twice.
+
+    PERF: one list filled by a loop of ``popleft`` calls, not a generator resumed per item.
+    """
+    items: list[Item] = []
+    popleft, append = queue.popleft, items.append
+    try:
+        for _ in range(len(queue)):
+            append(popleft())
+    except IndexError:  # another call took the rest
+        pass
+    return items
 
 
 class Tally(Generic[Key]):
@@ -51,18 +57,32 @@ class Tally(Generic[Key]):
 
         Concurrent calls (the publisher, a scrape) each take a share, never the same
         observation twice.
+
+        PERF: the observations are grouped by key first, then each group is sorted and its
+        buckets counted with one bisection per bound, not one per observation: 0.07 against
+        0.19 µs per observation here.
         """
-        bounds = self._bounds
-        rows: dict[Key, Row] = {}
-        for key, amount in drained(self._seen):
-            row = rows.get(key)
-            if row is None:
-                row = rows[key] = [0, 0.0] + [0] * self._width
-            row[0] += 1
-            row[1] += amount
-            # The first bound >= amount, as prometheus_client's ``amount <= bound`` scan finds it.
-            row[2 + bisect_left(bounds, amount)] += 1
-        return rows
+        groups: dict[Key, list[float]] = {}
+        for key, amount in taken(self._seen):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [amount]
+            else:
+                group.append(amount)
+        return {key: self._row(amounts) for key, amounts in groups.items()}
+
+    def _row(self, amounts: list[float]) -> Row:
+        """The count, the sum (added in arrival order) and the bucket counts of ``amounts``."""
+        row: Row = [len(amounts), sum(amounts, 0.0)]
+        amounts.sort()
+        below = 0
+        for bound in self._bounds:
+            # prometheus_client counts an amount in the first bucket whose bound is >= it.
+            upto = bisect_right(amounts, bound)
+            row.append(upto - below)
+            below = upto
+        row.append(len(amounts) - below)  # +Inf
+        return row
 
 
 class Counts(Generic[Key]):
@@ -78,7 +98,7 @@ class Counts(Generic[Key]):
     def take(self) -> dict[Key, int]:
         """Return the counts since the last ``take``, by key, and start afresh."""
         counts: dict[Key, int] = {}
-        for key in drained(self._seen):
+        for key in taken(self._seen):
             counts[key] = counts.get(key, 0) + 1
         return counts
 

@@ -7,6 +7,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 
 from gw.observe.instruments import DURATION_BUCKETS
@@ -81,3 +83,27 @@ def test_observations_added_while_others_take_are_each_counted_once() -> None:
         sys.setswitchinterval(interval)
     assert sum(taken) + tally.take().get("k", [0])[0] == adders * each
     assert len([n for n in taken if n]) > 1  # the takers did run while adders added
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(DURATION_BUCKETS), st.floats(0, 1000, allow_nan=False)),
+        max_size=60,
+    )
+)
+def test_each_observation_lands_in_the_first_bucket_whose_bound_holds_it(
+    amounts: list[float],
+) -> None:
+    tally: Tally[str] = Tally(DURATION_BUCKETS)
+    for amount in amounts:
+        tally.add("r", amount)
+    expected = [0] * (len(DURATION_BUCKETS) + 1)
+    for amount in amounts:  # prometheus_client's rule, one observation at a time
+        expected[next((i for i, b in enumerate(DURATION_BUCKETS) if amount <= b), -1)] += 1
+    rows = tally.take()
+    if not amounts:
+        assert rows == {}
+        return
+    assert rows["r"][0] == len(amounts)
+    assert rows["r"][1] == pytest.approx(sum(amounts))
+    assert rows["r"][2:] == expected
