@@ -45,7 +45,6 @@ class Tally(Generic[Key]):
     def __init__(self, bounds: Sequence[float]) -> None:
         """``bounds``: the histogram's finite upper bounds, ascending (+Inf is implied)."""
         self._bounds = tuple(bounds)
-        self._width = len(self._bounds) + 1
         self._seen: deque[tuple[Key, float]] = deque()
 
     def add(self, key: Key, amount: float) -> None:
