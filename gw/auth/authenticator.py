@@ -125,7 +125,8 @@ class Authenticator:
         """Tell whether the canonical ``path`` is listed in ``exclude_paths``."""
         if path in self._exact:
             return True
-        return any(path == p or path.startswith(p + "/") for p in self._prefixes)
+        prefixes = self._prefixes  # PERF: most configs have none: no generator to run
+        return bool(prefixes) and any(path == p or path.startswith(p + "/") for p in prefixes)
 
     def header_names(self) -> frozenset[str]:
         """Return the identity header names the gateway sets, in comparison form.

@@ -182,7 +182,10 @@ class TokenVerifier:
             offered = issuer.keys_for(verified.alg, verified.kid)
         except KeysUnavailable:
             return False
-        return any(key is verified.key for key in offered)
+        for key in offered:  # by identity: the very key object that verified it
+            if key is verified.key:
+                return True
+        return False
 
     def _issuer_for(
         self, alg: str, payload: Mapping[str, Any], detail: dict[str, Any]
