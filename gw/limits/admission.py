@@ -176,9 +176,7 @@ class Admission:
             raise _rejection(*max(refused, key=_longest_wait))
         if shadows:
             outcomes += self._shadow(shadows, who)
-        if len(outcomes) > 1:
-            return quota_headers(*min(outcomes, key=_fewest_remaining))
-        return quota_headers(*outcomes[0]) if outcomes else []
+        return quota_headers(*min(outcomes, key=_fewest_remaining)) if outcomes else []
 
     def _shadow(self, limits: Sequence[Limit], who: Requester) -> list[tuple[Limit, Decision]]:
         """Decide the shadow limits as one; count, log, never raise; return the outcomes

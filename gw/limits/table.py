@@ -274,16 +274,12 @@ class SharedTable:
 
     def _may_be_live(self, h: int, stripe: int, home: int) -> bool:
         """Whether ``h`` has a slot whose TAT has not passed (read without the lock)."""
-        held = self._words[home + 1]
-        if held == 0:  # PERF: an empty home slot ends the probe before it starts
-            return False
-        at = home if held == h else self._lookup(h, stripe, home)
+        at = self._lookup(h, stripe, home)
         return at >= 0 and self._words[at] > self._clock()
 
     def _stored_tat(self, h: int, stripe: int, home: int) -> int | None:
         """Return the TAT stored for ``h``, or None when it has no slot (a full bucket)."""
-        # PERF: most keys sit in their home slot: one read, no probing window.
-        at = home if self._words[home + 1] == h else self._lookup(h, stripe, home)
+        at = self._lookup(h, stripe, home)
         return self._words[at] if at >= 0 else None
 
     def _commit(
@@ -311,6 +307,13 @@ class SharedTable:
 
     def _lookup(self, h: int, stripe: int, home: int) -> int:
         """Return the word index of ``h``'s slot, or -1 when it has none."""
+        # PERF: most keys sit in their home slot, and most addresses the failure throttle
+        # asks about have none (an empty home slot ends the probe): one read, no window.
+        held = self._words[home + 1]
+        if held == h:
+            return home
+        if held == 0:
+            return -1
         for at in self._window(stripe, home):
             held = self._words[at + 1]
             if held == h:
