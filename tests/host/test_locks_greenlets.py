@@ -49,18 +49,25 @@ GREENLETS = textwrap.dedent(
 )
 
 
-def run_greenlets(lock_file: Path, deadline: float) -> list[list[object]]:
-    """Two greenlets of one process take stripe 3; return what each saw, in order."""
-    child = subprocess.Popen(
+def start_greenlets(lock_file: Path, deadline: float) -> subprocess.Popen[str]:
+    """Start a gevent child whose two greenlets take stripe 3 of ``lock_file`` in turn."""
+    return subprocess.Popen(
         [sys.executable, "-c", GREENLETS, str(lock_file), str(deadline)],
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
+
+
+def events_of(child: subprocess.Popen[str]) -> list[list[object]]:
+    """Wait for the child; return what each greenlet saw, in order."""
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0, out
     events: list[list[object]] = json.loads(out.splitlines()[-1])
     return events
+
+
+# What each greenlet saw when the two took the stripe one after the other.
+IN_TURN = [["first", "took"], ["first", "released"], ["second", "took"], ["second", "released"]]
 
 
 def lock_file_at(tmp_path: Path) -> Path:
@@ -70,13 +77,8 @@ def lock_file_at(tmp_path: Path) -> Path:
 
 
 def test_a_greenlet_waits_for_another_that_holds_the_stripe_while_parked(tmp_path: Path) -> None:
-    events = run_greenlets(lock_file_at(tmp_path), deadline=1.0)
-    assert [e[:2] for e in events] == [
-        ["first", "took"],
-        ["first", "released"],
-        ["second", "took"],
-        ["second", "released"],
-    ]
+    events = events_of(start_greenlets(lock_file_at(tmp_path), deadline=1.0))
+    assert [e[:2] for e in events] == IN_TURN
     # The second waited for the first's 50 ms of holding, not for its own 1 s deadline.
     assert 0.03 <= float(str(events[2][2])) < 0.5
 
@@ -88,29 +90,18 @@ def test_greenlets_queued_behind_another_process_get_the_stripe_when_it_lets_go(
     process holds; the second polls the thread lock; both get the stripe once it is free."""
     lock_file = lock_file_at(tmp_path)
     holder = hold_stripe_until_told(str(lock_file), 3)
-    child = subprocess.Popen(
-        [sys.executable, "-c", GREENLETS, str(lock_file), "2.0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = start_greenlets(lock_file, deadline=2.0)
     try:
         assert child.stdout is not None and child.stdout.readline() == "waiting\n"
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.write("go\n")
         holder.stdin.flush()
         assert holder.stdout.readline() == "released\n"
-        out, _ = child.communicate(timeout=30)
+        events = events_of(child)
     finally:
         holder.kill()
         holder.wait()
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == 0, out
-    events = json.loads(out.splitlines()[-1])
-    assert [e[:2] for e in events] == [
-        ["first", "took"],
-        ["first", "released"],
-        ["second", "took"],
-        ["second", "released"],
-    ]
+    assert [e[:2] for e in events] == IN_TURN
