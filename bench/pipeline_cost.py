@@ -16,12 +16,17 @@ What it is for: comparing one step of work on the request path with the step bef
 busy machine. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
 whatever else the machine does (``--callgrind``: runs each row under valgrind and prints
 instructions per request, the plain row subtracted from the full one too). It leaves out the
-edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures whole.
+edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures whole, unless
+``--edge`` is given: then each request comes in through gw's own edge (``gw.edge.connection``:
+llhttp, the WSGI environ, the answer's framing) and the Falcon app, on one kept-alive client
+connection whose client always has its next request ready. Only gevent's hub is left out.
 
     .venv/bin/python bench/pipeline_cost.py                 # CPU µs per request
     .venv/bin/python bench/pipeline_cost.py --callgrind     # instructions per request
     .venv/bin/python bench/pipeline_cost.py --inline-upstream --rows plain,full-dark
         # the upstream answers within gw's send, in the same thread (steadier CPU figures)
+    .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --rows plain
+        # the whole path of a worker but its hub: edge, Falcon, pipeline
 """
 
 from __future__ import annotations
@@ -146,13 +151,74 @@ def environ(token: str | None) -> dict[str, Any]:
     return env
 
 
-def run_row(row: str, requests: int, inline: bool = False) -> float:
+class _ClientSocket(socket.socket):
+    """The edge's end of a socketpair whose other end is a client that always has its next
+    request ready: each ``recv`` first sends it one, each ``send`` is read off at once."""
+
+    peer: socket.socket
+    request: bytes
+    remaining: int
+    answered: int  # answers that began "HTTP/1.1 200"
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if self.remaining > 0:
+            self.remaining -= 1
+            self.peer.sendall(self.request)
+            return super().recv(size, flags)
+        return b""  # the client is done: the connection ends
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self.answered += self.peer.recv(65536).startswith(b"HTTP/1.1 200 ")
+        return sent
+
+
+def edge_serve(app: Any, token: str | None) -> Any:
+    """Return ``serve(n)``: ``n`` requests on one kept-alive client connection, in through
+    gw's edge (``gw.edge.connection``, llhttp, the WSGI environ) and the Falcon app."""
+    from gunicorn.config import Config
+    from gunicorn.http.wsgi import base_environ
+
+    from gw.edge.connection import Connection
+    from gw.edge.request import Limits
+    from gw.edge.worker import write_json_error
+
+    head = "GET /api/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    base = base_environ(Config())  # as gw.edge.worker makes it
+    base.update({"wsgi.multithread": True, "SERVER_SOFTWARE": "gw"})
+
+    def serve(n: int) -> None:
+        ours, theirs = socket.socketpair()
+        sock = _ClientSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+        sock.peer, sock.request, sock.remaining = theirs, (head + "\r\n").encode(), n
+        sock.answered = 0
+        with sock, theirs:
+            Connection(
+                sock,
+                ("127.0.0.1", 40000),
+                ("127.0.0.1", 8080),
+                app,
+                Limits(requests=n + 1),
+                base,
+                write_json_error,
+                next_request=lambda: True,
+                running=lambda: True,
+                pause=lambda: None,
+            ).serve()
+            assert sock.answered == n, f"{sock.answered} of {n} requests answered 200"
+
+    return serve
+
+
+def run_row(row: str, requests: int, inline: bool = False, edge: bool = False) -> float:
     """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
     with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
-        return _serve(row, requests, runtime, inline)
+        return _serve(row, requests, runtime, inline, edge)
 
 
-def _serve(row: str, requests: int, runtime: str, inline: bool) -> float:
+def _serve(row: str, requests: int, runtime: str, inline: bool, edge: bool) -> float:
     os.environ["GW_RUNTIME_DIR"] = runtime
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -193,6 +259,14 @@ def _serve(row: str, requests: int, runtime: str, inline: bool) -> float:
             close()
         assert outcome.status == 200, outcome.status
 
+    if edge:
+        from gw.app import create_app
+
+        serve = edge_serve(create_app(gateway), token)
+        serve(200)  # warm-up, also in the 0-request run that --callgrind subtracts
+        started = time.process_time()
+        serve(requests)
+        return (time.process_time() - started) / max(1, requests) * 1e6
     for _ in range(200):  # warm-up, also in the 0-request run that --callgrind subtracts
         one()
     started = time.process_time()
@@ -201,7 +275,7 @@ def _serve(row: str, requests: int, runtime: str, inline: bool) -> float:
     return (time.process_time() - started) / max(1, requests) * 1e6
 
 
-def callgrind(row: str, requests: int, inline: list[str]) -> int:
+def callgrind(row: str, requests: int, inline: list[str]) -> int:  # inline: extra options
     """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
     counts = []
     for n in (0, requests):
@@ -241,10 +315,17 @@ def main() -> None:
         action="store_true",
         help="the upstream answers on a socketpair within gw's send (no thread): steadier",
     )
+    parser.add_argument(
+        "--edge",
+        action="store_true",
+        help="requests come in through gw's edge and the Falcon app on one kept-alive client "
+        "connection, as in a worker (without gevent's hub)",
+    )
     args = parser.parse_args()
     inline = ["--inline-upstream"] if args.inline_upstream else []
+    inline += ["--edge"] if args.edge else []
     if args.row:
-        cost = run_row(args.row, args.requests, args.inline_upstream)
+        cost = run_row(args.row, args.requests, args.inline_upstream, args.edge)
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
     for row in args.rows.split(","):
