@@ -92,7 +92,7 @@ class Connection:
         """``next_request`` is called once per request and says whether the worker goes on;
         when it says no, the answer closes the connection. ``running`` says the same without
         counting: once it says no, a connection waiting for its next request is closed.
-        ``pause`` lets the worker's other ready connections run (``gw.edge.worker.take_turns``).
+        ``pause`` lets the worker's other ready connections run (``gw.edge.worker.Turns``).
         ``waiting`` is told when this connection waits for a head (it may then be shed)."""
         self.sock = sock
         self.app = app
