@@ -27,6 +27,9 @@ connection whose client always has its next request ready. Only gevent's hub is 
         # the upstream answers within gw's send, in the same thread (steadier CPU figures)
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --rows plain
         # the whole path of a worker but its hub: edge, Falcon, pipeline
+    .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --stub wsgi
+        # the edge alone: a bare WSGI app gives every request the answer gw gave the first
+        # (--stub falcon: the Falcon app around a stub gateway)
 """
 
 from __future__ import annotations
@@ -212,13 +215,44 @@ def edge_serve(app: Any, token: str | None) -> Any:
     return serve
 
 
-def run_row(row: str, requests: int, inline: bool = False, edge: bool = False) -> float:
+def stub_app(gateway: Any, token: str | None, kind: str) -> Any:
+    """An app that answers every request as ``gateway`` answered one: the same status, header
+    fields and body, without running the pipeline. ``falcon``: gw's Falcon app around a stub
+    gateway; ``wsgi``: a bare WSGI app."""
+    from gw.app import create_app
+    from gw.core.exchange import Outcome
+
+    outcome = gateway.handle(environ(token))
+    status, headers = outcome.status, list(outcome.headers)
+    body = b"".join(outcome.body)
+    getattr(outcome.body, "close", lambda: None)()  # logs it, as the server would
+
+    class Stub:
+        def handle(self, environ: Any) -> Outcome:
+            return Outcome(status, headers, [body])
+
+    if kind == "falcon":
+        return create_app(Stub())
+    reason = f"{status} OK"
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response(reason, list(headers))
+        return [body]
+
+    return app
+
+
+def run_row(
+    row: str, requests: int, inline: bool = False, edge: bool = False, stub: str | None = None
+) -> float:
     """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
     with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
-        return _serve(row, requests, runtime, inline, edge)
+        return _serve(row, requests, runtime, inline, edge, stub)
 
 
-def _serve(row: str, requests: int, runtime: str, inline: bool, edge: bool) -> float:
+def _serve(
+    row: str, requests: int, runtime: str, inline: bool, edge: bool, stub: str | None
+) -> float:
     os.environ["GW_RUNTIME_DIR"] = runtime
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -262,7 +296,8 @@ def _serve(row: str, requests: int, runtime: str, inline: bool, edge: bool) -> f
     if edge:
         from gw.app import create_app
 
-        serve = edge_serve(create_app(gateway), token)
+        app = create_app(gateway) if stub is None else stub_app(gateway, token, stub)
+        serve = edge_serve(app, token)
         serve(200)  # warm-up, also in the 0-request run that --callgrind subtracts
         started = time.process_time()
         serve(requests)
@@ -321,11 +356,20 @@ def main() -> None:
         help="requests come in through gw's edge and the Falcon app on one kept-alive client "
         "connection, as in a worker (without gevent's hub)",
     )
+    parser.add_argument(
+        "--stub",
+        choices=("falcon", "wsgi"),
+        help="with --edge: the pipeline is left out, and every request gets the answer gw gave "
+        "the first one; falcon: from the Falcon app around a stub; wsgi: from a bare WSGI app",
+    )
     args = parser.parse_args()
+    if args.stub and not args.edge:
+        parser.error("--stub needs --edge")
     inline = ["--inline-upstream"] if args.inline_upstream else []
     inline += ["--edge"] if args.edge else []
+    inline += ["--stub", args.stub] if args.stub else []
     if args.row:
-        cost = run_row(args.row, args.requests, args.inline_upstream, args.edge)
+        cost = run_row(args.row, args.requests, args.inline_upstream, args.edge, args.stub)
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
     for row in args.rows.split(","):

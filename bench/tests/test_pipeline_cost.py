@@ -10,14 +10,13 @@ import pytest
 from conftest import BENCH_DIR
 
 
-@pytest.mark.parametrize("edge", [[], ["--edge"]], ids=["pipeline", "edge"])
-@pytest.mark.parametrize("row", ["plain", "full"])
-def test_a_row_serves_its_requests(row: str, edge: list[str]) -> None:
-    # A row asserts a 200 for every request (through the edge: in the answers the client read)
-    # and prints its cost; it runs in a child, as it takes over the process's stdout.
+def run_row(row: str, *options: str) -> None:
+    """Run one row in a child (it takes over the process's stdout); check it served 50
+    requests (a row asserts a 200 for each: through the edge, in the answers the client read)
+    and printed its cost."""
     script = str(BENCH_DIR / "pipeline_cost.py")
     done = subprocess.run(
-        [sys.executable, script, "--row", row, "--requests", "50", "--inline-upstream", *edge],
+        [sys.executable, script, "--row", row, "--requests", "50", "--inline-upstream", *options],
         capture_output=True,
         text=True,
         timeout=120,
@@ -25,3 +24,14 @@ def test_a_row_serves_its_requests(row: str, edge: list[str]) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(rf"^{row}: \d+\.\d CPU µs/request$", done.stderr, re.M), done.stderr
+
+
+@pytest.mark.parametrize("edge", [[], ["--edge"]], ids=["pipeline", "edge"])
+@pytest.mark.parametrize("row", ["plain", "full"])
+def test_a_row_serves_its_requests(row: str, edge: list[str]) -> None:
+    run_row(row, *edge)
+
+
+@pytest.mark.parametrize("stub", ["falcon", "wsgi"])
+def test_the_edge_serves_a_stub_app(stub: str) -> None:
+    run_row("full", "--edge", "--stub", stub)
