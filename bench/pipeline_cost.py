@@ -310,7 +310,7 @@ def _serve(
     return (time.process_time() - started) / max(1, requests) * 1e6
 
 
-def callgrind(row: str, requests: int, inline: list[str]) -> int:  # inline: extra options
+def callgrind(row: str, requests: int, options: list[str]) -> int:
     """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
     counts = []
     for n in (0, requests):
@@ -326,7 +326,7 @@ def callgrind(row: str, requests: int, inline: list[str]) -> int:  # inline: ext
                     row,
                     "--requests",
                     str(n),
-                    *inline,
+                    *options,
                 ],
                 check=True,
                 capture_output=True,
@@ -365,20 +365,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.stub and not args.edge:
         parser.error("--stub needs --edge")
-    inline = ["--inline-upstream"] if args.inline_upstream else []
-    inline += ["--edge"] if args.edge else []
-    inline += ["--stub", args.stub] if args.stub else []
+    options = ["--inline-upstream"] if args.inline_upstream else []
+    options += ["--edge"] if args.edge else []
+    options += ["--stub", args.stub] if args.stub else []
     if args.row:
         cost = run_row(args.row, args.requests, args.inline_upstream, args.edge, args.stub)
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
     for row in args.rows.split(","):
         if args.callgrind:
-            count = callgrind(row, min(args.requests, 2000), inline)
+            count = callgrind(row, min(args.requests, 2000), options)
             print(f"{row}: {count:,} instructions/request")
         else:
+            requests = str(args.requests)
             result = subprocess.run(
-                [sys.executable, __file__, "--row", row, "--requests", str(args.requests), *inline],
+                [sys.executable, __file__, "--row", row, "--requests", requests, *options],
                 check=True,
                 capture_output=True,
                 text=True,

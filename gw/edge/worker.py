@@ -128,8 +128,9 @@ class Turns:
 
     A connection whose reads never wait (its upstream has answered and its client has sent the
     next request before it asks) would otherwise keep the worker for hundreds of requests while
-    the others' answers sit unread. One that waited for a read since its last turn has had its
-    turn: the loop polled while it waited, and every connection that poll found ready ran.
+    the others' answers sit unread. One that waited since its last turn (for a read, say) has
+    had its turn: the loop polled while it waited, and every connection that poll found ready
+    ran.
 
     PERF: the loop's iteration count says whether it polled since the last turn (the loop
     cannot poll while this greenlet runs), so a turn is paused only when it did not: a pause
