@@ -47,6 +47,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from gw.host import process
@@ -195,8 +196,7 @@ class StripeLocks:
     def _poll_file(self, stripe: int, deadline: float, stopped: _Stopped | None) -> None:
         """Retry the non-blocking record lock with growing pauses until ``deadline``;
         ``stopped``: the holder seen stopped, and since when."""
-        pause = _FIRST_PAUSE
-        while True:
+        for pause in _pauses():
             time.sleep(pause)
             try:
                 fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, stripe)
@@ -211,7 +211,6 @@ class StripeLocks:
                 raise LockTimeout("lock deadline passed (process)")
             if stopped is not None or pause >= _LONGEST_PAUSE:
                 stopped = self._watch_stopped(stripe, stopped, self.frozen_after)
-            pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _watch_stopped(
         self, stripe: int, stopped: _Stopped | None, patience: float
@@ -255,13 +254,21 @@ def _thread_locks(stripes: int) -> list[Any]:
 def _poll_thread_lock(tlock: Any, deadline: float) -> bool:
     """Retry ``tlock`` with growing pauses (which let the holder's greenlet or thread run)
     until it is ours (True) or ``deadline`` passes (False)."""
-    pause = _FIRST_PAUSE
-    while True:
+    for pause in _pauses():
         time.sleep(pause)
         if tlock.acquire(False):
             return True
         if time.monotonic() >= deadline:
-            return False
+            break
+    return False
+
+
+def _pauses() -> Iterator[float]:
+    """The pauses between two tries of a taken lock: doubling from ``_FIRST_PAUSE`` up to
+    ``_LONGEST_PAUSE``, then that one for ever (each caller stops at its deadline)."""
+    pause = _FIRST_PAUSE
+    while True:
+        yield pause
         pause = min(pause * 2, _LONGEST_PAUSE)
 
 
