@@ -51,6 +51,7 @@ from gw.edge.tunnel import SWITCH, Switch
 from gw.edge.upload import Input
 from gw.edge.waiting import WaitingConnections
 from gw.errors import UploadTooSlow
+from gw.host.process import receive
 
 log = logging.getLogger("gw.serve")
 
@@ -257,7 +258,7 @@ class Connection:
     def _fill(self) -> int:
         """Read once from the client and parse what came; return the byte count (0 at EOF)."""
         try:
-            data = self.sock.recv(CHUNK)
+            data = receive(self.sock, CHUNK)
         except OSError as ex:
             if isinstance(ex, TimeoutError):
                 raise

@@ -5,6 +5,8 @@
   a request (the access line, per-process pools and tables made after the fork).
 - ``send_all(sock, data)``: ``sock.sendall(data)`` in one ``send`` when it fits, as a small
   HTTP message does.
+- ``receive(sock, size)``: ``sock.recv(size)`` within the socket's timeout, whose wait on a
+  gevent socket costs no ``gevent.Timeout``.
 - ``every(seconds, work, name)``: ``work`` repeated by one background thread of this process.
 - ``native_lock()``: a lock of the OS threads, for critical sections that never wait.
 - ``freeze_loaded_heap()``: in a worker whose app is loaded, keep the garbage collector off
@@ -19,9 +21,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from gevent import monkey
+from gevent import getcurrent, monkey
+from gevent.exceptions import ConcurrentObjectUseError
+from gevent.socket import socket as GeventSocket
 
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
@@ -107,3 +111,47 @@ def send_all(sock: socket.socket, data: bytes) -> None:
     sent = sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
+
+
+def receive(sock: socket.socket, size: int) -> bytes:
+    """Return ``sock.recv(size)``: at most ``size`` bytes, b"" at EOF, waiting for them at
+    most the socket's timeout (then TimeoutError), as ``recv`` does.
+
+    PERF: gevent's socket makes a ``gevent.Timeout`` for every wait of a socket with a timeout:
+    a Python object, its loop timer, and Python calls to start, cancel and close them, about
+    5 µs of a worker's CPU a wait (``bench/README.md``, 2026-12-06 second section); a proxied
+    request waits twice, for the client's next request and for the upstream's answer. Here a
+    wait has only the loop timer, started with the same arguments as gevent's. Every other
+    socket (a blocking one in a sync or gthread worker, gevent's TLS socket, a socket with no
+    timeout or none to wait) goes through its own ``recv``.
+    """
+    timeout = sock.timeout
+    if sock.__class__ is not GeventSocket or not timeout:
+        return sock.recv(size)
+    raw: socket.socket = cast(Any, sock)._sock  # the non-blocking OS socket under gevent's
+    while True:
+        try:
+            return raw.recv(size)
+        except BlockingIOError:
+            pass
+        _wait_readable(sock, timeout)
+
+
+def _wait_readable(sock: Any, timeout: float) -> None:
+    """Park this greenlet until ``sock`` is readable, or raise TimeoutError after ``timeout``
+    seconds; what gevent's ``wait_on_socket`` does, less its ``Timeout`` object."""
+    watcher, hub = sock._read_event, sock.hub
+    if watcher.callback is not None:
+        raise ConcurrentObjectUseError(
+            f"This socket is already used by another greenlet: {watcher.callback!r}"
+        )
+    timer = hub.loop.timer(timeout)
+    timer.start(_time_out, getcurrent(), update=True)
+    try:
+        hub.wait(watcher)  # a close by another greenlet wakes it with an error, as in gevent
+    finally:
+        timer.close()  # before this greenlet can wait again: a timer left would fire into it
+
+
+def _time_out(waiting: Any) -> None:
+    waiting.throw(TimeoutError("timed out"))

@@ -19,7 +19,7 @@ import httptools
 
 from gw.core.headers import chunked_only
 from gw.errors import InvalidHeader
-from gw.host.process import send_all
+from gw.host.process import receive, send_all
 
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
@@ -294,7 +294,7 @@ class Response:
                     return
                 if deadline is not None:
                     self._sock.settimeout(_body_wait(deadline, silence))
-                data = self._sock.recv(CHUNK)
+                data = receive(self._sock, CHUNK)
                 if not data:
                     if self._until_close:
                         self._complete = True
@@ -328,7 +328,7 @@ class Response:
         while not self._head_done:
             if received and deadline is not None:
                 self._sock.settimeout(_time_left(deadline))
-            data = self._sock.recv(CHUNK)
+            data = receive(self._sock, CHUNK)
             if not data:
                 if received == 0:
                     raise UpstreamClosed("the upstream closed the connection without answering")
