@@ -118,12 +118,12 @@ def receive(sock: socket.socket, size: int) -> bytes:
     most the socket's timeout (then TimeoutError), as ``recv`` does.
 
     PERF: gevent's socket makes a ``gevent.Timeout`` for every wait of a socket with a timeout:
-    a Python object, its loop timer, and Python calls to start, cancel and close them, about
-    5 µs of a worker's CPU a wait (``bench/README.md``, 2026-12-06 second section); a proxied
+    a Python object, its loop timer, and Python calls to start, cancel and close them, 24.7k
+    instructions a wait (``bench/wait_cost.py``; ``bench/README.md``, the tenth run); a proxied
     request waits twice, for the client's next request and for the upstream's answer. Here a
-    wait has only the loop timer, started with the same arguments as gevent's. Every other
-    socket (a blocking one in a sync or gthread worker, gevent's TLS socket, a socket with no
-    timeout or none to wait) goes through its own ``recv``.
+    wait has only the loop timer (1.4k), started as gevent starts its own. Every other socket
+    (a blocking one in a sync or gthread worker, gevent's TLS socket, a socket with no
+    timeout) goes through its own ``recv``.
     """
     timeout = sock.timeout
     if sock.__class__ is not GeventSocket or not timeout:

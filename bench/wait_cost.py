@@ -1,0 +1,115 @@
+"""What one wait for bytes costs on a gevent socket: gevent's ``recv`` and gw's ``receive``.
+
+Two greenlets play ping-pong over a gevent socketpair: each ``--waits`` round, one sends a
+byte and reads the answer, the other reads it and sends it back, so every read waits once.
+The kinds:
+- ``no-timeout``: gevent's ``recv`` on sockets without a timeout (no timer at all);
+- ``gevent``: gevent's ``recv`` with a 30 s timeout, as gw's sockets have (a
+  ``gevent.Timeout`` per wait);
+- ``receive``: ``gw.host.process.receive`` with the same timeout (a bare loop timer per wait).
+
+    .venv/bin/python bench/wait_cost.py              # CPU µs per wait, each kind
+    .venv/bin/python bench/wait_cost.py --callgrind  # instructions per wait (repeatable)
+
+A wait here includes the send that ends it and two greenlet switches through the hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gevent
+import gevent.socket
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gw.host.process import receive  # noqa: E402 (after the path)
+
+KINDS = ("no-timeout", "gevent", "receive")
+
+
+def _read(kind: str) -> Callable[[gevent.socket.socket, int], bytes]:
+    if kind == "receive":
+        return receive
+    return lambda sock, size: sock.recv(size)
+
+
+def ping_pong(kind: str, rounds: int) -> float:
+    """Play ``rounds`` rounds (2 waits each); return the CPU seconds they took."""
+    read = _read(kind)
+    left, right = gevent.socket.socketpair()
+    timeout = None if kind == "no-timeout" else 30.0
+    left.settimeout(timeout)
+    right.settimeout(timeout)
+
+    def echo() -> None:
+        for _ in range(rounds):
+            right.send(read(right, 16))
+
+    echoing = gevent.spawn(echo)
+    gevent.sleep(0)
+    started = time.process_time()
+    for _ in range(rounds):
+        left.send(b"x")
+        read(left, 16)
+    took = time.process_time() - started
+    echoing.join()
+    left.close()
+    right.close()
+    return took
+
+
+def instructions(kind: str, rounds: int) -> int:
+    """Instructions of a whole run of ``rounds`` rounds, under callgrind."""
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/cg.out",
+                sys.executable,
+                __file__,
+                "--kind",
+                kind,
+                "--waits",
+                str(2 * rounds),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    assert match, "no callgrind summary"
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--waits", type=int, default=100_000)
+    parser.add_argument("--kind", choices=KINDS, help="one kind, in this process")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per wait")
+    args = parser.parse_args()
+    rounds = args.waits // 2
+    if args.kind:
+        ping_pong(args.kind, rounds)
+        return
+    for kind in KINDS:
+        if args.callgrind:
+            # Two run lengths: their difference leaves out the interpreter's start.
+            few, many = 500, 1500
+            per_wait = (instructions(kind, many) - instructions(kind, few)) / (2 * (many - few))
+            print(f"{kind}: {per_wait / 1000:.1f}k instructions per wait")
+        else:
+            print(f"{kind}: {ping_pong(kind, rounds) / (2 * rounds) * 1e6:.2f} CPU µs per wait")
+
+
+if __name__ == "__main__":
+    main()
