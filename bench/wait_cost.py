@@ -1,4 +1,5 @@
-"""What one wait for bytes costs on a gevent socket: gevent's ``recv`` and gw's ``receive``.
+"""What one wait costs in a gevent worker: for bytes (gevent's ``recv``, gw's ``receive``), or
+for a due timer (a connection's turn, ``gw.edge.worker.Turns``).
 
 Two greenlets play ping-pong over a gevent socketpair: each ``--waits`` round, one sends a
 byte and reads the answer, the other reads it and sends it back, so every read waits once.
@@ -7,6 +8,10 @@ The kinds:
 - ``gevent``: gevent's ``recv`` with a 30 s timeout, as gw's sockets have (a
   ``gevent.Timeout`` per wait);
 - ``receive``: ``gw.host.process.receive`` with the same timeout (a bare loop timer per wait).
+
+And two greenlets that each pause ``--waits`` / 2 times, in turn:
+- ``sleep``: ``gevent.sleep(0.000001)`` (a new timer each pause);
+- ``kept-timer``: a timer each greenlet keeps, started for each pause (``Turns.take``).
 
     .venv/bin/python bench/wait_cost.py              # CPU µs per wait, each kind
     .venv/bin/python bench/wait_cost.py --callgrind  # instructions per wait (repeatable)
@@ -33,13 +38,34 @@ sys.path.insert(0, str(ROOT))
 
 from gw.host.process import receive  # noqa: E402 (after the path)
 
-KINDS = ("no-timeout", "gevent", "receive")
+KINDS = ("no-timeout", "gevent", "receive", "sleep", "kept-timer")
+PAUSES = ("sleep", "kept-timer")
 
 
 def _read(kind: str) -> Callable[[gevent.socket.socket, int], bytes]:
     if kind == "receive":
         return receive
     return lambda sock, size: sock.recv(size)
+
+
+def pauses(kind: str, rounds: int) -> float:
+    """Pause two greenlets ``rounds`` times each; return the CPU seconds it took."""
+    hub = gevent.get_hub()
+    loop = hub.loop
+
+    def pausing() -> None:
+        if kind == "sleep":
+            for _ in range(rounds):
+                gevent.sleep(0.000001)
+            return
+        timer = loop.timer(0.000001)
+        for _ in range(rounds):
+            loop.update_now()
+            hub.wait(timer)
+
+    started = time.process_time()
+    gevent.joinall([gevent.spawn(pausing), gevent.spawn(pausing)])
+    return time.process_time() - started
 
 
 def ping_pong(kind: str, rounds: int) -> float:
@@ -99,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = args.waits // 2
     if args.kind:
-        ping_pong(args.kind, rounds)
+        (pauses if args.kind in PAUSES else ping_pong)(args.kind, rounds)
         return
     for kind in KINDS:
         if args.callgrind:
@@ -108,7 +134,8 @@ def main() -> None:
             per_wait = (instructions(kind, many) - instructions(kind, few)) / (2 * (many - few))
             print(f"{kind}: {per_wait / 1000:.1f}k instructions per wait")
         else:
-            print(f"{kind}: {ping_pong(kind, rounds) / (2 * rounds) * 1e6:.2f} CPU µs per wait")
+            took = (pauses if kind in PAUSES else ping_pong)(kind, rounds)
+            print(f"{kind}: {took / (2 * rounds) * 1e6:.2f} CPU µs per wait")
 
 
 if __name__ == "__main__":
