@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from proxybench.callgrind import instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
@@ -312,30 +313,12 @@ def _serve(
 
 def callgrind(row: str, requests: int, options: list[str]) -> int:
     """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
-    counts = []
-    for n in (0, requests):
-        with tempfile.TemporaryDirectory() as out:
-            done = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={out}/cg.out",
-                    sys.executable,
-                    __file__,
-                    "--row",
-                    row,
-                    "--requests",
-                    str(n),
-                    *options,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-            )
-        match = re.search(r"Collected : (\d+)", done.stderr)
-        assert match, "no callgrind summary"
-        counts.append(int(match.group(1)))
+    counts = [
+        instructions(
+            [sys.executable, __file__, "--row", row, "--requests", str(n), *options], cwd=ROOT
+        )
+        for n in (0, requests)
+    ]
     return (counts[1] - counts[0]) // max(1, requests)
 
 

@@ -22,10 +22,7 @@ A wait here includes the send that ends it and two greenlet switches through the
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +32,8 @@ import gevent.socket
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from proxybench.callgrind import instructions  # noqa: E402
 
 from gw.host.process import receive  # noqa: E402 (after the path)
 
@@ -93,28 +92,9 @@ def ping_pong(kind: str, rounds: int) -> float:
     return took
 
 
-def instructions(kind: str, rounds: int) -> int:
-    """Instructions of a whole run of ``rounds`` rounds, under callgrind."""
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}/cg.out",
-                sys.executable,
-                __file__,
-                "--kind",
-                kind,
-                "--waits",
-                str(2 * rounds),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, "no callgrind summary"
-    return int(match.group(1))
+def callgrind(kind: str, rounds: int) -> int:
+    """Instructions of a whole run of ``rounds`` rounds (start-up included)."""
+    return instructions([sys.executable, __file__, "--kind", kind, "--waits", str(2 * rounds)])
 
 
 def main() -> None:
@@ -131,7 +111,7 @@ def main() -> None:
         if args.callgrind:
             # Two run lengths: their difference leaves out the interpreter's start.
             few, many = 500, 1500
-            per_wait = (instructions(kind, many) - instructions(kind, few)) / (2 * (many - few))
+            per_wait = (callgrind(kind, many) - callgrind(kind, few)) / (2 * (many - few))
             print(f"{kind}: {per_wait / 1000:.1f}k instructions per wait")
         else:
             took = (pauses if kind in PAUSES else ping_pong)(kind, rounds)
