@@ -81,7 +81,7 @@ def test_silence_times_out_after_the_sockets_timeout(read: Read, pair: Pair) -> 
 
 
 @READS
-def test_a_new_timeout_counts_from_the_next_read(read: Read, pair: Pair) -> None:
+def test_a_read_waits_the_timeout_set_last(read: Read, pair: Pair) -> None:
     left, _ = pair
     left.settimeout(5)
     left.settimeout(0.05)
