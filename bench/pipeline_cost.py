@@ -10,7 +10,9 @@ flight throughout, as in a loaded worker.
 
 Under callgrind a request takes about 50 times as long, so the work done every 0.1 s (the
 access-log flusher, the metrics publisher) is shared by about 50 times fewer requests than in
-a real worker, and weighs more in the observability rows' instruction counts.
+a real worker, and weighs more in the observability rows' instruction counts. ``--tick-every
+N`` does that work every N requests instead, as a worker serving 10N requests/s does (a gw
+worker on the bench serves about 2,500: ``--tick-every 250``).
 
 What it is for: comparing one step of work on the request path with the step before it on a
 busy machine. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
@@ -27,6 +29,9 @@ connection whose client always has its next request ready. Only gevent's hub is 
         # the upstream answers within gw's send, in the same thread (steadier CPU figures)
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --rows plain
         # the whole path of a worker but its hub: edge, Falcon, pipeline
+    .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge \
+        --tick-every 250 --rows full,full-dark,full-no-log,full-no-metrics
+        # what observability costs, its periodic work at a loaded worker's rate
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --stub wsgi
         # the edge alone: a bare WSGI app gives every request the answer gw gave the first
         # (--stub falcon: the Falcon app around a stub gateway)
@@ -43,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +183,30 @@ class _ClientSocket(socket.socket):
         return sent
 
 
-def edge_serve(app: Any, token: str | None) -> Any:
+def ticking_every(requests: int | None) -> Callable[[], None]:
+    """Return the tick to call after each request. With ``requests``, the work that a worker
+    does every 0.1 s (the access-log flusher, the metrics publisher) is done every
+    ``requests`` requests instead, by the tick: what a worker serving ``10 * requests``
+    requests/s does, however slowly this process runs (callgrind runs it about 50 times
+    slower, so at 0.1 s that work would weigh about 50 times more per request)."""
+    if requests is None:
+        return lambda: None
+    from gw.observe import accesslog, published
+
+    accesslog.MAX_WAIT = published.PUBLISH_EVERY = 1e9  # read when their threads start
+    count = 0
+
+    def tick() -> None:
+        nonlocal count
+        count += 1
+        if count % requests == 0:
+            accesslog.flush()
+            published.publish()
+
+    return tick
+
+
+def edge_serve(app: Any, token: str | None, tick: Callable[[], None]) -> Any:
     """Return ``serve(n)``: ``n`` requests on one kept-alive client connection, in through
     gw's edge (``gw.edge.connection``, llhttp, the WSGI environ) and the Falcon app."""
     from gunicorn.config import Config
@@ -209,7 +238,7 @@ def edge_serve(app: Any, token: str | None) -> Any:
                 write_json_error,
                 next_request=lambda: True,
                 running=lambda: True,
-                pause=lambda: None,
+                pause=tick,  # after each answer
             ).serve()
             assert sock.answered == n, f"{sock.answered} of {n} requests answered 200"
 
@@ -244,15 +273,26 @@ def stub_app(gateway: Any, token: str | None, kind: str) -> Any:
 
 
 def run_row(
-    row: str, requests: int, inline: bool = False, edge: bool = False, stub: str | None = None
+    row: str,
+    requests: int,
+    inline: bool = False,
+    edge: bool = False,
+    stub: str | None = None,
+    tick_every: int | None = None,
 ) -> float:
     """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
     with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
-        return _serve(row, requests, runtime, inline, edge, stub)
+        return _serve(row, requests, runtime, inline, edge, stub, tick_every)
 
 
 def _serve(
-    row: str, requests: int, runtime: str, inline: bool, edge: bool, stub: str | None
+    row: str,
+    requests: int,
+    runtime: str,
+    inline: bool,
+    edge: bool,
+    stub: str | None,
+    tick_every: int | None,
 ) -> float:
     os.environ["GW_RUNTIME_DIR"] = runtime
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
@@ -272,6 +312,7 @@ def _serve(
         claims = {"iss": "https://bench.local", "aud": "bench", "sub": "user-1", "exp": now + 3600}
         token = jwt.encode(claims, SECRET, algorithm="HS256")
     accesslog.configure(row in ACCESS_LOG_ON)
+    tick = ticking_every(tick_every)
     if inline:
         never_dialled = 9  # inline_connect answers for the target's address
         settings = parse_config(config(row, never_dialled), environ={})
@@ -298,16 +339,18 @@ def _serve(
         from gw.app import create_app
 
         app = create_app(gateway) if stub is None else stub_app(gateway, token, stub)
-        serve = edge_serve(app, token)
+        serve = edge_serve(app, token, tick)
         serve(200)  # warm-up, also in the 0-request run that --callgrind subtracts
         started = time.process_time()
         serve(requests)
         return (time.process_time() - started) / max(1, requests) * 1e6
     for _ in range(200):  # warm-up, also in the 0-request run that --callgrind subtracts
         one()
+        tick()
     started = time.process_time()
     for _ in range(requests):
         one()
+        tick()
     return (time.process_time() - started) / max(1, requests) * 1e6
 
 
@@ -345,14 +388,25 @@ def main() -> None:
         help="with --edge: the pipeline is left out, and every request gets the answer gw gave "
         "the first one; falcon: from the Falcon app around a stub; wsgi: from a bare WSGI app",
     )
+    parser.add_argument(
+        "--tick-every",
+        type=int,
+        metavar="N",
+        help="do the access-log flusher's and the metrics publisher's work every N requests "
+        "instead of every 0.1 s: a worker serving 10N requests/s, whatever this process's speed "
+        "(use with --callgrind, e.g. 250)",
+    )
     args = parser.parse_args()
     if args.stub and not args.edge:
         parser.error("--stub needs --edge")
     options = ["--inline-upstream"] if args.inline_upstream else []
     options += ["--edge"] if args.edge else []
     options += ["--stub", args.stub] if args.stub else []
+    options += ["--tick-every", str(args.tick_every)] if args.tick_every else []
     if args.row:
-        cost = run_row(args.row, args.requests, args.inline_upstream, args.edge, args.stub)
+        cost = run_row(
+            args.row, args.requests, args.inline_upstream, args.edge, args.stub, args.tick_every
+        )
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
     for row in args.rows.split(","):

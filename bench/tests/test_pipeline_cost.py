@@ -35,3 +35,10 @@ def test_a_row_serves_its_requests(row: str, edge: list[str]) -> None:
 @pytest.mark.parametrize("stub", ["falcon", "wsgi"])
 def test_the_edge_serves_a_stub_app(stub: str) -> None:
     run_row("full", "--edge", "--stub", stub)
+
+
+@pytest.mark.parametrize("edge", [[], ["--edge"]], ids=["pipeline", "edge"])
+def test_a_row_serves_its_requests_with_the_periodic_work_ticked(edge: list[str]) -> None:
+    """``--tick-every``: the access log's and the metrics' periodic work runs between
+    requests (every 10 here, so five times in the 50) and the requests are still answered."""
+    run_row("full", "--tick-every", "10", *edge)
