@@ -45,7 +45,11 @@ timeout = int(os.environ.get("GW_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GW_GRACEFUL_TIMEOUT", "30"))
 # Longer than the drop-in's upstream keepalive_timeout (4 s), so nginx closes idle first.
 keepalive = int(os.environ.get("GW_KEEPALIVE", "5"))
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# APPSEC: gunicorn makes each worker's heartbeat file here with mkstemp (a unique name, owner
+# only, unlinked at once), so a shared directory gives no one else a way in; in memory, a
+# heartbeat never waits for a disk (gunicorn's own advice).
+_SHM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 accesslog = None  # gw writes its own JSON access line per request
 errorlog = "-"
 loglevel = os.environ.get("GW_LOG_LEVEL", "info")
@@ -63,8 +67,8 @@ control_socket_disable = True
 
 def on_starting(server):
     """Before forking: make the shared rate-limit table and publish the checked config."""
-    from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
     from gw import master  # the master's steps only; never gw.app (see the module docstring)
+    from gw.edge.arbiter import GwArbiter, drain_timeout_from_env
     from gw.errors import ConfigError
     from gw.host import runtime
 
