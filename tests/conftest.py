@@ -23,9 +23,9 @@ def _temp_dir_of_this_run() -> Iterator[None]:
     """Put every temp file of this test process under one directory, removed at the end.
 
     A gateway built in process without ``GW_RUNTIME_DIR`` makes private directories for its
-    tables (``gw.host.rundir.private_dir``: a 1 MiB rate-limit table each) that no process
-    removes; before this, each run of the suite left hundreds in /tmp. ``GW_TEST_KEEP_TMP=1``
-    keeps them, as it keeps the test gateways' directories.
+    tables (``gw.host.rundir.private_dir``: a 1 MiB rate-limit table each), which go only when
+    this process exits; here they go with the rest of the run's temp files.
+    ``GW_TEST_KEEP_TMP=1`` keeps them, as it keeps the test gateways' directories.
     """
     base = tempfile.mkdtemp(prefix="gw-tests-")
     previous, tempfile.tempdir = tempfile.tempdir, base

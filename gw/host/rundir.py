@@ -20,10 +20,12 @@ library.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -55,12 +57,27 @@ def private_dir(prefix: str, *, in_memory: bool = False) -> str:
 
     The fallback of a process that has no runtime directory (its tables and cache are then
     its own). ``in_memory`` puts it under /dev/shm where there is one; otherwise it goes in
-    the system temp dir. Nobody removes it: the caller does, if it should go.
+    the system temp dir. It is removed when this process exits (``remove_at_exit``).
     """
     base = _memory_base() if in_memory else None
     # APPSEC: mkdtemp makes a fresh 0700 directory with an unguessable name (O_EXCL): nothing
     # another user planted in a shared temp dir is reused.
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)
+    remove_at_exit(path)
+    return path
+
+
+def remove_at_exit(path: str) -> None:
+    """Remove the directory ``path`` when this process exits, however it exits but by
+    ``os._exit`` or a fatal signal; not when a process forked from this one exits (it inherits
+    the exit handler, and may share the directory with this one)."""
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
 
 
 def runtime_dir_for(config_path: str | None, environ: Mapping[str, str] = os.environ) -> str | None:

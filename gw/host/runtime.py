@@ -9,7 +9,6 @@ their files.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
@@ -91,26 +90,13 @@ def publish_config(source: str) -> str:
     return active
 
 
-def cleanup(created: str | None) -> None:
-    """Remove the runtime directory ``prepare`` derived (None: it was given, so it stays)."""
-    if created:
-        shutil.rmtree(created, ignore_errors=True)
-
-
 def cleanup_at_exit(created: str | None) -> None:
     """Remove the directory ``prepare`` derived when this process exits, however it exits (the
-    one place it is removed).
+    one place it is removed; None: it was given, so it stays).
 
     gunicorn's ``on_exit`` runs only for a master that started and stops normally: a refused
     start, or an error in its main loop (a worker class that does not load), skips it. Not in
     a process forked from this one (the workers inherit the exit handler).
     """
-    if not created:
-        return
-    owner = os.getpid()
-
-    def remove() -> None:
-        if os.getpid() == owner:
-            cleanup(created)
-
-    atexit.register(remove)
+    if created:
+        rundir.remove_at_exit(created)

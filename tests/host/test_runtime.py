@@ -6,6 +6,9 @@ from __future__ import annotations
 import ast
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,53 @@ def test_only_rundir_reads_gw_runtime_dir() -> None:
             if isinstance(node, ast.Constant) and node.value == rundir.ENV:
                 readers.add(path.relative_to(GW).as_posix())
     assert readers == {"host/rundir.py"}
+
+
+def _run_child(code: str, temp: Path) -> str:
+    """Run ``code`` in a new Python process whose temp dir is ``temp`` and which has no runtime
+    directory; return what it printed."""
+    env = {k: v for k, v in os.environ.items() if k not in (rundir.ENV, "GW_CONFIG")}
+    env["TMPDIR"] = str(temp)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=GW.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_process_without_a_runtime_dir_leaves_no_private_dir_behind(tmp_path: Path) -> None:
+    """The health table a process makes for itself (2.6 MB) goes when the process exits."""
+    printed = _run_child(
+        """
+        from gw.health import state
+        table = state.shared()
+        print("made", *__import__("os").listdir(__import__("tempfile").gettempdir()))
+        """,
+        tmp_path,
+    )
+    assert printed.split()[0] == "made" and printed.split()[1].startswith("gw-health-")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_forked_child_that_exits_leaves_its_parents_private_dir(tmp_path: Path) -> None:
+    """A worker forked from a process inherits its exit handlers, not its directories."""
+    printed = _run_child(
+        """
+        import os, sys
+        from gw.host import rundir
+        path = rundir.private_dir("gw-test-")
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)  # runs the exit handlers it inherited
+        os.waitpid(child, 0)
+        print("kept" if os.path.isdir(path) else "gone")
+        """,
+        tmp_path,
+    )
+    assert printed.strip() == "kept"
+    assert os.listdir(tmp_path) == []
