@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from gevent import getcurrent, monkey
-from gevent.exceptions import ConcurrentObjectUseError
 from gevent.socket import socket as GeventSocket
+from gevent.socket import wait as wait_on_watcher
 
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
@@ -121,7 +121,7 @@ def receive(sock: socket.socket, size: int) -> bytes:
     a Python object, its loop timer, and Python calls to start, cancel and close them, 24.7k
     instructions a wait (``bench/wait_cost.py``; ``bench/README.md``, the tenth run); a proxied
     request waits twice, for the client's next request and for the upstream's answer. Here a
-    wait has only the loop timer (1.4k), started as gevent starts its own. Every other socket
+    wait has only the loop timer (2.0k), started as gevent starts its own. Every other socket
     (a blocking one in a sync or gthread worker, gevent's TLS socket, a socket with no
     timeout) goes through its own ``recv``.
     """
@@ -139,16 +139,16 @@ def receive(sock: socket.socket, size: int) -> bytes:
 
 def _wait_readable(sock: Any, timeout: float) -> None:
     """Park this greenlet until ``sock`` is readable, or raise TimeoutError after ``timeout``
-    seconds; what gevent's ``wait_on_socket`` does, less its ``Timeout`` object."""
-    watcher, hub = sock._read_event, sock.hub
-    if watcher.callback is not None:
-        raise ConcurrentObjectUseError(
-            f"This socket is already used by another greenlet: {watcher.callback!r}"
-        )
+    seconds; what gevent's ``wait_on_socket`` does, less its ``Timeout`` object.
+
+    gevent's own ``wait`` parks it (no timeout of its own): it refuses a socket another
+    greenlet already waits on, and a close by another greenlet wakes it with an error.
+    """
+    hub = sock.hub
     timer = hub.loop.timer(timeout)
     timer.start(_time_out, getcurrent(), update=True)
     try:
-        hub.wait(watcher)  # a close by another greenlet wakes it with an error, as in gevent
+        wait_on_watcher(sock._read_event, hub=hub)
     finally:
         timer.close()  # before this greenlet can wait again: a timer left would fire into it
 
