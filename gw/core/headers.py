@@ -99,14 +99,22 @@ class Headers:
         self._by_name = by_name
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
+    def from_environ(
+        cls, environ: Mapping[str, Any], http_keys: Iterable[str] | None = None
+    ) -> Headers:
         """The client's headers from a WSGI environ: the ``HTTP_*`` keys in the environ's
-        order, then Content-Type and Content-Length when they are not empty."""
+        order, then Content-Type and Content-Length when they are not empty.
+
+        ``http_keys``: the environ's ``HTTP_*`` keys in that order, when the server that made
+        the environ names them (PERF: the other keys are not looked at). APPSEC: it must name
+        every one: a field left out would be neither checked nor forwarded.
+        """
         pairs: list[tuple[str, str]] = []
         by_name: dict[str, str] = {}
-        for key, value in environ.items():
+        for key in environ if http_keys is None else http_keys:
             names = _environ_names(key)
             if names:
+                value = environ[key]
                 pairs.append((names[0], value))
                 by_name[names[1]] = value
         for key, name, lower in _CGI_HEADERS:

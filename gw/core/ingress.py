@@ -37,6 +37,9 @@ def exchange_from(environ: Mapping[str, Any], proxies: TrustedProxies) -> Exchan
 
 
 SWITCH = "gw.edge.switch"  # the environ key of the edge's handle on an upgrade request
+# The environ key of the list of the environ's HTTP_* keys, in order, from gw's edge, which
+# made the environ (other servers: absent, and every key is looked at).
+HEADER_KEYS = "gw.edge.header_keys"
 
 
 def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozenset[str]) -> Request:
@@ -54,7 +57,7 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
     exchange.query = query
     protocol = environ.get("SERVER_PROTOCOL", "")
     exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
-    headers = Headers.from_environ(environ)
+    headers = Headers.from_environ(environ, environ.get(HEADER_KEYS))
     check_connection(headers.get("Connection"), owned)
     return Request(
         exchange=exchange,

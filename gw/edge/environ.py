@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from gw.core.headers import NAME_CACHE_SIZE
+from gw.core.ingress import HEADER_KEYS
 from gw.edge.request import Message, RequestRefused
 
 _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
@@ -28,6 +29,9 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
     environ["QUERY_STRING"] = query
     environ["SERVER_PROTOCOL"] = f"HTTP/{message.version}"
+    # PERF: the environ's HTTP_* keys, in order, so the pipeline reads its header fields
+    # without looking at every other key (gw.core.ingress).
+    environ[HEADER_KEYS] = header_keys = []
     for raw_name, raw_value in message.headers:
         key = _environ_key(raw_name)
         if not key:
@@ -41,6 +45,8 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
             environ[key] += "," + value
         else:
             environ[key] = value
+            if key[0] == "H":  # not CONTENT_TYPE or CONTENT_LENGTH
+                header_keys.append(key)
     return environ
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gw.core.headers import Headers
+from gw.core.ingress import HEADER_KEYS
 from gw.edge import environ as module
 from gw.edge.environ import build_environ
 from gw.edge.request import Message, RequestRefused
@@ -37,6 +41,30 @@ def test_header_fields_become_environ_keys_as_gunicorn_names_them() -> None:
         "CONTENT_LENGTH": "3",
     }
     assert environ["PATH_INFO"] == "/a/b" and environ["RAW_URI"] == "/a%2Fb?q=1"
+
+
+_KNOWN = (b"Host", b"host", b"X-Token", b"x-token", b"X_User_Id", b"Connection", b"x.dotted")
+_FRAMING = (b"Content-Type", b"content-length", b"Content-Length", b"Accept", b"TE")
+_ANY = st.from_regex(rb"[A-Za-z0-9_.-]{1,12}", fullmatch=True)
+_NAMES = st.sampled_from(_KNOWN + _FRAMING) | _ANY
+_VALUES = st.sampled_from([b"", b"a", b" v \t", b"5", b"close, x-token"])
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=12))
+def test_the_pipeline_reads_the_same_fields_from_the_edges_key_list(
+    fields: list[tuple[bytes, bytes]],
+) -> None:
+    # APPSEC: the pipeline reads the client's fields through the edge's list of HTTP_* keys
+    # (gw.core.ingress); a field that list missed would be neither checked nor forwarded.
+    try:
+        environ = build_environ({"REMOTE_ADDR": "127.0.0.1", "wsgi.x": 1}, _message(*fields))
+    except RequestRefused:
+        return  # a second Host or Content-Type field
+    named = Headers.from_environ(environ, environ[HEADER_KEYS])
+    scanned = Headers.from_environ(environ)
+
+    assert named.items() == scanned.items()
+    assert named.by_name() == scanned.by_name()
 
 
 def test_a_second_host_field_is_refused() -> None:
