@@ -118,6 +118,9 @@ class Reply:
                     self.keep_alive = False
                 continue
             if lname == "content-length":
+                if self._length is not None:
+                    # APPSEC: two lengths would frame the answer two ways for the client.
+                    raise ValueError("a response has more than one Content-Length")
                 self._length = int(value)
             elif lname == "date":
                 has_date = True
