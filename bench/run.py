@@ -110,11 +110,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "as row gw-baseline (and each gw-full row as <row>-baseline), with the same options, to "
         "compare two versions in one run",
     )
+    add(
+        "--gw-venv",
+        type=Path,
+        metavar="DIR",
+        help="the virtualenv whose gunicorn and Python run gw and the floor rows (default: the "
+        "repository's .venv); deploy/README.md makes one with the system's python3, whose "
+        "build may be faster than a plain one of the same version",
+    )
+    add(
+        "--gw-baseline-venv",
+        type=Path,
+        metavar="DIR",
+        help="with --gw-baseline: the virtualenv of the baseline rows (default: --gw-venv's); "
+        "--gw-baseline . with another virtualenv compares two Pythons in one run",
+    )
     add("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON result file")
     add("--keep-logs", action="store_true", help="keep the temp dir with configs and logs")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.quiet_wait < 0:
         parser.error("need --rounds >= 1, --duration >= 1, --warmup >= 0, --quiet-wait >= 0")
+    if args.gw_baseline_venv and not args.gw_baseline:
+        parser.error("--gw-baseline-venv needs --gw-baseline (the tree: . for this one)")
+    for venv in (args.gw_venv, args.gw_baseline_venv):
+        if venv is not None and not (venv / "bin" / "gunicorn").exists():
+            parser.error(f"{venv} is not a virtualenv with gunicorn (bin/gunicorn)")
     if args.quick:
         args.duration, args.rounds, args.warmup = 2.0, 1, 2.0
         args.quiet_wait = min(args.quiet_wait, 1.0)
@@ -194,6 +214,7 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
                 f"gw-{text}",
                 "gw",
                 gw=replace(options, access_log=access_log, metrics=not args.gw_no_metrics),
+                venv=args.gw_venv,
             )
             for text, options in variants
         ]
@@ -201,10 +222,17 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
     options = GwOptions(
         worker_class, args.gw_workers, args.gw_threads, access_log, not args.gw_no_metrics
     )
-    specs = [TargetSpec("gw", "gw", gw=options)]
+    specs = [TargetSpec("gw", "gw", gw=options, venv=args.gw_venv)]
     if args.gw_baseline:
-        specs.append(TargetSpec("gw-baseline", "gw", gw=options, tree=args.gw_baseline.resolve()))
+        tree = args.gw_baseline.resolve()
+        venv = baseline_venv(args)
+        specs.append(TargetSpec("gw-baseline", "gw", gw=options, tree=tree, venv=venv))
     return specs
+
+
+def baseline_venv(args: argparse.Namespace) -> Path | None:
+    """Return the virtualenv of the --gw-baseline rows."""
+    return args.gw_baseline_venv or args.gw_venv
 
 
 def full_spec(name: str, args: argparse.Namespace) -> TargetSpec:
@@ -214,7 +242,7 @@ def full_spec(name: str, args: argparse.Namespace) -> TargetSpec:
     options = GwOptions(
         worker_class, args.gw_workers, args.gw_threads, access_log, not args.gw_no_metrics
     )
-    return TargetSpec(name, "gw", gw=options, auth=FULL_ROWS[name])
+    return TargetSpec(name, "gw", gw=options, auth=FULL_ROWS[name], venv=args.gw_venv)
 
 
 def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
@@ -237,7 +265,10 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
             specs.append(full_spec(name, args))
             if args.gw_baseline:
                 tree = args.gw_baseline.resolve()
-                specs.append(replace(full_spec(name, args), name=f"{name}-baseline", tree=tree))
+                baseline = replace(full_spec(name, args), name=f"{name}-baseline", tree=tree)
+                specs.append(replace(baseline, venv=baseline_venv(args)))
+        elif targets.PEERS[name].kind == "floor":
+            specs.append(replace(targets.PEERS[name], venv=args.gw_venv))  # gw's Python
         else:
             specs.append(targets.PEERS[name])
     return with_dark_twins(specs) if args.gw_dark else specs
@@ -268,14 +299,15 @@ def preflight(specs: Sequence[TargetSpec]) -> None:
         raise SystemExit(f"missing tools: {', '.join(missing)}")
     for kind in sorted(node):
         targets.ensure_node_deps(kind)
-    for tree in sorted({spec.tree for spec in specs if spec.kind == "gw"}):
-        _check_gw_imports(tree)
+    for tree, venv in {(spec.tree, spec.venv) for spec in specs if spec.kind == "gw"}:
+        _check_gw_imports(tree, venv)
 
 
-def _check_gw_imports(tree: Path) -> None:
-    """Exit with gw's own error if ``import gw.app`` fails in ``tree`` with the repo's venv."""
+def _check_gw_imports(tree: Path, venv: Path | None) -> None:
+    """Exit with gw's own error if ``import gw.app`` fails in ``tree`` with ``venv``'s Python
+    (None: the repo's)."""
     done = subprocess.run(
-        [gw_python(), "-c", "import gw.app"],
+        [str(Path(targets.gunicorn_path(venv)).with_name("python")), "-c", "import gw.app"],
         cwd=tree,
         capture_output=True,
         text=True,

@@ -64,6 +64,7 @@ class TargetSpec:
     gw: GwOptions = field(default_factory=GwOptions)
     tree: Path = REPO_DIR  # gw: the source tree (with gw/ and gunicorn.conf.py) to run
     auth: str | None = None  # gw: the full pipeline with JWTs of this algorithm (RS256, HS256)
+    venv: Path | None = None  # gw, floor: the virtualenv that runs it (None: the repo's .venv)
 
 
 PEERS = {
@@ -255,11 +256,11 @@ def _start_node(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
 def _start_floor(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
     """Start the minimal gevent + llhttp proxy (``bench/floor/proxy.py``) with gw's Python."""
     port = free_port()
-    python = str(Path(gunicorn_path()).with_name("python"))
+    python = str(Path(gunicorn_path(spec.venv)).with_name("python"))
     argv = [python, str(BENCH_DIR / "floor" / "proxy.py"), "--port", str(port)]
     argv += ["--upstream", f"127.0.0.1:{upstream_port}", "--workers", str(spec.processes)]
     child = start(spec.name, [*argv, *spec.options], log_dir=workdir)
-    return Target(spec, port, child)
+    return Target(spec, port, child, {"python": python_of(spec.venv)})
 
 
 def _start_gw(
@@ -274,13 +275,14 @@ def _start_gw(
         "GW_BIND": f"127.0.0.1:{port}",
         **spec.gw.env(),
     }
-    argv = [gunicorn_path(), "-c", "gunicorn.conf.py", "gw.app:app"]
+    argv = [gunicorn_path(spec.venv), "-c", "gunicorn.conf.py", "gw.app:app"]
     child = start(spec.name, argv, log_dir=workdir, env=env, cwd=spec.tree)
     info = {
         "gw_env": spec.gw.env(),
         "access_log": spec.gw.access_log,
         "metrics": spec.gw.metrics,
         "tree": str(spec.tree),
+        "python": python_of(spec.venv),
     }
     if auth is None:
         return Target(spec, port, child, info)
@@ -309,10 +311,21 @@ def _gw_config(spec: TargetSpec, dest: Path, upstream_port: int, auth: AuthSetup
     )
 
 
-def gunicorn_path() -> str:
-    """Return the gunicorn of the repository's virtualenv, else the one on PATH."""
-    venv = REPO_DIR / ".venv" / "bin" / "gunicorn"
-    return str(venv) if venv.exists() else shutil.which("gunicorn") or "gunicorn"
+def gunicorn_path(venv: Path | None = None) -> str:
+    """Return the gunicorn of ``venv``, else of the repository's virtualenv, else on PATH."""
+    if venv is not None:
+        return str(venv / "bin" / "gunicorn")
+    default = REPO_DIR / ".venv" / "bin" / "gunicorn"
+    return str(default) if default.exists() else shutil.which("gunicorn") or "gunicorn"
+
+
+def python_of(venv: Path | None = None) -> str:
+    """Return the version and build of the Python that ``gunicorn_path(venv)`` runs on: the
+    same version may be a distribution's optimised build or a plain one (pyenv's)."""
+    python = str(Path(gunicorn_path(venv)).with_name("python"))
+    probe = "import sys; print(sys.version.split()[0], sys.base_prefix)"
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or done.stderr.strip()
 
 
 def worker_class_seen(target: Target) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import run
 from proxybench.targets import GwOptions
@@ -110,3 +112,39 @@ def test_dark_twins_follow_each_gw_row_with_observability_off() -> None:
     assert (lit.gw.access_log, lit.gw.metrics) == (True, True)
     assert (dark.gw.access_log, dark.gw.metrics) == (False, False)
     assert dark.auth == "HS256" and dark.gw.workers == 1
+
+
+def test_gw_venv_runs_gw_and_the_floors_and_the_baseline_may_take_another(
+    tmp_path: Path,
+) -> None:
+    system, plain = tmp_path / "system", tmp_path / "plain"
+    for venv in (system, plain):
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "gunicorn").touch()
+    rows = ["--targets", "direct,floor,gw,gw-full-hs256", "--gw-dark"]
+    args = run.parse_args(
+        [*rows, "--gw-venv", str(system), "--gw-baseline", ".", "--gw-baseline-venv", str(plain)]
+    )
+
+    venvs = {s.name: s.venv for s in run.target_specs(args)}
+    assert venvs == {
+        "direct": None,
+        "floor": system,
+        "gw": system,
+        "gw-dark": system,
+        "gw-baseline": plain,
+        "gw-baseline-dark": plain,
+        "gw-full-hs256": system,
+        "gw-full-hs256-dark": system,
+        "gw-full-hs256-baseline": plain,
+        "gw-full-hs256-baseline-dark": plain,
+    }
+
+
+def test_a_venv_without_gunicorn_or_a_baseline_venv_without_a_baseline_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["--gw-venv", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        run.parse_args(["--gw-baseline-venv", str(tmp_path)])
