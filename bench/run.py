@@ -390,12 +390,16 @@ def measure_all(
 
 
 def write_results(
-    started: Sequence[Target], samples: Sequence[Sample], plan: Plan, output: Path
+    started: Sequence[Target],
+    samples: Sequence[Sample],
+    plan: Plan,
+    output: Path,
+    venv: Path | None = None,
 ) -> str:
     """Summarize, print-ready text and JSON file; return the text."""
     processes = {t.name: int(t.info.get("processes", 1)) for t in started}
     summaries = report.summarize(samples, plan, processes)
-    facts = machine.describe()
+    facts = machine.describe(venv)
     text = table.render(summaries, plan, facts)
     extra: dict[str, Any] = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -431,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print(write_results(started, samples, plan, args.output), end="")
+    print(write_results(started, samples, plan, args.output, args.gw_venv), end="")
     print(f"\nwrote {args.output}")
     return 0
 

@@ -43,15 +43,18 @@ def _npm_version(package: str) -> str | None:
     return version
 
 
-def _gw_python() -> str:
-    """Return the interpreter that gw's gunicorn runs on."""
-    venv = REPO_DIR / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
+def _gw_python(venv: Path | None) -> str:
+    """Return the interpreter that gw's gunicorn runs on (``venv``'s, else the repo's)."""
+    if venv is not None:
+        return str(venv / "bin" / "python")
+    default = REPO_DIR / ".venv" / "bin" / "python"
+    return str(default) if default.exists() else sys.executable
 
 
-def describe() -> dict[str, Any]:
-    """Return the machine and software versions for the JSON report."""
-    python = _gw_python()
+def describe(venv: Path | None = None) -> dict[str, Any]:
+    """Return the machine and software versions for the JSON report (``venv``: gw's
+    virtualenv, if not the repository's)."""
+    python = _gw_python(venv)
     probe = "import gunicorn, falcon, urllib3; print(gunicorn.__version__, falcon.__version__, "
     probe += "urllib3.__version__)"
     return {
