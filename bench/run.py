@@ -307,7 +307,7 @@ def _check_gw_imports(tree: Path, venv: Path | None) -> None:
     """Exit with gw's own error if ``import gw.app`` fails in ``tree`` with ``venv``'s Python
     (None: the repo's)."""
     done = subprocess.run(
-        [str(Path(targets.gunicorn_path(venv)).with_name("python")), "-c", "import gw.app"],
+        [targets.python_path(venv), "-c", "import gw.app"],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -324,7 +324,7 @@ def _check_gw_imports(tree: Path, venv: Path | None) -> None:
 
 def gw_python() -> str:
     """Return the interpreter of gw's virtualenv (it has PyJWT), else this one."""
-    python = Path(targets.gunicorn_path()).with_name("python")
+    python = Path(targets.python_path())
     return str(python if python.exists() else sys.executable)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxybench.targets import EXPRESS_DIR, REPO_DIR
+from proxybench.targets import EXPRESS_DIR, REPO_DIR, python_path
 
 
 def _output(argv: list[str], cwd: Path | None = None) -> str | None:
@@ -45,10 +45,8 @@ def _npm_version(package: str) -> str | None:
 
 def _gw_python(venv: Path | None) -> str:
     """Return the interpreter that gw's gunicorn runs on (``venv``'s, else the repo's)."""
-    if venv is not None:
-        return str(venv / "bin" / "python")
-    default = REPO_DIR / ".venv" / "bin" / "python"
-    return str(default) if default.exists() else sys.executable
+    python = Path(python_path(venv))
+    return str(python) if python.exists() else sys.executable
 
 
 def describe(venv: Path | None = None) -> dict[str, Any]:

@@ -256,7 +256,7 @@ def _start_node(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
 def _start_floor(spec: TargetSpec, workdir: Path, upstream_port: int) -> Target:
     """Start the minimal gevent + llhttp proxy (``bench/floor/proxy.py``) with gw's Python."""
     port = free_port()
-    python = str(Path(gunicorn_path(spec.venv)).with_name("python"))
+    python = python_path(spec.venv)
     argv = [python, str(BENCH_DIR / "floor" / "proxy.py"), "--port", str(port)]
     argv += ["--upstream", f"127.0.0.1:{upstream_port}", "--workers", str(spec.processes)]
     child = start(spec.name, [*argv, *spec.options], log_dir=workdir)
@@ -319,12 +319,17 @@ def gunicorn_path(venv: Path | None = None) -> str:
     return str(default) if default.exists() else shutil.which("gunicorn") or "gunicorn"
 
 
+def python_path(venv: Path | None = None) -> str:
+    """Return the Python beside ``gunicorn_path(venv)``: the one that runs gw."""
+    return str(Path(gunicorn_path(venv)).with_name("python"))
+
+
 def python_of(venv: Path | None = None) -> str:
-    """Return the version and build of the Python that ``gunicorn_path(venv)`` runs on: the
-    same version may be a distribution's optimised build or a plain one (pyenv's)."""
-    python = str(Path(gunicorn_path(venv)).with_name("python"))
+    """Return the version and build of ``python_path(venv)``: the same version may be a
+    distribution's optimised build or a plain one (pyenv's)."""
     probe = "import sys; print(sys.version.split()[0], sys.base_prefix)"
-    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    argv = [python_path(venv), "-c", probe]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     return done.stdout.strip() or done.stderr.strip()
 
 
