@@ -400,7 +400,7 @@ def write_results(
     processes = {t.name: int(t.info.get("processes", 1)) for t in started}
     summaries = report.summarize(samples, plan, processes)
     facts = machine.describe(venv)
-    text = table.render(summaries, plan, facts)
+    text = table.render(summaries, plan, facts, samples)
     extra: dict[str, Any] = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,

@@ -145,6 +145,38 @@ def gate(summaries: Sequence[Summary], plan: Plan) -> dict[str, dict[str, Any]]:
     return verdicts
 
 
+DARK = "-dark"  # the suffix of a gw row's twin with access log and metrics off (--gw-dark)
+
+
+def observability(samples: Sequence[Sample], plan: Plan) -> dict[str, dict[str, Any]]:
+    """Return, per gw row with a dark twin, what its access log and metrics cost: the row's
+    CPU µs per request minus its twin's in the same round and at the same level, paired
+    because the twins run next to each other in every round (the rounds' drift cancels);
+    the median of those differences, their lowest and highest, and how many pairs."""
+    names = {s.target for s in samples}
+    found: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        twin = name + DARK
+        if twin not in names:
+            continue
+        deltas = []
+        for level in plan.loads:
+            mine = {s.round: s.cpu_us_per_request for s in _runs(samples, name, level)}
+            for dark in _runs(samples, twin, level):
+                lit = mine.get(dark.round)
+                if lit is not None and dark.cpu_us_per_request is not None:
+                    deltas.append(lit - dark.cpu_us_per_request)
+        if deltas:
+            found[name] = {
+                "vs": twin,
+                "median_us": statistics.median(deltas),
+                "min_us": min(deltas),
+                "max_us": max(deltas),
+                "pairs": len(deltas),
+            }
+    return found
+
+
 def document(
     summaries: Sequence[Summary],
     samples: Sequence[Sample],
@@ -165,5 +197,6 @@ def document(
         "summaries": [asdict(s) for s in summaries],
         "ratios": ratios(summaries, plan),
         "gate": gate(summaries, plan),
+        "observability": observability(samples, plan),
         "samples": [s.to_dict() for s in samples],
     }

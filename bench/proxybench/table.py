@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from proxybench.report import BASELINE, Summary, compare, gate, gw_names, ratio
-from proxybench.schedule import LATENCY_LEVEL, Plan
+from proxybench.report import BASELINE, Summary, compare, gate, gw_names, observability, ratio
+from proxybench.schedule import LATENCY_LEVEL, Plan, Sample
 
 NOISY_CORES = 0.25
 
@@ -147,8 +147,23 @@ def noise_lines(summaries: Sequence[Summary]) -> list[str]:
     ]
 
 
-def render(summaries: Sequence[Summary], plan: Plan, machine: dict[str, Any]) -> str:
-    """Return the whole text report."""
+def observability_lines(samples: Sequence[Sample], plan: Plan) -> list[str]:
+    """Return one line per gw row with a dark twin: what observability costs it, paired."""
+    return [
+        f"observability: {name} - {found['vs']}: {found['median_us']:.1f} µs per request, the "
+        f"median of {found['pairs']} paired runs (same round and level; "
+        f"{found['min_us']:.1f} to {found['max_us']:.1f})"
+        for name, found in observability(samples, plan).items()
+    ]
+
+
+def render(
+    summaries: Sequence[Summary],
+    plan: Plan,
+    machine: dict[str, Any],
+    samples: Sequence[Sample] = (),
+) -> str:
+    """Return the whole text report (``samples``: for the paired observability lines)."""
     title = (
         f"proxy benchmark: {plan.rounds} interleaved round(s) x {plan.duration:g}s per run, "
         f"medians; {machine.get('nproc')} cores, load generator + proxy + upstream on the "
@@ -160,5 +175,6 @@ def render(summaries: Sequence[Summary], plan: Plan, machine: dict[str, Any]) ->
     if gw_names(summaries):
         parts.append(["", *gw_table(summaries, plan)])
     parts.append(["", *matrix(summaries, plan.loads[-1])])
-    parts.append(["", *gate_lines(summaries, plan), *warnings(summaries), *noise_lines(summaries)])
+    parts.append(["", *gate_lines(summaries, plan), *observability_lines(samples, plan)])
+    parts.append([*warnings(summaries), *noise_lines(summaries)])
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

@@ -145,3 +145,25 @@ def test_per_worker_levels_are_reported_by_label() -> None:
     text = table.render(summaries, plan, {"nproc": 2})
     assert "req/s@4/w" in text and "N x workers" in text
     assert "gate" not in text  # no Express cluster in this run
+
+
+def test_observability_is_the_median_of_paired_differences_with_the_dark_twin() -> None:
+    # Round 1 is slow for both twins alike: paired, it changes nothing.
+    found = []
+    for rnd, scale in enumerate((1.0, 1.5, 1.0)):
+        for conns in PLAN.throughput:
+            found.append(_sample("gw", rnd, conns, 4000, 3000, (300 + rnd) * scale))
+            found.append(_sample("gw-dark", rnd, conns, 4000, 3000, 290 * scale))
+        found.append(_sample("gw", rnd, 1, 400, 300, 900))  # the latency level is left out
+        found.append(_sample("gw-dark", rnd, 1, 400, 300, 100))
+
+    cost = report.observability(found, PLAN)
+
+    assert list(cost) == ["gw"]
+    assert cost["gw"]["vs"] == "gw-dark"
+    assert cost["gw"]["pairs"] == 3 * len(PLAN.throughput)  # rounds x loaded levels
+    assert cost["gw"]["median_us"] == pytest.approx(12)  # 10, 16.5 and 12 at each level
+    assert cost["gw"]["min_us"] == pytest.approx(10)
+    assert cost["gw"]["max_us"] == pytest.approx(16.5)
+    line = table.observability_lines(found, PLAN)[0]
+    assert line.startswith("observability: gw - gw-dark: 12.0 µs per request, the median of 6")
