@@ -1,11 +1,12 @@
 """A full GW_RUNTIME_DIR degrades the gateway, it never kills it (issue 13, point 3).
 
 Each test mounts its own small tmpfs (as root), runs a real gunicorn on it, and fills it with
-one file of the exact free size, so that every block of the file system is in use.
+one file until the file system refuses more, so that every block of it is in use.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -59,12 +60,21 @@ def _unmount(mount_point: Path) -> None:
 
 
 def fill(mount_point: Path) -> Path:
-    """Write one file of exactly the free size, so that no block is left."""
+    """Write one file until no block is left. The running gateway may take blocks meanwhile
+    (a file the size that was free once then no longer fits), so write until the file system
+    refuses, in ever smaller pieces."""
     filler = mount_point / "filler"
-    stat = os.statvfs(mount_point)
-    free = stat.f_bavail * stat.f_frsize
-    with open(filler, "wb") as file:
-        file.write(b"\0" * free)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for piece in (1 << 20, 1 << 12, 1):
+            try:
+                while os.write(fd, b"\0" * piece):
+                    pass
+            except OSError as ex:
+                if ex.errno != errno.ENOSPC:
+                    raise  # on to smaller pieces only when the file system is full
+    finally:
+        os.close(fd)
     assert os.statvfs(mount_point).f_bavail == 0
     return filler
 
