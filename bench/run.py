@@ -264,9 +264,9 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
         elif name in FULL_ROWS:
             specs.append(full_spec(name, args))
             if args.gw_baseline:
-                tree = args.gw_baseline.resolve()
-                baseline = replace(full_spec(name, args), name=f"{name}-baseline", tree=tree)
-                specs.append(replace(baseline, venv=baseline_venv(args)))
+                tree, venv = args.gw_baseline.resolve(), baseline_venv(args)
+                full = full_spec(name, args)
+                specs.append(replace(full, name=f"{name}-baseline", tree=tree, venv=venv))
         elif targets.PEERS[name].kind == "floor":
             specs.append(replace(targets.PEERS[name], venv=args.gw_venv))  # gw's Python
         else:
@@ -281,7 +281,7 @@ def with_dark_twins(specs: list[TargetSpec]) -> list[TargetSpec]:
         out.append(spec)
         if spec.kind == "gw":
             dark = replace(spec.gw, access_log=False, metrics=False)
-            out.append(replace(spec, name=f"{spec.name}-dark", gw=dark))
+            out.append(replace(spec, name=spec.name + report.DARK, gw=dark))
     return out
 
 
