@@ -232,7 +232,8 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
 
 def baseline_venv(args: argparse.Namespace) -> Path | None:
     """Return the virtualenv of the --gw-baseline rows."""
-    return args.gw_baseline_venv or args.gw_venv
+    venv: Path | None = args.gw_baseline_venv or args.gw_venv
+    return venv
 
 
 def full_spec(name: str, args: argparse.Namespace) -> TargetSpec:
