@@ -23,6 +23,13 @@ edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures
 llhttp, the WSGI environ, the answer's framing) and the Falcon app, on one kept-alive client
 connection whose client always has its next request ready. Only gevent's hub is left out.
 
+Instructions are not the whole cost. A request that touches more code and data than the L2
+cache holds pays a trip to L3 for each line it finds evicted, and the same code timed in a
+tight loop never does. ``--cachegrind`` counts those misses too, repeatably: cachegrind
+simulates this CPU's L1 caches and its L2 (as its last level; its policy is strict LRU,
+harsher than a real core's, so the misses are an upper bound). ``bench/README.md`` (twelfth
+entry) has what it found.
+
     .venv/bin/python bench/pipeline_cost.py                 # CPU µs per request
     .venv/bin/python bench/pipeline_cost.py --callgrind     # instructions per request
     .venv/bin/python bench/pipeline_cost.py --inline-upstream --rows plain,full-dark
@@ -32,6 +39,10 @@ connection whose client always has its next request ready. Only gevent's hub is 
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge \
         --tick-every 250 --rows full,full-dark,full-no-log,full-no-metrics
         # what observability costs, its periodic work at a loaded worker's rate
+    .venv/bin/python bench/pipeline_cost.py --cachegrind --inline-upstream --edge \
+        --tick-every 250 --rows plain,full
+        # instructions and cache misses per request, this CPU's L1 and L2 simulated by
+        # cachegrind (--l2 1024,16: a 1 MiB 16-way L2 instead, to size the working set)
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --stub wsgi
         # the edge alone: a bare WSGI app gives every request the answer gw gave the first
         # (--stub falcon: the Falcon app around a stub gateway)
@@ -42,6 +53,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,7 +64,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxybench.callgrind import instructions
+from proxybench.callgrind import Cache, Caches, Misses, cache_misses, instructions, this_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
@@ -365,12 +377,42 @@ def callgrind(row: str, requests: int, options: list[str]) -> int:
     return (counts[1] - counts[0]) // max(1, requests)
 
 
+def cachegrind(row: str, requests: int, options: list[str], caches: Caches) -> Misses:
+    """Instructions and cache misses per request, as ``callgrind`` counts (start-up excluded)."""
+    runs = [
+        cache_misses(
+            [sys.executable, __file__, "--row", row, "--requests", str(n), *options], caches, ROOT
+        )
+        for n in (0, requests)
+    ]
+    return (runs[1] - runs[0]).per(requests)
+
+
+def simulated(l2: str | None) -> Caches:
+    """This CPU's caches, with ``l2`` (``KIB,WAYS``) in place of its L2 when given."""
+    caches = this_cpu()
+    if l2 is None:
+        return caches
+    kib, ways = (int(part) for part in l2.split(","))
+    return Caches(caches.l1i, caches.l1d, Cache(kib * 1024, ways, caches.l2.line))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--row", choices=ROWS, help="one row, in this process")
     parser.add_argument("--rows", default="plain,full", help=f"rows to run, of {','.join(ROWS)}")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request")
+    parser.add_argument(
+        "--cachegrind",
+        action="store_true",
+        help="instructions and simulated cache misses (this CPU's L1 and L2) per request",
+    )
+    parser.add_argument(
+        "--l2",
+        metavar="KIB,WAYS",
+        help="with --cachegrind: simulate this L2 instead of this CPU's (e.g. 1024,16)",
+    )
     parser.add_argument(
         "--inline-upstream",
         action="store_true",
@@ -399,6 +441,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.stub and not args.edge:
         parser.error("--stub needs --edge")
+    if args.l2 and not args.cachegrind:
+        parser.error("--l2 needs --cachegrind")
+    if args.l2 and not re.fullmatch(r"\d+,\d+", args.l2):
+        parser.error("--l2 takes KIB,WAYS, e.g. 1024,16")
     options = ["--inline-upstream"] if args.inline_upstream else []
     options += ["--edge"] if args.edge else []
     options += ["--stub", args.stub] if args.stub else []
@@ -409,8 +455,15 @@ def main() -> None:
         )
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return
+    caches = simulated(args.l2) if args.cachegrind else None
     for row in args.rows.split(","):
-        if args.callgrind:
+        if caches is not None:
+            cost = cachegrind(row, min(args.requests, 2000), options, caches)
+            print(
+                f"{row}: {cost.instructions:,} instructions/request; misses/request: "
+                f"L1i {cost.l1i:,}, L1d {cost.l1d:,}, L2 {cost.l2:,} (L2 {caches.l2})"
+            )
+        elif args.callgrind:
             count = callgrind(row, min(args.requests, 2000), options)
             print(f"{row}: {count:,} instructions/request")
         else:
