@@ -27,8 +27,8 @@ Instructions are not the whole cost. A request that touches more code and data t
 cache holds pays a trip to L3 for each line it finds evicted, and the same code timed in a
 tight loop never does. ``--cachegrind`` counts those misses too, repeatably: cachegrind
 simulates this CPU's L1 caches and its L2 (as its last level; its policy is strict LRU,
-harsher than a real core's, so the misses are an upper bound). ``bench/README.md`` (twelfth
-entry) has what it found.
+harsher than a real core's, so the misses are an upper bound). ``bench/README.md``, "a
+request's working set is larger than this CPU's L2", has what it found.
 
     .venv/bin/python bench/pipeline_cost.py                 # CPU µs per request
     .venv/bin/python bench/pipeline_cost.py --callgrind     # instructions per request
@@ -441,6 +441,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.stub and not args.edge:
         parser.error("--stub needs --edge")
+    if args.cachegrind and args.callgrind:
+        parser.error("--cachegrind counts instructions too: give one of the two")
     if args.l2 and not args.cachegrind:
         parser.error("--l2 needs --cachegrind")
     if args.l2 and not re.fullmatch(r"\d+,\d+", args.l2):
