@@ -123,6 +123,24 @@ class UpstreamResponse:
                 self.choice.failed(error)
             self.abandon()
             raise error from None
+        self._read_to_the_end()
+
+    def body_in_hand(self) -> list[bytes] | None:
+        """The whole body when it came with the head (a small answer), the connection then
+        released; None when there is more to read (``body()`` streams it).
+
+        PERF: read without ``body()``'s two generators and their socket timeout checks: there
+        is nothing left to wait for.
+        """
+        if not self.raw.complete:
+            return None
+        chunks = self.raw.in_hand()
+        self._read_to_the_end()
+        return chunks
+
+    def _read_to_the_end(self) -> None:
+        """The whole answer is read: tell the health state, and give the connection back to
+        the pool if it may carry another request."""
         if self.choice is not None:
             self.choice.answered(self.status)
         if self._conn is not None:
@@ -131,11 +149,6 @@ class UpstreamResponse:
             else:
                 self._pool.discard(self._conn)
             self._conn = None
-
-    def body_in_hand(self) -> list[bytes] | None:
-        """The whole body when it came with the head (a small answer), the connection then
-        released; None when there is more to read (``body()`` streams it)."""
-        return list(self.body()) if self.raw.complete else None
 
     def abandon(self) -> None:
         """Close the connection: a half-read response must never be reused."""

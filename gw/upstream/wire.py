@@ -306,6 +306,14 @@ class Response:
                 self._sock.settimeout(silence)
             self.close()
 
+    def in_hand(self) -> list[bytes]:
+        """The whole body of an answer that is ``complete``: what ``body()`` would yield, with
+        nothing to wait for. The parser is dropped, as ``body()`` drops it."""
+        assert self._complete, "in_hand() of an answer still being read"
+        chunks, self._chunks = self._chunks, []
+        self.close()
+        return chunks
+
     def close(self) -> None:
         """Drop the parser once the response is read or abandoned.
 

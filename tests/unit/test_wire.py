@@ -122,6 +122,35 @@ def test_bodies_where_none_may_be_are_dropped_with_the_connection(
     assert not response.reusable
 
 
+@pytest.mark.parametrize(
+    ("data", "head"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+            False,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+    ],
+    ids=["length", "chunked", "connection-close", "trailing-bytes", "head-with-body", "204-then"],
+)
+def test_an_answer_in_hand_is_what_its_body_would_yield(data: bytes, head: bool) -> None:
+    """``in_hand()`` (the pipeline's path for an answer that came whole with its head) gives
+    the same bytes, and the same verdict on reusing the connection, as reading ``body()``."""
+    read = []
+    for take in (lambda r: b"".join(r.body()), lambda r: b"".join(r.in_hand())):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.settimeout(5)
+            response = answer((ours, theirs), data, head=head)
+            assert response.complete
+            read.append((take(response), response.reusable))
+    assert read[0] == read[1]
+
+
 def test_up_to_five_interim_answers_are_skipped(pair: Pair) -> None:
     hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
     response = answer(pair, hint * 5 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
