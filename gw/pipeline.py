@@ -300,7 +300,7 @@ class Gateway:
             raise
         if self.metrics is not None:
             self.metrics.upstream(route.upstream, time.monotonic() - started)
-        exchange.upstream_target = str(response.target)
+        exchange.upstream_target = response.target.url
         return response
 
     def _compose(self, request: Request, route: RouteSpec, headers: dict[str, str]) -> Outcome:

@@ -130,7 +130,7 @@ class Balancer:
         trial = self.breaker.admit(table, now) if self.breaker else False
         try:
             if probe >= 0 and self._claim_probe(table, slots[probe], now):
-                return TargetChoice(self, table, probe, True, trial)
+                return TargetChoice(self, table, slots[probe], probe, True, trial)
             if not usable:
                 raise self._none_healthy(table, slots, now)
             index = self._choose(usable, key, table.words, slots)
@@ -140,7 +140,7 @@ class Balancer:
             if self.breaker:
                 self.breaker.cancel(table, trial)
             raise
-        return TargetChoice(self, table, index, False, trial)
+        return TargetChoice(self, table, slots[index], index, False, trial)
 
     def slots(self, table: HealthTable) -> tuple[Slot, ...]:
         """Return the targets' slots in ``table``, resolving them once per table."""

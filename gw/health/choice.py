@@ -16,6 +16,7 @@ from gw.upstream.choice import CANCELLED as CANCELLED  # re-exported: one of the
 
 if TYPE_CHECKING:
     from gw.health.balancer import Balancer
+    from gw.health.layout import Slot
     from gw.health.table import HealthTable
 
 # Kinds of result given to ``TargetChoice.done``.
@@ -52,11 +53,18 @@ class TargetChoice:
     __slots__ = ("_balancer", "_finished", "_slot", "_table", "probe", "target_index", "trial")
 
     def __init__(
-        self, balancer: Balancer, table: HealthTable, index: int, probe: bool, trial: bool
+        self,
+        balancer: Balancer,
+        table: HealthTable,
+        slot: Slot,
+        index: int,
+        probe: bool,
+        trial: bool,
     ) -> None:
+        """``slot``: the target's slot in ``table`` (``balancer.slots(table)[index]``)."""
         self._balancer = balancer
         self._table = table
-        self._slot = balancer.slots(table)[index]
+        self._slot = slot
         self._finished = False
         self.target_index = index
         self.probe = probe  # the half-open probe of an ejected target
