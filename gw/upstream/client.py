@@ -98,6 +98,8 @@ class UpstreamRequest(NamedTuple):
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
+    __slots__ = ("_conn", "_pool", "choice", "deadline", "headers", "raw", "status", "target")
+
     def __init__(self, raw: Response, conn: HTTPConnection, pool: ConnectionPool) -> None:
         self.raw = raw
         self.target = pool.target

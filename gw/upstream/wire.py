@@ -137,6 +137,28 @@ def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
 class Response:
     """One upstream response, read from ``sock``: the head at once, the body as it arrives."""
 
+    # PERF: no instance dict: one is made per proxied request, and ``close`` used to make
+    # one of its inline values only to pop the parser out of it.
+    __slots__ = (
+        "_chunks",
+        "_complete",
+        "_error",
+        "_extra",
+        "_head_done",
+        "_head_request",
+        "_head_size",
+        "_interim",
+        "_keep_alive",
+        "_parser",
+        "_sock",
+        "_switched",
+        "_until_close",
+        "_upgrade",
+        "early",
+        "headers",
+        "status",
+    )
+
     def __init__(self, sock: socket.socket, head_request: bool, upgrade: bool = False) -> None:
         """``upgrade``: gw asked to switch protocols, so a 101 is a final answer; the bytes
         after its head are kept in ``early`` (the connection is then a tunnel's)."""
@@ -320,7 +342,8 @@ class Response:
         PERF: the parser holds this object's bound methods and this object holds the parser; a
         cycle per request left for the garbage collector made its pauses the p99 latency.
         """
-        self.__dict__.pop("_parser", None)
+        if hasattr(self, "_parser"):  # not closed already
+            del self._parser
 
     def _read_head(self) -> None:
         """Read until the final answer's head is parsed: within the socket's timeout, all of it.
