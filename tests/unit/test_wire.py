@@ -127,7 +127,8 @@ def test_bodies_where_none_may_be_are_dropped_with_the_connection(
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
         (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
             False,
         ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", False),
