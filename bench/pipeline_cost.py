@@ -67,6 +67,9 @@ from typing import Any
 from proxybench.callgrind import Cache, Caches, Misses, cache_misses, instructions, this_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
+# gw from this tree, as gunicorn's working directory gives the bench's gw rows: a virtualenv
+# with gw installed (``--gw-venv``'s) would otherwise measure its installed copy.
+sys.path.insert(1, str(ROOT))
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 ROWS = ("plain", "full", "full-dark", "full-no-log", "full-no-metrics")
 METRICS_ON = ("full", "full-no-log")  # full-dark: the full pipeline, no metrics, no access log
