@@ -371,24 +371,23 @@ def _serve(
 
 def callgrind(row: str, requests: int, options: list[str]) -> int:
     """Instructions for ``requests`` more requests than a 0-request run (start-up excluded)."""
-    counts = [
-        instructions(
-            [sys.executable, __file__, "--row", row, "--requests", str(n), *options], cwd=ROOT
-        )
-        for n in (0, requests)
-    ]
-    return (counts[1] - counts[0]) // max(1, requests)
+    start, run = (instructions(argv, ROOT) for argv in _row_runs(row, requests, options))
+    return (run - start) // max(1, requests)
 
 
 def cachegrind(row: str, requests: int, options: list[str], caches: Caches) -> Misses:
     """Instructions and cache misses per request, as ``callgrind`` counts (start-up excluded)."""
-    runs = [
-        cache_misses(
-            [sys.executable, __file__, "--row", row, "--requests", str(n), *options], caches, ROOT
-        )
+    start, run = (cache_misses(argv, caches, ROOT) for argv in _row_runs(row, requests, options))
+    return (run - start).per(requests)
+
+
+def _row_runs(row: str, requests: int, options: list[str]) -> list[list[str]]:
+    """The command lines of one ``row`` with 0 requests and with ``requests``: the second's
+    count less the first's is the requests' own."""
+    return [
+        [sys.executable, __file__, "--row", row, "--requests", str(n), *options]
         for n in (0, requests)
     ]
-    return (runs[1] - runs[0]).per(requests)
 
 
 def simulated(l2: str | None) -> Caches:

@@ -14,17 +14,24 @@ SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 
 def instructions(argv: list[str], cwd: Path | None = None) -> int:
     """Run ``argv`` under callgrind and return the instructions it ran, start-up included."""
+    summary = _valgrind("callgrind", [], argv, cwd)
+    match = re.search(r"Collected : (\d+)", summary)
+    assert match, "no callgrind summary"
+    return int(match.group(1))
+
+
+def _valgrind(tool: str, options: list[str], argv: list[str], cwd: Path | None) -> str:
+    """Run ``argv`` under valgrind's ``tool`` (its output file thrown away); return valgrind's
+    summary, which it prints on stderr."""
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", *argv],
+            ["valgrind", f"--tool={tool}", *options, f"--{tool}-out-file={out}/out", *argv],
             check=True,
             capture_output=True,
             text=True,
             cwd=cwd,
         )
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, "no callgrind summary"
-    return int(match.group(1))
+    return done.stderr
 
 
 @dataclass(frozen=True)
@@ -117,19 +124,5 @@ def parse_cachegrind(stderr: str) -> Misses:
 
 def cache_misses(argv: list[str], caches: Caches, cwd: Path | None = None) -> Misses:
     """Run ``argv`` under cachegrind with ``caches`` simulated; start-up included."""
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=cachegrind",
-                "--cache-sim=yes",
-                *caches.options(),
-                f"--cachegrind-out-file={out}/cg.out",
-                *argv,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-        )
-    return parse_cachegrind(done.stderr)
+    options = ["--cache-sim=yes", *caches.options()]
+    return parse_cachegrind(_valgrind("cachegrind", options, argv, cwd))
