@@ -199,13 +199,18 @@ def forwardable(
 
 
 def response_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return the upstream's response headers minus hop-by-hop ones (``Set-Cookie`` kept apart)."""
+    """Return the upstream's response headers minus hop-by-hop ones (``Set-Cookie`` kept apart).
+
+    APPSEC: ``pairs`` are an upstream answer's, whose names ``gw.upstream.wire`` gives in lower
+    case (PERF: compared as they are, with no lower-case copy each); a name in another case
+    would not be dropped.
+    """
     pairs = list(pairs)
-    dropped = set(HOP_BY_HOP)
+    dropped = HOP_BY_HOP
     for name, value in pairs:
-        if name.lower() == "connection":
-            dropped.update(token.strip().lower() for token in value.split(","))
-    return [(n, v) for n, v in pairs if n.lower() not in dropped]
+        if name == "connection":
+            dropped = dropped | {token.strip().lower() for token in value.split(",")}
+    return [(n, v) for n, v in pairs if n not in dropped]
 
 
 def request_id(incoming: str | None) -> str:

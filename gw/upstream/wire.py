@@ -17,7 +17,7 @@ from typing import IO
 
 import httptools
 
-from gw.core.headers import chunked_only
+from gw.core.headers import NAME_CACHE_SIZE, chunked_only
 from gw.errors import InvalidHeader
 from gw.host.process import receive, send_all
 
@@ -134,8 +134,26 @@ def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
         yield data
 
 
+# PERF: a response header name is decoded and lower-cased once per process, not per answer:
+# the str is then shared, its hash already made for every set and dict that looks it up.
+# APPSEC: upstreams choose the names, so the table is bounded; past it, names are converted
+# each time.
+_NAMES: dict[bytes, str] = {}
+
+
+def _name(raw: bytes) -> str:
+    """The lower-case name of a response header, kept in ``_NAMES`` while there is room."""
+    name = raw.decode("latin-1").lower()
+    if len(_NAMES) < NAME_CACHE_SIZE:
+        _NAMES[raw] = name
+    return name
+
+
 class Response:
-    """One upstream response, read from ``sock``: the head at once, the body as it arrives."""
+    """One upstream response, read from ``sock``: the head at once, the body as it arrives.
+
+    ``headers`` are ``(name, value)`` pairs in the order received, each name in lower case
+    (HTTP names are case-insensitive, and gw's answers carry them in lower case)."""
 
     # PERF: no instance dict: one is made per proxied request, and ``close`` used to make
     # one of its inline values only to pop the parser out of it.
@@ -201,7 +219,7 @@ class Response:
         if self._head_size > MAX_HEAD_BYTES:
             self._error = MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
             raise self._error
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.headers.append((_NAMES.get(name) or _name(name), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         if self._complete:
@@ -219,7 +237,7 @@ class Response:
         if status < 200:
             self._interim_answer(status)
             return
-        names = {name.lower() for name, _ in self.headers}
+        names = {name for name, _ in self.headers}
         if "transfer-encoding" in names:
             self._check_transfer_coding()
         self.status = status
@@ -239,7 +257,7 @@ class Response:
         (whose framing RFC 9112 §6.1 calls faulty). Each would pass on bytes the upstream did
         not mean as the content, so each is a 502, as nginx answers an unknown coding.
         """
-        codings = [v for n, v in self.headers if n.lower() == "transfer-encoding"]
+        codings = [v for n, v in self.headers if n == "transfer-encoding"]
         if len(codings) > 1 or not chunked_only(codings[0]):
             self._error = MalformedResponse(f"the transfer coding {', '.join(codings)!r}")
         elif self._parser.get_http_version() != "1.1":
@@ -290,7 +308,7 @@ class Response:
     @property
     def content_length(self) -> int | None:
         for name, value in self.headers:
-            if name.lower() == "content-length" and value.isdigit():
+            if name == "content-length" and value.isdigit():
                 return int(value)
         return None
 

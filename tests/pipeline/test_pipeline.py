@@ -129,6 +129,29 @@ def test_a_body_over_the_limit_is_413_before_any_upstream(transport: FakeTranspo
     assert svc.received == []
 
 
+def test_the_answers_hop_by_hop_fields_and_those_its_connection_names_stay_behind(
+    transport: FakeTransport,
+) -> None:
+    """RFC 9110 section 7.6.1: a proxy drops the hop-by-hop fields of the answer it passes on,
+    and every field its Connection names, whatever case either is spelt in."""
+
+    def answer(received: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+        fields = [
+            ("Connection", "X-Internal-TOKEN, Keep-Alive"),
+            ("x-internal-token", "s3cret"),
+            ("KEEP-ALIVE", "timeout=5"),
+            ("X-Kept", "yes"),
+            ("Content-Type", "text/plain"),
+        ]
+        return 200, fields, b"ok"
+
+    transport.add(SVC, answer)
+    gw = gateway(transport, [{"name": "api", "path": "/api/**", "upstream": "svc"}])
+    got = gw.request("GET", "/api/x")
+    assert (got.status, got.body, got.header("X-Kept")) == (200, b"ok", "yes")
+    assert not {n.lower() for n, _ in got.headers} & {"connection", "keep-alive", "x-internal-token"}
+
+
 # -- authentication --------------------------------------------------------------------------
 
 

@@ -91,7 +91,7 @@ def test_a_101_gw_asked_for_is_final_and_keeps_the_bytes_after_it(
     theirs.sendall(SWITCHED)
     response = Response(ours, head_request=False, upgrade=True)
     assert response.status == 101
-    assert ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") in response.headers
+    assert ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") in response.headers
     assert response.early == b"\x81\x02hi"  # a frame sent at once: relayed, not lost
     assert not response.reusable
 

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gw.core.headers import NAME_CACHE_SIZE
 from gw.errors import InvalidHeader
+from gw.upstream import wire
 from gw.upstream.wire import (
     BodyBrokenOff,
     MalformedResponse,
@@ -49,9 +51,27 @@ def test_content_length_body_with_repeated_headers_kept_apart(pair: Pair) -> Non
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello",
     )
     assert response.status == 200
-    assert [v for n, v in response.headers if n == "Set-Cookie"] == ["a=1", "b=2"]
+    assert [v for n, v in response.headers if n == "set-cookie"] == ["a=1", "b=2"]
     assert b"".join(response.body()) == b"hello"
     assert response.reusable
+
+
+def test_names_come_in_lower_case_and_their_table_stays_bounded(pair: Pair) -> None:
+    """Names are compared as they come (no lower-casing downstream): every spelling of a name
+    is one name; an upstream sending new names forever fills a bounded table, then the names
+    are still converted."""
+    response = answer(
+        pair, b"HTTP/1.1 200 OK\r\nX-Trace: 1\r\nx-TRACE: 2\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert response.headers == [("x-trace", "1"), ("x-trace", "2"), ("content-length", "0")]
+    for batch in range(NAME_CACHE_SIZE // 90 + 2):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            fields = b"".join(b"X-N%d-%d: v\r\n" % (batch, i) for i in range(90))
+            theirs.sendall(b"HTTP/1.1 204 No Content\r\n" + fields + b"\r\n")
+            names = [n for n, _ in Response(ours, head_request=False).headers]
+        assert names == [f"x-n{batch}-{i}" for i in range(90)]
+    assert len(wire._NAMES) <= NAME_CACHE_SIZE
 
 
 @pytest.mark.parametrize("coding", [b"chunked", b"Chunked", b" chunked "])
@@ -75,7 +95,7 @@ def test_interim_100_continue_is_skipped(pair: Pair) -> None:
         pair, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
     )
     assert response.status == 201
-    assert response.headers == [("Content-Length", "2")]
+    assert response.headers == [("content-length", "2")]
     assert b"".join(response.body()) == b"ok"
 
 
@@ -155,7 +175,7 @@ def test_an_answer_in_hand_is_what_its_body_would_yield(data: bytes, head: bool)
 def test_up_to_five_interim_answers_are_skipped(pair: Pair) -> None:
     hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
     response = answer(pair, hint * 5 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    assert (response.status, response.headers) == (200, [("Content-Length", "2")])
+    assert (response.status, response.headers) == (200, [("content-length", "2")])
     assert b"".join(response.body()) == b"ok"
     assert response.reusable
 
