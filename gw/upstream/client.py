@@ -227,9 +227,9 @@ class UpstreamClient:
         attempt = 1
         tried: list[int] = []
         while True:
-            timeout = _bounded(
-                policy.per_try_timeout or request.read_timeout or self.spec.read_timeout, deadline
-            )
+            timeout = policy.per_try_timeout or request.read_timeout or self.spec.read_timeout
+            if deadline is not None:
+                timeout = max(0.001, min(timeout, deadline - time.monotonic()))
             pools = self._local()
             choice = self.balancer.pick(request.balance_key, avoid=tried)
             tried.append(choice.target_index)
@@ -304,7 +304,19 @@ class UpstreamClient:
         except _TRANSPORT_ERRORS as ex:
             raise Attempt(translate(ex, pool.target, reading_body=False), _kind(ex)) from None
         try:
-            return self._exchange(conn, pool, request, read_timeout)
+            head = request_head(
+                request.method,
+                request.path,
+                request.headers,
+                pool.target.netloc,
+                request.chunked,
+                request.body is None,
+            )
+            sock = conn.sock
+            assert sock is not None  # connected by the pool
+            sock.settimeout(read_timeout)
+            send_request(sock, head, request.body, request.chunked)
+            raw = Response(sock, request.method == "HEAD", request.upgrade)
         except _TRANSPORT_ERRORS as ex:
             pool.discard(conn)
             stale = idle is not None and idle >= STALE_IDLE_SECONDS and _is_stale(ex)
@@ -315,23 +327,6 @@ class UpstreamClient:
             # upstream is still waiting for bytes, so the connection is never reused.
             pool.discard(conn)
             raise
-
-    @staticmethod
-    def _exchange(
-        conn: HTTPConnection,
-        pool: ConnectionPool,
-        request: UpstreamRequest,
-        read_timeout: float,
-    ) -> UpstreamResponse:
-        body, chunked = request.body, request.chunked
-        head = request_head(
-            request.method, request.path, request.headers, pool.target.netloc, chunked, body is None
-        )
-        sock = conn.sock
-        assert sock is not None  # connected by the pool
-        sock.settimeout(read_timeout)
-        send_request(sock, head, body, chunked)
-        raw = Response(sock, request.method == "HEAD", request.upgrade)
         return UpstreamResponse(raw, conn, pool)
 
     def _local(self) -> tuple[ConnectionPool, ...]:
@@ -357,14 +352,9 @@ def _ignore(outcome: str) -> None:
     pass
 
 
-def _bounded(timeout: float, deadline: float | None) -> float:
-    if deadline is None:
-        return timeout
-    return max(0.001, min(timeout, deadline - time.monotonic()))
-
-
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for n, v in headers if n.lower() == name), None)
+    """The first value of ``name`` (lower case, as the answer's names are)."""
+    return next((v for n, v in headers if n == name), None)
 
 
 def _busy(target: Target) -> UpstreamBusy:
