@@ -59,8 +59,14 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
     exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
     headers = Headers.from_environ(environ, environ.get(HEADER_KEYS))
     check_connection(headers.get("Connection"), owned)
+    client = exchange.client
+    assert client is not None  # resolved by exchange_from
     return Request(
         exchange=exchange,
+        method=exchange.method,
+        request_id=exchange.request_id,
+        client=client,
+        host=exchange.authority.host if exchange.authority else None,
         headers=headers,
         path=exchange.path,
         query=query,

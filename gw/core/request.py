@@ -21,9 +21,18 @@ from gw.core.identity import Identity
 
 @dataclass(slots=True, eq=False)
 class Request:
-    """What the client asked for, and who asked (see the module docstring)."""
+    """What the client asked for, and who asked (see the module docstring).
+
+    ``method``, ``request_id`` and ``client`` are the exchange's, and ``host`` the
+    authority's, copied at ingress (PERF: a field read, where a property was a call; the
+    stages read them several times a request).
+    """
 
     exchange: Exchange
+    method: str
+    request_id: str
+    client: ClientInfo  # resolved at ingress, before the Request exists
+    host: str | None  # the effective host as received (port included), or None
     headers: Headers
     path: str  # canonical (gw.core.paths): the one path routing and every stage use
     query: str  # as received, byte for byte
@@ -37,22 +46,3 @@ class Request:
     # cannot relay a switched protocol. Opaque here: only the tunnel stage uses it.
     switch: object | None = None
     params: Mapping[str, str] = field(default_factory=dict)  # the route's captured segments
-
-    @property
-    def method(self) -> str:
-        return self.exchange.method
-
-    @property
-    def request_id(self) -> str:
-        return self.exchange.request_id
-
-    @property
-    def client(self) -> ClientInfo:
-        client = self.exchange.client
-        assert client is not None  # resolved at ingress, before the Request exists
-        return client
-
-    @property
-    def host(self) -> str | None:
-        """The effective host as received (port included), or None."""
-        return self.authority.host if self.authority else None
