@@ -431,7 +431,8 @@ class Gateway:
         """Add the stages' headers, the request id, and security headers the upstream lacks."""
         present = {name.lower() for name, _ in headers}
         present.discard("vary")  # several Vary headers combine
-        headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
+        if exchange.add_headers:
+            headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
         headers.append(("X-Request-Id", exchange.request_id))
         headers += [(n, v) for n, v, lower in self.security_headers if lower not in present]
         return headers

@@ -158,12 +158,14 @@ class ConnectionPool:
             conn.close()
         else:
             idle.append((conn, now))
-        self._release()
+        if self._slots is not None:  # PERF: _release inline here and in discard (every request)
+            self._slots.give()
 
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection that must not be reused (failed or half-read exchange)."""
         conn.close()
-        self._release()
+        if self._slots is not None:
+            self._slots.give()
 
     def _reuse(self) -> tuple[HTTPConnection, float] | None:
         """Pop the newest live idle connection younger than ``idle_timeout``, if any."""

@@ -159,7 +159,6 @@ class Response:
     # one of its inline values only to pop the parser out of it.
     __slots__ = (
         "_chunks",
-        "_complete",
         "_error",
         "_extra",
         "_head_done",
@@ -172,6 +171,7 @@ class Response:
         "_switched",
         "_until_close",
         "_upgrade",
+        "complete",
         "early",
         "headers",
         "status",
@@ -189,7 +189,9 @@ class Response:
         self.headers: list[tuple[str, str]] = []
         self._chunks: list[bytes] = []
         self._head_done = False
-        self._complete = False
+        # Whether the whole answer, body included, has been read already (PERF: an attribute,
+        # read once a request; only this class writes it).
+        self.complete = False
         self._extra = False  # bytes after the end of the message: the connection is unusable
         self._until_close = False
         self._keep_alive = False
@@ -206,11 +208,11 @@ class Response:
     # -- llhttp callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._complete:
+        if self.complete:
             self._extra = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._complete:
+        if self.complete:
             return
         if len(self.headers) >= MAX_HEADERS:
             self._error = MalformedResponse(f"more than {MAX_HEADERS} header fields")
@@ -222,7 +224,7 @@ class Response:
         self.headers.append((_NAMES.get(name) or _name(name), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        if self._complete:
+        if self.complete:
             return
         status = self._parser.get_status_code()
         if not 100 <= status <= 599:
@@ -232,7 +234,7 @@ class Response:
             raise self._error
         if status == 101 and self._upgrade:
             self.status = status
-            self._head_done = self._complete = True
+            self._head_done = self.complete = True
             return
         if status < 200:
             self._interim_answer(status)
@@ -243,7 +245,7 @@ class Response:
         self.status = status
         self._head_done = True
         if self._head_request:
-            self._complete = True  # a HEAD response has no body, whatever it announces
+            self.complete = True  # a HEAD response has no body, whatever it announces
             self._keep_alive = self._parser.should_keep_alive()
             return
         no_body = status in (204, 304)
@@ -281,7 +283,7 @@ class Response:
         self.headers = []  # the head size limit still counts the interim answers' bytes
 
     def on_body(self, body: bytes) -> None:
-        if self._complete:
+        if self.complete:
             # APPSEC: body bytes after the answer is complete (a HEAD answered with a body):
             # the upstream and gw disagree on the framing, so the connection is never reused.
             self._extra = True
@@ -289,21 +291,16 @@ class Response:
             self._chunks.append(body)
 
     def on_message_complete(self) -> None:
-        if self._head_done and not self._complete:
-            self._complete = True
+        if self._head_done and not self.complete:
+            self.complete = True
             self._keep_alive = self._parser.should_keep_alive()  # llhttp resets it afterwards
 
     # -- reading ---------------------------------------------------------------------------
 
     @property
-    def complete(self) -> bool:
-        """Whether the whole answer, body included, has been read already."""
-        return self._complete
-
-    @property
     def reusable(self) -> bool:
         """Whether the connection may carry another request once the body has been read."""
-        return self._complete and not self._extra and not self._until_close and self._keep_alive
+        return self.complete and not self._extra and not self._until_close and self._keep_alive
 
     @property
     def content_length(self) -> int | None:
@@ -330,14 +327,14 @@ class Response:
                 if self._chunks:
                     chunks, self._chunks = self._chunks, []
                     yield from chunks
-                if self._complete:
+                if self.complete:
                     return
                 if deadline is not None:
                     self._sock.settimeout(_body_wait(deadline, silence))
                 data = receive(self._sock, CHUNK)
                 if not data:
                     if self._until_close:
-                        self._complete = True
+                        self.complete = True
                         return
                     raise BodyBrokenOff("the connection closed before the body was complete")
                 self._feed(data)
@@ -349,7 +346,7 @@ class Response:
     def in_hand(self) -> list[bytes]:
         """The whole body of an answer that is ``complete``: what ``body()`` would yield, with
         nothing to wait for. The parser is dropped, as ``body()`` drops it."""
-        assert self._complete, "in_hand() of an answer still being read"
+        assert self.complete, "in_hand() of an answer still being read"
         chunks, self._chunks = self._chunks, []
         self.close()
         return chunks
@@ -401,7 +398,7 @@ class Response:
             self._switched = True
             self.early = data[ex.args[0] :]
         except httptools.HttpParserError as ex:
-            if not self._complete:
+            if not self.complete:
                 raise MalformedResponse(str(ex)) from None
             self._extra = True  # garbage after a complete answer: keep the answer, drop the conn
         except httptools.HttpParserCallbackError as ex:
