@@ -49,6 +49,10 @@ _STANDARD_METHODS = frozenset(
 # tracing), and CONNECT asks for a tunnel that gw does not build; a route that leaves out
 # ``methods`` means "this API's methods", so it serves neither unless it names them.
 EXPLICIT_ONLY_METHODS = frozenset({"TRACE", "CONNECT"})
+# Matches kept by a table without conditions (see ``RouteTable.match``), and the longest path
+# kept: together they bound the memory clients can make a worker spend on them.
+MATCHES_KEPT = 1024
+LONGEST_PATH_KEPT = 256
 
 
 class RouteMatch(NamedTuple, Generic[T]):
@@ -232,6 +236,7 @@ class RouteTable(Generic[T]):
         self._hosts: dict[str, _Tier[T]] = {}
         self._wildcards: dict[str, _Tier[T]] = {}  # by suffix: "example.com" for *.example.com
         self.conditional = any(route.conditions for route in routes)
+        self._kept: dict[tuple[str, str, str | None], RouteMatch[T]] = {}
         for rank, i in enumerate(order):
             entry = _compile(rank, routes[i], patterns[i], explicit_only)
             self._tier(routes[i].host).add(patterns[i], entry)
@@ -253,6 +258,25 @@ class RouteTable(Generic[T]):
             MethodNotAllowed: some route matches the path, but none allows the method.
             RouteNotFound: no route matches the path.
         """
+        # PERF: without conditions, the match is a function of the method, path and host
+        # alone, so it is found once and kept (Kong's router keeps its matches too). APPSEC:
+        # clients choose paths: at most MATCHES_KEPT are kept, none longer than
+        # LONGEST_PATH_KEPT, and a full table starts afresh; refusals are never kept.
+        if self.conditional or len(path) > LONGEST_PATH_KEPT:
+            return self._find(method, path, host, view)
+        key = (method, path, host)
+        found = self._kept.get(key)
+        if found is None:
+            found = self._find(method, path, host, view)
+            if len(self._kept) >= MATCHES_KEPT:
+                self._kept.clear()
+            self._kept[key] = found
+        return found
+
+    def _find(
+        self, method: str, path: str, host: str | None, view: RequestView | None
+    ) -> RouteMatch[T]:
+        """The match of ``match``, searched for."""
         seen: list[_Entry[T]] = []
         view = view or EMPTY_VIEW
         for tier in self._tiers_for(host):

@@ -7,7 +7,7 @@ import pytest
 from gw.core.paths import canonicalize
 from gw.core.patterns import parse_pattern
 from gw.core.routes import Route
-from gw.core.routing import RouteTable
+from gw.core.routing import LONGEST_PATH_KEPT, MATCHES_KEPT, RouteTable
 from gw.errors import ConfigError, MethodNotAllowed, RouteNotFound
 
 
@@ -331,3 +331,16 @@ def test_explain_rank_says_why() -> None:
     assert "1 literal segment" in line
     assert "literal, param, **" in line
     assert "\n" not in line
+
+
+def test_the_matches_a_table_keeps_are_bounded_in_number_and_length() -> None:
+    """Clients choose paths: a table keeps at most MATCHES_KEPT matches, none of a path over
+    LONGEST_PATH_KEPT characters, and still finds every match after it starts afresh."""
+    table = RouteTable([_route("item", "/items/{id}"), _route("rest", "/files/**")])
+    for i in range(2 * MATCHES_KEPT + 5):
+        assert table.match("GET", f"/items/{i}").params == {"id": str(i)}
+        assert len(table._kept) <= MATCHES_KEPT
+    long = "/files/" + "x" * LONGEST_PATH_KEPT
+    assert table.match("GET", long).rest == "x" * LONGEST_PATH_KEPT
+    assert ("GET", long, None) not in table._kept
+    assert table.match("GET", "/items/7") is table.match("GET", "/items/7")  # kept
