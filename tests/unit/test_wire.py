@@ -337,6 +337,25 @@ def test_request_head_refuses_what_would_break_the_framing(
         request_head(method, target, headers, "up", chunked=False, no_body=True)
 
 
+def test_a_checked_list_of_names_vouches_for_no_other_headers() -> None:
+    """The names checked once are kept, joined one a line: a name holding that newline joins
+    to the same string as two checked names, and is still refused; so is a bad list, however
+    often it comes, and past the table's bound every list is still checked."""
+    assert request_head("GET", "/", {"X-A": "1", "X-B": "2"}, "up", False, True)
+    for _ in range(2):
+        with pytest.raises(InvalidHeader):
+            request_head("GET", "/", {"X-A\nX-B": "1"}, "up", False, True)
+        with pytest.raises(InvalidHeader):
+            request_head("GET", "/", {"X-A": "1", "X B": "2"}, "up", False, True)
+    for i in range(NAME_CACHE_SIZE + 10):
+        head = request_head("GET", "/", {f"X-{i}": "1", "HOST": "h"}, "up", False, True)
+        fields = f"X-{i}: 1\r\nHOST: h\r\nAccept-Encoding: identity\r\n"
+        assert head == f"GET / HTTP/1.1\r\n{fields}\r\n".encode()
+    assert len(wire._NAME_LISTS) <= NAME_CACHE_SIZE
+    with pytest.raises(InvalidHeader):
+        request_head("GET", "/", {"X-A": "1", "X B": "2"}, "up", False, True)
+
+
 def test_streamed_chunked_body_is_framed(pair: Pair) -> None:
     ours, theirs = pair
     send_request(ours, b"HEAD\r\n\r\n", iter([b"hello", b"", b" world"]), chunked=True)
