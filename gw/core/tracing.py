@@ -104,9 +104,9 @@ def propagate(traceparent: str | None, tracestate: str | None) -> Trace:
     parent = parse(traceparent)
     if parent is None:
         trace_id, header = start()
-        return Trace(trace_id, header, None, continued=False)
+        return Trace(trace_id, header, None, False)  # not continued
     hop = _hop(parent)
-    return Trace(hop.trace_id, hop.header(), pass_tracestate(tracestate), continued=True)
+    return Trace(hop.trace_id, hop.header(), pass_tracestate(tracestate), True)  # continued
 
 
 def pass_tracestate(value: str | None) -> str | None:
