@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 
-from gw.core.headers import HOP_BY_HOP  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
+from gw.core.headers import HOP_BY_HOP, NAME_CACHE_SIZE  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.edge.request import Message
 from gw.edge.tunnel import Switch
 from gw.host.process import send_all
@@ -22,6 +22,17 @@ from gw.host.process import send_all
 log = logging.getLogger("gw.serve")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+# The fields the head treats apart, by lower-case name: hop-by-hop ones are the edge's own
+# (Connection is read for a close), Content-Length frames the body, Date is not doubled.
+_PLAIN, _HOP, _CONNECTION, _LENGTH, _DATE = "plain", "hop", "connection", "length", "date"
+_UNSEEN = "unseen"
+_KINDS = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP),
+    "connection": _CONNECTION,
+    "content-length": _LENGTH,
+    "date": _DATE,
+}
+_SEEN: dict[str, str] = {}  # the kind of each name met, in the spelling met
 
 
 class Reply:
@@ -112,18 +123,25 @@ class Reply:
         lines = [f"HTTP/1.1 {status}"]
         has_date = False
         for name, value in self._headers:
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                if lname == "connection" and "close" in value.lower():
-                    self.keep_alive = False
-                continue
-            if lname == "content-length":
-                if self._length is not None:
-                    # APPSEC: two lengths would frame the answer two ways for the client.
-                    raise ValueError("a response has more than one Content-Length")
-                self._length = int(value)
-            elif lname == "date":
-                has_date = True
+            # PERF: a name seen before is one lookup (its hash already made by Falcon's dict),
+            # not a lower-case copy hashed anew.
+            kind = _SEEN.get(name, _UNSEEN)
+            if kind is _UNSEEN:
+                kind = _KINDS.get(name.lower(), _PLAIN)
+                if len(_SEEN) < NAME_CACHE_SIZE:  # APPSEC: apps pass on upstreams' names
+                    _SEEN[name] = kind
+            if kind is not _PLAIN:
+                if kind is _HOP or kind is _CONNECTION:
+                    if kind is _CONNECTION and "close" in value.lower():
+                        self.keep_alive = False
+                    continue
+                if kind is _LENGTH:
+                    if self._length is not None:
+                        # APPSEC: two lengths would frame the answer two ways for the client.
+                        raise ValueError("a response has more than one Content-Length")
+                    self._length = int(value)
+                else:
+                    has_date = True
             lines.append(f"{name}: {value}")
         if not has_date:
             lines.append(f"Date: {_http_date()}")

@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from gw.core.headers import NAME_CACHE_SIZE
+from gw.edge import reply
 from gw.edge.reply import Reply
 from gw.edge.request import Message
 
@@ -80,3 +82,13 @@ def test_two_lengths_are_refused() -> None:
     # APPSEC: the client would frame the body by one of them, and a proxy after it by the other.
     with pytest.raises(ValueError, match="more than one Content-Length"):
         _answer([("Content-Length", "2"), ("content-length", "2")])
+
+
+def test_the_names_met_are_bounded_and_a_new_spelling_is_still_read() -> None:
+    """The kinds of the names met are kept per spelling, at most NAME_CACHE_SIZE of them: past
+    the bound, a spelling never met is still read for what it frames."""
+    for start in range(0, NAME_CACHE_SIZE + 50, 100):
+        _answer([(f"x-n{i}", "1") for i in range(start, start + 100)] + [("content-length", "2")])
+    assert len(reply._SEEN) <= NAME_CACHE_SIZE
+    answer = _answer([("CoNtEnT-LeNgTh", "2"), ("CONNECTION", "close"), ("dAtE", "x")])
+    assert _fields(answer) == ["CoNtEnT-LeNgTh: 2", "dAtE: x", "Connection: close"]
