@@ -93,10 +93,14 @@ def start(sampled: bool = True) -> tuple[str, str]:
     log, and an upstream with a parent-based sampler would otherwise record nothing for
     clients that send no ``traceparent``.
     """
-    trace_id = random_hex(16)
     flags = SAMPLED if sampled else NOT_SAMPLED
-    # PERF: the header written at once (no TraceParent made and rendered): once per request.
-    return trace_id, f"{VERSION}-{trace_id}-{random_hex(8)}-{flags}"
+    while True:
+        # PERF: both ids from one draw, and the header written at once (no TraceParent made
+        # and rendered): once per request.
+        ids = random_hex(24)
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:  # all zeros: invalid
+            return trace_id, f"{VERSION}-{trace_id}-{span_id}-{flags}"
 
 
 def propagate(traceparent: str | None, tracestate: str | None) -> Trace:

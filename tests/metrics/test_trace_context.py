@@ -87,6 +87,15 @@ def test_start_mints_a_sampled_trace_unless_told_otherwise() -> None:
     assert tracing.start()[0] != trace_id
 
 
+@pytest.mark.parametrize("zeros", ["0" * 32 + SPAN, TRACE + "0" * 16])
+def test_a_new_trace_never_has_an_all_zero_id(monkeypatch: pytest.MonkeyPatch, zeros: str) -> None:
+    """Both ids come from one draw; a draw whose trace or span id is all zeros (invalid in
+    W3C trace context) is drawn again."""
+    draws = iter([zeros, TRACE + SPAN])
+    monkeypatch.setattr(tracing, "random_hex", lambda nbytes: next(draws))
+    assert tracing.start() == (TRACE, VALID)
+
+
 def test_a_valid_traceparent_is_continued_with_its_tracestate() -> None:
     trace = tracing.propagate(VALID, "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7")
     assert trace.continued
