@@ -120,12 +120,7 @@ class Balancer:
             CircuitOpen: the upstream's circuit breaker is open (503, at once).
         """
         table = self._table()
-        binding = self._binding
-        # PERF: the slots already resolved for this table are read without a call.
-        if binding is not None and binding[0] is table:
-            slots = binding[1]
-        else:
-            slots = self._slots_or_503(table)
+        slots = self._slots_or_503(table)
         now = table.now()
         usable, probe = self._scan(table.words, slots, now)
         if avoid:
