@@ -123,11 +123,10 @@ class Gateway:
         threads, deadline = config.mirror_threads, config.server.deadline
         self.mirror = Mirror(self.clients, threads, deadline, self.metrics) if threads else None
         self.shaper = Shaper(config.transformer, config.compressor)
-        # PERF: lower-cased once here, not per answer; and all of them as one list, for the
-        # answers that set none of them (nearly all).
-        self.security_headers = tuple((n, v, n.lower()) for n, v in config.security_headers)
-        self._security_names = frozenset(lower for _, _, lower in self.security_headers)
-        self._all_security = list(config.security_headers)
+        # PERF: the security headers as one list, added whole to the answers that set none of
+        # them (nearly all), and their names lower-cased once to tell which those are.
+        self._security = list(config.security_headers)
+        self._security_names = frozenset(name.lower() for name, _ in self._security)
         self.cache = CacheStage(config.cache_store) if config.cache_store else None
         self.idempotency = self._idempotency_stage(config)
         self.tunnels = TunnelStage(config.tunnels, self.metrics.tunnels if self.metrics else None)
@@ -438,9 +437,9 @@ class Gateway:
             headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
         headers.append(("X-Request-Id", exchange.request_id))
         if present.isdisjoint(self._security_names):
-            headers += self._all_security
+            headers += self._security
         else:
-            headers += [(n, v) for n, v, lower in self.security_headers if lower not in present]
+            headers += [(n, v) for n, v in self._security if n.lower() not in present]
         return headers
 
     def _error(self, exchange: Exchange, ex: GatewayError) -> Outcome:
