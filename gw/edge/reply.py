@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 
-from gw.core.headers import HOP_BY_HOP, NAME_CACHE_SIZE  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
+from gw.core.headers import HOP_BY_HOP, remember  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.edge.request import Message
 from gw.edge.tunnel import Switch
 from gw.host.process import send_all
@@ -25,14 +25,13 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # The fields the head treats apart, by lower-case name: hop-by-hop ones are the edge's own
 # (Connection is read for a close), Content-Length frames the body, Date is not doubled.
 _PLAIN, _HOP, _CONNECTION, _LENGTH, _DATE = "plain", "hop", "connection", "length", "date"
-_UNSEEN = "unseen"
 _KINDS = {
     **dict.fromkeys(HOP_BY_HOP, _HOP),
     "connection": _CONNECTION,
     "content-length": _LENGTH,
     "date": _DATE,
 }
-_SEEN: dict[str, str] = {}  # the kind of each name met, in the spelling met
+_SEEN: dict[str, str] = {}  # the kind of each name met, in the spelling met (bounded)
 
 
 class Reply:
@@ -125,11 +124,7 @@ class Reply:
         for name, value in self._headers:
             # PERF: a name seen before is one lookup (its hash already made by Falcon's dict),
             # not a lower-case copy hashed anew.
-            kind = _SEEN.get(name, _UNSEEN)
-            if kind is _UNSEEN:
-                kind = _KINDS.get(name.lower(), _PLAIN)
-                if len(_SEEN) < NAME_CACHE_SIZE:  # APPSEC: apps pass on upstreams' names
-                    _SEEN[name] = kind
+            kind = _SEEN.get(name) or remember(_SEEN, name, _KINDS.get(name.lower(), _PLAIN))
             if kind is not _PLAIN:
                 if kind is _HOP or kind is _CONNECTION:
                     if kind is _CONNECTION and "close" in value.lower():

@@ -17,7 +17,7 @@ from typing import IO
 
 import httptools
 
-from gw.core.headers import NAME_CACHE_SIZE, chunked_only
+from gw.core.headers import chunked_only, remember
 from gw.errors import InvalidHeader
 from gw.host.process import receive, send_all
 
@@ -90,8 +90,8 @@ def request_head(
 
 # PERF: the lists of header names already checked (joined one a line), each with whether it
 # holds Host, Content-Length and Accept-Encoding: a request's names seldom change, and the
-# regex and the lower-case search cost more than the rest of the head. APPSEC: clients choose
-# the names, so the table is bounded; past it, each list is checked every time.
+# regex and the lower-case search cost more than the rest of the head. Bounded (``remember``):
+# past it, each list is checked every time.
 _NAME_LISTS: dict[str, tuple[bool, bool, bool]] = {}
 
 
@@ -102,9 +102,7 @@ def _name_list(names: str, headers: Mapping[str, str]) -> tuple[bool, bool, bool
         raise InvalidHeader(f"refusing to send the header {_first_bad(headers)!r} upstream")
     lower = f"\n{names.lower()}\n"
     present = ("\nhost\n" in lower, "\ncontent-length\n" in lower, "\naccept-encoding\n" in lower)
-    if len(_NAME_LISTS) < NAME_CACHE_SIZE:
-        _NAME_LISTS[names] = present
-    return present
+    return remember(_NAME_LISTS, names, present)
 
 
 def _first_bad(headers: Mapping[str, str]) -> str:
@@ -153,19 +151,10 @@ def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
         yield data
 
 
-# PERF: a response header name is decoded and lower-cased once per process, not per answer:
-# the str is then shared, its hash already made for every set and dict that looks it up.
-# APPSEC: upstreams choose the names, so the table is bounded; past it, names are converted
-# each time.
+# PERF: a response header name is decoded and lower-cased once per process, not per answer
+# (``remember``: bounded): the str is then shared, its hash already made for every set and
+# dict that looks it up.
 _NAMES: dict[bytes, str] = {}
-
-
-def _name(raw: bytes) -> str:
-    """The lower-case name of a response header, kept in ``_NAMES`` while there is room."""
-    name = raw.decode("latin-1").lower()
-    if len(_NAMES) < NAME_CACHE_SIZE:
-        _NAMES[raw] = name
-    return name
 
 
 class Response:
@@ -240,7 +229,8 @@ class Response:
         if self._head_size > MAX_HEAD_BYTES:
             self._error = MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
             raise self._error
-        self.headers.append((_NAMES.get(name) or _name(name), value.decode("latin-1")))
+        lower = _NAMES.get(name) or remember(_NAMES, name, name.decode("latin-1").lower())
+        self.headers.append((lower, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         if self.complete:
