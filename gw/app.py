@@ -24,29 +24,50 @@ from gw.pipeline import Gateway
 log = logging.getLogger("gw")
 
 
+class Response(falcon.Response):
+    """Falcon's response, which takes the pipeline's header fields in one call."""
+
+    def add_fields(self, fields: list[tuple[str, str]]) -> None:
+        """Add ``fields`` as one ``append_header`` call each would: names in lower case, a
+        repeated name's values joined by ``", "``, each ``Set-Cookie`` a field of its own.
+
+        PERF: ``append_header`` costs a method call and a ``str()`` per field, about 2,100
+        instructions; a plain answer has 8 fields and a full one 13. The one loop here writes
+        Falcon's own table of the fields (``_headers``, which ``append_header`` writes too);
+        ``tests/unit/test_app.py`` checks the heads it makes against ``append_header``'s.
+        """
+        table = self._headers
+        for name, value in fields:
+            name = name.lower()
+            if name == "set-cookie":
+                self.append_header(name, value)  # Falcon keeps these apart
+            elif name in table:
+                table[name] = f"{table[name]}, {value}"
+            else:
+                table[name] = value
+
+
 class _ProxySink:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+    def __call__(self, req: falcon.Request, resp: Response, **_: Any) -> None:
         outcome = self.gateway.handle(req.env)
         resp.status = outcome.status
-        append = resp.append_header
-        for name, value in outcome.headers:
-            append(name, value)
+        resp.add_fields(outcome.headers)
         resp.stream = outcome.body
 
 
-def create_app(gateway: Gateway) -> falcon.App[falcon.Request, falcon.Response]:
+def create_app(gateway: Gateway) -> falcon.App[falcon.Request, Response]:
     """Return the Falcon app serving ``gateway``."""
-    app = falcon.App()
+    app = falcon.App(response_type=Response)
     # Never invent a Content-Type for an upstream response that had none.
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.add_sink(_ProxySink(gateway), prefix="/")
     return app
 
 
-def load_app(path: str | None = None) -> falcon.App[falcon.Request, falcon.Response]:
+def load_app(path: str | None = None) -> falcon.App[falcon.Request, Response]:
     """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
     # GW_ACTIVE_CONFIG: the copy the master checked (gw/host/runtime.py); GW_CONFIG without it.
     path = path or os.environ.get("GW_ACTIVE_CONFIG") or os.environ.get("GW_CONFIG")
