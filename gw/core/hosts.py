@@ -46,7 +46,8 @@ def effective_host(raw_target: str, host_fields: str | None, version: str) -> Au
     header = _parse(host_fields) if host_fields is not None else None
     if host_fields is None and version not in ("HTTP/1.0", "HTTP/0.9"):
         raise InvalidHost("an HTTP/1.1 request must have a Host header")
-    absolute = _SCHEME_AUTHORITY.match(raw_target)
+    # PERF: an origin-form target (nearly every request) has no authority to look for.
+    absolute = None if raw_target[:1] == "/" else _SCHEME_AUTHORITY.match(raw_target)
     if absolute is None:
         return header
     if absolute["scheme"].lower() not in ("http", "https"):

@@ -122,3 +122,22 @@ def test_canonicalize_config_accepts_encoded_or_decoded(written: str, canonical:
 def test_canonicalize_config_rejects_ambiguous(written: str) -> None:
     with pytest.raises(InvalidPath):
         canonicalize_config(written)
+
+
+def test_the_canonical_forms_kept_are_bounded_and_never_a_refusal() -> None:
+    """Clients choose paths: at most 1,024 canonical forms are kept, none of a path over 256
+    characters, a refused path is refused every time, and a kept form is the fresh one."""
+    from gw.core import paths
+
+    for i in range(1100):
+        assert canonicalize(f"/kept/./{i}/") == f"/kept/{i}/"
+        assert len(paths._CANONICAL) <= 1024
+    assert canonicalize("/kept/./7/") == "/kept/7/"  # asked again: the same answer
+    long = "/" + "x" * 300
+    assert canonicalize(long) == long
+    assert long not in paths._CANONICAL
+    for _ in range(2):
+        with pytest.raises(InvalidPath):
+            canonicalize("/a%2Fb")
+    assert "/a%2Fb" not in paths._CANONICAL
+    assert split_target("/p/./q?x=1") == ("/p/./q", "x=1")  # origin form, split as it came
