@@ -32,6 +32,7 @@ _KINDS = {
     "date": _DATE,
 }
 _SEEN: dict[str, str] = {}  # the kind of each name met, in the spelling met (bounded)
+_END: Any = object()  # next()'s answer at the end of a body
 
 
 class Reply:
@@ -70,9 +71,8 @@ class Reply:
         pieces = iter(body)
         while True:
             try:
-                data = next(pieces)
-            except StopIteration:
-                break
+                # PERF: with a default, an iterator that ends raises no StopIteration here
+                data = next(pieces, _END)
             except Exception as ex:
                 if not self._status:
                     raise
@@ -81,6 +81,8 @@ class Reply:
                 if not self.started:
                     self._write(b"")
                 return
+            if data is _END:
+                break
             if data:
                 self._write(data)
         if not self.started:
