@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 
-from gw.core.headers import HOP_BY_HOP, remember  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
+# HOP_BY_HOP: not for a WSGI app (PEP 3333)
+from gw.core.headers import HOP_BY_HOP, NAME_CACHE_SIZE, remember
 from gw.edge.request import Message
 from gw.edge.tunnel import Switch
 from gw.host.process import send_all
@@ -31,7 +32,21 @@ _KINDS = {
     "content-length": _LENGTH,
     "date": _DATE,
 }
-_SEEN: dict[str, str] = {}  # the kind of each name met, in the spelling met (bounded)
+# The names met, in the spelling met (each bounded): the plain ones, and the others' kinds.
+_PLAIN_NAMES: set[str] = set()
+_SEEN: dict[str, str] = {}
+
+
+def _kind(name: str) -> str:
+    """The kind of header ``name``, kept for its spelling while there is room."""
+    kind = _KINDS.get(name.lower(), _PLAIN)
+    if kind is not _PLAIN:
+        return remember(_SEEN, name, kind)
+    if len(_PLAIN_NAMES) < NAME_CACHE_SIZE:
+        _PLAIN_NAMES.add(name)
+    return kind
+
+
 _END: Any = object()  # next()'s answer at the end of a body
 
 
@@ -124,10 +139,10 @@ class Reply:
         lines = [f"HTTP/1.1 {status}"]
         has_date = False
         for name, value in self._headers:
-            # PERF: a name seen before is one lookup (its hash already made by Falcon's dict),
-            # not a lower-case copy hashed anew.
-            kind = _SEEN.get(name) or remember(_SEEN, name, _KINDS.get(name.lower(), _PLAIN))
-            if kind is not _PLAIN:
+            # PERF: a plain name met before (nearly every one) is one set lookup, its hash
+            # already made by Falcon's dict; no lower-case copy hashed anew.
+            if name not in _PLAIN_NAMES:
+                kind = _SEEN.get(name) or _kind(name)
                 if kind is _HOP or kind is _CONNECTION:
                     if kind is _CONNECTION and "close" in value.lower():
                         self.keep_alive = False
@@ -137,7 +152,7 @@ class Reply:
                         # APPSEC: two lengths would frame the answer two ways for the client.
                         raise ValueError("a response has more than one Content-Length")
                     self._length = int(value)
-                else:
+                elif kind is _DATE:
                     has_date = True
             lines.append(f"{name}: {value}")
         if not has_date:

@@ -101,5 +101,6 @@ def test_the_names_met_are_bounded_and_a_new_spelling_is_still_read() -> None:
     for start in range(0, NAME_CACHE_SIZE + 50, 100):
         _answer([(f"x-n{i}", "1") for i in range(start, start + 100)] + [("content-length", "2")])
     assert len(reply._SEEN) <= NAME_CACHE_SIZE
+    assert len(reply._PLAIN_NAMES) <= NAME_CACHE_SIZE
     answer = _answer([("CoNtEnT-LeNgTh", "2"), ("CONNECTION", "close"), ("dAtE", "x")])
     assert _fields(answer) == ["CoNtEnT-LeNgTh: 2", "dAtE: x", "Connection: close"]
