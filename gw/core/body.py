@@ -27,12 +27,13 @@ def request_body(
         BodyTooLarge: the announced length is over ``limit`` (the stream enforces it too).
         InvalidHeader, UnsupportedCoding: the body's framing is not one gw accepts.
     """
-    coding = request.headers.get("Transfer-Encoding")
+    fields = request.headers.by_name()  # PERF: looked up by their lower-case names
+    coding = fields.get("transfer-encoding")
     if coding is not None:
         _check_transfer_coding(coding, request.protocol)
         length = None
     else:
-        length = _content_length(request.headers.get("Content-Length"))
+        length = _content_length(fields.get("content-length"))
         if length == 0:
             return None, None
         if length > limit:

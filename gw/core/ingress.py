@@ -57,7 +57,7 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
     protocol = environ.get("SERVER_PROTOCOL", "")
     exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
     headers = Headers.from_environ(environ, environ.get(HEADER_KEYS))
-    check_connection(headers.get("Connection"), owned)
+    check_connection(headers.by_name().get("connection"), owned)
     client = exchange.client
     assert client is not None  # resolved by exchange_from
     authority = exchange.authority
