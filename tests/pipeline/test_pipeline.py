@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gw.auth import hash_api_key
+from gw.upstream.client import UpstreamRequest
 from tests.metrics.scrape import samples, value
 from tests.pipeline.harness import InProcessGateway
 from tests.support.fake_transport import FakeTransport, Received, json_answer
@@ -417,3 +418,36 @@ def test_each_route_runs_only_the_stages_it_configures(transport: FakeTransport)
     assert not plans["plain"].admits
     assert names(plans["everything"].checks) == ["_addresses", "_cors", "_authenticate"]
     assert names(plans["everything"].answers) == ["_cached", "_proxied"]
+
+
+def test_a_routes_timeouts_and_deadlines_reach_the_upstream_request(
+    transport: FakeTransport,
+) -> None:
+    """Each of the route's settings lands in its own field of the upstream request."""
+    transport.add(SVC)
+    gw = gateway(
+        transport,
+        [
+            {
+                "name": "timed",
+                "path": "/t/**",
+                "upstream": "svc",
+                "read_timeout": 1.5,
+                "connect_timeout": 0.25,
+                "stream_timeout": 90,
+            }
+        ],
+        server={"deadline": 7},
+    )
+    client = gw.gateway.clients["svc"]
+    sent: list[UpstreamRequest] = []
+    send = client.send
+    client.send = lambda outgoing: sent.append(outgoing) or send(outgoing)  # type: ignore[method-assign]
+    assert gw.request("POST", "/t/x", body=b"abc").status == 200
+    (outgoing,) = sent
+    assert (outgoing.method, outgoing.path, outgoing.body) == ("POST", "/t/x", b"abc")
+    assert outgoing.headers["Content-Length"] == "3" and not outgoing.chunked
+    assert (outgoing.read_timeout, outgoing.connect_timeout) == (1.5, 0.25)
+    assert outgoing.policy is client.spec.retry
+    assert outgoing.body_deadline - outgoing.deadline == pytest.approx(90 - 7)
+    assert outgoing.balance_key is None and outgoing.upgrade is False
