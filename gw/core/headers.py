@@ -92,7 +92,7 @@ def canonical_name(name: str) -> str:
 
 
 @lru_cache(maxsize=NAME_CACHE_SIZE)
-def _environ_names(key: str) -> tuple[str, str] | tuple[()]:
+def environ_names(key: str) -> tuple[str, str] | tuple[()]:
     """The header names of environ key ``key`` (``HTTP_X_TOKEN``: ``X-Token``), as
     ``(Name-As-Sent-Case, lower-case)``, or ``()`` for a key that is not an ``HTTP_*`` one."""
     if not key.startswith("HTTP_"):
@@ -121,18 +121,27 @@ class Headers:
         """The client's headers from a WSGI environ: the ``HTTP_*`` keys in the environ's
         order, then Content-Type and Content-Length when they are not empty.
 
-        ``http_keys``: the environ's ``HTTP_*`` keys in that order, when the server that made
-        the environ names them (PERF: the other keys are not looked at). APPSEC: it must name
-        every one: a field left out would be neither checked nor forwarded.
+        ``http_keys``: the environ's ``HTTP_*`` keys in that order, when the caller has them
+        (the other keys are not looked at). APPSEC: it must name every one: a field left out
+        would be neither checked nor forwarded.
         """
         pairs: list[tuple[str, str]] = []
         by_name: dict[str, str] = {}
         for key in environ if http_keys is None else http_keys:
-            names = _environ_names(key)
+            names = environ_names(key)
             if names:
                 value = environ[key]
                 pairs.append((names[0], value))
                 by_name[names[1]] = value
+        return cls.from_fields(pairs, by_name, environ)
+
+    @classmethod
+    def from_fields(
+        cls, pairs: list[tuple[str, str]], by_name: dict[str, str], environ: Mapping[str, Any]
+    ) -> Headers:
+        """The headers from ``pairs`` and ``by_name``, the ``HTTP_*`` fields of ``environ`` as
+        ``from_environ`` reads them (names from ``environ_names``), then Content-Type and
+        Content-Length when ``environ`` holds them, not empty."""
         for key, name, lower in _CGI_HEADERS:
             value = environ.get(key)
             if value:

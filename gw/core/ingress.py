@@ -36,9 +36,9 @@ def exchange_from(environ: Mapping[str, Any], proxies: TrustedProxies) -> Exchan
 
 
 SWITCH = "gw.edge.switch"  # the environ key of the edge's handle on an upgrade request
-# The environ key of the list of the environ's HTTP_* keys, in order, from gw's edge, which
-# made the environ (other servers: absent, and every key is looked at).
-HEADER_KEYS = "gw.edge.header_keys"
+# The environ key of the client's ``Headers``, which gw's edge reads as it makes the environ
+# (other servers: absent, and the environ's keys are read).
+HEADERS = "gw.edge.headers"
 
 
 def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozenset[str]) -> Request:
@@ -56,7 +56,7 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
     exchange.query = query
     protocol = environ.get("SERVER_PROTOCOL", "")
     exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
-    headers = Headers.from_environ(environ, environ.get(HEADER_KEYS))
+    headers = environ.get(HEADERS) or Headers.from_environ(environ)
     check_connection(headers.by_name().get("connection"), owned)
     client = exchange.client
     assert client is not None  # resolved by exchange_from

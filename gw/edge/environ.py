@@ -10,8 +10,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from gw.core.headers import NAME_CACHE_SIZE
-from gw.core.ingress import HEADER_KEYS
+from gw.core.headers import NAME_CACHE_SIZE, Headers, environ_names
+from gw.core.ingress import HEADERS
 from gw.edge.request import Message, RequestRefused
 
 _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
@@ -29,11 +29,13 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
     environ["QUERY_STRING"] = query
     environ["SERVER_PROTOCOL"] = f"HTTP/{message.version}"
-    # PERF: the environ's HTTP_* keys, in order, so the pipeline reads its header fields
-    # without looking at every other key (gw.core.ingress).
-    environ[HEADER_KEYS] = header_keys = []
+    # PERF: the pipeline's Headers made here, in the one pass over the fields, as
+    # Headers.from_environ would read them from the environ (gw.core.ingress).
+    pairs: list[tuple[str, str]] = []
+    by_name: dict[str, str] = {}
+    joined = False
     for raw_name, raw_value in message.headers:
-        key = _environ_key(raw_name)
+        key, name, lower = _environ_names(raw_name)
         if not key:
             continue  # APPSEC: see the module docstring (header names with underscores)
         value = raw_value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
@@ -43,27 +45,41 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
                 # section 5.3); joined, they would be read differently downstream.
                 raise RequestRefused(400, f"more than one {raw_name.decode('latin-1')} field")
             environ[key] += "," + value
+            joined = True
         else:
             environ[key] = value
             if key[0] == "H":  # not CONTENT_TYPE or CONTENT_LENGTH
-                header_keys.append(key)
+                pairs.append((name, value))
+                by_name[lower] = value
     if "CONTENT_TYPE" not in environ:
         # PERF: PEP 3333 lets it be empty; Falcon reads it in a try/except KeyError, so an
         # absent one costs Falcon an exception on every request without a body.
         environ["CONTENT_TYPE"] = ""
+    if not joined:  # a repeated field: the pipeline reads the joined value from the environ
+        environ[HEADERS] = Headers.from_fields(pairs, by_name, environ)
     return environ
+
+
+_DROPPED = ("", "", "")
 
 
 # PERF: converted once per process, not per request; APPSEC: bounded, as clients choose the
 # names (see gw.core.headers).
 @lru_cache(maxsize=NAME_CACHE_SIZE)
-def _environ_key(raw_name: bytes) -> str:
-    """The WSGI environ key of header ``raw_name`` (``b"X-Token"``: ``HTTP_X_TOKEN``), or ""
-    for a name with an underscore, which the environ never holds."""
+def _environ_names(raw_name: bytes) -> tuple[str, str, str]:
+    """The WSGI environ key of header ``raw_name`` and the names the pipeline reads it by
+    (``b"X-Token"``: ``("HTTP_X_TOKEN", "X-Token", "x-token")``; Content-Type and
+    Content-Length: their key alone), or ``("", "", "")`` for a name with an underscore,
+    which the environ never holds."""
     if b"_" in raw_name:
-        return ""
+        return _DROPPED
     key = raw_name.decode("latin-1").upper().replace("-", "_")
-    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return (key, "", "")
+    key = "HTTP_" + key
+    names = environ_names(key)
+    assert names, key  # an HTTP_* key always has them
+    return (key, names[0], names[1])
 
 
 def address_environ(client: Any, server: Any) -> dict[str, str]:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gw.core.headers import Headers
-from gw.core.ingress import HEADER_KEYS
+from gw.core.ingress import HEADERS
 from gw.edge import environ as module
 from gw.edge.environ import build_environ
 from gw.edge.request import Message, RequestRefused
@@ -51,20 +51,46 @@ _VALUES = st.sampled_from([b"", b"a", b" v \t", b"5", b"close, x-token"])
 
 
 @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=12))
-def test_the_pipeline_reads_the_same_fields_from_the_edges_key_list(
+def test_the_pipeline_reads_the_same_fields_from_the_edges_headers(
     fields: list[tuple[bytes, bytes]],
 ) -> None:
-    # APPSEC: the pipeline reads the client's fields through the edge's list of HTTP_* keys
-    # (gw.core.ingress); a field that list missed would be neither checked nor forwarded.
+    # APPSEC: the pipeline reads the client's fields through the Headers the edge made with
+    # the environ (gw.core.ingress); a field they missed would be neither checked nor
+    # forwarded, and one they read otherwise would be checked as one value and sent as another.
     try:
         environ = build_environ({"REMOTE_ADDR": "127.0.0.1", "wsgi.x": 1}, _message(*fields))
     except RequestRefused:
         return  # a second Host or Content-Type field
-    named = Headers.from_environ(environ, environ[HEADER_KEYS])
     scanned = Headers.from_environ(environ)
+    names = [name.lower() for name, _ in fields]
+    repeated = any(names.count(n) > 1 and b"_" not in n for n in names)
+    if repeated:
+        assert HEADERS not in environ  # the pipeline reads the joined values from the environ
+        return
+    made = environ[HEADERS]
+    assert made.items() == scanned.items()
+    assert made.by_name() == scanned.by_name()
 
-    assert named.items() == scanned.items()
-    assert named.by_name() == scanned.by_name()
+
+def test_the_edges_headers_are_those_of_the_environ() -> None:
+    environ = build_environ(
+        {},
+        _message(
+            (b"Host", b"gw.test"),
+            (b"Content-Length", b"3"),
+            (b"x.dotted", b"d "),
+            (b"X_User_Id", b"forged"),
+            (b"Content-Type", b"text/plain"),
+        ),
+    )
+    assert environ[HEADERS].items() == [
+        ("Host", "gw.test"),
+        ("X.Dotted", "d"),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "3"),
+    ]
+    repeated = build_environ({}, _message((b"Host", b"gw.test"), (b"X-A", b"1"), (b"x-a", b"2")))
+    assert HEADERS not in repeated and repeated["HTTP_X_A"] == "1,2"
 
 
 def test_a_second_host_field_is_refused() -> None:
@@ -78,7 +104,7 @@ def test_the_key_cache_stays_bounded_and_names_past_its_bound_are_read_alike() -
     for n in range(many):
         build_environ({}, _message((b"X-Chosen-%d" % n, b"v")))
 
-    assert module._environ_key.cache_info().currsize <= module.NAME_CACHE_SIZE
+    assert module._environ_names.cache_info().currsize <= module.NAME_CACHE_SIZE
     late = build_environ({}, _message((b"X-Chosen-%d" % many, b"late"), (b"X_Late", b"no")))
     assert late[f"HTTP_X_CHOSEN_{many}"] == "late"
     assert not any("LATE" in key for key in late)

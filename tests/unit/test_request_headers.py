@@ -48,7 +48,7 @@ def test_the_name_cache_stays_bounded_and_names_past_its_bound_are_read_alike() 
     for n in range(many):
         Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{n}": "v"})
 
-    assert module._environ_names.cache_info().currsize <= module.NAME_CACHE_SIZE
+    assert module.environ_names.cache_info().currsize <= module.NAME_CACHE_SIZE
     late = Headers.from_environ({f"HTTP_X_CLIENT_CHOSEN_{many}": "late", "HTTP_HOST": "h"})
     assert late.items() == [(f"X-Client-Chosen-{many}", "late"), ("Host", "h")]
     assert late.get(f"x-client-chosen-{many}") == "late"
