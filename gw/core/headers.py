@@ -203,7 +203,7 @@ def check_connection(value: str | None, owned: frozenset[str] = GATEWAY_OWNED) -
 
 
 def forwardable(
-    headers: Iterable[tuple[str, str]], owned: frozenset[str] = GATEWAY_OWNED
+    headers: Headers | Iterable[tuple[str, str]], owned: frozenset[str] = GATEWAY_OWNED
 ) -> list[tuple[str, str]]:
     """Drop hop-by-hop and framing headers, those the client's ``Connection`` names, and
     gateway-owned ones (the caller has refused a Connection that names framing or owned ones,
@@ -212,15 +212,23 @@ def forwardable(
     ``owned`` holds canonical names (see ``canonical_name``) of every header the gateway sets
     itself, the identity headers of the auth configuration included.
     """
-    headers = list(headers)
     dropped = _never_forwarded(owned)
-    for name, value in headers:
-        if name.lower() == "connection":
-            # APPSEC: a client may name any header in Connection to make a proxy drop it
-            # (the "hop-by-hop abuse" class); names of headers we add ourselves lose nothing,
-            # because we add ours after filtering.
-            dropped = dropped | {canonical_name(token.strip()) for token in value.split(",")}
-    return [(n, v) for n, v in headers if canonical_name(n) not in dropped]
+    if isinstance(headers, Headers):
+        pairs = headers.items()
+        # PERF: without a Connection field (every pair has its lower-case name in by_name),
+        # no pair needs a lower-case copy to find one.
+        connection = "connection" in headers.by_name()
+    else:
+        pairs, connection = list(headers), True
+    if connection:
+        for name, value in pairs:
+            if name.lower() == "connection":
+                # APPSEC: a client may name any header in Connection to make a proxy drop it
+                # (the "hop-by-hop abuse" class); names of headers we add ourselves lose
+                # nothing, because we add ours after filtering.
+                named = {canonical_name(token.strip()) for token in value.split(",")}
+                dropped = dropped | named
+    return [(n, v) for n, v in pairs if canonical_name(n) not in dropped]
 
 
 def response_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ def upstream_headers(
     so only the gateway can set one; the caller's identity headers come from
     ``request.identity`` alone.
     """
-    headers = dict(forwardable(request.headers.items(), owned))
+    headers = dict(forwardable(request.headers, owned))
     info = request.client
     host = request.host or ""
     if preserve_host and host:

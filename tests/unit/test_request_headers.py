@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gw.core import headers as module
 from gw.core.headers import Headers
 
@@ -61,3 +64,19 @@ def test_the_comparison_form_cache_stays_bounded_and_names_past_it_compare_alike
 
     assert module.canonical_name.cache_info().currsize <= module.NAME_CACHE_SIZE
     assert module.canonical_name(f"X_Client.Chosen-{many}") == f"x-client-chosen-{many}"
+
+
+_KEYS = st.sampled_from(
+    ["HTTP_CONNECTION", "HTTP_X_A", "HTTP_X.A", "HTTP_KEEP_ALIVE", "HTTP_X_USER_ID", "HTTP_TE"]
+)
+_VALUES = st.sampled_from(["x-a", "X-A, keep-alive", "close", "x.a", "1", " X-User-Id "])
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=6))
+def test_the_headers_forward_what_their_pairs_forward(fields: dict[str, str]) -> None:
+    """APPSEC: forwardable reads a Headers' Connection field by its lower-case name; what it
+    keeps is what the field-by-field reading of the same pairs keeps (hop-by-hop abuse)."""
+    headers = Headers.from_environ(_environ(**fields))
+    assert module.forwardable(headers) == module.forwardable(headers.items())
+    if "HTTP_CONNECTION" in fields and "x-a" in fields["HTTP_CONNECTION"].lower():
+        assert all(name not in ("X-A", "X.A") for name, _ in module.forwardable(headers))
