@@ -43,6 +43,9 @@ request's working set is larger than this CPU's L2", has what it found.
         --tick-every 250 --rows plain,full
         # instructions and cache misses per request, this CPU's L1 and L2 simulated by
         # cachegrind (--l2 1024,16: a 1 MiB 16-way L2 instead, to size the working set)
+    .venv/bin/python bench/pipeline_cost.py --inline-upstream --edge --row plain --trace 40
+        # Python bytecodes and calls per request, the 40 functions that run the most
+        # bytecodes, and every exception raised on the request path (sys.settrace; slow)
     .venv/bin/python bench/pipeline_cost.py --callgrind --inline-upstream --edge --stub wsgi
         # the edge alone: a bare WSGI app gives every request the answer gw gave the first
         # (--stub falcon: the Falcon app around a stub gateway)
@@ -51,6 +54,7 @@ request's working set is larger than this CPU's L2", has what it found.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
@@ -60,6 +64,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -294,10 +299,74 @@ def run_row(
     edge: bool = False,
     stub: str | None = None,
     tick_every: int | None = None,
+    trace: int | None = None,
 ) -> float:
-    """Serve ``requests`` requests in process; return CPU µs per request (after warm-up)."""
+    """Serve ``requests`` requests in process; return CPU µs per request (after warm-up).
+
+    ``trace``: report what the requests after the warm-up ran (``Trace``), its top ``trace``
+    functions, on stderr."""
     with tempfile.TemporaryDirectory(prefix="gw-pipeline-cost-") as runtime:
-        return _serve(row, requests, runtime, inline, edge, stub, tick_every)
+        tracer = Trace() if trace else None
+        cost = _serve(row, requests, runtime, inline, edge, stub, tick_every, tracer)
+        if tracer is not None:
+            tracer.report(requests, trace or 0)
+        return cost
+
+
+class Trace:
+    """Python bytecodes and calls, by function, and exceptions raised, by where (settrace).
+
+    PERF work's map: a request's cost is spread over ~150 Python calls, and the count of
+    bytecodes each runs says where the interpreter's work is (a bytecode costs about 70
+    instructions here, its C callees included). An exception raised and caught on the
+    request path costs thousands of instructions and shows in no profile of gw's own code.
+    """
+
+    def __init__(self) -> None:
+        self.bytecodes: Counter[Any] = Counter()
+        self.calls: Counter[Any] = Counter()
+        self.exceptions: Counter[tuple[str, str]] = Counter()
+
+    def __enter__(self) -> None:
+        sys.settrace(self._event)
+
+    def __exit__(self, *_: object) -> None:
+        sys.settrace(None)
+
+    def _event(self, frame: Any, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        if event == "opcode":
+            self.bytecodes[code] += 1
+        elif event == "call":
+            frame.f_trace_opcodes = True
+            self.calls[code] += 1
+        elif event == "exception":
+            self.exceptions[(_where(code, frame.f_lineno), arg[0].__name__)] += 1
+        return self._event
+
+    def report(self, requests: int, top: int) -> None:
+        per = max(1, requests)
+        write = sys.stderr.write
+        write(
+            f"per request: {sum(self.bytecodes.values()) / per:,.0f} bytecodes, "
+            f"{sum(self.calls.values()) / per:,.1f} Python calls, "
+            f"{sum(self.exceptions.values()) / per:.2f} exceptions raised\n"
+        )
+        for (where, name), count in self.exceptions.most_common():
+            write(f"  exception {name} at {where}: {count / per:.2f} a request\n")
+        write("bytecodes  calls  function (per request)\n")
+        for code, count in self.bytecodes.most_common(top):
+            where = _where(code, code.co_firstlineno)
+            write(f"{count / per:9.1f} {self.calls[code] / per:6.2f}  {where} {code.co_name}\n")
+
+
+def _where(code: Any, line: int) -> str:
+    path = code.co_filename
+    for root in (str(ROOT) + "/", *(p + "/" for p in sys.path if p.endswith("-packages"))):
+        if path.startswith(root):
+            path = path[len(root) :]
+            break
+    return f"{path}:{line}"
 
 
 def _serve(
@@ -308,6 +377,7 @@ def _serve(
     edge: bool,
     stub: str | None,
     tick_every: int | None,
+    tracer: Trace | None = None,
 ) -> float:
     os.environ["GW_RUNTIME_DIR"] = runtime
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = runtime
@@ -357,15 +427,17 @@ def _serve(
         serve = edge_serve(app, token, tick)
         serve(200)  # warm-up, also in the 0-request run that --callgrind subtracts
         started = time.process_time()
-        serve(requests)
+        with tracer or contextlib.nullcontext():
+            serve(requests)
         return (time.process_time() - started) / max(1, requests) * 1e6
     for _ in range(200):  # warm-up, also in the 0-request run that --callgrind subtracts
         one()
         tick()
     started = time.process_time()
-    for _ in range(requests):
-        one()
-        tick()
+    with tracer or contextlib.nullcontext():
+        for _ in range(requests):
+            one()
+            tick()
     return (time.process_time() - started) / max(1, requests) * 1e6
 
 
@@ -440,7 +512,16 @@ def main() -> None:
         "instead of every 0.1 s: a worker serving 10N requests/s, whatever this process's speed "
         "(use with --callgrind, e.g. 250)",
     )
+    parser.add_argument(
+        "--trace",
+        type=int,
+        metavar="N",
+        help="with --row: Python bytecodes, calls and exceptions per request, and the N "
+        "functions that run the most bytecodes (sys.settrace: slow; use a few hundred requests)",
+    )
     args = parser.parse_args()
+    if args.trace and not args.row:
+        parser.error("--trace needs --row")
     if args.stub and not args.edge:
         parser.error("--stub needs --edge")
     if args.cachegrind and args.callgrind:
@@ -455,7 +536,13 @@ def main() -> None:
     options += ["--tick-every", str(args.tick_every)] if args.tick_every else []
     if args.row:
         cost = run_row(
-            args.row, args.requests, args.inline_upstream, args.edge, args.stub, args.tick_every
+            args.row,
+            args.requests,
+            args.inline_upstream,
+            args.edge,
+            args.stub,
+            args.tick_every,
+            args.trace,
         )
         print(f"{args.row}: {cost:.1f} CPU µs/request", file=sys.stderr)
         return

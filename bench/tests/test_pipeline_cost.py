@@ -42,3 +42,27 @@ def test_a_row_serves_its_requests_with_the_periodic_work_ticked(edge: list[str]
     """``--tick-every``: the access log's and the metrics' periodic work runs between
     requests (every 10 here, so five times in the 50) and the requests are still answered."""
     run_row("full", "--tick-every", "10", *edge)
+
+
+def test_trace_counts_bytecodes_calls_and_exceptions_per_request() -> None:
+    """``--trace``: the per-request totals, the exceptions (none on this path) and the
+    functions that ran the most bytecodes, gw's edge and pipeline among them."""
+    script = str(BENCH_DIR / "pipeline_cost.py")
+    options = ["--inline-upstream", "--edge", "--trace", "30"]
+    done = subprocess.run(
+        [sys.executable, script, "--row", "plain", "--requests", "20", *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BENCH_DIR.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    totals = re.search(
+        r"^per request: ([\d,]+) bytecodes, ([\d.]+) Python calls, ([\d.]+) exceptions raised$",
+        done.stderr,
+        re.M,
+    )
+    assert totals, done.stderr
+    assert int(totals[1].replace(",", "")) > 1000 and float(totals[2]) > 50
+    assert float(totals[3]) == 0, done.stderr  # an exception on the path costs ~5,700
+    assert re.search(r"^ +[\d.]+ +1\.00  gw/edge/reply\.py:\d+ _head$", done.stderr, re.M)
