@@ -8,10 +8,11 @@ upstream headers as a list of pairs so that repeated ``Set-Cookie`` headers stay
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
+from gw.core.bounded import KEPT
 from gw.core.ids import random_hex
 from gw.errors import InvalidHeader
 
@@ -62,23 +63,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 # PERF: header names are converted once per process, not per request (``functools.lru_cache``):
 # the environ key's names, and the comparison form of a name.
 # APPSEC: clients choose the names, so each cache is bounded (least recently used names go).
-NAME_CACHE_SIZE = 1024
-Key = TypeVar("Key", bound=Hashable)
-Value = TypeVar("Value")
-
-
-def remember(table: dict[Key, Value], key: Key, value: Value) -> Value:
-    """Keep ``value`` under ``key`` while ``table`` holds fewer than ``NAME_CACHE_SIZE``; return it.
-
-    For the tables read with one ``dict.get`` per header on the request path, where an
-    ``lru_cache`` call costs 170-330 instructions more a lookup. APPSEC: clients and upstreams
-    choose the names, so a full table keeps what it has and later names are converted each time.
-    """
-    if len(table) < NAME_CACHE_SIZE:
-        table[key] = value
-    return value
-
-
+NAME_CACHE_SIZE = KEPT
 _CGI_HEADERS = (
     ("CONTENT_TYPE", "Content-Type", "content-type"),
     ("CONTENT_LENGTH", "Content-Length", "content-length"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote_to_bytes
 
-from gw.core.headers import remember
+from gw.core.bounded import LONGEST_PATH_KEPT, remember
 from gw.errors import InvalidPath
 
 # Characters a canonical segment may contain without any percent-encoding: RFC 3986
@@ -92,17 +92,16 @@ def canonicalize(raw_path: str) -> str:
         canonical = raw_path
     else:
         canonical = _canonicalize_slow(raw_path)
-    if len(raw_path) <= _LONGEST_KEPT:
+    if len(raw_path) <= LONGEST_PATH_KEPT:
         remember(_CANONICAL, raw_path, canonical)
     return canonical
 
 
 # PERF: the canonical forms of the paths met (a pure function of the raw path: a regex and
 # two searches at least, 2,000 instructions, where a lookup is 300). APPSEC: clients choose
-# the paths, so the table is bounded (``remember``: 1,024 paths of at most 256 characters),
-# and a refused path raises before it is kept.
+# the paths, so the table is bounded (``gw.core.bounded``: 1,024 paths of at most 256
+# characters), and a refused path raises before it is kept.
 _CANONICAL: dict[str, str] = {}
-_LONGEST_KEPT = 256
 
 
 def encode_path(canonical: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Generic, NamedTuple, TypeVar
 
+from gw.core.bounded import KEPT, LONGEST_PATH_KEPT
 from gw.core.conditions import EMPTY_VIEW, Condition, RequestView
 from gw.core.patterns import Pattern, SegmentKind, parse_pattern
 from gw.core.routes import (
@@ -51,8 +52,7 @@ _STANDARD_METHODS = frozenset(
 EXPLICIT_ONLY_METHODS = frozenset({"TRACE", "CONNECT"})
 # Matches kept by a table without conditions (see ``RouteTable.match``), and the longest path
 # kept: together they bound the memory clients can make a worker spend on them.
-MATCHES_KEPT = 1024
-LONGEST_PATH_KEPT = 256
+MATCHES_KEPT = KEPT
 
 
 class RouteMatch(NamedTuple, Generic[T]):

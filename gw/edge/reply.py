@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 
-# HOP_BY_HOP: not for a WSGI app (PEP 3333)
-from gw.core.headers import HOP_BY_HOP, NAME_CACHE_SIZE, remember
+from gw.core.bounded import remember
+from gw.core.headers import HOP_BY_HOP  # HOP_BY_HOP: not for a WSGI app (PEP 3333)
 from gw.edge.request import Message
 from gw.edge.tunnel import Switch
 from gw.host.process import send_all
@@ -33,18 +33,14 @@ _KINDS = {
     "date": _DATE,
 }
 # The names met, in the spelling met (each bounded): the plain ones, and the others' kinds.
-_PLAIN_NAMES: set[str] = set()
+_PLAIN_NAMES: dict[str, str] = {}
 _SEEN: dict[str, str] = {}
 
 
 def _kind(name: str) -> str:
     """The kind of header ``name``, kept for its spelling while there is room."""
     kind = _KINDS.get(name.lower(), _PLAIN)
-    if kind is not _PLAIN:
-        return remember(_SEEN, name, kind)
-    if len(_PLAIN_NAMES) < NAME_CACHE_SIZE:
-        _PLAIN_NAMES.add(name)
-    return kind
+    return remember(_PLAIN_NAMES if kind is _PLAIN else _SEEN, name, kind)
 
 
 _END: Any = object()  # next()'s answer at the end of a body

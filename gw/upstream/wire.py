@@ -17,7 +17,8 @@ from typing import IO
 
 import httptools
 
-from gw.core.headers import chunked_only, remember
+from gw.core.bounded import remember
+from gw.core.headers import chunked_only
 from gw.errors import InvalidHeader
 from gw.host.process import receive, send_all
 
