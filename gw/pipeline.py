@@ -554,7 +554,7 @@ def route_view(
     """What route conditions read of ``request``: None when no route has conditions."""
     if not table.conditional:
         return None  # PERF: no view, nor header, query or cookie parsing, without conditions
-    return RequestView(request.headers.items(), request.query, owned)
+    return RequestView(request.headers, request.query, owned)
 
 
 def _log_nearest(table: RouteTable[RouteSpec], request: Request, owned: frozenset[str]) -> None:

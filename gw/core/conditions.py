@@ -17,11 +17,11 @@ case-sensitive. Pure module: imports only the standard library and other pure gw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from gw.core.headers import forwardable
+from gw.core.headers import Headers, forwardable
 
 SOURCES = ("header", "query", "cookie")
 KINDS = ("equals", "prefix", "present", "absent")
@@ -101,9 +101,7 @@ class RequestView:
 
     __slots__ = ("_cookies", "_forwarded", "_headers", "_owned", "_params", "_query")
 
-    def __init__(
-        self, headers: Iterable[tuple[str, str]], query: str, owned: frozenset[str]
-    ) -> None:
+    def __init__(self, headers: Headers, query: str, owned: frozenset[str]) -> None:
         self._headers = headers
         self._query = query
         self._owned = owned
@@ -135,7 +133,7 @@ class RequestView:
         return self._forwarded
 
 
-EMPTY_VIEW = RequestView((), "", frozenset())
+EMPTY_VIEW = RequestView(Headers([]), "", frozenset())
 
 
 def parse_query(query: str) -> dict[str, list[str]]:

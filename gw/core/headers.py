@@ -100,19 +100,12 @@ class Headers:
         self._by_name = by_name
 
     @classmethod
-    def from_environ(
-        cls, environ: Mapping[str, Any], http_keys: Iterable[str] | None = None
-    ) -> Headers:
+    def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
         """The client's headers from a WSGI environ: the ``HTTP_*`` keys in the environ's
-        order, then Content-Type and Content-Length when they are not empty.
-
-        ``http_keys``: the environ's ``HTTP_*`` keys in that order, when the caller has them
-        (the other keys are not looked at). APPSEC: it must name every one: a field left out
-        would be neither checked nor forwarded.
-        """
+        order, then Content-Type and Content-Length when they are not empty."""
         pairs: list[tuple[str, str]] = []
         by_name: dict[str, str] = {}
-        for key in environ if http_keys is None else http_keys:
+        for key in environ:
             names = environ_names(key)
             if names:
                 value = environ[key]
@@ -187,9 +180,7 @@ def check_connection(value: str | None, owned: frozenset[str] = GATEWAY_OWNED) -
         raise InvalidHeader(f"the Connection header must not name {', '.join(refused)}")
 
 
-def forwardable(
-    headers: Headers | Iterable[tuple[str, str]], owned: frozenset[str] = GATEWAY_OWNED
-) -> list[tuple[str, str]]:
+def forwardable(headers: Headers, owned: frozenset[str] = GATEWAY_OWNED) -> list[tuple[str, str]]:
     """Drop hop-by-hop and framing headers, those the client's ``Connection`` names, and
     gateway-owned ones (the caller has refused a Connection that names framing or owned ones,
     see ``check_connection``; gw sets the framing of what it sends itself).
@@ -198,14 +189,10 @@ def forwardable(
     itself, the identity headers of the auth configuration included.
     """
     dropped = _never_forwarded(owned)
-    if isinstance(headers, Headers):
-        pairs = headers.items()
-        # PERF: without a Connection field (every pair has its lower-case name in by_name),
-        # no pair needs a lower-case copy to find one.
-        connection = "connection" in headers.by_name()
-    else:
-        pairs, connection = list(headers), True
-    if connection:
+    pairs = headers.items()
+    # PERF: every pair's lower-case name is a key of by_name, so without "connection" there
+    # no pair is a Connection field, and none needs a lower-case copy to find one.
+    if "connection" in headers.by_name():
         for name, value in pairs:
             if name.lower() == "connection":
                 # APPSEC: a client may name any header in Connection to make a proxy drop it

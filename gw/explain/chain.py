@@ -168,7 +168,7 @@ def _ingress(walk: _Walk) -> None:
 def _route(walk: _Walk) -> None:
     request = _request(walk)
     table = walk.config.table
-    view = RequestView(request.headers.items(), request.query, _owned(walk.config))
+    view = RequestView(request.headers, request.query, _owned(walk.config))
     try:
         match = choose_route(table, request, _owned(walk.config))
     except RouteNotFound as ex:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gw.core.conditions import Condition, RequestView
-from gw.core.headers import GATEWAY_OWNED
+from gw.core.headers import GATEWAY_OWNED, Headers
 from gw.core.paths import canonicalize, encode_path
 from gw.core.routes import Route
 from gw.core.routing import RouteTable
@@ -165,7 +165,7 @@ def view_of(carried: Carried) -> RequestView:
     header, query, cookie = carried
     headers = [("X-A", header)] if header is not None else []
     headers += [("Cookie", cookie)] if cookie is not None else []
-    return RequestView(headers, query, GATEWAY_OWNED)
+    return RequestView(Headers(headers), query, GATEWAY_OWNED)
 
 
 def compiled_match(

@@ -8,7 +8,7 @@ import pytest
 
 from gw.config.load import parse_config
 from gw.core.conditions import Condition, RequestView, compatible
-from gw.core.headers import GATEWAY_OWNED
+from gw.core.headers import GATEWAY_OWNED, Headers
 from gw.core.nearest import nearest
 from gw.core.routes import Route
 from gw.core.routing import RouteTable
@@ -18,7 +18,7 @@ CANARY = Condition("header", "x-canary", "equals", ("1",))
 
 
 def view(headers: dict[str, str] | None = None, query: str = "") -> RequestView:
-    return RequestView(list((headers or {}).items()), query, GATEWAY_OWNED)
+    return RequestView(Headers(list((headers or {}).items())), query, GATEWAY_OWNED)
 
 
 def route(name: str, *conditions: Condition, host: str | None = None) -> Route[str]:
