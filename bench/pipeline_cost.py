@@ -205,22 +205,22 @@ class _ClientSocket(socket.socket):
 
 def ticking_every(requests: int | None) -> Callable[[], None]:
     """Return the tick to call after each request. With ``requests``, the work that a worker
-    does every 0.1 s (the access-log flusher, the metrics publisher) is done every
+    does every 0.1 s (the batches of finished requests, the metrics publisher) is done every
     ``requests`` requests instead, by the tick: what a worker serving ``10 * requests``
     requests/s does, however slowly this process runs (callgrind runs it about 50 times
     slower, so at 0.1 s that work would weigh about 50 times more per request)."""
     if requests is None:
         return lambda: None
-    from gw.observe import accesslog, published
+    from gw.observe import batches, published
 
-    accesslog.MAX_WAIT = published.PUBLISH_EVERY = 1e9  # read when their threads start
+    batches.MAX_WAIT = published.PUBLISH_EVERY = 1e9  # read when their threads start
     count = 0
 
     def tick() -> None:
         nonlocal count
         count += 1
         if count % requests == 0:
-            accesslog.flush()
+            batches.flush()
             published.publish()
 
     return tick

@@ -50,7 +50,7 @@ from gw.host.process import native_lock
 from gw.idempotency.stage import IdempotencyStage
 from gw.limits.admission import Requester
 from gw.mirror.stage import Mirror
-from gw.observe import accesslog
+from gw.observe import batches
 from gw.observe.endpoints import Endpoints
 from gw.observe.instruments import worker_metrics
 from gw.shaping.compose import Aggregator
@@ -302,8 +302,7 @@ class Gateway:
             if self.metrics is not None:
                 self.metrics.upstream_error(route.upstream, ex.code)
             raise
-        if self.metrics is not None:
-            self.metrics.upstream(route.upstream, time.monotonic() - started)
+        exchange.upstream_seconds = time.monotonic() - started  # counted with its batch
         exchange.upstream_target = response.target.url
         return response
 
@@ -456,17 +455,14 @@ class Gateway:
         return self._respond(exchange, ex.status, headers, [body], shape=None)
 
     def _egress(self, exchange: Exchange, upstream: UpstreamResponse | None = None) -> None:
-        """Log the exchange; release an upstream connection the client did not read to the end."""
+        """Log and count the exchange; release an upstream connection the client did not read
+        to the end."""
         if upstream is not None and not upstream.finished:
             upstream.abandon()
-        # PERF: the line and the counts wait for their batch (within 0.1 s): nothing is
-        # written on the request path.
-        accesslog.write(exchange)
         inflight.finished(exchange)
-        if self.metrics is not None:
-            seconds = time.monotonic() - exchange.started
-            self.metrics.request(exchange.route, exchange.method, exchange.status, seconds)
-            self.metrics.publish_if_due()
+        # PERF: one append; its line and its counts are made with its batch (within 0.1 s)
+        if batches.consumers:
+            batches.add(exchange)
 
     # -- answers gw makes itself -------------------------------------------------------------
 

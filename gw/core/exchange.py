@@ -35,6 +35,8 @@ class Exchange:
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+    ended: float = 0.0  # time.monotonic() when its answer was done (gw.observe.batches)
+    upstream_seconds: float | None = None  # until the proxied upstream's response headers
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0

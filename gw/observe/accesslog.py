@@ -1,76 +1,44 @@
 """One JSON line per request, written when the response body is finished, in batches.
 
 Lines go to stdout (journald under systemd) in the order their requests finished in this
-worker. A finished request is queued with its end time and duration, and its line is made
-when its batch is written, with one ``write`` per batch:
-- when ``BATCH_LINES`` lines are waiting;
-- by a background flusher every ``MAX_WAIT`` seconds, so a quiet gateway's lines are out
-  within ``MAX_WAIT``;
-- at exit (``atexit``: gunicorn workers leave through ``sys.exit``).
-PERF: never because a request ended: a worker under load goes idle between many requests, and
-a ``write`` there costs a system call per one or two requests. The request path only appends
-to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic); the lines of a batch
-are made together, which in a loaded worker cost about half of making each one as its request
-ends, scattered between other work (bench/README.md, fifth run).
+worker. The lines of a batch of finished requests (``gw.observe.batches``: within 0.1 s, or
+64 requests) are made together and written with one ``write``. PERF: the lines of a batch
+cost about half of making each one as its request ends, scattered between other work
+(bench/README.md, fifth run), and a ``write`` per request would be a system call per one or
+two requests.
 A batch that cannot be written (stdout closed, a full disk) is not lost silently: the count of
 lines dropped is reported on stderr, once per incident.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import functools
 import json
 import logging
 import os
 import sys
-import threading
 import time
-from collections import deque
 from typing import Any
 
+from gw.core.bounded import remember
 from gw.core.exchange import Exchange
 from gw.host import process
+from gw.observe import batches
 from gw.observe.incident import IncidentLog
-from gw.observe.tally import taken
-
-BATCH_LINES = 64
-MAX_WAIT = 0.1
 
 log = logging.getLogger("gw")
 
-Ended = tuple[Exchange, int, float]
-"""A finished request waiting for its line: the exchange, the second it ended (Unix time) and
-its duration in milliseconds."""
-
 
 class _Writer:
-    """The batching writer of one process (see the module docstring)."""
+    """Where this process's lines go, and its failures to write them."""
 
     def __init__(self) -> None:
-        self.enabled = False
         self.fd = 1
-        self.pending: deque[Ended] = deque()
-        self.lock = threading.Lock()  # one batch written at a time, so batches stay in order
         self.failures = IncidentLog(log, "access log")
 
-    def add(self, ended: Ended) -> None:
-        pending = self.pending
-        pending.append(ended)
-        if len(pending) >= BATCH_LINES:
-            self.flush()
-        else:
-            process.every(MAX_WAIT, self.flush, "gw-access-log")
-
-    def flush(self) -> None:
-        if self.pending:
-            with self.lock:
-                self._write_pending()
-
-    def _write_pending(self) -> None:
-        """Write the lines of every queued request (the caller holds the lock)."""
-        batch = taken(self.pending)
+    def write(self, batch: list[Exchange]) -> None:
+        """Write the lines of ``batch`` (handed on by ``gw.observe.batches``, in order)."""
         data = "".join(_lines(batch)).encode()
         try:
             _write_all(self.fd, data)
@@ -80,11 +48,14 @@ class _Writer:
         self.failures.succeeded()
 
 
-def _lines(batch: list[Ended]) -> list[str]:
+def _lines(batch: list[Exchange]) -> list[str]:
     lines, worker = [], process.pid()
-    for exchange, second, duration_ms in batch:
+    wall = time.time() - time.monotonic()  # a monotonic time plus this is Unix time
+    for exchange in batch:
+        ended = exchange.ended
+        duration_ms = (ended - exchange.started) * 1000.0
         try:
-            lines.append(_line(exchange, _formatted(second), duration_ms, worker))
+            lines.append(_line(exchange, _formatted(int(ended + wall)), duration_ms, worker))
         except Exception:  # a stage's field that is not JSON: reported, the batch goes on
             log.exception("access line of request %s dropped", exchange.request_id)
     return lines
@@ -106,13 +77,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _writer = _Writer()
-atexit.register(_writer.flush)
 
 
 def configure(enabled: bool) -> None:
     """Write access lines to stdout, one JSON object each, unless disabled."""
-    _writer.enabled = enabled
     _writer.fd = sys.stdout.fileno() if enabled else 1
+    batches.consume("access-log", _writer.write if enabled else None)
 
 
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
@@ -134,13 +104,6 @@ def configure_diagnostics() -> None:
         logger.propagate = False
 
 
-def write(exchange: Exchange) -> None:
-    """Queue ``exchange``'s access line (made and written with its batch; see the module
-    docstring)."""
-    if _writer.enabled:
-        _writer.add((exchange, int(time.time()), exchange.elapsed_ms()))
-
-
 def line_of(exchange: Exchange) -> str:
     """The access line of ``exchange`` if it ended now: one JSON object and its newline."""
     return _line(exchange, _now(), exchange.elapsed_ms(), process.pid())
@@ -154,28 +117,31 @@ def _line(exchange: Exchange, when: str, duration_ms: float, worker: int) -> str
     same (``tests/unit/test_accesslog.py`` compares the two) but for the duration, whose
     three decimals are always written (``3.490`` where ``json.dumps`` writes ``3.49``: ``.3f``
     costs a third of the shortest float ``repr``). ``when`` is gw's own ASCII timestamp: it
-    needs no escaping.
+    needs no escaping. The values that repeat from request to request (the method, the
+    route, the upstream and its target, the stages' field names) are escaped once each
+    (``_QUOTED``).
     """
     extra = exchange.extra
     if not _BASE_FIELDS.isdisjoint(extra):
         return _ENCODE(_fields(exchange, when, duration_ms, worker)) + "\n"  # a stage's wins
     client, route = exchange.client, exchange.route
-    upstream, target = exchange.upstream, exchange.upstream_target
+    method, upstream, target = exchange.method, exchange.upstream, exchange.upstream_target
     text = (
         f'{{"time":"{when}","request_id":{_str(exchange.request_id)},'
         f'"client":{"null" if client is None else _str(client.ip)},'
-        f'"method":{_str(exchange.method)},'
+        f'"method":{_known(method) or _quoted(method)},'
         f'"path":{_str(exchange.path or exchange.raw_target[:512])},'
-        f'"route":{"null" if route is None else _str(route)},'
-        f'"upstream":{"null" if upstream is None else _str(upstream)},'
-        f'"target":{"null" if target is None else _str(target)},'
+        f'"route":{_known(route) or _quoted(route)},'
+        f'"upstream":{_known(upstream) or _quoted(upstream)},'
+        f'"target":{_known(target) or _quoted(target)},'
         f'"status":{int(exchange.status)},"bytes":{int(exchange.bytes_sent)},'
         f'"duration_ms":{duration_ms:.3f},"worker":{worker}'
     )
     if exchange.error:
         text += f',"error":{_str(exchange.error)}'
     for name, value in extra.items():
-        text += f",{_str(name)}:{_str(value) if value.__class__ is str else _ENCODE(value)}"
+        encoded = _str(value) if value.__class__ is str else _ENCODE(value)
+        text += f",{_known(name) or _quoted(name)}:{encoded}"
     return text + "}\n"
 
 
@@ -221,11 +187,15 @@ _BASE_FIELDS = frozenset(
 )
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _str = json.encoder.encode_basestring_ascii
+# The JSON text of the values met before, by value (``None``: ``null``). Bounded
+# (gw.core.bounded): clients choose the method.
+_QUOTED: dict[str | None, str] = {None: "null"}
+_known = _QUOTED.get
 
 
-def flush() -> None:
-    """Write the waiting lines now."""
-    _writer.flush()
+def _quoted(text: str | None) -> str:
+    """The JSON text of ``text``, kept in ``_QUOTED`` while there is room."""
+    return remember(_QUOTED, text, "null" if text is None else _str(text))
 
 
 def _now() -> str:

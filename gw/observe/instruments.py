@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from gw.core.exchange import Exchange
 from gw.host import process
+from gw.observe import batches
 from gw.observe.metrics import multiprocess_directory
 from gw.observe.tally import Counts, Tally, add_to_histogram
 
@@ -41,6 +43,9 @@ JWKS_OUTCOMES = frozenset({"ok", "failed"})
 CACHE_RESULTS = frozenset({"hit", "miss", "bypass"})
 RATELIMIT_MODES = frozenset({"enforce", "shadow"})
 AUTH_SHADOW_DECISIONS = frozenset({"would_allow", "would_reject"})
+_RATELIMIT_LABELS = frozenset(
+    (decision, mode) for decision in RATELIMIT_DECISIONS for mode in RATELIMIT_MODES
+)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -68,14 +73,12 @@ class Metrics:
         self._file_lost = False
         # Single-process mode has no files: nothing to publish.
         self._publish_now: Callable[[], None] = _nothing
-        self._publish_when_due: Callable[[], None] = _nothing
         if self.directory:
             from gw.observe import metricfiles, published
 
             metricfiles.allocate_files()  # a full directory fails a create, never a store
             published.install()  # PERF: counted in memory, written in batches (see there)
             self._publish_now = published.publish
-            self._publish_when_due = published.publish_if_due
         self._registry = CollectorRegistry()
         # In multiprocess mode the files are the registry; scrapes read them afresh.
         reg = None if self.directory else self._registry
@@ -228,27 +231,44 @@ class Metrics:
             from gw.observe import published
 
             published.before_publish(self._fold)
+        batches.consume("metrics", self.finished)  # the requests' own counts, in batches
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
         self.publish()  # the start is seen by scrapes before any request is served
 
     # -- per request ---------------------------------------------------------------------
 
-    def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        """Count one answered request and observe its duration."""
-        if method not in _METHODS:
-            method = "OTHER"  # APPSEC: a client-chosen word must not become a new series
-        self._requests_tally.add((route or NO_ROUTE, method, status // 100), seconds)
+    def finished(self, batch: list[Exchange]) -> None:
+        """Count a batch of finished requests (``gw.observe.batches``): each by route, method
+        and status class, with its duration, and a proxied one's upstream time (``upstream``).
+
+        APPSEC: a method gw does not know is counted as ``OTHER``: a client-chosen word must
+        not become a new series.
+        """
+        self._requests_tally.extend(
+            [
+                (
+                    (
+                        e.route or NO_ROUTE,
+                        e.method if e.method in _METHODS else "OTHER",
+                        e.status // 100,
+                    ),
+                    e.ended - e.started,
+                )
+                for e in batch
+            ]
+        )
+        self._upstream_tally.extend(
+            [
+                ((e.upstream, "proxy"), e.upstream_seconds)
+                for e in batch
+                if e.upstream_seconds is not None and e.upstream is not None
+            ]
+        )
 
     def publish(self) -> None:
         """Write this worker's counts to its files now."""
         self._publish_now()
-
-    def publish_if_due(self) -> None:
-        """Write this worker's counts to its files when ``gw.observe.published.PUBLISH_EVERY``
-        has passed since they were last written (a background publisher writes them that often
-        too: this call starts it in a new worker)."""
-        self._publish_when_due()
 
     def tunnels(self, delta: int) -> None:
         """Add ``delta`` (+1 when a tunnel opens, -1 when it closes); published at once."""
@@ -276,8 +296,10 @@ class Metrics:
     def ratelimit(self, policy: str, decision: str, mode: str = "enforce") -> None:
         """Count a decision: allowed, rejected, failed_open or failed_closed, of an enforced
         limit or of a shadow one (``mode``)."""
-        _check(decision, RATELIMIT_DECISIONS)
-        _check(mode, RATELIMIT_MODES)
+        # PERF: one set lookup on the request path, no call, for the two checks
+        if (decision, mode) not in _RATELIMIT_LABELS:
+            _check(decision, RATELIMIT_DECISIONS)
+            _check(mode, RATELIMIT_MODES)
         self._counts.add((self._ratelimit, policy, decision, mode))
 
     def auth_shadow(self, route: str, decision: str, reason: str) -> None:
@@ -396,7 +418,8 @@ class Metrics:
     def _fold(self) -> None:
         """Add what the tallies and counts took since the last fold to the metric children,
         and set the in-flight gauge (at the start of every publish, and before a
-        single-process scrape)."""
+        single-process scrape), the requests finished until now among them."""
+        batches.flush()
         for key, row in self._requests_tally.take().items():
             counter, duration = self._request_children.get(key) or self._request_pair(*key)
             counter.inc(row[0])

@@ -4,9 +4,8 @@ prometheus_client's multiprocess value (``MmapedValue``) takes a lock, calls ``g
 notice a fork) and packs the new value into the mmap'd file on every ``inc``: about 12
 ``getpid`` calls and 7 file writes per proxied request. Here an update only changes the value
 in memory and marks it; ``publish()`` writes every marked value to the files:
-- by a background publisher every ``PUBLISH_EVERY`` seconds, and at exit;
-- after a request when ``PUBLISH_EVERY`` seconds have passed since the last publish (which also
-  starts the publisher in a new worker);
+- by a background publisher every ``PUBLISH_EVERY`` seconds (started by the first publish in
+  each process: the worker's ``Metrics`` publishes when it is made), and at exit;
 - before this worker answers a scrape (so its own counts are exact in its answer).
 
 PERF: never when a request ends: a worker under load goes idle between many requests, and a
@@ -22,7 +21,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +40,6 @@ class _Shared:
         self.files: dict[str, Any] = {}
         self.all: list[PublishedValue] = []
         self.marked: set[PublishedValue] = set()
-        self.published_at = time.monotonic()
         self.folds: list[Callable[[], None]] = []
 
     def file(self, prefix: str) -> Any:
@@ -143,14 +140,7 @@ def publish() -> None:
         marked, _shared.marked = _shared.marked, set()
         for value in marked:
             value.write()
-        _shared.published_at = time.monotonic()
     process.every(PUBLISH_EVERY, publish, "gw-metrics")  # what was marked, and the tallies
-
-
-def publish_if_due() -> None:
-    """Publish when ``PUBLISH_EVERY`` has passed since the last publish (one clock read)."""
-    if time.monotonic() - _shared.published_at >= PUBLISH_EVERY:
-        publish()
 
 
 atexit.register(publish)

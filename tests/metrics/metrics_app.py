@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gw.core.exchange import Exchange
+from gw.observe import batches
 from gw.observe.instruments import Metrics, worker_metrics
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -34,11 +36,11 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     route = path.split("/")[1] if path.count("/") >= 2 else ""
     status = ROUTES.get(route, "404 Not Found")
     _serving[0] -= 1
-    name = route if route in ROUTES else None
-    instruments.request(
-        name, environ["REQUEST_METHOD"], int(status[:3]), time.monotonic() - started
-    )
-    instruments.publish_if_due()  # as gw's pipeline does after a request
+    exchange = Exchange("req-1", environ["REQUEST_METHOD"], path)
+    exchange.started = started
+    exchange.route = route if route in ROUTES else None
+    exchange.status = int(status[:3])
+    batches.add(exchange)  # as gw's pipeline does when an answer is done
     return _answer(start_response, status, "text/plain", b"ok\n")
 
 

@@ -18,6 +18,8 @@ import prometheus_client  # noqa: F401
 import pytest
 from pydantic import ValidationError
 
+from gw.core.exchange import Exchange
+from gw.observe import batches
 from gw.observe.instruments import DURATION_BUCKETS, Metrics
 from gw.observe.metrics import MetricsSettings, worker_exited
 from tests.metrics.scrape import samples, total, value
@@ -31,6 +33,18 @@ def metrics() -> Metrics:
     return Metrics()
 
 
+def ended(route: str | None, method: str, status: int, seconds: float) -> Exchange:
+    """A request that took ``seconds``, as the pipeline hands it on when its answer is done."""
+    exchange = Exchange("req-1", method, "/x")
+    exchange.route, exchange.status = route, status
+    exchange.ended = exchange.started + seconds
+    return exchange
+
+
+def finish(metrics: Metrics, route: str | None, method: str, status: int, seconds: float) -> None:
+    metrics.finished([ended(route, method, status, seconds)])
+
+
 def scrape(metrics: Metrics, **request: str) -> dict[Any, float]:
     content_type, body = metrics.render(request)
     assert content_type.startswith("text/plain")
@@ -39,8 +53,8 @@ def scrape(metrics: Metrics, **request: str) -> dict[Any, float]:
 
 def test_requests_are_counted_by_route_method_and_status_class(metrics: Metrics) -> None:
     for status in (200, 201, 200, 404, 503):
-        metrics.request("orders", "GET", status, 0.004)
-    metrics.request("orders", "POST", 201, 0.004)
+        finish(metrics, "orders", "GET", status, 0.004)
+    finish(metrics, "orders", "POST", 201, 0.004)
     found = scrape(metrics)
     name = "gw_requests_total"
     assert value(found, name, route="orders", method="GET", status_class="2xx") == 3
@@ -50,11 +64,27 @@ def test_requests_are_counted_by_route_method_and_status_class(metrics: Metrics)
     assert total(found, name) == 6
 
 
+def test_requests_handed_on_by_the_pipeline_are_in_the_next_scrape(metrics: Metrics) -> None:
+    """The pipeline queues each finished request (``gw.observe.batches``); a scrape counts
+    every one queued before it, without waiting for the batch."""
+    for number in range(10):
+        exchange = ended("orders", "GET", 200, 0.004)
+        if number % 2:
+            exchange.upstream, exchange.upstream_seconds = "orders-service", 0.02
+        batches.add(exchange)
+    found = scrape(metrics)
+    assert value(found, "gw_requests_total", route="orders", method="GET", status_class="2xx") == 10
+    proxy = {"upstream": "orders-service", "via": "proxy"}
+    assert value(found, "gw_upstream_duration_seconds_count", **proxy) == 5
+    assert value(found, "gw_upstream_duration_seconds_bucket", **proxy, le="0.01") == 0
+    assert value(found, "gw_upstream_duration_seconds_bucket", **proxy, le="0.025") == 5
+
+
 def test_client_chosen_methods_and_missing_routes_do_not_make_new_series(
     metrics: Metrics,
 ) -> None:
     for method in ("BREW", "get", "X" * 100):
-        metrics.request(None, method, 400, 0.001)
+        finish(metrics, None, method, 400, 0.001)
     found = scrape(metrics)
     series = [labels for (n, labels) in found if n == "gw_requests_total"]
     assert series == [
@@ -67,8 +97,8 @@ def test_client_chosen_methods_and_missing_routes_do_not_make_new_series(
 
 def test_durations_land_in_gateway_sized_buckets(metrics: Metrics) -> None:
     assert DURATION_BUCKETS[0] == 0.001 and DURATION_BUCKETS[-1] == 30.0
-    metrics.request("orders", "GET", 200, 0.004)
-    metrics.request("orders", "GET", 200, 12.0)
+    finish(metrics, "orders", "GET", 200, 0.004)
+    finish(metrics, "orders", "GET", 200, 12.0)
     found = scrape(metrics)
     bucket = "gw_request_duration_seconds_bucket"
     assert value(found, bucket, route="orders", le="0.0025") == 0
@@ -189,7 +219,7 @@ def test_the_limiter_table_is_read_at_each_scrape_not_per_request(metrics: Metri
     metrics.watch_limiter_table(stats)
     metrics.watch_limiter_table(stats)  # watching twice must not double the series
     for _ in range(100):
-        metrics.request("orders", "GET", 200, 0.001)
+        finish(metrics, "orders", "GET", 200, 0.001)
     assert reads == []
     scrape(metrics)
     found = scrape(metrics)
@@ -204,14 +234,14 @@ def test_a_table_that_cannot_be_read_does_not_break_the_scrape(metrics: Metrics)
         raise OSError("gone")
 
     metrics.watch_limiter_table(broken)
-    metrics.request("orders", "GET", 200, 0.001)
+    finish(metrics, "orders", "GET", 200, 0.001)
     found = scrape(metrics)
     assert total(found, "gw_requests_total") == 1
     assert value(found, "gw_ratelimit_table_slots") is None
 
 
 def test_openmetrics_is_answered_to_a_scraper_that_asks_for_it(metrics: Metrics) -> None:
-    metrics.request("orders", "GET", 200, 0.001)
+    finish(metrics, "orders", "GET", 200, 0.001)
     accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     for request in ({"HTTP_ACCEPT": accept}, {"Accept": accept}):
         content_type, body = metrics.render(request)
@@ -229,7 +259,7 @@ def test_a_process_whose_client_counts_alone_renders_its_own_counts(
     """The directory named too late (after the import) must not hide this process's counts."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     metrics = Metrics()
-    metrics.request("orders", "GET", 200, 0.001)
+    finish(metrics, "orders", "GET", 200, 0.001)
     assert metrics.directory is None
     assert total(scrape(metrics), "gw_requests_total") == 1
     assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ flusher and at exit, and a batch that cannot be written is reported, never dropp
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from gw.core.exchange import Exchange
 from gw.core.forwarding import ClientInfo
-from gw.observe import accesslog
+from gw.observe import accesslog, batches
 
 
 def exchange(number: int) -> Exchange:
@@ -33,7 +34,7 @@ def pipe() -> Iterator[tuple[int, int]]:
     accesslog.configure(True)
     accesslog._writer.fd = write
     yield read, write
-    accesslog.flush()
+    batches.flush()
     accesslog.configure(False)
     for fd in (read, write):
         with contextlib.suppress(OSError):
@@ -58,12 +59,12 @@ def test_lines_wait_for_their_batch_and_come_out_whole_and_in_order(
 ) -> None:
     read, _ = pipe
     for number in range(10):
-        accesslog.write(exchange(number))
+        batches.add(exchange(number))
     assert drain(read) == []  # batched: nothing written at once
     lines: list[dict[str, object]] = []
     deadline = time.monotonic() + 5
     while len(lines) < 10 and time.monotonic() < deadline:
-        time.sleep(accesslog.MAX_WAIT / 4)
+        time.sleep(batches.MAX_WAIT / 4)
         lines += drain(read)  # the background flusher writes them, with no call from here
     assert [line["request_id"] for line in lines] == [f"req_{n:020d}" for n in range(10)]
     assert all(line["status"] == 200 and line["worker"] == os.getpid() for line in lines)
@@ -71,9 +72,24 @@ def test_lines_wait_for_their_batch_and_come_out_whole_and_in_order(
 
 def test_a_full_batch_is_written_without_waiting(pipe: tuple[int, int]) -> None:
     read, _ = pipe
-    for number in range(accesslog.BATCH_LINES):
-        accesslog.write(exchange(number))
-    assert len(drain(read)) == accesslog.BATCH_LINES
+    for number in range(batches.BATCH):
+        batches.add(exchange(number))
+    assert len(drain(read)) == batches.BATCH
+
+
+def test_a_line_says_when_its_request_ended_and_how_long_it_took(pipe: tuple[int, int]) -> None:
+    """Not when its batch was written: the line is made later, from the times kept."""
+    read, _ = pipe
+    done = exchange(1)
+    done.started -= 0.25  # it arrived 250 ms ago
+    ended_at = time.time()
+    batches.add(done)
+    time.sleep(0.3)  # its batch is written later than it ended
+    batches.flush()
+    [line] = drain(read)
+    assert 250 <= float(str(line["duration_ms"])) < 290
+    when = datetime.datetime.strptime(str(line["time"]), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    assert int(ended_at) - 1 <= when <= ended_at
 
 
 def test_a_batch_that_cannot_be_written_is_reported(
@@ -81,19 +97,19 @@ def test_a_batch_that_cannot_be_written_is_reported(
 ) -> None:
     read, _ = pipe
     os.close(read)  # nobody reads stdout any more: the write fails with EPIPE
-    accesslog.write(exchange(1))
-    accesslog.write(exchange(2))
+    batches.add(exchange(1))
+    batches.add(exchange(2))
     with caplog.at_level(logging.WARNING, logger="gw"):
-        accesslog.flush()
+        batches.flush()
     assert any("2 access line(s) dropped" in r.getMessage() for r in caplog.records)
 
 
 def test_lines_still_waiting_are_written_at_exit() -> None:
     code = (
-        "from gw.observe import accesslog\n"
+        "from gw.observe import accesslog, batches\n"
         "from gw.core.exchange import Exchange\n"
         "accesslog.configure(True)\n"
-        "accesslog.write(Exchange(request_id='req_exit_0000000000000', method='GET',"
+        "batches.add(Exchange(request_id='req_exit_0000000000000', method='GET',"
         " raw_target='/x'))\n"
         "raise SystemExit(0)\n"
     )
