@@ -58,12 +58,46 @@ class _ProxySink:
         resp.stream = outcome.body
 
 
+class _EveryMethod(dict[str, Any]):
+    """A route's responders by method, where every method has the one sink."""
+
+    def __init__(self, sink: _ProxySink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def __missing__(self, method: str) -> _ProxySink:
+        return self.sink  # nothing kept: clients choose the method
+
+
+class _OneRoute:
+    """Falcon's router for gw: every path and method goes to the one sink, as a sink on
+    ``/`` would (the pipeline routes on the canonical path, ``gw.core.paths``).
+
+    PERF: Falcon's router and its list of sinks are searched on every request (a compiled
+    router that never matches, then the sinks' regular expressions): about 4,000
+    instructions; this answers with one tuple made at start. Falcon's custom-router
+    interface (``find``) is public.
+    """
+
+    def __init__(self, sink: _ProxySink) -> None:
+        self._route: tuple[Any, ...] = (sink, _EveryMethod(sink), {}, None)
+
+    def find(self, uri: str, req: falcon.Request | None = None) -> tuple[Any, ...]:
+        return self._route
+
+    def add_route(self, uri_template: str, resource: object, **kwargs: Any) -> None:
+        raise TypeError("gw's Falcon app has one route: the pipeline routes itself")
+
+
 def create_app(gateway: Gateway) -> falcon.App[falcon.Request, Response]:
     """Return the Falcon app serving ``gateway``."""
-    app = falcon.App(response_type=Response)
+    router = _OneRoute(_ProxySink(gateway))
+    # Falcon documents custom routers (``find``, ``add_route``); its hints name only its own.
+    app: falcon.App[falcon.Request, Response] = falcon.App(  # type: ignore[call-overload]
+        response_type=Response, router=router
+    )
     # Never invent a Content-Type for an upstream response that had none.
     app.resp_options.default_media_type = None  # type: ignore[assignment]
-    app.add_sink(_ProxySink(gateway), prefix="/")
     return app
 
 

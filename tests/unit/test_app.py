@@ -8,10 +8,12 @@ from typing import Any
 
 import falcon
 import falcon.testing
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gw.app import Response
+from gw.app import Response, create_app
+from gw.core.exchange import Outcome
 
 Fields = list[tuple[str, str]]
 
@@ -71,3 +73,34 @@ def test_an_answer_falcon_makes_itself_keeps_its_own_fields() -> None:
     status, head = _head(fill)
     assert status == "405 Method Not Allowed"
     assert ("allow", "GET") in head
+
+
+class _Recorder:
+    """A gateway that answers every request and keeps the method and path it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def handle(self, environ: dict[str, Any]) -> Outcome:
+        self.seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+        return Outcome(202, [("X-Seen", "1")], [b"ok"])
+
+
+@given(
+    st.sampled_from(["GET", "POST", "DELETE", "OPTIONS", "PATCH", "BREW", "M-SEARCH"]),
+    st.sampled_from(["/", "/x", "//a//b/", "/a/../b", "/%2e%2e/x", "/x;y", "/x/"]),
+)
+def test_every_method_and_path_reaches_the_pipeline(method: str, path: str) -> None:
+    gateway = _Recorder()
+    app = create_app(gateway)  # type: ignore[arg-type]
+    answered: list[tuple[str, Fields]] = []
+    environ = falcon.testing.create_environ(path, method=method)
+    body = b"".join(app(environ, lambda status, fields, *_: answered.append((status, fields))))
+    assert gateway.seen == [(method, environ["PATH_INFO"])]
+    assert answered == [("202 Accepted", [("X-Seen", "1")])] and body == b"ok"
+
+
+def test_the_app_takes_no_routes_of_its_own() -> None:
+    app = create_app(_Recorder())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        app.add_route("/x", object())
