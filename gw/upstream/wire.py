@@ -172,7 +172,6 @@ class Response:
         "_extra",
         "_head_done",
         "_head_request",
-        "_head_size",
         "_interim",
         "_keep_alive",
         "_parser",
@@ -204,7 +203,6 @@ class Response:
         self._extra = False  # bytes after the end of the message: the connection is unusable
         self._until_close = False
         self._keep_alive = False
-        self._head_size = 0
         self._interim = 0
         self._error: MalformedResponse | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -226,10 +224,7 @@ class Response:
         if len(self.headers) >= MAX_HEADERS:
             self._error = MalformedResponse(f"more than {MAX_HEADERS} header fields")
             raise self._error
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD_BYTES:
-            self._error = MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
-            raise self._error
+        # (the head's size is bounded by what ``_read_head`` feeds the parser)
         lower = _NAMES.get(name) or remember(_NAMES, name, name.decode("latin-1").lower())
         self.headers.append((lower, value.decode("latin-1")))
 
@@ -382,17 +377,19 @@ class Response:
         deadline = None if timeout is None else time.monotonic() + timeout
         received = 0
         while not self._head_done:
+            if received >= MAX_HEAD_BYTES:
+                raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
             if received and deadline is not None:
                 self._sock.settimeout(_time_left(deadline))
-            data = receive(self._sock, CHUNK)
+            # APPSEC: the parser is never fed more than MAX_HEAD_BYTES before the head is done,
+            # so no head over it (status line, interim answers and blank line included) is read
+            data = receive(self._sock, min(CHUNK, MAX_HEAD_BYTES - received))
             if not data:
                 if received == 0:
                     raise UpstreamClosed("the upstream closed the connection without answering")
                 raise MalformedResponse("the connection closed inside the response head")
             received += len(data)
             self._feed(data)
-            if not self._head_done and received > MAX_HEAD_BYTES:
-                raise MalformedResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
         if self.status == 101 and not self._switched:
             # APPSEC: without "Connection: upgrade" llhttp reads what follows as another
             # answer, so the protocol's first bytes would be lost (or taken for HTTP).

@@ -292,6 +292,54 @@ def test_invalid_or_oversized_answers_are_malformed(pair: Pair, data: bytes) -> 
         answer(pair, data)
 
 
+def _head_of(size: int, fields: int) -> bytes:
+    """A 200 head of exactly ``size`` bytes (status line and blank line included) with
+    ``fields`` header fields, ``Content-Length: 2`` among them."""
+    status, length = b"HTTP/1.1 200 OK\r\n", b"Content-Length: 2\r\n"
+    room = size - len(status) - len(length) - 2  # for fields - 1 fields: "X-nnnnn: ...\r\n"
+    each, extra = divmod(room, fields - 1)
+    lines = [b"X-%05d: %s\r\n" % (n, b"a" * (each - 11 + (n < extra))) for n in range(fields - 1)]
+    head = status + b"".join(lines) + length + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+def _dribbled(pair: Pair, data: bytes, piece: int) -> Response:
+    """As ``answer``, with ``data`` sent ``piece`` bytes at a time (several reads)."""
+    ours, theirs = pair
+
+    def send() -> None:
+        for start in range(0, len(data), piece):
+            theirs.sendall(data[start : start + piece])
+            time.sleep(0.001)
+        theirs.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        return Response(ours, head_request=False)
+    finally:
+        sender.join()
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096])
+def test_a_head_of_up_to_64_kib_and_100_fields_is_read(pair: Pair, piece: int) -> None:
+    """The limits are http.client's: 100 fields, and 64 KiB for the head, its status line
+    and its blank line included, however many reads it comes in."""
+    response = _dribbled(pair, _head_of(wire.MAX_HEAD_BYTES, 100) + b"ok", piece)
+    assert response.status == 200 and len(response.headers) == 100
+    assert b"".join(response.body()) == b"ok"
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096])
+@pytest.mark.parametrize(("size", "fields"), [(1 << 16, 101), ((1 << 16) + 1, 60)])
+def test_a_head_over_64_kib_or_100_fields_is_malformed(
+    pair: Pair, piece: int, size: int, fields: int
+) -> None:
+    with pytest.raises(MalformedResponse):
+        _dribbled(pair, _head_of(size, fields) + b"ok", piece)
+
+
 def test_bad_chunk_size_is_malformed_while_reading_the_body(pair: Pair) -> None:
     ours, theirs = pair
     theirs.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
