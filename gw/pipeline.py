@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from gw import __version__, cors
@@ -62,6 +63,7 @@ from gw.upstream.pool import Connector
 
 log = logging.getLogger("gw")
 
+_name = itemgetter(0)  # a header field's name
 _BODILESS = frozenset({204, 304})
 _CLOSING = frozenset({400, 408, 413, 501, 505})
 _JSON = "application/json"
@@ -431,11 +433,19 @@ class Gateway:
     def _decorate(
         self, exchange: Exchange, headers: list[tuple[str, str]]
     ) -> list[tuple[str, str]]:
-        """Add the stages' headers, the request id, and security headers the upstream lacks."""
-        present = {name.lower() for name, _ in headers}
+        """Add the stages' headers, the request id, and security headers the upstream lacks.
+
+        PERF: the names are lower-cased and compared by C (``map``, ``isdisjoint``), with a
+        Python step per field only when a stage's field is already there.
+        """
+        present = set(map(str.lower, map(_name, headers)))
         present.discard("vary")  # several Vary headers combine
-        if exchange.add_headers:
-            headers += [(n, v) for n, v in exchange.add_headers if n.lower() not in present]
+        added = exchange.add_headers
+        if added:
+            if present.isdisjoint(map(str.lower, map(_name, added))):
+                headers += added
+            else:
+                headers += [(n, v) for n, v in added if n.lower() not in present]
         headers.append(("X-Request-Id", exchange.request_id))
         if present.isdisjoint(self._security_names):
             headers += self._security

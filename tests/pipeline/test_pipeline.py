@@ -209,6 +209,28 @@ def test_a_rate_limit_lets_exactly_its_burst_through(transport: FakeTransport) -
     assert gw.request("GET", "/api/other", peer="10.8.8.8").status == 200  # another client
 
 
+def test_a_stage_field_the_upstream_already_sent_is_not_added_again(
+    transport: FakeTransport,
+) -> None:
+    """The upstream's own field wins, in any spelling; the stage's other fields are added."""
+
+    def limited(received: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+        own = [("x-ratelimit-LIMIT", "7")] if received.target.endswith("/own") else []
+        return 200, [*own, ("Vary", "Accept")], b"ok"
+
+    transport.add(SVC, limited)
+    gw = gateway(
+        transport,
+        [{"name": "api", "path": "/api/**", "upstream": "svc"}],
+        rate_limiting={"default": {"requests_per_minute": 3, "key": "client_ip"}},
+    )
+    own = gw.request("GET", "/api/own")
+    names = [name.lower() for name, _ in own.headers]
+    assert names.count("x-ratelimit-limit") == 1 and names.count("x-ratelimit-remaining") == 1
+    assert own.header("X-RateLimit-Limit") == "7"
+    assert gw.request("GET", "/api/other").header("X-RateLimit-Limit") == "3"
+
+
 # -- cache -----------------------------------------------------------------------------------
 
 
