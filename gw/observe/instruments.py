@@ -278,7 +278,8 @@ class Metrics:
     def upstream(self, upstream: str, seconds: float, via: str = "proxy") -> None:
         """Observe how long ``upstream`` took to send its response headers.
 
-        ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part.
+        ``via`` is ``proxy`` for a proxied request, ``aggregate`` for an aggregate's part (the
+        pipeline's proxied requests are observed from their batch: ``finished``).
         """
         _check(via, UPSTREAM_VIAS)
         self._upstream_tally.add((upstream, via), seconds)
