@@ -42,17 +42,25 @@ Consumer = Callable[[list[Exchange]], None]
 consumers: dict[str, Consumer] = {}
 """Who gets each batch, by name (``access-log``, ``metrics``). Empty: ``add`` is not called."""
 
+_this_process_only: set[str] = set()  # consumers a child process does not inherit
 _pending: deque[Exchange] = deque()
 _lock = threading.Lock()  # one batch handed on at a time, so batches stay in order
 _draining = [False]  # this process's background thread has started (reset in a child)
 
 
-def consume(name: str, consumer: Consumer | None) -> None:
-    """Hand every batch to ``consumer`` under ``name`` from now on (``None``: stop)."""
+def consume(name: str, consumer: Consumer | None, *, this_process_only: bool = False) -> None:
+    """Hand every batch to ``consumer`` under ``name`` from now on (``None``: stop).
+
+    ``this_process_only``: a process forked from this one does not hand its batches to it
+    (a worker counts its requests in the ``Metrics`` it makes itself).
+    """
+    _this_process_only.discard(name)
     if consumer is None:
         consumers.pop(name, None)
-    else:
-        consumers[name] = consumer
+        return
+    consumers[name] = consumer
+    if this_process_only:
+        _this_process_only.add(name)
 
 
 def add(exchange: Exchange) -> None:
@@ -84,9 +92,11 @@ def _hand_on(batch: list[Exchange]) -> None:
 
 
 def _after_fork() -> None:
-    """A child hands on only its own requests, and counts them in its own ``Metrics``."""
+    """A child hands on only its own requests, to the consumers it inherits."""
     _pending.clear()
-    consumers.pop("metrics", None)
+    for name in _this_process_only:
+        consumers.pop(name, None)
+    _this_process_only.clear()
     _draining[0] = False
 
 

@@ -231,7 +231,8 @@ class Metrics:
             from gw.observe import published
 
             published.before_publish(self._fold)
-        batches.consume("metrics", self.finished)  # the requests' own counts, in batches
+        # the requests' own counts, in batches; a forked worker makes its own Metrics
+        batches.consume("metrics", self.finished, this_process_only=True)
         self._table_stats: TableStats | None = None
         self._health_snapshot: Callable[[], list[dict[str, Any]]] | None = None
         self.publish()  # the start is seen by scrapes before any request is served

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -69,3 +71,20 @@ def test_a_consumer_that_fails_costs_the_others_nothing(caplog: pytest.LogCaptur
     assert any(
         "broken: a batch of 1 finished requests was lost" in r.message for r in caplog.records
     )
+
+
+def test_a_child_process_drops_only_the_consumers_of_this_process() -> None:
+    code = (
+        "import os, sys\n"
+        "from gw.observe import batches\n"
+        "batches.consume('kept', print)\n"
+        "batches.consume('mine', print, this_process_only=True)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if sorted(batches.consumers) == ['kept'] else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "assert sorted(batches.consumers) == ['kept', 'mine']\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
