@@ -84,6 +84,13 @@ case "$where" in
 esac
 # The default worker under both its names (gw.worker: the one older env files and units use).
 "$VENV/bin/python" -c 'import gw.edge.worker, gw.worker, gw.app' || fail "the worker classes do not import"
+# setup.py builds the access line's compiled form optionally (gw runs without it); on a machine
+# with a C compiler, as CI's, the wheel must carry it, or the bench would measure the fallback.
+if [ "${GW_REQUIRE_COMPILED:-}" = 1 ]; then
+  "$VENV/bin/python" -c 'import gw.observe._accessline' ||
+    fail "the wheel has no gw.observe._accessline (setup.py's C extension did not build)"
+  echo "   the compiled access line is in the wheel"
+fi
 
 free_port() {
   "$VENV/bin/python" -c 'import socket

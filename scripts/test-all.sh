@@ -29,7 +29,7 @@ fi
 .venv/bin/pip install -q -e '.[test,lint,redis]'
 
 echo "== ruff"
-.venv/bin/ruff check gw tests bench gunicorn.conf.py
+.venv/bin/ruff check gw tests bench gunicorn.conf.py setup.py
 echo "== lint-imports (setup.cfg [importlinter])"
 .venv/bin/lint-imports
 echo "== mypy --strict gw"
