@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -246,26 +247,18 @@ class Metrics:
         APPSEC: a method gw does not know is counted as ``OTHER``: a client-chosen word must
         not become a new series.
         """
-        self._requests_tally.extend(
-            [
-                (
-                    (
-                        e.route or NO_ROUTE,
-                        e.method if e.method in _METHODS else "OTHER",
-                        e.status // 100,
-                    ),
-                    e.ended - e.started,
-                )
-                for e in batch
-            ]
-        )
-        self._upstream_tally.extend(
-            [
-                ((e.upstream, "proxy"), e.upstream_seconds)
-                for e in batch
-                if e.upstream_seconds is not None and e.upstream is not None
-            ]
-        )
+        # PERF: grouped by key here, in the one pass over the batch; the tallies take the
+        # groups as they are (no (key, amount) pair made per request and sorted out again).
+        requests: defaultdict[tuple[str, str, int], list[float]] = defaultdict(list)
+        upstreams: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        for e in batch:
+            method = e.method if e.method in _METHODS else "OTHER"
+            requests[e.route or NO_ROUTE, method, e.status // 100].append(e.ended - e.started)
+            if e.upstream_seconds is not None and e.upstream is not None:
+                upstreams[e.upstream, "proxy"].append(e.upstream_seconds)
+        self._requests_tally.extend(requests)
+        if upstreams:
+            self._upstream_tally.extend(upstreams)
 
     def publish(self) -> None:
         """Write this worker's counts to its files now."""

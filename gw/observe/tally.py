@@ -4,7 +4,7 @@ PERF: a prometheus_client ``observe`` goes through several Python calls and chan
 values (the sum and one bucket), each under this process's value lock; a request observes
 two histograms and counts itself once, seven value updates in all. ``Tally.add`` only appends
 the observation to a deque (no lock: a deque's ``append`` and ``popleft`` are atomic;
-``extend`` appends a batch's, ``gw.observe.batches``), and
+``extend`` appends a batch's, grouped by key, ``gw.observe.batches``), and
 ``take``, when the worker publishes its values (``gw.observe.published``), sorts them into one
 row of plain numbers per label key, which are added to the metric children then: the request
 path only appends, and the binning runs many times in a row. The files, and so every scrape,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from itertools import repeat
 from operator import call
 from typing import Any, Generic, TypeVar
@@ -44,15 +44,17 @@ class Tally(Generic[Key]):
         """``bounds``: the histogram's finite upper bounds, ascending (+Inf is implied)."""
         self._bounds = tuple(bounds)
         self._seen: deque[tuple[Key, float]] = deque()
+        self._groups: deque[Mapping[Key, list[float]]] = deque()
         self._taking = threading.Lock()  # one take at a time (``taken``)
 
     def add(self, key: Key, amount: float) -> None:
         """Count one observation of ``amount`` under ``key``."""
         self._seen.append((key, amount))
 
-    def extend(self, observations: list[tuple[Key, float]]) -> None:
-        """Count each ``(key, amount)`` of ``observations``, in order."""
-        self._seen.extend(observations)
+    def extend(self, groups: Mapping[Key, list[float]]) -> None:
+        """Count a batch's observations, grouped by key (each group in order). The tally
+        keeps the lists: the caller must not change them afterwards."""
+        self._groups.append(groups)
 
     def take(self) -> dict[Key, Row]:
         """Return what was counted since the last ``take``, by key, and start afresh.
@@ -60,13 +62,21 @@ class Tally(Generic[Key]):
         Concurrent calls (the publisher, a scrape) each take a share, never the same
         observation twice.
 
-        PERF: the observations are grouped by key first, then each group is sorted and its
-        buckets counted with one bisection per bound, not one per observation: 0.07 against
-        0.19 µs per observation here.
+        PERF: the observations are grouped by key first (a batch's come grouped), then each
+        group is sorted and its buckets counted with one bisection per bound, not one per
+        observation: 0.07 against 0.19 µs per observation here.
         """
         groups: dict[Key, list[float]] = {}
         with self._taking:
+            batches = taken(self._groups)
             seen = taken(self._seen)
+        for batch in batches:
+            for key, amounts in batch.items():
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = amounts
+                else:
+                    group += amounts
         for key, amount in seen:
             group = groups.get(key)
             if group is None:

@@ -51,6 +51,16 @@ def test_take_starts_afresh() -> None:
     assert tally.take() == {}
 
 
+def test_batches_grouped_by_key_and_single_observations_add_up() -> None:
+    tally: Tally[str] = Tally((1.0,))
+    tally.extend({"a": [0.5, 2.0], "b": [3.0]})
+    tally.add("a", 1.0)  # a bound: in its bucket
+    tally.extend({"a": [4.0]})
+    # count, sum, then the buckets (<= 1.0, +Inf)
+    assert tally.take() == {"a": [4, 7.5, 2, 2], "b": [1, 3.0, 0, 1]}
+    assert tally.take() == {}
+
+
 def test_observations_added_while_others_take_are_each_counted_once() -> None:
     """Adders never wait for a lock; takers racing each other and them lose and repeat none."""
     tally: Tally[str] = Tally((1.0,))
