@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from itertools import repeat
 from operator import call
 from typing import Any, Generic, TypeVar
@@ -105,10 +105,8 @@ class Counts(Generic[Key]):
     def __init__(self) -> None:
         self._seen: deque[Key] = deque()
         self._taking = threading.Lock()  # one take at a time (``taken``)
-
-    def add(self, key: Key) -> None:
-        """Count one under ``key``."""
-        self._seen.append(key)
+        # Count one under a key. PERF: the deque's own append, no Python frame per count.
+        self.add: Callable[[Key], None] = self._seen.append
 
     def take(self) -> dict[Key, int]:
         """Return the counts since the last ``take``, by key, and start afresh."""
