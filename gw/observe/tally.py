@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from itertools import repeat
 from operator import call
@@ -110,12 +110,9 @@ class Counts(Generic[Key]):
 
     def take(self) -> dict[Key, int]:
         """Return the counts since the last ``take``, by key, and start afresh."""
-        counts: dict[Key, int] = {}
         with self._taking:
             seen = taken(self._seen)
-        for key in seen:
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return Counter(seen)  # PERF: counted by C, no Python step per count
 
 
 def add_to_histogram(child: Any, row: Row) -> None:
