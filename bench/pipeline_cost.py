@@ -15,7 +15,8 @@ N`` does that work every N requests instead, as a worker serving 10N requests/s 
 worker on the bench serves about 2,500: ``--tick-every 250``).
 
 What it is for: comparing one step of work on the request path with the step before it on a
-busy machine. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
+busy machine. It imports gw from the tree it sits in, ahead of ``PYTHONPATH``: to count another
+tree (``git archive COMMIT``), run that tree's own copy of this script. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
 whatever else the machine does (``--callgrind``: runs each row under valgrind and prints
 instructions per request, the plain row subtracted from the full one too). It leaves out the
 edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures whole, unless
