@@ -16,13 +16,14 @@ worker on the bench serves about 2,500: ``--tick-every 250``).
 
 What it is for: comparing one step of work on the request path with the step before it on a
 busy machine. It imports gw from the tree it sits in, ahead of ``PYTHONPATH``: to count another
-tree (``git archive COMMIT``), run that tree's own copy of this script. Under ``valgrind --tool=callgrind`` the instruction counts are repeatable
-whatever else the machine does (``--callgrind``: runs each row under valgrind and prints
-instructions per request, the plain row subtracted from the full one too). It leaves out the
-edge server (gevent, llhttp, the client socket), which ``bench/run.py`` measures whole, unless
-``--edge`` is given: then each request comes in through gw's own edge (``gw.edge.connection``:
-llhttp, the WSGI environ, the answer's framing) and the Falcon app, on one kept-alive client
-connection whose client always has its next request ready. Only gevent's hub is left out.
+tree (``git archive COMMIT``), run that tree's own copy of this script. Under ``valgrind
+--tool=callgrind`` the instruction counts are repeatable whatever else the machine does
+(``--callgrind``: runs each row under valgrind and prints instructions per request, the plain
+row subtracted from the full one too). It leaves out the edge server (gevent, llhttp, the
+client socket), which ``bench/run.py`` measures whole, unless ``--edge`` is given: then each
+request comes in through gw's own edge (``gw.edge.connection``: llhttp, the WSGI environ, the
+answer's framing) and the Falcon app, on one kept-alive client connection whose client always
+has its next request ready. Only gevent's hub is left out.
 
 Instructions are not the whole cost. A request that touches more code and data than the L2
 cache holds pays a trip to L3 for each line it finds evicted, and the same code timed in a
