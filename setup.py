@@ -1,19 +1,22 @@
-"""The one compiled part of gw: the access line in C, with its Python form as the fallback.
+"""gw's compiled parts, each a C form of one Python function that stays as its fallback:
+the access line (``gw.observe.accesslog``) and the pass over an answer's fields
+(``gw.edge.reply``).
 
-``optional=True``: where nothing can compile it (no C compiler or Python headers), gw installs
-and runs with the Python form alone, which makes the same text (``gw.observe.accesslog``).
-Everything else about the package is in setup.cfg.
+``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
+installs and runs with the Python forms alone, which make the same bytes. Everything else about
+the package is in setup.cfg.
 """
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "gw.observe._accessline",
-            ["gw/observe/_accessline.c"],
-            optional=True,
-            extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
-    ]
-)
+
+def _compiled(module: str) -> Extension:
+    return Extension(
+        module,
+        [module.replace(".", "/") + ".c"],
+        optional=True,
+        extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
+    )
+
+
+setup(ext_modules=[_compiled("gw.observe._accessline"), _compiled("gw.edge._replyfields")])

@@ -46,6 +46,26 @@ def _kind(name: str) -> str:
 _END: Any = object()  # next()'s answer at the end of a body
 
 
+def _not_compiled(headers: Any, plain: Any, seen: Any) -> None:
+    """The compiled form's answer where it is not built: ``Reply._fields`` makes the fields."""
+    return None
+
+
+# PERF: the fields' pass made in C (gw/edge/_replyfields.c): the same bytes as
+# ``Reply._fields``, which runs wherever that one declines (a name not met before, a
+# Connection field, an odd length) or where gw was installed without a C compiler.
+_compiled_fields: Callable[
+    [list[tuple[str, str]], dict[str, str], dict[str, str]], tuple[bytes, int | None, bool] | None
+]
+try:
+    from gw.edge import _replyfields
+except ImportError:
+    _compiled_fields = _not_compiled
+else:
+    _replyfields.configure(_HOP, _LENGTH, _DATE)
+    _compiled_fields = _replyfields.fields
+
+
 class Reply:
     """The answer to one request: ``start_response`` and the framing of the body."""
 
@@ -132,7 +152,45 @@ class Reply:
         code = int(status[:3])
         if code in _NO_BODY_STATUSES or code < 200:
             self._bodyless = True
-        lines = [f"HTTP/1.1 {status}"]
+        made = _compiled_fields(self._headers, _PLAIN_NAMES, _SEEN) or self._fields()
+        fields, self._length, has_date = made
+        ours: list[str] = []  # gw's own fields, after the app's
+        if not has_date:
+            ours.append(f"Date: {_http_date()}")
+        if self._length is None and not self._bodyless:
+            if self.message.version == "1.1":
+                self._chunked = True
+                ours.append("Transfer-Encoding: chunked")
+            else:
+                self.keep_alive = False  # HTTP/1.0: the end of the connection ends the body
+        if code == 101:
+            ours += self._switching()
+        else:
+            # Said in both cases, as gunicorn does: clients and tests read it either way.
+            ours.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
+        # APPSEC: the app's status must not split the answer into more lines (nor, below, its
+        # fields: ``_fields`` and its compiled form never write a CR or LF).
+        probe = status + "".join(ours)
+        if "\n" in probe or "\r" in probe:
+            raise ValueError("a response header contains CR or LF")
+        return b"".join(
+            (
+                f"HTTP/1.1 {status}\r\n".encode("latin-1"),
+                fields,
+                ("\r\n".join(ours) + "\r\n\r\n").encode("latin-1"),
+            )
+        )
+
+    def _fields(self) -> tuple[bytes, int | None, bool]:
+        """The app's fields as written (each with its CRLF), the Content-Length they state,
+        and whether one is Date. Hop-by-hop fields are dropped; a Connection field's
+        ``close`` ends the connection after this answer.
+
+        Raises:
+            ValueError: two Content-Lengths, or a CR or LF in a name or value written.
+        """
+        lines: list[str] = []
+        length: int | None = None
         has_date = False
         for name, value in self._headers:
             # PERF: a plain name met before (nearly every one) is one set lookup, its hash
@@ -144,32 +202,19 @@ class Reply:
                         self.keep_alive = False
                     continue
                 if kind is _LENGTH:
-                    if self._length is not None:
+                    if length is not None:
                         # APPSEC: two lengths would frame the answer two ways for the client.
                         raise ValueError("a response has more than one Content-Length")
-                    self._length = int(value)
+                    length = int(value)
                 elif kind is _DATE:
                     has_date = True
             lines.append(f"{name}: {value}")
-        if not has_date:
-            lines.append(f"Date: {_http_date()}")
-        if self._length is None and not self._bodyless:
-            if self.message.version == "1.1":
-                self._chunked = True
-                lines.append("Transfer-Encoding: chunked")
-            else:
-                self.keep_alive = False  # HTTP/1.0: the end of the connection ends the body
-        if code == 101:
-            lines += self._switching()
-        else:
-            # Said in both cases, as gunicorn does: clients and tests read it either way.
-            lines.append("Connection: keep-alive" if self.keep_alive else "Connection: close")
         # APPSEC: the app's header names and values must not split the answer into more lines
         # (a CR or LF from an upstream value would forge headers or a second response).
         probe = "".join(lines)
         if "\n" in probe or "\r" in probe:
             raise ValueError("a response header contains CR or LF")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return "".join(f"{line}\r\n" for line in lines).encode("latin-1"), length, has_date
 
     def _switching(self) -> list[str]:
         """The Upgrade fields of a 101 head: only for a tunnel the app offered.

@@ -1,0 +1,6 @@
+"""The compiled form of gw.edge.reply's pass over an answer's fields (gw/edge/_replyfields.c)."""
+
+def configure(hop: str, length: str, date: str) -> None: ...
+def fields(
+    headers: list[tuple[str, str]], plain_names: dict[str, str], seen_kinds: dict[str, str]
+) -> tuple[bytes, int | None, bool] | None: ...
