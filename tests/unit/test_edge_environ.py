@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,6 +43,14 @@ def test_header_fields_become_environ_keys_as_gunicorn_names_them() -> None:
         "CONTENT_LENGTH": "3",
     }
     assert environ["PATH_INFO"] == "/a/b" and environ["RAW_URI"] == "/a%2Fb?q=1"
+
+
+@given(st.binary(max_size=24).map(lambda tail: b"/" + tail))
+def test_the_path_is_unquoted_as_urllib_unquotes_it(target: bytes) -> None:
+    message = _message()
+    message.url = target.replace(b"?", b"")
+    path = message.url.decode("latin-1")
+    assert build_environ({}, message)["PATH_INFO"] == unquote_to_bytes(path).decode("latin-1")
 
 
 _KNOWN = (b"Host", b"host", b"X-Token", b"x-token", b"X_User_Id", b"Connection", b"x.dotted")
