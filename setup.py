@@ -14,6 +14,7 @@ def _compiled(module: str) -> Extension:
     return Extension(
         module,
         [module.replace(".", "/") + ".c"],
+        depends=["gw/_buffer.h"],
         optional=True,
         extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
     )

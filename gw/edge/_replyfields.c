@@ -15,46 +15,10 @@ answer); hop-by-hop fields are dropped, as the Python form drops them. */
 #include <Python.h>
 #include <string.h>
 
+#include "../_buffer.h"
+
 /* What gw.edge.reply hands over (``configure``): the kind objects its tables hold. */
 static PyObject *kind_hop, *kind_length, *kind_date;
-
-typedef struct {
-    char *data;
-    Py_ssize_t size, room;
-    char first[2048]; /* nearly every head's fields fit here: no allocation */
-} Bytes;
-
-static Py_NO_INLINE int bytes_grow(Bytes *b, Py_ssize_t count) {
-    Py_ssize_t room = b->room;
-    while (count > room - b->size) {
-        if (room > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        room *= 2;
-    }
-    char *grown;
-    if (b->data == b->first) {
-        grown = PyMem_Malloc((size_t)room);
-        if (grown != NULL) memcpy(grown, b->first, (size_t)b->size);
-    } else {
-        grown = PyMem_Realloc(b->data, (size_t)room);
-    }
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = grown;
-    b->room = room;
-    return 0;
-}
-
-static inline int bytes_add(Bytes *b, const char *data, Py_ssize_t count) {
-    if (count > b->room - b->size && bytes_grow(b, count) < 0) return -1;
-    memcpy(b->data + b->size, data, (size_t)count);
-    b->size += count;
-    return 0;
-}
 
 enum { DONE = 0, FAILED = -1, NOT_HERE = 1 };
 
@@ -80,17 +44,17 @@ static long long plain_length(PyObject *value) {
     return length;
 }
 
-static int add_field(Bytes *b, PyObject *name, PyObject *value) {
-    if (bytes_add(b, (const char *)PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name)) < 0 ||
-        bytes_add(b, ": ", 2) < 0 ||
-        bytes_add(b, (const char *)PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value)) < 0 ||
-        bytes_add(b, "\r\n", 2) < 0)
+static int add_field(Buffer *b, PyObject *name, PyObject *value) {
+    if (buffer_add(b, (const char *)PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name)) < 0 ||
+        buffer_add(b, ": ", 2) < 0 ||
+        buffer_add(b, (const char *)PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value)) < 0 ||
+        buffer_add(b, "\r\n", 2) < 0)
         return FAILED;
     return DONE;
 }
 
 /* One field: written, dropped (hop-by-hop), or not for this form. */
-static int one_field(Bytes *b, PyObject *field, PyObject *plain, PyObject *seen,
+static int one_field(Buffer *b, PyObject *field, PyObject *plain, PyObject *seen,
                      long long *length, int *has_date) {
     if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) return NOT_HERE;
     PyObject *name = PyTuple_GET_ITEM(field, 0), *value = PyTuple_GET_ITEM(field, 1);
@@ -124,8 +88,8 @@ static PyObject *fields(PyObject *module, PyObject *const *args, Py_ssize_t narg
     PyObject *headers = args[0], *plain = args[1], *seen = args[2];
     if (!PyList_CheckExact(headers) || !PyDict_CheckExact(plain) || !PyDict_CheckExact(seen))
         Py_RETURN_NONE;
-    Bytes b = {.size = 0, .room = (Py_ssize_t)sizeof b.first};
-    b.data = b.first;
+    Buffer b;
+    buffer_start(&b);
     long long length = -1;
     int has_date = 0, result = DONE;
     /* No Python code runs in the loop (exact str names: C hashing and comparison), so the
@@ -145,7 +109,7 @@ static PyObject *fields(PyObject *module, PyObject *const *args, Py_ssize_t narg
     } else if (result == NOT_HERE) {
         made = Py_NewRef(Py_None);
     }
-    if (b.data != b.first) PyMem_Free(b.data);
+    buffer_free(&b);
     return made;
 }
 

@@ -15,8 +15,9 @@ by what it reports. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdio.h>
 #include <string.h>
+
+#include "../_buffer.h"
 
 /* What accesslog hands over (``configure``): its table of escaped repeating values, the
    function that fills it, the two JSON encoders and the set of the base field names. */
@@ -26,58 +27,7 @@ static PyObject *quoted_table, *quote, *encode_str, *encode_any, *base_fields;
 static PyObject *n_request_id, *n_client, *n_ip, *n_method, *n_path, *n_raw_target, *n_route,
     *n_upstream, *n_upstream_target, *n_status, *n_bytes_sent, *n_error, *n_extra;
 
-/* -- an ASCII text buffer ------------------------------------------------------------------- */
 
-typedef struct {
-    char *data;
-    Py_ssize_t size, room;
-    char first[1024]; /* most lines fit here: no allocation */
-} Text;
-
-static void text_start(Text *t) {
-    t->data = t->first;
-    t->size = 0;
-    t->room = (Py_ssize_t)sizeof t->first;
-}
-
-static void text_free(Text *t) {
-    if (t->data != t->first) PyMem_Free(t->data);
-}
-
-/* Make room for ``count`` more bytes (the rare case: a line over the first 1024 bytes). */
-static Py_NO_INLINE int text_grow(Text *t, Py_ssize_t count) {
-    Py_ssize_t room = t->room;
-    while (count > room - t->size) {
-        if (room > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        room *= 2;
-    }
-    char *grown;
-    if (t->data == t->first) {
-        grown = PyMem_Malloc((size_t)room);
-        if (grown != NULL) memcpy(grown, t->first, (size_t)t->size);
-    } else {
-        grown = PyMem_Realloc(t->data, (size_t)room);
-    }
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    t->data = grown;
-    t->room = room;
-    return 0;
-}
-
-static inline int text_add(Text *t, const char *bytes, Py_ssize_t count) {
-    if (count > t->room - t->size && text_grow(t, count) < 0) return -1;
-    memcpy(t->data + t->size, bytes, (size_t)count);
-    t->size += count;
-    return 0;
-}
-
-#define ADD_LITERAL(t, s) text_add((t), (s), (Py_ssize_t)(sizeof(s) - 1))
 
 /* The results of the steps below: done, failed (an exception is set), or not for this form
    (the Python form makes the line). */
@@ -85,9 +35,9 @@ enum { DONE = 0, FAILED = -1, NOT_HERE = 1 };
 
 /* Add ``text``, which must be a str of ASCII only (JSON text made by the encoders, or gw's own
    timestamp). */
-static int add_ascii(Text *t, PyObject *text) {
+static int add_ascii(Buffer *t, PyObject *text) {
     if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) return NOT_HERE;
-    return text_add(t, (const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+    return buffer_add(t, (const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
 }
 
 /* Whether ``json.encoder.encode_basestring_ascii`` leaves every character of ``text`` as it
@@ -103,12 +53,12 @@ static int needs_no_escape(PyObject *text) {
 }
 
 /* Add ``value`` as a JSON string, as ``_str`` (encode_basestring_ascii) writes it. */
-static int add_string(Text *t, PyObject *value) {
+static int add_string(Buffer *t, PyObject *value) {
     if (PyUnicode_Check(value) && needs_no_escape(value)) {
-        if (ADD_LITERAL(t, "\"") < 0) return FAILED;
-        if (text_add(t, (const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)) < 0)
+        if (BUFFER_ADD_LITERAL(t, "\"") < 0) return FAILED;
+        if (buffer_add(t, (const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)) < 0)
             return FAILED;
-        return ADD_LITERAL(t, "\"");
+        return BUFFER_ADD_LITERAL(t, "\"");
     }
     PyObject *encoded = PyObject_CallOneArg(encode_str, value);
     if (encoded == NULL) return FAILED;
@@ -118,7 +68,7 @@ static int add_string(Text *t, PyObject *value) {
 }
 
 /* Add the JSON text of a value that repeats (``_known(value) or _quoted(value)``). */
-static int add_known(Text *t, PyObject *value) {
+static int add_known(Buffer *t, PyObject *value) {
     PyObject *known = PyDict_GetItemWithError(quoted_table, value); /* borrowed */
     if (known != NULL) return add_ascii(t, known);
     if (PyErr_Occurred()) return FAILED;
@@ -130,7 +80,7 @@ static int add_known(Text *t, PyObject *value) {
 }
 
 /* Add the decimal text of an int (``int(value)`` in the Python form). */
-static int add_int(Text *t, PyObject *value) {
+static int add_int(Buffer *t, PyObject *value) {
     if (!PyLong_Check(value)) return NOT_HERE;
     int overflow = 0;
     long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
@@ -147,15 +97,15 @@ static int add_int(Text *t, PyObject *value) {
         magnitude /= 10;
     } while (magnitude);
     if (number < 0) *--at = '-';
-    return text_add(t, at, end - at);
+    return buffer_add(t, at, end - at);
 }
 
 /* Add a float as ``f"{value:.3f}"`` writes it (the same routine under the format). */
-static int add_milliseconds(Text *t, PyObject *value) {
+static int add_milliseconds(Buffer *t, PyObject *value) {
     if (!PyFloat_Check(value)) return NOT_HERE;
     char *digits = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'f', 3, 0, NULL);
     if (digits == NULL) return FAILED;
-    int result = text_add(t, digits, (Py_ssize_t)strlen(digits));
+    int result = buffer_add(t, digits, (Py_ssize_t)strlen(digits));
     PyMem_Free(digits);
     return result;
 }
@@ -179,7 +129,7 @@ static int add_milliseconds(Text *t, PyObject *value) {
         }                                     \
     } while (0)
 
-static int add_path(Text *t, PyObject *exchange) {
+static int add_path(Buffer *t, PyObject *exchange) {
     PyObject *path = PyObject_GetAttr(exchange, n_path);
     if (path == NULL) return FAILED;
     int truth = PyObject_IsTrue(path);
@@ -201,8 +151,8 @@ static int add_path(Text *t, PyObject *exchange) {
     return result;
 }
 
-static int add_client(Text *t, PyObject *client) {
-    if (client == Py_None) return ADD_LITERAL(t, "null");
+static int add_client(Buffer *t, PyObject *client) {
+    if (client == Py_None) return BUFFER_ADD_LITERAL(t, "null");
     PyObject *ip = PyObject_GetAttr(client, n_ip);
     if (ip == NULL) return FAILED;
     int result = add_string(t, ip);
@@ -211,14 +161,14 @@ static int add_client(Text *t, PyObject *client) {
 }
 
 /* The stages' fields, in the order they were set (a dict's order): ``,"name":value``. */
-static int add_extra(Text *t, PyObject *extra) {
+static int add_extra(Buffer *t, PyObject *extra) {
     PyObject *name, *value;
     Py_ssize_t at = 0;
     while (PyDict_Next(extra, &at, &name, &value)) { /* borrowed */
         int result;
-        if (ADD_LITERAL(t, ",") < 0) return FAILED;
+        if (BUFFER_ADD_LITERAL(t, ",") < 0) return FAILED;
         if ((result = add_known(t, name)) != DONE) return result;
-        if (ADD_LITERAL(t, ":") < 0) return FAILED;
+        if (BUFFER_ADD_LITERAL(t, ":") < 0) return FAILED;
         if (PyUnicode_CheckExact(value)) {
             result = add_string(t, value);
         } else {
@@ -257,50 +207,50 @@ static PyObject *line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *exchange = args[0], *when = args[1], *duration_ms = args[2], *worker = args[3];
     PyObject *extra = NULL, *value = NULL;
     int result = DONE;
-    Text t;
-    text_start(&t);
+    Buffer t;
+    buffer_start(&t);
 
     READ(extra, exchange, n_extra);
     STEP(check_extra(extra));
-    STEP(ADD_LITERAL(&t, "{\"time\":\""));
+    STEP(BUFFER_ADD_LITERAL(&t, "{\"time\":\""));
     STEP(add_ascii(&t, when));
-    STEP(ADD_LITERAL(&t, "\",\"request_id\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, "\",\"request_id\":"));
     READ(value, exchange, n_request_id);
     STEP(add_string(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"client\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"client\":"));
     READ(value, exchange, n_client);
     STEP(add_client(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"method\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"method\":"));
     READ(value, exchange, n_method);
     STEP(add_known(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"path\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"path\":"));
     STEP(add_path(&t, exchange));
-    STEP(ADD_LITERAL(&t, ",\"route\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"route\":"));
     READ(value, exchange, n_route);
     STEP(add_known(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"upstream\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"upstream\":"));
     READ(value, exchange, n_upstream);
     STEP(add_known(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"target\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"target\":"));
     READ(value, exchange, n_upstream_target);
     STEP(add_known(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"status\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"status\":"));
     READ(value, exchange, n_status);
     STEP(add_int(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"bytes\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"bytes\":"));
     READ(value, exchange, n_bytes_sent);
     STEP(add_int(&t, value));
     Py_CLEAR(value);
-    STEP(ADD_LITERAL(&t, ",\"duration_ms\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"duration_ms\":"));
     STEP(add_milliseconds(&t, duration_ms));
-    STEP(ADD_LITERAL(&t, ",\"worker\":"));
+    STEP(BUFFER_ADD_LITERAL(&t, ",\"worker\":"));
     STEP(add_int(&t, worker));
     READ(value, exchange, n_error);
     int error = PyObject_IsTrue(value);
@@ -309,12 +259,12 @@ static PyObject *line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto end;
     }
     if (error) {
-        STEP(ADD_LITERAL(&t, ",\"error\":"));
+        STEP(BUFFER_ADD_LITERAL(&t, ",\"error\":"));
         STEP(add_string(&t, value));
     }
     Py_CLEAR(value);
     STEP(add_extra(&t, extra));
-    STEP(ADD_LITERAL(&t, "}\n"));
+    STEP(BUFFER_ADD_LITERAL(&t, "}\n"));
 
 end:
     Py_XDECREF(value);
@@ -326,7 +276,7 @@ end:
     } else if (result == NOT_HERE) {
         made = Py_NewRef(Py_None);
     }
-    text_free(&t);
+    buffer_free(&t);
     return made;
 }
 
