@@ -84,12 +84,12 @@ case "$where" in
 esac
 # The default worker under both its names (gw.worker: the one older env files and units use).
 "$VENV/bin/python" -c 'import gw.edge.worker, gw.worker, gw.app' || fail "the worker classes do not import"
-# setup.py builds the access line's compiled form optionally (gw runs without it); on a machine
-# with a C compiler, as CI's, the wheel must carry it, or the bench would measure the fallback.
+# setup.py builds gw's compiled parts optionally (gw runs without them); on a machine with a C
+# compiler, as CI's, the wheel must carry them, or the bench would measure the fallbacks.
 if [ "${GW_REQUIRE_COMPILED:-}" = 1 ]; then
-  "$VENV/bin/python" -c 'import gw.observe._accessline' ||
-    fail "the wheel has no gw.observe._accessline (setup.py's C extension did not build)"
-  echo "   the compiled access line is in the wheel"
+  "$VENV/bin/python" -c 'import gw.observe._accessline, gw.edge._replyfields' ||
+    fail "the wheel lacks a compiled part (setup.py's C extensions did not build)"
+  echo "   the compiled parts are in the wheel"
 fi
 
 free_port() {
