@@ -152,8 +152,9 @@ class Reply:
         code = int(status[:3])
         if code in _NO_BODY_STATUSES or code < 200:
             self._bodyless = True
-        made = _compiled_fields(self._headers, _PLAIN_NAMES, _SEEN) or self._fields()
-        fields, self._length, has_date = made
+        fields, self._length, has_date = (
+            _compiled_fields(self._headers, _PLAIN_NAMES, _SEEN) or self._fields()
+        )
         ours: list[str] = []  # gw's own fields, after the app's
         if not has_date:
             ours.append(f"Date: {_http_date()}")

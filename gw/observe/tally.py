@@ -43,13 +43,12 @@ class Tally(Generic[Key]):
     def __init__(self, bounds: Sequence[float]) -> None:
         """``bounds``: the histogram's finite upper bounds, ascending (+Inf is implied)."""
         self._bounds = tuple(bounds)
-        self._seen: deque[tuple[Key, float]] = deque()
         self._groups: deque[Mapping[Key, list[float]]] = deque()
         self._taking = threading.Lock()  # one take at a time (``taken``)
 
     def add(self, key: Key, amount: float) -> None:
-        """Count one observation of ``amount`` under ``key``."""
-        self._seen.append((key, amount))
+        """Count one observation of ``amount`` under ``key`` (a group of one)."""
+        self._groups.append({key: [amount]})
 
     def extend(self, groups: Mapping[Key, list[float]]) -> None:
         """Count a batch's observations, grouped by key (each group in order). The tally
@@ -62,27 +61,20 @@ class Tally(Generic[Key]):
         Concurrent calls (the publisher, a scrape) each take a share, never the same
         observation twice.
 
-        PERF: the observations are grouped by key first (a batch's come grouped), then each
+        PERF: the observations arrive grouped by key (a batch's in one mapping), and each
         group is sorted and its buckets counted with one bisection per bound, not one per
         observation: 0.07 against 0.19 µs per observation here.
         """
         groups: dict[Key, list[float]] = {}
         with self._taking:
-            batches = taken(self._groups)
-            seen = taken(self._seen)
-        for batch in batches:
-            for key, amounts in batch.items():
+            taking = taken(self._groups)
+        for some in taking:
+            for key, amounts in some.items():
                 group = groups.get(key)
                 if group is None:
                     groups[key] = amounts
                 else:
                     group += amounts
-        for key, amount in seen:
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [amount]
-            else:
-                group.append(amount)
         return {key: self._row(amounts) for key, amounts in groups.items()}
 
     def _row(self, amounts: list[float]) -> Row:
