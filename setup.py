@@ -1,6 +1,6 @@
-"""gw's compiled parts, each a C form of one Python function that stays as its fallback:
-the access line (``gw.observe.accesslog``) and the pass over an answer's fields
-(``gw.edge.reply``).
+"""gw's compiled parts, each a C form of Python code that stays as its fallback: the access
+line (``gw.observe.accesslog``), the pass over an answer's fields (``gw.edge.reply``) and the
+passes over a request's fields (``gw.edge.connection``, ``gw.edge.environ``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
 installs and runs with the Python forms alone, which make the same bytes. Everything else about
@@ -20,4 +20,10 @@ def _compiled(module: str) -> Extension:
     )
 
 
-setup(ext_modules=[_compiled("gw.observe._accessline"), _compiled("gw.edge._replyfields")])
+setup(
+    ext_modules=[
+        _compiled("gw.observe._accessline"),
+        _compiled("gw.edge._replyfields"),
+        _compiled("gw.edge._requestfields"),
+    ]
+)

@@ -55,6 +55,11 @@ from gw.host.process import receive
 
 log = logging.getLogger("gw.serve")
 
+try:
+    from gw.edge._requestfields import Collector
+except ImportError:  # built without a C compiler (setup.py: optional)
+    Collector = None  # type: ignore[assignment,misc]
+
 IDLE_POLL = 0.5  # seconds between checks for a worker shutdown while a connection is idle
 _REASONS = {
     400: "Bad Request",
@@ -71,6 +76,15 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ErrorWriter = Callable[[Any, int, str, str], None]
+
+
+class _NotKept:
+    """Where the compiled collector is not built: its ``fields`` are set and never read."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] | None = None
 
 
 class Connection:
@@ -105,6 +119,15 @@ class Connection:
         self._waiting = waiting if waiting is not None else WaitingConnections()
         self._base = dict(base_environ)
         self._base.update(address_environ(client, server))
+        # PERF: llhttp calls the compiled form of on_header (gw/edge/_requestfields.c): it
+        # keeps a head's plain fields in the list of ``kept.fields`` and hands every other
+        # field to on_header itself, which decides as before. Set before the parser, which
+        # looks the callbacks up once.
+        self._kept: Collector | _NotKept = _NotKept()
+        if Collector is not None:
+            self._kept = self.on_header = Collector(  # type: ignore[method-assign]
+                self.on_header, limits.field_size, limits.fields
+            )
         self._parser = httptools.HttpRequestParser(self)
         # Any version digits parse; on_headers_complete decides (1.x served, others refused).
         self._parser.set_dangerous_leniencies(lenient_version=True)
@@ -120,8 +143,9 @@ class Connection:
     # -- llhttp callbacks (the parser runs inside ``_fill``) ----------------------------------
 
     def on_message_begin(self) -> None:
-        self._parsing = Message()
-        self._messages.append(self._parsing)
+        message = self._parsing = Message()
+        self._messages.append(message)
+        self._kept.fields = message.headers
 
     def on_url(self, url: bytes) -> None:
         message = self._parsing
@@ -130,6 +154,7 @@ class Connection:
             raise RequestRefused(414, f"request line over {self.limits.request_line} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep or refuse one field (with the compiled collector: the fields it leaves)."""
         message = self._parsing
         limits = self.limits
         # "Name: value" and its CRLF, as gunicorn counts a field line against its limit.
@@ -167,6 +192,7 @@ class Connection:
         if message.upgrade:
             check_upgrade(message)
         message.head_done = True
+        self._kept.fields = None  # a trailer field is on_header's
 
     def on_body(self, body: bytes) -> None:
         message = self._parsing
@@ -212,9 +238,9 @@ class Connection:
                 log.warning("client connection failed: %s", ex)
         finally:
             self._waiting.working(self)
-            del (
-                self._parser
-            )  # PERF: it refers back to this object (see gw.upstream.wire.Response.close)
+            # PERF: both refer back to this object (see gw.upstream.wire.Response.close)
+            del self._parser, self._kept
+            self.__dict__.pop("on_header", None)
 
     def _next_head(self) -> Message | None:
         """Return the next request with its head parsed, or None when the client is done."""

@@ -6,6 +6,7 @@ as ``X-User-Id`` once both are folded into the WSGI ``HTTP_X_USER_ID`` key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -19,11 +20,15 @@ _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
 
 def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     """Return the environ of ``message``: ``base`` (server and connection keys) and its own."""
+    environ = base.copy()
+    found = _compiled_fields(environ, message.headers, _environ_names)
+    if found is None:  # the Python form's case (or no compiled form): from the start
+        environ = base.copy()
+        found = _fields(environ, message.headers)
     raw_uri = message.url.decode("latin-1")
     path, _, query = raw_uri.partition("?")
     if not path.startswith("/"):
         path = _absolute_path(path)  # the pipeline reads the authority from RAW_URI
-    environ = base.copy()
     environ["REQUEST_METHOD"] = message.method
     environ["RAW_URI"] = raw_uri
     # PERF: a path with no escape and only ASCII is its own decoding: no Python call for it
@@ -33,12 +38,27 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = query
     environ["SERVER_PROTOCOL"] = f"HTTP/{message.version}"
-    # PERF: the pipeline's Headers made here, in the one pass over the fields, as
-    # Headers.from_environ would read them from the environ (gw.core.ingress).
+    if "CONTENT_TYPE" not in environ:
+        # PERF: PEP 3333 lets it be empty; Falcon reads it in a try/except KeyError, so an
+        # absent one costs Falcon an exception on every request without a body.
+        environ["CONTENT_TYPE"] = ""
+    if found is not None:  # a repeated field: the pipeline reads the joined value from the environ
+        environ[HEADERS] = Headers.from_fields(found[0], found[1], environ)
+    return environ
+
+
+Found = tuple[list[tuple[str, str]], dict[str, str]]
+
+
+def _fields(environ: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Found | None:
+    """Add the header fields to ``environ``; return the pipeline's fields as
+    ``Headers.from_fields`` takes them (PERF: made here, in the one pass over the fields, as
+    ``Headers.from_environ`` would read them from the environ: gw.core.ingress), or None when
+    a field was repeated and joined."""
     pairs: list[tuple[str, str]] = []
     by_name: dict[str, str] = {}
     joined = False
-    for raw_name, raw_value in message.headers:
+    for raw_name, raw_value in headers:
         key, name, lower = _environ_names(raw_name)
         if not key:
             continue  # APPSEC: see the module docstring (header names with underscores)
@@ -55,13 +75,26 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
             if key[0] == "H":  # not CONTENT_TYPE or CONTENT_LENGTH
                 pairs.append((name, value))
                 by_name[lower] = value
-    if "CONTENT_TYPE" not in environ:
-        # PERF: PEP 3333 lets it be empty; Falcon reads it in a try/except KeyError, so an
-        # absent one costs Falcon an exception on every request without a body.
-        environ["CONTENT_TYPE"] = ""
-    if not joined:  # a repeated field: the pipeline reads the joined value from the environ
-        environ[HEADERS] = Headers.from_fields(pairs, by_name, environ)
-    return environ
+    return None if joined else (pairs, by_name)
+
+
+def _not_compiled(environ: Any, headers: Any, names: Any) -> None:
+    """Stands for the compiled form where it is not built: the Python form does it all."""
+    return None
+
+
+# PERF: the loop of ``_fields`` made in C (gw/edge/_requestfields.c) for requests whose fields
+# are all different: the same keys and values; anything else is left to ``_fields``.
+_compiled_fields: Callable[
+    [dict[str, Any], list[tuple[bytes, bytes]], Callable[[bytes], tuple[str, str, str]]],
+    Found | None,
+]
+try:
+    from gw.edge import _requestfields
+except ImportError:  # built without a C compiler (setup.py: optional)
+    _compiled_fields = _not_compiled
+else:
+    _compiled_fields = _requestfields.environ_fields
 
 
 _DROPPED = ("", "", "")

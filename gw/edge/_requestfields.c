@@ -1,0 +1,219 @@
+/* The compiled forms of the edge's two passes over a request's header fields:
+
+- ``Collector``: llhttp's ``on_header`` callback (``Connection.on_header`` in
+  gw/edge/connection.py), which keeps each field of a request's head;
+- ``environ_fields``: the loop of ``build_environ`` (gw/edge/environ.py) that turns them into
+  the environ's keys and the pipeline's ``Headers``.
+
+PERF: the Python forms cost about 50 bytecodes per field for the callback and 40 for the loop,
+for every field of every request. These forms do the common case in C and hand everything else
+to the Python form, which decides and refuses exactly as before: the collector calls it for a
+field over the size limit, a field past the count limit, a name of Transfer-Encoding's length
+and a trailer field; ``environ_fields`` returns None for a repeated field (joined, or refused
+for Host and Content-Type) and for anything not made of bytes, and the caller then starts over
+with the Python form. So the two never disagree, they only differ in who did the work.
+``tests/unit/test_edge_request_compiled.py`` compares them.
+
+APPSEC: nothing here decides what is refused or trusted: every limit is checked before a field
+is kept, and the names come from the Python form's own ``_environ_names`` (a name with an
+underscore has no environ key and is dropped, as there). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+/* -- Collector ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fields; /* the list the fields of the head being parsed go to; None: none does */
+    PyObject *slow;   /* the Python form, called for every field this one does not keep */
+    Py_ssize_t size;  /* limit_request_field_size: "Name: value" and its CRLF */
+    Py_ssize_t count; /* limit_request_fields */
+    vectorcallfunc vectorcall;
+} Collector;
+
+/* Keep (name, value) when the field is plain; anything else goes to the Python form. */
+static PyObject *collector_call(Collector *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
+    PyObject *fields = self->fields;
+    if (PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && fields != NULL &&
+        PyList_CheckExact(fields) && PyBytes_CheckExact(args[0]) && PyBytes_CheckExact(args[1])) {
+        Py_ssize_t name = PyBytes_GET_SIZE(args[0]), value = PyBytes_GET_SIZE(args[1]);
+        /* 17: Transfer-Encoding's length, whose value the Python form checks */
+        if (name != 17 && name + value + 4 <= self->size &&
+            PyList_GET_SIZE(fields) < self->count) {
+            PyObject *pair = PyTuple_Pack(2, args[0], args[1]);
+            if (pair == NULL) return NULL;
+            int failed = PyList_Append(fields, pair);
+            Py_DECREF(pair);
+            if (failed) return NULL;
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *keywords[] = {"slow", "size", "count", NULL};
+    PyObject *slow;
+    Py_ssize_t size, count;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onn:Collector", keywords, &slow, &size, &count))
+        return NULL;
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "Collector: slow must be callable");
+        return NULL;
+    }
+    Collector *self = (Collector *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->slow = Py_NewRef(slow);
+    self->fields = Py_NewRef(Py_None);
+    self->size = size;
+    self->count = count;
+    self->vectorcall = (vectorcallfunc)collector_call;
+    return (PyObject *)self;
+}
+
+/* The collector refers to its Python form, a bound method of the connection that holds it:
+   a cycle, which the connection breaks when it ends, and the collector can also be collected. */
+static int collector_traverse(Collector *self, visitproc visit, void *arg) {
+    Py_VISIT(self->fields);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int collector_clear(Collector *self) {
+    Py_CLEAR(self->fields);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void collector_dealloc(Collector *self) {
+    PyObject_GC_UnTrack(self);
+    collector_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef collector_members[] = {
+    {"fields", T_OBJECT, offsetof(Collector, fields), 0,
+     "the list the head's fields go to, or None (every field goes to the Python form)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CollectorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gw.edge._requestfields.Collector",
+    .tp_doc = "Collector(slow, size, count): llhttp's on_header callback for a request's head; "
+              "a field it does not keep goes to slow(name, value).",
+    .tp_basicsize = sizeof(Collector),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = collector_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Collector, vectorcall),
+    .tp_traverse = (traverseproc)collector_traverse,
+    .tp_clear = (inquiry)collector_clear,
+    .tp_dealloc = (destructor)collector_dealloc,
+    .tp_members = collector_members,
+};
+
+/* -- environ_fields ------------------------------------------------------------------------- */
+
+enum { DONE = 0, FAILED = -1, NOT_HERE = 1 };
+
+/* The value as the Python form reads it: Latin-1, without the trailing spaces and tabs llhttp
+   keeps. */
+static PyObject *field_value(PyObject *raw) {
+    const char *bytes = PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+    while (n > 0 && (bytes[n - 1] == ' ' || bytes[n - 1] == '\t')) n--;
+    return PyUnicode_DecodeLatin1(bytes, n, NULL);
+}
+
+static int one_field(PyObject *environ, PyObject *field, PyObject *names, PyObject *pairs,
+                     PyObject *by_name) {
+    if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) return NOT_HERE;
+    PyObject *raw_name = PyTuple_GET_ITEM(field, 0), *raw_value = PyTuple_GET_ITEM(field, 1);
+    if (!PyBytes_CheckExact(raw_name) || !PyBytes_CheckExact(raw_value)) return NOT_HERE;
+    PyObject *named = PyObject_CallOneArg(names, raw_name);
+    if (named == NULL) return FAILED;
+    int result = NOT_HERE;
+    PyObject *value = NULL, *pair = NULL;
+    if (!PyTuple_CheckExact(named) || PyTuple_GET_SIZE(named) != 3) goto done;
+    PyObject *key = PyTuple_GET_ITEM(named, 0);
+    if (!PyUnicode_CheckExact(key)) goto done;
+    if (PyUnicode_GET_LENGTH(key) == 0) {
+        result = DONE; /* a name with an underscore: never in the environ */
+        goto done;
+    }
+    int seen = PyDict_Contains(environ, key);
+    if (seen != 0) {
+        result = seen < 0 ? FAILED : NOT_HERE; /* a repeated field: the Python form's */
+        goto done;
+    }
+    result = FAILED;
+    value = field_value(raw_value);
+    if (value == NULL || PyDict_SetItem(environ, key, value) < 0) goto done;
+    if (PyUnicode_READ_CHAR(key, 0) == 'H') { /* not CONTENT_TYPE or CONTENT_LENGTH */
+        pair = PyTuple_Pack(2, PyTuple_GET_ITEM(named, 1), value);
+        if (pair == NULL || PyList_Append(pairs, pair) < 0 ||
+            PyDict_SetItem(by_name, PyTuple_GET_ITEM(named, 2), value) < 0)
+            goto done;
+    }
+    result = DONE;
+done:
+    Py_XDECREF(pair);
+    Py_XDECREF(value);
+    Py_DECREF(named);
+    return result;
+}
+
+static PyObject *environ_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "environ_fields(environ, headers, names)");
+        return NULL;
+    }
+    PyObject *environ = args[0], *headers = args[1], *names = args[2];
+    if (!PyDict_CheckExact(environ) || !PyList_CheckExact(headers)) Py_RETURN_NONE;
+    PyObject *pairs = PyList_New(0), *by_name = PyDict_New();
+    int result = pairs == NULL || by_name == NULL ? FAILED : DONE;
+    /* ``names`` may run Python code (a name not in its cache): the list is read afresh, and
+       each field held, at every step. */
+    for (Py_ssize_t i = 0; result == DONE && i < PyList_GET_SIZE(headers); i++) {
+        PyObject *field = Py_NewRef(PyList_GET_ITEM(headers, i));
+        result = one_field(environ, field, names, pairs, by_name);
+        Py_DECREF(field);
+    }
+    PyObject *made = NULL;
+    if (result == DONE) made = PyTuple_Pack(2, pairs, by_name);
+    else if (result == NOT_HERE) made = Py_NewRef(Py_None);
+    Py_XDECREF(pairs);
+    Py_XDECREF(by_name);
+    return made;
+}
+
+static PyMethodDef methods[] = {
+    {"environ_fields", (PyCFunction)(void (*)(void))environ_fields, METH_FASTCALL,
+     "environ_fields(environ, headers, names) -> (pairs, by_name) | None: add the fields to "
+     "environ as build_environ's loop does and return what Headers.from_fields takes; None "
+     "(environ then holds some of them) when the Python form must do it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gw.edge._requestfields",
+    .m_doc = "The compiled forms of the edge's passes over a request's header fields.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__requestfields(void) {
+    if (PyType_Ready(&CollectorType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,224 @@
+"""The compiled passes over a request's fields (gw/edge/_requestfields.c) keep and read the
+fields the Python forms keep and read, for any request; where they decline, the Python forms
+decide (and refuse) as before; where they are not built, the Python forms do it all.
+
+CI builds them and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gw.core.ingress import HEADERS
+from gw.edge import connection, environ
+from gw.edge.connection import Connection
+from gw.edge.environ import build_environ
+from gw.edge.request import Limits, Message, RequestRefused
+
+compiled = pytest.mark.skipif(
+    connection.Collector is None or environ._compiled_fields is environ._not_compiled,
+    reason="gw.edge._requestfields is not built here (no C compiler at install)",
+)
+Fields = list[tuple[bytes, bytes]]
+
+
+def test_ci_has_the_compiled_forms() -> None:
+    if os.environ.get("GW_REQUIRE_COMPILED") != "1":
+        pytest.skip("only where the build is required (CI)")
+    assert connection.Collector is not None
+    assert environ._compiled_fields is not environ._not_compiled
+
+
+# -- the environ's fields ------------------------------------------------------------------
+
+_KNOWN = (b"Host", b"host", b"X-Token", b"x-token", b"X_User_Id", b"Content-Type")
+_NAMES = st.sampled_from(
+    (*_KNOWN, b"content-length", b"Authorization", b"TE", b"x.dotted", b"Caf\xe9")
+) | st.from_regex(rb"[A-Za-z0-9_.-]{1,10}", fullmatch=True)
+_VALUES = st.sampled_from([b"", b"a", b" v \t", b"\t", b"5", b"caf\xe9 ", b"a,b"]) | st.binary(
+    max_size=8
+)
+
+
+def environ_of(fields: Fields, python_only: bool) -> object:
+    """What build_environ makes of ``fields`` (the environ, its Headers as their fields), or
+    the refusal it raises."""
+    message = Message()
+    message.url = b"/p?q=1"
+    message.headers = list(fields)
+    with pytest.MonkeyPatch.context() as patch:
+        if python_only:
+            patch.setattr(environ, "_compiled_fields", environ._not_compiled)
+        try:
+            made = build_environ({"REMOTE_ADDR": "127.0.0.1", "wsgi.x": 1}, message)
+        except RequestRefused as ex:
+            return ("refused", ex.status, ex.message)
+    headers = made.pop(HEADERS, None)
+    seen = None if headers is None else (headers.items(), headers.by_name())
+    return made, list(made), seen
+
+
+@compiled
+@settings(max_examples=400)
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=10))
+def test_the_compiled_environ_is_the_python_forms(fields: Fields) -> None:
+    assert environ_of(fields, python_only=False) == environ_of(fields, python_only=True)
+
+
+@compiled
+def test_the_compiled_environ_leaves_repeated_fields_to_the_python_form() -> None:
+    base = {"REMOTE_ADDR": "127.0.0.1"}
+    fields = [(b"Host", b"a"), (b"X-A", b"1 "), (b"x-a", b"2")]
+    assert environ._compiled_fields(dict(base), fields, environ._environ_names) is None
+    assert environ._compiled_fields(dict(base), fields[:2], environ._environ_names) == (
+        [("Host", "a"), ("X-A", "1")],
+        {"host": "a", "x-a": "1"},
+    )
+    refused = environ_of([(b"Host", b"a"), (b"host", b"b")], python_only=False)
+    assert refused == ("refused", 400, "more than one host field")
+
+
+# -- the head's fields, as llhttp hands them over -----------------------------------------
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def empty_answer(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "0")])
+    return [b""]
+
+
+def connection_on(sock: socket.socket, limits: Limits) -> Connection:
+    return Connection(
+        sock,
+        ("127.0.0.1", 40000),
+        ("127.0.0.1", 8080),
+        empty_answer,
+        limits,
+        {},
+        lambda *args: None,
+        lambda: True,
+        lambda: True,
+        lambda: None,
+    )
+
+
+def parsed(data: bytes, limits: Limits, sock: socket.socket, python_only: bool) -> object:
+    """The messages a connection's parser keeps from ``data``: each one's fields and state,
+    then the refusal, if any."""
+    with pytest.MonkeyPatch.context() as patch:
+        if python_only:
+            patch.setattr(connection, "Collector", None)
+        conn = connection_on(sock, limits)
+    refused: Any = None
+    try:
+        conn._feed(data)
+    except RequestRefused as ex:
+        refused = (ex.status, ex.message)
+    messages: list[Message] = list(conn._messages)
+    return [(m.headers, m.head_done, m.complete) for m in messages], refused
+
+
+_FIELD_NAMES = st.sampled_from(
+    [b"Host", b"X-A", b"Transfer-Encoding", b"transfer-encodinX", b"Content-Length", b"Trailer"]
+) | st.from_regex(rb"[A-Za-z-]{1,20}", fullmatch=True)
+_FIELD_VALUES = st.sampled_from([b"chunked", b"gzip, chunked", b"0", b"3"]) | st.from_regex(
+    rb"[ -~]{0,40}", fullmatch=True
+)
+
+
+def request_bytes(fields: Fields, trailers: Fields, pipelined: bool) -> bytes:
+    head = b"".join(b"%s: %s\r\n" % field for field in fields)
+    chunked = b"".join(b"%s: %s\r\n" % field for field in trailers)
+    data = b"POST /a HTTP/1.1\r\n" + head + b"\r\n"
+    if trailers:
+        data = b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n" + chunked
+        data += b"\r\n"
+    return data + (b"GET /c HTTP/1.1\r\nHost: c\r\n\r\n" if pipelined else b"")
+
+
+@compiled
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=8),
+    st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=3),
+    st.booleans(),
+    st.integers(min_value=0, max_value=8),
+    st.integers(min_value=8, max_value=60),
+)
+def test_the_compiled_collector_keeps_what_on_header_keeps(
+    fields: Fields, trailers: Fields, pipelined: bool, count: int, size: int
+) -> None:
+    limits = Limits(fields=count, field_size=size)
+    data = request_bytes(fields, trailers, pipelined)
+    a, b = socket.socketpair()
+    with a, b:
+        assert parsed(data, limits, a, python_only=False) == parsed(
+            data, limits, a, python_only=True
+        )
+
+
+@compiled
+def test_the_compiled_collector_leaves_limits_and_trailers_to_on_header(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sock = pair[0]
+    over = b"GET / HTTP/1.1\r\nX-Long: " + b"v" * 40 + b"\r\n\r\n"
+    assert parsed(over, Limits(field_size=40), sock, python_only=False)[1] == (
+        431,
+        "a header field over 40 bytes",
+    )
+    many = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+    assert parsed(many, Limits(fields=2), sock, python_only=False)[1] == (
+        431,
+        "more than 2 header fields",
+    )
+    coded = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"
+    assert parsed(coded, Limits(), sock, python_only=False)[1][0] == 501
+    trailer = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nHost: x\r\n\r\n"
+    assert parsed(trailer, Limits(), sock, python_only=False)[1] == (
+        400,
+        "Host is not allowed in trailers",
+    )
+    dropped = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n"
+    assert parsed(dropped, Limits(), sock, python_only=False) == (
+        [([(b"Transfer-Encoding", b"chunked")], True, True)],
+        None,
+    )
+
+
+@pytest.mark.parametrize("python_only", [False, True])
+def test_a_finished_connection_leaves_no_cycle(
+    pair: tuple[socket.socket, socket.socket], python_only: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PERF: the parser and the collector refer back to their connection; a cycle per
+    # connection left for the garbage collector makes its pauses the p99 latency.
+    if python_only:
+        monkeypatch.setattr(connection, "Collector", None)
+    client, served = pair
+    conn = connection_on(served, Limits())
+    client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    gc.disable()
+    try:
+        conn.serve()
+        gone = weakref.ref(conn)
+        del conn
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert client.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
