@@ -1,7 +1,7 @@
-/* A byte buffer that grows as bytes are added: the one both of gw's C extensions write into
-(gw/observe/_accessline.c, gw/edge/_replyfields.c). Its first 2048 bytes are inside the
-struct, on the caller's stack: nearly every access line and answer head fits there, with no
-allocation. */
+/* A byte buffer that grows as bytes are added: the one gw's C extensions write into
+(gw/observe/_accessline.c, gw/edge/_replyfields.c, gw/upstream/_requesthead.c). Its first
+2048 bytes are inside the struct, on the caller's stack: nearly every access line and head fits
+there, with no allocation. */
 
 #ifndef GW_BUFFER_H
 #define GW_BUFFER_H
