@@ -247,7 +247,11 @@ class Response:
             self._extra = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.complete:
+        if self._head_done:
+            # APPSEC: a trailer field (after a chunked body), or a field of bytes after the
+            # answer: never merged into the answer's header section (RFC 9110 section 6.5.1),
+            # where a Set-Cookie or Location the upstream sent as a trailer would reach the
+            # client as a header field. Dropped, as nginx drops an upstream's trailers.
             return
         if len(self.headers) >= MAX_HEADERS:
             self._error = MalformedResponse(f"more than {MAX_HEADERS} header fields")

@@ -11,7 +11,7 @@ a length and a transfer coding, a coding other than one ``chunked``, bare LF, ob
 status outside 100..599, 101, more than 5 interim answers) is a 502 ``upstream_bad_response``;
 a head that does not arrive within the read timeout is a 504 ``upstream_timeout``; bytes
 after a complete answer, or a body on a HEAD, 204 or 304 answer, are dropped along with
-the connection.
+the connection; trailer fields are dropped (never passed on as header fields).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def _dripped(data: bytes, gap: float = 0.004) -> list[Step]:
 
 
 EARLY_HINTS = _head("103 Early Hints", "Link: </style.css>; rel=preload")
+TRAILERS = b"Set-Cookie: forged=1\r\nX-Trailer: 1\r\nLocation: /elsewhere\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Case:
     unusable: bool = True  # the connection must not carry the next request (else it must)
     late: bool = False
     route: str = ""  # "/slow": the route with a read timeout of SLOW_TIMEOUT
+    absent: tuple[str, ...] = ()  # fields the client's answer must not carry
 
 
 CASES = [
@@ -184,6 +186,28 @@ CASES = [
     ),
     # -- odd but valid: passed on, and the connection may be kept ----------------------------
     Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
+    # -- trailer fields (RFC 9110 section 6.5.1: never merged into the header section) --------
+    Case(
+        "trailers_are_not_fields",
+        [_head("200 OK", "Transfer-Encoding: chunked") + b"5\r\nfirst\r\n0\r\n" + TRAILERS],
+        200,
+        b"first",
+        unusable=False,
+        absent=("Set-Cookie", "X-Trailer", "Location"),
+    ),
+    Case(
+        "late_trailers_are_not_fields",
+        [
+            _head("200 OK", "Transfer-Encoding: chunked") + b"5\r\nfirst\r\n",
+            LATE,
+            b"0\r\n",
+            TRAILERS,
+        ],
+        200,
+        b"first",
+        unusable=False,
+        absent=("Set-Cookie", "X-Trailer", "Location"),
+    ),
     Case(
         "dripped_head",
         [*_dripped(_head("200 OK", "Content-Length: 7", "X-Slow: yes")), b"dripped"],
@@ -278,6 +302,7 @@ def _contained(front: Front, evil: EvilUpstream, case: Case, via: str = "") -> N
         assert answer.json()["error"] == case.error
     else:
         assert answer.body == case.body
+    assert [name for name in case.absent if answer.header(name) is not None] == []
     hostile_connection = evil.requests_for(f"/case/{case.name}")[-1].connection
     if case.late:
         time.sleep(SETTLE)

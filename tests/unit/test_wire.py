@@ -84,6 +84,24 @@ def test_chunked_body_is_passed_decoded_of_its_framing(pair: Pair, coding: bytes
     assert response.reusable
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_trailer_fields_are_never_header_fields(pair: Pair, late: bool) -> None:
+    # APPSEC: RFC 9110 section 6.5.1: trailers are not merged into the header section; an
+    # answer read whole (trailers in the same read as the head) was passed on with them.
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+    trailer = b"0\r\nSet-Cookie: forged=1\r\nLocation: /elsewhere\r\n\r\n"
+    ours, theirs = pair
+    if late:
+        theirs.sendall(head)
+        response = Response(ours, head_request=False)
+        theirs.sendall(trailer)
+    else:
+        response = answer(pair, head + trailer)
+    assert b"".join(response.body()) == b"first"
+    assert response.headers == [("transfer-encoding", "chunked")]
+    assert response.complete and response.reusable
+
+
 def test_body_until_close_is_complete_at_eof_and_never_reused(pair: Pair) -> None:
     response = answer(pair, b"HTTP/1.1 200 OK\r\n\r\nhello world")
     assert b"".join(response.body()) == b"hello world"
