@@ -1,7 +1,7 @@
 """gw's compiled parts, each a C form of Python code that stays as its fallback: the access
 line (``gw.observe.accesslog``), the pass over an answer's fields (``gw.edge.reply``) and the
 passes over a request's fields (``gw.edge.connection``, ``gw.edge.environ``), and the request
-head sent upstream (``gw.upstream.wire``).
+head sent upstream and the pass over its answer's fields (``gw.upstream.wire``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
 installs and runs with the Python forms alone, which make the same bytes. Everything else about
@@ -15,7 +15,7 @@ def _compiled(module: str) -> Extension:
     return Extension(
         module,
         [module.replace(".", "/") + ".c"],
-        depends=["gw/_buffer.h"],
+        depends=["gw/_buffer.h", "gw/_collector.h"],
         optional=True,
         extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
     )
@@ -26,6 +26,6 @@ setup(
         _compiled("gw.observe._accessline"),
         _compiled("gw.edge._replyfields"),
         _compiled("gw.edge._requestfields"),
-        _compiled("gw.upstream._requesthead"),
+        _compiled("gw.upstream._wire"),
     ]
 )

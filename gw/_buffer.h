@@ -1,5 +1,5 @@
 /* A byte buffer that grows as bytes are added: the one gw's C extensions write into
-(gw/observe/_accessline.c, gw/edge/_replyfields.c, gw/upstream/_requesthead.c). Its first
+(gw/observe/_accessline.c, gw/edge/_replyfields.c, gw/upstream/_wire.c). Its first
 2048 bytes are inside the struct, on the caller's stack: nearly every access line and head fits
 there, with no allocation. */
 

@@ -1,9 +1,9 @@
 /* The compiled forms of the edge's two passes over a request's header fields:
 
-- ``Collector``: llhttp's ``on_header`` callback (``Connection.on_header`` in
-  gw/edge/connection.py), which keeps each field of a request's head;
-- ``environ_fields``: the loop of ``build_environ`` (gw/edge/environ.py) that turns them into
-  the environ's keys and the pipeline's ``Headers``.
+- ``Collector`` (gw/_collector.h): llhttp's ``on_header`` callback, which keeps each field of
+  a request's head as bytes (``Connection.on_header`` in gw/edge/connection.py);
+- ``environ_fields``: the loop of ``build_environ`` (gw/edge/environ.py) that turns a request's
+  fields into the environ's keys and the pipeline's ``Headers``.
 
 PERF: the Python forms cost about 50 bytecodes per field for the callback and 40 for the loop,
 for every field of every request. These forms do the common case in C and hand everything else
@@ -20,101 +20,9 @@ underscore has no environ key and is dropped, as there). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
-/* -- Collector ------------------------------------------------------------------------------ */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *fields; /* the list the fields of the head being parsed go to; None: none does */
-    PyObject *slow;   /* the Python form, called for every field this one does not keep */
-    Py_ssize_t size;  /* limit_request_field_size: "Name: value" and its CRLF */
-    Py_ssize_t count; /* limit_request_fields */
-    vectorcallfunc vectorcall;
-} Collector;
-
-/* Keep (name, value) when the field is plain; anything else goes to the Python form. */
-static PyObject *collector_call(Collector *self, PyObject *const *args, size_t nargsf,
-                                PyObject *kwnames) {
-    PyObject *fields = self->fields;
-    if (PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && fields != NULL &&
-        PyList_CheckExact(fields) && PyBytes_CheckExact(args[0]) && PyBytes_CheckExact(args[1])) {
-        Py_ssize_t name = PyBytes_GET_SIZE(args[0]), value = PyBytes_GET_SIZE(args[1]);
-        /* 17: Transfer-Encoding's length, whose value the Python form checks */
-        if (name != 17 && name + value + 4 <= self->size &&
-            PyList_GET_SIZE(fields) < self->count) {
-            PyObject *pair = PyTuple_Pack(2, args[0], args[1]);
-            if (pair == NULL) return NULL;
-            int failed = PyList_Append(fields, pair);
-            Py_DECREF(pair);
-            if (failed) return NULL;
-            Py_RETURN_NONE;
-        }
-    }
-    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-}
-
-static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *keywords[] = {"slow", "size", "count", NULL};
-    PyObject *slow;
-    Py_ssize_t size, count;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onn:Collector", keywords, &slow, &size, &count))
-        return NULL;
-    if (!PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "Collector: slow must be callable");
-        return NULL;
-    }
-    Collector *self = (Collector *)type->tp_alloc(type, 0);
-    if (self == NULL) return NULL;
-    self->slow = Py_NewRef(slow);
-    self->fields = Py_NewRef(Py_None);
-    self->size = size;
-    self->count = count;
-    self->vectorcall = (vectorcallfunc)collector_call;
-    return (PyObject *)self;
-}
-
-/* The collector refers to its Python form, a bound method of the connection that holds it:
-   a cycle, which the connection breaks when it ends, and the collector can also be collected. */
-static int collector_traverse(Collector *self, visitproc visit, void *arg) {
-    Py_VISIT(self->fields);
-    Py_VISIT(self->slow);
-    return 0;
-}
-
-static int collector_clear(Collector *self) {
-    Py_CLEAR(self->fields);
-    Py_CLEAR(self->slow);
-    return 0;
-}
-
-static void collector_dealloc(Collector *self) {
-    PyObject_GC_UnTrack(self);
-    collector_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMemberDef collector_members[] = {
-    {"fields", T_OBJECT, offsetof(Collector, fields), 0,
-     "the list the head's fields go to, or None (every field goes to the Python form)"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject CollectorType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gw.edge._requestfields.Collector",
-    .tp_doc = "Collector(slow, size, count): llhttp's on_header callback for a request's head; "
-              "a field it does not keep goes to slow(name, value).",
-    .tp_basicsize = sizeof(Collector),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_new = collector_new,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Collector, vectorcall),
-    .tp_traverse = (traverseproc)collector_traverse,
-    .tp_clear = (inquiry)collector_clear,
-    .tp_dealloc = (destructor)collector_dealloc,
-    .tp_members = collector_members,
-};
+#define COLLECTOR_NAME "gw.edge._requestfields.Collector"
+#include "../_collector.h"
 
 /* -- environ_fields ------------------------------------------------------------------------- */
 

@@ -5,7 +5,13 @@ from typing import Any
 
 class Collector:
     fields: list[tuple[bytes, bytes]] | None
-    def __init__(self, slow: Callable[[bytes, bytes], None], size: int, count: int) -> None: ...
+    def __init__(
+        self,
+        slow: Callable[[bytes, bytes], None],
+        size: int,
+        count: int,
+        names: dict[bytes, str] | None = None,
+    ) -> None: ...
     def __call__(self, name: bytes, value: bytes) -> None: ...
 
 def environ_fields(

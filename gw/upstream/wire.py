@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
@@ -105,16 +106,20 @@ def _not_compiled(
     return None
 
 
-# PERF: the head made in C (gw/upstream/_requesthead.c): the same bytes as ``_request_head``,
+# PERF: the head made in C (gw/upstream/_wire.c): the same bytes as ``_request_head``,
 # which runs wherever that one declines (anything it would refuse, a character beyond
 # Latin-1, a mapping that is not a dict) or where gw was installed without a C compiler.
 _compiled_head: Callable[[str, str, Mapping[str, str], str, bool, bool], bytes | None]
+_Collector: type[_wire.Collector] | None
 try:
-    from gw.upstream import _requesthead
+    from gw.upstream import _wire
 except ImportError:  # built without a C compiler (setup.py: optional)
     _compiled_head = _not_compiled
+    _Collector = None
 else:
-    _compiled_head = _requesthead.request_head
+    _compiled_head = _wire.request_head
+    _Collector = _wire.Collector
+_NO_SIZE = sys.maxsize  # an answer's fields are bounded by MAX_HEAD_BYTES as they are read
 
 
 # PERF: the lists of header names already checked (joined one a line), each with whether it
@@ -202,6 +207,7 @@ class Response:
         "_head_request",
         "_interim",
         "_keep_alive",
+        "_kept",
         "_parser",
         "_sock",
         "_switched",
@@ -210,6 +216,7 @@ class Response:
         "complete",
         "early",
         "headers",
+        "on_header",
         "status",
     )
 
@@ -233,6 +240,14 @@ class Response:
         self._keep_alive = False
         self._interim = 0
         self._error: MalformedResponse | None = None
+        # PERF: llhttp calls the compiled form of _on_header (gw/_collector.h): it keeps the
+        # head's fields whose names are in _NAMES and hands every other one to _on_header,
+        # which decides as before. Set before the parser, which looks the callbacks up once.
+        self._kept: _wire.Collector | None = None
+        self.on_header: Callable[[bytes, bytes], None] = self._on_header
+        if _Collector is not None:
+            self._kept = self.on_header = _Collector(self._on_header, _NO_SIZE, MAX_HEADERS, _NAMES)
+            self._kept.fields = self.headers
         self._parser = httptools.HttpResponseParser(self)
         try:
             self._read_head()
@@ -246,7 +261,7 @@ class Response:
         if self.complete:
             self._extra = True
 
-    def on_header(self, name: bytes, value: bytes) -> None:
+    def _on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
             # APPSEC: a trailer field (after a chunked body), or a field of bytes after the
             # answer: never merged into the answer's header section (RFC 9110 section 6.5.1),
@@ -272,6 +287,8 @@ class Response:
         if status == 101 and self._upgrade:
             self.status = status
             self._head_done = self.complete = True
+            if self._kept is not None:
+                self._kept.fields = None
             return
         if status < 200:
             self._interim_answer(status)
@@ -281,6 +298,8 @@ class Response:
             self._check_transfer_coding()
         self.status = status
         self._head_done = True
+        if self._kept is not None:
+            self._kept.fields = None  # a trailer field is _on_header's (it drops them)
         if self._head_request:
             self.complete = True  # a HEAD response has no body, whatever it announces
             self._keep_alive = self._parser.should_keep_alive()
@@ -318,6 +337,8 @@ class Response:
         if self._error is not None:
             raise self._error
         self.headers = []  # the head size limit still counts the interim answers' bytes
+        if self._kept is not None:
+            self._kept.fields = self.headers
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
@@ -395,7 +416,8 @@ class Response:
         cycle per request left for the garbage collector made its pauses the p99 latency.
         """
         if hasattr(self, "_parser"):  # not closed already
-            del self._parser
+            del self._parser, self.on_header  # the collector refers back too
+            self._kept = None
 
     def _read_head(self) -> None:
         """Read until the final answer's head is parsed: within the socket's timeout, all of it.
@@ -436,12 +458,11 @@ class Response:
             # Only after a 101 gw asked for (any other final answer is not an upgrade).
             self._switched = True
             self.early = data[ex.args[0] :]
-        except httptools.HttpParserError as ex:
+        except httptools.HttpParserError as ex:  # HttpParserCallbackError is one too
             if not self.complete:
-                raise MalformedResponse(str(ex)) from None
+                # a callback's refusal with its own words (not llhttp's "User callback error")
+                raise self._error or MalformedResponse(str(ex)) from None
             self._extra = True  # garbage after a complete answer: keep the answer, drop the conn
-        except httptools.HttpParserCallbackError as ex:
-            raise self._error or MalformedResponse(str(ex)) from None
 
 
 def _time_left(deadline: float) -> float:

@@ -1,4 +1,6 @@
-/* The compiled form of gw.upstream.wire's request head (``_request_head``).
+/* The compiled forms of gw.upstream.wire: the request head (``request_head``: the Python form
+is ``_request_head``) and llhttp's callback for an answer's fields (``Collector``, in
+gw/_collector.h: the Python form is ``Response._on_header``).
 
 PERF: the Python form checks the target, the method, the names and the values, then joins the
 lines and encodes them: about 120 bytecodes a request, and more with the regular expressions
@@ -17,6 +19,8 @@ framing is never written by this form; the Python form refuses it. */
 #include <string.h>
 
 #include "../_buffer.h"
+#define COLLECTOR_NAME "gw.upstream._wire.Collector"
+#include "../_collector.h"
 
 /* RFC 9110 token characters: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */
 static int is_token_char(unsigned char c) {
@@ -140,10 +144,19 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "gw.upstream._requesthead",
-    .m_doc = "The compiled form of gw.upstream.wire's request head.",
+    .m_name = "gw.upstream._wire",
+    .m_doc = "The compiled forms of gw.upstream.wire: the request head, the answer's fields.",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__requesthead(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__wire(void) {
+    if (PyType_Ready(&CollectorType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
