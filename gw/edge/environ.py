@@ -42,7 +42,7 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
         # PERF: PEP 3333 lets it be empty; Falcon reads it in a try/except KeyError, so an
         # absent one costs Falcon an exception on every request without a body.
         environ["CONTENT_TYPE"] = ""
-    if found is not None:  # a repeated field: the pipeline reads the joined value from the environ
+    if found is not None:  # None: a field was repeated; the pipeline reads the environ's join
         environ[HEADERS] = Headers.from_fields(found[0], found[1], environ)
     return environ
 
