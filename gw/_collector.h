@@ -2,7 +2,7 @@
 field handed to the Python form (``slow``), which decides and refuses as before.
 
 Included by the compiled module of each package that parses HTTP/1 with llhttp, which defines
-``COLLECTOR_NAME`` (its type's name) first and readies ``CollectorType``: gw/edge/_requestfields.c
+``COLLECTOR_NAME`` (its type's name) first and is made by ``module_with_collector``: gw/edge/_requestfields.c
 (a request's fields, kept as bytes: ``Connection.on_header``) and gw/upstream/_wire.c (an
 upstream answer's fields, kept with their names in lower case from a table of names met before,
 and their values decoded from Latin-1: ``Response._on_header``).
@@ -136,5 +136,17 @@ static PyTypeObject CollectorType = {
     .tp_dealloc = (destructor)collector_dealloc,
     .tp_members = collector_members,
 };
+
+/* The module of ``def`` with the ``Collector`` type in it; NULL with an error set. */
+static PyObject *module_with_collector(PyModuleDef *def) {
+    if (PyType_Ready(&CollectorType) < 0) return NULL;
+    PyObject *module = PyModule_Create(def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
 
 #endif

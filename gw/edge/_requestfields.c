@@ -115,13 +115,4 @@ static struct PyModuleDef module_def = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__requestfields(void) {
-    if (PyType_Ready(&CollectorType) < 0) return NULL;
-    PyObject *module = PyModule_Create(&module_def);
-    if (module == NULL) return NULL;
-    if (PyModule_AddObjectRef(module, "Collector", (PyObject *)&CollectorType) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
-}
+PyMODINIT_FUNC PyInit__requestfields(void) { return module_with_collector(&module_def); }
