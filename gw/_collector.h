@@ -2,10 +2,10 @@
 field handed to the Python form (``slow``), which decides and refuses as before.
 
 Included by the compiled module of each package that parses HTTP/1 with llhttp, which defines
-``COLLECTOR_NAME`` (its type's name) first and is made by ``module_with_collector``: gw/edge/_requestfields.c
-(a request's fields, kept as bytes: ``Connection.on_header``) and gw/upstream/_wire.c (an
-upstream answer's fields, kept with their names in lower case from a table of names met before,
-and their values decoded from Latin-1: ``Response._on_header``).
+``COLLECTOR_NAME`` (its type's name) first and is made by ``module_with_collector``:
+gw/edge/_requestfields.c (a request's fields, kept as bytes: ``Connection.on_header``) and
+gw/upstream/_wire.c (an upstream answer's fields, kept with their names in lower case from a
+table of names met before, and their values decoded from Latin-1: ``Response._on_header``).
 
 PERF: the Python forms cost about 35 to 50 bytecodes per field, for every field of every
 message. The collector keeps a field only when it is below the size limit, within the count
