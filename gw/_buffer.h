@@ -63,4 +63,16 @@ static inline int buffer_add(Buffer *b, const char *bytes, Py_ssize_t count) {
 
 #define BUFFER_ADD_LITERAL(b, s) buffer_add((b), (s), (Py_ssize_t)(sizeof(s) - 1))
 
+/* Whether ``text`` is a str whose characters are all Latin-1: its one-byte form is then its
+   encoding, which ``buffer_add_latin1`` copies. */
+static inline int latin1_str(PyObject *text) {
+    return PyUnicode_CheckExact(text) && PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
+}
+
+/* Add the encoding of ``text``, a str that ``latin1_str`` accepted; 0, or -1 with MemoryError
+   set. */
+static inline int buffer_add_latin1(Buffer *b, PyObject *text) {
+    return buffer_add(b, (const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+}
+
 #endif

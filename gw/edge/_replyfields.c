@@ -24,7 +24,7 @@ enum { DONE = 0, FAILED = -1, NOT_HERE = 1 };
 
 /* A str whose characters are all Latin-1 (its bytes are its encoding) and none CR or LF. */
 static int writable(PyObject *text) {
-    if (!PyUnicode_CheckExact(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) return 0;
+    if (!latin1_str(text)) return 0;
     const char *data = (const char *)PyUnicode_1BYTE_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     return memchr(data, '\r', (size_t)n) == NULL && memchr(data, '\n', (size_t)n) == NULL;
@@ -45,10 +45,8 @@ static long long plain_length(PyObject *value) {
 }
 
 static int add_field(Buffer *b, PyObject *name, PyObject *value) {
-    if (buffer_add(b, (const char *)PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name)) < 0 ||
-        buffer_add(b, ": ", 2) < 0 ||
-        buffer_add(b, (const char *)PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value)) < 0 ||
-        buffer_add(b, "\r\n", 2) < 0)
+    if (buffer_add_latin1(b, name) < 0 || buffer_add(b, ": ", 2) < 0 ||
+        buffer_add_latin1(b, value) < 0 || buffer_add(b, "\r\n", 2) < 0)
         return FAILED;
     return DONE;
 }

@@ -28,15 +28,10 @@ static int is_token_char(unsigned char c) {
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-/* A str whose characters are all Latin-1 (its bytes are its encoding). */
-static int latin1(PyObject *text) {
-    return PyUnicode_CheckExact(text) && PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
-}
-
 #define CHARS(text) ((const unsigned char *)PyUnicode_1BYTE_DATA(text))
 
 static int token(PyObject *text) {
-    if (!latin1(text)) return 0;
+    if (!latin1_str(text)) return 0;
     const unsigned char *c = CHARS(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (n == 0) return 0;
@@ -47,7 +42,7 @@ static int token(PyObject *text) {
 
 /* The Python form's _BAD_TARGET: no character from NUL to space, and no DEL. */
 static int sendable_target(PyObject *text) {
-    if (!latin1(text)) return 0;
+    if (!latin1_str(text)) return 0;
     const unsigned char *c = CHARS(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     for (Py_ssize_t i = 0; i < n; i++)
@@ -57,7 +52,7 @@ static int sendable_target(PyObject *text) {
 
 /* The Python form's _breaks_framing, negated: no CR, LF or NUL. */
 static int sendable_value(PyObject *text) {
-    if (!latin1(text)) return 0;
+    if (!latin1_str(text)) return 0;
     const char *c = (const char *)CHARS(text);
     size_t n = (size_t)PyUnicode_GET_LENGTH(text);
     return memchr(c, '\r', n) == NULL && memchr(c, '\n', n) == NULL && memchr(c, '\0', n) == NULL;
@@ -72,10 +67,6 @@ static int named(PyObject *name, const char *lower) {
     return 1;
 }
 
-static int add_text(Buffer *b, PyObject *text) {
-    return buffer_add(b, (const char *)CHARS(text), PyUnicode_GET_LENGTH(text));
-}
-
 static int expects_body(PyObject *method) {
     return PyUnicode_CompareWithASCIIString(method, "POST") == 0 ||
            PyUnicode_CompareWithASCIIString(method, "PUT") == 0 ||
@@ -85,10 +76,11 @@ static int expects_body(PyObject *method) {
 /* 0 with the head in ``b``; 1 when the Python form must make it; -1 with an error set. */
 static int make_head(Buffer *b, PyObject *method, PyObject *target, PyObject *headers,
                      PyObject *host, int chunked, int no_body) {
-    if (!token(method) || !sendable_target(target) || !latin1(host) || !PyDict_CheckExact(headers))
+    if (!token(method) || !sendable_target(target) || !latin1_str(host) ||
+        !PyDict_CheckExact(headers))
         return 1;
-    if (add_text(b, method) < 0 || buffer_add(b, " ", 1) < 0 || add_text(b, target) < 0 ||
-        BUFFER_ADD_LITERAL(b, " HTTP/1.1\r\n") < 0)
+    if (buffer_add_latin1(b, method) < 0 || buffer_add(b, " ", 1) < 0 ||
+        buffer_add_latin1(b, target) < 0 || BUFFER_ADD_LITERAL(b, " HTTP/1.1\r\n") < 0)
         return -1;
     int has_host = 0, has_length = 0, has_encoding = 0;
     Py_ssize_t at = 0;
@@ -100,11 +92,11 @@ static int make_head(Buffer *b, PyObject *method, PyObject *target, PyObject *he
         has_host = has_host || named(name, "host");
         has_length = has_length || named(name, "content-length");
         has_encoding = has_encoding || named(name, "accept-encoding");
-        if (add_text(b, name) < 0 || buffer_add(b, ": ", 2) < 0 || add_text(b, value) < 0 ||
-            buffer_add(b, "\r\n", 2) < 0)
+        if (buffer_add_latin1(b, name) < 0 || buffer_add(b, ": ", 2) < 0 ||
+            buffer_add_latin1(b, value) < 0 || buffer_add(b, "\r\n", 2) < 0)
             return -1;
     }
-    if (!has_host && (BUFFER_ADD_LITERAL(b, "Host: ") < 0 || add_text(b, host) < 0 ||
+    if (!has_host && (BUFFER_ADD_LITERAL(b, "Host: ") < 0 || buffer_add_latin1(b, host) < 0 ||
                       buffer_add(b, "\r\n", 2) < 0))
         return -1;
     if (chunked) {
