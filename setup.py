@@ -1,5 +1,5 @@
 """gw's compiled parts, each a C form of Python code that stays as its fallback: the access
-line (``gw.observe.accesslog``), the pass over an answer's fields (``gw.edge.reply``) and the
+line (``gw.observe.accesslog``), an answer's head (``gw.edge.reply``) and the
 passes over a request's fields (``gw.edge.connection``, ``gw.edge.environ``), and the request
 head sent upstream and the pass over its answer's fields (``gw.upstream.wire``).
 

@@ -1,15 +1,17 @@
-/* The compiled form of gw.edge.reply's pass over an answer's fields (``Reply._fields``).
+/* The compiled form of gw.edge.reply's answer head (``Reply._head`` and ``Reply._fields``).
 
 PERF: the Python form runs a loop of about ten bytecodes per field (a dozen fields in a full
-pipeline's answer), then joins, checks and encodes the lines; this form does the same pass in
-one call. ``fields`` returns None for anything but the common case, and the caller then runs
-the Python form, which decides and raises exactly as before: a name not met before, a
-Connection field, a second Content-Length, a length that is not plain digits, a character
-beyond Latin-1, any other type. So the two forms never disagree, they only differ in who made
-the bytes. ``tests/unit/test_edge_reply_compiled.py`` compares them.
+pipeline's answer), then formats gw's own fields, joins, checks and encodes the lines: about
+a hundred bytecodes and a dozen short strings per answer. This form writes the same head in one
+call. ``head`` returns None for anything but the common case, and the caller then runs the
+Python form, which decides and raises exactly as before: a status that does not start with
+three digits, a 101, a name not met before, a Connection field, a second Content-Length, a
+length that is not plain digits, a character beyond Latin-1, any other type. So the two forms
+never disagree, they only differ in who made the bytes. ``tests/unit/test_edge_reply_compiled.py``
+compares them.
 
-APPSEC: a name or value with CR or LF is never written here (the Python form refuses the whole
-answer); hop-by-hop fields are dropped, as the Python form drops them. */
+APPSEC: a status, name or value with CR or LF is never written here (the Python form refuses
+the whole answer); hop-by-hop fields are dropped, as the Python form drops them. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -74,39 +76,102 @@ static int one_field(Buffer *b, PyObject *field, PyObject *plain, PyObject *seen
     return NOT_HERE; /* a Connection field, a second length, a kind this form does not know */
 }
 
-static PyObject *fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "fields(headers, plain_names, seen_kinds)");
+/* The status code of a status line's text ("200 OK"), or -1 unless it starts with three
+   ASCII digits (the Python form's ``int`` decides every other spelling). */
+static int status_code(PyObject *status) {
+    if (PyUnicode_GET_LENGTH(status) < 3) return -1;
+    const char *c = (const char *)PyUnicode_1BYTE_DATA(status);
+    int code = 0;
+    for (int i = 0; i < 3; i++) {
+        if (c[i] < '0' || c[i] > '9') return -1;
+        code = code * 10 + (c[i] - '0');
+    }
+    return code;
+}
+
+/* What an answer's head says about its body and its connection. */
+typedef struct {
+    long long length; /* the Content-Length stated, or -1 */
+    int has_date, bodyless, chunked, keep_alive;
+} Framing;
+
+/* The app's fields, then gw's own (Date, Transfer-Encoding, Connection) and the empty line. */
+static int head_fields(Buffer *b, PyObject *headers, PyObject *plain, PyObject *seen,
+                       PyObject *date, int chunkable, Framing *framing) {
+    int result = DONE;
+    /* No Python code runs in the loop (exact str names: C hashing and comparison), so the
+       list cannot change under it. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers) && result == DONE; i++) {
+        result = one_field(b, PyList_GET_ITEM(headers, i), plain, seen, &framing->length,
+                           &framing->has_date);
+    }
+    if (result != DONE) return result;
+    if (!framing->has_date) {
+        if (!writable(date)) return NOT_HERE;
+        if (BUFFER_ADD_LITERAL(b, "Date: ") < 0 || buffer_add_latin1(b, date) < 0 ||
+            BUFFER_ADD_LITERAL(b, "\r\n") < 0)
+            return FAILED;
+    }
+    if (framing->length < 0 && !framing->bodyless) {
+        if (chunkable) {
+            framing->chunked = 1;
+            if (BUFFER_ADD_LITERAL(b, "Transfer-Encoding: chunked\r\n") < 0) return FAILED;
+        } else {
+            framing->keep_alive = 0; /* HTTP/1.0: the end of the connection ends the body */
+        }
+    }
+    int added = framing->keep_alive ? BUFFER_ADD_LITERAL(b, "Connection: keep-alive\r\n\r\n")
+                                    : BUFFER_ADD_LITERAL(b, "Connection: close\r\n\r\n");
+    return added < 0 ? FAILED : DONE;
+}
+
+static PyObject *made_head(Buffer *b, const Framing *framing) {
+    PyObject *block = PyBytes_FromStringAndSize(b->data, b->size);
+    if (block == NULL) return NULL;
+    PyObject *stated =
+        framing->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(framing->length);
+    if (stated == NULL) {
+        Py_DECREF(block);
+        return NULL;
+    }
+    return Py_BuildValue("(NNOOO)", block, stated, framing->chunked ? Py_True : Py_False,
+                         framing->bodyless ? Py_True : Py_False,
+                         framing->keep_alive ? Py_True : Py_False);
+}
+
+static PyObject *head(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "head(status, headers, plain_names, seen_kinds, "
+                                         "date, chunkable, keep_alive, bodyless)");
         return NULL;
     }
     if (kind_hop == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "gw.edge._replyfields is not configured");
         return NULL;
     }
-    PyObject *headers = args[0], *plain = args[1], *seen = args[2];
-    if (!PyList_CheckExact(headers) || !PyDict_CheckExact(plain) || !PyDict_CheckExact(seen))
+    PyObject *status = args[0], *headers = args[1], *plain = args[2], *seen = args[3];
+    if (!PyList_CheckExact(headers) || !PyDict_CheckExact(plain) || !PyDict_CheckExact(seen) ||
+        !writable(status))
         Py_RETURN_NONE;
+    int code = status_code(status);
+    if (code < 0 || code == 101) Py_RETURN_NONE; /* a 101's fields are the tunnel's */
+    for (int i = 5; i < 8; i++)
+        if (!PyBool_Check(args[i])) Py_RETURN_NONE;
+    Framing framing = {.length = -1};
+    framing.bodyless = args[7] == Py_True || code < 200 || code == 204 || code == 304;
+    framing.keep_alive = args[6] == Py_True;
+    int chunkable = args[5] == Py_True;
     Buffer b;
     buffer_start(&b);
-    long long length = -1;
-    int has_date = 0, result = DONE;
-    /* No Python code runs in the loop (exact str names: C hashing and comparison), so the
-       list cannot change under it. */
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers) && result == DONE; i++) {
-        result = one_field(&b, PyList_GET_ITEM(headers, i), plain, seen, &length, &has_date);
-    }
-    PyObject *made = NULL;
-    if (result == DONE) {
-        PyObject *block = PyBytes_FromStringAndSize(b.data, b.size);
-        if (block != NULL) {
-            PyObject *stated = length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length);
-            if (stated != NULL) made = Py_BuildValue("(NNO)", block, stated,
-                                                     has_date ? Py_True : Py_False);
-            else Py_DECREF(block);
-        }
-    } else if (result == NOT_HERE) {
-        made = Py_NewRef(Py_None);
-    }
+    int result = DONE;
+    if (BUFFER_ADD_LITERAL(&b, "HTTP/1.1 ") < 0 || buffer_add_latin1(&b, status) < 0 ||
+        BUFFER_ADD_LITERAL(&b, "\r\n") < 0)
+        result = FAILED;
+    if (result == DONE)
+        result = head_fields(&b, headers, plain, seen, args[4], chunkable, &framing);
+    PyObject *made = result == DONE       ? made_head(&b, &framing)
+                     : result == NOT_HERE ? Py_NewRef(Py_None)
+                                          : NULL;
     buffer_free(&b);
     return made;
 }
@@ -121,10 +186,11 @@ static PyObject *configure(PyObject *module, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"fields", (PyCFunction)(void (*)(void))fields, METH_FASTCALL,
-     "fields(headers, plain_names, seen_kinds) -> (bytes, int | None, bool) | None: the "
-     "answer's fields as written, the Content-Length they state and whether one is Date; or "
-     "None when the Python form must make them."},
+    {"head", (PyCFunction)(void (*)(void))head, METH_FASTCALL,
+     "head(status, headers, plain_names, seen_kinds, date, chunkable, keep_alive, bodyless) "
+     "-> (bytes, int | None, bool, bool, bool) | None: the answer's head as written, the "
+     "Content-Length it states, whether the body is chunked, whether the answer has no body "
+     "and whether the connection is kept; or None when the Python form must make it."},
     {"configure", configure, METH_VARARGS,
      "configure(hop, length, date): the kind objects of gw.edge.reply's tables."},
     {NULL, NULL, 0, NULL},
@@ -133,7 +199,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gw.edge._replyfields",
-    .m_doc = "The compiled form of gw.edge.reply's pass over an answer's fields.",
+    .m_doc = "The compiled form of gw.edge.reply's answer head.",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -46,24 +46,27 @@ def _kind(name: str) -> str:
 _END: Any = object()  # next()'s answer at the end of a body
 
 
-def _not_compiled(headers: Any, plain: Any, seen: Any) -> None:
-    """The compiled form's answer where it is not built: ``Reply._fields`` makes the fields."""
+def _not_compiled(*args: Any) -> None:
+    """The compiled form's answer where it is not built: ``Reply._head_made_here`` makes the
+    head."""
     return None
 
 
-# PERF: the fields' pass made in C (gw/edge/_replyfields.c): the same bytes as
-# ``Reply._fields``, which runs wherever that one declines (a name not met before, a
-# Connection field, an odd length) or where gw was installed without a C compiler.
-_compiled_fields: Callable[
-    [list[tuple[str, str]], dict[str, str], dict[str, str]], tuple[bytes, int | None, bool] | None
+# PERF: the head made in C (gw/edge/_replyfields.c): the same bytes and framing as
+# ``Reply._head_made_here``, which runs wherever that one declines (a name not met before, a
+# Connection field, an odd length or status, a 101) or where gw was installed without a C
+# compiler.
+_compiled_head: Callable[
+    [str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool],
+    tuple[bytes, int | None, bool, bool, bool] | None,
 ]
 try:
     from gw.edge import _replyfields
 except ImportError:
-    _compiled_fields = _not_compiled
+    _compiled_head = _not_compiled
 else:
     _replyfields.configure(_HOP, _LENGTH, _DATE)
-    _compiled_fields = _replyfields.fields
+    _compiled_head = _replyfields.head
 
 
 class Reply:
@@ -148,13 +151,34 @@ class Reply:
         return data
 
     def _head(self) -> bytes:
+        """The answer's head; it sets the body's framing and the connection's fate.
+
+        Raises:
+            ValueError: a status or field the head cannot carry (see ``_head_made_here``).
+        """
+        made = _compiled_head(
+            self._status,
+            self._headers,
+            _PLAIN_NAMES,
+            _SEEN,
+            _http_date(),
+            self.message.version == "1.1",
+            self.keep_alive,
+            self._bodyless,
+        )
+        if made is None:
+            return self._head_made_here()
+        head, self._length, self._chunked, self._bodyless, self.keep_alive = made
+        return head
+
+    def _head_made_here(self) -> bytes:
+        """``_head`` in Python: the judge of its compiled form, and every head that one
+        declines."""
         status = self._status
         code = int(status[:3])
         if code in _NO_BODY_STATUSES or code < 200:
             self._bodyless = True
-        fields, self._length, has_date = (
-            _compiled_fields(self._headers, _PLAIN_NAMES, _SEEN) or self._fields()
-        )
+        fields, self._length, has_date = self._fields()
         ours: list[str] = []  # gw's own fields, after the app's
         if not has_date:
             ours.append(f"Date: {_http_date()}")

@@ -1,6 +1,7 @@
-"""The compiled pass over an answer's fields (gw/edge/_replyfields.c) writes the bytes
-``Reply._fields`` writes, for any fields; where it declines, the Python form decides (and
-refuses) as before; where it is not built, the Python form makes every head.
+"""The compiled answer head (gw/edge/_replyfields.c) writes the bytes and sets the framing
+``Reply._head_made_here`` writes and sets, for any status and fields; where it declines, the
+Python form decides (and refuses) as before; where it is not built, the Python form makes every
+head.
 
 CI builds it and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py).
 """
@@ -19,41 +20,68 @@ from gw.edge.reply import Reply
 from gw.edge.request import Message
 
 compiled = pytest.mark.skipif(
-    reply._compiled_fields is reply._not_compiled,
+    reply._compiled_head is reply._not_compiled,
     reason="gw.edge._replyfields is not built here (no C compiler at install)",
 )
 Fields = list[tuple[str, str]]
+DATE = "Sun, 06 Dec 2026 18:02:44 GMT"
 
 
 @pytest.fixture(autouse=True)
 def names_met_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test meets its names in tables of its own (another test may have filled the
-    process's: then no name is kept, and the compiled form declines every new one)."""
+    process's: then no name is kept, and the compiled form declines every new one); the
+    clock does not tick between the two forms."""
     monkeypatch.setattr(reply, "_PLAIN_NAMES", {})
     monkeypatch.setattr(reply, "_SEEN", {})
+    monkeypatch.setattr(reply, "_http_date", lambda: DATE)
 
 
 def test_ci_has_the_compiled_form() -> None:
     if os.environ.get("GW_REQUIRE_COMPILED") != "1":
         pytest.skip("only where the build is required (CI)")
-    assert reply._compiled_fields is not reply._not_compiled
+    assert reply._compiled_head is not reply._not_compiled
 
 
-def python_form(headers: Fields) -> tuple[object, bool]:
-    """What ``Reply._fields`` makes of ``headers`` (or the error it raises), and whether the
-    answer keeps its connection. It also meets the names, as a first answer would."""
+def answer_to(
+    headers: Fields, status: str = "200 OK", version: str = "1.1", method: str = "GET"
+) -> Reply:
     message = Message()
     message.keep_alive = True
+    message.version = version
+    message.method = method
     answer = Reply(None, message, keep_alive=True)  # type: ignore[arg-type]
-    answer.start_response("200 OK", headers)
+    answer.start_response(status, headers)
+    return answer
+
+
+def made(answer: Reply, head: bytes) -> tuple[object, ...]:
+    return head, answer._length, answer._chunked, answer._bodyless, answer.keep_alive
+
+
+def python_form(headers: Fields, **request: str) -> tuple[object, ...] | type[Exception]:
+    """What ``Reply._head_made_here`` writes for ``headers`` and the framing it sets (or the
+    error it raises). It also meets the names, as a first answer would."""
+    answer = answer_to(headers, **request)
     try:
-        return answer._fields(), answer.keep_alive
+        return made(answer, answer._head_made_here())
     except (ValueError, UnicodeEncodeError) as ex:
-        return type(ex), answer.keep_alive
+        return type(ex)
 
 
-def compiled_form(headers: Fields) -> object:
-    return reply._compiled_fields(headers, reply._PLAIN_NAMES, reply._SEEN)
+def compiled_form(headers: Fields, **request: str) -> tuple[object, ...] | None:
+    answer = answer_to(headers, **request)
+    head = reply._compiled_head(
+        answer._status,
+        answer._headers,
+        reply._PLAIN_NAMES,
+        reply._SEEN,
+        DATE,
+        answer.message.version == "1.1",
+        answer.keep_alive,
+        answer._bodyless,
+    )
+    return head
 
 
 FULL = [
@@ -70,37 +98,103 @@ FULL = [
 
 
 @compiled
-def test_the_compiled_fields_are_the_python_forms() -> None:
-    expected, _ = python_form(FULL)
-    made = compiled_form(FULL)
-    assert made == expected == (made and made[0], 27, True)
-    assert made is not None and b"Keep-Alive" not in made[0] and b"caf\xe9" in made[0]
+def test_the_compiled_head_is_the_python_forms() -> None:
+    expected = python_form(FULL)
+    written = compiled_form(FULL)
+    assert written == expected
+    assert written is not None and written[1:] == (27, False, False, True)
+    head = written[0]
+    assert isinstance(head, bytes)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 27\r\n")
+    assert head.endswith(b"X-Latin: caf\xe9\r\nConnection: keep-alive\r\n\r\n")
+    assert b"Keep-Alive" not in head and head.count(b"Date:") == 1
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("headers", "request_", "ends", "framing"),
+    [
+        (
+            [],
+            {},
+            b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+            (None, True, False, True),
+        ),
+        ([], {"version": "1.0"}, b"GMT\r\nConnection: close\r\n\r\n", (None, False, False, False)),
+        (
+            [],
+            {"method": "HEAD"},
+            b"GMT\r\nConnection: keep-alive\r\n\r\n",
+            (None, False, True, True),
+        ),
+        (
+            [],
+            {"status": "204 No Content"},
+            b"GMT\r\nConnection: keep-alive\r\n\r\n",
+            (None, False, True, True),
+        ),
+        (
+            [],
+            {"status": "304 Not Modified"},
+            b"GMT\r\nConnection: keep-alive\r\n\r\n",
+            (None, False, True, True),
+        ),
+        (
+            [],
+            {"status": "103 Early Hints"},
+            b"GMT\r\nConnection: keep-alive\r\n\r\n",
+            (None, False, True, True),
+        ),
+        (
+            [("Content-Length", "0")],
+            {"version": "1.0"},
+            b"GMT\r\nConnection: keep-alive\r\n\r\n",
+            (0, False, False, True),
+        ),
+    ],
+)
+def test_the_framing_is_the_python_forms(
+    headers: Fields, request_: dict[str, str], ends: bytes, framing: tuple[object, ...]
+) -> None:
+    expected = python_form(headers, **request_)
+    written = compiled_form(headers, **request_)
+    assert written == expected
+    assert written is not None and written[1:] == framing
+    assert isinstance(written[0], bytes) and written[0].endswith(ends)
 
 
 @compiled
 def test_many_fields_grow_past_the_first_buffer() -> None:
     headers = [(f"X-Field-{n}", "v" * 200) for n in range(40)]
-    expected, _ = python_form(headers)
+    expected = python_form(headers)
     assert compiled_form(headers) == expected
 
 
 @compiled
 @pytest.mark.parametrize(
-    ("headers", "why"),
+    ("headers", "status", "why"),
     [
-        ([("Connection", "close")], "Connection decides the connection's fate"),
-        ([("Content-Length", "2"), ("content-length", "2")], "two lengths are refused"),
-        ([("Content-Length", " 2")], "a length that is not plain digits"),
-        ([("Content-Length", "1" * 19)], "a length beyond 18 digits"),
-        ([("X-A", "a\r\nX-Forged: 1")], "a CR or LF is refused"),
-        ([("X-A", "a\rb")], "a bare CR too"),
-        ([("Keep-Alive", "a\nb")], "a hop-by-hop field with LF (dropped all the same)"),
-        ([("X-A", "snow \u2603")], "beyond Latin-1"),
+        ([("Connection", "close")], "200 OK", "Connection decides the connection's fate"),
+        ([("Content-Length", "2"), ("content-length", "2")], "200 OK", "two lengths are refused"),
+        ([("Content-Length", " 2")], "200 OK", "a length that is not plain digits"),
+        ([("Content-Length", "1" * 19)], "200 OK", "a length beyond 18 digits"),
+        ([("X-A", "a\r\nX-Forged: 1")], "200 OK", "a CR or LF is refused"),
+        ([("X-A", "a\rb")], "200 OK", "a bare CR too"),
+        ([("Keep-Alive", "a\nb")], "200 OK", "a hop-by-hop field with LF (dropped all the same)"),
+        ([("X-A", "snow \u2603")], "200 OK", "beyond Latin-1"),
+        ([], "200 OK\r\nX-Forged: 1", "a CR or LF in the status is refused"),
+        ([], "2O0 OK", "a status that is not three digits"),
+        ([], " 200 OK", "a status with a space before its digits"),
+        ([], "20", "a status too short"),
+        ([], "101 Switching Protocols", "a 101's fields are the tunnel's"),
+        ([], "200 \u2603", "a status beyond Latin-1"),
     ],
 )
-def test_the_compiled_form_declines_and_the_python_form_decides(headers: Fields, why: str) -> None:
+def test_the_compiled_form_declines_and_the_python_form_decides(
+    headers: Fields, status: str, why: str
+) -> None:
     python_form(headers)  # the names are met
-    assert compiled_form(headers) is None, why
+    assert compiled_form(headers, status=status) is None, why
 
 
 @compiled
@@ -108,26 +202,28 @@ def test_a_name_not_met_before_is_left_to_the_python_form() -> None:
     name = "X-Never-Seen-Before-In-This-Process"
     assert compiled_form([(name, "1")]) is None
     python_form([(name, "1")])
-    assert compiled_form([(name, "1")]) == (f"{name}: 1\r\n".encode(), None, False)
+    written = compiled_form([(name, "1")])
+    assert written is not None and f"\r\n{name}: 1\r\n".encode() in written[0]
 
 
 @pytest.mark.parametrize(
-    ("headers", "fate"),
+    ("headers", "status", "fate"),
     [
-        ([("X-A", "a\r\nX-Forged: 1")], ValueError),
-        ([("content-length", "2"), ("Content-Length", "2")], ValueError),
-        ([("X-A", "snow \u2603")], UnicodeEncodeError),
+        ([("X-A", "a\r\nX-Forged: 1")], "200 OK", ValueError),
+        ([("content-length", "2"), ("Content-Length", "2")], "200 OK", ValueError),
+        ([("X-A", "snow \u2603")], "200 OK", UnicodeEncodeError),
+        ([], "200 OK\r\nX-Forged: 1", ValueError),
     ],
 )
 def test_a_head_the_python_form_refuses_is_never_written(
-    headers: Fields, fate: type[Exception]
+    headers: Fields, status: str, fate: type[Exception]
 ) -> None:
     message = Message()
     message.keep_alive = True
     ours, theirs = socket.socketpair()
     with ours, theirs:
         answer = Reply(ours, message, keep_alive=True)
-        answer.start_response("200 OK", headers)
+        answer.start_response(status, headers)
         with pytest.raises(fate):
             answer.send([b"ok"])
         theirs.setblocking(False)
@@ -138,18 +234,17 @@ def test_a_head_the_python_form_refuses_is_never_written(
 def test_without_the_compiled_form_the_heads_are_the_same(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    message = Message()
-    message.keep_alive = True
+    def head() -> tuple[object, ...]:
+        answer = answer_to([*FULL, ("X-Second", "2")])
+        return made(answer, answer._head())
 
-    def head() -> bytes:
-        answer = Reply(None, message, keep_alive=True)  # type: ignore[arg-type]
-        answer.start_response("200 OK", [*FULL, ("Connection", "close")])
-        return answer._head()
-
+    head()  # the names are met
     with_it = head()
-    monkeypatch.setattr(reply, "_compiled_fields", reply._not_compiled)
+    monkeypatch.setattr(reply, "_compiled_head", reply._not_compiled)
     assert head() == with_it
-    assert with_it.endswith(b"X-Latin: caf\xe9\r\nConnection: close\r\n\r\n")
+    written = with_it[0]
+    assert isinstance(written, bytes)
+    assert written.endswith(b"X-Second: 2\r\nConnection: keep-alive\r\n\r\n")
 
 
 names = st.sampled_from(
@@ -171,16 +266,39 @@ names = st.sampled_from(
 )
 values = st.sampled_from(["", "0", "27", "007", " 1", "+1", "1_0", "close", "caf\xe9", "\u2603"])
 values |= st.text(st.characters(max_codepoint=0x17F), max_size=12)
+statuses = st.sampled_from(
+    [
+        "200 OK",
+        "204 No Content",
+        "304 Not Modified",
+        "404 Not Found",
+        "100 Continue",
+        "101 Switching Protocols",
+        "599 x",
+        "2x0 OK",
+        "200 caf\xe9",
+        "200 \u2603",
+        "200\r\n",
+    ]
+)
 
 
 @compiled
-@settings(max_examples=400, deadline=None)
-@given(headers=st.lists(st.tuples(names, values), max_size=6))
-def test_any_fields_get_the_python_forms_bytes(headers: Fields) -> None:
-    expected, keeps = python_form(headers)  # meets the names first
-    made = compiled_form(headers)
-    if made is not None:
-        assert made == expected and keeps  # it never leaves out a refusal or a close
+@settings(max_examples=500, deadline=None)
+@given(
+    headers=st.lists(st.tuples(names, values), max_size=6),
+    status=statuses,
+    version=st.sampled_from(["1.1", "1.0"]),
+    method=st.sampled_from(["GET", "HEAD"]),
+)
+def test_any_answer_gets_the_python_forms_head(
+    headers: Fields, status: str, version: str, method: str
+) -> None:
+    request = {"status": status, "version": version, "method": method}
+    expected = python_form(headers, **request)  # meets the names first
+    written = compiled_form(headers, **request)
+    if written is not None:
+        assert written == expected  # it never leaves out a refusal or a close
     ordinary = all(
         name not in ("Connection", "X-\u2603", "X-\r")
         and "\r" not in value
@@ -190,4 +308,13 @@ def test_any_fields_get_the_python_forms_bytes(headers: Fields) -> None:
     )
     lengths = [value for name, value in headers if name.lower() == "content-length"]
     plain_length = len(lengths) <= 1 and all(v.isascii() and v.isdigit() for v in lengths)
-    assert (made is not None) == (ordinary and plain_length)
+    code = status[:3]
+    plain_status = (
+        code.isascii()
+        and code.isdigit()
+        and code != "101"
+        and max(map(ord, status)) <= 0xFF
+        and "\r" not in status
+        and "\n" not in status
+    )
+    assert (written is not None) == (ordinary and plain_length and plain_status)
