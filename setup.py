@@ -1,6 +1,6 @@
 """gw's compiled parts, each a C form of Python code that stays as its fallback: the access
 line (``gw.observe.accesslog``), an answer's head (``gw.edge.reply``) and the
-passes over a request's fields (``gw.edge.connection``, ``gw.edge.environ``), and the request
+passes over a request's head (``gw.edge.connection``, ``gw.edge.environ``), and the request
 head sent upstream and the pass over its answer's fields (``gw.upstream.wire``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw

@@ -64,7 +64,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 # the environ key's names, and the comparison form of a name.
 # APPSEC: clients choose the names, so each cache is bounded (least recently used names go).
 NAME_CACHE_SIZE = KEPT
-_CGI_HEADERS = (
+# The two fields a WSGI environ holds without HTTP_: (environ key, name, lower-case name).
+CGI_HEADERS = (
     ("CONTENT_TYPE", "Content-Type", "content-type"),
     ("CONTENT_LENGTH", "Content-Length", "content-length"),
 )
@@ -120,7 +121,7 @@ class Headers:
         """The headers from ``pairs`` and ``by_name``, the ``HTTP_*`` fields of ``environ`` as
         ``from_environ`` reads them (names from ``environ_names``), then Content-Type and
         Content-Length when ``environ`` holds them, not empty."""
-        for key, name, lower in _CGI_HEADERS:
+        for key, name, lower in CGI_HEADERS:
             value = environ.get(key)
             if value:
                 pairs.append((name, value))

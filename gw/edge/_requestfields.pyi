@@ -1,4 +1,4 @@
-"""The compiled forms of the edge's passes over a request's fields (gw/edge/_requestfields.c)."""
+"""The compiled forms of the edge's passes over a request's head (gw/edge/_requestfields.c)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -14,8 +14,18 @@ class Collector:
     ) -> None: ...
     def __call__(self, name: bytes, value: bytes) -> None: ...
 
-def environ_fields(
-    environ: dict[str, Any],
+def configure(
+    headers_type: Callable[[list[tuple[str, str]], dict[str, str]], Any],
+    headers_key: str,
+    cgi: tuple[tuple[str, str, str], ...],
+    absolute_path: Callable[[str], str],
+    decoded_path: Callable[[str], str],
+) -> None: ...
+def environ(
+    base: dict[str, Any],
     headers: list[tuple[bytes, bytes]],
     names: Callable[[bytes], tuple[str, str, str]],
-) -> tuple[list[tuple[str, str]], dict[str, str]] | None: ...
+    url: bytes,
+    method: str,
+    version: str,
+) -> dict[str, Any] | None: ...

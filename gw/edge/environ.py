@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from gw.core.headers import NAME_CACHE_SIZE, Headers, environ_names
+from gw.core.headers import CGI_HEADERS, NAME_CACHE_SIZE, Headers, environ_names
 from gw.core.ingress import HEADERS
 from gw.edge.request import Message, RequestRefused
 
@@ -20,11 +20,17 @@ _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
 
 def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     """Return the environ of ``message``: ``base`` (server and connection keys) and its own."""
+    made = _compiled_environ(
+        base, message.headers, _environ_names, message.url, message.method, message.version
+    )
+    return _environ_made_here(base, message) if made is None else made
+
+
+def _environ_made_here(base: dict[str, Any], message: Message) -> dict[str, Any]:
+    """``build_environ`` in Python: the judge of its compiled form, and every environ that
+    one declines."""
     environ = base.copy()
-    found = _compiled_fields(environ, message.headers, _environ_names)
-    if found is None:  # the Python form's case (or no compiled form): from the start
-        environ = base.copy()
-        found = _fields(environ, message.headers)
+    found = _fields(environ, message.headers)
     raw_uri = message.url.decode("latin-1")
     path, _, query = raw_uri.partition("?")
     if not path.startswith("/"):
@@ -34,7 +40,7 @@ def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     # PERF: a path with no escape and only ASCII is its own decoding: no Python call for it
     # (unquote_to_bytes encodes what it is given as UTF-8: a non-ASCII path goes through it)
     if "%" in path or not path.isascii():
-        path = unquote_to_bytes(path).decode("latin-1")
+        path = _decoded_path(path)
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = query
     environ["SERVER_PROTOCOL"] = f"HTTP/{message.version}"
@@ -78,23 +84,9 @@ def _fields(environ: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Foun
     return None if joined else (pairs, by_name)
 
 
-def _not_compiled(environ: Any, headers: Any, names: Any) -> None:
+def _not_compiled(*args: Any) -> None:
     """Stands for the compiled form where it is not built: the Python form does it all."""
     return None
-
-
-# PERF: the loop of ``_fields`` made in C (gw/edge/_requestfields.c) for requests whose fields
-# are all different: the same keys and values; anything else is left to ``_fields``.
-_compiled_fields: Callable[
-    [dict[str, Any], list[tuple[bytes, bytes]], Callable[[bytes], tuple[str, str, str]]],
-    Found | None,
-]
-try:
-    from gw.edge import _requestfields
-except ImportError:  # built without a C compiler (setup.py: optional)
-    _compiled_fields = _not_compiled
-else:
-    _compiled_fields = _requestfields.environ_fields
 
 
 _DROPPED = ("", "", "")
@@ -131,6 +123,11 @@ def address_environ(client: Any, server: Any) -> dict[str, str]:
     return environ
 
 
+def _decoded_path(path: str) -> str:
+    """PATH_INFO of a path with an escape or a character beyond ASCII (PEP 3333: Latin-1)."""
+    return unquote_to_bytes(path).decode("latin-1")
+
+
 def _absolute_path(target: str) -> str:
     """The path of an absolute-form target (``http://host/p`` -> ``/p``), else the target."""
     scheme, sep, rest = target.partition("://")
@@ -138,3 +135,26 @@ def _absolute_path(target: str) -> str:
         return target
     slash = rest.find("/")
     return rest[slash:] if slash >= 0 else "/"
+
+
+# PERF: ``build_environ`` made in C (gw/edge/_requestfields.c) for requests whose fields are all
+# different: the same keys and values, with the path functions above; anything else is left to
+# ``_environ_made_here``.
+_compiled_environ: Callable[
+    [
+        dict[str, Any],
+        list[tuple[bytes, bytes]],
+        Callable[[bytes], tuple[str, str, str]],
+        bytes,
+        str,
+        str,
+    ],
+    dict[str, Any] | None,
+]
+try:
+    from gw.edge import _requestfields
+except ImportError:  # built without a C compiler (setup.py: optional)
+    _compiled_environ = _not_compiled
+else:
+    _requestfields.configure(Headers, HEADERS, CGI_HEADERS, _absolute_path, _decoded_path)
+    _compiled_environ = _requestfields.environ

@@ -1,6 +1,7 @@
-"""The compiled passes over a request's fields (gw/edge/_requestfields.c) keep and read the
-fields the Python forms keep and read, for any request; where they decline, the Python forms
-decide (and refuse) as before; where they are not built, the Python forms do it all.
+"""The compiled passes over a request's head (gw/edge/_requestfields.c) keep the fields and
+make the environ the Python forms keep and make, for any request; where they decline, the
+Python forms decide (and refuse) as before; where they are not built, the Python forms do it
+all.
 
 CI builds them and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py).
 """
@@ -25,7 +26,7 @@ from gw.edge.environ import build_environ
 from gw.edge.request import Limits, Message, RequestRefused
 
 compiled = pytest.mark.skipif(
-    connection.Collector is None or environ._compiled_fields is environ._not_compiled,
+    connection.Collector is None or environ._compiled_environ is environ._not_compiled,
     reason="gw.edge._requestfields is not built here (no C compiler at install)",
 )
 Fields = list[tuple[bytes, bytes]]
@@ -35,7 +36,7 @@ def test_ci_has_the_compiled_forms() -> None:
     if os.environ.get("GW_REQUIRE_COMPILED") != "1":
         pytest.skip("only where the build is required (CI)")
     assert connection.Collector is not None
-    assert environ._compiled_fields is not environ._not_compiled
+    assert environ._compiled_environ is not environ._not_compiled
 
 
 # -- the environ's fields ------------------------------------------------------------------
@@ -49,15 +50,43 @@ _VALUES = st.sampled_from([b"", b"a", b" v \t", b"\t", b"5", b"caf\xe9 ", b"a,b"
 )
 
 
-def environ_of(fields: Fields, python_only: bool) -> object:
-    """What build_environ makes of ``fields`` (the environ, its Headers as their fields), or
+_TARGETS = st.sampled_from(
+    [
+        b"/p?q=1",
+        b"/",
+        b"/a%2Fb?x=%41",
+        b"/caf\xc3\xa9",
+        b"/\xe9?\xe9",
+        b"/p??q",
+        b"/p?",
+        b"?q",
+        b"",
+        b"*",
+        b"http://gw.test/a%41?q",
+        b"http://gw.test",
+        b"https://gw.test:8443/x/y",
+        b"1http://h/p",
+    ]
+) | st.binary(max_size=12)
+
+
+def environ_of(
+    fields: Fields,
+    python_only: bool,
+    target: bytes = b"/p?q=1",
+    method: str = "GET",
+    version: str = "1.1",
+) -> object:
+    """What build_environ makes of a request (the environ, its Headers as their fields), or
     the refusal it raises."""
     message = Message()
-    message.url = b"/p?q=1"
+    message.url = target
+    message.method = method
+    message.version = version
     message.headers = list(fields)
     with pytest.MonkeyPatch.context() as patch:
         if python_only:
-            patch.setattr(environ, "_compiled_fields", environ._not_compiled)
+            patch.setattr(environ, "_compiled_environ", environ._not_compiled)
         try:
             made = build_environ({"REMOTE_ADDR": "127.0.0.1", "wsgi.x": 1}, message)
         except RequestRefused as ex:
@@ -69,22 +98,56 @@ def environ_of(fields: Fields, python_only: bool) -> object:
 
 @compiled
 @settings(max_examples=400)
-@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=10))
-def test_the_compiled_environ_is_the_python_forms(fields: Fields) -> None:
-    assert environ_of(fields, python_only=False) == environ_of(fields, python_only=True)
+@given(
+    st.lists(st.tuples(_NAMES, _VALUES), max_size=10),
+    _TARGETS,
+    st.sampled_from(["GET", "POST", "HEAD"]),
+    st.sampled_from(["1.1", "1.0", "1.2"]),
+)
+def test_the_compiled_environ_is_the_python_forms(
+    fields: Fields, target: bytes, method: str, version: str
+) -> None:
+    request = {"target": target, "method": method, "version": version}
+    compiled_form = environ_of(fields, python_only=False, **request)  # type: ignore[arg-type]
+    assert compiled_form == environ_of(fields, python_only=True, **request)  # type: ignore[arg-type]
+
+
+def compiled_environ(fields: Fields, target: bytes = b"/", version: str = "1.1") -> object:
+    base = {"REMOTE_ADDR": "127.0.0.1"}
+    return environ._compiled_environ(base, fields, environ._environ_names, target, "GET", version)
 
 
 @compiled
 def test_the_compiled_environ_leaves_repeated_fields_to_the_python_form() -> None:
-    base = {"REMOTE_ADDR": "127.0.0.1"}
     fields = [(b"Host", b"a"), (b"X-A", b"1 "), (b"x-a", b"2")]
-    assert environ._compiled_fields(dict(base), fields, environ._environ_names) is None
-    assert environ._compiled_fields(dict(base), fields[:2], environ._environ_names) == (
+    assert compiled_environ(fields) is None
+    made = compiled_environ(fields[:2])
+    assert isinstance(made, dict)
+    headers = made.pop(HEADERS)
+    assert (headers.items(), headers.by_name()) == (
         [("Host", "a"), ("X-A", "1")],
         {"host": "a", "x-a": "1"},
     )
+    assert made == {
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "a",
+        "HTTP_X_A": "1",
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "",
+    }
     refused = environ_of([(b"Host", b"a"), (b"host", b"b")], python_only=False)
     assert refused == ("refused", 400, "more than one host field")
+
+
+@compiled
+def test_the_compiled_environ_leaves_a_version_it_does_not_know_to_the_python_form() -> None:
+    assert compiled_environ([], version="1.2") is None
+    made = environ_of([], python_only=False, version="1.2")
+    assert isinstance(made, tuple) and made[0]["SERVER_PROTOCOL"] == "HTTP/1.2"
 
 
 # -- the head's fields, as llhttp hands them over -----------------------------------------
