@@ -424,7 +424,7 @@ class Gateway:
         headers = self._decorate(exchange, headers)
         if upstream is None:
             chunks = list(body)
-            exchange.bytes_sent = sum(len(b) for b in chunks)
+            exchange.bytes_sent = sum(map(len, chunks))
             self._egress(exchange)
             return Outcome(status, headers, [] if exchange.method == "HEAD" else chunks)
         closing = ClosingBody(body, exchange, lambda: self._egress(exchange, upstream))

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import itemgetter
 from typing import IO, Any
 
 import httptools
@@ -22,6 +23,8 @@ from gw.core.bounded import remember
 from gw.core.headers import chunked_only
 from gw.errors import InvalidHeader
 from gw.host.process import receive, send_all
+
+_name = itemgetter(0)  # a field's name
 
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
@@ -293,7 +296,7 @@ class Response:
         if status < 200:
             self._interim_answer(status)
             return
-        names = {name for name, _ in self.headers}
+        names = set(map(_name, self.headers))  # PERF: no Python step per field
         if "transfer-encoding" in names:
             self._check_transfer_coding()
         self.status = status

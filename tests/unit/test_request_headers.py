@@ -90,3 +90,20 @@ def test_the_headers_forward_what_their_pairs_forward(fields: dict[str, str]) ->
     assert module.forwardable(headers) == _field_by_field(headers.items())
     if "HTTP_CONNECTION" in fields and "x-a" in fields["HTTP_CONNECTION"].lower():
         assert all(name not in ("X-A", "X.A") for name, _ in module.forwardable(headers))
+
+
+_ANSWER_NAMES = st.sampled_from(
+    ["connection", "keep-alive", "x-a", "x-b", "set-cookie", "transfer-encoding", "Connection"]
+)
+_ANSWER_VALUES = st.sampled_from(["x-a", "X-B, keep-alive", " x-a ,x-b", "close", "1", ""])
+
+
+@given(st.lists(st.tuples(_ANSWER_NAMES, _ANSWER_VALUES), max_size=8))
+def test_an_answer_passes_on_what_its_pairs_pass_on(pairs: list[tuple[str, str]]) -> None:
+    """APPSEC: hop-by-hop fields and those an upstream's Connection field names never reach
+    the client; every other field does, in its order."""
+    kept = module.response_headers(iter(pairs))
+    named = {t.strip().lower() for n, v in pairs if n == "connection" for t in v.split(",")}
+    never = named | module.HOP_BY_HOP
+    assert not {name for name, _ in kept} & never
+    assert kept == [pair for pair in pairs if pair[0] not in never]  # the rest, in order
