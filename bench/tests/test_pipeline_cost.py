@@ -65,4 +65,4 @@ def test_trace_counts_bytecodes_calls_and_exceptions_per_request() -> None:
     assert totals, done.stderr
     assert int(totals[1].replace(",", "")) > 1000 and float(totals[2]) > 50
     assert float(totals[3]) == 0, done.stderr  # an exception on the path costs ~5,700
-    assert re.search(r"^ +[\d.]+ +1\.00  gw/edge/reply\.py:\d+ _head$", done.stderr, re.M)
+    assert re.search(r"^ +[\d.]+ +1\.00  gw/pipeline\.py:\d+ _forward$", done.stderr, re.M)
