@@ -122,30 +122,6 @@ def test_the_compiled_head_is_the_python_forms() -> None:
         ),
         ([], {"version": "1.0"}, b"GMT\r\nConnection: close\r\n\r\n", (None, False, False, False)),
         (
-            [],
-            {"method": "HEAD"},
-            b"GMT\r\nConnection: keep-alive\r\n\r\n",
-            (None, False, True, True),
-        ),
-        (
-            [],
-            {"status": "204 No Content"},
-            b"GMT\r\nConnection: keep-alive\r\n\r\n",
-            (None, False, True, True),
-        ),
-        (
-            [],
-            {"status": "304 Not Modified"},
-            b"GMT\r\nConnection: keep-alive\r\n\r\n",
-            (None, False, True, True),
-        ),
-        (
-            [],
-            {"status": "103 Early Hints"},
-            b"GMT\r\nConnection: keep-alive\r\n\r\n",
-            (None, False, True, True),
-        ),
-        (
             [("Content-Length", "0")],
             {"version": "1.0"},
             b"GMT\r\nConnection: keep-alive\r\n\r\n",
@@ -161,6 +137,25 @@ def test_the_framing_is_the_python_forms(
     assert written == expected
     assert written is not None and written[1:] == framing
     assert isinstance(written[0], bytes) and written[0].endswith(ends)
+
+
+@compiled
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"method": "HEAD"},
+        {"status": "204 No Content"},
+        {"status": "304 Not Modified"},
+        {"status": "103 Early Hints"},
+    ],
+)
+def test_an_answer_without_a_body_is_neither_chunked_nor_closed(request_: dict[str, str]) -> None:
+    expected = python_form([], **request_)
+    written = compiled_form([], **request_)
+    assert written == expected
+    assert written is not None and written[1:] == (None, False, True, True)
+    assert isinstance(written[0], bytes)
+    assert written[0].endswith(b"GMT\r\nConnection: keep-alive\r\n\r\n")
 
 
 @compiled
