@@ -145,8 +145,12 @@ static PyObject *path_info(PyObject *path) {
             return NULL;
         }
     }
-    if (PyUnicode_FindChar(made, '%', 0, PyUnicode_GET_LENGTH(made), 1) != -1 ||
-        !PyUnicode_IS_ASCII(made))
+    Py_ssize_t escape = PyUnicode_FindChar(made, '%', 0, PyUnicode_GET_LENGTH(made), 1);
+    if (escape == -2) {
+        Py_DECREF(made);
+        return NULL;
+    }
+    if (escape >= 0 || !PyUnicode_IS_ASCII(made))
         Py_SETREF(made, PyObject_CallOneArg(given.decoded_path, made));
     return made;
 }
