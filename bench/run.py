@@ -226,7 +226,7 @@ def gw_specs(args: argparse.Namespace) -> list[TargetSpec]:
     if args.gw_baseline:
         tree = args.gw_baseline.resolve()
         venv = baseline_venv(args)
-        specs.append(TargetSpec("gw-baseline", "gw", gw=options, tree=tree, venv=venv))
+        specs.append(TargetSpec("gw" + report.OLD, "gw", gw=options, tree=tree, venv=venv))
     return specs
 
 
@@ -267,7 +267,7 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
             if args.gw_baseline:
                 tree, venv = args.gw_baseline.resolve(), baseline_venv(args)
                 full = full_spec(name, args)
-                specs.append(replace(full, name=f"{name}-baseline", tree=tree, venv=venv))
+                specs.append(replace(full, name=name + report.OLD, tree=tree, venv=venv))
         elif targets.PEERS[name].kind == "floor":
             specs.append(replace(targets.PEERS[name], venv=args.gw_venv))  # gw's Python
         else:

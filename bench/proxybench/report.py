@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -146,35 +146,65 @@ def gate(summaries: Sequence[Summary], plan: Plan) -> dict[str, dict[str, Any]]:
 
 
 DARK = "-dark"  # the suffix of a gw row's twin with access log and metrics off (--gw-dark)
+OLD = "-baseline"  # the suffix of a gw row's twin run from --gw-baseline's tree
 
 
 def observability(samples: Sequence[Sample], plan: Plan) -> dict[str, dict[str, Any]]:
     """Return, per gw row with a dark twin, what its access log and metrics cost: the row's
-    CPU µs per request minus its twin's in the same round and at the same level, paired
-    because the twins run next to each other in every round (the rounds' drift cancels);
-    the median of those differences, their lowest and highest, and how many pairs."""
+    CPU µs per request minus its twin's (see ``_paired``)."""
+    return _all_paired(samples, plan, lambda name: name + DARK)
+
+
+def against_baseline(samples: Sequence[Sample], plan: Plan) -> dict[str, dict[str, Any]]:
+    """Return, per gw row with a twin from the baseline tree (``gw`` and ``gw-baseline``,
+    ``gw-dark`` and ``gw-baseline-dark``), the row's CPU µs per request minus its twin's (see
+    ``_paired``): what the change between the two trees saved (below zero) or cost."""
+    return _all_paired(samples, plan, baseline_twin)
+
+
+def baseline_twin(name: str) -> str:
+    """The name of row ``name``'s twin run from the baseline tree."""
+    if name.endswith(DARK):
+        return name.removesuffix(DARK) + OLD + DARK
+    return name + OLD
+
+
+def _all_paired(
+    samples: Sequence[Sample], plan: Plan, twin_of: Callable[[str], str]
+) -> dict[str, dict[str, Any]]:
     names = {s.target for s in samples}
     found: dict[str, dict[str, Any]] = {}
     for name in sorted(names):
-        twin = name + DARK
-        if twin not in names:
-            continue
-        deltas = []
-        for level in plan.loads:
-            mine = {s.round: s.cpu_us_per_request for s in _runs(samples, name, level)}
-            for dark in _runs(samples, twin, level):
-                lit = mine.get(dark.round)
-                if lit is not None and dark.cpu_us_per_request is not None:
-                    deltas.append(lit - dark.cpu_us_per_request)
-        if deltas:
-            found[name] = {
-                "vs": twin,
-                "median_us": statistics.median(deltas),
-                "min_us": min(deltas),
-                "max_us": max(deltas),
-                "pairs": len(deltas),
-            }
+        twin = twin_of(name)
+        if twin in names:
+            paired = _paired(samples, plan, name, twin)
+            if paired is not None:
+                found[name] = paired
     return found
+
+
+def _paired(samples: Sequence[Sample], plan: Plan, name: str, twin: str) -> dict[str, Any] | None:
+    """Row ``name``'s CPU µs per request minus ``twin``'s in the same round and at the same
+    loaded level, paired because the twins run next to each other in every round (the
+    rounds' drift cancels): the median of those differences, their lowest and highest, how
+    many pairs and how many of them are below zero. None without a pair."""
+    deltas = []
+    for level in plan.loads:
+        mine = {s.round: s.cpu_us_per_request for s in _runs(samples, name, level)}
+        for theirs in _runs(samples, twin, level):
+            own = mine.get(theirs.round)
+            if own is not None and theirs.cpu_us_per_request is not None:
+                deltas.append(own - theirs.cpu_us_per_request)
+    if not deltas:
+        return None
+    return {
+        "vs": twin,
+        "median_us": statistics.median(deltas),
+        "min_us": min(deltas),
+        "max_us": max(deltas),
+        "pairs": len(deltas),
+        "lower": sum(delta < 0 for delta in deltas),
+    }
 
 
 def document(
@@ -198,5 +228,6 @@ def document(
         "ratios": ratios(summaries, plan),
         "gate": gate(summaries, plan),
         "observability": observability(samples, plan),
+        "against_baseline": against_baseline(samples, plan),
         "samples": [s.to_dict() for s in samples],
     }

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from proxybench.report import BASELINE, Summary, compare, gate, gw_names, observability, ratio
+from proxybench.report import (
+    BASELINE,
+    Summary,
+    against_baseline,
+    compare,
+    gate,
+    gw_names,
+    observability,
+    ratio,
+)
 from proxybench.schedule import LATENCY_LEVEL, Plan, Sample
 
 NOISY_CORES = 0.25
@@ -149,11 +158,20 @@ def noise_lines(summaries: Sequence[Summary]) -> list[str]:
 
 def observability_lines(samples: Sequence[Sample], plan: Plan) -> list[str]:
     """Return one line per gw row with a dark twin: what observability costs it, paired."""
+    return _paired_lines("observability", observability(samples, plan))
+
+
+def baseline_lines(samples: Sequence[Sample], plan: Plan) -> list[str]:
+    """Return one line per gw row with a baseline twin: what the change did to it, paired."""
+    return _paired_lines("against the baseline", against_baseline(samples, plan))
+
+
+def _paired_lines(what: str, found: dict[str, dict[str, Any]]) -> list[str]:
     return [
-        f"observability: {name} - {found['vs']}: {found['median_us']:.1f} µs per request, the "
-        f"median of {found['pairs']} paired runs (same round and level; "
-        f"{found['min_us']:.1f} to {found['max_us']:.1f})"
-        for name, found in observability(samples, plan).items()
+        f"{what}: {name} - {pair['vs']}: {pair['median_us']:+.1f} µs per request, the "
+        f"median of {pair['pairs']} paired runs (same round and level; "
+        f"{pair['min_us']:+.1f} to {pair['max_us']:+.1f}; {pair['lower']} below zero)"
+        for name, pair in found.items()
     ]
 
 
@@ -175,6 +193,7 @@ def render(
     if gw_names(summaries):
         parts.append(["", *gw_table(summaries, plan)])
     parts.append(["", *matrix(summaries, plan.loads[-1])])
-    parts.append(["", *gate_lines(summaries, plan), *observability_lines(samples, plan)])
+    paired = [*observability_lines(samples, plan), *baseline_lines(samples, plan)]
+    parts.append(["", *gate_lines(summaries, plan), *paired])
     parts.append([*warnings(summaries), *noise_lines(summaries)])
     return "\n".join(line for part in parts for line in part).rstrip() + "\n"

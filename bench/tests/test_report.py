@@ -166,4 +166,38 @@ def test_observability_is_the_median_of_paired_differences_with_the_dark_twin() 
     assert cost["gw"]["min_us"] == pytest.approx(10)
     assert cost["gw"]["max_us"] == pytest.approx(16.5)
     line = table.observability_lines(found, PLAN)[0]
-    assert line.startswith("observability: gw - gw-dark: 12.0 µs per request, the median of 6")
+    assert line.startswith("observability: gw - gw-dark: +12.0 µs per request, the median of 6")
+    assert line.endswith("(same round and level; +10.0 to +16.5; 0 below zero)")
+
+
+def test_each_row_is_paired_with_its_twin_from_the_baseline_tree() -> None:
+    # The new tree saves 5 µs in two rounds of three and costs 3 µs in the other.
+    found = []
+    for rnd, delta in enumerate((-5.0, 3.0, -5.0)):
+        for conns in PLAN.throughput:
+            for name, cpu in (("gw", 300), ("gw-dark", 290), ("gw-full-hs256", 400)):
+                found.append(_sample(name, rnd, conns, 4000, 3000, cpu + delta))
+                found.append(_sample(report.baseline_twin(name), rnd, conns, 4000, 3000, cpu))
+            found.append(_sample("gw", rnd, 1, 400, 300, 900))  # the latency level is left out
+            found.append(_sample("gw-baseline", rnd, 1, 400, 300, 100))
+
+    against = report.against_baseline(found, PLAN)
+
+    assert report.baseline_twin("gw-dark") == "gw-baseline-dark"
+    assert {name: pair["vs"] for name, pair in against.items()} == {
+        "gw": "gw-baseline",
+        "gw-dark": "gw-baseline-dark",
+        "gw-full-hs256": "gw-full-hs256-baseline",
+    }
+    pair = against["gw"]
+    assert pair["pairs"] == 3 * len(PLAN.throughput)
+    assert pair["median_us"] == pytest.approx(-5)
+    assert (pair["min_us"], pair["max_us"]) == (pytest.approx(-5), pytest.approx(3))
+    assert pair["lower"] == 2 * len(PLAN.throughput)
+    dark = report.observability(found, PLAN)  # the dark twins, each with its own tree's
+    assert {name: pair["vs"] for name, pair in dark.items()} == {
+        "gw": "gw-dark",
+        "gw-baseline": "gw-baseline-dark",
+    }
+    line = table.baseline_lines(found, PLAN)[0]
+    assert line.startswith("against the baseline: gw - gw-baseline: -5.0 µs per request")
