@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 from gw import __version__, cors
@@ -27,6 +26,7 @@ from gw.core.exchange import ClosingBody, Exchange, Outcome
 from gw.core.forwarding import TrustedProxies
 from gw.core.headers import (
     GATEWAY_OWNED,
+    field_name,
     response_headers,
 )
 from gw.core.hosts import HostAllowList
@@ -63,7 +63,6 @@ from gw.upstream.pool import Connector
 
 log = logging.getLogger("gw")
 
-_name = itemgetter(0)  # a header field's name
 _BODILESS = frozenset({204, 304})
 _CLOSING = frozenset({400, 408, 413, 501, 505})
 _JSON = "application/json"
@@ -438,11 +437,11 @@ class Gateway:
         PERF: the names are lower-cased and compared by C (``map``, ``isdisjoint``), with a
         Python step per field only when a stage's field is already there.
         """
-        present = set(map(str.lower, map(_name, headers)))
+        present = set(map(str.lower, map(field_name, headers)))
         present.discard("vary")  # several Vary headers combine
         added = exchange.add_headers
         if added:
-            if present.isdisjoint(map(str.lower, map(_name, added))):
+            if present.isdisjoint(map(str.lower, map(field_name, added))):
                 headers += added
             else:
                 headers += [(n, v) for n, v in added if n.lower() not in present]

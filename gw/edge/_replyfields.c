@@ -32,18 +32,22 @@ static int writable(PyObject *text) {
     return memchr(data, '\r', (size_t)n) == NULL && memchr(data, '\n', (size_t)n) == NULL;
 }
 
+/* The number ``n`` ASCII digits at ``c`` spell, or -1 if any is not a digit (n <= 18). */
+static long long digits(const char *c, Py_ssize_t n) {
+    long long number = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i] < '0' || c[i] > '9') return -1;
+        number = number * 10 + (c[i] - '0');
+    }
+    return number;
+}
+
 /* The length a Content-Length value states, or -1 unless it is 1 to 18 ASCII digits (the
    Python form's ``int`` decides every other spelling). */
 static long long plain_length(PyObject *value) {
-    const char *c = (const char *)PyUnicode_1BYTE_DATA(value);
     Py_ssize_t n = PyUnicode_GET_LENGTH(value);
     if (n < 1 || n > 18) return -1;
-    long long length = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (c[i] < '0' || c[i] > '9') return -1;
-        length = length * 10 + (c[i] - '0');
-    }
-    return length;
+    return digits((const char *)PyUnicode_1BYTE_DATA(value), n);
 }
 
 static int add_field(Buffer *b, PyObject *name, PyObject *value) {
@@ -80,13 +84,7 @@ static int one_field(Buffer *b, PyObject *field, PyObject *plain, PyObject *seen
    ASCII digits (the Python form's ``int`` decides every other spelling). */
 static int status_code(PyObject *status) {
     if (PyUnicode_GET_LENGTH(status) < 3) return -1;
-    const char *c = (const char *)PyUnicode_1BYTE_DATA(status);
-    int code = 0;
-    for (int i = 0; i < 3; i++) {
-        if (c[i] < '0' || c[i] > '9') return -1;
-        code = code * 10 + (c[i] - '0');
-    }
-    return code;
+    return (int)digits((const char *)PyUnicode_1BYTE_DATA(status), 3);
 }
 
 /* What an answer's head says about its body and its connection. */

@@ -282,7 +282,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gw.edge._requestfields",
-    .m_doc = "The compiled forms of the edge's passes over a request's header fields.",
+    .m_doc = "The compiled forms of the edge's passes over a request's head.",
     .m_size = -1,
     .m_methods = methods,
 };

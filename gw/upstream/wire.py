@@ -14,17 +14,14 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from operator import itemgetter
 from typing import IO, Any
 
 import httptools
 
 from gw.core.bounded import remember
-from gw.core.headers import chunked_only
+from gw.core.headers import chunked_only, field_name
 from gw.errors import InvalidHeader
 from gw.host.process import receive, send_all
-
-_name = itemgetter(0)  # a field's name
 
 CHUNK = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # what http.client allows for one header line
@@ -296,7 +293,7 @@ class Response:
         if status < 200:
             self._interim_answer(status)
             return
-        names = set(map(_name, self.headers))  # PERF: no Python step per field
+        names = set(map(field_name, self.headers))  # PERF: no Python step per field
         if "transfer-encoding" in names:
             self._check_transfer_coding()
         self.status = status
