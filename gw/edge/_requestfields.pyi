@@ -3,16 +3,9 @@
 from collections.abc import Callable
 from typing import Any
 
-class Collector:
-    fields: list[tuple[bytes, bytes]] | None
-    def __init__(
-        self,
-        slow: Callable[[bytes, bytes], None],
-        size: int,
-        count: int,
-        names: dict[bytes, str] | None = None,
-    ) -> None: ...
-    def __call__(self, name: bytes, value: bytes) -> None: ...
+from gw._collector import Collector as _Collector
+
+Collector = _Collector[tuple[bytes, bytes]]  # its fields: gw/_collector.pyi
 
 def configure(
     headers_type: Callable[[list[tuple[str, str]], dict[str, str]], Any],
