@@ -156,6 +156,8 @@ class Admission:
             Unauthorized, MissingLimitKey: a limit with ``when_missing: reject`` lacks its key.
             LimiterDown: the limiter cannot decide in time and the rule is fail_closed.
         """
+        if len(limits) == 1 and not limits[0].shadow:
+            return self._admit_one(limits[0], who)
         keyed: list[tuple[Limit, str]] = []
         shadows: list[Limit] = []
         for limit in limits:  # PERF: one pass, as most routes have one enforced limit
@@ -180,6 +182,29 @@ class Admission:
             return quota_headers(*min(outcomes, key=_fewest_remaining))
         # PERF: min() calls its key even for one outcome, the usual case (0.5 µs here).
         return quota_headers(*outcomes[0]) if outcomes else []
+
+    def _admit_one(self, limit: Limit, who: Requester) -> list[tuple[str, str]]:
+        """``admit`` for one enforced limit, the usual route's: the same decision, headers,
+        refusal and counts.
+
+        PERF: the bucket is asked with ``check`` (which every backend defines as
+        ``check_all`` of one bucket), without the lists that join several limits' decisions:
+        about 150 bytecodes fewer a rate-limited request.
+        """
+        key = bucket_key(limit, who)
+        if key is None:
+            return []
+        try:
+            decision = self._backend().check(key, limit.rate)
+        except LimiterUnavailable as ex:
+            self._unavailable(ex, (limit,))  # raises, unless the rule is fail_open
+            return []
+        self._incidents.succeeded()
+        if not decision.allowed:
+            self.observe(limit.name, "rejected", "enforce")
+            raise _rejection(limit, decision)
+        self.observe(limit.name, "allowed", "enforce")
+        return quota_headers(limit, decision)
 
     def _shadow(self, limits: Sequence[Limit], who: Requester) -> list[tuple[Limit, Decision]]:
         """Decide the shadow limits as one; count, log, never raise; return the outcomes
@@ -238,22 +263,27 @@ class Admission:
         try:
             decisions = self._backend().check_all([(key, limit.rate) for limit, key in keyed])
         except LimiterUnavailable as ex:
-            # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
-            # uncounted requests is exactly the over-admission (gw.host.locks).
-            frozen = isinstance(ex, StripeFrozen)
-            admit = self.fail_open and not frozen
-            rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")
-            self._incidents.failed(ex, f"{'admitting' if admit else 'refusing'} ({rule})")
-            for limit, _ in keyed:
-                self.observe(limit.name, "failed_open" if admit else "failed_closed", "enforce")
-            if admit:
-                return None
+            self._unavailable(ex, [limit for limit, _ in keyed])
+            return None
+        self._incidents.succeeded()
+        return decisions
+
+    def _unavailable(self, ex: LimiterUnavailable, limits: Sequence[Limit]) -> None:
+        """Apply the rule for a backend that could not decide: return to admit (fail_open),
+        or raise LimiterDown."""
+        # A stripe frozen by a stopped holder is refused whatever on_error says: admitting
+        # uncounted requests is exactly the over-admission (gw.host.locks).
+        frozen = isinstance(ex, StripeFrozen)
+        admit = self.fail_open and not frozen
+        rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")
+        self._incidents.failed(ex, f"{'admitting' if admit else 'refusing'} ({rule})")
+        for limit in limits:
+            self.observe(limit.name, "failed_open" if admit else "failed_closed", "enforce")
+        if not admit:
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
                 headers={"Retry-After": "1"},
             ) from None
-        self._incidents.succeeded()
-        return decisions
 
     def limit_named(self, name: str) -> Limit | None:
         """Return the compiled limit called ``name`` (for the operator CLI)."""

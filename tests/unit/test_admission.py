@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from gw.errors import Unauthorized
-from gw.limits import Rate
+from gw.core.gcra import Decision
+from gw.errors import GatewayError, Unauthorized
+from gw.limits import LimiterUnavailable, Rate, StripeFrozen
+from gw.limits import admission as admission_module
 from gw.limits.admission import (
     Admission,
     Limit,
@@ -210,3 +214,63 @@ def test_a_rejected_key_takes_no_token_from_the_other_limits() -> None:
     with pytest.raises(MissingLimitKey):
         admission.admit(limits, JWT_USER)
     assert dict(admission.admit(limits, KEY_USER))["X-RateLimit-Remaining"] == "0"
+
+
+class _Backend:
+    """A limiter that admits, refuses, or cannot decide (``LimiterUnavailable``, or a
+    ``StripeFrozen`` stripe), as told."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.local = LocalLimiter()
+
+    def check_all(self, buckets: list[tuple[str, Rate]], cost: int = 1) -> list[Decision]:
+        if self.outcome == "unavailable":
+            raise LimiterUnavailable("timeout")
+        if self.outcome == "frozen":
+            raise StripeFrozen("stopped holder")
+        if self.outcome == "refuse":
+            self.local.check_all(buckets)  # the bucket's one token, taken
+        return self.local.check_all(buckets)
+
+    def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        return self.check_all([(key, rate)], cost)[0]
+
+
+def _verdict(admission: Admission, limits: tuple[Limit, ...]) -> tuple[object, ...]:
+    seen: list[tuple[str, str, str]] = []
+    admission.observe = lambda *said: seen.append(said)
+    try:
+        headers: object = admission.admit(limits, JWT_USER)
+    except GatewayError as ex:
+        headers = (type(ex).__name__, ex.status, ex.to_dict(), ex.headers)
+    return headers, seen
+
+
+@pytest.mark.parametrize("outcome", ["admit", "refuse", "unavailable", "frozen"])
+@pytest.mark.parametrize("on_error", ["fail_open", "fail_closed"])
+def test_one_limit_is_decided_as_the_general_path_decides_it(
+    outcome: str, on_error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route with one enforced limit takes a shorter path (``Admission._admit_one``): the
+    same headers, refusal and counts as when the same limit is decided with another that
+    this caller skips (``admit``'s path for several limits)."""
+    one = {"name": "ip", "requests_per_minute": 1, "key": "client_ip"}
+    skipped = {"name": "k", "requests_per_minute": 1, "key": "api_key", "when_missing": "skip"}
+    settings = RateLimitingSettings.model_validate(
+        {"on_error": on_error, "overrides": [{"path": "/x/**", "limits": [one, skipped]}]}
+    )
+    both = Admission(settings, lambda: _Backend(outcome))
+    single = Admission(settings, lambda: _Backend(outcome))
+    limits = both.limits_for("GET", "/x/a")
+    monkeypatch.setattr(admission_module, "time", SimpleNamespace(time=lambda: 1.8e9))
+    general, alone = _verdict(both, limits), _verdict(single, limits[:1])
+    assert alone == general
+    if outcome == "admit":
+        assert dict(alone[0])["X-RateLimit-Remaining"] == "0"
+    elif outcome == "refuse":
+        assert alone[0][:2] == ("RateLimited", 429)
+    elif on_error == "fail_open" and outcome == "unavailable":
+        assert alone == ([], [("ip", "failed_open", "enforce")])
+    else:
+        assert alone[0][:2] == ("LimiterDown", 503)
