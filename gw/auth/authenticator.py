@@ -100,6 +100,17 @@ class Authenticator:
         """
         if not self.applies(path, policy):
             return None
+        return self.check_credentials(path, headers, policy, client, request_id)
+
+    def check_credentials(
+        self,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        policy: RoutePolicy,
+        client: str | None = None,
+        request_id: str | None = None,
+    ) -> Identity | None:
+        """``authenticate`` for a path and policy it ``applies`` to (the caller asked)."""
         mode = policy.effective_mode
         try:
             identity = self._identify(headers, policy)
@@ -298,7 +309,11 @@ def _introspector(settings: AuthSettings, clock: Callable[[], float]) -> Introsp
 
 def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | None:
     """Return the one value of header ``name``, None if absent; refuse duplicates."""
-    values = [v for n, v in headers if canonical_name(n) == name]
+    # PERF: the length first, no comparison form made for most fields: ``name`` is ASCII (a
+    # token), and lower case and "-" for "_" or "." keep the length of every name whose
+    # comparison form is ASCII (the one name lower() lengthens, "İ", gains a non-ASCII mark).
+    size = len(name)
+    values = [v for n, v in headers if len(n) == size and canonical_name(n) == name]
     if not values:
         return None
     # APPSEC: gunicorn joins repeated headers with ',' and neither a JWT nor our keys contain

@@ -35,17 +35,16 @@ class AuthStage:
         if policy.effective_mode == "shadow":
             self._shadow(request, policy)
             return
+        if not self.authenticator.applies(request.path, policy):
+            request.identity = None
+            return
         client = request.client.ip
         throttle = self.throttle
-        if throttle is not None and self.authenticator.applies(request.path, policy):
+        if throttle is not None:
             throttle.check(client)
         try:
-            identity = self.authenticator.authenticate(
-                request.path,
-                request.headers.items(),
-                policy,
-                client=client,
-                request_id=request.request_id,
+            identity = self.authenticator.check_credentials(
+                request.path, request.headers.items(), policy, client, request.request_id
             )
         except Unauthorized as ex:
             if throttle is not None and throttle.counts(ex):

@@ -99,6 +99,8 @@ class Balancer:
         # PERF: in-flight counts cost a lock round trip (two fcntl calls) at each end of a
         # request; only least_outstanding reads them, so only it keeps them.
         self.counts_in_flight = balance == "least_outstanding"
+        # One target, nothing counted at the pick: ``pick``'s shorter path (PERF).
+        self._alone = len(targets) == 1 and self.breaker is None and not self.counts_in_flight
         self._table = table
         self._binding: tuple[HealthTable, tuple[Slot, ...]] | None = None
         self._current = [0] * len(targets)
@@ -121,6 +123,12 @@ class Balancer:
         """
         table = self._table()
         slots = self._slots_or_503(table)
+        if self._alone and not avoid:
+            # PERF: a lone target in service is the choice: what the scan and the choice
+            # below decide for it, without their lists and calls (two reads, lock-free).
+            words, base = table.words, slots[0].base
+            if not words[base + ACTIVE_DOWN] and not words[base + EJECTED_UNTIL]:
+                return TargetChoice(self, table, slots[0], 0, False, False)
         now = table.now()
         usable, probe = self._scan(table.words, slots, now)
         if avoid:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gw.auth import (
     Authenticator,
@@ -18,6 +20,8 @@ from gw.auth import (
     Unauthorized,
     hash_api_key,
 )
+from gw.auth.authenticator import _single
+from gw.core.headers import canonical_name
 from gw.core.paths import canonicalize
 from tests.auth.fakes import FakeClock
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, bearer, claims, jwks
@@ -351,3 +355,28 @@ def test_errors_are_client_errors_with_stable_codes() -> None:
         "invalid_token",
         "forbidden",
     )
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Authorization", "AUTHORIZATION", "x-api-key", "X_Api.Key"])
+            | st.text(alphabet="aAkKiIxX-_.\u212a\u0130\u0131\u017f", max_size=14),
+            st.sampled_from(["k", "a, b"]),
+        ),
+        max_size=4,
+    ),
+    st.sampled_from(["authorization", "x-api-key"]),
+)
+def test_one_credential_field_is_found_in_every_spelling_of_its_name(
+    headers: list[tuple[str, str]], name: str
+) -> None:
+    """``_single`` reads the fields whose comparison form is ``name`` (Kelvin sign and dotted
+    I included), and refuses two of them or a joined value."""
+    values = [v for n, v in headers if canonical_name(n) == name]
+    if len(values) > 1 or (values and "," in values[0]):
+        with pytest.raises(InvalidToken):
+            _single(headers, name, "the field")
+    else:
+        assert _single(headers, name, "the field") == (values[0] if values else None)

@@ -4,6 +4,7 @@ probes it, and the probe's outcome restores or ejects it again (for longer)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from gw.health import NoHealthyTarget
 from gw.health.balancer import Balancer
 from gw.health.choice import CANCELLED, CONNECT, RESET, STATUS, TIMEOUT, PassivePolicy, kind_of
 from gw.health.snapshot import snapshot
+from gw.health.state import create
 from gw.health.table import HealthTable
 from tests.health.helpers import URLS, FakeClock
 
@@ -215,3 +217,55 @@ def test_the_snapshot_counts_requests_failures_and_ejections(
     assert entry["times_ejected"] == 1 and entry["ejected_for"] == 10.0
     assert entry["outstanding"] == 1
     held.done(True)
+
+
+def _lone_target_story(b: Balancer, clock: FakeClock) -> list[object]:
+    """What each pick of a script gives: (target, probe) or the refusal's class."""
+    said: list[object] = []
+
+    def pick() -> object:
+        try:
+            choice = b.pick()
+        except NoHealthyTarget as ex:
+            said.append(type(ex).__name__)
+            return None
+        said.append((choice.target_index, choice.probe))
+        return choice
+
+    for ok in (True, False, True, False, False, False, True):  # 3 failures in a row eject
+        choice = pick()
+        if choice is not None:
+            choice.done(ok, "ok" if ok else CONNECT)
+    clock.advance(10)  # the cooldown: one probe, the others refused while it is out
+    probe, other = pick(), pick()
+    assert other is None and probe is not None
+    probe.done(True)
+    for _ in range(2):
+        choice = pick()
+        if choice is not None:
+            choice.done(True)
+    return said
+
+
+def test_a_lone_target_is_chosen_as_the_general_path_chooses_it(tmp_path: Path) -> None:
+    """One target takes ``pick``'s shorter path: the same choices, probe and refusals as the
+    scan over every target gives, through an ejection and its probe."""
+    stories = []
+    for alone in (True, False):
+        path = str(tmp_path / f"health-{alone}.table")
+        create(path, [("orders", URLS[0])], targets=4, upstreams=2, rows=4, stripes=2)
+        clock = FakeClock()
+        with HealthTable.open(path, clock=clock) as table:
+            b = Balancer("orders", [(URLS[0], 1)], passive=POLICY, table=lambda: table)
+            assert b._alone
+            b._alone = alone
+            stories.append(_lone_target_story(b, clock))
+    assert stories[0] == stories[1]
+    assert stories[0][5:] == [
+        (0, False),  # the third failure in a row: ejected after it
+        "NoHealthyTarget",
+        (0, True),  # the probe, once the cooldown passed
+        "NoHealthyTarget",  # while the probe is out
+        (0, False),
+        (0, False),
+    ]
