@@ -1,7 +1,8 @@
 """gw's compiled parts, each a C form of Python code that stays as its fallback: the access
 line (``gw.observe.accesslog``), an answer's head (``gw.edge.reply``) and the
-passes over a request's head (``gw.edge.connection``, ``gw.edge.environ``), and the request
-head sent upstream and the pass over its answer's fields (``gw.upstream.wire``).
+passes over a request's head (``gw.edge.connection``, ``gw.edge.environ``), the request
+head sent upstream and the pass over its answer's fields (``gw.upstream.wire``), and the
+shared rate-limit table's check of a key (``gw.limits.table``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
 installs and runs with the Python forms alone, which make the same bytes. Everything else about
@@ -27,5 +28,6 @@ setup(
         _compiled("gw.edge._replyfields"),
         _compiled("gw.edge._requestfields"),
         _compiled("gw.upstream._wire"),
+        _compiled("gw.limits._table"),
     ]
 )

@@ -142,6 +142,19 @@ class StripeLocks:
         self._threads = self._file.threads  # renewed in place after a fork
         self._frozen = self._file.frozen
 
+    @property
+    def threads(self) -> list[Any]:
+        """The stripes' thread locks (renewed in place after a fork), for a compiled caller
+        that takes a stripe only as ``acquire`` does when both locks are free at once
+        (gw/limits/_table.c): the thread lock, then the record lock."""
+        return self._threads
+
+    @property
+    def frozen(self) -> dict[int, _Stopped]:
+        """The stripes whose holder a wait found stopped (see ``acquire``): a caller that
+        takes a stripe itself drops it from here, as ``acquire`` does."""
+        return self._frozen
+
     def acquire(self, stripe: int) -> None:
         """Take ``stripe`` for this thread.
 
