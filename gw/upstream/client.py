@@ -314,7 +314,8 @@ class UpstreamClient:
             )
             sock = conn.sock
             assert sock is not None  # connected by the pool
-            sock.settimeout(read_timeout)
+            if sock.timeout != read_timeout:  # PERF: gevent's settimeout is Python code
+                sock.settimeout(read_timeout)
             send_request(sock, head, request.body, request.chunked)
             raw = Response(sock, request.method == "HEAD", request.upgrade)
         except _TRANSPORT_ERRORS as ex:
