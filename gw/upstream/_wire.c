@@ -12,11 +12,16 @@ mapping that is not a dict of str. So the two never disagree, they only differ i
 bytes. ``tests/unit/test_wire_compiled.py`` compares them.
 
 APPSEC: every value is checked here too, and a head with anything that would break the
-framing is never written by this form; the Python form refuses it. */
+framing is never written by this form; the Python form refuses it.
+
+The answer's state and llhttp's other callbacks on it (``ResponseState``, the base of
+``Response``: the Python forms are ``Response._message_begin``, ``_headers_complete``,
+``_body`` and ``_message_complete``) are at the end. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <structmember.h>
 
 #include "../_buffer.h"
 #define COLLECTOR_NAME "gw.upstream._wire.Collector"
@@ -126,6 +131,254 @@ static PyObject *request_head(PyObject *module, PyObject *const *args, Py_ssize_
     return made;
 }
 
+/* -- an upstream answer's state, and llhttp's callbacks on it --------------------------------
+
+PERF: llhttp calls four callbacks per answer (the message's begin, its head's end, each piece
+of body, its end); their Python forms, with the answer's attributes set up in
+``Response.__init__``, were about 200 bytecodes per proxied request. Here the state is a C
+struct, exposed under the Python form's attribute names (``Response`` subclasses this type and
+reads and writes them as before), and the callbacks do the usual case in C: a final answer
+with status 200 to 599 and no Transfer-Encoding field, and its body. For anything else (an
+interim or a 101 answer, an invalid status, a transfer coding, ...) ``on_headers_complete``
+calls the Python form before changing anything, so the two never disagree; they only differ in
+who did the work. ``tests/unit/test_wire_compiled.py`` compares them. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *headers; /* the answer's (name, value) fields, names in lower case */
+    PyObject *chunks;  /* the body's pieces not handed on yet */
+    PyObject *parser;  /* llhttp (httptools' HttpResponseParser); NULL once closed */
+    PyObject *kept;    /* the Collector of the head's fields (gw/_collector.h), or None */
+    PyObject *early;   /* the bytes after a 101 answer's head */
+    PyObject *error;   /* the MalformedResponse a callback raised, or None */
+    int status;
+    int interim;       /* the interim (1xx) answers read */
+    char complete;     /* the whole answer, body included, has been read */
+    char head_done;    /* the final answer's head has been read */
+    char until_close;  /* the body ends when the connection does */
+    char keep_alive;   /* llhttp's verdict on the connection, at the answer's end */
+    char extra;        /* bytes after the answer: the connection is unusable */
+    char head_request; /* the answer to a HEAD request: no body */
+    char upgrade;      /* gw asked to switch protocols: a 101 is a final answer */
+    char switched;     /* llhttp saw a 101 that switches (Connection: upgrade) */
+} ResponseState;
+
+static PyObject *str_get_status_code, *str_should_keep_alive, *str_headers_complete,
+    *str_body, *str_message_complete;
+
+/* The Python form of the callback ``name`` (a method of the subclass), which decides. */
+static PyObject *python_form(ResponseState *self, PyObject *name, PyObject *arg) {
+    PyObject *args[2] = {(PyObject *)self, arg};
+    return PyObject_VectorcallMethod(name, args, arg == NULL ? 1 : 2, NULL);
+}
+
+static PyObject *state_message_begin(ResponseState *self, PyObject *unused) {
+    if (self->complete) self->extra = 1; /* another message after the answer */
+    Py_RETURN_NONE;
+}
+
+/* The status llhttp read: 0 to 999 (three digits), or -1: the Python form decides (or an
+   error is set). */
+static int status_code(PyObject *parser) {
+    PyObject *code = PyObject_CallMethodNoArgs(parser, str_get_status_code);
+    if (code == NULL) return -1;
+    int overflow = 0;
+    long status = PyLong_Check(code) ? PyLong_AsLongAndOverflow(code, &overflow) : -1;
+    Py_DECREF(code);
+    return overflow || status < 0 || status > 999 ? -1 : (int)status;
+}
+
+static int is_name(PyObject *name, const char *lower, Py_ssize_t size) {
+    return PyUnicode_IS_COMPACT_ASCII(name) && PyUnicode_GET_LENGTH(name) == size &&
+           memcmp(PyUnicode_1BYTE_DATA(name), lower, (size_t)size) == 0;
+}
+
+/* Whether ``headers`` is a list of (str, value) fields without a Transfer-Encoding field (the
+   Python form checks its coding); ``has_length``: with a Content-Length field. */
+static int plain_fields(PyObject *headers, int *has_length) {
+    if (headers == NULL || !PyList_CheckExact(headers)) return 0;
+    *has_length = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *field = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) return 0;
+        PyObject *name = PyTuple_GET_ITEM(field, 0);
+        if (!PyUnicode_CheckExact(name) || is_name(name, "transfer-encoding", 17)) return 0;
+        *has_length = *has_length || is_name(name, "content-length", 14);
+    }
+    return 1;
+}
+
+/* Whether ``kept`` is what Response sets: this module's Collector, or None (a deleted
+   attribute is NULL). */
+static int collector_or_none(PyObject *kept) {
+    return kept == Py_None || (kept != NULL && Py_IS_TYPE(kept, &CollectorType));
+}
+
+/* llhttp's verdict: 1 or 0 (the connection may carry another request or not), -1 with an
+   error set. */
+static int should_keep_alive(PyObject *parser) {
+    PyObject *verdict = PyObject_CallMethodNoArgs(parser, str_should_keep_alive);
+    if (verdict == NULL) return -1;
+    int keep = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    return keep;
+}
+
+/* The head of a final answer is done (the Python form: ``Response._headers_complete``). */
+static PyObject *state_headers_complete(ResponseState *self, PyObject *unused) {
+    if (self->complete) Py_RETURN_NONE; /* the head of bytes after the answer */
+    if (self->parser == NULL) return python_form(self, str_headers_complete, NULL);
+    int status = status_code(self->parser), has_length = 0;
+    if (status < 0 && PyErr_Occurred()) return NULL;
+    /* APPSEC: only a final answer with a valid status (RFC 9110 section 15) and no transfer
+       coding is decided here; the Python form refuses or skips every other head, and checks
+       every Transfer-Encoding field. */
+    if (status < 200 || status > 599 || !plain_fields(self->headers, &has_length) ||
+        !collector_or_none(self->kept))
+        return python_form(self, str_headers_complete, NULL);
+    int keep = self->head_request ? should_keep_alive(self->parser) : 0;
+    if (keep < 0) return NULL;
+    /* nothing below fails */
+    self->status = status;
+    self->head_done = 1;
+    if (self->kept != Py_None) /* a trailer field is the Python form's (it drops them) */
+        Py_SETREF(((Collector *)self->kept)->fields, Py_NewRef(Py_None));
+    if (self->head_request) {
+        self->complete = 1; /* a HEAD response has no body, whatever it announces */
+        self->keep_alive = (char)keep;
+    } else {
+        self->until_close = status != 204 && status != 304 && !has_length;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *state_body(ResponseState *self, PyObject *body) {
+    if (self->complete) {
+        /* APPSEC: body bytes after the answer is complete (a HEAD answered with a body): the
+           upstream and gw disagree on the framing, so the connection is never reused. */
+        self->extra = 1;
+        Py_RETURN_NONE;
+    }
+    if (!self->head_done) Py_RETURN_NONE; /* an interim answer's */
+    if (self->chunks == NULL || !PyList_CheckExact(self->chunks))
+        return python_form(self, str_body, body);
+    if (PyList_Append(self->chunks, body) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *state_message_complete(ResponseState *self, PyObject *unused) {
+    if (!self->head_done || self->complete) Py_RETURN_NONE;
+    if (self->parser == NULL) return python_form(self, str_message_complete, NULL);
+    self->complete = 1;
+    int keep = should_keep_alive(self->parser); /* llhttp resets it afterwards */
+    if (keep < 0) return NULL;
+    self->keep_alive = (char)keep;
+    Py_RETURN_NONE;
+}
+
+static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    ResponseState *self = (ResponseState *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->headers = PyList_New(0);
+    self->chunks = PyList_New(0);
+    self->early = PyBytes_FromStringAndSize(NULL, 0);
+    if (self->headers == NULL || self->chunks == NULL || self->early == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->kept = Py_NewRef(Py_None);
+    self->error = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+/* The parser and the collector refer back to the answer (its bound methods): a cycle, which
+   ``Response.close`` breaks, and the garbage collector can break too. */
+static int state_traverse(ResponseState *self, visitproc visit, void *arg) {
+    Py_VISIT(self->headers);
+    Py_VISIT(self->chunks);
+    Py_VISIT(self->parser);
+    Py_VISIT(self->kept);
+    Py_VISIT(self->early);
+    Py_VISIT(self->error);
+    return 0;
+}
+
+static int state_clear(ResponseState *self) {
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->chunks);
+    Py_CLEAR(self->parser);
+    Py_CLEAR(self->kept);
+    Py_CLEAR(self->early);
+    Py_CLEAR(self->error);
+    return 0;
+}
+
+static void state_dealloc(ResponseState *self) {
+    PyObject_GC_UnTrack(self);
+    state_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define FLAG(name, member) {name, T_BOOL, offsetof(ResponseState, member), 0, NULL}
+#define OBJECT(name, member) {name, T_OBJECT_EX, offsetof(ResponseState, member), 0, NULL}
+
+static PyMemberDef state_members[] = {
+    OBJECT("headers", headers),
+    OBJECT("_chunks", chunks),
+    OBJECT("_parser", parser),
+    OBJECT("_kept", kept),
+    OBJECT("early", early),
+    OBJECT("_error", error),
+    {"status", T_INT, offsetof(ResponseState, status), 0, NULL},
+    {"_interim", T_INT, offsetof(ResponseState, interim), 0, NULL},
+    FLAG("complete", complete),
+    FLAG("_head_done", head_done),
+    FLAG("_until_close", until_close),
+    FLAG("_keep_alive", keep_alive),
+    FLAG("_extra", extra),
+    FLAG("_head_request", head_request),
+    FLAG("_upgrade", upgrade),
+    FLAG("_switched", switched),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef state_methods[] = {
+    {"on_message_begin", (PyCFunction)state_message_begin, METH_NOARGS, NULL},
+    {"on_headers_complete", (PyCFunction)state_headers_complete, METH_NOARGS, NULL},
+    {"on_body", (PyCFunction)state_body, METH_O, NULL},
+    {"on_message_complete", (PyCFunction)state_message_complete, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ResponseStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gw.upstream._wire.ResponseState",
+    .tp_doc = "The state of an upstream answer being read, and llhttp's callbacks on it: the "
+              "base of gw.upstream.wire.Response.",
+    .tp_basicsize = sizeof(ResponseState),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = state_new,
+    .tp_traverse = (traverseproc)state_traverse,
+    .tp_clear = (inquiry)state_clear,
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_members = state_members,
+    .tp_methods = state_methods,
+};
+
+/* -- the module -------------------------------------------------------------------------- */
+
+static int intern_names(void) {
+    str_get_status_code = PyUnicode_InternFromString("get_status_code");
+    str_should_keep_alive = PyUnicode_InternFromString("should_keep_alive");
+    str_headers_complete = PyUnicode_InternFromString("_headers_complete");
+    str_body = PyUnicode_InternFromString("_body");
+    str_message_complete = PyUnicode_InternFromString("_message_complete");
+    return str_get_status_code && str_should_keep_alive && str_headers_complete && str_body &&
+                   str_message_complete
+               ? 0
+               : -1;
+}
+
 static PyMethodDef methods[] = {
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "request_head(method, target, headers, host, chunked, no_body) -> bytes | None: the "
@@ -137,9 +390,17 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gw.upstream._wire",
-    .m_doc = "The compiled forms of gw.upstream.wire: the request head, the answer's fields.",
+    .m_doc = "The compiled forms of gw.upstream.wire: the request head, the answer's fields, "
+             "its state and llhttp's callbacks on it.",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__wire(void) { return module_with_collector(&module_def); }
+PyMODINIT_FUNC PyInit__wire(void) {
+    if (intern_names() < 0 || PyType_Ready(&ResponseStateType) < 0) return NULL;
+    PyObject *module = module_with_collector(&module_def);
+    if (module != NULL &&
+        PyModule_AddObjectRef(module, "ResponseState", (PyObject *)&ResponseStateType) < 0)
+        Py_CLEAR(module);
+    return module;
+}

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import httptools
 
@@ -116,9 +116,11 @@ try:
 except ImportError:  # built without a C compiler (setup.py: optional)
     _compiled_head = _not_compiled
     _Collector = None
+    _COMPILED = False
 else:
     _compiled_head = _wire.request_head
     _Collector = _wire.Collector
+    _COMPILED = True
 _NO_SIZE = sys.maxsize  # an answer's fields are bounded by MAX_HEAD_BYTES as they are read
 
 
@@ -191,14 +193,11 @@ def _pieces(body: IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
 _NAMES: dict[bytes, str] = {}
 
 
-class Response:
-    """One upstream response, read from ``sock``: the head at once, the body as it arrives.
+class _PythonResponseState:
+    """An answer's state, as the callbacks keep it, where ``gw.upstream._wire`` is not built;
+    its compiled form is ``_wire.ResponseState`` (gw/upstream/_wire.c), which also holds the
+    compiled callbacks. ``__new__`` starts it as the compiled form's does: nothing read yet."""
 
-    ``headers`` are ``(name, value)`` pairs in the order received, each name in lower case
-    (HTTP names are case-insensitive, and gw's answers carry them in lower case)."""
-
-    # PERF: no instance dict: one is made per proxied request, and ``close`` used to make
-    # one of its inline values only to pop the parser out of it.
     __slots__ = (
         "_chunks",
         "_error",
@@ -209,43 +208,75 @@ class Response:
         "_keep_alive",
         "_kept",
         "_parser",
-        "_sock",
         "_switched",
         "_until_close",
         "_upgrade",
         "complete",
         "early",
         "headers",
-        "on_header",
         "status",
     )
+    headers: list[tuple[str, str]]
+    _chunks: list[bytes]  # the body's pieces not handed on yet
+    _parser: httptools.HttpResponseParser  # deleted once closed
+    _kept: _wire.Collector | None
+    early: bytes  # the bytes after a 101 answer's head (the connection is then a tunnel's)
+    _error: MalformedResponse | None  # a callback's refusal, raised again by ``_feed``
+    status: int
+    _interim: int
+    # Whether the whole answer, body included, has been read already (PERF: an attribute,
+    # read once a request; only Response writes it).
+    complete: bool
+    _head_done: bool
+    _until_close: bool
+    _keep_alive: bool
+    _extra: bool  # bytes after the end of the message: the connection is unusable
+    _head_request: bool
+    _upgrade: bool
+    _switched: bool  # llhttp saw a 101 that switches (Connection: upgrade)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = super().__new__(cls)
+        self.headers, self._chunks, self._kept, self.early, self._error = [], [], None, b"", None
+        self.status = self._interim = 0
+        self.complete = self._head_done = self._until_close = self._keep_alive = False
+        self._extra = self._head_request = self._upgrade = self._switched = False
+        return self
+
+
+# PERF: the answer's state in a C struct and llhttp's callbacks on it in C (see
+# gw/upstream/_wire.c); ``Response``'s Python callbacks below run wherever that form declines
+# (an interim or a 101 answer, an invalid status, a transfer coding, ...) or is not built.
+if TYPE_CHECKING or _COMPILED:  # noqa: SIM108 (mypy takes a base class from a plain alias)
+    _ResponseState = _wire.ResponseState
+else:
+    _ResponseState = _PythonResponseState
+
+
+class Response(_ResponseState):
+    """One upstream response, read from ``sock``: the head at once, the body as it arrives.
+
+    ``headers`` are ``(name, value)`` pairs in the order received, each name in lower case
+    (HTTP names are case-insensitive, and gw's answers carry them in lower case)."""
+
+    # PERF: no instance dict: one is made per proxied request, and ``close`` used to make
+    # one of its inline values only to pop the parser out of it.
+    __slots__ = ("_sock", "on_header")
+    on_header: Callable[[bytes, bytes], None]
 
     def __init__(self, sock: socket.socket, head_request: bool, upgrade: bool = False) -> None:
         """``upgrade``: gw asked to switch protocols, so a 101 is a final answer; the bytes
         after its head are kept in ``early`` (the connection is then a tunnel's)."""
+        # (the answer's state starts as _ResponseState.__new__ made it: nothing read yet)
         self._sock = sock
         self._head_request = head_request
         self._upgrade = upgrade
-        self._switched = False  # llhttp saw a 101 that switches (Connection: upgrade)
-        self.early = b""
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self._chunks: list[bytes] = []
-        self._head_done = False
-        # Whether the whole answer, body included, has been read already (PERF: an attribute,
-        # read once a request; only this class writes it).
-        self.complete = False
-        self._extra = False  # bytes after the end of the message: the connection is unusable
-        self._until_close = False
-        self._keep_alive = False
-        self._interim = 0
-        self._error: MalformedResponse | None = None
         # PERF: llhttp calls the compiled form of _on_header (gw/_collector.h): it keeps the
         # head's fields whose names are in _NAMES and hands every other one to _on_header,
         # which decides as before. Set before the parser, which looks the callbacks up once.
-        self._kept: _wire.Collector | None = None
-        self.on_header: Callable[[bytes, bytes], None] = self._on_header
-        if _Collector is not None:
+        if _Collector is None:
+            self.on_header = self._on_header
+        else:
             self._kept = self.on_header = _Collector(self._on_header, _NO_SIZE, MAX_HEADERS, _NAMES)
             self._kept.fields = self.headers
         self._parser = httptools.HttpResponseParser(self)
@@ -255,9 +286,9 @@ class Response:
             self.close()
             raise
 
-    # -- llhttp callbacks ------------------------------------------------------------------
+    # -- llhttp callbacks (the Python forms; see _ResponseState) ----------------------------
 
-    def on_message_begin(self) -> None:
+    def _message_begin(self) -> None:
         if self.complete:
             self._extra = True
 
@@ -275,7 +306,7 @@ class Response:
         lower = _NAMES.get(name) or remember(_NAMES, name, name.decode("latin-1").lower())
         self.headers.append((lower, value.decode("latin-1")))
 
-    def on_headers_complete(self) -> None:
+    def _headers_complete(self) -> None:
         if self.complete:
             return
         status = self._parser.get_status_code()
@@ -340,7 +371,7 @@ class Response:
         if self._kept is not None:
             self._kept.fields = self.headers
 
-    def on_body(self, body: bytes) -> None:
+    def _body(self, body: bytes) -> None:
         if self.complete:
             # APPSEC: body bytes after the answer is complete (a HEAD answered with a body):
             # the upstream and gw disagree on the framing, so the connection is never reused.
@@ -348,10 +379,16 @@ class Response:
         elif self._head_done:
             self._chunks.append(body)
 
-    def on_message_complete(self) -> None:
+    def _message_complete(self) -> None:
         if self._head_done and not self.complete:
             self.complete = True
             self._keep_alive = self._parser.should_keep_alive()  # llhttp resets it afterwards
+
+    if not _COMPILED:  # not built: the Python forms are the callbacks
+        on_message_begin = _message_begin
+        on_headers_complete = _headers_complete
+        on_body = _body
+        on_message_complete = _message_complete
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The compiled request head (gw/upstream/_wire.c) is the Python form's, to the byte,
 for any request; where it declines, the Python form makes (or refuses) the head; where it is
 not built, the Python form makes every head. The compiled collector of an answer's fields
-(gw/_collector.h) keeps what ``Response._on_header`` keeps, for any answer.
+(gw/_collector.h) keeps what ``Response._on_header`` keeps, and the compiled state and callbacks
+of an answer (``_wire.ResponseState``) decide what the Python callbacks decide, for any answer;
+where they are not built (``_PythonResponseState``), the Python callbacks read every answer.
 
 CI builds it and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py).
 """
@@ -9,9 +11,12 @@ CI builds it and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py)
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import socket
+import sys
 from collections.abc import Mapping
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +26,7 @@ from gw.errors import InvalidHeader
 from gw.upstream import wire
 
 compiled = pytest.mark.skipif(
-    wire._compiled_head is wire._not_compiled or wire._Collector is None,
+    wire._compiled_head is wire._not_compiled or wire._Collector is None or not wire._COMPILED,
     reason="gw.upstream._wire is not built here (no C compiler at install)",
 )
 
@@ -31,6 +36,8 @@ def test_ci_has_the_compiled_form() -> None:
         pytest.skip("only where the build is required (CI)")
     assert wire._compiled_head is not wire._not_compiled
     assert wire._Collector is not None
+    assert wire._COMPILED  # the answer's state and callbacks: _wire.ResponseState
+    assert wire.Response.on_headers_complete is wire._ResponseState.on_headers_complete
 
 
 def latin1(*texts: str) -> bool:
@@ -124,21 +131,62 @@ def test_without_the_compiled_form_the_python_form_makes_every_head(
 # -- an answer's fields, as llhttp hands them over ------------------------------------------
 
 
-def read(data: bytes, head_request: bool, python_only: bool) -> object:
-    """What a Response makes of ``data`` (status, fields, body, reusable), or the error."""
+# The llhttp callbacks whose Python forms run where the compiled ones are not built.
+PYTHON_FORMS = {
+    "on_message_begin": "_message_begin",
+    "on_headers_complete": "_headers_complete",
+    "on_body": "_body",
+    "on_message_complete": "_message_complete",
+}
+
+
+def python_forms(patch: pytest.MonkeyPatch) -> None:
+    """Make every Response read its answer with the Python forms only (no compiled collector,
+    the Python callbacks), as where gw.upstream._wire is not built."""
+    patch.setattr(wire, "_Collector", None)
+    for callback, python_form in PYTHON_FORMS.items():
+        patch.setattr(wire.Response, callback, getattr(wire.Response, python_form))
+
+
+def without_the_compiled_module() -> ModuleType:
+    """A copy of gw.upstream.wire imported where gw.upstream._wire cannot be: its answers are
+    read by ``_PythonResponseState`` and the Python callbacks bound as such."""
+    spec = importlib.util.spec_from_file_location("gw_wire_without_c", wire.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "gw.upstream._wire", None)  # import fails: not built
+        patch.delattr(sys.modules["gw.upstream"], "_wire", raising=False)
+        spec.loader.exec_module(module)
+    return module
+
+
+PURE = without_the_compiled_module()
+
+
+def read(
+    data: bytes,
+    head_request: bool,
+    python_only: bool,
+    upgrade: bool = False,
+    module: ModuleType = wire,
+) -> object:
+    """What a Response makes of ``data``: its status, fields, body, what is left on the
+    connection (reusable, bytes after a 101, the flags behind them), or the error."""
     ours, theirs = socket.socketpair()
     with ours, theirs, pytest.MonkeyPatch.context() as patch:
         if python_only:
-            patch.setattr(wire, "_Collector", None)
+            python_forms(patch)
         ours.settimeout(2)
         theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
         try:
-            response = wire.Response(ours, head_request)
+            response = module.Response(ours, head_request, upgrade)
             body = b"".join(response.body())
-        except (wire.MalformedResponse, wire.BodyBrokenOff, wire.UpstreamClosed) as ex:
-            return type(ex), str(ex)
-        return response.status, response.headers, body, response.reusable
+        except (module.MalformedResponse, module.BodyBrokenOff, module.UpstreamClosed) as ex:
+            return type(ex).__name__, str(ex)
+        flags = (response._extra, response._until_close, response._keep_alive, response._switched)
+        return response.status, response.headers, body, response.reusable, response.early, flags
 
 
 _KNOWN = (b"Content-Length: 5", b"content-length: 5", b"Transfer-Encoding: chunked", b"Date: x")
@@ -185,26 +233,240 @@ def test_the_compiled_collector_leaves_new_names_and_the_count_limit_to_on_heade
     ]
     many = b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * (wire.MAX_HEADERS + 1) + b"\r\n"
     assert read(many, False, python_only=False) == (
-        wire.MalformedResponse,
+        "MalformedResponse",
         f"more than {wire.MAX_HEADERS} header fields",
     )
 
 
-@pytest.mark.parametrize("python_only", [False, True])
-def test_a_read_answer_leaves_no_cycle(python_only: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("form", ["compiled", "python", "without the module"])
+def test_a_read_answer_leaves_no_cycle(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # PERF: the parser and the collector refer back to their Response; a cycle per request
     # left for the garbage collector makes its pauses the p99 latency.
-    if python_only:
-        monkeypatch.setattr(wire, "_Collector", None)
+    if form == "python":
+        python_forms(monkeypatch)
+    module = PURE if form == "without the module" else wire
     ours, theirs = socket.socketpair()
     with ours, theirs:
         theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
         gc.collect()
         gc.disable()
         try:
-            response = wire.Response(ours, head_request=False)
+            response = module.Response(ours, head_request=False)
             assert b"".join(response.body()) == b"first"
             del response
             assert gc.collect() == 0  # nothing was left in a cycle
         finally:
             gc.enable()
+
+
+# -- an answer's state and llhttp's callbacks on it -------------------------------------------
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\n"
+_SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+_OK = b"HTTP/1.1 200 OK\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n"
+
+# Each shape of answer that takes the callbacks down another branch: (answer, HEAD, upgrade).
+ANSWERS = {
+    "continue-then-200": (_CONTINUE + _OK + b"Content-Length: 2\r\n\r\nok", False, False),
+    "hints-then-204": (_HINTS + b"HTTP/1.1 204 No Content\r\n\r\n", False, False),
+    "six-interims": (_HINTS * 6 + _OK + b"Content-Length: 0\r\n\r\n", False, False),
+    "101-asked": (_SWITCH + b"Connection: upgrade\r\n\r\n\x81\x00", False, True),
+    "101-asked-no-connection": (_SWITCH + b"\r\n\x81\x00", False, True),
+    "101-unasked": (_SWITCH + b"Connection: upgrade\r\n\r\n\x81\x00", False, False),
+    "101-unasked-no-connection": (_SWITCH + b"\r\n" + _OK + b"\r\n", False, False),
+    "101-http-1.0": (b"HTTP/1.0 101 Switching\r\nConnection: upgrade\r\n\r\n", False, True),
+    "200-when-upgrade-asked": (_OK + b"Content-Length: 2\r\n\r\nok", False, True),
+    "chunked": (_OK + _CHUNKED, False, False),
+    "chunked-head": (_OK + _CHUNKED, True, False),
+    "chunked-trailer": (_OK + _CHUNKED[:-2] + b"Set-Cookie: a=1\r\n\r\n", False, False),
+    "gzip-chunked": (_OK + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", False, False),
+    "identity": (_OK + b"Transfer-Encoding: identity\r\n\r\nfirst", False, False),
+    "two-codings": (_OK + b"Transfer-Encoding: chunked\r\n" + _CHUNKED, False, False),
+    "chunked-http-1.0": (b"HTTP/1.0 200 OK\r\n" + _CHUNKED, False, False),
+    "http-1.0-length": (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False, False),
+    "http-1.0-keep-alive": (
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        False,
+    ),
+    "http-1.0-until-close": (b"HTTP/1.0 200 OK\r\n\r\nfirst", False, False),
+    "head": (_OK + b"Content-Length: 500\r\n\r\n", True, False),
+    "head-with-body": (_OK + b"Content-Length: 5\r\n\r\nfirst", True, False),
+    "head-close": (_OK + b"Connection: close\r\n\r\n", True, False),
+    "204": (b"HTTP/1.1 204 No Content\r\n\r\n", False, False),
+    "204-then-answer": (b"HTTP/1.1 204 No Content\r\n\r\n" + _OK + b"\r\n", False, False),
+    "304": (b"HTTP/1.1 304 Not Modified\r\n\r\n", False, False),
+    "304-with-length": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", False, False),
+    "until-close": (_OK + b"\r\nfirst", False, False),
+    "599": (b"HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n", False, False),
+    "second-answer-after": (_OK + b"Content-Length: 2\r\n\r\nok" + _OK + b"\r\n", False, False),
+    "garbage-after": (_OK + b"Content-Length: 2\r\n\r\nokgarbage\r\n\r\n", False, False),
+    "body-after-chunked": (_OK + _CHUNKED + b"first", False, False),
+    "600": (b"HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n", False, False),
+    "099": (b"HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n", False, False),
+    "000": (b"HTTP/1.1 000 X\r\n\r\n", False, False),
+    "199": (b"HTTP/1.1 199 X\r\n\r\n" + _OK + b"Content-Length: 0\r\n\r\n", False, False),
+}
+
+
+def every_form_reads(data: bytes, head_request: bool, upgrade: bool) -> None:
+    """The compiled state and callbacks, the Python callbacks on that state, and the Python
+    callbacks on ``_PythonResponseState`` (gw.upstream._wire not built) read ``data`` alike."""
+    expected = read(data, head_request, True, upgrade)
+    assert read(data, head_request, False, upgrade) == expected
+    assert read(data, head_request, False, upgrade, module=PURE) == expected
+
+
+@compiled
+@pytest.mark.parametrize(("data", "head_request", "upgrade"), ANSWERS.values(), ids=ANSWERS)
+def test_the_compiled_callbacks_read_each_shape_of_answer_as_the_python_ones(
+    data: bytes, head_request: bool, upgrade: bool
+) -> None:
+    every_form_reads(data, head_request, upgrade)
+
+
+_STATUS_LINE = st.sampled_from(
+    [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.0 200 OK",
+        b"HTTP/1.1 404 Not Found",
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.1 304 Not Modified",
+        b"HTTP/1.0 304 Not Modified",
+        b"HTTP/1.1 101 Switching Protocols",
+        b"HTTP/1.0 101 Switching Protocols",
+        b"HTTP/1.1 199 X",
+        b"HTTP/1.1 599 X",
+        b"HTTP/1.1 600 X",
+        b"HTTP/1.1 099 X",
+    ]
+)
+# The field that frames the body, and a body for it (or not: broken off, a coding gw refuses).
+_FRAMING = st.sampled_from(
+    [
+        (b"Content-Length: 5\r\n", b"first"),
+        (b"content-length: 0\r\n", b""),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nfirst\r\n0\r\n\r\n"),
+        (b"transfer-encoding: Chunked\r\n", b"5\r\nfirst\r\n0\r\nX-T: 1\r\n\r\n"),
+        (b"", b"first"),  # until the close
+        (b"", b""),
+        (b"Content-Length: 5\r\n", b"fir"),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nfirst\r\n"),
+        (b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"),
+        (b"Transfer-Encoding: identity\r\n", b"first"),
+    ]
+)
+_CALLBACK_FIELD = st.sampled_from(
+    [
+        b"Connection: upgrade",
+        b"Connection: close",
+        b"Connection: keep-alive",
+        b"Upgrade: websocket",
+        b"Set-Cookie: a=1",
+        b"Content-Length: 5",
+        b"Transfer-Encoding: chunked",
+    ]
+)
+_AFTER = st.sampled_from(
+    [b"", _OK + b"Content-Length: 0\r\n\r\n", _OK + b"\r\nfirst", b"garbage\r\n\r\n", b"\x81\x00"]
+)
+
+
+@compiled
+@settings(max_examples=500)
+@given(
+    st.lists(st.sampled_from([_CONTINUE, _HINTS]), max_size=2),
+    _STATUS_LINE,
+    _FRAMING,
+    st.lists(_CALLBACK_FIELD, max_size=3),
+    _AFTER,
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_compiled_callbacks_decide_what_the_python_callbacks_decide(
+    interims: list[bytes],
+    status: bytes,
+    framing: tuple[bytes, bytes],
+    fields: list[bytes],
+    after: bytes,
+    head_request: bool,
+    upgrade: bool,
+) -> None:
+    """Whatever the answer (interim answers, a 101 asked for or not, transfer codings, HTTP/1.0,
+    HEAD, 204 and 304, no framing, bytes after it, an invalid status), every form leaves the
+    same status, fields, body, error, and verdict on the connection."""
+    field, body = framing
+    head = status + b"\r\n" + field + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    every_form_reads(b"".join(interims) + head + body + after, head_request, upgrade)
+
+
+@compiled
+def test_the_compiled_callbacks_decide_a_final_answer_and_hand_on_every_other_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled form decides the usual head itself (a form that always declined would pass
+    the tests above) and asks the Python form about every other one."""
+    asked: list[int] = []
+    python_form = wire.Response._headers_complete
+
+    def counted(self: wire.Response) -> None:
+        asked.append(self._parser.get_status_code())
+        python_form(self)
+
+    monkeypatch.setattr(wire.Response, "_headers_complete", counted)
+    read(_OK + b"Content-Length: 2\r\n\r\nok", False, python_only=False)
+    read(b"HTTP/1.0 304 Not Modified\r\n\r\n", True, python_only=False)
+    assert asked == []
+    for data, _, _ in (ANSWERS["continue-then-200"], ANSWERS["chunked"], ANSWERS["600"]):
+        read(data, False, python_only=False)
+    assert asked == [100, 200, 600]
+
+
+@pytest.mark.parametrize("form", ["compiled", "without the module"])
+def test_an_answer_never_closed_is_still_collected(form: str) -> None:
+    """An answer abandoned without ``close()`` (its cycle through the parser left whole) is
+    still freed by the garbage collector."""
+    module = PURE if form == "without the module" else wire
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(_OK + b"Content-Length: 5\r\n\r\n")  # the body never read
+        response = module.Response(ours, head_request=False)
+        assert response._parser is not None
+        del response
+        gc.collect()
+        assert not [o for o in gc.get_objects() if type(o) is module.Response]
+
+
+@compiled
+def test_a_state_the_compiled_callbacks_do_not_know_is_the_python_forms() -> None:
+    """Attributes deleted or replaced (never by gw): the compiled form hands the head to the
+    Python form, never reads a missing one."""
+
+    class Parser:
+        def get_status_code(self) -> int:
+            return 200
+
+        def should_keep_alive(self) -> bool:
+            return True
+
+    class State(wire._ResponseState):
+        asked = 0
+
+        def _headers_complete(self) -> None:
+            State.asked += 1
+
+    for name in ("headers", "_kept", "_parser"):
+        state = State()
+        state._parser = Parser()  # type: ignore[assignment]
+        delattr(state, name)
+        state.on_headers_complete()
+    state = State()
+    state._parser = Parser()  # type: ignore[assignment]
+    state._kept = "a collector of another kind"  # type: ignore[assignment]
+    state.on_headers_complete()
+    assert State.asked == 4
+    state._kept = None
+    state.on_headers_complete()  # the usual head: decided here
+    assert (State.asked, state.status, state._head_done, state._until_close) == (4, 200, True, True)
