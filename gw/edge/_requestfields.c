@@ -1,25 +1,34 @@
-/* The compiled forms of the edge's two passes over a request's head:
+/* The compiled forms of the edge's passes over a request's head:
 
 - ``Collector`` (gw/_collector.h): llhttp's ``on_header`` callback, which keeps each field of
   a request's head as bytes (``Connection.on_header`` in gw/edge/connection.py);
+- ``Callbacks``: llhttp's other callbacks for a request (``Connection.on_message_begin``,
+  ``on_url``, ``on_headers_complete``, ``on_message_complete``), bound C methods of one object
+  per connection, which make and fill a ``Message`` (``gw.edge.request.Message`` in C, with
+  the same attribute names);
 - ``environ``: ``build_environ`` (gw/edge/environ.py), which makes a request's WSGI environ:
   its fields as the environ's keys and the pipeline's ``Headers``, and its target, method and
   protocol.
 
 PERF: the Python forms cost about 50 bytecodes per field for the callback and 40 for the loop,
-for every field of every request, and about a hundred more for the rest of the environ and the
-``Headers``. These forms do the common case in C and hand everything else to the Python form,
-which decides and refuses exactly as before: the collector calls it for a field over the size
-limit, a field past the count limit, a name of Transfer-Encoding's length and a trailer field;
-``environ`` returns None for a repeated field (joined, or refused for Host and Content-Type)
-and for anything not of the types it expects, and the caller then starts over with the Python
-form. So the two never disagree, they only differ in who did the work. An absolute-form
-target's path and a path with an escape or beyond ASCII are made by the Python form's own
-functions. ``tests/unit/test_edge_request_compiled.py`` compares them.
+for every field of every request, about a hundred more for the rest of the environ and the
+``Headers``, and about 170 for the other callbacks and the ``Message``. These forms do the
+common case in C and hand everything else to the Python form, which decides and refuses
+exactly as before: the collector calls it for a field over the size limit, a field past the
+count limit, a name of Transfer-Encoding's length and a trailer field; the callbacks call
+theirs, having set nothing, for a target over the request line's limit and for any head but
+the usual one (version 1.1 or 1.0, no upgrade, no field of Transfer-Encoding's length on 1.0,
+the request line within its limit); ``environ`` returns None for a repeated field (joined, or
+refused for Host and Content-Type) and for anything not of the types it expects, and the
+caller then starts over with the Python form. So the two never disagree, they only differ in
+who did the work. An absolute-form target's path and a path with an escape or beyond ASCII are
+made by the Python form's own functions. ``tests/unit/test_edge_request_compiled.py`` compares
+them.
 
 APPSEC: nothing here decides what is refused or trusted: every limit is checked before a field
-is kept, and the names come from the Python form's own ``_environ_names`` (a name with an
-underscore has no environ key and is dropped, as there). */
+is kept, every head the callbacks do not take as usual is the Python form's to refuse, and the
+names come from the Python form's own ``_environ_names`` (a name with an underscore has no
+environ key and is dropped, as there). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -269,6 +278,457 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* -- Message: one request as llhttp reports it ---------------------------------------------- */
+
+/* gw.edge.request.Message in C, with the same attribute names: the compiled on_message_begin
+   makes one per request, and the compiled callbacks below read and set it directly. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *url, *headers, *head_done, *chunks, *complete, *keep_alive, *method, *version,
+        *upgrade, *body_bytes, *chunk_count, *framing_bytes;
+} RequestMessage;
+
+static PyTypeObject MessageType;
+
+/* What a new message holds, as the Python class's __init__ sets it. */
+static PyObject *deque_type, *empty_bytes, *zero, *method_get, *version_11, *version_10;
+
+static PyObject *new_message(void) {
+    PyObject *headers = PyList_New(0);
+    PyObject *chunks = headers == NULL ? NULL : PyObject_CallNoArgs(deque_type);
+    RequestMessage *self =
+        chunks == NULL ? NULL : (RequestMessage *)MessageType.tp_alloc(&MessageType, 0);
+    if (self == NULL) {
+        Py_XDECREF(chunks);
+        Py_XDECREF(headers);
+        return NULL;
+    }
+    self->url = Py_NewRef(empty_bytes);
+    self->headers = headers;
+    self->head_done = Py_NewRef(Py_False);
+    self->chunks = chunks;
+    self->complete = Py_NewRef(Py_False);
+    self->keep_alive = Py_NewRef(Py_False);
+    self->method = Py_NewRef(method_get);
+    self->version = Py_NewRef(version_11);
+    self->upgrade = Py_NewRef(Py_False);
+    self->body_bytes = Py_NewRef(zero);
+    self->chunk_count = Py_NewRef(zero);
+    self->framing_bytes = Py_NewRef(zero);
+    return (PyObject *)self;
+}
+
+static PyObject *message_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Message", keywords)) return NULL;
+    return new_message();
+}
+
+static int message_traverse(RequestMessage *self, visitproc visit, void *arg) {
+    Py_VISIT(self->url);
+    Py_VISIT(self->headers);
+    Py_VISIT(self->head_done);
+    Py_VISIT(self->chunks);
+    Py_VISIT(self->complete);
+    Py_VISIT(self->keep_alive);
+    Py_VISIT(self->method);
+    Py_VISIT(self->version);
+    Py_VISIT(self->upgrade);
+    Py_VISIT(self->body_bytes);
+    Py_VISIT(self->chunk_count);
+    Py_VISIT(self->framing_bytes);
+    return 0;
+}
+
+static int message_clear(RequestMessage *self) {
+    Py_CLEAR(self->url);
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->head_done);
+    Py_CLEAR(self->chunks);
+    Py_CLEAR(self->complete);
+    Py_CLEAR(self->keep_alive);
+    Py_CLEAR(self->method);
+    Py_CLEAR(self->version);
+    Py_CLEAR(self->upgrade);
+    Py_CLEAR(self->body_bytes);
+    Py_CLEAR(self->chunk_count);
+    Py_CLEAR(self->framing_bytes);
+    return 0;
+}
+
+static void message_dealloc(RequestMessage *self) {
+    PyObject_GC_UnTrack(self);
+    message_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* T_OBJECT_EX: a deleted attribute raises AttributeError when read, as a slot does. */
+#define MESSAGE_MEMBER(name, doc) {#name, T_OBJECT_EX, offsetof(RequestMessage, name), 0, doc}
+
+static PyMemberDef message_members[] = {
+    MESSAGE_MEMBER(url, "the request target as received (bytes)"),
+    MESSAGE_MEMBER(headers, "the head's fields: (name, value) bytes pairs"),
+    MESSAGE_MEMBER(head_done, "whether the head is parsed"),
+    MESSAGE_MEMBER(chunks, "body pieces parsed and not yet read (a deque)"),
+    MESSAGE_MEMBER(complete, "whether the whole request is parsed"),
+    MESSAGE_MEMBER(keep_alive, "whether the client lets the connection go on"),
+    MESSAGE_MEMBER(method, "the method (str)"),
+    MESSAGE_MEMBER(version, "the version answered: \"1.1\" or \"1.0\""),
+    MESSAGE_MEMBER(upgrade, "whether llhttp hands what follows the head over (Upgrade, CONNECT)"),
+    MESSAGE_MEMBER(body_bytes, "body bytes parsed so far"),
+    MESSAGE_MEMBER(chunk_count, "chunks parsed so far"),
+    MESSAGE_MEMBER(framing_bytes, "bytes read while in the body: data and chunk framing"),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject MessageType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gw.edge._requestfields.Message",
+    .tp_doc = "Message(): gw.edge.request.Message in C: one request as llhttp reports it.",
+    .tp_basicsize = sizeof(RequestMessage),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = message_new,
+    .tp_traverse = (traverseproc)message_traverse,
+    .tp_clear = (inquiry)message_clear,
+    .tp_dealloc = (destructor)message_dealloc,
+    .tp_members = message_members,
+};
+
+/* -- Callbacks: llhttp's callbacks for one connection's requests ---------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *conn;          /* the Connection: its _parsing, _parser and _last_request */
+    PyObject *append;        /* the append of its deque of messages */
+    PyObject *kept;          /* its collector, whose ``fields`` the head's fields go to */
+    Py_ssize_t request_line; /* limits.request_line */
+    PyObject *python_url, *python_headers_complete, *python_message_complete; /* the judges */
+} Callbacks;
+
+static PyObject *attr_parsing, *attr_parser, *attr_last_request, *attr_fields, *get_method,
+    *get_http_version, *should_keep_alive, *should_upgrade;
+
+/* Whether the garbage collector has cleared the callbacks (then never called again): an error
+   is set. */
+static int cleared(Callbacks *self) {
+    if (self->conn != NULL) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "cleared Callbacks were called");
+    return 1;
+}
+
+/* The message llhttp is parsing (conn._parsing): a new reference, or NULL with an error set. */
+static PyObject *parsing(Callbacks *self) {
+    return cleared(self) ? NULL : PyObject_GetAttr(self->conn, attr_parsing);
+}
+
+/* The compiled message, or NULL (no error) when ``message`` is another object: the Python
+   forms' then. */
+static RequestMessage *compiled(PyObject *message) {
+    return Py_IS_TYPE(message, &MessageType) ? (RequestMessage *)message : NULL;
+}
+
+/* kept.fields = fields. */
+static int set_kept_fields(Callbacks *self, PyObject *fields) {
+    if (!Py_IS_TYPE(self->kept, &CollectorType))
+        return PyObject_SetAttr(self->kept, attr_fields, fields);
+    Py_XSETREF(((Collector *)self->kept)->fields, Py_NewRef(fields));
+    return 0;
+}
+
+/* Connection.on_message_begin, all of it: nothing in it is ever declined. */
+static PyObject *on_message_begin(Callbacks *self, PyObject *unused) {
+    if (cleared(self)) return NULL;
+    PyObject *message = new_message();
+    if (message == NULL) return NULL;
+    PyObject *appended = NULL;
+    int failed = PyObject_SetAttr(self->conn, attr_parsing, message) < 0 ||
+                 (appended = PyObject_CallOneArg(self->append, message)) == NULL ||
+                 set_kept_fields(self, ((RequestMessage *)message)->headers) < 0;
+    Py_XDECREF(appended);
+    Py_DECREF(message);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Connection.on_url: the piece added to the target while within the request line's limit;
+   reaching it is the Python form's (414). */
+static PyObject *on_url(Callbacks *self, PyObject *piece) {
+    PyObject *message = parsing(self);
+    if (message == NULL) return NULL;
+    RequestMessage *known = compiled(message);
+    PyObject *url = known == NULL ? NULL : known->url;
+    PyObject *result = NULL;
+    if (url != NULL && PyBytes_CheckExact(url) && PyBytes_CheckExact(piece) &&
+        PyBytes_GET_SIZE(url) + PyBytes_GET_SIZE(piece) <= self->request_line) {
+        PyObject *longer = PySequence_Concat(url, piece);
+        if (longer != NULL) {
+            Py_SETREF(known->url, longer);
+            result = Py_NewRef(Py_None);
+        }
+    } else {
+        result = PyObject_CallOneArg(self->python_url, piece);
+    }
+    Py_DECREF(message);
+    return result;
+}
+
+/* -- Callbacks: the end of the head --------------------------------------------------------- */
+
+/* What the compiled on_headers_complete sets: the usual head's method, version, keep_alive. */
+typedef struct {
+    PyObject *method;     /* a new reference */
+    PyObject *version;    /* version_11 or version_10, borrowed */
+    PyObject *keep_alive; /* Py_True or Py_False, borrowed */
+} Head;
+
+/* The parser's answer to one of its getters: a new reference, or NULL with an error set. */
+static PyObject *ask(PyObject *parser, PyObject *getter) {
+    return PyObject_CallMethodNoArgs(parser, getter);
+}
+
+/* The served version of llhttp's (gw.edge.request.served_version), or NULL (no error) for a
+   version other than 1.1 and 1.0: the Python form's (1.x served as 1.1, others refused). */
+static PyObject *served(PyObject *version) {
+    if (!PyUnicode_CheckExact(version)) return NULL;
+    if (PyUnicode_CompareWithASCIIString(version, "1.1") == 0) return version_11;
+    if (PyUnicode_CompareWithASCIIString(version, "1.0") == 0) return version_10;
+    return NULL;
+}
+
+enum { SAYS_NO = 0, SAYS_YES = 2, SAYS_NOT_A_BOOL = 3 }; /* or FAILED */
+
+/* What llhttp says of this head, asked with one of its bool getters. */
+static int parser_says(PyObject *parser, PyObject *getter) {
+    PyObject *answer = ask(parser, getter);
+    if (answer == NULL) return FAILED;
+    int said = answer == Py_True ? SAYS_YES : answer == Py_False ? SAYS_NO : SAYS_NOT_A_BOOL;
+    Py_DECREF(answer);
+    return said;
+}
+
+/* Whether a field is named with Transfer-Encoding's length (17): on HTTP/1.0 the Python form
+   decides it (APPSEC: Transfer-Encoding is refused there). */
+static int has_name_of_length_17(PyObject *headers) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *field = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(field, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(field, 0)) == 17)
+            return 1;
+    }
+    return 0;
+}
+
+/* The method as a str, when llhttp's name of it is ASCII bytes; NULL (no error) when not. */
+static PyObject *method_of(PyObject *name) {
+    if (!PyBytes_CheckExact(name)) return NULL;
+    const char *bytes = PyBytes_AS_STRING(name);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(name); i++)
+        if ((unsigned char)bytes[i] >= 0x80) return NULL;
+    return PyUnicode_DecodeASCII(bytes, PyBytes_GET_SIZE(name), NULL);
+}
+
+/* Read the head from llhttp when it is the usual one: version 1.1 or 1.0, no upgrade, no
+   Transfer-Encoding on 1.0, the request line within its limit. DONE (``head`` filled),
+   NOT_HERE or FAILED; nothing is set on the message either way. */
+static int usual_head(Callbacks *self, RequestMessage *message, PyObject *parser, Head *head) {
+    PyObject *version = ask(parser, get_http_version);
+    if (version == NULL) return FAILED;
+    head->version = served(version);
+    Py_DECREF(version);
+    if (head->version == NULL) return NOT_HERE;
+    int upgrade = parser_says(parser, should_upgrade);
+    if (upgrade != SAYS_NO) return upgrade == FAILED ? FAILED : NOT_HERE; /* check_upgrade's */
+    if (message->url == NULL || !PyBytes_CheckExact(message->url) || message->headers == NULL ||
+        !PyList_CheckExact(message->headers))
+        return NOT_HERE;
+    if (head->version == version_10 && has_name_of_length_17(message->headers)) return NOT_HERE;
+    int keep_alive = parser_says(parser, should_keep_alive);
+    if (keep_alive == FAILED || keep_alive == SAYS_NOT_A_BOOL)
+        return keep_alive == FAILED ? FAILED : NOT_HERE;
+    head->keep_alive = keep_alive == SAYS_YES ? Py_True : Py_False;
+    PyObject *name = ask(parser, get_method);
+    if (name == NULL) return FAILED;
+    head->method = method_of(name);
+    Py_DECREF(name);
+    if (head->method == NULL) return PyErr_Occurred() ? FAILED : NOT_HERE;
+    /* the request line as gunicorn counts it: method, target, " HTTP/1.1" and a CR */
+    Py_ssize_t line = PyUnicode_GET_LENGTH(head->method) + PyBytes_GET_SIZE(message->url) + 10;
+    if (line <= self->request_line) return DONE;
+    Py_CLEAR(head->method);
+    return NOT_HERE; /* 414: the Python form's RequestRefused */
+}
+
+/* Connection.on_headers_complete for the usual head; any other is the Python form's, which
+   checks and refuses as before (nothing set here first). */
+static PyObject *on_headers_complete(Callbacks *self, PyObject *unused) {
+    PyObject *message = parsing(self);
+    if (message == NULL) return NULL;
+    RequestMessage *known = compiled(message);
+    PyObject *parser = known == NULL ? NULL : PyObject_GetAttr(self->conn, attr_parser);
+    Head head = {NULL, NULL, NULL};
+    int found = known == NULL ? NOT_HERE : parser == NULL ? FAILED
+                                                         : usual_head(self, known, parser, &head);
+    Py_XDECREF(parser);
+    PyObject *result = NULL;
+    if (found == DONE) {
+        Py_XSETREF(known->method, head.method);
+        Py_XSETREF(known->version, Py_NewRef(head.version));
+        Py_XSETREF(known->keep_alive, Py_NewRef(head.keep_alive));
+        Py_XSETREF(known->upgrade, Py_NewRef(Py_False));
+        Py_XSETREF(known->head_done, Py_NewRef(Py_True));
+        /* a trailer field is on_header's */
+        result = set_kept_fields(self, Py_None) < 0 ? NULL : Py_NewRef(Py_None);
+    } else if (found == NOT_HERE) {
+        result = PyObject_CallNoArgs(self->python_headers_complete);
+    }
+    Py_DECREF(message);
+    return result;
+}
+
+/* Connection.on_message_complete, when the message says keep_alive with a bool. */
+static PyObject *on_message_complete(Callbacks *self, PyObject *unused) {
+    PyObject *message = parsing(self);
+    if (message == NULL) return NULL;
+    RequestMessage *known = compiled(message);
+    PyObject *keep_alive = known == NULL ? NULL : known->keep_alive;
+    PyObject *result = NULL;
+    if (keep_alive == Py_True || keep_alive == Py_False) {
+        Py_XSETREF(known->complete, Py_NewRef(Py_True));
+        if (keep_alive == Py_True || PyObject_SetAttr(self->conn, attr_last_request, Py_True) == 0)
+            result = Py_NewRef(Py_None);
+    } else {
+        result = PyObject_CallNoArgs(self->python_message_complete);
+    }
+    Py_DECREF(message);
+    return result;
+}
+
+/* -- Callbacks: the type -------------------------------------------------------------------- */
+
+static PyObject *callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *keywords[] = {"conn",   "messages",        "kept", "request_line",
+                               "on_url", "on_headers_complete", "on_message_complete", NULL};
+    PyObject *conn, *messages, *kept, *python_url, *python_head, *python_complete;
+    Py_ssize_t request_line;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOn$OOO:Callbacks", keywords, &conn,
+                                     &messages, &kept, &request_line, &python_url, &python_head,
+                                     &python_complete))
+        return NULL;
+    if (!PyCallable_Check(python_url) || !PyCallable_Check(python_head) ||
+        !PyCallable_Check(python_complete)) {
+        PyErr_SetString(PyExc_TypeError, "Callbacks: the Python forms must be callable");
+        return NULL;
+    }
+    PyObject *append = PyObject_GetAttrString(messages, "append");
+    if (append == NULL) return NULL;
+    Callbacks *self = (Callbacks *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(append);
+        return NULL;
+    }
+    self->conn = Py_NewRef(conn);
+    self->append = append;
+    self->kept = Py_NewRef(kept);
+    self->request_line = request_line;
+    self->python_url = Py_NewRef(python_url);
+    self->python_headers_complete = Py_NewRef(python_head);
+    self->python_message_complete = Py_NewRef(python_complete);
+    return (PyObject *)self;
+}
+
+/* The callbacks refer to their connection, which holds them: a cycle, which the connection
+   breaks when it is done, and the callbacks can also be collected. */
+static int callbacks_traverse(Callbacks *self, visitproc visit, void *arg) {
+    Py_VISIT(self->conn);
+    Py_VISIT(self->append);
+    Py_VISIT(self->kept);
+    Py_VISIT(self->python_url);
+    Py_VISIT(self->python_headers_complete);
+    Py_VISIT(self->python_message_complete);
+    return 0;
+}
+
+static int callbacks_clear(Callbacks *self) {
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->append);
+    Py_CLEAR(self->kept);
+    Py_CLEAR(self->python_url);
+    Py_CLEAR(self->python_headers_complete);
+    Py_CLEAR(self->python_message_complete);
+    return 0;
+}
+
+static void callbacks_dealloc(Callbacks *self) {
+    PyObject_GC_UnTrack(self);
+    callbacks_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef callbacks_methods[] = {
+    {"on_message_begin", (PyCFunction)on_message_begin, METH_NOARGS,
+     "Start a message: Connection.on_message_begin."},
+    {"on_url", (PyCFunction)on_url, METH_O, "Add a piece of the target: Connection.on_url."},
+    {"on_headers_complete", (PyCFunction)on_headers_complete, METH_NOARGS,
+     "End the head: Connection.on_headers_complete."},
+    {"on_message_complete", (PyCFunction)on_message_complete, METH_NOARGS,
+     "End the message: Connection.on_message_complete."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CallbacksType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gw.edge._requestfields.Callbacks",
+    .tp_doc = "Callbacks(conn, messages, kept, request_line, *, on_url, on_headers_complete, "
+              "on_message_complete): llhttp's callbacks for the requests of conn; what they "
+              "do not do goes to the Python forms given.",
+    .tp_basicsize = sizeof(Callbacks),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = callbacks_new,
+    .tp_traverse = (traverseproc)callbacks_traverse,
+    .tp_clear = (inquiry)callbacks_clear,
+    .tp_dealloc = (destructor)callbacks_dealloc,
+    .tp_methods = callbacks_methods,
+};
+
+static int make_callback_constants(void) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) return -1;
+    deque_type = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    zero = PyLong_FromLong(0);
+    method_get = PyUnicode_InternFromString("GET");
+    version_11 = PyUnicode_InternFromString("1.1");
+    version_10 = PyUnicode_InternFromString("1.0");
+    attr_parsing = PyUnicode_InternFromString("_parsing");
+    attr_parser = PyUnicode_InternFromString("_parser");
+    attr_last_request = PyUnicode_InternFromString("_last_request");
+    attr_fields = PyUnicode_InternFromString("fields");
+    get_method = PyUnicode_InternFromString("get_method");
+    get_http_version = PyUnicode_InternFromString("get_http_version");
+    should_keep_alive = PyUnicode_InternFromString("should_keep_alive");
+    should_upgrade = PyUnicode_InternFromString("should_upgrade");
+    return deque_type && empty_bytes && zero && method_get && version_11 && version_10 &&
+                   attr_parsing && attr_parser && attr_last_request && attr_fields &&
+                   get_method && get_http_version && should_keep_alive && should_upgrade
+               ? 0
+               : -1;
+}
+
+/* The module with Message and Callbacks added. */
+static PyObject *with_callbacks(PyObject *module) {
+    if (module == NULL) return NULL;
+    if (make_callback_constants() < 0 || PyType_Ready(&MessageType) < 0 ||
+        PyType_Ready(&CallbacksType) < 0 ||
+        PyModule_AddObjectRef(module, "Message", (PyObject *)&MessageType) < 0 ||
+        PyModule_AddObjectRef(module, "Callbacks", (PyObject *)&CallbacksType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
+
 static PyMethodDef methods[] = {
     {"environ", (PyCFunction)(void (*)(void))make_environ, METH_FASTCALL,
      "environ(base, headers, names, url, method, version) -> dict | None: the environ "
@@ -289,5 +749,5 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__requestfields(void) {
     if (make_constants() < 0) return NULL;
-    return module_with_collector(&module_def);
+    return with_callbacks(module_with_collector(&module_def));
 }

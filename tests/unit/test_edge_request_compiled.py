@@ -1,7 +1,7 @@
-"""The compiled passes over a request's head (gw/edge/_requestfields.c) keep the fields and
-make the environ the Python forms keep and make, for any request; where they decline, the
-Python forms decide (and refuse) as before; where they are not built, the Python forms do it
-all.
+"""The compiled passes over a request's head (gw/edge/_requestfields.c) keep the fields, parse
+the messages and make the environ the Python forms keep, parse and make, for any request;
+where they decline, the Python forms decide (and refuse) as before; where they are not built,
+the Python forms do it all.
 
 CI builds them and sets ``GW_REQUIRE_COMPILED=1`` (see test_accesslog_compiled.py).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import types
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,9 @@ from gw.edge.environ import build_environ
 from gw.edge.request import Limits, Message, RequestRefused
 
 compiled = pytest.mark.skipif(
-    connection.Collector is None or environ._compiled_environ is environ._not_compiled,
+    connection.Collector is None
+    or connection.Callbacks is None
+    or environ._compiled_environ is environ._not_compiled,
     reason="gw.edge._requestfields is not built here (no C compiler at install)",
 )
 Fields = list[tuple[bytes, bytes]]
@@ -36,6 +39,7 @@ def test_ci_has_the_compiled_forms() -> None:
     if os.environ.get("GW_REQUIRE_COMPILED") != "1":
         pytest.skip("only where the build is required (CI)")
     assert connection.Collector is not None
+    assert connection.Callbacks is not None
     assert environ._compiled_environ is not environ._not_compiled
 
 
@@ -181,13 +185,25 @@ def connection_on(sock: socket.socket, limits: Limits) -> Connection:
     )
 
 
-def parsed(data: bytes, limits: Limits, sock: socket.socket, python_only: bool) -> object:
-    """The messages a connection's parser keeps from ``data``: each one's fields and state,
-    then the refusal, if any."""
+def parsing_connection(sock: socket.socket, limits: Limits, python_only: bool) -> Connection:
+    """A connection whose llhttp callbacks are all compiled, or (``python_only``) all Python."""
     with pytest.MonkeyPatch.context() as patch:
         if python_only:
             patch.setattr(connection, "Collector", None)
+            patch.setattr(connection, "Callbacks", None)
         conn = connection_on(sock, limits)
+    callbacks = {name: vars(conn).get(name) for name in connection._COMPILED_CALLBACKS}
+    if python_only:
+        assert callbacks == dict.fromkeys(callbacks)
+    else:  # else the comparisons below would compare the Python forms with themselves
+        assert all(isinstance(c, types.BuiltinMethodType) for c in callbacks.values())
+    return conn
+
+
+def parsed(data: bytes, limits: Limits, sock: socket.socket, python_only: bool) -> object:
+    """The messages a connection's parser keeps from ``data``: each one's fields and state,
+    then the refusal, if any."""
+    conn = parsing_connection(sock, limits, python_only)
     refused: Any = None
     try:
         conn._feed(data)
@@ -265,6 +281,182 @@ def test_the_compiled_collector_leaves_limits_and_trailers_to_on_header(
     )
 
 
+# -- llhttp's other callbacks: the messages a connection parses -------------------------------
+
+
+def message_state(message: Message) -> tuple[object, ...]:
+    """Every attribute of a message (the Python class's slots; the compiled one has them all)."""
+    return tuple(getattr(message, name) for name in Message.__slots__)
+
+
+def connection_state(conn: Connection) -> tuple[object, ...]:
+    """What the callbacks leave on a connection: its messages, the one being parsed, where
+    the collector's fields go, and whether what follows is parsed."""
+    fields = conn._kept.fields
+    kept = "none" if fields is None else "parsing" if fields is conn._parsing.headers else fields
+    messages = [message_state(m) for m in conn._messages]
+    parsing = message_state(conn._parsing)
+    return messages, parsing, kept, conn._last_request, conn._upgraded, conn._rest
+
+
+def parsed_stream(
+    pieces: list[bytes], limits: Limits, sock: socket.socket, python_only: bool
+) -> object:
+    """What a connection makes of ``pieces``, each fed to llhttp as one read, as ``_fill``
+    does; then the refusal, if any."""
+    conn = parsing_connection(sock, limits, python_only)
+    refused: Any = None
+    try:
+        for piece in pieces:
+            if conn._last_request or conn._upgraded:
+                break  # never parsed: see _fill and _next_head
+            conn._feed(piece)
+    except RequestRefused as ex:
+        refused = (ex.status, ex.message)
+    return connection_state(conn), refused
+
+
+_METHODS = st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"CONNECT"])
+_VERSIONS = st.sampled_from([b"1.1", b"1.1", b"1.1", b"1.0", b"1.0", b"1.2", b"0.9", b"2.0"])
+_PATHS = st.from_regex(rb"/[a-z0-9/]{0,60}(\?[a-z=&]{0,8})?", fullmatch=True)
+_FIELDS = st.sampled_from(
+    [
+        (b"Host", b"gw.test"),
+        (b"X-A", b"1"),
+        (b"Connection", b"close"),
+        (b"Connection", b"keep-alive"),
+        (b"Expect", b"100-continue"),
+    ]
+)
+_UNUSUAL_FIELDS = st.sampled_from(
+    [
+        (b"Connection", b"Upgrade"),
+        (b"Upgrade", b"websocket"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"X-Seventeen-Chars", b"1"),  # a name of Transfer-Encoding's length
+        (b"Content-Length", b"0"),
+    ]
+)
+_TRAILERS = st.sampled_from([(b"X-T", b"1"), (b"Expires", b"0"), (b"Host", b"h")])
+
+
+def chunked(chunks: list[bytes], trailers: Fields) -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return body + b"0\r\n" + b"".join(b"%s: %s\r\n" % field for field in trailers) + b"\r\n"
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    """One request: any method, version and target length, fields that change how it is
+    framed or kept, and a body of its length, chunked (with trailers) or none."""
+    method = draw(_METHODS)
+    target = b"gw.test:443" if method == b"CONNECT" else draw(_PATHS)
+    fields = draw(st.lists(_FIELDS, max_size=3)) + draw(st.lists(_UNUSUAL_FIELDS, max_size=1))
+    body = b""
+    framing = draw(st.sampled_from(["none", "length", "chunked"]))
+    if framing == "length":
+        body = draw(st.binary(max_size=8))
+        fields.append((b"Content-Length", b"%d" % len(body)))
+    elif framing == "chunked":
+        chunks = draw(st.lists(st.binary(min_size=1, max_size=6), max_size=3))
+        body = chunked(chunks, draw(st.lists(_TRAILERS, max_size=2)))
+        fields.append((b"Transfer-Encoding", b"chunked"))
+    line = b"%s %s HTTP/%s\r\n" % (method, target, draw(_VERSIONS))
+    return line + b"".join(b"%s: %s\r\n" % field for field in fields) + b"\r\n" + body
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[bytes]:
+    """One to three pipelined requests, cut into reads anywhere (inside a target too)."""
+    data = b"".join(draw(st.lists(requests(), min_size=1, max_size=3)))
+    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=4)))
+    return [data[start:end] for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def request_line_limit(data: bytes, anchor: str, room: int) -> int:
+    """A request line limit ``room`` bytes from the first request's target or from its line
+    as on_headers_complete counts it (method, target, " HTTP/1.1" and the CR)."""
+    method, target = data.split(b" ", 2)[:2]
+    size = len(target) if anchor == "target" else len(method) + len(target) + 10
+    return max(1, size + room)
+
+
+@compiled
+@settings(max_examples=600)
+@given(
+    streams(),
+    st.sampled_from(["target", "line"]),
+    st.integers(min_value=-3, max_value=3) | st.integers(min_value=4, max_value=99),
+)
+def test_the_compiled_callbacks_parse_what_the_python_callbacks_parse(
+    pieces: list[bytes], anchor: str, room: int
+) -> None:
+    """Whatever requests come, in whatever reads, a connection with the compiled callbacks
+    parses the same messages (method, target, version, keep-alive, upgrade, fields, body),
+    leaves the same state and refuses with the same status and message as one with the
+    Python callbacks, whatever the request line's limit (around the first request's)."""
+    limits = Limits(request_line=request_line_limit(b"".join(pieces), anchor, room))
+    a, b = socket.socketpair()
+    with a, b:
+        compiled_form = parsed_stream(pieces, limits, a, python_only=False)
+        assert compiled_form == parsed_stream(pieces, limits, a, python_only=True)
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        (b"GET /" + b"a" * 30 + b" HTTP/1.1\r\n\r\n", (414, "request line over 30 bytes")),
+        (b"GET /" + b"a" * 17 + b" HTTP/1.1\r\n\r\n", (414, "request line over 30 bytes")),
+        (b"GET / HTTP/2.0\r\n\r\n", (505, "HTTP/2.0 is not supported: gw speaks HTTP/1.1")),
+        (b"GET / HTTP/0.9\r\n\r\n", (400, "HTTP/0.9 requests are not served")),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            (400, "Transfer-Encoding is not allowed in an HTTP/1.0 request"),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: ws\r\nConnection: upgrade\r\nContent-Length: 1\r\n\r\nx",
+            (400, "a request that asks for a protocol upgrade must have no body"),
+        ),
+    ],
+)
+def test_the_compiled_callbacks_leave_refusals_to_the_python_forms(
+    data: bytes, refusal: tuple[int, str], pair: tuple[socket.socket, socket.socket]
+) -> None:
+    limits = Limits(request_line=30)
+    assert parsed_stream([data], limits, pair[0], python_only=False)[1] == refusal
+
+
+@compiled
+def test_the_compiled_callbacks_make_the_usual_message_and_leave_the_rest(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    compiled_message = pytest.importorskip("gw.edge._requestfields").Message
+    data = (
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /b HTTP/1.2\r\n\r\n"
+        b"GET /c HTTP/1.0\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n"
+    )
+    conn = parsing_connection(pair[0], Limits(), python_only=False)
+    conn._feed(data)
+    usual, later, upgrade = conn._messages
+    assert type(usual) is compiled_message and usual.head_done and usual.keep_alive
+    assert (later.version, later.keep_alive, later.complete) == ("1.1", True, True)
+    assert (upgrade.version, upgrade.upgrade, conn._upgraded) == ("1.0", True, True)
+
+
+@compiled
+def test_the_compiled_message_starts_as_the_python_one() -> None:
+    made = pytest.importorskip("gw.edge._requestfields").Message()
+    assert message_state(made) == message_state(Message())
+    assert type(made.chunks) is type(Message().chunks)
+    with pytest.raises(AttributeError):
+        made.other = 1
+    del made.url
+    with pytest.raises(AttributeError):
+        made.url  # noqa: B018
+
+
 @pytest.mark.parametrize("python_only", [False, True])
 def test_a_finished_connection_leaves_no_cycle(
     pair: tuple[socket.socket, socket.socket], python_only: bool, monkeypatch: pytest.MonkeyPatch
@@ -273,6 +465,7 @@ def test_a_finished_connection_leaves_no_cycle(
     # connection left for the garbage collector makes its pauses the p99 latency.
     if python_only:
         monkeypatch.setattr(connection, "Collector", None)
+        monkeypatch.setattr(connection, "Callbacks", None)
     client, served = pair
     conn = connection_on(served, Limits())
     client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
