@@ -416,7 +416,7 @@ class Response(_ResponseState):
             MalformedResponse: the body's framing (chunk sizes) is not valid.
             OSError: the socket failed or timed out (TimeoutError at ``deadline`` too).
         """
-        silence = self._sock.gettimeout()
+        silence = self._sock.timeout
         try:
             while True:
                 if self._chunks:
@@ -434,7 +434,7 @@ class Response(_ResponseState):
                     raise BodyBrokenOff("the connection closed before the body was complete")
                 self._feed(data)
         finally:
-            if deadline is not None and self._sock.gettimeout() != silence:
+            if deadline is not None and self._sock.timeout != silence:
                 self._sock.settimeout(silence)
             self.close()
 
@@ -462,9 +462,10 @@ class Response(_ResponseState):
         APPSEC: the socket's timeout (the read timeout) bounds each silence, and the head as a
         whole, interim answers included, must arrive within that same time: an upstream that
         drips it a byte at a time cannot hold the exchange for ``MAX_HEAD_BYTES`` timeouts.
-        PERF: a head that comes in one read (nearly all) costs no timeout changes.
+        PERF: a head that comes in one read (nearly all) costs no timeout changes; the
+        socket's ``timeout`` attribute is read, not ``gettimeout()`` (Python code in gevent).
         """
-        timeout = self._sock.gettimeout()
+        timeout = self._sock.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         received = 0
         while not self._head_done:
@@ -485,7 +486,7 @@ class Response(_ResponseState):
             # APPSEC: without "Connection: upgrade" llhttp reads what follows as another
             # answer, so the protocol's first bytes would be lost (or taken for HTTP).
             raise MalformedResponse("a 101 answer without Connection: upgrade")
-        if self._sock.gettimeout() != timeout:
+        if self._sock.timeout != timeout:
             self._sock.settimeout(timeout)  # the body's reads wait up to the read timeout again
 
     def _feed(self, data: bytes) -> None:
