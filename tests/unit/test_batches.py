@@ -88,3 +88,29 @@ def test_a_child_process_drops_only_the_consumers_of_this_process() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_flush_waits_for_a_batch_another_thread_is_handing_on() -> None:
+    """A publish (at exit, before a scrape) flushes first: its counts must include a batch the
+    background thread took just before and is still handing on, or they are lost at exit."""
+    handing_on, release = threading.Event(), threading.Event()
+    got: list[str] = []
+
+    def slow(batch: list[Exchange]) -> None:
+        handing_on.set()
+        release.wait(5)
+        got.extend(e.request_id for e in batch)
+
+    batches.consume("slow", slow)
+    try:
+        batches.add(ended(1))
+        other = threading.Thread(target=batches.flush)
+        other.start()  # takes the request and hands it on, slowly
+        assert handing_on.wait(5)
+        threading.Timer(0.2, release.set).start()
+        batches.flush()  # the queue is empty now; the request is not handed on yet
+        assert got == ["req-1"]
+        other.join(5)
+    finally:
+        release.set()
+        batches.consume("slow", None)
