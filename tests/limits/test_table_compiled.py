@@ -80,6 +80,16 @@ _STEPS = st.lists(
 )
 
 
+def compiled_check(table: SharedTable, key: str, rate: Rate, cost: int = 1) -> Decision | None:
+    """The compiled form alone, asked about ``key`` as ``SharedTable.check`` asks it."""
+    checker = table._checker
+    assert checker is not None
+    h, stripe, home = table._place(key)
+    return checker.check(
+        table._words, stripe, home, h, rate.emission_ns, rate.capacity, rate.limit, cost
+    )
+
+
 def _outcome(table: SharedTable, key: str, rate: Rate, cost: int) -> object:
     try:
         return table.check(key, rate, cost)
@@ -105,13 +115,7 @@ def test_the_compiled_check_decides_and_writes_as_the_python_form(
 def test_it_decides_a_refusal_too(tmp_path: Path) -> None:
     rate = Rate(2, 60.0)
     with two_tables(tmp_path) as (fast, _, _):
-        checker = fast._checker
-        assert checker is not None
-        h, stripe, home = fast._place("k")
-        said = [checker.check(fast._words, stripe, home, h, rate.emission_ns, 2, 2, 1)]
-        said += [checker.check(fast._words, stripe, home, h, rate.emission_ns, 2, 2, 1)]
-        said += [checker.check(fast._words, stripe, home, h, rate.emission_ns, 2, 2, 1)]
-        said += [checker.check(fast._words, stripe, home, h, rate.emission_ns, 2, 2, 3)]
+        said = [compiled_check(fast, "k", rate, cost) for cost in (1, 1, 1, 3)]
     assert [d.allowed if d else None for d in said] == [True, True, False, False]
     assert said[2] == Decision(False, 2, 0, 30.0, 60.0)
     assert said[3] is not None and said[3].retry_after == float("inf")  # 3 > the burst
@@ -121,13 +125,11 @@ def test_it_decides_a_refusal_too(tmp_path: Path) -> None:
 def test_a_stripe_taken_in_this_process_is_left_to_the_python_form(tmp_path: Path) -> None:
     rate = Rate(3, 1.0)
     with two_tables(tmp_path) as (fast, _, _):
-        checker = fast._checker
-        assert checker is not None
-        h, stripe, home = fast._place("k")
+        stripe = fast._place("k")[1]
         before = fast._words.tobytes()
         fast._locks.threads[stripe].acquire()  # another greenlet or thread holds it
         try:
-            said = checker.check(fast._words, stripe, home, h, rate.emission_ns, 3, 3, 1)
+            said = compiled_check(fast, "k", rate)
         finally:
             fast._locks.threads[stripe].release()
         assert said is None
@@ -141,13 +143,10 @@ def test_a_stripe_another_process_holds_is_left_to_the_python_form(tmp_path: Pat
     path = str(tmp_path / "ratelimit.table")
     SharedTable.create(path, slots=64, stripes=8)
     with SharedTable.open(path, deadline=0.05) as table:
-        checker = table._checker
-        assert checker is not None
-        h, stripe, home = table._place("k")
+        stripe = table._place("k")[1]
         child = hold_stripe(path + ".lock", stripe)
         try:
-            said = checker.check(table._words, stripe, home, h, rate.emission_ns, 3, 3, 1)
-            assert said is None
+            assert compiled_check(table, "k", rate) is None
             assert not table._locks.threads[stripe].locked()  # given back
             with pytest.raises(LimiterUnavailable, match="rate-limit lock deadline"):
                 table.check("k", rate)  # the Python form waited, then gave up
