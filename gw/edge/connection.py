@@ -237,6 +237,7 @@ class Connection:
         """Answer requests until the client leaves, a limit is hit, or the worker stops."""
         served = 0
         try:
+            self.sock.settimeout(self.limits.timeout)  # every wait's but a head's (_next_head)
             while True:
                 message = self._next_head()
                 if message is None:
@@ -278,8 +279,9 @@ class Connection:
             return None
         started = time.monotonic()
         received = 0
-        limit = self.limits.request_line + self.limits.fields * self.limits.field_size
-        self.sock.settimeout(min(IDLE_POLL, self.limits.keepalive))
+        limits = self.limits
+        limit = limits.request_line + limits.fields * limits.field_size
+        idle = min(IDLE_POLL, limits.keepalive)  # a wait's own timeout: the socket's stays
         if not (messages and messages[0].head_done):
             self._waiting.waiting(self)
         while not (messages and messages[0].head_done):
@@ -288,7 +290,7 @@ class Connection:
                     raise RequestRefused(400, "the connection ended inside a request head")
                 return None
             try:
-                received += self._fill()
+                received += self._fill(idle)
             except TimeoutError:
                 if not (received or messages or self.running()):
                     return None  # the worker is stopping: idle connections go at once
@@ -297,7 +299,6 @@ class Connection:
             if time.monotonic() - started > self.limits.keepalive:
                 return None  # idle, or too slow with its head: close quietly, like gunicorn
         self._waiting.working(self)
-        self.sock.settimeout(self.limits.timeout)
         return messages[0]
 
     def shed(self) -> None:
@@ -305,10 +306,13 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # its recv returns at once with EOF
 
-    def _fill(self) -> int:
-        """Read once from the client and parse what came; return the byte count (0 at EOF)."""
+    def _fill(self, timeout: float | None = None) -> int:
+        """Read once from the client and parse what came; return the byte count (0 at EOF).
+
+        ``timeout``: wait at most that long instead of the socket's timeout (``limits.timeout``).
+        """
         try:
-            data = receive(self.sock, CHUNK)
+            data = receive(self.sock, CHUNK, timeout)
         except OSError as ex:
             if isinstance(ex, TimeoutError):
                 raise

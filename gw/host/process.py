@@ -5,8 +5,8 @@
   a request (the access line, per-process pools and tables made after the fork).
 - ``send_all(sock, data)``: ``sock.sendall(data)`` in one ``send`` when it fits, as a small
   HTTP message does.
-- ``receive(sock, size)``: ``sock.recv(size)`` within the socket's timeout, whose wait on a
-  gevent socket costs no ``gevent.Timeout``.
+- ``receive(sock, size, timeout)``: ``sock.recv(size)`` within the socket's timeout (or
+  ``timeout``), whose wait on a gevent socket costs no ``gevent.Timeout``.
 - ``every(seconds, work, name)``: ``work`` repeated by one background thread of this process.
 - ``native_lock()``: a lock of the OS threads, for critical sections that never wait.
 - ``freeze_loaded_heap()``: in a worker whose app is loaded, keep the garbage collector off
@@ -113,9 +113,10 @@ def send_all(sock: socket.socket, data: bytes) -> None:
         sock.sendall(memoryview(data)[sent:])
 
 
-def receive(sock: socket.socket, size: int) -> bytes:
+def receive(sock: socket.socket, size: int, timeout: float | None = None) -> bytes:
     """Return ``sock.recv(size)``: at most ``size`` bytes, b"" at EOF, waiting for them at
-    most the socket's timeout (then TimeoutError), as ``recv`` does.
+    most the socket's timeout (then TimeoutError), as ``recv`` does. ``timeout``: wait at most
+    that many seconds instead; the socket's own timeout stays as it was.
 
     PERF: gevent's socket makes a ``gevent.Timeout`` for every wait of a socket with a timeout:
     a Python object, its loop timer, and Python calls to start, cancel and close them, 24.7k
@@ -123,10 +124,14 @@ def receive(sock: socket.socket, size: int) -> bytes:
     request waits twice, for the client's next request and for the upstream's answer. Here a
     wait has only the loop timer (2.0k), started as gevent starts its own. Every other socket
     (a blocking one in a sync or gthread worker, gevent's TLS socket, a socket with no
-    timeout) goes through its own ``recv``.
+    timeout) goes through its own ``recv``. A wait with its own ``timeout`` (the edge's wait
+    for a client's next head) needs no ``settimeout`` before and after it: on gevent's socket
+    those are Python code, 0.85 µs the pair.
     """
-    timeout = sock.timeout
-    if sock.__class__ is not GeventSocket or not timeout:
+    if sock.__class__ is not GeventSocket:
+        return sock.recv(size) if timeout is None else _receive_within(sock, size, timeout)
+    wait = sock.timeout if timeout is None else timeout
+    if not wait:
         return sock.recv(size)
     raw: socket.socket = cast(Any, sock)._sock  # the non-blocking OS socket under gevent's
     while True:
@@ -134,7 +139,20 @@ def receive(sock: socket.socket, size: int) -> bytes:
             return raw.recv(size)
         except BlockingIOError:
             pass
-        _wait_readable(sock, timeout)
+        _wait_readable(sock, wait)
+
+
+def _receive_within(sock: socket.socket, size: int, timeout: float) -> bytes:
+    """``receive`` on a socket that is not gevent's plain one, within ``timeout``: its own
+    ``recv``, with ``timeout`` set for this call only."""
+    kept = sock.gettimeout()
+    if timeout == kept:
+        return sock.recv(size)
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(size)
+    finally:
+        sock.settimeout(kept)
 
 
 def _wait_readable(sock: Any, timeout: float) -> None:

@@ -137,3 +137,29 @@ def test_a_blocking_socket_is_read_by_its_own_recv() -> None:
     finally:
         left.close()
         right.close()
+
+
+def _receive_within_a_tenth(sock: socket.socket, size: int) -> bytes:
+    return receive(sock, size, 0.1)
+
+
+@pytest.mark.parametrize("sock_kind", ["gevent", "blocking"])
+def test_a_reads_own_timeout_ends_its_wait_and_leaves_the_sockets_as_it_was(
+    sock_kind: str,
+) -> None:
+    """The edge's wait for a head: its own timeout, without a settimeout before and after."""
+    make = gevent.socket.socketpair if sock_kind == "gevent" else socket.socketpair
+    left, right = make()
+    try:
+        left.settimeout(30)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError), _at_most(3):
+            _receive_within_a_tenth(left, 10)
+        assert 0.09 <= time.monotonic() - started < 2
+        assert left.gettimeout() == 30
+        right.sendall(b"ok")
+        assert _receive_within_a_tenth(left, 10) == b"ok"
+        assert left.gettimeout() == 30
+    finally:
+        left.close()
+        right.close()
