@@ -53,3 +53,34 @@ def test_send_all_sends_nothing_for_nothing() -> None:
     assert right.recv(10) == b"ab"
     left.close()
     right.close()
+
+
+def test_send_all_on_a_gevent_socket_waits_out_a_full_buffer() -> None:
+    """gevent's socket: a buffer full before the first byte, then more than it holds."""
+    import gevent
+    import gevent.socket
+
+    left, right = gevent.socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    left.settimeout(10)
+    filled = 0
+    while True:  # fill the buffers: the next send cannot take a byte
+        try:
+            filled += left._sock.send(b"f" * 1024)  # type: ignore[attr-defined]
+        except BlockingIOError:
+            break
+    data = bytes(range(256)) * 4096  # 1 MiB
+
+    def read() -> bytes:
+        received = bytearray()
+        gevent.sleep(0.05)  # the sender finds the buffer full
+        while len(received) < filled + len(data):
+            received.extend(right.recv(65536))
+        return bytes(received)
+
+    reader = gevent.spawn(read)
+    send_all(left, data)
+    received = reader.get(timeout=10)
+    left.close()
+    right.close()
+    assert received == b"f" * filled + data
