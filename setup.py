@@ -1,8 +1,9 @@
 """gw's compiled parts, each a C form of Python code that stays as its fallback: the access
 line (``gw.observe.accesslog``), an answer's head (``gw.edge.reply``) and the
 passes over a request's head (``gw.edge.connection``, ``gw.edge.environ``), the request
-head sent upstream and the pass over its answer's fields (``gw.upstream.wire``), and the
-shared rate-limit table's check of a key (``gw.limits.table``).
+head sent upstream and the pass over its answer's fields (``gw.upstream.wire``), the
+shared rate-limit table's check of a key (``gw.limits.table``), and the passes that drop the
+fields a client or an upstream may not pass on (``gw.core.headers``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
 installs and runs with the Python forms alone, which make the same bytes. Everything else about
@@ -29,5 +30,6 @@ setup(
         _compiled("gw.edge._requestfields"),
         _compiled("gw.upstream._wire"),
         _compiled("gw.limits._table"),
+        _compiled("gw.core._fields"),
     ]
 )

@@ -33,7 +33,7 @@ from gw.auth.jwks import Fetcher, HttpFetcher
 from gw.auth.remembered import Remembered
 from gw.auth.settings import API_KEY_SOURCE, AuthSettings, RoutePolicy
 from gw.auth.tokens import MESSAGES, TokenVerifier, VerifiedToken
-from gw.core.headers import canonical_name
+from gw.core.headers import canonical_name, values_of
 from gw.core.identity import Identity
 from gw.errors import Unauthorized
 
@@ -309,11 +309,7 @@ def _introspector(settings: AuthSettings, clock: Callable[[], float]) -> Introsp
 
 def _single(headers: Sequence[tuple[str, str]], name: str, what: str) -> str | None:
     """Return the one value of header ``name``, None if absent; refuse duplicates."""
-    # PERF: the length first, no comparison form made for most fields: ``name`` is ASCII (a
-    # token), and lower case and "-" for "_" or "." keep the length of every name whose
-    # comparison form is ASCII (the one name lower() lengthens, "İ", gains a non-ASCII mark).
-    size = len(name)
-    values = [v for n, v in headers if len(n) == size and canonical_name(n) == name]
+    values = values_of(headers, name)  # every spelling (``name`` is ASCII: a token)
     if not values:
         return None
     # APPSEC: gunicorn joins repeated headers with ',' and neither a JWT nor our keys contain

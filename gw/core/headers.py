@@ -8,7 +8,7 @@ upstream headers as a list of pairs so that repeated ``Set-Cookie`` headers stay
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -16,6 +16,11 @@ from typing import Any
 from gw.core.bounded import KEPT
 from gw.core.ids import random_hex
 from gw.errors import InvalidHeader
+
+try:  # PERF: the compiled forms of three passes below (gw/core/_fields.c)
+    from gw.core._fields import answer_fields, field_values, upstream_fields
+except ImportError:  # no compiler where gw was installed: the Python forms alone
+    answer_fields = field_values = upstream_fields = None  # type: ignore[assignment]
 
 HOP_BY_HOP = frozenset(
     {
@@ -87,6 +92,23 @@ def environ_names(key: str) -> tuple[str, str] | tuple[()]:
         return ()
     name = key[5:].replace("_", "-").title()
     return (name, name.lower())
+
+
+def values_of(pairs: Sequence[tuple[str, str]], form: str) -> list[str]:
+    """The values of the fields in ``pairs`` whose comparison form (``canonical_name``) is
+    ``form``, an ASCII name in that form: every spelling of one field, in order.
+
+    PERF: the length first, no comparison form made for most fields: lower case and "-" for
+    "_" or "." keep the length of every name whose comparison form is ASCII (the one name
+    lower() lengthens, "İ", gains a non-ASCII mark). The compiled form decides a list of
+    ASCII names (gw/core/_fields.c).
+    """
+    if field_values is not None and type(pairs) is list:
+        values = field_values(pairs, form)
+        if values is not None:
+            return values
+    size = len(form)
+    return [v for n, v in pairs if len(n) == size and canonical_name(n) == form]
 
 
 class Headers:
@@ -206,13 +228,31 @@ def forwardable(headers: Headers, owned: frozenset[str] = GATEWAY_OWNED) -> list
     return [(n, v) for n, v in pairs if canonical_name(n) not in dropped]
 
 
+def forwardable_by_name(headers: Headers, owned: frozenset[str] = GATEWAY_OWNED) -> dict[str, str]:
+    """``dict(forwardable(headers, owned))``: the forwardable fields by name as sent (a
+    repeated name keeps its first place and its last value).
+
+    PERF: without a Connection field (no pair is one: see ``forwardable``), its compiled form
+    makes the dict in one pass; it leaves a name that is not ASCII to ``forwardable``.
+    """
+    if upstream_fields is not None and "connection" not in headers.by_name():
+        fields = upstream_fields(headers.items(), _never_forwarded(owned))
+        if fields is not None:
+            return fields
+    return dict(forwardable(headers, owned))
+
+
 def response_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the upstream's response headers minus hop-by-hop ones (``Set-Cookie`` kept apart).
 
     APPSEC: ``pairs`` are an upstream answer's, whose names ``gw.upstream.wire`` gives in lower
     case (PERF: compared as they are, with no lower-case copy each); a name in another case
-    would not be dropped.
+    would not be dropped. PERF: its compiled form filters a list without a Connection field.
     """
+    if answer_fields is not None and type(pairs) is list:
+        kept = answer_fields(pairs, HOP_BY_HOP)
+        if kept is not None:
+            return kept
     pairs = list(pairs)
     dropped = HOP_BY_HOP
     for name, value in pairs:

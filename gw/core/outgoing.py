@@ -6,7 +6,7 @@ Pure module.
 from __future__ import annotations
 
 from gw.core import tracing
-from gw.core.headers import forwardable
+from gw.core.headers import forwardable_by_name
 from gw.core.request import Request
 
 
@@ -20,7 +20,7 @@ def upstream_headers(
     so only the gateway can set one; the caller's identity headers come from
     ``request.identity`` alone.
     """
-    headers = dict(forwardable(request.headers, owned))
+    headers = forwardable_by_name(request.headers, owned)
     info = request.client
     host = request.host or ""
     if preserve_host and host:

@@ -1,0 +1,9 @@
+"""The compiled forms of three passes over header fields (gw/core/_fields.c)."""
+
+def field_values(pairs: list[tuple[str, str]], form: str) -> list[str] | None: ...
+def upstream_fields(
+    pairs: list[tuple[str, str]], dropped: frozenset[str]
+) -> dict[str, str] | None: ...
+def answer_fields(
+    pairs: list[tuple[str, str]], hop_by_hop: frozenset[str]
+) -> list[tuple[str, str]] | None: ...
