@@ -49,7 +49,6 @@ from gw.health import snapshot as health_snapshot
 from gw.health.balancer import for_upstream
 from gw.host.process import native_lock
 from gw.idempotency.stage import IdempotencyStage
-from gw.limits.admission import Requester
 from gw.mirror.stage import Mirror
 from gw.observe import batches
 from gw.observe.endpoints import Endpoints
@@ -245,10 +244,7 @@ class Gateway:
         (Only in a plan whose ``admits``: the config has rate limits.)"""
         admission = self.config.admission
         assert admission is not None
-        limits = admission.limits_for(request.method, request.path)
-        if limits:
-            who = Requester.of(request, route.name, headers)
-            request.exchange.add_headers += admission.admit(limits, who)
+        request.exchange.add_headers += admission.admit_request(request, route.name, headers)
 
     def _forward(
         self, request: Request, route: RouteSpec, headers: dict[str, str], upgrade: bool = False

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
 
+from gw.core.forwarding import TrustedProxies
 from gw.core.gcra import Decision
+from gw.core.headers import GATEWAY_OWNED
+from gw.core.identity import Identity
+from gw.core.ingress import exchange_from, request_from
+from gw.core.request import Request
 from gw.errors import GatewayError, Unauthorized
 from gw.limits import LimiterUnavailable, Rate, StripeFrozen
 from gw.limits import admission as admission_module
@@ -252,7 +259,7 @@ def _verdict(admission: Admission, limits: tuple[Limit, ...]) -> tuple[object, .
 def test_one_limit_is_decided_as_the_general_path_decides_it(
     outcome: str, on_error: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A route with one enforced limit takes a shorter path (``Admission._admit_one``): the
+    """A route with one enforced limit takes a shorter path (``Admission._admit_key``): the
     same headers, refusal and counts as when the same limit is decided with another that
     this caller skips (``admit``'s path for several limits)."""
     one = {"name": "ip", "requests_per_minute": 1, "key": "client_ip"}
@@ -274,3 +281,94 @@ def test_one_limit_is_decided_as_the_general_path_decides_it(
         assert alone == ([], [("ip", "failed_open", "enforce")])
     else:
         assert alone[0][:2] == ("LimiterDown", 503)
+
+
+def _request(ip: str, identity: Identity | None) -> Request:
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/x/a",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": ip,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "HTTP_HOST": "api.example",
+    }
+    request = request_from(exchange_from(environ, TrustedProxies([])), environ, GATEWAY_OWNED)
+    request.identity = identity
+    return request
+
+
+CALLERS = {
+    "anonymous": None,
+    "token": Identity("alice", None, {}, "jwt", "kid-1", issuer="https://idp.example"),
+    "api key": Identity("billing", None, {}, "api_key", "key-7"),
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("part", ["client_ip", "route", "user", "api_key"])
+@pytest.mark.parametrize("when_missing", ["client_ip", "skip", "reject"])
+@pytest.mark.parametrize("ip", ["192.0.2.7", "::ffff:10.0.0.1", "2001:db8:0:1::1"])
+def test_a_one_part_limit_keys_a_request_as_bucket_key_does(
+    caller: str, part: str, when_missing: str, ip: str
+) -> None:
+    """``Limit.keyer`` (the usual limit's key, read from the request) gives ``bucket_key``'s
+    key, None or refusal."""
+    limit = Limit("l", Rate(1, 60), (part,), when_missing=when_missing)
+    request = _request(ip, CALLERS[caller])
+
+    def outcome(make: Callable[[], str | None]) -> object:
+        try:
+            return make()
+        except GatewayError as ex:
+            return (type(ex).__name__, ex.status, str(ex))
+
+    assert limit.keyer is not None
+    expected = outcome(lambda: bucket_key(limit, Requester.of(request, "r", {})))
+    assert outcome(lambda: limit.keyer(request, "r")) == expected  # type: ignore[misc]
+
+
+def test_a_limit_on_a_header_or_on_two_parts_has_no_keyer() -> None:
+    assert Limit("l", Rate(1, 60), ("header:x-tenant",)).keyer is None
+    assert Limit("l", Rate(1, 60), ("user", "route")).keyer is None
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        [{"name": "u", "requests_per_minute": 2, "key": "user"}],
+        [{"name": "t", "requests_per_minute": 2, "key": "header:x-tenant"}],
+        [
+            {"name": "u", "requests_per_minute": 2, "key": "user"},
+            {"name": "ip", "requests_per_minute": 2, "key": "client_ip"},
+        ],
+    ],
+)
+def test_admitting_a_request_is_admitting_its_requester(limits: list[dict[str, object]]) -> None:
+    """``admit_request`` (the pipeline's) decides as ``admit`` of the request's Requester."""
+    settings = RateLimitingSettings.model_validate(
+        {"overrides": [{"path": "/x/**", "limits": limits}]}
+    )
+    by_request = Admission(settings, LocalLimiter)
+    by_requester = Admission(settings, LocalLimiter)
+    request = _request("192.0.2.7", CALLERS["token"])
+    headers = {"X-Tenant": "acme"}
+    for _ in range(3):
+        try:
+            got: object = by_request.admit_request(request, "r", headers)
+        except GatewayError as ex:
+            got = (type(ex).__name__, ex.status, ex.headers.get("Retry-After"))
+        who = Requester.of(request, "r", headers)
+        try:
+            expected: object = by_requester.admit(by_requester.limits_for("GET", "/x/a"), who)
+        except GatewayError as ex:
+            expected = (type(ex).__name__, ex.status, ex.headers.get("Retry-After"))
+        assert _without_reset(got) == _without_reset(expected)
+    assert isinstance(got, tuple) and got[:2] == ("RateLimited", 429)  # the third is refused
+
+
+def _without_reset(outcome: object) -> object:
+    """The outcome less X-RateLimit-Reset (a clock second that may turn between the two)."""
+    if isinstance(outcome, list):
+        return [(n, v) for n, v in outcome if n != "X-RateLimit-Reset"]
+    return outcome
