@@ -118,7 +118,10 @@ class Authenticator:
                 if mode == "optional":
                     return None
                 raise Unauthorized(self._missing_message())
-            _authorize(identity, policy, self._source(identity))
+            # PERF: a route that names no issuer, role or scope asks nothing more of the caller
+            # (``_authorize`` would find nothing to refuse); an empty roles mapping still goes.
+            if policy.issuers is not None or policy.roles != [] or policy.scopes:
+                _authorize(identity, policy, self._source(identity))
             return identity
         except (Unauthorized, Forbidden, AuthUnavailable) as ex:
             if mode != "shadow":
@@ -130,7 +133,9 @@ class Authenticator:
 
         False for ``mode: none`` and for excluded paths (``path`` must be canonical).
         """
-        return policy.effective_mode != "none" and not self.is_excluded(path)
+        if policy.effective_mode == "none" or path in self._exact:
+            return False
+        return not self._prefixes or not self.is_excluded(path)
 
     def is_excluded(self, path: str) -> bool:
         """Tell whether the canonical ``path`` is listed in ``exclude_paths``."""

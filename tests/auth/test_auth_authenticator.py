@@ -199,6 +199,22 @@ def test_role_policy_admits_any_listed_role(auth: Any, rsa: SigningKey) -> None:
 def test_missing_role_is_403(auth: Any, rsa: SigningKey) -> None:
     error = rejected(auth(), bearer(rsa.mint(claims())), policy=RoutePolicy(roles=["admin"]))
     assert (error.status, error.code, error.reason) == (403, "forbidden", "insufficient_role")
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        (RoutePolicy(scopes=["orders:write"]), "insufficient_scope"),
+        (RoutePolicy(issuers=["api_key"]), "issuer_not_accepted"),
+        # validation refuses an empty mapping; one made without it still accepts no issuer
+        (RoutePolicy.model_construct(roles={}), "issuer_not_accepted"),
+    ],
+)
+def test_a_route_that_asks_anything_of_the_caller_is_checked(
+    auth: Any, rsa: SigningKey, policy: RoutePolicy, reason: str
+) -> None:
+    error = rejected(auth(), bearer(rsa.mint(claims())), policy=policy)
+    assert (error.status, error.reason) == (403, reason)
     assert 'error="insufficient_scope"' in error.headers["WWW-Authenticate"]
 
 
