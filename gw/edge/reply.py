@@ -120,8 +120,10 @@ class Reply:
             if data:
                 self._write(data)
         if not self.started:
-            self._write(b"")
-        elif self._chunked:
+            self._write(b"")  # the head alone: the body is empty
+        if self._chunked:
+            # APPSEC: the final chunk after an empty body too: without it the client would
+            # read the next answer on the connection as this one's body.
             send_all(self.sock, b"0\r\n\r\n")
         if self._length is not None and self._sent < self._length and not self._bodyless:
             self.keep_alive = False  # short body: the client must see the connection end

@@ -17,12 +17,14 @@ the connection; trailer fields are dropped (never passed on as header fields).
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
 
 from tests.integration.test_deploy import require_tool, start_nginx, wait_healthy_through
@@ -186,6 +188,15 @@ CASES = [
     ),
     # -- odd but valid: passed on, and the connection may be kept ----------------------------
     Case("few_interim", [EARLY_HINTS * 5 + ok_answer("first")], 200, b"first", unusable=False),
+    # an empty chunked body: the client's answer (chunked again, as gw frames a body of no
+    # stated length) must end with its final chunk, or the next answer would be read as its body
+    Case(
+        "empty_chunked_body",
+        [_head("200 OK", "Transfer-Encoding: chunked") + b"0\r\n\r\n"],
+        200,
+        b"",
+        unusable=False,
+    ),
     # -- trailer fields (RFC 9110 section 6.5.1: never merged into the header section) --------
     Case(
         "trailers_are_not_fields",
@@ -365,3 +376,41 @@ def test_tls_pool_is_reused_for_clean_answers(
 ) -> None:
     """TLS session tickets and the like never make a clean connection look spoiled."""
     _reused(gw, evil_tls[0], via="/tls")
+
+
+def test_an_empty_chunked_answer_ends_before_the_next_on_a_kept_connection(
+    gw: Front, evil: EvilUpstream
+) -> None:
+    """A kept-alive client reads an empty chunked answer to its end (the final chunk), then
+    the next answer on the same connection as its own (h11 reads each as a client does; a
+    server that closes after each answer, gunicorn's sync worker, gets a new connection)."""
+    token = f"after-empty-{next(_tokens)}"
+    answers = []
+    client, sock = h11.Connection(h11.CLIENT), None
+    try:
+        for target in ("/case/empty_chunked_body", f"/ok/{token}"):
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+            request = h11.Request(method="GET", target=target, headers=[("Host", "gw.test")])
+            sock.sendall(client.send(request) + client.send(h11.EndOfMessage()))
+            status, body = 0, b""
+            while True:
+                event = client.next_event()
+                if event is h11.NEED_DATA:
+                    client.receive_data(sock.recv(65536))  # a missing end times out here
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            answers.append((status, body))
+            if client.our_state is h11.MUST_CLOSE:
+                sock.close()
+                client, sock = h11.Connection(h11.CLIENT), None
+            else:
+                client.start_next_cycle()
+    finally:
+        if sock is not None:
+            sock.close()
+    assert answers == [(200, b""), (200, token.encode())]
