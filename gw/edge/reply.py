@@ -60,31 +60,42 @@ _compiled_head: Callable[
     [str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool],
     tuple[bytes, int | None, bool, bool, bool] | None,
 ]
+# PERF: the whole answer made in C when the body is a list of bytes (an answer in hand): the
+# head as ``_compiled_head`` makes it and the body framed as ``Reply._frame`` frames it, sent
+# in one piece. ``Reply.send``'s Python form, its judge, sends everything it declines.
+_compiled_answer: Callable[
+    [str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool, Any],
+    tuple[bytes, bool, int, int | None, bool, bool] | None,
+]
 try:
     from gw.edge import _replyfields
 except ImportError:
-    _compiled_head = _not_compiled
+    _compiled_head = _compiled_answer = _not_compiled
 else:
     _replyfields.configure(_HOP, _LENGTH, _DATE)
     _compiled_head = _replyfields.head
+    _compiled_answer = _replyfields.answer
 
 
 class Reply:
     """The answer to one request: ``start_response`` and the framing of the body."""
 
+    # PERF: the state every answer starts with is the class's (immutable values only); an
+    # answer's own is set on it as it goes, with no store per field for each request.
+    started = False  # the head has been sent
+    _status = ""
+    _length: int | None = None
+    _chunked = False
+    _sent = 0
+    switch: Switch | None = None  # an upgrade request's (gw.edge.tunnel)
+    switched = False  # a 101 head was written: the tunnel's bytes follow
+
     def __init__(self, sock: socket.socket, message: Message, keep_alive: bool) -> None:
         self.sock = sock
         self.message = message
         self.keep_alive = keep_alive and message.keep_alive and not message.upgrade
-        self.started = False  # the head has been sent
-        self._status = ""
         self._headers: list[tuple[str, str]] = []
-        self._length: int | None = None
-        self._chunked = False
         self._bodyless = message.method == "HEAD"
-        self._sent = 0
-        self.switch: Switch | None = None  # an upgrade request's (gw.edge.tunnel)
-        self.switched = False  # a 101 head was written: the tunnel's bytes follow
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -102,6 +113,28 @@ class Reply:
             OSError: writing to the client failed.
             Exception: the app failed before calling ``start_response``.
         """
+        if not self.started:
+            # PERF: one C call and one write for the usual answer; None for anything unusual
+            # (a body that is not a list of bytes, a head ``_head`` makes in Python), and the
+            # Python form below then sends it, nothing having changed.
+            made = _compiled_answer(
+                self._status,
+                self._headers,
+                _PLAIN_NAMES,
+                _SEEN,
+                _http_date(),
+                self.message.version == "1.1",
+                self.keep_alive,
+                self._bodyless,
+                body,
+            )
+            if made is not None:
+                data, self.keep_alive, self._sent, self._length, self._chunked, self._bodyless = (
+                    made
+                )
+                send_all(self.sock, data)
+                self.started = True
+                return
         pieces = iter(body)
         while True:
             try:
