@@ -52,21 +52,20 @@ def _not_compiled(*args: Any) -> None:
     return None
 
 
+# What an answer's head is made of: status, fields, the names met, the date, whether the
+# request was HTTP/1.1, whether the connection may be kept, whether the answer has no body.
+_HeadParts = tuple[
+    str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool
+]
 # PERF: the head made in C (gw/edge/_replyfields.c): the same bytes and framing as
 # ``Reply._head_made_here``, which runs wherever that one declines (a name not met before, a
 # Connection field, an odd length or status, a 101) or where gw was installed without a C
 # compiler.
-_compiled_head: Callable[
-    [str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool],
-    tuple[bytes, int | None, bool, bool, bool] | None,
-]
+_compiled_head: Callable[..., tuple[bytes, int | None, bool, bool, bool] | None]
 # PERF: the whole answer made in C when the body is a list of bytes (an answer in hand): the
 # head as ``_compiled_head`` makes it and the body framed as ``Reply._frame`` frames it, sent
 # in one piece. ``Reply.send``'s Python form, its judge, sends everything it declines.
-_compiled_answer: Callable[
-    [str, list[tuple[str, str]], dict[str, str], dict[str, str], str, bool, bool, bool, Any],
-    tuple[bytes, bool, int, int | None, bool, bool] | None,
-]
+_compiled_answer: Callable[..., tuple[bytes, bool, int, int | None, bool, bool] | None]
 try:
     from gw.edge import _replyfields
 except ImportError:
@@ -117,17 +116,7 @@ class Reply:
             # PERF: one C call and one write for the usual answer; None for anything unusual
             # (a body that is not a list of bytes, a head ``_head`` makes in Python), and the
             # Python form below then sends it, nothing having changed.
-            made = _compiled_answer(
-                self._status,
-                self._headers,
-                _PLAIN_NAMES,
-                _SEEN,
-                _http_date(),
-                self.message.version == "1.1",
-                self.keep_alive,
-                self._bodyless,
-                body,
-            )
+            made = _compiled_answer(*self._head_parts(), body)
             if made is not None:
                 data, self.keep_alive, self._sent, self._length, self._chunked, self._bodyless = (
                     made
@@ -185,13 +174,9 @@ class Reply:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
 
-    def _head(self) -> bytes:
-        """The answer's head; it sets the body's framing and the connection's fate.
-
-        Raises:
-            ValueError: a status or field the head cannot carry (see ``_head_made_here``).
-        """
-        made = _compiled_head(
+    def _head_parts(self) -> _HeadParts:
+        """What the compiled forms make the head of (``_compiled_head``'s arguments)."""
+        return (
             self._status,
             self._headers,
             _PLAIN_NAMES,
@@ -201,6 +186,14 @@ class Reply:
             self.keep_alive,
             self._bodyless,
         )
+
+    def _head(self) -> bytes:
+        """The answer's head; it sets the body's framing and the connection's fate.
+
+        Raises:
+            ValueError: a status or field the head cannot carry (see ``_head_made_here``).
+        """
+        made = _compiled_head(*self._head_parts())
         if made is None:
             return self._head_made_here()
         head, self._length, self._chunked, self._bodyless, self.keep_alive = made
