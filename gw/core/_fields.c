@@ -32,24 +32,22 @@ generated fields. */
    size, which is far larger, so no usual field is near this. */
 #define MAX_NAME 256
 
+/* One ASCII character of a name in its comparison form. */
+static inline char form_of(Py_UCS1 c) {
+    return (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : (c == '_' || c == '.') ? '-' : (char)c;
+}
+
 /* The comparison form of an ASCII ``name``: a new reference, or ``name`` itself (a new
    reference too) when it is already in that form. */
 static PyObject *comparison_form(PyObject *name) {
     Py_ssize_t size = PyUnicode_GET_LENGTH(name);
     const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(name);
     Py_ssize_t first = 0;
-    while (first < size) {
-        Py_UCS1 c = chars[first];
-        if ((c >= 'A' && c <= 'Z') || c == '_' || c == '.') break;
-        first++;
-    }
+    while (first < size && form_of(chars[first]) == (char)chars[first]) first++;
     if (first == size) return Py_NewRef(name);
     char form[MAX_NAME];
     memcpy(form, chars, (size_t)first);
-    for (Py_ssize_t i = first; i < size; i++) {
-        Py_UCS1 c = chars[i];
-        form[i] = (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : (c == '_' || c == '.') ? '-' : (char)c;
-    }
+    for (Py_ssize_t i = first; i < size; i++) form[i] = form_of(chars[i]);
     return PyUnicode_FromStringAndSize(form, size);
 }
 
@@ -90,11 +88,8 @@ failed:
 
 /* Whether the ASCII ``name``'s comparison form is ``form`` (ASCII, of the same length). */
 static int has_form(const Py_UCS1 *name, const char *form, Py_ssize_t size) {
-    for (Py_ssize_t i = 0; i < size; i++) {
-        Py_UCS1 c = name[i];
-        char mapped = (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : (c == '_' || c == '.') ? '-' : (char)c;
-        if (mapped != form[i]) return 0;
-    }
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (form_of(name[i]) != form[i]) return 0;
     return 1;
 }
 

@@ -134,11 +134,15 @@ static int head_fields(Buffer *b, PyObject *headers, PyObject *plain, PyObject *
     return added < 0 ? FAILED : DONE;
 }
 
+/* The Content-Length a head states: an int, or None. */
+static PyObject *stated_length(const Framing *framing) {
+    return framing->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(framing->length);
+}
+
 static PyObject *made_head(Buffer *b, const Framing *framing) {
     PyObject *block = PyBytes_FromStringAndSize(b->data, b->size);
     if (block == NULL) return NULL;
-    PyObject *stated =
-        framing->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(framing->length);
+    PyObject *stated = stated_length(framing);
     if (stated == NULL) {
         Py_DECREF(block);
         return NULL;
@@ -277,8 +281,7 @@ static PyObject *made_answer(const Buffer *b, PyObject *chunks, Framing *framing
         framing->keep_alive = 0;
     PyObject *data = whole_answer(b, chunks, framing, size, sent);
     if (data == NULL) return NULL;
-    PyObject *stated =
-        framing->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(framing->length);
+    PyObject *stated = stated_length(framing);
     if (stated == NULL) {
         Py_DECREF(data);
         return NULL;
