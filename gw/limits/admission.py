@@ -79,34 +79,39 @@ class Limit:
         """
         if len(self.key) != 1 or self.key[0] not in _KEY_KINDS:
             return None
-        part, head = self.key[0], self.name + "|"
+        value_of, head = _REQUEST_PARTS[self.key[0]], self.name + "|"
 
-        def general(request: Request, route: str) -> str | None:
+        def key(request: Request, route: str) -> str | None:
+            value = value_of(request, route)
+            if value is not None:
+                return head + value
             # The part is absent: ``when_missing`` decides, as for any recipe (no header part
             # is read, so the upstream-bound headers are not needed).
             return bucket_key(self, Requester.of(request, route, {}))
 
-        if part == "client_ip":
-            return lambda request, route: head + "ip:" + client_key(request.client.ip)
-        if part == "route":
-            return lambda request, route: head + "route:" + route
-        if part == "user":
+        return key
 
-            def user(request: Request, route: str) -> str | None:
-                identity = request.identity
-                if identity is not None and identity.principal:
-                    return head + "user:" + identity.principal
-                return general(request, route)
 
-            return user
+def _user(request: Request, route: str) -> str | None:
+    identity = request.identity
+    return "user:" + identity.principal if identity is not None and identity.principal else None
 
-        def api_key(request: Request, route: str) -> str | None:
-            identity = request.identity
-            if identity is not None and identity.method == "api_key" and identity.key_id:
-                return head + "key:" + identity.key_id
-            return general(request, route)
 
-        return api_key
+def _api_key(request: Request, route: str) -> str | None:
+    identity = request.identity
+    if identity is not None and identity.method == "api_key" and identity.key_id:
+        return "key:" + identity.key_id
+    return None
+
+
+# A request's value for each part of a key that is not a header, as ``_key_part`` gives it from
+# the request's ``Requester`` (None: the request has none).
+_REQUEST_PARTS: dict[str, Callable[[Request, str], str | None]] = {
+    "client_ip": lambda request, route: "ip:" + client_key(request.client.ip),
+    "route": lambda request, route: "route:" + route,
+    "user": _user,
+    "api_key": _api_key,
+}
 
 
 class Requester(NamedTuple):
@@ -191,12 +196,10 @@ class Admission:
         limits = self.limits_for(request.method, request.path)
         if not limits:
             return []
-        if len(limits) == 1 and not limits[0].shadow:
-            limit = limits[0]
-            keyer = limit.keyer
-            if keyer is not None:  # PERF: its key without a Requester (see Limit.keyer)
-                return self._admit_key(limit, keyer(request, route))
-            return self._admit_key(limit, bucket_key(limit, Requester.of(request, route, headers)))
+        limit = limits[0]
+        if len(limits) == 1 and not limit.shadow and limit.keyer is not None:
+            # PERF: its key without a Requester (see Limit.keyer)
+            return self._admit_key(limit, limit.keyer(request, route))
         return self.admit(limits, Requester.of(request, route, headers))
 
     def admit(self, limits: Sequence[Limit], who: Requester) -> list[tuple[str, str]]:
