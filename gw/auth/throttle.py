@@ -46,7 +46,7 @@ from gw.auth.settings import FailureLimitSettings
 from gw.core.forwarding import client_key
 from gw.errors import Unauthorized
 from gw.host import process
-from gw.limits import Decision, Limiter, LimiterAdmin, LimiterUnavailable, Rate
+from gw.limits import Limiter, LimiterAdmin, LimiterUnavailable, Rate
 
 audit_log = logging.getLogger("gw.audit")
 
@@ -85,7 +85,6 @@ class FailureThrottle:
         Raises:
             TooManyAuthFailures: the address has no failures left in its budget (429).
         """
-        # PERF: asked directly (every authenticated request asks), not through ``_ask``.
         try:
             decision = self._backend().peek(key_for(client_ip), self.rate)
         except LimiterUnavailable as ex:
@@ -96,19 +95,14 @@ class FailureThrottle:
 
     def record_failure(self, client_ip: str) -> None:
         """Count one failed authentication from ``client_ip``."""
-        decision = self._ask(lambda counter, key: counter.check(key, self.rate), client_ip)
-        if decision is not None and decision.allowed and decision.remaining == 0:
-            line = {"event": "auth_throttled", "client": client_ip, "limit": self.rate.limit}
-            audit_log.warning(json.dumps(line, separators=(",", ":")))
-
-    def _ask(
-        self, operation: Callable[[FailureCounter, str], Decision | None], client_ip: str
-    ) -> Decision | None:
         try:
-            return operation(self._backend(), key_for(client_ip))
+            decision = self._backend().check(key_for(client_ip), self.rate)
         except LimiterUnavailable as ex:
             _admitting(ex)
-            return None
+            return
+        if decision.allowed and decision.remaining == 0:
+            line = {"event": "auth_throttled", "client": client_ip, "limit": self.rate.limit}
+            audit_log.warning(json.dumps(line, separators=(",", ":")))
 
     def _backend(self) -> FailureCounter:
         if self._pid != process.pid() or self._counter is None:
