@@ -114,6 +114,10 @@ class Connection:
         self.sock = sock
         self.app = app
         self.limits = limits
+        # A head's most bytes, and how long one wait for it lasts before the worker's stop and
+        # the keep-alive limit are checked again (the socket's timeout stays limits.timeout).
+        self._head_most = limits.request_line + limits.fields * limits.field_size
+        self._idle_wait = min(IDLE_POLL, limits.keepalive)
         self.write_error = write_error
         self.next_request = next_request
         self.running = running
@@ -279,9 +283,6 @@ class Connection:
             return None
         started = time.monotonic()
         received = 0
-        limits = self.limits
-        limit = limits.request_line + limits.fields * limits.field_size
-        idle = min(IDLE_POLL, limits.keepalive)  # a wait's own timeout: the socket's stays
         if not (messages and messages[0].head_done):
             self._waiting.waiting(self)
         while not (messages and messages[0].head_done):
@@ -290,11 +291,11 @@ class Connection:
                     raise RequestRefused(400, "the connection ended inside a request head")
                 return None
             try:
-                received += self._fill(idle)
+                received += self._fill(self._idle_wait)
             except TimeoutError:
                 if not (received or messages or self.running()):
                     return None  # the worker is stopping: idle connections go at once
-            if received > limit:
+            if received > self._head_most:
                 raise RequestRefused(431, "request head too large")
             if time.monotonic() - started > self.limits.keepalive:
                 return None  # idle, or too slow with its head: close quietly, like gunicorn
