@@ -47,11 +47,55 @@ class Response(falcon.Response):
         return fields
 
 
+class Request(falcon.Request):
+    """Falcon's request, whose fields are made when something first reads them.
+
+    PERF: Falcon's constructor sets some 30 fields (a context object, the query string parsed
+    into a table, the content type, the stream); the pipeline reads only the environ, and
+    Falcon's ``App.__call__`` only ``method``, ``path`` and ``is_websocket``. This sets those
+    (as Falcon does for an ASCII path, with the trailing-slash option off) and leaves the rest
+    to Falcon's own constructor, which the first read of any other field runs, keeping the
+    route's ``uri_template``: an error handler, a hook or a later Falcon release that reads more
+    gets Falcon's request whole. ``tests/unit/test_app.py`` compares the two field by field.
+    """
+
+    __slots__ = ("_whole",)
+
+    def __init__(self, env: dict[str, Any], options: falcon.RequestOptions | None = None) -> None:
+        path = env["PATH_INFO"]
+        if not path or not path.isascii() or options is None:
+            self._make_whole(env, options)
+            return
+        if options.strip_url_path_trailing_slash:
+            self._make_whole(env, options)
+            return
+        self._whole = False
+        self.env = env
+        self.options = options
+        self.method = env["REQUEST_METHOD"]
+        self.path = path
+        self.is_websocket = False
+        self.uri_template = None
+
+    def _make_whole(self, env: dict[str, Any], options: falcon.RequestOptions | None) -> None:
+        self._whole = True
+        super().__init__(env, options)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a field not set yet: the first one read runs Falcon's constructor.
+        if self._whole or name.startswith("__"):
+            raise AttributeError(name)
+        template = self.uri_template  # set by App.__call__ from the router's answer
+        self._make_whole(self.env, self.options)
+        self.uri_template = template
+        return getattr(self, name)
+
+
 class _ProxySink:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def __call__(self, req: falcon.Request, resp: Response, **_: Any) -> None:
+    def __call__(self, req: Request, resp: Response, **_: Any) -> None:
         outcome = self.gateway.handle(req.env)
         resp.status = outcome.status
         resp.pipeline_fields = outcome.headers
@@ -82,26 +126,26 @@ class _OneRoute:
     def __init__(self, sink: _ProxySink) -> None:
         self._route: tuple[Any, ...] = (sink, _EveryMethod(sink), {}, None)
 
-    def find(self, uri: str, req: falcon.Request | None = None) -> tuple[Any, ...]:
+    def find(self, uri: str, req: Request | None = None) -> tuple[Any, ...]:
         return self._route
 
     def add_route(self, uri_template: str, resource: object, **kwargs: Any) -> None:
         raise TypeError("gw's Falcon app has one route: the pipeline routes itself")
 
 
-def create_app(gateway: Gateway) -> falcon.App[falcon.Request, Response]:
+def create_app(gateway: Gateway) -> falcon.App[Request, Response]:
     """Return the Falcon app serving ``gateway``."""
     router = _OneRoute(_ProxySink(gateway))
     # Falcon documents custom routers (``find``, ``add_route``); its hints name only its own.
-    app: falcon.App[falcon.Request, Response] = falcon.App(  # type: ignore[call-overload]
-        response_type=Response, router=router
+    app: falcon.App[Request, Response] = falcon.App(  # type: ignore[call-overload]
+        request_type=Request, response_type=Response, router=router
     )
     # Never invent a Content-Type for an upstream response that had none.
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     return app
 
 
-def load_app(path: str | None = None) -> falcon.App[falcon.Request, Response]:
+def load_app(path: str | None = None) -> falcon.App[Request, Response]:
     """Build the app from the config file named by ``path`` or ``$GW_CONFIG``."""
     # GW_ACTIVE_CONFIG: the copy the master checked (gw/host/runtime.py); GW_CONFIG without it.
     path = path or os.environ.get("GW_ACTIVE_CONFIG") or os.environ.get("GW_CONFIG")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gw.app import Response, create_app
+from gw.app import Request, Response, create_app
 from gw.core.exchange import Outcome
 
 Fields = list[tuple[str, str]]
@@ -104,3 +104,61 @@ def test_the_app_takes_no_routes_of_its_own() -> None:
     app = create_app(_Recorder())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         app.add_route("/x", object())
+
+
+def _fields(req: falcon.Request) -> dict[str, Any]:
+    """Every field Falcon's request holds, read as a user of it would (the context and the
+    streams compared by type: each request has its own)."""
+    names = {name for cls in type(req).__mro__ for name in getattr(cls, "__slots__", ())}
+    seen = {name: getattr(req, name, "<unset>") for name in sorted(names - {"_whole"})}
+    for each_its_own in ("context", "stream", "_wsgierrors"):
+        seen[each_its_own] = type(seen[each_its_own])
+    seen["env"] = {k: v for k, v in seen["env"].items() if k not in ("wsgi.input", "wsgi.errors")}
+    seen["options"] = id(seen["options"])
+    return seen
+
+
+@given(
+    st.sampled_from(["GET", "POST", "HEAD", "BREW"]),
+    st.sampled_from(["/", "/X", "/x/", "/caf\u00c3\u00a9", ""]),
+    st.sampled_from(["", "a=1&b=2&a=3", "x"]),
+    st.sampled_from([None, "application/x-www-form-urlencoded", "text/plain"]),
+    st.booleans(),
+)
+def test_the_request_is_falcons_field_for_field(
+    method: str, path: str, query: str, content_type: str | None, strip_slash: bool
+) -> None:
+    """Whatever the first read, gw's request then holds what Falcon's constructor makes of the
+    same environ, with the route's template kept."""
+    options = falcon.RequestOptions()
+    options.strip_url_path_trailing_slash = strip_slash
+    headers = {"Content-Type": content_type} if content_type else None
+    body = b"c=4" if content_type else b""
+
+    def environ() -> dict[str, Any]:
+        env = falcon.testing.create_environ(
+            "/", query_string=query, method=method, headers=headers, body=body
+        )
+        env["PATH_INFO"] = path
+        return env
+
+    falcons = falcon.Request(environ(), options)
+    falcons.uri_template = "/{x}"
+    ours = Request(environ(), options)
+    # What App.__call__ reads before routing, then what it sets from the router's answer.
+    assert (ours.method, ours.path, ours.is_websocket) == (
+        falcons.method,
+        falcons.path,
+        falcons.is_websocket,
+    )
+    ours.uri_template = "/{x}"
+    assert ours.params == falcons.params and ours.query_string == query
+    assert _fields(ours) == _fields(falcons)
+
+
+def test_a_route_template_survives_the_first_late_read() -> None:
+    req = Request(falcon.testing.create_environ("/a", query_string="k=v"), falcon.RequestOptions())
+    req.uri_template = "/a"
+    assert req.get_param("k") == "v" and req.uri_template == "/a"
+    with pytest.raises(AttributeError):
+        req.no_such_field  # noqa: B018
