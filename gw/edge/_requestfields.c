@@ -27,8 +27,9 @@ them.
 
 APPSEC: nothing here decides what is refused or trusted: every limit is checked before a field
 is kept, every head the callbacks do not take as usual is the Python form's to refuse, and the
-names come from the Python form's own ``_environ_names`` (a name with an underscore has no
-environ key and is dropped, as there). */
+names come from the table the Python form's own ``_environ_names`` fills (a name not in it
+yet is left to the Python form; a name with an underscore has no environ key and is dropped,
+as there). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -54,8 +55,9 @@ static int one_field(PyObject *environ, PyObject *field, PyObject *names, PyObje
     if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) return NOT_HERE;
     PyObject *raw_name = PyTuple_GET_ITEM(field, 0), *raw_value = PyTuple_GET_ITEM(field, 1);
     if (!PyBytes_CheckExact(raw_name) || !PyBytes_CheckExact(raw_value)) return NOT_HERE;
-    PyObject *named = PyObject_CallOneArg(names, raw_name);
-    if (named == NULL) return FAILED;
+    PyObject *named = PyDict_GetItemWithError(names, raw_name);
+    if (named == NULL) return PyErr_Occurred() ? FAILED : NOT_HERE; /* a name met first here */
+    Py_INCREF(named);
     int result = NOT_HERE;
     PyObject *value = NULL, *pair = NULL;
     if (!PyTuple_CheckExact(named) || PyTuple_GET_SIZE(named) != 3) goto done;
@@ -92,8 +94,8 @@ done:
 static int all_fields(PyObject *environ, PyObject *headers, PyObject *names, PyObject *pairs,
                       PyObject *by_name) {
     int result = DONE;
-    /* ``names`` may run Python code (a name not in its cache): the list is read afresh, and
-       each field held, at every step. */
+    /* The list is read afresh, and each field held, at every step (the names table holds
+       only bytes keys, so no lookup runs Python code; this stays safe if one ever did). */
     for (Py_ssize_t i = 0; result == DONE && i < PyList_GET_SIZE(headers); i++) {
         PyObject *field = Py_NewRef(PyList_GET_ITEM(headers, i));
         result = one_field(environ, field, names, pairs, by_name);
@@ -241,7 +243,8 @@ static PyObject *make_environ(PyObject *module, PyObject *const *args, Py_ssize_
     }
     PyObject *base = args[0], *headers = args[1], *names = args[2], *url = args[3];
     PyObject *method = args[4], *version = args[5];
-    if (!PyDict_CheckExact(base) || !PyList_CheckExact(headers) || !PyBytes_CheckExact(url) ||
+    if (!PyDict_CheckExact(base) || !PyList_CheckExact(headers) || !PyDict_CheckExact(names) ||
+        !PyBytes_CheckExact(url) ||
         !PyUnicode_CheckExact(method) || !PyUnicode_CheckExact(version))
         Py_RETURN_NONE;
     PyObject *protocol = protocol_of(version);

@@ -38,7 +38,7 @@ def configure(
 def environ(
     base: dict[str, Any],
     headers: list[tuple[bytes, bytes]],
-    names: Callable[[bytes], tuple[str, str, str]],
+    names: dict[bytes, tuple[str, str, str]],
     url: bytes,
     method: str,
     version: str,

@@ -7,11 +7,11 @@ as ``X-User-Id`` once both are folded into the WSGI ``HTTP_X_USER_ID`` key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from gw.core.headers import CGI_HEADERS, NAME_CACHE_SIZE, Headers, environ_names
+from gw.core.bounded import remember
+from gw.core.headers import CGI_HEADERS, Headers, environ_names
 from gw.core.ingress import HEADERS
 from gw.edge.request import Message, RequestRefused
 
@@ -21,7 +21,7 @@ _SINGLETONS = frozenset({"HTTP_HOST", "CONTENT_TYPE"})
 def build_environ(base: dict[str, Any], message: Message) -> dict[str, Any]:
     """Return the environ of ``message``: ``base`` (server and connection keys) and its own."""
     made = _compiled_environ(
-        base, message.headers, _environ_names, message.url, message.method, message.version
+        base, message.headers, _NAMES, message.url, message.method, message.version
     )
     return _environ_made_here(base, message) if made is None else made
 
@@ -92,23 +92,29 @@ def _not_compiled(*args: Any) -> None:
 _DROPPED = ("", "", "")
 
 
-# PERF: converted once per process, not per request; APPSEC: bounded, as clients choose the
-# names (see gw.core.headers).
-@lru_cache(maxsize=NAME_CACHE_SIZE)
 def _environ_names(raw_name: bytes) -> tuple[str, str, str]:
     """The WSGI environ key of header ``raw_name`` and the names the pipeline reads it by
     (``b"X-Token"``: ``("HTTP_X_TOKEN", "X-Token", "x-token")``; Content-Type and
     Content-Length: their key alone), or ``("", "", "")`` for a name with an underscore,
     which the environ never holds."""
+    known = _NAMES.get(raw_name)
+    if known is not None:
+        return known
     if b"_" in raw_name:
-        return _DROPPED
+        return remember(_NAMES, raw_name, _DROPPED)
     key = raw_name.decode("latin-1").upper().replace("-", "_")
     if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        return (key, "", "")
+        return remember(_NAMES, raw_name, (key, "", ""))
     key = "HTTP_" + key
     names = environ_names(key)
     assert names, key  # an HTTP_* key always has them
-    return (key, names[0], names[1])
+    return remember(_NAMES, raw_name, (key, names[0], names[1]))
+
+
+# PERF: each name converted once per process, not per request, and read with one dict lookup
+# (by the compiled environ too, which leaves a name not in it to ``_environ_names``).
+# APPSEC: bounded (``gw.core.bounded``), as clients choose the names.
+_NAMES: dict[bytes, tuple[str, str, str]] = {}
 
 
 def address_environ(client: Any, server: Any) -> dict[str, str]:
@@ -144,7 +150,7 @@ _compiled_environ: Callable[
     [
         dict[str, Any],
         list[tuple[bytes, bytes]],
-        Callable[[bytes], tuple[str, str, str]],
+        dict[bytes, tuple[str, str, str]],
         bytes,
         str,
         str,
