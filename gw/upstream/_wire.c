@@ -20,6 +20,9 @@ The answer's state and llhttp's other callbacks on it (``ResponseState``, the ba
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -379,7 +382,29 @@ static int intern_names(void) {
                : -1;
 }
 
+/* gw.upstream.pool's ``quiet`` in C: one poll(2) of the descriptor that does not wait, for
+   what the Python form asks (readable or urgent data; an error, a hang-up and a closed
+   descriptor are reported whatever is asked): True when it reports nothing. */
+static PyObject *quiet(PyObject *module, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "quiet: not a file descriptor");
+        return NULL;
+    }
+    struct pollfd one = {.fd = (int)fd, .events = POLLIN | POLLPRI, .revents = 0};
+    int ready;
+    do {
+        ready = poll(&one, 1, 0);
+    } while (ready < 0 && errno == EINTR);
+    if (ready < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(ready == 0);
+}
+
 static PyMethodDef methods[] = {
+    {"quiet", quiet, METH_O,
+     "quiet(fd) -> bool: whether a poll of the descriptor that does not wait reports nothing "
+     "(no bytes to read, no error, no hang-up, not closed)."},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "request_head(method, target, headers, host, chunked, no_body) -> bytes | None: the "
      "request line and fields as gw.upstream.wire writes them, or None when its Python form "

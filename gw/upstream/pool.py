@@ -236,8 +236,20 @@ def _nothing_to_read(sock: socket.socket, tls: bool) -> bool:
     if tls and cast(ssl.SSLSocket, sock).pending():
         return False
     fd = sock.fileno()
-    if fd < 0:
-        return False
+    return fd >= 0 and _quiet(fd)
+
+
+def _quiet_here(fd: int) -> bool:
+    """Whether a ``poll`` of ``fd`` that does not wait reports nothing (the Python form)."""
     poller = _POLL()
     poller.register(fd, _READABLE)
     return not poller.poll(0)
+
+
+# PERF: the compiled form makes the poll(2) call itself, without a poll object to make,
+# register and free (gw/upstream/_wire.c); the same question and answer.
+_quiet: Callable[[int], bool]
+try:
+    from gw.upstream._wire import quiet as _quiet
+except ImportError:  # built without a C compiler (setup.py: optional)
+    _quiet = _quiet_here

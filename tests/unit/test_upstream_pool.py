@@ -17,6 +17,7 @@ import gevent.socket
 import gevent.ssl
 import pytest
 
+from gw.upstream import pool as pool_module
 from gw.upstream.pool import ConnectionPool, _nothing_to_read
 from gw.upstream.spec import Target
 from tests.support.tls import make_certificate, server_context
@@ -67,6 +68,14 @@ def _client_socket(kind: str, address: tuple[str, int]) -> socket.socket:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context.wrap_socket(ours)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test with the poll's compiled form (where built) and with its Python form."""
+    if request.param == "python":
+        monkeypatch.setattr(pool_module, "_quiet", pool_module._quiet_here)
+    return str(request.param)
 
 
 @pytest.fixture(params=["stdlib", "stdlib-tls", "gevent", "gevent-tls"])
