@@ -279,6 +279,135 @@ static PyObject *state_message_complete(ResponseState *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* -- the usual answer, read without llhttp ------------------------------------------------ */
+
+/* The fields of the usual answer, at most: more are llhttp's and the Python form's to count
+   (and refuse over MAX_HEADERS, which is 100 too). */
+#define USUAL_FIELDS 100
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* A character of a reason phrase or a field value as taken here: visible ASCII, space, tab. */
+static int is_text(unsigned char c) { return (c >= 0x20 && c < 0x7f) || c == '\t'; }
+
+/* The end of the line that starts at ``p``: its CR (followed by LF), or NULL when a character
+   before it is not ``is_text`` or the line has no CRLF in ``end``. */
+static const unsigned char *line_end(const unsigned char *p, const unsigned char *end) {
+    while (p < end && is_text(*p)) p++;
+    return end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? p : NULL;
+}
+
+/* A field whose presence makes the answer llhttp's: it frames the body otherwise, or decides
+   whether the connection is kept. */
+static int is_framing_name(PyObject *lower) {
+    return is_name(lower, "transfer-encoding", 17) || is_name(lower, "connection", 10) ||
+           is_name(lower, "proxy-connection", 16) || is_name(lower, "upgrade", 7);
+}
+
+/* The value of a Content-Length field as a count (at most 15 digits), or -1. */
+static long long length_of(const unsigned char *value, Py_ssize_t size) {
+    if (size < 1 || size > 15) return -1;
+    long long length = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (!is_digit(value[i])) return -1;
+        length = length * 10 + (value[i] - '0');
+    }
+    return length;
+}
+
+/* Read the fields from ``*at`` to the empty line into ``fields``, names from ``names``
+   (bytes as sent -> lower-case str, as ``Response._on_header`` keeps them), and the body's
+   Content-Length into ``*length`` (-1: none). 1: read, ``*at`` past the empty line; 0: not
+   the usual head; -1: an error is set. */
+static int usual_fields(const unsigned char **at, const unsigned char *end, PyObject *names,
+                        PyObject *fields, long long *length) {
+    const unsigned char *p = *at;
+    *length = -1;
+    for (int count = 0;; count++) {
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') break;
+        if (count == USUAL_FIELDS) return 0;
+        const unsigned char *name = p;
+        while (p < end && is_token_char(*p)) p++;
+        if (p == name || p == end || *p != ':') return 0; /* no space before the colon */
+        Py_ssize_t name_size = p - name;
+        for (p++; p < end && (*p == ' ' || *p == '\t'); p++) {}
+        const unsigned char *value = p, *cr = line_end(p, end);
+        /* an empty value, or one with trailing whitespace, is llhttp's to hand over */
+        if (cr == NULL || cr == value || cr[-1] == ' ' || cr[-1] == '\t') return 0;
+        Py_ssize_t value_size = cr - value;
+        p = cr + 2;
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)name, name_size);
+        if (raw == NULL) return -1;
+        PyObject *lower = PyDict_GetItemWithError(names, raw); /* borrowed */
+        Py_DECREF(raw);
+        if (lower == NULL) return PyErr_Occurred() ? -1 : 0; /* a name met first: llhttp's */
+        if (!PyUnicode_CheckExact(lower) || is_framing_name(lower)) return 0;
+        if (is_name(lower, "content-length", 14)) {
+            if (*length >= 0) return 0; /* a second one: the Python form refuses or decides */
+            *length = length_of(value, value_size);
+            if (*length < 0) return 0;
+        }
+        PyObject *text = PyUnicode_DecodeLatin1((const char *)value, value_size, NULL);
+        PyObject *field = text == NULL ? NULL : PyTuple_Pack(2, lower, text);
+        Py_XDECREF(text);
+        int appended = field == NULL ? -1 : PyList_Append(fields, field);
+        Py_XDECREF(field);
+        if (appended < 0) return -1;
+    }
+    *at = p + 2;
+    return 1;
+}
+
+/* ``take_usual(data, names)``: read ``data``, the first bytes of an answer, when they are the
+   usual answer whole; see the Python form, ``_PythonResponseState.take_usual``. */
+static PyObject *state_take_usual(ResponseState *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take_usual(data: bytes, names: dict)");
+        return NULL;
+    }
+    /* only a fresh answer: nothing read, no parser, no switch asked for */
+    if (self->parser != NULL || self->head_done || self->complete || self->upgrade ||
+        self->interim || self->headers == NULL || !PyList_CheckExact(self->headers) ||
+        PyList_GET_SIZE(self->headers) != 0 || self->chunks == NULL ||
+        !PyList_CheckExact(self->chunks) || PyList_GET_SIZE(self->chunks) != 0)
+        Py_RETURN_FALSE;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *end = p + PyBytes_GET_SIZE(args[0]);
+    /* The status line: HTTP/1.1, a final status that may have a body, a reason of text. */
+    if (end - p < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0 || !is_digit(p[9]) || !is_digit(p[10]) ||
+        !is_digit(p[11]) || p[12] != ' ')
+        Py_RETURN_FALSE;
+    int status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    if (status < 200 || status > 599 || status == 204 || status == 304) Py_RETURN_FALSE;
+    const unsigned char *cr = line_end(p + 13, end);
+    if (cr == NULL) Py_RETURN_FALSE;
+    p = cr + 2;
+    PyObject *fields = PyList_New(0);
+    if (fields == NULL) return NULL;
+    long long length;
+    int read = usual_fields(&p, end, args[1], fields, &length);
+    /* The body: exactly Content-Length bytes, all here, and nothing after them (none at all
+       after the head of an answer to HEAD, whose Content-Length llhttp needs all the same:
+       without one it would keep the connection only until the close). */
+    Py_ssize_t rest = end - p;
+    if (read == 1 && (length < 0 || rest != (self->head_request ? 0 : length))) read = 0;
+    PyObject *body = NULL;
+    if (read == 1 && rest > 0) {
+        body = PyBytes_FromStringAndSize((const char *)p, rest);
+        if (body == NULL || PyList_Append(self->chunks, body) < 0) read = -1;
+        Py_XDECREF(body);
+    }
+    if (read != 1) {
+        Py_DECREF(fields);
+        if (read < 0) return NULL;
+        Py_RETURN_FALSE;
+    }
+    Py_SETREF(self->headers, fields);
+    self->status = status;
+    self->head_done = self->complete = self->keep_alive = 1; /* HTTP/1.1, no Connection */
+    Py_RETURN_TRUE;
+}
+
 static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ResponseState *self = (ResponseState *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
@@ -350,6 +479,8 @@ static PyMethodDef state_methods[] = {
     {"on_headers_complete", (PyCFunction)state_headers_complete, METH_NOARGS, NULL},
     {"on_body", (PyCFunction)state_body, METH_O, NULL},
     {"on_message_complete", (PyCFunction)state_message_complete, METH_NOARGS, NULL},
+    {"take_usual", (PyCFunction)(void (*)(void))state_take_usual, METH_FASTCALL,
+     "take_usual(data, names) -> bool: read the usual answer whole, without llhttp."},
     {NULL, NULL, 0, NULL},
 };
 

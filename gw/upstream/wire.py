@@ -243,6 +243,26 @@ class _PythonResponseState:
         self._extra = self._head_request = self._upgrade = self._switched = False
         return self
 
+    def take_usual(self, data: bytes, names: dict[bytes, str]) -> bool:
+        """Read ``data``, the first bytes of an answer, when they hold the usual answer whole;
+        return whether they did (else nothing is read, and llhttp reads them).
+
+        The usual answer: ``HTTP/1.1``, a final status from 200 to 599 but 204 and 304, a
+        reason of visible ASCII, fields whose names are tokens already in ``names`` (the
+        table ``Response._on_header`` fills) with values of visible ASCII (no empty value, no
+        trailing whitespace, no obs-fold), no Transfer-Encoding, Connection,
+        Proxy-Connection or Upgrade field, one Content-Length of digits (an answer to HEAD
+        too), and exactly that many body bytes after the head (none after the head of an
+        answer to HEAD). Taken, it is
+        what llhttp and the callbacks make of it: the fields, the body, complete, and a
+        connection that may carry another request (HTTP/1.1 without Connection).
+
+        This form takes none: the compiled one (gw/upstream/_wire.c) reads the usual answer.
+        APPSEC: it decides nothing llhttp would decide otherwise; anything else, however
+        harmless, is llhttp's. ``tests/unit/test_wire_compiled.py`` compares them.
+        """
+        return False
+
 
 # PERF: the answer's state in a C struct and llhttp's callbacks on it in C (see
 # gw/upstream/_wire.c); ``Response``'s Python callbacks below run wherever that form declines
@@ -271,6 +291,14 @@ class Response(_ResponseState):
         self._sock = sock
         self._head_request = head_request
         self._upgrade = upgrade
+        try:
+            self._read_head()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_parsing(self) -> None:
+        """Make llhttp's parser of this answer."""
         # PERF: llhttp calls the compiled form of _on_header (gw/_collector.h): it keeps the
         # head's fields whose names are in _NAMES and hands every other one to _on_header,
         # which decides as before. Set before the parser, which looks the callbacks up once.
@@ -280,11 +308,6 @@ class Response(_ResponseState):
             self._kept = self.on_header = _Collector(self._on_header, _NO_SIZE, MAX_HEADERS, _NAMES)
             self._kept.fields = self.headers
         self._parser = httptools.HttpResponseParser(self)
-        try:
-            self._read_head()
-        except BaseException:
-            self.close()
-            raise
 
     # -- llhttp callbacks (the Python forms; see _ResponseState) ----------------------------
 
@@ -480,6 +503,12 @@ class Response(_ResponseState):
                 if received == 0:
                     raise UpstreamClosed("the upstream closed the connection without answering")
                 raise MalformedResponse("the connection closed inside the response head")
+            if not received:
+                # PERF: the usual answer, whole in its first read (nearly every one), is read
+                # without llhttp, its parser and its callbacks (take_usual); the rest is theirs.
+                if self.take_usual(data, _NAMES):
+                    return
+                self._start_parsing()
             received += len(data)
             self._feed(data)
         if self.status == 101 and not self._switched:

@@ -141,9 +141,10 @@ PYTHON_FORMS = {
 
 
 def python_forms(patch: pytest.MonkeyPatch) -> None:
-    """Make every Response read its answer with the Python forms only (no compiled collector,
-    the Python callbacks), as where gw.upstream._wire is not built."""
+    """Make every Response read its answer with the Python forms only (llhttp for every answer,
+    no compiled collector, the Python callbacks), as where gw.upstream._wire is not built."""
     patch.setattr(wire, "_Collector", None)
+    patch.setattr(wire.Response, "take_usual", wire._PythonResponseState.take_usual)
     for callback, python_form in PYTHON_FORMS.items():
         patch.setattr(wire.Response, callback, getattr(wire.Response, python_form))
 
@@ -470,3 +471,146 @@ def test_a_state_the_compiled_callbacks_do_not_know_is_the_python_forms() -> Non
     state._kept = None
     state.on_headers_complete()  # the usual head: decided here
     assert (State.asked, state.status, state._head_done, state._until_close) == (4, 200, True, True)
+
+
+# -- the usual answer, read without llhttp ---------------------------------------------------
+
+
+def took_usual(data: bytes, head_request: bool = False) -> bool:
+    """Whether a Response read ``data`` without making llhttp's parser (``take_usual``)."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(data)
+        response = wire.Response(ours, head_request)
+        taken = not hasattr(response, "_parser")
+        response.close()
+        return taken
+
+
+_USUAL = _OK + b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@compiled
+def test_the_usual_answer_is_read_without_llhttp() -> None:
+    read(_USUAL, False, python_only=True)  # its names, as on_header remembers them
+    assert read(_USUAL, False, python_only=False) == (
+        200,
+        [("content-type", "application/json"), ("content-length", "2")],
+        b"{}",
+        True,  # reusable
+        b"",
+        (False, False, True, False),
+    )
+    assert took_usual(_USUAL)
+    assert took_usual(_OK + b"Content-Length: 0\r\n\r\n")
+    assert took_usual(_OK + b"Content-Length: 500\r\n\r\n", head_request=True)
+    # and every other answer is llhttp's
+    assert not took_usual(_USUAL + b"X")  # a byte after it
+    assert not took_usual(_USUAL[:-1])  # its body not whole in the first read
+    assert not took_usual(_OK + b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert not took_usual(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert not took_usual(_OK + b"Content-Length: 2\r\n\r\n{}", head_request=True)
+    assert not took_usual(_OK + b"X-Met-First-%d: 1\r\nContent-Length: 0\r\n\r\n" % os.getpid())
+
+
+# Lines around the usual answer's edges: each status line, field and framing either keeps the
+# answer usual or makes it llhttp's (or an error), and the two readings must agree. Each is
+# drawn half the time from the usual ones, so that many answers are read both ways.
+_USUAL_STATUS = st.sampled_from(
+    [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 ", b"HTTP/1.1 404 Not\tFound", b"HTTP/1.1 599 X"]
+) | st.sampled_from(
+    [
+        b"HTTP/1.1 200",
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.1 304 Not Modified",
+        b"HTTP/1.1 199 X",
+        b"HTTP/1.1 2000 OK",
+        b"HTTP/1.1 20 OK",
+        b"HTTP/1.0 200 OK",
+        b"http/1.1 200 OK",
+        b"HTTP/1.1  200 OK",
+        b"HTTP/1.1 200 caf\xe9",
+        b"HTTP/1.1 200 O\x00K",
+    ]
+)
+_USUAL_FIELD = st.sampled_from(
+    [
+        b"Content-Type: text/plain",
+        b"content-type:text/plain",
+        b"Content-Type:  \t text/plain",
+        b"Set-Cookie: a=1; Path=/",
+        b"Keep-Alive: timeout=5",
+        b"X-A: a\tb",
+    ]
+) | st.sampled_from(
+    [
+        b"Content-Type: text/plain ",
+        b"Content-Type: text/plain\t",
+        b"Content-Type:",
+        b"Content-Type : text/plain",
+        b" Content-Type: text/plain",
+        b"X-Caf\xe9: 1",
+        b"X-A: caf\xe9",
+        b"X-A: a\x00b",
+        b"X-A: a\x7fb",
+        b"X-A: 1\r\n continued",
+        b"X-A: 1\n",
+        b"X-A: 1\r",
+        b"Connection: keep-alive",
+        b"Connection: close",
+        b"Proxy-Connection: close",
+        b"Upgrade: h2c",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: identity",
+        b"Content-Length: +2",
+        b"Content-Length: 2 ",
+        b"Content-Length:  2",
+        b"Content-Length: 02",
+        b"Content-Length: 2, 2",
+        b"Content-Length: 1234567890123456",
+        b"Content-Length: -1",
+        b"Content-Length: 0x2",
+        b"Content-Length: 2",
+    ]
+)
+# (the Content-Length field, the bytes after the head)
+_USUAL_FRAMING = st.sampled_from(
+    [(b"Content-Length: 2", b"{}"), (b"content-length: 2", b"{}"), (b"Content-Length: 0", b"")]
+) | st.sampled_from(
+    [
+        (b"Content-Length: 2", b"{"),
+        (b"Content-Length: 2", b"{}}"),
+        (b"Content-Length: 0", b"{}" + _OK + b"Content-Length: 0\r\n\r\n"),
+        (b"", b"{}"),
+        (b"", b""),
+    ]
+)
+
+
+@compiled
+@settings(max_examples=1500)
+@given(
+    _USUAL_STATUS,
+    st.lists(_USUAL_FIELD, max_size=3),
+    _USUAL_FRAMING,
+    st.integers(min_value=0, max_value=3),
+    st.booleans(),
+)
+def test_the_usual_answer_is_read_as_llhttp_reads_it(
+    status: bytes,
+    fields: list[bytes],
+    framing: tuple[bytes, bytes],
+    at: int,
+    head_request: bool,
+) -> None:
+    """Whatever is changed around the usual answer (status line, a field's name, spacing or
+    characters, framing fields, a body short, long or followed by more), reading it without
+    llhttp (where taken) leaves what llhttp and the Python callbacks leave: status, fields,
+    body, error, and the verdict on the connection."""
+    length, body = framing
+    lines = list(fields)
+    if length:
+        lines.insert(min(at, len(lines)), length)
+    data = status + b"\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+    expected = read(data, head_request, python_only=True)  # llhttp; it fills the names table
+    assert read(data, head_request, python_only=False) == expected
