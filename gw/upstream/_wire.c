@@ -16,7 +16,13 @@ framing is never written by this form; the Python form refuses it.
 
 The answer's state and llhttp's other callbacks on it (``ResponseState``, the base of
 ``Response``: the Python forms are ``Response._message_begin``, ``_headers_complete``,
-``_body`` and ``_message_complete``) are at the end. */
+``_body`` and ``_message_complete``) are at the end, with ``take_usual``, which reads the usual
+answer whole without llhttp (its Python form takes none: llhttp reads every answer).
+
+APPSEC (``take_usual``): it reads only an answer llhttp and the callbacks read the same way
+(HTTP/1.1, Content-Length framing, plain fields, no field that frames or keeps the connection,
+exactly the announced body and nothing after it), and declines anything else, however
+harmless, to llhttp: it never decides a framing question llhttp would decide. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,5 +1,7 @@
 """HTTP/1.1 messages on an upstream connection: the request head built in one buffer, the
-response read with llhttp (the parser Node.js uses, through ``httptools``).
+response read with llhttp (the parser Node.js uses, through ``httptools``), or, for the usual
+answer whole in its first read, by the compiled ``take_usual``, which reads only what llhttp
+would read alike and leaves llhttp everything else.
 
 PERF: ``http.client``'s message layer (a ``putheader`` call per header, responses parsed by the
 ``email`` package) cost about 150 µs of CPU per proxied request on the bench box, more than the
