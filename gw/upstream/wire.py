@@ -283,8 +283,9 @@ class Response(_ResponseState):
 
     # PERF: no instance dict: one is made per proxied request, and ``close`` used to make
     # one of its inline values only to pop the parser out of it.
-    __slots__ = ("_sock", "on_header")
+    __slots__ = ("_parsing", "_sock", "on_header")
     on_header: Callable[[bytes, bytes], None]
+    _parsing: bool  # llhttp's parser is made and not dropped yet
 
     def __init__(self, sock: socket.socket, head_request: bool, upgrade: bool = False) -> None:
         """``upgrade``: gw asked to switch protocols, so a 101 is a final answer; the bytes
@@ -293,6 +294,7 @@ class Response(_ResponseState):
         self._sock = sock
         self._head_request = head_request
         self._upgrade = upgrade
+        self._parsing = False
         try:
             self._read_head()
         except BaseException:
@@ -310,6 +312,7 @@ class Response(_ResponseState):
             self._kept = self.on_header = _Collector(self._on_header, _NO_SIZE, MAX_HEADERS, _NAMES)
             self._kept.fields = self.headers
         self._parser = httptools.HttpResponseParser(self)
+        self._parsing = True
 
     # -- llhttp callbacks (the Python forms; see _ResponseState) ----------------------------
 
@@ -477,7 +480,9 @@ class Response(_ResponseState):
         PERF: the parser holds this object's bound methods and this object holds the parser; a
         cycle per request left for the garbage collector made its pauses the p99 latency.
         """
-        if hasattr(self, "_parser"):  # not closed already
+        if self._parsing:  # PERF: a flag, where hasattr raised an AttributeError for an
+            # answer read without a parser (take_usual)
+            self._parsing = False
             del self._parser, self.on_header  # the collector refers back too
             self._kept = None
 
