@@ -405,6 +405,8 @@ typedef struct {
     PyObject *append;        /* the append of its deque of messages */
     PyObject *kept;          /* its collector, whose ``fields`` the head's fields go to */
     Py_ssize_t request_line; /* limits.request_line */
+    Py_ssize_t field_size;   /* limits.field_size: one "Name: value" line and its CRLF */
+    Py_ssize_t fields;       /* limits.fields */
     PyObject *python_url, *python_headers_complete, *python_message_complete; /* the judges */
 } Callbacks;
 
@@ -607,16 +609,144 @@ static PyObject *on_message_complete(Callbacks *self, PyObject *unused) {
     return result;
 }
 
+/* -- Callbacks: the usual request, read without llhttp ---------------------------------------- */
+
+/* RFC 9110 token characters: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */
+static int is_token_char(unsigned char c) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* A character of an origin-form target as taken here: RFC 3986's unreserved and reserved
+   characters (but '#', '[' and ']') and '%': nothing llhttp could read another way. */
+static int is_target_char(unsigned char c) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
+    return c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+}
+
+/* A character of a field value as taken here: visible ASCII, space, tab. */
+static int is_value_char(unsigned char c) { return (c >= 0x20 && c < 0x7f) || c == '\t'; }
+
+/* A field llhttp reads itself (it frames the body or decides what the connection does next):
+   the request is then llhttp's. */
+static int llhttp_reads(const unsigned char *name, Py_ssize_t size) {
+    static const char *const read_by_llhttp[] = {"connection", "content-length",
+                                                 "proxy-connection", "transfer-encoding",
+                                                 "upgrade"};
+    for (size_t i = 0; i < sizeof read_by_llhttp / sizeof read_by_llhttp[0]; i++) {
+        const char *known = read_by_llhttp[i];
+        if ((Py_ssize_t)strlen(known) != size) continue;
+        Py_ssize_t at = 0;
+        while (at < size && (name[at] | 0x20) == known[at]) at++;
+        if (at == size) return 1;
+    }
+    return 0;
+}
+
+/* The methods taken here: those whose request without framing fields has no body, as
+   llhttp reads it, and gw serves as any other. */
+static PyObject *usual_method(const unsigned char *p, const unsigned char *end,
+                              const unsigned char **after) {
+    static const char *const methods[] = {"GET ", "HEAD ", "DELETE ", "OPTIONS "};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        size_t n = strlen(methods[i]);
+        if ((size_t)(end - p) > n && memcmp(p, methods[i], n) == 0) {
+            *after = p + n;
+            return PyUnicode_FromStringAndSize(methods[i], (Py_ssize_t)n - 1);
+        }
+    }
+    return NULL;
+}
+
+/* The fields from ``*at`` to the empty line, as (name, value) bytes pairs into ``fields``,
+   within the limits; 1: read (``*at`` past the empty line), 0: llhttp's, -1: an error. */
+static int usual_request_fields(Callbacks *self, const unsigned char **at,
+                                const unsigned char *end, PyObject *fields) {
+    const unsigned char *p = *at;
+    for (;;) {
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') break;
+        if (PyList_GET_SIZE(fields) >= self->fields) return 0; /* 431: on_header's */
+        const unsigned char *name = p;
+        while (p < end && is_token_char(*p)) p++;
+        if (p == name || p == end || *p != ':') return 0;
+        Py_ssize_t name_size = p - name;
+        if (llhttp_reads(name, name_size)) return 0;
+        for (p++; p < end && (*p == ' ' || *p == '\t'); p++) {}
+        const unsigned char *value = p;
+        while (p < end && is_value_char(*p)) p++;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+        Py_ssize_t value_size = p - value;
+        /* an empty value, or one with trailing whitespace (llhttp keeps it), is llhttp's */
+        if (value_size == 0 || value[value_size - 1] == ' ' || value[value_size - 1] == '\t')
+            return 0;
+        if (name_size + value_size + 4 > self->field_size) return 0; /* 431: on_header's */
+        p += 2;
+        PyObject *field = Py_BuildValue("(y#y#)", name, name_size, value, value_size);
+        int appended = field == NULL ? -1 : PyList_Append(fields, field);
+        Py_XDECREF(field);
+        if (appended < 0) return -1;
+    }
+    *at = p + 2;
+    return 1;
+}
+
+/* ``take(data)``: see the Python form, ``Connection._take``. */
+static PyObject *take(Callbacks *self, PyObject *data) {
+    if (cleared(self)) return NULL;
+    if (!PyBytes_CheckExact(data)) Py_RETURN_FALSE;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    const unsigned char *end = p + PyBytes_GET_SIZE(data);
+    const unsigned char *target;
+    PyObject *method = usual_method(p, end, &target);
+    if (method == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(Py_False);
+    p = target;
+    if (p < end && *p == '/') /* origin form */
+        while (p < end && is_target_char(*p)) p++;
+    Py_ssize_t target_size = p - target;
+    /* the request line as gunicorn counts it (on_headers_complete): method, target,
+       " HTTP/1.1" and a CR; over its limit, a 414 is the Python form's */
+    if (target_size == 0 || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0 ||
+        PyUnicode_GET_LENGTH(method) + target_size + 10 > self->request_line) {
+        Py_DECREF(method);
+        Py_RETURN_FALSE;
+    }
+    p += 11;
+    RequestMessage *message = (RequestMessage *)new_message();
+    int read = message == NULL ? -1 : usual_request_fields(self, &p, end, message->headers);
+    if (read == 1 && p != end) read = 0; /* a body, or the next request: llhttp's */
+    PyObject *url = read == 1 ? PyBytes_FromStringAndSize((const char *)target, target_size)
+                              : NULL;
+    if (read == 1 && url == NULL) read = -1;
+    PyObject *appended = NULL;
+    if (read == 1) {
+        Py_SETREF(message->url, url);
+        Py_SETREF(message->method, Py_NewRef(method));
+        /* version_11, upgrade False: as new_message made them */
+        Py_SETREF(message->keep_alive, Py_NewRef(Py_True)); /* HTTP/1.1, no Connection */
+        Py_SETREF(message->head_done, Py_NewRef(Py_True));
+        Py_SETREF(message->complete, Py_NewRef(Py_True));
+        if (PyObject_SetAttr(self->conn, attr_parsing, (PyObject *)message) < 0 ||
+            (appended = PyObject_CallOneArg(self->append, (PyObject *)message)) == NULL)
+            read = -1;
+        Py_XDECREF(appended);
+    }
+    Py_DECREF(method);
+    Py_XDECREF(message);
+    if (read < 0) return NULL;
+    return PyBool_FromLong(read == 1);
+}
+
 /* -- Callbacks: the type -------------------------------------------------------------------- */
 
 static PyObject *callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *keywords[] = {"conn",   "messages",        "kept", "request_line",
-                               "on_url", "on_headers_complete", "on_message_complete", NULL};
+    static char *keywords[] = {"conn",       "messages", "kept",   "request_line",
+                               "field_size", "fields",   "on_url", "on_headers_complete",
+                               "on_message_complete", NULL};
     PyObject *conn, *messages, *kept, *python_url, *python_head, *python_complete;
-    Py_ssize_t request_line;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOn$OOO:Callbacks", keywords, &conn,
-                                     &messages, &kept, &request_line, &python_url, &python_head,
-                                     &python_complete))
+    Py_ssize_t request_line, field_size, fields;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnnn$OOO:Callbacks", keywords, &conn,
+                                     &messages, &kept, &request_line, &field_size, &fields,
+                                     &python_url, &python_head, &python_complete))
         return NULL;
     if (!PyCallable_Check(python_url) || !PyCallable_Check(python_head) ||
         !PyCallable_Check(python_complete)) {
@@ -634,6 +764,8 @@ static PyObject *callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     self->append = append;
     self->kept = Py_NewRef(kept);
     self->request_line = request_line;
+    self->field_size = field_size;
+    self->fields = fields;
     self->python_url = Py_NewRef(python_url);
     self->python_headers_complete = Py_NewRef(python_head);
     self->python_message_complete = Py_NewRef(python_complete);
@@ -676,6 +808,8 @@ static PyMethodDef callbacks_methods[] = {
      "End the head: Connection.on_headers_complete."},
     {"on_message_complete", (PyCFunction)on_message_complete, METH_NOARGS,
      "End the message: Connection.on_message_complete."},
+    {"take", (PyCFunction)take, METH_O,
+     "take(data) -> bool: read the usual request whole, without llhttp: Connection._take."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,6 +18,8 @@ class Callbacks:
         messages: deque[_Message],
         kept: object,
         request_line: int,
+        field_size: int,
+        fields: int,
         *,
         on_url: Callable[[bytes], None],
         on_headers_complete: Callable[[], None],
@@ -27,6 +29,7 @@ class Callbacks:
     def on_url(self, url: bytes, /) -> None: ...
     def on_headers_complete(self) -> None: ...
     def on_message_complete(self) -> None: ...
+    def take(self, data: bytes, /) -> bool: ...
 
 def configure(
     headers_type: Callable[[list[tuple[str, str]], dict[str, str]], Any],

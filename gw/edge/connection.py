@@ -76,6 +76,29 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 # The callbacks of gw/edge/_requestfields.c's Callbacks, installed when it is built.
 _COMPILED_CALLBACKS = ("on_message_begin", "on_url", "on_headers_complete", "on_message_complete")
 
+
+def _takes_none(data: bytes) -> bool:
+    """Read ``data`` as one request when it is the usual request whole, as llhttp and the
+    callbacks would read it; return whether it was (else llhttp reads it).
+
+    The usual request: GET, HEAD, DELETE or OPTIONS, an origin-form target of RFC 3986's
+    characters (no '#'), ``HTTP/1.1``, fields whose names are tokens and whose values are
+    visible ASCII (not empty, no trailing whitespace, no obs-fold), within the limits (the
+    request line, a field's size, the count), no Connection, Content-Length,
+    Proxy-Connection, Transfer-Encoding or Upgrade field (llhttp reads those), and nothing
+    after the empty line. Taken, it is the complete message the callbacks make of it,
+    kept alive. Only between two requests: llhttp is then at a message's start, and
+    stays there.
+
+    This form takes none: the compiled one (``Callbacks.take``, gw/edge/_requestfields.c)
+    reads the usual request; a connection's ``_take`` is one or the other. APPSEC: it
+    decides nothing llhttp would decide otherwise, and refuses nothing; anything else,
+    however harmless, is llhttp's (and its refusals). ``tests/unit/test_edge_request_compiled.py``
+    compares them.
+    """
+    return False
+
+
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ErrorWriter = Callable[[Any, int, str, str], None]
 
@@ -131,6 +154,7 @@ class Connection:
         # field to on_header itself, which decides as before. Set before the parser, which
         # looks the callbacks up once.
         self._kept: Collector | _NotKept = _NotKept()
+        self._take: Callable[[bytes], bool] = _takes_none
         if Collector is not None:
             self._kept = self.on_header = Collector(  # type: ignore[method-assign]
                 self.on_header, limits.field_size, limits.fields
@@ -160,12 +184,15 @@ class Connection:
             self._messages,
             self._kept,
             self.limits.request_line,
+            self.limits.field_size,
+            self.limits.fields,
             on_url=self.on_url,
             on_headers_complete=self.on_headers_complete,
             on_message_complete=self.on_message_complete,
         )
         for name in _COMPILED_CALLBACKS:
             setattr(self, name, getattr(callbacks, name))
+        self._take = callbacks.take
 
     # -- llhttp callbacks (the parser runs inside ``_fill``) ----------------------------------
 
@@ -269,7 +296,7 @@ class Connection:
             # PERF: the parser, the collector and the compiled callbacks refer back to this
             # object (see gw.upstream.wire.Response.close)
             del self._parser, self._kept
-            for name in ("on_header", *_COMPILED_CALLBACKS):
+            for name in ("on_header", "_take", *_COMPILED_CALLBACKS):
                 self.__dict__.pop(name, None)
 
     def _next_head(self) -> Message | None:
@@ -332,6 +359,10 @@ class Connection:
         return len(data)
 
     def _feed(self, data: bytes) -> None:
+        # PERF: between two requests (llhttp has parsed every byte it was given into complete
+        # messages), a read that is the usual request whole is taken without llhttp.
+        if self._parsing.complete and self._take(data):
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as ex:

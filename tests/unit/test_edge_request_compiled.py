@@ -496,3 +496,144 @@ def test_a_finished_connection_leaves_no_cycle(
     finally:
         gc.enable()
     assert client.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+# -- the usual request, read without llhttp -------------------------------------------------
+
+_USUAL = b"GET /a?b=1 HTTP/1.1\r\nHost: gw.test\r\nAccept: */*\r\n\r\n"
+
+
+@compiled
+def test_the_usual_request_is_read_without_llhttp(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    conn = parsing_connection(pair[0], Limits(), python_only=False)
+    fed: list[bytes] = []
+    real = conn._parser
+
+    class Counting:
+        """llhttp, counting what it is fed."""
+
+        def feed_data(self, data: bytes) -> None:
+            fed.append(data)
+            real.feed_data(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    conn._parser = Counting()  # type: ignore[assignment]
+    conn._feed(_USUAL)  # the first request of a connection: llhttp's (it is at its start)
+    conn._feed(_USUAL)
+    conn._feed(b"HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+    assert fed == [_USUAL]
+    usual = conn._messages[1]
+    assert (usual.method, usual.url, usual.version, usual.headers) == (
+        "GET",
+        b"/a?b=1",
+        "1.1",
+        [(b"Host", b"gw.test"), (b"Accept", b"*/*")],
+    )
+    assert (usual.keep_alive, usual.upgrade, usual.head_done, usual.complete) == (
+        True,
+        False,
+        True,
+        True,
+    )
+    for other in (
+        _USUAL + _USUAL,  # two requests in one read
+        _USUAL[:-1],  # a head not whole
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+    ):
+        fed.clear()
+        conn._feed(other)
+        assert fed == [other]
+        if not conn._parsing.complete:
+            break  # llhttp is inside a request: nothing after is taken
+
+
+# Requests around the usual one's edges, each part drawn half the time from the usual ones.
+_USUAL_LINE = st.sampled_from(
+    [
+        b"GET /a HTTP/1.1",
+        b"HEAD /a/b?c=d&e HTTP/1.1",
+        b"DELETE /%41 HTTP/1.1",
+        b"OPTIONS / HTTP/1.1",
+    ]
+) | st.sampled_from(
+    [
+        b"POST /a HTTP/1.1",
+        b"GET /a HTTP/1.0",
+        b"GET /a HTTP/1.2",
+        b"get /a HTTP/1.1",
+        b"GET  /a HTTP/1.1",
+        b"GET /a  HTTP/1.1",
+        b"GET * HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"GET http://gw.test/a HTTP/1.1",
+        b"GET /a#f HTTP/1.1",
+        b"GET /a b HTTP/1.1",
+        b"GET /\xe9 HTTP/1.1",
+        b'GET /a"<>\\^`{|} HTTP/1.1',
+        b"GET /a HTTP/1.1 ",
+        b"CONNECT gw.test:443 HTTP/1.1",
+        b"GET /" + b"a" * 70 + b" HTTP/1.1",
+    ]
+)
+_USUAL_FIELD = st.sampled_from(
+    [b"Host: gw.test", b"Accept:*/*", b"X-A:  \t v", b"Expect: 100-continue", b"Cookie: a=1; b=2"]
+) | st.sampled_from(
+    [
+        b"X-A: v ",
+        b"X-A: v\t",
+        b"X-A:",
+        b"X-A : v",
+        b" X-A: v",
+        b"X-\xe9: v",
+        b"X-A: caf\xe9",
+        b"X-A: a\x00b",
+        b"X-A: 1\r\n continued",
+        b"X-A: 1\n",
+        b"Connection: keep-alive",
+        b"connection: close",
+        b"Proxy-Connection: close",
+        b"Upgrade: websocket",
+        b"Content-Length: 0",
+        b"content-length: 1",
+        b"Transfer-Encoding: chunked",
+        b"X-Long: " + b"v" * 60,
+    ]
+)
+_AFTER_HEAD = st.sampled_from([b"", b"", b"", b"x", b"\r\n", _USUAL])
+
+
+@st.composite
+def usual_requests(draw: st.DrawFn) -> bytes:
+    fields = draw(st.lists(_USUAL_FIELD, max_size=4))
+    head = draw(_USUAL_LINE) + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    return head + draw(_AFTER_HEAD)
+
+
+@compiled
+@settings(max_examples=1500)
+@given(
+    st.lists(usual_requests(), min_size=1, max_size=3),
+    st.integers(min_value=0, max_value=5),
+    st.integers(min_value=12, max_value=70),
+    st.integers(min_value=14, max_value=90),
+)
+def test_the_usual_request_is_read_as_llhttp_reads_it(
+    reads: list[bytes], fields: int, field_size: int, request_line: int
+) -> None:
+    """Whatever each read holds (the usual request, or one changed anywhere: method, target,
+    version, a field's name, spacing or characters, a field llhttp reads, the limits, bytes
+    after the head), a connection that takes the usual request without llhttp leaves the
+    same messages, state and refusal as one whose Python callbacks see every request."""
+    limits = Limits(fields=fields, field_size=field_size, request_line=request_line)
+    # the first request of a connection is llhttp's (within any of these limits)
+    pieces = [b"GET / HTTP/1.1\r\n\r\n", *reads]
+    a, b = socket.socketpair()
+    with a, b:
+        expected = parsed_stream(pieces, limits, a, python_only=True)
+        assert parsed_stream(pieces, limits, a, python_only=False) == expected
