@@ -5,7 +5,10 @@
 - ``Callbacks``: llhttp's other callbacks for a request (``Connection.on_message_begin``,
   ``on_url``, ``on_headers_complete``, ``on_message_complete``), bound C methods of one object
   per connection, which make and fill a ``Message`` (``gw.edge.request.Message`` in C, with
-  the same attribute names);
+  the same attribute names), and their ``take``, which reads the usual request whole without
+  llhttp (``Connection._take``; APPSEC: only a request llhttp and the callbacks read the same
+  way, within every limit, with no field llhttp reads itself, and only between two requests;
+  anything else, and every refusal, is llhttp's and the Python forms');
 - ``environ``: ``build_environ`` (gw/edge/environ.py), which makes a request's WSGI environ:
   its fields as the environ's keys and the pipeline's ``Headers``, and its target, method and
   protocol.
