@@ -630,19 +630,23 @@ static int is_target_char(unsigned char c) {
 /* A character of a field value as taken here: visible ASCII, space, tab. */
 static int is_value_char(unsigned char c) { return (c >= 0x20 && c < 0x7f) || c == '\t'; }
 
+/* Whether ``text`` is ``known`` (lower case) in any case. */
+static int same_in_any_case(const unsigned char *text, Py_ssize_t size, const char *known) {
+    if ((Py_ssize_t)strlen(known) != size) return 0;
+    for (Py_ssize_t at = 0; at < size; at++)
+        if ((text[at] | 0x20) != known[at]) return 0;
+    return 1;
+}
+
 /* A field llhttp reads itself (it frames the body or decides what the connection does next):
-   the request is then llhttp's. */
+   the request is then llhttp's, but for ``Connection: keep-alive`` alone, which on HTTP/1.1
+   changes nothing llhttp decides (browsers and many clients send it with every request). */
 static int llhttp_reads(const unsigned char *name, Py_ssize_t size) {
     static const char *const read_by_llhttp[] = {"connection", "content-length",
                                                  "proxy-connection", "transfer-encoding",
                                                  "upgrade"};
-    for (size_t i = 0; i < sizeof read_by_llhttp / sizeof read_by_llhttp[0]; i++) {
-        const char *known = read_by_llhttp[i];
-        if ((Py_ssize_t)strlen(known) != size) continue;
-        Py_ssize_t at = 0;
-        while (at < size && (name[at] | 0x20) == known[at]) at++;
-        if (at == size) return 1;
-    }
+    for (size_t i = 0; i < sizeof read_by_llhttp / sizeof read_by_llhttp[0]; i++)
+        if (same_in_any_case(name, size, read_by_llhttp[i])) return 1;
     return 0;
 }
 
@@ -673,7 +677,11 @@ static int usual_request_fields(Callbacks *self, const unsigned char **at,
         while (p < end && is_token_char(*p)) p++;
         if (p == name || p == end || *p != ':') return 0;
         Py_ssize_t name_size = p - name;
-        if (llhttp_reads(name, name_size)) return 0;
+        int keep_alive_only = 0; /* a Connection field: taken only as ``keep-alive`` */
+        if (llhttp_reads(name, name_size)) {
+            if (!same_in_any_case(name, name_size, "connection")) return 0;
+            keep_alive_only = 1;
+        }
         for (p++; p < end && (*p == ' ' || *p == '\t'); p++) {}
         const unsigned char *value = p;
         while (p < end && is_value_char(*p)) p++;
@@ -683,6 +691,7 @@ static int usual_request_fields(Callbacks *self, const unsigned char **at,
         if (value_size == 0 || value[value_size - 1] == ' ' || value[value_size - 1] == '\t')
             return 0;
         if (name_size + value_size + 4 > self->field_size) return 0; /* 431: on_header's */
+        if (keep_alive_only && !same_in_any_case(value, value_size, "keep-alive")) return 0;
         p += 2;
         PyObject *field = Py_BuildValue("(y#y#)", name, name_size, value, value_size);
         int appended = field == NULL ? -1 : PyList_Append(fields, field);
@@ -725,7 +734,7 @@ static PyObject *take(Callbacks *self, PyObject *data) {
         Py_SETREF(message->url, url);
         Py_SETREF(message->method, Py_NewRef(method));
         /* version_11, upgrade False: as new_message made them */
-        Py_SETREF(message->keep_alive, Py_NewRef(Py_True)); /* HTTP/1.1, no Connection */
+        Py_SETREF(message->keep_alive, Py_NewRef(Py_True)); /* HTTP/1.1, no close */
         Py_SETREF(message->head_done, Py_NewRef(Py_True));
         Py_SETREF(message->complete, Py_NewRef(Py_True));
         if (PyObject_SetAttr(self->conn, attr_parsing, (PyObject *)message) < 0 ||

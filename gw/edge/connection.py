@@ -84,9 +84,10 @@ def _takes_none(data: bytes) -> bool:
     The usual request: GET, HEAD, DELETE or OPTIONS, an origin-form target of RFC 3986's
     characters (no '#'), ``HTTP/1.1``, fields whose names are tokens and whose values are
     visible ASCII (not empty, no trailing whitespace, no obs-fold), within the limits (the
-    request line, a field's size, the count), no Connection, Content-Length,
-    Proxy-Connection, Transfer-Encoding or Upgrade field (llhttp reads those), and nothing
-    after the empty line. Taken, it is the complete message the callbacks make of it,
+    request line, a field's size, the count), no Content-Length, Proxy-Connection,
+    Transfer-Encoding or Upgrade field and no Connection field but ``keep-alive`` (llhttp
+    reads those; ``keep-alive`` alone changes nothing on HTTP/1.1), and nothing after the
+    empty line. Taken, it is the complete message the callbacks make of it,
     kept alive. Only between two requests: llhttp is then at a message's start, and
     stays there.
 

@@ -304,10 +304,20 @@ static const unsigned char *line_end(const unsigned char *p, const unsigned char
 }
 
 /* A field whose presence makes the answer llhttp's: it frames the body otherwise, or decides
-   whether the connection is kept. */
+   whether the connection is kept (but ``Connection: keep-alive``: see ``is_keep_alive``). */
 static int is_framing_name(PyObject *lower) {
-    return is_name(lower, "transfer-encoding", 17) || is_name(lower, "connection", 10) ||
-           is_name(lower, "proxy-connection", 16) || is_name(lower, "upgrade", 7);
+    return is_name(lower, "transfer-encoding", 17) || is_name(lower, "proxy-connection", 16) ||
+           is_name(lower, "upgrade", 7);
+}
+
+/* Whether a Connection field's value is ``keep-alive`` alone (any case): on HTTP/1.1 llhttp
+   then keeps the connection, as without the field (Node.js sends it with every answer). */
+static int is_keep_alive(const unsigned char *value, Py_ssize_t size) {
+    static const char keep_alive[] = "keep-alive";
+    if (size != (Py_ssize_t)sizeof keep_alive - 1) return 0;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if ((value[i] | 0x20) != keep_alive[i]) return 0;
+    return 1;
 }
 
 /* The value of a Content-Length field as a count (at most 15 digits), or -1. */
@@ -348,6 +358,7 @@ static int usual_fields(const unsigned char **at, const unsigned char *end, PyOb
         Py_DECREF(raw);
         if (lower == NULL) return PyErr_Occurred() ? -1 : 0; /* a name met first: llhttp's */
         if (!PyUnicode_CheckExact(lower) || is_framing_name(lower)) return 0;
+        if (is_name(lower, "connection", 10) && !is_keep_alive(value, value_size)) return 0;
         if (is_name(lower, "content-length", 14)) {
             if (*length >= 0) return 0; /* a second one: the Python form refuses or decides */
             *length = length_of(value, value_size);
@@ -410,7 +421,7 @@ static PyObject *state_take_usual(ResponseState *self, PyObject *const *args, Py
     }
     Py_SETREF(self->headers, fields);
     self->status = status;
-    self->head_done = self->complete = self->keep_alive = 1; /* HTTP/1.1, no Connection */
+    self->head_done = self->complete = self->keep_alive = 1; /* HTTP/1.1, no close */
     Py_RETURN_TRUE;
 }
 

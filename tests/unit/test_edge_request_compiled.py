@@ -525,6 +525,7 @@ def test_the_usual_request_is_read_without_llhttp(
     conn._feed(_USUAL)  # the first request of a connection: llhttp's (it is at its start)
     conn._feed(_USUAL)
     conn._feed(b"HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+    conn._feed(b"GET / HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n")  # as browsers send
     assert fed == [_USUAL]
     usual = conn._messages[1]
     assert (usual.method, usual.url, usual.version, usual.headers) == (
@@ -544,6 +545,7 @@ def test_the_usual_request_is_read_without_llhttp(
         _USUAL[:-1],  # a head not whole
         b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
         b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: ws\r\n\r\n",
         b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
     ):
         fed.clear()
@@ -582,7 +584,15 @@ _USUAL_LINE = st.sampled_from(
     ]
 )
 _USUAL_FIELD = st.sampled_from(
-    [b"Host: gw.test", b"Accept:*/*", b"X-A:  \t v", b"Expect: 100-continue", b"Cookie: a=1; b=2"]
+    [
+        b"Host: gw.test",
+        b"Accept:*/*",
+        b"X-A:  \t v",
+        b"Expect: 100-continue",
+        b"Cookie: a=1; b=2",
+        b"Connection: keep-alive",
+        b"connection: Keep-Alive",
+    ]
 ) | st.sampled_from(
     [
         b"X-A: v ",
@@ -595,7 +605,8 @@ _USUAL_FIELD = st.sampled_from(
         b"X-A: a\x00b",
         b"X-A: 1\r\n continued",
         b"X-A: 1\n",
-        b"Connection: keep-alive",
+        b"Connection: keep-alive, Upgrade",
+        b"Connection: keep-alivex",
         b"connection: close",
         b"Proxy-Connection: close",
         b"Upgrade: websocket",

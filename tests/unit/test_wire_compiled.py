@@ -508,6 +508,7 @@ def test_the_usual_answer_is_read_without_llhttp() -> None:
     assert not took_usual(_USUAL + b"X")  # a byte after it
     assert not took_usual(_USUAL[:-1])  # its body not whole in the first read
     assert not took_usual(_OK + b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert took_usual(_OK + b"Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
     assert not took_usual(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
     assert not took_usual(_OK + b"Content-Length: 2\r\n\r\n{}", head_request=True)
     assert not took_usual(_OK + b"X-Met-First-%d: 1\r\nContent-Length: 0\r\n\r\n" % os.getpid())
@@ -541,6 +542,8 @@ _USUAL_FIELD = st.sampled_from(
         b"Set-Cookie: a=1; Path=/",
         b"Keep-Alive: timeout=5",
         b"X-A: a\tb",
+        b"Connection: keep-alive",
+        b"connection: Keep-Alive",
     ]
 ) | st.sampled_from(
     [
@@ -556,7 +559,8 @@ _USUAL_FIELD = st.sampled_from(
         b"X-A: 1\r\n continued",
         b"X-A: 1\n",
         b"X-A: 1\r",
-        b"Connection: keep-alive",
+        b"Connection: keep-alive, x",
+        b"Connection: keep-alivex",
         b"Connection: close",
         b"Proxy-Connection: close",
         b"Upgrade: h2c",
