@@ -17,7 +17,7 @@ def _compiled(module: str) -> Extension:
     return Extension(
         module,
         [module.replace(".", "/") + ".c"],
-        depends=["gw/_buffer.h", "gw/_collector.h"],
+        depends=["gw/_buffer.h", "gw/_collector.h", "gw/_http.h"],
         optional=True,
         extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
     )

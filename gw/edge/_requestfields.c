@@ -39,6 +39,7 @@ as there). */
 
 #define COLLECTOR_NAME "gw.edge._requestfields.Collector"
 #include "../_collector.h"
+#include "../_http.h"
 
 /* -- environ: the fields -------------------------------------------------------------------- */
 
@@ -614,28 +615,11 @@ static PyObject *on_message_complete(Callbacks *self, PyObject *unused) {
 
 /* -- Callbacks: the usual request, read without llhttp ---------------------------------------- */
 
-/* RFC 9110 token characters: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */
-static int is_token_char(unsigned char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 /* A character of an origin-form target as taken here: RFC 3986's unreserved and reserved
    characters (but '#', '[' and ']') and '%': nothing llhttp could read another way. */
 static int is_target_char(unsigned char c) {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
     return c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
-}
-
-/* A character of a field value as taken here: visible ASCII, space, tab. */
-static int is_value_char(unsigned char c) { return (c >= 0x20 && c < 0x7f) || c == '\t'; }
-
-/* Whether ``text`` is ``known`` (lower case) in any case. */
-static int same_in_any_case(const unsigned char *text, Py_ssize_t size, const char *known) {
-    if ((Py_ssize_t)strlen(known) != size) return 0;
-    for (Py_ssize_t at = 0; at < size; at++)
-        if ((text[at] | 0x20) != known[at]) return 0;
-    return 1;
 }
 
 /* A field llhttp reads itself (it frames the body or decides what the connection does next):
@@ -684,7 +668,7 @@ static int usual_request_fields(Callbacks *self, const unsigned char **at,
         }
         for (p++; p < end && (*p == ' ' || *p == '\t'); p++) {}
         const unsigned char *value = p;
-        while (p < end && is_value_char(*p)) p++;
+        while (p < end && is_field_text(*p)) p++;
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
         Py_ssize_t value_size = p - value;
         /* an empty value, or one with trailing whitespace (llhttp keeps it), is llhttp's */

@@ -35,12 +35,7 @@ harmless, to llhttp: it never decides a framing question llhttp would decide. */
 #include "../_buffer.h"
 #define COLLECTOR_NAME "gw.upstream._wire.Collector"
 #include "../_collector.h"
-
-/* RFC 9110 token characters: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */
-static int is_token_char(unsigned char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+#include "../_http.h"
 
 #define CHARS(text) ((const unsigned char *)PyUnicode_1BYTE_DATA(text))
 
@@ -293,31 +288,20 @@ static PyObject *state_message_complete(ResponseState *self, PyObject *unused) {
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-/* A character of a reason phrase or a field value as taken here: visible ASCII, space, tab. */
-static int is_text(unsigned char c) { return (c >= 0x20 && c < 0x7f) || c == '\t'; }
-
 /* The end of the line that starts at ``p``: its CR (followed by LF), or NULL when a character
-   before it is not ``is_text`` or the line has no CRLF in ``end``. */
+   before it is not ``is_field_text`` or the line has no CRLF in ``end``. */
 static const unsigned char *line_end(const unsigned char *p, const unsigned char *end) {
-    while (p < end && is_text(*p)) p++;
+    while (p < end && is_field_text(*p)) p++;
     return end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? p : NULL;
 }
 
 /* A field whose presence makes the answer llhttp's: it frames the body otherwise, or decides
-   whether the connection is kept (but ``Connection: keep-alive``: see ``is_keep_alive``). */
+   whether the connection is kept (but a Connection field of ``keep-alive`` alone, in any case:
+   on HTTP/1.1 llhttp then keeps the connection, as without it; Node.js sends it with every
+   answer). */
 static int is_framing_name(PyObject *lower) {
     return is_name(lower, "transfer-encoding", 17) || is_name(lower, "proxy-connection", 16) ||
            is_name(lower, "upgrade", 7);
-}
-
-/* Whether a Connection field's value is ``keep-alive`` alone (any case): on HTTP/1.1 llhttp
-   then keeps the connection, as without the field (Node.js sends it with every answer). */
-static int is_keep_alive(const unsigned char *value, Py_ssize_t size) {
-    static const char keep_alive[] = "keep-alive";
-    if (size != (Py_ssize_t)sizeof keep_alive - 1) return 0;
-    for (Py_ssize_t i = 0; i < size; i++)
-        if ((value[i] | 0x20) != keep_alive[i]) return 0;
-    return 1;
 }
 
 /* The value of a Content-Length field as a count (at most 15 digits), or -1. */
@@ -358,7 +342,9 @@ static int usual_fields(const unsigned char **at, const unsigned char *end, PyOb
         Py_DECREF(raw);
         if (lower == NULL) return PyErr_Occurred() ? -1 : 0; /* a name met first: llhttp's */
         if (!PyUnicode_CheckExact(lower) || is_framing_name(lower)) return 0;
-        if (is_name(lower, "connection", 10) && !is_keep_alive(value, value_size)) return 0;
+        if (is_name(lower, "connection", 10) &&
+            !same_in_any_case(value, value_size, "keep-alive"))
+            return 0;
         if (is_name(lower, "content-length", 14)) {
             if (*length >= 0) return 0; /* a second one: the Python form refuses or decides */
             *length = length_of(value, value_size);
