@@ -63,11 +63,13 @@ class Request(falcon.Request):
 
     def __init__(self, env: dict[str, Any], options: falcon.RequestOptions | None = None) -> None:
         path = env["PATH_INFO"]
-        if not path or not path.isascii() or options is None:
-            self._make_whole(env, options)
-            return
-        if options.strip_url_path_trailing_slash:
-            self._make_whole(env, options)
+        if (
+            not path
+            or not path.isascii()
+            or options is None
+            or options.strip_url_path_trailing_slash
+        ):
+            self._make_whole(env, options)  # Falcon's own reading of the path
             return
         self._whole = False
         self.env = env

@@ -87,9 +87,8 @@ def _takes_none(data: bytes) -> bool:
     request line, a field's size, the count), no Content-Length, Proxy-Connection,
     Transfer-Encoding or Upgrade field and no Connection field but ``keep-alive`` (llhttp
     reads those; ``keep-alive`` alone changes nothing on HTTP/1.1), and nothing after the
-    empty line. Taken, it is the complete message the callbacks make of it,
-    kept alive. Only between two requests: llhttp is then at a message's start, and
-    stays there.
+    empty line. Taken, it is the complete message the callbacks make of it, kept alive. Only
+    between two requests: llhttp is then at a message's start, and stays there.
 
     This form takes none: the compiled one (``Callbacks.take``, gw/edge/_requestfields.c)
     reads the usual request; a connection's ``_take`` is one or the other. APPSEC: it

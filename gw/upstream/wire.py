@@ -254,11 +254,11 @@ class _PythonResponseState:
         table ``Response._on_header`` fills) with values of visible ASCII (no empty value, no
         trailing whitespace, no obs-fold), no Transfer-Encoding, Proxy-Connection or Upgrade
         field and no Connection field but ``keep-alive`` (which Node.js sends with every
-        answer, and changes nothing on HTTP/1.1), one Content-Length of digits (an answer to HEAD
-        too), and exactly that many body bytes after the head (none after the head of an
-        answer to HEAD). Taken, it is
-        what llhttp and the callbacks make of it: the fields, the body, complete, and a
-        connection that may carry another request (HTTP/1.1 without Connection: close).
+        answer, and changes nothing on HTTP/1.1), one Content-Length of digits (an answer to
+        HEAD too), and exactly that many body bytes after the head (none after the head of an
+        answer to HEAD). Taken, it is what llhttp and the callbacks make of it: the fields, the
+        body, complete, and a connection that may carry another request (HTTP/1.1 without
+        Connection: close).
 
         This form takes none: the compiled one (gw/upstream/_wire.c) reads the usual answer.
         APPSEC: it decides nothing llhttp would decide otherwise; anything else, however
