@@ -13,7 +13,8 @@ stays with the worker that accepted it for its whole life. Pooled clients (nginx
 keepalive, SDKs) can then pile every connection onto one worker, capping the gateway at one
 core (PERF-NOTES measured a 3-4x drop in a quarter of runs; the test suite sees all 1,200
 requests of 8 pooled connections land on one of two workers). Here a connection serves at most
-``GW_KEEPALIVE_REQUESTS`` requests (default 200, like nginx's ``keepalive_requests``): the last
+``GW_KEEPALIVE_REQUESTS`` requests (default 200; nginx's ``keepalive_requests``, the same
+cap, was 100 until nginx 1.19.10 and is 1000 since: a lower cap heals sooner): the last
 response says ``Connection: close``, the client opens a new connection, and the accept race is
 run again, so an imbalance heals within a few hundred requests. A worker that is busy is slow
 to win that race, which is what spreads the load.
