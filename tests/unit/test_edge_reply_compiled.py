@@ -98,6 +98,14 @@ def compiled_form(headers: Fields, **request: str) -> tuple[object, ...] | None:
     return head
 
 
+# Requests whose answer has no body, whatever it announces.
+BODILESS: list[dict[str, Any]] = [
+    {"method": "HEAD"},
+    {"status": "204 No Content"},
+    {"status": "304 Not Modified"},
+]
+
+
 FULL = [
     ("content-length", "27"),
     ("content-type", "text/plain"),
@@ -154,15 +162,7 @@ def test_the_framing_is_the_python_forms(
 
 
 @compiled
-@pytest.mark.parametrize(
-    "request_",
-    [
-        {"method": "HEAD"},
-        {"status": "204 No Content"},
-        {"status": "304 Not Modified"},
-        {"status": "103 Early Hints"},
-    ],
-)
+@pytest.mark.parametrize("request_", [*BODILESS, {"status": "103 Early Hints"}])
 def test_an_answer_without_a_body_is_neither_chunked_nor_closed(request_: dict[str, str]) -> None:
     expected = python_form([], **request_)
     written = compiled_form([], **request_)
@@ -463,13 +463,7 @@ def test_never_more_than_the_length_announced_and_a_cut_or_short_body_ends_the_c
 
 @compiled
 @pytest.mark.parametrize(
-    "request_",
-    [
-        {"method": "HEAD"},
-        {"status": "204 No Content"},
-        {"status": "304 Not Modified"},
-        {"method": "HEAD", "headers": [("Content-Length", "9")]},
-    ],
+    "request_", [*BODILESS, {"method": "HEAD", "headers": [("Content-Length", "9")]}]
 )
 def test_an_answer_without_a_body_writes_none_and_keeps_the_connection(
     request_: dict[str, Any],
