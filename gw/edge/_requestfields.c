@@ -635,15 +635,20 @@ static int llhttp_reads(const unsigned char *name, Py_ssize_t size) {
 }
 
 /* The methods taken here: those whose request without framing fields has no body, as
-   llhttp reads it, and gw serves as any other. */
+   llhttp reads it, and gw serves as any other; each name made once (``usual_methods``). */
+static const char *const USUAL_METHODS[] = {"GET", "HEAD", "DELETE", "OPTIONS"};
+#define USUAL_METHOD_COUNT (sizeof USUAL_METHODS / sizeof USUAL_METHODS[0])
+static PyObject *usual_methods[USUAL_METHOD_COUNT];
+
+/* The method the request line starting at ``p`` names, followed by a space (borrowed), with
+   ``*after`` past the space; NULL when it is not one taken here. */
 static PyObject *usual_method(const unsigned char *p, const unsigned char *end,
                               const unsigned char **after) {
-    static const char *const methods[] = {"GET ", "HEAD ", "DELETE ", "OPTIONS "};
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        size_t n = strlen(methods[i]);
-        if ((size_t)(end - p) > n && memcmp(p, methods[i], n) == 0) {
-            *after = p + n;
-            return PyUnicode_FromStringAndSize(methods[i], (Py_ssize_t)n - 1);
+    for (size_t i = 0; i < USUAL_METHOD_COUNT; i++) {
+        size_t n = strlen(USUAL_METHODS[i]);
+        if ((size_t)(end - p) > n && memcmp(p, USUAL_METHODS[i], n) == 0 && p[n] == ' ') {
+            *after = p + n + 1;
+            return usual_methods[i];
         }
     }
     return NULL;
@@ -694,7 +699,7 @@ static PyObject *take(Callbacks *self, PyObject *data) {
     const unsigned char *end = p + PyBytes_GET_SIZE(data);
     const unsigned char *target;
     PyObject *method = usual_method(p, end, &target);
-    if (method == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(Py_False);
+    if (method == NULL) Py_RETURN_FALSE;
     p = target;
     if (p < end && *p == '/') /* origin form */
         while (p < end && is_target_char(*p)) p++;
@@ -702,10 +707,8 @@ static PyObject *take(Callbacks *self, PyObject *data) {
     /* the request line as gunicorn counts it (on_headers_complete): method, target,
        " HTTP/1.1" and a CR; over its limit, a 414 is the Python form's */
     if (target_size == 0 || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0 ||
-        PyUnicode_GET_LENGTH(method) + target_size + 10 > self->request_line) {
-        Py_DECREF(method);
+        PyUnicode_GET_LENGTH(method) + target_size + 10 > self->request_line)
         Py_RETURN_FALSE;
-    }
     p += 11;
     RequestMessage *message = (RequestMessage *)new_message();
     int read = message == NULL ? -1 : usual_request_fields(self, &p, end, message->headers);
@@ -726,7 +729,6 @@ static PyObject *take(Callbacks *self, PyObject *data) {
             read = -1;
         Py_XDECREF(appended);
     }
-    Py_DECREF(method);
     Py_XDECREF(message);
     if (read < 0) return NULL;
     return PyBool_FromLong(read == 1);
@@ -832,6 +834,10 @@ static int make_callback_constants(void) {
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     zero = PyLong_FromLong(0);
     method_get = PyUnicode_InternFromString("GET");
+    for (size_t i = 0; i < USUAL_METHOD_COUNT; i++) {
+        usual_methods[i] = PyUnicode_InternFromString(USUAL_METHODS[i]);
+        if (usual_methods[i] == NULL) return -1;
+    }
     version_11 = PyUnicode_InternFromString("1.1");
     version_10 = PyUnicode_InternFromString("1.0");
     attr_parsing = PyUnicode_InternFromString("_parsing");
