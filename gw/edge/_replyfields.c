@@ -16,7 +16,7 @@ PERF: ``answer`` spares ``Reply.send`` its loop, ``_write``, ``_head`` and ``_fr
 bytecodes and three Python calls an answer) and writes the head and the body in one bytes object,
 sent in one write. It takes only an exact list of exact bytes, which it reads without running
 Python code; anything else, and every head ``head`` declines, is the Python form's, which runs
-from the start as if ``answer`` had not been asked. ``tests/unit/test_edge_reply_fast.py``
+from the start as if ``answer`` had not been asked. ``tests/unit/test_edge_reply_compiled.py``
 compares the two.
 
 APPSEC: a status, name or value with CR or LF is never written here (the Python form refuses
