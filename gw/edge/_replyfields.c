@@ -134,6 +134,9 @@ static int head_fields(Buffer *b, PyObject *headers, PyObject *plain, PyObject *
     return added < 0 ? FAILED : DONE;
 }
 
+/* True or False (borrowed). */
+static PyObject *truth(int flag) { return flag ? Py_True : Py_False; }
+
 /* The Content-Length a head states: an int, or None. */
 static PyObject *stated_length(const Framing *framing) {
     return framing->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(framing->length);
@@ -147,9 +150,12 @@ static PyObject *made_head(Buffer *b, const Framing *framing) {
         Py_DECREF(block);
         return NULL;
     }
-    return Py_BuildValue("(NNOOO)", block, stated, framing->chunked ? Py_True : Py_False,
-                         framing->bodyless ? Py_True : Py_False,
-                         framing->keep_alive ? Py_True : Py_False);
+    /* PERF: PyTuple_Pack, not Py_BuildValue (which reads a format string each time) */
+    PyObject *made = PyTuple_Pack(5, block, stated, truth(framing->chunked),
+                                  truth(framing->bodyless), truth(framing->keep_alive));
+    Py_DECREF(block);
+    Py_DECREF(stated);
+    return made;
 }
 
 /* The head of the answer in ``args`` (``head``'s first eight arguments) into ``b``, and its
@@ -286,9 +292,15 @@ static PyObject *made_answer(const Buffer *b, PyObject *chunks, Framing *framing
         Py_DECREF(data);
         return NULL;
     }
-    return Py_BuildValue("(NOLNOO)", data, framing->keep_alive ? Py_True : Py_False, sent,
-                         stated, framing->chunked ? Py_True : Py_False,
-                         framing->bodyless ? Py_True : Py_False);
+    PyObject *body_sent = PyLong_FromLongLong(sent);
+    PyObject *made = body_sent == NULL ? NULL
+                                       : PyTuple_Pack(6, data, truth(framing->keep_alive),
+                                                      body_sent, stated, truth(framing->chunked),
+                                                      truth(framing->bodyless));
+    Py_DECREF(data);
+    Py_XDECREF(body_sent);
+    Py_DECREF(stated);
+    return made;
 }
 
 static PyObject *answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
