@@ -104,11 +104,15 @@ def send_all(sock: socket.socket, data: bytes) -> None:
 
     PERF: gevent's ``sendall`` asks the kernel for the socket's send buffer size
     (``getsockopt``) on every call, to size its chunks; one ``send`` takes a small message
-    whole, and only what it leaves goes through ``sendall``.
+    whole, and only what it leaves goes through ``sendall``. On gevent's plain socket that
+    ``send`` is ``_send_now`` on the OS socket under it (compiled: ``gw/host/_io.c``).
     """
     if not data:
         return
-    sent = sock.send(data)
+    if sock.__class__ is GeventSocket and data.__class__ is bytes:
+        sent = _send_now(cast(Any, sock)._sock, data) or 0  # the OS socket under gevent's
+    else:
+        sent = sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
 
@@ -135,11 +139,37 @@ def receive(sock: socket.socket, size: int, timeout: float | None = None) -> byt
         return sock.recv(size)
     raw: socket.socket = cast(Any, sock)._sock  # the non-blocking OS socket under gevent's
     while True:
-        try:
-            return raw.recv(size)
-        except BlockingIOError:
-            pass
+        data = _recv_now(raw, size)
+        if data is not None:
+            return data
         _wait_readable(sock, wait)
+
+
+def _recv_now_here(sock: socket.socket, size: int) -> bytes | None:
+    """``sock.recv(size)`` on a non-blocking socket, None where it would wait (the Python form
+    of ``gw.host._io.recv_now``)."""
+    try:
+        return sock.recv(size)
+    except BlockingIOError:
+        return None
+
+
+def _send_now_here(sock: socket.socket, data: bytes) -> int | None:
+    """``sock.send(data)`` on a non-blocking socket, None where it would wait (the Python form
+    of ``gw.host._io.send_now``)."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return None
+
+
+_recv_now: Callable[[socket.socket, int], bytes | None]
+_send_now: Callable[[socket.socket, bytes], int | None]
+try:  # PERF: the compiled form (gw/host/_io.c: why it is cheaper, and what it keeps)
+    from gw.host._io import recv_now as _recv_now
+    from gw.host._io import send_now as _send_now
+except ImportError:  # built without a C compiler: the Python forms
+    _recv_now, _send_now = _recv_now_here, _send_now_here
 
 
 def _receive_within(sock: socket.socket, size: int, timeout: float) -> bytes:

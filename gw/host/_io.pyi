@@ -1,0 +1,6 @@
+"""The compiled form of gw.host.process's reads and writes that do not wait (gw/host/_io.c)."""
+
+import socket
+
+def recv_now(sock: socket.socket, size: int) -> bytes | None: ...
+def send_now(sock: socket.socket, data: bytes) -> int | None: ...
