@@ -27,10 +27,18 @@ between that question and the system call. */
 #include <sys/types.h>
 
 static PyObject *str_fileno;
+static PyTypeObject *socket_type; /* _socket.socket, the base of every socket */
+static PyObject *socket_fileno;   /* its fileno method */
 
-/* The socket's descriptor now; -1 with an error set (OSError EBADF for a closed socket). */
+/* The socket's descriptor now; -1 with an error set (OSError EBADF for a closed socket).
+
+   PERF: for a socket of the socket module (gevent's OS socket is a subclass), its base's
+   ``fileno`` is called directly, without looking the name up: it reads the descriptor the
+   system calls here are made on. Anything else is asked its own ``fileno``. */
 static int descriptor(PyObject *sock) {
-    PyObject *number = PyObject_CallMethodNoArgs(sock, str_fileno);
+    PyObject *number = PyObject_TypeCheck(sock, socket_type)
+                           ? PyObject_Vectorcall(socket_fileno, &sock, 1, NULL)
+                           : PyObject_CallMethodNoArgs(sock, str_fileno);
     if (number == NULL) return -1;
     long fd = PyLong_AsLong(number);
     Py_DECREF(number);
@@ -127,5 +135,16 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__io(void) {
     str_fileno = PyUnicode_InternFromString("fileno");
     if (str_fileno == NULL) return NULL;
+    PyObject *sockets = PyImport_ImportModule("_socket");
+    if (sockets == NULL) return NULL;
+    socket_type = (PyTypeObject *)PyObject_GetAttrString(sockets, "socket");
+    Py_DECREF(sockets);
+    if (socket_type == NULL) return NULL;
+    if (!PyType_Check(socket_type)) {
+        PyErr_SetString(PyExc_ImportError, "_socket.socket is not a type");
+        return NULL;
+    }
+    socket_fileno = PyObject_GetAttr((PyObject *)socket_type, str_fileno);
+    if (socket_fileno == NULL) return NULL;
     return PyModule_Create(&module_def);
 }

@@ -137,6 +137,20 @@ def test_a_reset_is_connection_reset(tcp_pair: Pair) -> None:
     assert both_reads(client, 10) == (("value", b""), ("value", b""))
 
 
+@compiled
+def test_any_object_with_a_descriptor_is_read_through_it(unix_pair: Pair) -> None:
+    left, right = unix_pair
+
+    class Wrapped:  # not a socket: its own fileno is asked
+        def fileno(self) -> int:
+            return left.fileno()
+
+    right.sendall(b"hello")
+    assert _io.recv_now(Wrapped(), 10) == b"hello"
+    assert _io.send_now(Wrapped(), b"back") == 4
+    assert right.recv(10) == b"back"
+
+
 def both_sends(sock: socket.socket, data: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     assert _io is not None
     return (
