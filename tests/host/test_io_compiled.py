@@ -73,13 +73,19 @@ def tcp_pair() -> Iterator[Pair]:
         sock.close()
 
 
-def both_reads(sock: socket.socket, size: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The Python form's outcome, then the compiled form's, on what is left to read."""
+def both(python_form: Any, compiled_form: Any, *args: Any) -> tuple[tuple[Any, ...], ...]:
+    """The Python form's outcome, then the compiled form's, one after the other."""
+    return outcome(lambda: python_form(*args)), outcome(lambda: compiled_form(*args))
+
+
+def both_reads(sock: socket.socket, size: int) -> tuple[tuple[Any, ...], ...]:
     assert _io is not None
-    return (
-        outcome(lambda: process._recv_now_here(sock, size)),
-        outcome(lambda: _io.recv_now(sock, size)),
-    )
+    return both(process._recv_now_here, _io.recv_now, sock, size)
+
+
+def both_sends(sock: socket.socket, data: bytes) -> tuple[tuple[Any, ...], ...]:
+    assert _io is not None
+    return both(process._send_now_here, _io.send_now, sock, data)
 
 
 @compiled
@@ -149,14 +155,6 @@ def test_any_object_with_a_descriptor_is_read_through_it(unix_pair: Pair) -> Non
     assert _io.recv_now(Wrapped(), 10) == b"hello"
     assert _io.send_now(Wrapped(), b"back") == 4
     assert right.recv(10) == b"back"
-
-
-def both_sends(sock: socket.socket, data: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    assert _io is not None
-    return (
-        outcome(lambda: process._send_now_here(sock, data)),
-        outcome(lambda: _io.send_now(sock, data)),
-    )
 
 
 @compiled
