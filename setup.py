@@ -3,8 +3,8 @@ line (``gw.observe.accesslog``), an answer's head (``gw.edge.reply``) and the
 passes over a request's head (``gw.edge.connection``, ``gw.edge.environ``), the request
 head sent upstream and the pass over its answer's fields (``gw.upstream.wire``), the
 shared rate-limit table's check of a key (``gw.limits.table``), the passes that drop the
-fields a client or an upstream may not pass on (``gw.core.headers``), and the socket reads and
-writes that do not wait (``gw.host.process``).
+fields a client or an upstream may not pass on (``gw.core.headers``), and the socket calls that
+do not wait (``gw.host.process``, ``gw.upstream.pool``).
 
 ``optional=True``: where nothing can compile them (no C compiler or Python headers), gw
 installs and runs with the Python forms alone, which make the same bytes. Everything else about

@@ -1,5 +1,7 @@
-/* The compiled form of gw.host.process's reads and writes that do not wait: ``recv_now`` and
-``send_now`` (the Python forms are ``_recv_now_here`` and ``_send_now_here``).
+/* The socket calls that do not wait, compiled: gw.host.process's reads and writes
+(``recv_now`` and ``send_now``; the Python forms are ``_recv_now_here`` and
+``_send_now_here``) and gw.upstream.pool's check of an idle connection (``quiet``; the Python
+form is ``_quiet_here``).
 
 PERF: under gevent a socket's descriptor is non-blocking, and a read or write that cannot go on
 at once waits in gevent's loop, not in the kernel. Yet ``socket.recv`` and ``socket.send`` parse
@@ -23,6 +25,8 @@ between that question and the system call. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -114,6 +118,27 @@ static PyObject *send_now(PyObject *module, PyObject *const *args, Py_ssize_t na
     }
 }
 
+/* gw.upstream.pool's ``quiet``: one poll(2) of the descriptor that does not wait, for what
+   the Python form asks (readable or urgent data; an error, a hang-up and a closed descriptor
+   are reported whatever is asked): True when it reports nothing. PERF: no poll object made,
+   registered and freed. */
+static PyObject *quiet(PyObject *module, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "quiet: not a file descriptor");
+        return NULL;
+    }
+    struct pollfd one = {.fd = (int)fd, .events = POLLIN | POLLPRI, .revents = 0};
+    for (;;) {
+        int ready = poll(&one, 1, 0);
+        if (ready >= 0) return PyBool_FromLong(ready == 0);
+        int again = again_after_signal();
+        if (again == 1) continue;
+        return again < 0 ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+    }
+}
+
 static PyMethodDef methods[] = {
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(sock, size) -> bytes | None: at most size bytes read now (b\"\" at the end), "
@@ -121,13 +146,16 @@ static PyMethodDef methods[] = {
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,
      "send_now(sock, data) -> int | None: how many bytes of data were sent now, or None when "
      "none can be sent without waiting."},
+    {"quiet", quiet, METH_O,
+     "quiet(fd) -> bool: whether a poll of the descriptor that does not wait reports nothing "
+     "(no bytes to read, no error, no hang-up, not closed)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gw.host._io",
-    .m_doc = "The compiled form of gw.host.process's reads and writes that do not wait.",
+    .m_doc = "The socket calls that do not wait, compiled (gw.host.process, gw.upstream.pool).",
     .m_size = -1,
     .m_methods = methods,
 };

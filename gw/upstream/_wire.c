@@ -26,9 +26,6 @@ harmless, to llhttp: it never decides a framing question llhttp would decide. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <errno.h>
-#include <limits.h>
-#include <poll.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -67,13 +64,9 @@ static int sendable_value(PyObject *text) {
     return memchr(c, '\r', n) == NULL && memchr(c, '\n', n) == NULL && memchr(c, '\0', n) == NULL;
 }
 
+/* Whether ``name`` (a token, as ``token`` checked) is ``lower`` in any case. */
 static int named(PyObject *name, const char *lower) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
-    if ((size_t)n != strlen(lower)) return 0;
-    const unsigned char *c = CHARS(name);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if ((c[i] >= 'A' && c[i] <= 'Z' ? c[i] + 32 : c[i]) != (unsigned char)lower[i]) return 0;
-    return 1;
+    return same_in_any_case(CHARS(name), PyUnicode_GET_LENGTH(name), lower);
 }
 
 static int expects_body(PyObject *method) {
@@ -516,29 +509,7 @@ static int intern_names(void) {
                : -1;
 }
 
-/* gw.upstream.pool's ``quiet`` in C: one poll(2) of the descriptor that does not wait, for
-   what the Python form asks (readable or urgent data; an error, a hang-up and a closed
-   descriptor are reported whatever is asked): True when it reports nothing. */
-static PyObject *quiet(PyObject *module, PyObject *arg) {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "quiet: not a file descriptor");
-        return NULL;
-    }
-    struct pollfd one = {.fd = (int)fd, .events = POLLIN | POLLPRI, .revents = 0};
-    int ready;
-    do {
-        ready = poll(&one, 1, 0);
-    } while (ready < 0 && errno == EINTR);
-    if (ready < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    return PyBool_FromLong(ready == 0);
-}
-
 static PyMethodDef methods[] = {
-    {"quiet", quiet, METH_O,
-     "quiet(fd) -> bool: whether a poll of the descriptor that does not wait reports nothing "
-     "(no bytes to read, no error, no hang-up, not closed)."},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "request_head(method, target, headers, host, chunked, no_body) -> bytes | None: the "
      "request line and fields as gw.upstream.wire writes them, or None when its Python form "

@@ -7,7 +7,6 @@ from gw.upstream.wire import _PythonResponseState
 
 Collector = _Collector[tuple[str, str]]  # its fields: gw/_collector.pyi
 
-def quiet(fd: int) -> bool: ...
 def request_head(
     method: str, target: str, headers: Mapping[str, str], host: str, chunked: bool, no_body: bool
 ) -> bytes | None: ...

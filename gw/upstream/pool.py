@@ -247,9 +247,9 @@ def _quiet_here(fd: int) -> bool:
 
 
 # PERF: the compiled form makes the poll(2) call itself, without a poll object to make,
-# register and free (gw/upstream/_wire.c); the same question and answer.
+# register and free (gw/host/_io.c); the same question and answer.
 _quiet: Callable[[int], bool]
 try:
-    from gw.upstream._wire import quiet as _quiet
+    from gw.host._io import quiet as _quiet
 except ImportError:  # built without a C compiler (setup.py: optional)
     _quiet = _quiet_here

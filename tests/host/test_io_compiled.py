@@ -36,6 +36,9 @@ def test_ci_has_the_compiled_form() -> None:
     assert _io is not None
     assert process._recv_now is _io.recv_now
     assert process._send_now is _io.send_now
+    from gw.upstream import pool
+
+    assert pool._quiet is _io.quiet
 
 
 def outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
