@@ -3,6 +3,7 @@ what Falcon itself sets still goes out."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -162,3 +163,73 @@ def test_a_route_template_survives_the_first_late_read() -> None:
     assert req.get_param("k") == "v" and req.uri_template == "/a"
     with pytest.raises(AttributeError):
         req.no_such_field  # noqa: B018
+
+
+class _Answering:
+    """A gateway whose every request gets ``outcome``, or raises ``outcome`` (an exception)."""
+
+    def __init__(self, outcome: Callable[[], Outcome]) -> None:
+        self.outcome = outcome
+
+    def handle(self, environ: dict[str, Any]) -> Outcome:
+        return self.outcome()
+
+
+def _through(app: Any, call: Callable[..., Any], method: str) -> tuple[Any, ...]:
+    """What the WSGI server sees: each start_response, the body's bytes, or what was raised."""
+    started: list[tuple[str, Fields]] = []
+    environ = falcon.testing.create_environ("/x", method=method)
+    try:
+        body = b"".join(
+            call(app, environ, lambda status, fields, *_: started.append((status, fields)))
+        )
+    except Exception as ex:
+        return (started, type(ex), str(ex))
+    return (started, body)
+
+
+def _raises(ex: Exception) -> Callable[[], Outcome]:
+    def outcome() -> Outcome:
+        raise ex
+
+    return outcome
+
+
+_OUTCOMES: list[Callable[[], Outcome]] = [
+    lambda: Outcome(200, [("X-A", "1"), ("x-a", "2")], [b"ok"]),
+    lambda: Outcome(201, [], [b"a", b"b"]),
+    lambda: Outcome(204, [("X-A", "1")], []),
+    lambda: Outcome(304, [("ETag", '"e"')], []),
+    lambda: Outcome("599 Odd", [("X-A", "1")], [b"odd"]),
+    lambda: Outcome(200, [], io.BytesIO(b"file-like")),
+    _raises(falcon.HTTPForbidden(description="no")),
+    _raises(falcon.HTTPStatus(falcon.HTTP_202, headers={"X-S": "1"})),
+    _raises(falcon.HTTPStatus(falcon.HTTP_101, text="switch")),  # bodiless, with a length
+    _raises(falcon.HTTPStatus(falcon.HTTP_204, text="none")),
+    _raises(RuntimeError("a bug")),
+]
+
+
+@pytest.mark.parametrize("outcome", _OUTCOMES)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_the_app_answers_as_falcons_own_call_does(
+    outcome: Callable[[], Outcome], method: str
+) -> None:
+    """gw's App leaves out Falcon's middleware and router steps (PERF): every answer, error and
+    exception is still what Falcon's own ``__call__`` makes of the same app."""
+    app = create_app(_Answering(outcome))  # type: ignore[arg-type]
+    assert app._sink is not None  # the short way is taken
+    ours = _through(app, type(app).__call__, method)
+    falcons = _through(app, falcon.App.__call__, method)
+    assert ours == falcons
+
+
+def test_middleware_added_later_runs_in_falcons_own_call() -> None:
+    class Stamp:
+        def process_response(self, req: Any, resp: Any, resource: Any, ok: bool) -> None:
+            resp.set_header("X-Stamp", "1")
+
+    app = create_app(_Answering(lambda: Outcome(200, [("X-A", "1")], [b"ok"])))  # type: ignore[arg-type]
+    app.add_middleware(Stamp())
+    started, body = _through(app, type(app).__call__, "GET")
+    assert started == [("200 OK", [("X-A", "1"), ("x-stamp", "1")])] and body == b"ok"
