@@ -168,18 +168,19 @@ class App(falcon.App[Request, Response]):
                 raise falcon.HTTPBadRequest()
             sink.serve(req, resp)
         except Exception as ex:
-            if not self._handle_exception(req, resp, ex, _NO_PARAMS):
+            if not self._handle_exception(req, resp, ex, {}):
                 raise
         return self._answer(env, start_response, req, resp)
 
     def _answer(
         self, env: dict[str, Any], start_response: Any, req: Request, resp: Response
     ) -> Any:
-        """The end of Falcon's ``__call__``: the body, the status, the fields, start_response."""
+        """The end of Falcon's ``__call__``: the body, the status, the fields, start_response.
+        (Each exception gets its own empty route fields, as in Falcon: a handler may keep them.)"""
         try:
             body, length = self._get_body(resp, env.get("wsgi.file_wrapper"))
         except Exception as ex:
-            if not self._handle_exception(req, resp, ex, _NO_PARAMS):
+            if not self._handle_exception(req, resp, ex, {}):
                 raise
             body, length = [], 0
         try:
@@ -202,11 +203,10 @@ class App(falcon.App[Request, Response]):
             return body
         except Exception as ex:
             if self._report_error is not None:
-                self._report_error(req, ex, _NO_PARAMS, False)
+                self._report_error(req, ex, {}, False)
             raise
 
 
-_NO_PARAMS: dict[str, Any] = {}
 _BODILESS = frozenset({falcon.HTTP_100, falcon.HTTP_101, falcon.HTTP_204, falcon.HTTP_304})
 _TYPELESS = frozenset({falcon.HTTP_204, falcon.HTTP_304})
 
