@@ -13,6 +13,8 @@ import sys
 from typing import Any
 
 import falcon
+from falcon.app import _BODILESS_STATUS_CODES as _BODILESS  # Falcon's own rules, mirrored
+from falcon.app import _TYPELESS_STATUS_CODES as _TYPELESS
 from falcon.util.misc import code_to_http_status
 
 from gw.config.assemble import Config
@@ -205,10 +207,6 @@ class App(falcon.App[Request, Response]):
             if self._report_error is not None:
                 self._report_error(req, ex, {}, False)
             raise
-
-
-_BODILESS = frozenset({falcon.HTTP_100, falcon.HTTP_101, falcon.HTTP_204, falcon.HTTP_304})
-_TYPELESS = frozenset({falcon.HTTP_204, falcon.HTTP_304})
 
 
 def create_app(gateway: Gateway) -> App:
