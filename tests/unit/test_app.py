@@ -175,10 +175,11 @@ class _Answering:
         return self.outcome()
 
 
-def _through(app: Any, call: Callable[..., Any], method: str) -> tuple[Any, ...]:
+def _through(app: Any, call: Callable[..., Any], method: str, path: str = "/x") -> tuple[Any, ...]:
     """What the WSGI server sees: each start_response, the body's bytes, or what was raised."""
     started: list[tuple[str, Fields]] = []
-    environ = falcon.testing.create_environ("/x", method=method)
+    environ = falcon.testing.create_environ("/", method=method)
+    environ["PATH_INFO"] = path
     try:
         body = b"".join(
             call(app, environ, lambda status, fields, *_: started.append((status, fields)))
@@ -186,6 +187,16 @@ def _through(app: Any, call: Callable[..., Any], method: str) -> tuple[Any, ...]
     except Exception as ex:
         return (started, type(ex), str(ex))
     return (started, body)
+
+
+class _ReadOnly:
+    """A file-like body that can only be read: Falcon reads it in blocks."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
 
 
 def _raises(ex: Exception) -> Callable[[], Outcome]:
@@ -202,6 +213,7 @@ _OUTCOMES: list[Callable[[], Outcome]] = [
     lambda: Outcome(304, [("ETag", '"e"')], []),
     lambda: Outcome("599 Odd", [("X-A", "1")], [b"odd"]),
     lambda: Outcome(200, [], io.BytesIO(b"file-like")),
+    lambda: Outcome(200, [], _ReadOnly(b"read, not iterated")),  # type: ignore[arg-type]
     _raises(falcon.HTTPForbidden(description="no")),
     _raises(falcon.HTTPStatus(falcon.HTTP_202, headers={"X-S": "1"})),
     _raises(falcon.HTTPStatus(falcon.HTTP_101, text="switch")),  # bodiless, with a length
@@ -211,17 +223,37 @@ _OUTCOMES: list[Callable[[], Outcome]] = [
 
 
 @pytest.mark.parametrize("outcome", _OUTCOMES)
-@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "WEBSOCKET"])
+@pytest.mark.parametrize("path", ["/x", "", "/caf\u00c3\u00a9"])
+@pytest.mark.parametrize("strip_slash", [False, True])
 def test_the_app_answers_as_falcons_own_call_does(
-    outcome: Callable[[], Outcome], method: str
+    outcome: Callable[[], Outcome], method: str, path: str, strip_slash: bool
 ) -> None:
-    """gw's App leaves out Falcon's middleware and router steps (PERF): every answer, error and
-    exception is still what Falcon's own ``__call__`` makes of the same app."""
+    """gw's App leaves out Falcon's middleware and router steps, and for the usual request and
+    outcome its request and response objects (PERF): every answer, error and exception is still
+    what Falcon's own ``__call__`` makes of the same app."""
     app = create_app(_Answering(outcome))  # type: ignore[arg-type]
+    app.req_options.strip_url_path_trailing_slash = strip_slash
     assert app._sink is not None  # the short way is taken
-    ours = _through(app, type(app).__call__, method)
-    falcons = _through(app, falcon.App.__call__, method)
+    ours = _through(app, type(app).__call__, method, path)
+    falcons = _through(app, falcon.App.__call__, method, path)
     assert ours == falcons
+
+
+def test_a_failing_start_response_is_reported_as_falcon_reports_it() -> None:
+    """Falcon hands an exception from ``start_response`` to the app's error reporter, with the
+    request, then lets it go on."""
+    app = create_app(_Answering(lambda: Outcome(200, [("X-A", "1")], [b"ok"])))  # type: ignore[arg-type]
+    reported: list[tuple[str, str]] = []
+    app._report_error = lambda req, ex, params, ok: reported.append((req.path, str(ex)))
+
+    def start_response(status: str, fields: Fields, *_: Any) -> None:
+        raise OSError("gone")
+
+    for call in (type(app).__call__, falcon.App.__call__):
+        with pytest.raises(OSError, match="gone"):
+            call(app, falcon.testing.create_environ("/r"), start_response)
+    assert reported == [("/r", "gone"), ("/r", "gone")]
 
 
 def test_middleware_added_later_runs_in_falcons_own_call() -> None:
