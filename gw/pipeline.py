@@ -51,6 +51,7 @@ from gw.host.process import native_lock
 from gw.idempotency.stage import IdempotencyStage
 from gw.mirror.stage import Mirror
 from gw.observe import batches
+from gw.observe.endpoints import Answer as LocalAnswer
 from gw.observe.endpoints import Endpoints
 from gw.observe.instruments import worker_metrics
 from gw.shaping.compose import Aggregator
@@ -158,9 +159,9 @@ class Gateway:
         inflight.started(exchange)
         try:
             request = request_from(exchange, environ, self.owned)
-            local = self._local_answer(request)
+            local = self.endpoints.answer(request)
             if local is not None:
-                return local
+                return self._local_answer(request, local)
             if self.hosts is not None:
                 self.hosts.check(request.authority)
             route = self._route(request)
@@ -254,7 +255,8 @@ class Gateway:
         client = self.clients[route.upstream]
         exchange = request.exchange
         exchange.upstream = route.upstream
-        path = encode_path(route.rewrite.apply(request.path))
+        rewrite = route.rewrite
+        path = encode_path(request.path if rewrite.identity else rewrite.apply(request.path))
         if request.query:
             path = f"{path}?{request.query}"
         server = self.server
@@ -285,7 +287,7 @@ class Gateway:
             route.retry or client.spec.retry,  # policy
             exchange.started + self.server.deadline,  # deadline
             exchange.started + (route.stream_timeout or self.server.deadline),  # body_deadline
-            _balance_key(client, request, headers),
+            None if client.hash_source is None else _balance_key(client, request, headers),
             route.connect_timeout,
             upgrade,
         )
@@ -415,7 +417,12 @@ class Gateway:
                 upstream, body = None, []
             shape = None
         if shape is not None:
-            headers, body = self.shaper.response(shape, status, headers, body)
+            if self.shaper.shapes:
+                headers, body = self.shaper.response(shape, status, headers, body)
+            else:
+                # PERF: what the shaper does with nothing to do, without its call: a copy,
+                # which _decorate then extends, never the caller's list (a cached entry's).
+                headers = list(headers)
         headers = self._decorate(exchange, headers)
         if upstream is None:
             chunks = list(body)
@@ -471,11 +478,8 @@ class Gateway:
 
     # -- answers gw makes itself -------------------------------------------------------------
 
-    def _local_answer(self, request: Request) -> Outcome | None:
+    def _local_answer(self, request: Request, answer: LocalAnswer) -> Outcome:
         """Metrics, health and ready, answered by gw itself (``gw.observe.endpoints``)."""
-        answer = self.endpoints.answer(request)
-        if answer is None:
-            return None
         status, content_type, body = answer
         headers = [
             ("Content-Type", content_type),
@@ -489,7 +493,8 @@ class Gateway:
     def _upstream_headers(self, request: Request, route: RouteSpec) -> dict[str, str]:
         """What the upstream receives (``gw.core.outgoing``), then the path's header rules."""
         preserve = route.upstream is not None and self.clients[route.upstream].spec.preserve_host
-        return self.shaper.request_headers(request, upstream_headers(request, self.owned, preserve))
+        headers = upstream_headers(request, self.owned, preserve)
+        return self.shaper.request_headers(request, headers) if self.shaper.shapes else headers
 
     def _idempotency_stage(self, config: Config) -> IdempotencyStage | None:
         if config.idempotency_store is None:
@@ -536,8 +541,8 @@ def choose_route(
         ClientError: no route matches (404), or none allows the method (405).
     """
     host = request.authority.name if request.authority else None
-    view = route_view(table, request, owned)
-    if is_preflight(request.method, request.headers):
+    view = route_view(table, request, owned) if table.conditional else None  # PERF: no call
+    if request.method == "OPTIONS" and is_preflight(request.method, request.headers):
         # A CORS preflight is about the route the real request will take, but only a
         # route whose CORS policy gw answers itself may take the requested method.
         # APPSEC: any other OPTIONS is routed, authenticated and forwarded as OPTIONS.

@@ -156,7 +156,7 @@ def key_for(
     identity = request.identity
     user = identity.principal if identity else None
     api_key = identity.key_id if identity and identity.method == "api_key" else None
-    method, request_headers = request.method, request.headers.by_name()
+    method, request_headers = request.method, request.headers.by_name
     keyed = user is not None or api_key is not None
     bypass = request_bypass(method, request_headers, keyed, rules.honor_client_no_cache)
     if bypass is not None:

@@ -27,13 +27,14 @@ def request_body(
         BodyTooLarge: the announced length is over ``limit`` (the stream enforces it too).
         InvalidHeader, UnsupportedCoding: the body's framing is not one gw accepts.
     """
-    fields = request.headers.by_name()  # PERF: looked up by their lower-case names
+    fields = request.headers.by_name  # PERF: looked up by their lower-case names
     coding = fields.get("transfer-encoding")
     if coding is not None:
         _check_transfer_coding(coding, request.protocol)
         length = None
     else:
-        length = _content_length(fields.get("content-length"))
+        value = fields.get("content-length")
+        length = _content_length(value) if value else 0  # PERF: no call for no body
         if length == 0:
             return None, None
         if length > limit:
@@ -44,9 +45,7 @@ def request_body(
     return body, length
 
 
-def _content_length(value: str | None) -> int:
-    if not value:
-        return 0
+def _content_length(value: str) -> int:
     if not value.isdigit():
         raise InvalidHeader("Content-Length must be a non-negative integer")
     return int(value)

@@ -115,14 +115,16 @@ class Headers:
     """A request's header fields, read from the environ once: as pairs in the case the server
     gave them (for forwarding) and by lower-case name (for every lookup)."""
 
-    __slots__ = ("_by_name", "_pairs")
+    __slots__ = ("_pairs", "by_name")
 
     def __init__(self, pairs: list[tuple[str, str]], by_name: dict[str, str] | None = None) -> None:
         """``by_name``: the same fields by lower-case name, when the caller has it."""
         self._pairs = pairs
         if by_name is None:
             by_name = {name.lower(): value for name, value in pairs}
-        self._by_name = by_name
+        # Every field by lower-case name (read-only: callers must not change it). PERF: an
+        # attribute, not a method: it is read four times a request.
+        self.by_name: Mapping[str, str] = by_name
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, Any]) -> Headers:
@@ -154,18 +156,14 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The field's value (repeated fields arrive joined by the server), or None."""
-        return self._by_name.get(name.lower())
+        return self.by_name.get(name.lower())
 
     def __contains__(self, name: str) -> bool:
-        return name.lower() in self._by_name
+        return name.lower() in self.by_name
 
     def items(self) -> list[tuple[str, str]]:
         """Every field as ``(name, value)``, in the server's order."""
         return self._pairs
-
-    def by_name(self) -> Mapping[str, str]:
-        """Every field by lower-case name (read-only: callers must not change it)."""
-        return self._by_name
 
 
 def chunked_only(coding: str) -> bool:
@@ -217,7 +215,7 @@ def forwardable(headers: Headers, owned: frozenset[str] = GATEWAY_OWNED) -> list
     pairs = headers.items()
     # PERF: every pair's lower-case name is a key of by_name, so without "connection" there
     # no pair is a Connection field, and none needs a lower-case copy to find one.
-    if "connection" in headers.by_name():
+    if "connection" in headers.by_name:
         for name, value in pairs:
             if name.lower() == "connection":
                 # APPSEC: a client may name any header in Connection to make a proxy drop it
@@ -235,7 +233,7 @@ def forwardable_by_name(headers: Headers, owned: frozenset[str] = GATEWAY_OWNED)
     PERF: without a Connection field (no pair is one: see ``forwardable``), its compiled form
     makes the dict in one pass; it leaves a name that is not ASCII to ``forwardable``.
     """
-    if upstream_fields is not None and "connection" not in headers.by_name():
+    if upstream_fields is not None and "connection" not in headers.by_name:
         fields = upstream_fields(headers.items(), _never_forwarded(owned))
         if fields is not None:
             return fields

@@ -57,7 +57,9 @@ def request_from(exchange: Exchange, environ: Mapping[str, Any], owned: frozense
     protocol = environ.get("SERVER_PROTOCOL", "")
     exchange.authority = effective_host(exchange.raw_target, environ.get("HTTP_HOST"), protocol)
     headers = environ.get(HEADERS) or Headers.from_environ(environ)
-    check_connection(headers.by_name().get("connection"), owned)
+    connection = headers.by_name.get("connection")
+    if connection:  # PERF: no call for the usual request, which has none
+        check_connection(connection, owned)
     client = exchange.client
     assert client is not None  # resolved by exchange_from
     authority = exchange.authority

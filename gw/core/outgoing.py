@@ -33,7 +33,7 @@ def upstream_headers(
         headers["X-Forwarded-Host"] = host
     headers["X-Real-IP"] = info.ip
     headers["X-Request-Id"] = request.request_id
-    fields = request.headers.by_name()  # PERF: looked up by their lower-case names
+    fields = request.headers.by_name  # PERF: looked up by their lower-case names
     trace = tracing.propagate(fields.get("traceparent"), fields.get("tracestate"))
     headers["traceparent"] = trace.traceparent
     if trace.tracestate:

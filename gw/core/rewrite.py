@@ -67,6 +67,9 @@ class Rewrite:
     _old: str = field(init=False, repr=False, compare=False, default="")
     _new: str = field(init=False, repr=False, compare=False, default="")
     _target: str = field(init=False, repr=False, compare=False, default="")
+    # No prefix to strip, replace or add: ``apply`` returns the path as it is (PERF: callers
+    # may skip the call).
+    identity: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         if self.strip_prefix is not None and self.replace_prefix is not None:
@@ -82,6 +85,7 @@ class Rewrite:
         if self.target_prefix:
             self._set("target_prefix", validate_prefix(self.target_prefix))
             self._set("_target", _body(self.target_prefix))
+        self._set("identity", not (self.strip_prefix or self.replace_prefix or self._target))
 
     def apply(self, canonical_path: str) -> str:
         """Return the upstream path (canonical, not yet encoded) for a canonical path."""

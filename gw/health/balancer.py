@@ -122,7 +122,10 @@ class Balancer:
             CircuitOpen: the upstream's circuit breaker is open (503, at once).
         """
         table = self._table()
-        slots = self._slots_or_503(table)
+        binding = self._binding  # PERF: ``slots`` inline for a table already resolved
+        slots = binding[1] if binding is not None and binding[0] is table else None
+        if slots is None:
+            slots = self._slots_or_503(table)
         if self._alone and not avoid:
             # PERF: a lone target in service is the choice: what the scan and the choice
             # below decide for it, without their lists and calls (two reads, lock-free).
@@ -172,10 +175,18 @@ class Balancer:
     ) -> None:
         """Record one finished request (``outcome`` None: neutral); see ``TargetChoice.done``."""
         now = table.now()
-        if outcome and not probe and not self.counts_in_flight and self._quiet(table, slot, now):
-            event = ""
+        if outcome and not probe and not self.counts_in_flight:
+            # PERF: the usual request (a success on a target with no failures) takes no lock,
+            # and writes the shared page at most once a second (a store that every worker
+            # made on every request would bounce the cache line between cores). A stale base
+            # only touches another slot's idle clock.
+            words, base = table.words, slot.base
+            if now - words[base + LAST_USED] > NS:
+                words[base + LAST_USED] = now
+            quiet = words[base + FAILS] == 0  # a success that changes no state
         else:
-            event = self._record(table, slot, now, outcome, probe)
+            quiet = False
+        event = "" if quiet else self._record(table, slot, now, outcome, probe)
         if event:
             url = slot.name.partition("\0")[2]
             log.warning("upstream %s target %s: %s", self.upstream, url, event)
@@ -183,18 +194,6 @@ class Balancer:
             self.breaker.record(table, now, not outcome, trial)
         elif self.breaker is not None:
             self.breaker.cancel(table, trial)
-
-    @staticmethod
-    def _quiet(table: HealthTable, slot: Slot, now: int) -> bool:
-        """Note a success that changes no state, without a lock; False when it would."""
-        words, base = table.words, slot.base
-        # PERF: the usual request (a success on a target with no failures) takes no lock,
-        # and writes the shared page at most once a second (a store that every worker
-        # made on every request would bounce the cache line between cores). A stale base
-        # only touches another slot's idle clock.
-        if now - words[base + LAST_USED] > NS:
-            words[base + LAST_USED] = now
-        return words[base + FAILS] == 0
 
     def _record(
         self, table: HealthTable, slot: Slot, now: int, outcome: bool | None, probe: bool

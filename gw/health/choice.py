@@ -93,8 +93,13 @@ class TargetChoice:
 
     def answered(self, status: int) -> None:
         """Report an answer with ``status``: a failure when it is a failure status."""
-        failed = status in self._balancer.passive.failure_statuses
-        self.done(not failed, STATUS if failed else OK)
+        balancer = self._balancer
+        if status in balancer.passive.failure_statuses:
+            self.done(False, STATUS)
+        elif not self._finished:
+            # PERF: ``done(True, OK)`` without its branches: the usual end of a request.
+            self._finished = True
+            balancer.finish(self._table, self._slot, True, self.probe, self.trial)
 
     def failed(self, ex: BaseException) -> None:
         """Report an exchange that ended with ``ex`` (a gateway upstream error, usually)."""

@@ -65,7 +65,7 @@ class Endpoints:
         # public request arrives from nginx, so a forwarded address would prove nothing.
         if not self.settings.allows(request.peer):
             raise RouteNotFound("no route matches this path")
-        content_type, body = self.metrics.render(request.headers.by_name())
+        content_type, body = self.metrics.render(request.headers.by_name)
         return 200, content_type, body
 
     def _health(self) -> Answer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gw.core.request import Request
 from gw.shaping.compress import Compressor
@@ -16,6 +16,14 @@ Headers = list[tuple[str, str]]
 class Shaper:
     transformer: Transformer | None
     compressor: Compressor | None
+    # Whether there is anything to do: without it, ``request_headers`` returns the headers it
+    # is given and ``response`` a copy of the headers with the body as it is (PERF: callers
+    # may skip the calls).
+    shapes: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        shapes = self.transformer is not None or self.compressor is not None
+        object.__setattr__(self, "shapes", shapes)
 
     def request_headers(self, request: Request, headers: dict[str, str]) -> dict[str, str]:
         """The upstream-bound headers after the path's header rules."""

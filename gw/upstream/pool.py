@@ -182,8 +182,14 @@ class ConnectionPool:
                 conn.close()
                 self._close_expired(now)
                 break
-            if conn.sock is not None and _nothing_to_read(conn.sock, self._tls):
-                return conn, idle
+            sock = conn.sock
+            if sock is not None:
+                # PERF: _nothing_to_read inline for a plain connection (every request)
+                if self._tls:
+                    if _nothing_to_read(sock, True):
+                        return conn, idle
+                elif (fd := sock.fileno()) >= 0 and _quiet(fd):
+                    return conn, idle
             conn.close()
         return None
 

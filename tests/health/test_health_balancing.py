@@ -12,6 +12,7 @@ import pytest
 from gw.health.balancer import Balancer
 from gw.health.choice import PassivePolicy, TargetChoice
 from gw.health.layout import EJECTED_UNTIL
+from gw.health.snapshot import snapshot
 from gw.health.table import HealthTable
 from tests.health.helpers import URLS, FakeClock
 
@@ -199,3 +200,19 @@ def test_a_retry_avoids_the_targets_that_already_failed_it(balancer: Build) -> N
     third = b.pick("alice", avoid={first, second}).target_index
     assert len({first, second, third}) == 3
     assert b.pick("alice", avoid={0, 1, 2}).target_index == first  # nothing else: no choice
+
+
+def test_a_request_reported_twice_leaves_the_flight_once(
+    balancer: Build, table_path: str, clock: FakeClock
+) -> None:
+    """``answered`` after ``answered`` or ``done`` does nothing: a second report would take a
+    request out of the in-flight count twice."""
+    b = balancer(balance="least_outstanding", urls=URLS[:1], weights=(1,))
+    held = [b.pick() for _ in range(3)]
+    for choice in held[:2]:
+        choice.answered(200)
+        choice.answered(200)
+    held[1].done(True)
+    rows = snapshot(table_path, clock=clock)
+    flight = {e["target"]: e["outstanding"] for e in rows if e["kind"] == "target"}
+    assert flight[URLS[0]] == 1

@@ -96,6 +96,28 @@ def test_failure_statuses_eject(balancer: Build, table_path: str, clock: FakeClo
     assert states(table_path, clock)[URLS[0]] == "ejected"
 
 
+def test_an_answer_with_a_success_status_is_a_success(
+    balancer: Build, table_path: str, clock: FakeClock
+) -> None:
+    """``answered`` with a status that is not a failure status resets the count and ends a
+    probe as ``done(True)`` does; a second report of the same request changes nothing."""
+    b = balancer(passive=POLICY, urls=URLS[:1], weights=(1,))
+    for _ in range(3):
+        b.pick().answered(503)
+        b.pick().answered(503)
+        b.pick().answered(200)
+    assert states(table_path, clock)[URLS[0]] == "healthy"
+    for _ in range(3):
+        b.pick().answered(503)
+    assert states(table_path, clock)[URLS[0]] == "ejected"
+    clock.advance(10.1)
+    probe = b.pick()
+    assert probe.probe
+    probe.answered(200)
+    probe.answered(503)  # reported once only: ignored
+    assert states(table_path, clock)[URLS[0]] == "healthy"
+
+
 def test_gateway_errors_map_to_failure_kinds() -> None:
     assert kind_of(UpstreamTimeout("slow")) == TIMEOUT
     assert kind_of(UpstreamUnavailable("refused")) == CONNECT

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gw.auth import hash_api_key
+from gw.core.ingress import exchange_from, request_from
 from gw.upstream.client import UpstreamRequest
 from tests.metrics.scrape import samples, value
-from tests.pipeline.harness import InProcessGateway
+from tests.pipeline.harness import InProcessGateway, build_environ
 from tests.support.fake_transport import FakeTransport, Received, json_answer
 
 KEY = "alice-key-" + "a" * 24
@@ -473,3 +474,22 @@ def test_a_routes_timeouts_and_deadlines_reach_the_upstream_request(
     assert outgoing.policy is client.spec.retry
     assert outgoing.body_deadline - outgoing.deadline == pytest.approx(90 - 7)
     assert outgoing.balance_key is None and outgoing.upgrade is False
+
+
+@pytest.mark.parametrize("shaping", [{}, {"compression": {"min_bytes": 1024, "level": 6}}])
+def test_an_answer_never_changes_the_header_list_a_stage_hands_it(
+    transport: FakeTransport, shaping: dict[str, object]
+) -> None:
+    """A stage may answer with a list it keeps (a cached or replayed entry's): the gateway's
+    own fields (the request id, the security headers) go on a copy, with or without a shaper,
+    or each answer from that list would carry every earlier request's id."""
+    transport.add(SVC)
+    gw = gateway(transport, [{"name": "api", "path": "/api/**", "upstream": "svc"}], **shaping)
+    kept = [("Content-Type", "text/plain"), ("ETag", '"e"')]
+    for _ in range(2):
+        environ = build_environ("GET", "/api/x", {}, b"", "127.0.0.1")
+        exchange = exchange_from(environ, gw.gateway.proxies)
+        request = request_from(exchange, environ, gw.gateway.owned)
+        outcome = gw.gateway._respond(exchange, 200, kept, [b"x"], request)
+        assert [v for n, v in outcome.headers if n == "X-Request-Id"] == [exchange.request_id]
+    assert kept == [("Content-Type", "text/plain"), ("ETag", '"e"')]

@@ -112,3 +112,19 @@ def test_prefix_matches_on_segment_boundaries_only(rewrite: Rewrite, path: str) 
         return
     new = _segments(rewrite.replace_prefix[1]) if rewrite.replace_prefix else []
     assert after_target == new + _segments(path)[len(_segments(old)) :]
+
+
+@SETTINGS
+@given(rewrites(), canonical_paths())
+def test_a_rewrite_that_says_identity_leaves_every_path_as_it_is(
+    rewrite: Rewrite, path: str
+) -> None:
+    """The pipeline skips ``apply`` for an ``identity`` rewrite (PERF): that must be exact, and
+    only a rewrite with nothing to strip, replace or add may say so."""
+    if rewrite.identity:
+        assert rewrite.apply(path) == path
+    assert rewrite.identity == (
+        rewrite.strip_prefix is None
+        and rewrite.replace_prefix is None
+        and not rewrite.target_prefix
+    )

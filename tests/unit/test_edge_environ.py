@@ -80,7 +80,7 @@ def test_the_pipeline_reads_the_same_fields_from_the_edges_headers(
         return
     made = environ[HEADERS]
     assert made.items() == scanned.items()
-    assert made.by_name() == scanned.by_name()
+    assert made.by_name == scanned.by_name
 
 
 def test_the_edges_headers_are_those_of_the_environ() -> None:

@@ -35,7 +35,7 @@ def test_header_keys_become_fields_in_environ_order_then_content_type_and_length
     ]
     assert headers.get("x-trace-note") == "a"
     assert headers.get("Content-Type") == "text/plain"
-    assert "REMOTE_ADDR" not in headers.by_name()
+    assert "REMOTE_ADDR" not in headers.by_name
 
 
 def test_empty_content_type_and_length_are_no_fields_but_an_empty_header_is_one() -> None:

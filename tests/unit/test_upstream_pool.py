@@ -18,7 +18,7 @@ import gevent.ssl
 import pytest
 
 from gw.upstream import pool as pool_module
-from gw.upstream.pool import ConnectionPool, _nothing_to_read
+from gw.upstream.pool import ConnectionPool
 from gw.upstream.spec import Target
 from tests.support.tls import make_certificate, server_context
 
@@ -87,27 +87,30 @@ def link(request: pytest.FixtureRequest, server_tls: ssl.SSLContext) -> Iterator
 
 
 def _idle(link: Link) -> bool:
-    """Park the connection as ``ConnectionPool.put`` does, then run the check before reuse."""
-    pool = ConnectionPool(Target("http", "127.0.0.1", 1, ""), 4)
+    """Park the connection as ``ConnectionPool.put`` does, then take one as a request would:
+    whether the pool gives back the parked connection (clean) or makes a new one."""
+    tls = isinstance(link.ours, ssl.SSLSocket | gevent.ssl.SSLSocket)
+    fresh = _FakeConnection(None)
+    target = Target("https" if tls else "http", "127.0.0.1", 1, "")
+    pool = ConnectionPool(target, 4, connect=lambda target, timeout: fresh)  # type: ignore[arg-type,return-value]
     link.ours.settimeout(5)  # what the last exchange left
-    conn = _FakeConnection(link.ours)
-    pool.put(conn)  # type: ignore[arg-type]
+    parked = _FakeConnection(link.ours)
+    pool.put(parked)  # type: ignore[arg-type]
     started = time.monotonic()
-    clean = _nothing_to_read(
-        link.ours, tls=isinstance(link.ours, ssl.SSLSocket | gevent.ssl.SSLSocket)
-    )
+    taken, _ = pool.get(1.0)
     assert time.monotonic() - started < GENEROUS, "the check waited for the socket"
-    return clean
+    return taken is parked
 
 
 class _FakeConnection:
     """The two attributes of urllib3's HTTPConnection that the pool uses to park one."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | None) -> None:
         self.sock = sock
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
 
 
 def test_a_silent_connection_is_clean(link: Link) -> None:
