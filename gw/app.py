@@ -156,10 +156,11 @@ class App(falcon.App[Request, Response]):
     set (``create_app``), and as soon as middleware is added, every request goes through
     Falcon's own ``__call__``. ``tests/unit/test_app.py`` compares the two.
 
-    PERF: for the usual request (an ASCII path, a method that is not Falcon's meta method) and
-    the usual outcome (a body that is not file-like, nothing raised), Falcon's request and
-    response objects would only carry the pipeline's status, fields and body from the sink to
-    ``start_response``: about 10,000 instructions a request. That answer is written straight
+    PERF: for the usual request (an ASCII path, a method that is not Falcon's meta method, the
+    trailing-slash option off) and the usual outcome (a body that is not file-like, nothing
+    raised), Falcon's request and response objects would only carry the pipeline's status,
+    fields and body from the sink to ``start_response``: about 12,600 instructions a request
+    (bench/README.md, the twenty-third run). That answer is written straight
     from the outcome by Falcon's rules (``_direct``); every other request and outcome gets the
     objects, and Falcon's error handling for what was raised.
     """
