@@ -231,7 +231,10 @@ def test_a_sigkilled_lock_holder_does_not_wedge_the_others(tmp_path: Path) -> No
     for process in [holder, *waiters]:
         process.join(10)
     assert len(decided_at) == 3
-    assert max(decided_at) - killed_at < 500_000_000  # deadline was 10 s
+    # The deadline was 10 s: deciding well before it shows the kernel dropped the killed
+    # holder's lock. Not 0.5 s: three processes waking in turn on a loaded 2-core box took
+    # 0.54 s once (CI beside a benchmark's count), while a lock kept would take the 10 s.
+    assert max(decided_at) - killed_at < 2_000_000_000
     with SharedTable.open(path) as table:
         seen = table.peek("client", SLOW_REFILL)
     assert seen is not None and seen.remaining == 997
