@@ -183,13 +183,13 @@ class ConnectionPool:
                 self._close_expired(now)
                 break
             sock = conn.sock
-            if sock is not None:
-                # PERF: _nothing_to_read inline for a plain connection (every request)
-                if self._tls:
-                    if _nothing_to_read(sock, True):
-                        return conn, idle
-                elif (fd := sock.fileno()) >= 0 and _quiet(fd):
-                    return conn, idle
+            # PERF: _nothing_to_read's plain-connection question asked inline (every request)
+            if sock is not None and (
+                _nothing_to_read(sock, True)
+                if self._tls
+                else (fd := sock.fileno()) >= 0 and _quiet(fd)
+            ):
+                return conn, idle
             conn.close()
         return None
 
