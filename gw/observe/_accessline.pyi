@@ -9,5 +9,10 @@ def configure(
     encode_str: Callable[[str], str],
     encode_any: Callable[[Any], str],
     base_fields: frozenset[str],
+    formatted: Callable[[int], str],
+    exchange_type: type,
 ) -> None: ...
 def line(exchange: Any, when: str, duration_ms: float, worker: int) -> str | None: ...
+def lines(
+    batch: list[Any], wall: float, worker: int, fallback: Callable[[Any, float, int], str]
+) -> bytes: ...

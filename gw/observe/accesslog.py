@@ -40,7 +40,8 @@ class _Writer:
 
     def write(self, batch: list[Exchange]) -> None:
         """Write the lines of ``batch`` (handed on by ``gw.observe.batches``, in order)."""
-        data = "".join(_lines(batch)).encode()
+        wall = time.time() - time.monotonic()  # a monotonic time plus this is Unix time
+        data = _batch_lines(batch, wall, process.pid(), _python_line)
         try:
             _write_all(self.fd, data)
         except OSError as ex:
@@ -49,21 +50,23 @@ class _Writer:
         self.failures.succeeded()
 
 
-def _lines(batch: list[Exchange]) -> list[str]:
-    lines, worker = [], process.pid()
-    wall = time.time() - time.monotonic()  # a monotonic time plus this is Unix time
-    for exchange in batch:
-        ended = exchange.ended
-        when, duration_ms = _formatted(int(ended + wall)), (ended - exchange.started) * 1000.0
-        try:
-            # the Python form where the compiled one declines (or is not built)
-            lines.append(
-                _compiled_line(exchange, when, duration_ms, worker)
-                or _line(exchange, when, duration_ms, worker)
-            )
-        except Exception:  # a stage's field that is not JSON: reported, the batch goes on
-            log.exception("access line of request %s dropped", exchange.request_id)
-    return lines
+def _python_lines(
+    batch: list[Exchange], wall: float, worker: int, line: Callable[[Exchange, float, int], str]
+) -> bytes:
+    """The lines of ``batch``, in order, as the bytes to write: ``line`` makes each one (the
+    compiled form's ``lines`` makes the same bytes)."""
+    return "".join([line(exchange, wall, worker) for exchange in batch]).encode()
+
+
+def _python_line(exchange: Exchange, wall: float, worker: int) -> str:
+    """The line of one finished ``exchange`` (``""`` if a stage's field cannot be written)."""
+    ended = exchange.ended
+    when, duration_ms = _formatted(int(ended + wall)), (ended - exchange.started) * 1000.0
+    try:
+        return _line(exchange, when, duration_ms, worker)
+    except Exception:  # a stage's field that is not JSON: reported, the batch goes on
+        log.exception("access line of request %s dropped", exchange.request_id)
+        return ""
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -211,20 +214,6 @@ def _not_compiled(exchange: Exchange, when: str, duration_ms: float, worker: int
     return None
 
 
-# PERF: the line made in C (gw/observe/_accessline.c), the same text as ``_line`` makes:
-# about 7,700 against 22,900 instructions for a full pipeline's line (Debian's python3). Where
-# gw was installed without a C compiler (setup.py builds it optionally), the Python form alone
-# makes every line.
-_compiled_line: Callable[[Exchange, str, float, int], str | None]
-try:
-    from gw.observe import _accessline
-except ImportError:
-    _compiled_line = _not_compiled
-else:
-    _accessline.configure(_QUOTED, _quoted, _str, _ENCODE, _BASE_FIELDS)
-    _compiled_line = _accessline.line
-
-
 def _now() -> str:
     """The local time as ISO 8601 with its offset.
 
@@ -236,3 +225,18 @@ def _now() -> str:
 @functools.lru_cache(maxsize=1)
 def _formatted(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+
+
+# PERF: the lines made in C (gw/observe/_accessline.c), the same text as ``_line`` makes:
+# about 7,700 against 22,900 instructions for a full pipeline's line (Debian's python3), and
+# a batch's lines with no Python step per line. Where gw was installed without a C compiler
+# (setup.py builds it optionally), the Python form alone makes every line.
+_compiled_line: Callable[[Exchange, str, float, int], str | None]
+_batch_lines: Callable[[list[Exchange], float, int, Callable[[Exchange, float, int], str]], bytes]
+try:
+    from gw.observe import _accessline
+except ImportError:
+    _compiled_line, _batch_lines = _not_compiled, _python_lines
+else:
+    _accessline.configure(_QUOTED, _quoted, _str, _ENCODE, _BASE_FIELDS, _formatted, Exchange)
+    _compiled_line, _batch_lines = _accessline.line, _accessline.lines

@@ -104,16 +104,116 @@ def test_a_field_that_is_not_json_fails_both_forms_alike() -> None:
         accesslog._line(e, WHEN, 1.0, 1)
 
 
-def test_without_the_compiled_form_the_python_form_makes_every_line(
+def finished(e: Exchange, seconds: float = 0.002) -> Exchange:
+    e.ended = e.started + seconds
+    return e
+
+
+def batch_both(batch: list[Exchange], wall: float = 1.7e9) -> tuple[bytes, bytes]:
+    """The batch's bytes from whichever form is built here, and from the Python form."""
+    return (
+        accesslog._batch_lines(batch, wall, 4242, accesslog._python_line),
+        accesslog._python_lines(batch, wall, 4242, accesslog._python_line),
+    )
+
+
+def test_without_the_compiled_form_the_python_form_makes_every_line() -> None:
+    batch = [finished(ordinary(f"user-{n}")) for n in range(3)]
+    made, expected = batch_both(batch)
+    assert made == expected
+    assert [json.loads(line)["user"] for line in made.splitlines()] == [
+        "user-0",
+        "user-1",
+        "user-2",
+    ]
+
+
+@compiled
+def test_a_batch_hands_the_lines_it_declines_to_the_python_form_in_their_place(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    declined = finished(ordinary("declined"))
+    declined.extra["route"] = "a stage's"  # a base field's name: the Python form's line
+    unwritable = finished(ordinary("unwritable"))
+    unwritable.extra["handle"] = object()  # not JSON: reported, and no line
+    counted_in_ints = finished(ordinary("ints"))
+    counted_in_ints.started, counted_in_ints.ended = 100, 101  # not floats: the Python form's
+    batch = [finished(ordinary("first")), declined, unwritable, counted_in_ints]
+    made, expected = batch_both(batch)
+    assert made == expected
+    users = [json.loads(line)["user"] for line in made.splitlines()]
+    assert users == ["first", "declined", "ints"]
+    assert [json.loads(line)["route"] for line in made.splitlines()][1] == "a stage's"
+    assert "access line of request req_0af7 dropped" in caplog.text
+
+
+@compiled
+def test_a_batch_that_spans_seconds_says_each_lines_own_second() -> None:
+    batch = [finished(ordinary(str(n))) for n in range(4)]
+    for n, e in enumerate(batch):
+        e.ended = 1000.25 + n * 0.5  # two lines a second
+    made, expected = batch_both(batch, wall=1.7e9)
+    assert made == expected
+    times = [json.loads(line)["time"] for line in made.splitlines()]
+    assert times[0] == times[1] != times[2] == times[3]
+
+
+@compiled
+@pytest.mark.parametrize("special", ['"', "\\", "\x00", "\x1f", "\x7f", "é", "\n"])
+def test_an_escaped_character_is_found_wherever_it_is(special: str) -> None:
+    # PERF's eight bytes at a time must find it at every place of a word and of the tail
+    for length in range(1, 20):
+        for at in range(length):
+            text = "a" * at + special + "b" * (length - at - 1)
+            e = ordinary(text)
+            e.request_id, e.path = text, "/" + text
+            made, expected = both(e)
+            assert made == expected, (length, at)
+
+
+@compiled
+@settings(max_examples=500, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=2e6)
+    | st.integers(min_value=0, max_value=10**9).map(lambda n: n / 1000 + 0.0005)
+    | st.integers(min_value=0, max_value=10**9).map(lambda n: n / 2000)
+    | st.sampled_from([0.0, -0.0, -0.0004, 0.0005, 0.0015, 0.0025, 999999.9995, 1e6, 2.5e-7])
+)
+def test_the_duration_is_written_as_the_format_writes_it(duration_ms: float) -> None:
+    made, expected = both(ordinary(), duration_ms)
+    assert made == expected
+    assert f'"duration_ms":{duration_ms:.3f},' in made
+
+
+class Later(Exchange):
+    """A subclass: its fields are read by name, not at the class's offsets."""
+
+    __slots__ = ()
+
+
+@compiled
+def test_the_fields_of_a_subclass_or_a_changed_class_are_read_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    batch = [ordinary(f"user-{n}") for n in range(3)]
-    for e in batch:
-        e.ended = e.started + 0.002
-    with_it = accesslog._lines(batch)
-    monkeypatch.setattr(accesslog, "_compiled_line", accesslog._not_compiled)
-    assert accesslog._lines(batch) == with_it
-    assert [json.loads(line)["user"] for line in with_it] == ["user-0", "user-1", "user-2"]
+    sub = Later(request_id="req_sub", method="GET", raw_target="/x", path="/x", route="r")
+    assert both(sub)[0] == both(sub)[1]
+    e = ordinary()
+    assert json.loads(both(e)[0])["route"] == "users"
+    monkeypatch.setattr(Exchange, "route", property(lambda self: "from-a-property"))
+    made, expected = both(e)
+    assert made == expected and json.loads(made)["route"] == "from-a-property"
+    monkeypatch.undo()
+    assert json.loads(both(e)[0])["route"] == "users"
+
+
+@compiled
+def test_a_field_never_set_fails_both_forms_alike() -> None:
+    e = ordinary()
+    del e.route
+    with pytest.raises(AttributeError):
+        accesslog._compiled_line(e, WHEN, 1.0, 1)
+    with pytest.raises(AttributeError):
+        accesslog._line(e, WHEN, 1.0, 1)
 
 
 # printable ASCII, which the compiled form copies, and the rest, which it has escaped
