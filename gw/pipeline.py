@@ -118,7 +118,7 @@ class Gateway:
             self.metrics.watch_health(health_snapshot.snapshot)
             self.metrics.watch_inflight(inflight.serving)
         if self.metrics is not None and config.admission is not None:
-            config.admission.observe = self.metrics.ratelimit
+            config.admission.observe = self.metrics.count_ratelimit
             self.metrics.watch_limiter_table(config.admission.table_stats)
         self._composer: Aggregator | None = None
         threads, deadline = config.mirror_threads, config.server.deadline

@@ -69,6 +69,11 @@ class Limit:
         return str(self.rate.limit), f"{name};q={self.rate.limit};w={window}", name
 
     @functools.cached_property
+    def admitted(self) -> tuple[str, str, str]:
+        """The labels of its usual decision, an enforced admission (``Admission.observe``)."""
+        return self.name, "allowed", "enforce"
+
+    @functools.cached_property
     def keyer(self) -> Callable[[Request, str], str | None] | None:
         """``bucket_key`` of this limit for a request on a route, read from the request itself
         (the same key, None and refusal), for a key of one part that is not a header; None
@@ -175,8 +180,9 @@ class Admission:
         # One warning per outage of the backend, with counts (not one per request).
         self._incidents = IncidentLog(log, "rate limiter")
         # Told every decision as (limit name, allowed|rejected|failed_open|failed_closed,
-        # enforce|shadow).
-        self.observe: Callable[[str, str, str], None] = _ignore
+        # enforce|shadow). PERF: one tuple, so that the metrics can count it with no Python
+        # frame (``Metrics.count_ratelimit``).
+        self.observe: Callable[[tuple[str, str, str]], None] = _ignore
 
     def limits_for(self, method: str, path: str) -> tuple[Limit, ...]:
         """Return the limits for this request: the most specific override's, or the default."""
@@ -233,7 +239,7 @@ class Admission:
         ]
         refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
         for limit, _ in refused or outcomes:
-            self.observe(limit.name, "rejected" if refused else "allowed", "enforce")
+            self.observe((limit.name, "rejected" if refused else "allowed", "enforce"))
         if refused:
             raise _rejection(*max(refused, key=_longest_wait))
         if shadows:
@@ -260,9 +266,9 @@ class Admission:
             return []
         self._incidents.succeeded()
         if not decision.allowed:
-            self.observe(limit.name, "rejected", "enforce")
+            self.observe((limit.name, "rejected", "enforce"))
             raise _rejection(limit, decision)
-        self.observe(limit.name, "allowed", "enforce")
+        self.observe(limit.admitted)  # PERF: labels made once (no tuple per request)
         return quota_headers(limit, decision)
 
     def _shadow(self, limits: Sequence[Limit], who: Requester) -> list[tuple[Limit, Decision]]:
@@ -288,13 +294,13 @@ class Admission:
             # APPSEC: a shadow limit never refuses, whatever on_error says or a frozen stripe.
             self._incidents.failed(ex, "admitting (shadow limits never refuse)")
             for limit, _ in keyed:
-                self.observe(limit.name, "failed_open", "shadow")
+                self.observe((limit.name, "failed_open", "shadow"))
             return []
         self._incidents.succeeded()
         outcomes = list(zip([limit for limit, _ in keyed], decisions, strict=True))
         refused = [(limit, decision) for limit, decision in outcomes if not decision.allowed]
         for limit, _ in refused or outcomes:
-            self.observe(limit.name, "rejected" if refused else "allowed", "shadow")
+            self.observe((limit.name, "rejected" if refused else "allowed", "shadow"))
         for limit, decision in refused:
             self._would_reject(limit, who, decision, RateLimited.code)
         return [(limit, decision) for limit, decision in outcomes if limit.shadow_headers]
@@ -303,7 +309,7 @@ class Admission:
         self, limit: Limit, who: Requester, decision: Decision | None, code: str
     ) -> None:
         if decision is None:
-            self.observe(limit.name, "rejected", "shadow")
+            self.observe((limit.name, "rejected", "shadow"))
         line: dict[str, Any] = {
             "event": "ratelimit_shadow",
             "decision": "would_reject",
@@ -337,7 +343,7 @@ class Admission:
         rule = "stopped lock holder" if frozen else ("fail_open" if admit else "fail_closed")
         self._incidents.failed(ex, f"{'admitting' if admit else 'refusing'} ({rule})")
         for limit in limits:
-            self.observe(limit.name, "failed_open" if admit else "failed_closed", "enforce")
+            self.observe((limit.name, "failed_open" if admit else "failed_closed", "enforce"))
         if not admit:
             raise LimiterDown(
                 "the rate limiter cannot decide right now; try again shortly",
@@ -367,7 +373,7 @@ class Admission:
         return self._limiter
 
 
-def _ignore(policy: str, decision: str, mode: str) -> None:
+def _ignore(decision: tuple[str, str, str]) -> None:
     pass
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,22 @@ from gw.limits import LimiterUnavailable, Rate
 from gw.limits.admission import Admission, RateLimited, Requester, explain_bucket
 from gw.limits.local import LocalLimiter
 from gw.limits.settings import RateLimitingSettings
+from gw.observe.instruments import RATELIMIT_DECISIONS, RATELIMIT_MODES
 from gw.observe.sampled import SampledLog
 
 WHO = Requester(client_ip="10.0.0.1", route="api", headers={}, request_id="rid-1")
+
+
+def told(seen: list[tuple[str, ...]]) -> Callable[[tuple[str, str, str]], None]:
+    """What the metrics are told, kept in ``seen``; its labels must be the ones the metric
+    knows (``Metrics.count_ratelimit`` counts them unchecked)."""
+
+    def observe(labels: tuple[str, str, str]) -> None:
+        _, decision, mode = labels
+        assert decision in RATELIMIT_DECISIONS and mode in RATELIMIT_MODES, labels
+        seen.append(labels)
+
+    return observe
 
 
 def _admission(
@@ -28,7 +42,7 @@ def _admission(
     backend = limiter or LocalLimiter()
     admission = Admission(settings, lambda: backend)  # type: ignore[arg-type, return-value]
     seen: list[tuple[str, str, str]] = []
-    admission.observe = lambda *decision: seen.append(decision)
+    admission.observe = told(seen)
     return admission, seen
 
 
@@ -89,7 +103,7 @@ def test_a_failing_backend_never_refuses_for_a_shadow_limit_even_fail_closed() -
     )
     admission = Admission(settings, lambda: _Down())  # type: ignore[arg-type, return-value]
     seen: list[tuple[str, ...]] = []
-    admission.observe = lambda *decision: seen.append(decision)
+    admission.observe = told(seen)
     assert admission.admit(admission.limits_for("GET", "/"), WHO) == []
     assert seen == [("default", "failed_open", "shadow")]
 
