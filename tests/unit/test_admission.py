@@ -27,19 +27,7 @@ from gw.limits.admission import (
 )
 from gw.limits.local import LocalLimiter
 from gw.limits.settings import RateLimitingSettings
-from gw.observe.instruments import RATELIMIT_DECISIONS, RATELIMIT_MODES
-
-
-def told(seen: list[tuple[str, ...]]) -> Callable[[tuple[str, str, str]], None]:
-    """What the metrics are told, kept in ``seen``; its labels must be the ones the metric
-    knows (``Metrics.count_ratelimit`` counts them unchecked)."""
-
-    def observe(labels: tuple[str, str, str]) -> None:
-        _, decision, mode = labels
-        assert decision in RATELIMIT_DECISIONS and mode in RATELIMIT_MODES, labels
-        seen.append(labels)
-
-    return observe
+from tests.support.ratelimit_observer import told
 
 
 def _bucket(ip: str, key: tuple[str, ...] = ("client_ip",)) -> str:

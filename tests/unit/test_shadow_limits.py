@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,10 @@ from gw.limits import LimiterUnavailable, Rate
 from gw.limits.admission import Admission, RateLimited, Requester, explain_bucket
 from gw.limits.local import LocalLimiter
 from gw.limits.settings import RateLimitingSettings
-from gw.observe.instruments import RATELIMIT_DECISIONS, RATELIMIT_MODES
 from gw.observe.sampled import SampledLog
+from tests.support.ratelimit_observer import told
 
 WHO = Requester(client_ip="10.0.0.1", route="api", headers={}, request_id="rid-1")
-
-
-def told(seen: list[tuple[str, ...]]) -> Callable[[tuple[str, str, str]], None]:
-    """What the metrics are told, kept in ``seen``; its labels must be the ones the metric
-    knows (``Metrics.count_ratelimit`` counts them unchecked)."""
-
-    def observe(labels: tuple[str, str, str]) -> None:
-        _, decision, mode = labels
-        assert decision in RATELIMIT_DECISIONS and mode in RATELIMIT_MODES, labels
-        seen.append(labels)
-
-    return observe
 
 
 def _admission(
