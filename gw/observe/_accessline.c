@@ -2,7 +2,7 @@
 
 PERF: the Python form costs about 22,900 instructions for a full pipeline's line (Debian's
 python3), most of them in the f-string's pieces and the calls that escape them; this form, about
-7,700 (3,900 with the shortcuts marked PERF below), reads the same attributes and copies the
+7,700 (4,200 with the shortcuts marked PERF below), reads the same attributes and copies the
 same ASCII text into one buffer; ``lines`` makes a whole batch's. ``line`` returns None for
 anything it does not expect (a value of another type, a piece of text that is not ASCII, a
 stage's field named like a base field), and the caller then makes the line with the Python

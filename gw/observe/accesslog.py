@@ -228,8 +228,8 @@ def _formatted(second: int) -> str:
 
 
 # PERF: the lines made in C (gw/observe/_accessline.c), the same text as ``_line`` makes:
-# about 7,700 against 22,900 instructions for a full pipeline's line (Debian's python3), and
-# a batch's lines with no Python step per line. Where gw was installed without a C compiler
+# about 4,200 instructions for a full pipeline's line where the Python form costs about 22,900,
+# and a batch's lines with no Python step per line. Where gw was installed without a C compiler
 # (setup.py builds it optionally), the Python form alone makes every line.
 _compiled_line: Callable[[Exchange, str, float, int], str | None]
 _batch_lines: Callable[[list[Exchange], float, int, Callable[[Exchange, float, int], str]], bytes]
