@@ -214,12 +214,12 @@ static int add_milliseconds(Buffer *t, double ms) {
 
 /* Read field ``field`` of ``exchange`` into ``into`` (a new reference), or end the line. */
 #define READ(into, exchange, field)       \
-    do {                              \
+    do {                                  \
         into = field_of(exchange, field); \
-        if (into == NULL) {           \
-            result = FAILED;          \
-            goto end;                 \
-        }                             \
+        if (into == NULL) {               \
+            result = FAILED;              \
+            goto end;                     \
+        }                                 \
     } while (0)
 
 static int add_path(Buffer *t, PyObject *exchange) {
