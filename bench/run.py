@@ -100,7 +100,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gw-dark",
         action="store_true",
         help="also run every gw row with its access log and metrics off, as <row>-dark, in the "
-        "same interleaved run: the difference prices observability",
+        "same interleaved run, loaded at the same time as its row (an extra run of the row's): "
+        "the difference prices observability",
     )
     add(
         "--gw-baseline",
@@ -386,7 +387,11 @@ def measure_all(
         print("started (process groups): " + ", ".join(groups), flush=True)
         print(f"about {plan.estimate_seconds(len(started)):.0f}s of load", flush=True)
         warm_up(started, upstream, plan)
-        samples = run_rounds(started, upstream, plan, report=lambda line: print(line, flush=True))
+        dark = [t.name for t in started if t.name.endswith(report.DARK)]
+        twins = {name: name.removesuffix(report.DARK) for name in dark}
+        samples = run_rounds(
+            started, upstream, plan, lambda line: print(line, flush=True), together=twins
+        )
     return started, samples
 
 

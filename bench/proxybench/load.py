@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 MARKER = "WRKJSON "
 
@@ -114,25 +116,60 @@ def run(
     Raises:
         LoadFailed: wrk failed, hung, or printed no result.
     """
-    before = _children_cpu()
-    try:
-        done = subprocess.run(
-            command(url, connections, duration, script, args),
-            capture_output=True,
-            text=True,
-            timeout=duration + 30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as ex:
-        raise LoadFailed(f"wrk did not finish within {duration + 30:.0f}s") from ex
-    if done.returncode != 0:
-        raise LoadFailed(f"wrk exited {done.returncode}: {done.stderr.strip()[-500:]}")
-    result = parse(done.stdout, connections)
-    cpu = round(_children_cpu() - before, 3)
-    return LoadResult(**{**asdict(result), "loadgen_cpu_s": cpu}), done.stdout
+    return start(url, connections, duration, script, args).finish()
 
 
-def _children_cpu() -> float:
-    """Return the CPU seconds used so far by this process's reaped children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def start(
+    url: str, connections: int, duration: float, script: Path, args: Sequence[str] = ()
+) -> Running:
+    """Start one wrk run against ``url`` and return it; ``finish`` waits for its result."""
+    return Running(command(url, connections, duration, script, args), connections, duration)
+
+
+class Running:
+    """One wrk run under way. Its own CPU is read when it is reaped (``wait4``), so two runs at
+    once are each charged their own."""
+
+    def __init__(self, argv: list[str], connections: int, duration: float) -> None:
+        self.connections = connections
+        self.limit = duration + 30
+        self.deadline = time.monotonic() + self.limit
+        # closed by finish(), which every caller runs
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        self._proc = subprocess.Popen(argv, stdout=self._out, stderr=self._err)
+
+    def finish(self) -> tuple[LoadResult, str]:
+        """Wait for the run, bounded in time; return its result and raw output.
+
+        Raises:
+            LoadFailed: wrk failed, hung, or printed no result.
+        """
+        try:
+            returncode, cpu = self._reaped()
+            stdout, stderr = self._read(self._out), self._read(self._err)
+        finally:
+            self._out.close()
+            self._err.close()
+        if returncode != 0:
+            raise LoadFailed(f"wrk exited {returncode}: {stderr.strip()[-500:]}")
+        result = parse(stdout, self.connections)
+        return LoadResult(**{**asdict(result), "loadgen_cpu_s": round(cpu, 3)}), stdout
+
+    def _reaped(self) -> tuple[int, float]:
+        """Return wrk's exit code and CPU seconds once it has exited; kill it at the deadline."""
+        while True:
+            pid, status, usage = os.wait4(self._proc.pid, os.WNOHANG)
+            if pid:
+                self._proc.returncode = os.waitstatus_to_exitcode(status)
+                return self._proc.returncode, usage.ru_utime + usage.ru_stime
+            if time.monotonic() > self.deadline:
+                self._proc.kill()
+                self._proc.wait()
+                raise LoadFailed(f"wrk did not finish within {self.limit:.0f}s")
+            time.sleep(0.02)
+
+    @staticmethod
+    def _read(file: IO[bytes]) -> str:
+        file.seek(0)
+        return file.read().decode(errors="replace")

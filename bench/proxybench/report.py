@@ -40,9 +40,10 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _runs(samples: Sequence[Sample], name: str, level: str) -> list[Sample]:
-    """Return the samples of one target at one level."""
-    return [s for s in samples if s.target == name and s.label == level]
+def _runs(samples: Sequence[Sample], name: str, level: str, together: bool = False) -> list[Sample]:
+    """Return the samples of one target at one level: its own runs, or (``together``) those it
+    ran at the same time as its twin, which serve only the pair's difference."""
+    return [s for s in samples if s.target == name and s.label == level and s.together == together]
 
 
 def _level_median(samples: Sequence[Sample], name: str, level: str, field: str) -> float:
@@ -63,8 +64,10 @@ def added_p50(samples: Sequence[Sample], name: str) -> float | None:
 
 
 def summarize(samples: Sequence[Sample], plan: Plan, processes: dict[str, int]) -> list[Summary]:
-    """Return one Summary per target, in the order the targets were given."""
-    return [_summary(samples, plan, name, count) for name, count in processes.items()]
+    """Return one Summary per target with runs of its own, in the order the targets were given
+    (a dark twin measured only together with its row has none)."""
+    own = {s.target for s in samples if not s.together}
+    return [_summary(samples, plan, name, n) for name, n in processes.items() if name in own]
 
 
 def _summary(samples: Sequence[Sample], plan: Plan, name: str, processes: int) -> Summary:
@@ -73,7 +76,7 @@ def _summary(samples: Sequence[Sample], plan: Plan, name: str, processes: int) -
     known = [s.cpu_us_per_request for s in loaded if s.cpu_us_per_request is not None]
     worker = [s.worker_cpu_us_per_request for s in loaded]
     worker_known = [value for value in worker if value is not None]
-    mine = [s for s in samples if s.target == name]
+    mine = [s for s in samples if s.target == name and not s.together]
     return Summary(
         name=name,
         processes=processes,
@@ -186,15 +189,17 @@ def _all_paired(
 def _paired(samples: Sequence[Sample], plan: Plan, name: str, twin: str) -> dict[str, Any] | None:
     """Row ``name``'s CPU µs per request minus ``twin``'s in the same round and at the same
     loaded level, paired because the twins run next to each other in every round (the
-    rounds' drift cancels): the median of those differences, their lowest and highest, how
-    many pairs and how many of them are below zero. None without a pair."""
+    rounds' drift cancels), or at the same time (``together``: a dark twin with its row): the
+    median of those differences, their lowest and highest, how many pairs and how many of them
+    are below zero. None without a pair."""
     deltas = []
     for level in plan.loads:
-        mine = {s.round: s.cpu_us_per_request for s in _runs(samples, name, level)}
-        for theirs in _runs(samples, twin, level):
-            own = mine.get(theirs.round)
-            if own is not None and theirs.cpu_us_per_request is not None:
-                deltas.append(own - theirs.cpu_us_per_request)
+        for together in (False, True):
+            mine = {s.round: s.cpu_us_per_request for s in _runs(samples, name, level, together)}
+            for theirs in _runs(samples, twin, level, together):
+                own = mine.get(theirs.round)
+                if own is not None and theirs.cpu_us_per_request is not None:
+                    deltas.append(own - theirs.cpu_us_per_request)
     if not deltas:
         return None
     return {
@@ -204,6 +209,7 @@ def _paired(samples: Sequence[Sample], plan: Plan, name: str, twin: str) -> dict
         "max_us": max(deltas),
         "pairs": len(deltas),
         "lower": sum(delta < 0 for delta in deltas),
+        "together": any(s.together for s in samples if s.target == twin),
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +74,7 @@ class Sample:
     level: str = ""  # the plan's level label ("16", "8/w"); "" means str(connections)
     worker_cpu_s: float | None = None  # one worker's own CPU during the run (workers.py)
     worker_requests: int | None = None  # the requests that worker served meanwhile
+    together: bool = False  # loaded at the same time as its twin (run_rounds): for the pair only
 
     @property
     def label(self) -> str:
@@ -107,6 +108,7 @@ class Sample:
             "worker_cpu_s": None if self.worker_cpu_s is None else round(self.worker_cpu_s, 3),
             "worker_requests": self.worker_requests,
             "worker_cpu_us_per_request": None if per_worker is None else round(per_worker, 1),
+            "together": self.together,
             **self.load.to_dict(),
         }
 
@@ -134,31 +136,82 @@ def measure(
         ChildFailed: the target died before or during the run.
         LoadFailed: a target that needs credentials (gw-full) answered anything but 2xx/3xx.
     """
-    _check_alive(target)
-    connections = plan.connections(level, target.workers)
-    worker0 = probe.snapshot() if probe else None
+    return measure_together([target], upstream, level, plan, [probe])[0]
+
+
+def measure_together(
+    group: Sequence[Target],
+    upstream: Target,
+    level: str,
+    plan: Plan,
+    probes: Sequence[WorkerProbe | None],
+) -> list[Sample]:
+    """Load every target of ``group`` at the same time, each with its own wrk at ``level``'s
+    connections, and charge each the CPU its own process tree used meanwhile (``measure``: a
+    group of one). Samples of a group of two or more are marked ``together``.
+
+    Why twins are measured together (``run_rounds``): this box's speed moves by 10 % and more
+    from one second to the next, so two runs a few seconds apart differ by ±20 µs a request
+    whatever they run; two runs in the same seconds meet the same speed.
+
+    Raises:
+        ChildFailed: a target died before or during the run.
+        LoadFailed: a target that needs credentials (gw-full) answered anything but 2xx/3xx.
+    """
+    for target in group:
+        _check_alive(target)
+    workers0 = [probe.snapshot() if probe else None for probe in probes]
     busy0 = machine_busy_seconds()
-    cpu0, up0 = tree_cpu_seconds(target.child.pid), tree_cpu_seconds(upstream.child.pid)
-    result, _ = load.run(target.url, connections, plan.duration, plan.script, target.tokens)
-    cpu1, up1 = tree_cpu_seconds(target.child.pid), tree_cpu_seconds(upstream.child.pid)
+    cpu0 = [tree_cpu_seconds(target.child.pid) for target in group]
+    up0 = tree_cpu_seconds(upstream.child.pid)
+    runs = [
+        load.start(t.url, plan.connections(level, t.workers), plan.duration, plan.script, t.tokens)
+        for t in group
+    ]
+    results = _finished(runs)
+    cpu = [tree_cpu_seconds(t.child.pid) - before for t, before in zip(group, cpu0, strict=True)]
+    up = tree_cpu_seconds(upstream.child.pid) - up0
     busy = machine_busy_seconds() - busy0
-    worker_cpu, worker_requests = delta(worker0, probe.snapshot() if probe else None)
-    _check_alive(target)
-    _check_admitted(target, result)
-    cpu, up = cpu1 - cpu0, up1 - up0
-    ours = cpu + result.loadgen_cpu_s + (up if upstream.child is not target.child else 0.0)
-    return Sample(
-        target.name,
-        -1,
-        -1,
-        result,
-        cpu,
-        up,
-        max(0.0, busy - ours),
-        level,
-        worker_cpu,
-        worker_requests,
-    )
+    workers = [
+        delta(before, probe.snapshot() if probe else None)
+        for before, probe in zip(workers0, probes, strict=True)
+    ]
+    for target, result in zip(group, results, strict=True):
+        _check_alive(target)
+        _check_admitted(target, result)
+    shared_upstream = any(upstream.child is target.child for target in group)
+    ours = sum(cpu) + sum(r.loadgen_cpu_s for r in results) + (0.0 if shared_upstream else up)
+    return [
+        Sample(
+            target.name,
+            -1,
+            -1,
+            result,
+            own,
+            up,
+            max(0.0, busy - ours),
+            level,
+            worker_cpu,
+            worker_requests,
+            together=len(group) > 1,
+        )
+        for target, result, own, (worker_cpu, worker_requests) in zip(
+            group, results, cpu, workers, strict=True
+        )
+    ]
+
+
+def _finished(runs: Sequence[load.Running]) -> list[load.LoadResult]:
+    """Wait for every run (none is left running); raise the first failure."""
+    results, failures = [], []
+    for run in runs:
+        try:
+            results.append(run.finish()[0])
+        except LoadFailed as ex:
+            failures.append(ex)
+    if failures:
+        raise failures[0]
+    return results
 
 
 def _check_admitted(target: Target, result: load.LoadResult) -> None:
@@ -200,23 +253,38 @@ def run_rounds(
     upstream: Target,
     plan: Plan,
     report: Callable[[str], None] = print,
+    together: Mapping[str, str] | None = None,
 ) -> list[Sample]:
     """Measure every target at every level, ``plan.rounds`` times, interleaved.
 
     Each round runs the levels in turn and, within a level, every target once; the target order
     rotates by one place each round so that drift (heat, neighbours, page cache) hits all alike.
+
+    ``together`` maps a target to the row it is measured with (a dark twin to its gw row): in
+    its place in the order, at each loaded level (not at the latency level), it and that row
+    are loaded at the same time (``measure_together``), in a run of the row's besides its own.
     """
+    together = together or {}
+    by_name = {target.name: target for target in targets}
     samples: list[Sample] = []
     probes = {target.name: WorkerProbe.for_target(target) for target in targets}
     for round_no in range(plan.rounds):
         order = rotate(targets, round_no)
         for level in plan.levels:
             for position, target in enumerate(order):
+                row = together.get(target.name)
+                if row is not None and level == LATENCY_LEVEL:
+                    continue
                 wait_for_quiet(plan.quiet_wait)
-                sample = measure(target, upstream, level, plan, probes[target.name])
-                sample = replace(sample, round=round_no, position=position)
-                samples.append(sample)
-                report(_progress(sample, plan))
+                if row is None:
+                    found = [measure(target, upstream, level, plan, probes[target.name])]
+                else:
+                    group = [by_name[row], target]
+                    found = measure_together(group, upstream, level, plan, [None, None])
+                for sample in found:
+                    sample = replace(sample, round=round_no, position=position)
+                    samples.append(sample)
+                    report(_progress(sample, plan))
     return samples
 
 
@@ -227,6 +295,7 @@ def _progress(sample: Sample, plan: Plan) -> str:
     cpu_text += "" if worker is None else f" (1 worker {worker:.0f})"
     errors = f"  ERRORS {sample.load.error_ratio:.1%}" if sample.load.error_ratio else ""
     other = sample.other_cpu_s / sample.load.duration_s if sample.load.duration_s else 0.0
+    errors += "  (with its twin)" if sample.together else ""
     return (
         f"round {sample.round + 1}/{plan.rounds}  c={sample.load.connections:<3} "
         f"{sample.target:<20} {sample.load.rps:>10,.0f} req/s  p50 {sample.load.p50_us:>8,.0f} us"

@@ -169,7 +169,8 @@ def baseline_lines(samples: Sequence[Sample], plan: Plan) -> list[str]:
 def _paired_lines(what: str, found: dict[str, dict[str, Any]]) -> list[str]:
     return [
         f"{what}: {name} - {pair['vs']}: {pair['median_us']:+.1f} µs per request, the "
-        f"median of {pair['pairs']} paired runs (same round and level; "
+        f"median of {pair['pairs']} paired runs (same round and level"
+        f"{', loaded together' if pair.get('together') else ''}; "
         f"{pair['min_us']:+.1f} to {pair['max_us']:+.1f}; {pair['lower']} below zero)"
         for name, pair in found.items()
     ]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxybench import procs, targets
+from proxybench import load, procs, targets
 
 pytestmark = [
     pytest.mark.integration,
@@ -111,6 +111,36 @@ def test_a_quick_run_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert [s["name"] for s in doc["summaries"]] == ["direct", "nginx"]
     assert all(s["rps"] > 0 and s["cpu_us_per_request"] > 0 for s in doc["samples"])
     assert doc["machine"]["nproc"] == os.cpu_count()
+
+
+def test_two_wrk_runs_at_once_are_each_charged_their_own_cpu(upstream: targets.Target) -> None:
+    script = Path(__file__).resolve().parent.parent / "configs" / "wrk-auth.lua"
+    runs = [load.start(upstream.url, conns, 1, script) for conns in (1, 8)]
+    one, eight = (run.finish()[0] for run in runs)
+    assert one.requests > 0 and eight.requests > one.requests
+    assert 0 < one.loadgen_cpu_s < eight.loadgen_cpu_s < 2.5  # not the two together, twice
+    with pytest.raises(load.LoadFailed, match="wrk exited"):
+        load.Running(["wrk", "--no-such-option"], 1, 1).finish()
+
+
+@pytest.mark.skipif(not _gw_imports(), reason="gw does not import in the bench's virtualenv")
+def test_a_dark_twin_runs_at_the_same_time_as_its_row(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    argv = [sys.executable, str(RUN), "--targets", "direct,gw", "--gw-dark", "--duration", "1"]
+    argv += ["--rounds", "1", "--warmup", "0", "--quiet-wait", "0", "--output", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    runs = [(s["target"], s["level"], s["position"], s["together"]) for s in doc["samples"]]
+    dark = [run for run in runs if run[0] == "gw-dark"]
+    assert [level for _, level, _, _ in dark] == ["16", "64"]  # not at the latency level
+    for _, level, position, together in dark:
+        assert together and ("gw", level, position, True) in runs  # the row beside it
+        assert ("gw", level, position - 1, False) in runs  # and its own run just before
+    assert [s["name"] for s in doc["summaries"]] == ["direct", "gw"]
+    assert doc["observability"]["gw"]["together"] is True
+    assert doc["observability"]["gw"]["pairs"] == 2
+    assert "loaded together" in done.stdout
 
 
 def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:

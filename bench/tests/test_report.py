@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,31 @@ def test_observability_is_the_median_of_paired_differences_with_the_dark_twin() 
     line = table.observability_lines(found, PLAN)[0]
     assert line.startswith("observability: gw - gw-dark: +12.0 µs per request, the median of 6")
     assert line.endswith("(same round and level; +10.0 to +16.5; 0 below zero)")
+
+
+def test_a_twin_loaded_together_with_its_row_is_paired_with_that_run_alone() -> None:
+    # The row's own runs (300) are slower than its run beside the twin (280, the twin 270):
+    # the cost is 10 from the runs made together, and the twin has no summary of its own.
+    found = []
+    for rnd in range(3):
+        for conns in PLAN.throughput:
+            found.append(_sample("gw", rnd, conns, 4000, 3000, 300))
+            together = [_sample("gw", rnd, conns, 2000, 3000, 280)]
+            together.append(_sample("gw-dark", rnd, conns, 2000, 3000, 270))
+            found += [replace(s, together=True) for s in together]
+        found.append(_sample("gw", rnd, 1, 400, 300, 900))
+
+    cost = report.observability(found, PLAN)
+    summaries = report.summarize(found, PLAN, {"gw": 3, "gw-dark": 3})
+
+    assert cost["gw"]["median_us"] == pytest.approx(10)
+    assert cost["gw"]["pairs"] == 3 * len(PLAN.throughput)
+    assert cost["gw"]["together"] is True
+    assert [s.name for s in summaries] == ["gw"]
+    assert summaries[0].cpu_us == pytest.approx(300)  # its own runs only
+    assert summaries[0].rps[PLAN.loads[0]] == pytest.approx(4000)
+    line = table.observability_lines(found, PLAN)[0]
+    assert "+10.0 µs per request" in line and "(same round and level, loaded together;" in line
 
 
 def test_each_row_is_paired_with_its_twin_from_the_baseline_tree() -> None:
