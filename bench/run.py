@@ -100,8 +100,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gw-dark",
         action="store_true",
         help="also run every gw row with its access log and metrics off, as <row>-dark, in the "
-        "same interleaved run, loaded at the same time as its row (an extra run of the row's): "
-        "the difference prices observability",
+        "same interleaved run: the difference prices observability",
+    )
+    add(
+        "--gw-dark-together",
+        action="store_true",
+        help="with --gw-dark: load each twin at the same time as its row (in an extra run of "
+        "the row's), not in a run of its own",
     )
     add(
         "--gw-baseline",
@@ -131,6 +136,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.quiet_wait < 0:
         parser.error("need --rounds >= 1, --duration >= 1, --warmup >= 0, --quiet-wait >= 0")
+    if args.gw_dark_together and not args.gw_dark:
+        parser.error("--gw-dark-together needs --gw-dark")
     if args.gw_baseline_venv and not args.gw_baseline:
         parser.error("--gw-baseline-venv needs --gw-baseline (the tree: . for this one)")
     for venv in (args.gw_venv, args.gw_baseline_venv):
@@ -376,7 +383,7 @@ def start_all(
 
 
 def measure_all(
-    specs: Sequence[TargetSpec], plan: Plan, workdir: Path
+    specs: Sequence[TargetSpec], plan: Plan, workdir: Path, together: bool = False
 ) -> tuple[list[Target], list[Sample]]:
     """Start everything, warm up, run the interleaved rounds, and stop everything."""
     with contextlib.ExitStack() as stack:
@@ -387,7 +394,7 @@ def measure_all(
         print("started (process groups): " + ", ".join(groups), flush=True)
         print(f"about {plan.estimate_seconds(len(started)):.0f}s of load", flush=True)
         warm_up(started, upstream, plan)
-        dark = [t.name for t in started if t.name.endswith(report.DARK)]
+        dark = [t.name for t in started if together and t.name.endswith(report.DARK)]
         twins = {name: name.removesuffix(report.DARK) for name in dark}
         samples = run_rounds(
             started, upstream, plan, lambda line: print(line, flush=True), together=twins
@@ -429,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     try:
-        started, samples = measure_all(specs, plan, workdir)
+        started, samples = measure_all(specs, plan, workdir, args.gw_dark_together)
     except (ChildFailed, LoadFailed) as ex:
         print(f"error: {ex}\n(logs in {workdir})", file=sys.stderr)
         args.keep_logs = True

@@ -148,3 +148,9 @@ def test_a_venv_without_gunicorn_or_a_baseline_venv_without_a_baseline_is_refuse
         run.parse_args(["--gw-venv", str(tmp_path)])
     with pytest.raises(SystemExit):
         run.parse_args(["--gw-baseline-venv", str(tmp_path)])
+
+
+def test_loading_twins_together_needs_the_twins() -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["--targets", "gw", "--gw-dark-together"])
+    assert run.parse_args(["--gw-dark", "--gw-dark-together"]).gw_dark_together

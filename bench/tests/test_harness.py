@@ -126,7 +126,8 @@ def test_two_wrk_runs_at_once_are_each_charged_their_own_cpu(upstream: targets.T
 @pytest.mark.skipif(not _gw_imports(), reason="gw does not import in the bench's virtualenv")
 def test_a_dark_twin_runs_at_the_same_time_as_its_row(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    argv = [sys.executable, str(RUN), "--targets", "direct,gw", "--gw-dark", "--duration", "1"]
+    argv = [sys.executable, str(RUN), "--targets", "direct,gw", "--gw-dark", "--gw-dark-together"]
+    argv += ["--duration", "1"]
     argv += ["--rounds", "1", "--warmup", "0", "--quiet-wait", "0", "--output", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
