@@ -18,7 +18,7 @@ def _compiled(module: str) -> Extension:
     return Extension(
         module,
         [module.replace(".", "/") + ".c"],
-        depends=["gw/_buffer.h", "gw/_collector.h", "gw/_http.h"],
+        depends=["gw/_buffer.h", "gw/_collector.h", "gw/_http.h", "gw/_slots.h"],
         optional=True,
         extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
     )
@@ -27,6 +27,7 @@ def _compiled(module: str) -> Extension:
 setup(
     ext_modules=[
         _compiled("gw.observe._accessline"),
+        _compiled("gw.observe._grouped"),
         _compiled("gw.edge._replyfields"),
         _compiled("gw.edge._requestfields"),
         _compiled("gw.upstream._wire"),

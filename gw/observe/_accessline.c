@@ -20,9 +20,9 @@ by what it reports. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <structmember.h>
 
 #include "../_buffer.h"
+#include "../_slots.h"
 
 /* What accesslog hands over (``configure``): its table of escaped repeating values, the
    function that fills it, the two JSON encoders, the set of the base field names and the
@@ -34,16 +34,7 @@ static PyObject *n_request_id, *n_client, *n_ip, *n_method, *n_path, *n_raw_targ
     *n_upstream, *n_upstream_target, *n_status, *n_bytes_sent, *n_error, *n_extra, *n_started,
     *n_ended;
 
-/* PERF: an Exchange's fields are slots (``@dataclass(slots=True)``); ``field_of`` takes one at
-   its offset in the object, as the slot's own descriptor does, instead of the generic attribute
-   lookup (about 120 instructions a field, 14 fields a line). Only for an object of exactly the
-   class ``configure`` was given, and only while every field is a plain slot of that class as
-   it is now: any change to a class gives it a new version tag, and the fields are looked up
-   again then. Anything else, and a slot never set, takes ``PyObject_GetAttr``, which answers
-   or raises as it always did. */
-static PyTypeObject *exchange_type;
-static unsigned int checked_version; /* the class's version tag when its fields were looked up */
-static int slots_usable;             /* and whether they were all plain slots then */
+/* An Exchange's fields, read at their slots' offsets (gw/_slots.h). */
 enum { F_REQUEST_ID, F_CLIENT, F_METHOD, F_PATH, F_RAW_TARGET, F_ROUTE, F_UPSTREAM,
        F_UPSTREAM_TARGET, F_STATUS, F_BYTES_SENT, F_ERROR, F_EXTRA, F_STARTED, F_ENDED, FIELDS };
 static PyObject **field_names[FIELDS] = {
@@ -51,37 +42,11 @@ static PyObject **field_names[FIELDS] = {
     &n_upstream_target, &n_status, &n_bytes_sent, &n_error, &n_extra, &n_started, &n_ended,
 };
 static Py_ssize_t field_offsets[FIELDS];
-
-/* Look the fields up in ``exchange_type`` as it is now. */
-static Py_NO_INLINE int find_slots(void) {
-    slots_usable = 0;
-    for (int field = 0; field < FIELDS; field++) {
-        PyObject *descr = _PyType_Lookup(exchange_type, *field_names[field]); /* borrowed */
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) break;
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX) break;
-        field_offsets[field] = member->offset;
-        slots_usable = field == FIELDS - 1;
-    }
-    /* the lookups gave the class a version tag, if it can have one; without one (0), the
-       offsets are never used: nothing would tell of a change */
-    checked_version = exchange_type->tp_version_tag;
-    if (checked_version == 0) slots_usable = 0;
-    return slots_usable;
-}
-
-static inline int by_offset(PyObject *exchange) {
-    if (Py_TYPE(exchange) != exchange_type) return 0;
-    return exchange_type->tp_version_tag == checked_version ? slots_usable : find_slots();
-}
+static Slots exchange_slots = {NULL, 0, 0, FIELDS, field_names, field_offsets};
 
 /* Field ``field`` of ``exchange`` (a new reference), or NULL with an exception set. */
 static inline PyObject *field_of(PyObject *exchange, int field) {
-    if (by_offset(exchange)) {
-        PyObject *value = *(PyObject **)((char *)exchange + field_offsets[field]);
-        if (value != NULL) return Py_NewRef(value);
-    }
-    return PyObject_GetAttr(exchange, *field_names[field]);
+    return slot_get(&exchange_slots, exchange, field);
 }
 
 /* The results of the steps below: done, failed (an exception is set), or not for this form
@@ -256,12 +221,14 @@ static int add_client(Buffer *t, PyObject *client) {
     return result;
 }
 
-/* The stages' fields, in the order they were set (a dict's order): ``,"name":value``. */
+/* The stages' fields, in the order they were set (a dict's order): ``,"name":value``; NOT_HERE
+   when one has a base field's name (the Python form lets it win). */
 static int add_extra(Buffer *t, PyObject *extra) {
     PyObject *name, *value;
     Py_ssize_t at = 0;
     while (PyDict_Next(extra, &at, &name, &value)) { /* borrowed */
-        int result;
+        int result = PySet_Contains(base_fields, name);
+        if (result != 0) return result < 0 ? FAILED : NOT_HERE;
         if (BUFFER_ADD_LITERAL(t, ",") < 0) return FAILED;
         if ((result = add_known(t, name)) != DONE) return result;
         if (BUFFER_ADD_LITERAL(t, ":") < 0) return FAILED;
@@ -278,26 +245,16 @@ static int add_extra(Buffer *t, PyObject *extra) {
     return DONE;
 }
 
-/* NOT_HERE when a stage's field has a base field's name: the Python form lets it win. */
-static int check_extra(PyObject *extra) {
-    if (!PyDict_CheckExact(extra)) return NOT_HERE;
-    PyObject *name, *value;
-    Py_ssize_t at = 0;
-    while (PyDict_Next(extra, &at, &name, &value)) {
-        int clash = PySet_Contains(base_fields, name);
-        if (clash < 0) return FAILED;
-        if (clash) return NOT_HERE;
-    }
-    return DONE;
-}
-
 /* Add the access line of ``exchange`` (``_line``'s text). */
 static int add_line(Buffer *t, PyObject *exchange, PyObject *when, double duration_ms,
                     PyObject *worker) {
     PyObject *extra = NULL, *value = NULL;
     int result = DONE;
     READ(extra, exchange, F_EXTRA);
-    STEP(check_extra(extra));
+    if (!PyDict_CheckExact(extra)) {
+        result = NOT_HERE;
+        goto end;
+    }
     STEP(BUFFER_ADD_LITERAL(t, "{\"time\":\""));
     STEP(add_ascii(t, when));
     STEP(BUFFER_ADD_LITERAL(t, "\",\"request_id\":"));
@@ -498,8 +455,7 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_XSETREF(encode_any, Py_NewRef(any_));
     Py_XSETREF(base_fields, Py_NewRef(base));
     Py_XSETREF(formatted, Py_NewRef(formatted_));
-    Py_XSETREF(exchange_type, (PyTypeObject *)Py_NewRef(type));
-    find_slots();
+    slots_of(&exchange_slots, (PyTypeObject *)type);
     Py_RETURN_NONE;
 }
 
