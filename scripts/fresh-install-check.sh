@@ -87,7 +87,7 @@ esac
 # setup.py builds gw's compiled parts optionally (gw runs without them); on a machine with a C
 # compiler, as CI's, the wheel must carry them, or the bench would measure the fallbacks.
 if [ "${GW_REQUIRE_COMPILED:-}" = 1 ]; then
-  "$VENV/bin/python" -c 'import gw.observe._accessline, gw.edge._replyfields, gw.edge._requestfields, gw.upstream._wire, gw.limits._table, gw.core._fields, gw.host._io' ||
+  "$VENV/bin/python" -c 'import gw.observe._accessline, gw.observe._grouped, gw.edge._replyfields, gw.edge._requestfields, gw.upstream._wire, gw.limits._table, gw.core._fields, gw.host._io' ||
     fail "the wheel lacks a compiled part (setup.py's C extensions did not build)"
   echo "   the compiled parts are in the wheel"
 fi
