@@ -46,6 +46,7 @@ _this_process_only: set[str] = set()  # consumers a child process does not inher
 _pending: deque[Exchange] = deque()
 _lock = threading.Lock()  # one batch handed on at a time, so batches stay in order
 _draining = [False]  # this process's background thread has started (reset in a child)
+_monotonic = time.monotonic
 
 
 def consume(name: str, consumer: Consumer | None, *, this_process_only: bool = False) -> None:
@@ -65,13 +66,19 @@ def consume(name: str, consumer: Consumer | None, *, this_process_only: bool = F
 
 def add(exchange: Exchange) -> None:
     """Queue ``exchange``, which has just ended (its ``ended`` is set here)."""
-    exchange.ended = time.monotonic()
+    exchange.ended = _monotonic()
     _pending.append(exchange)
-    if len(_pending) >= BATCH:
-        flush()
-    elif not _draining[0]:
+    if len(_pending) >= BATCH or not _draining[0]:  # PERF: one test for the usual case
+        _after_add()
+
+
+def _after_add() -> None:
+    """Hand on a full batch; start the background flusher if it has not started."""
+    if not _draining[0]:
         _draining[0] = True
         process.every(MAX_WAIT, flush, "gw-observe")
+    if len(_pending) >= BATCH:
+        flush()
 
 
 def flush() -> None:
