@@ -157,17 +157,21 @@ class Running:
         return LoadResult(**{**asdict(result), "loadgen_cpu_s": round(cpu, 3)}), stdout
 
     def _reaped(self) -> tuple[int, float]:
-        """Return wrk's exit code and CPU seconds once it has exited; kill it at the deadline."""
-        while True:
-            pid, status, usage = os.wait4(self._proc.pid, os.WNOHANG)
-            if pid:
-                self._proc.returncode = os.waitstatus_to_exitcode(status)
-                return self._proc.returncode, usage.ru_utime + usage.ru_stime
-            if time.monotonic() > self.deadline:
-                self._proc.kill()
-                self._proc.wait()
-                raise LoadFailed(f"wrk did not finish within {self.limit:.0f}s")
-            time.sleep(0.02)
+        """Return wrk's exit code and CPU seconds once it has exited; kill it at the deadline,
+        or when this wait is interrupted (Ctrl-C)."""
+        try:
+            while True:
+                pid, status, usage = os.wait4(self._proc.pid, os.WNOHANG)
+                if pid:
+                    self._proc.returncode = os.waitstatus_to_exitcode(status)
+                    return self._proc.returncode, usage.ru_utime + usage.ru_stime
+                if time.monotonic() > self.deadline:
+                    raise LoadFailed(f"wrk did not finish within {self.limit:.0f}s")
+                time.sleep(0.02)
+        except BaseException:
+            self._proc.kill()
+            self._proc.wait()
+            raise
 
     @staticmethod
     def _read(file: IO[bytes]) -> str:

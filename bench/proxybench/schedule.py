@@ -150,9 +150,10 @@ def measure_together(
     connections, and charge each the CPU its own process tree used meanwhile (``measure``: a
     group of one). Samples of a group of two or more are marked ``together``.
 
-    Why twins are measured together (``run_rounds``): this box's speed moves by 10 % and more
-    from one second to the next, so two runs a few seconds apart differ by ±20 µs a request
-    whatever they run; two runs in the same seconds meet the same speed.
+    What it is for (``run_rounds``, ``--gw-dark-together``): twins loaded at once meet the same
+    moments of the machine's speed. Tried on observability (bench/README.md, the twenty-sixth
+    run), it took a quarter off the pairs' spread, and measured a harsher condition than a run
+    alone (two trees on two cores: every worker preempted more often).
 
     Raises:
         ChildFailed: a target died before or during the run.
